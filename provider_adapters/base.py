@@ -1,0 +1,150 @@
+"""The one interface every provider adapter implements, and the values that cross it.
+
+Adapters know nothing of jobs: they rent, describe and destroy machines. They return fast and never sleep
+(retries with backoff live in `retry.py`, waiting lives in the controller's poller).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+LABEL_PREFIX = "lorarun-"
+
+
+def job_label(job_id: str) -> str:
+    """The label/name every instance of a job carries, so `list_owned()` and `gc` can find it."""
+    return f"{LABEL_PREFIX}{job_id}"
+
+
+class InstanceStatus(enum.Enum):
+    PENDING = "pending"  # accepted, not yet scheduled / image pulling ("loading", PROVISIONING, STARTING)
+    RUNNING = "running"  # container up; SSH may still need a few seconds
+    STOPPED = "stopped"  # exited/stopped: still bills storage, so lorarun destroys it
+    ERROR = "error"  # provider reports a failure (status_msg / ERROR)
+    TERMINATED = "terminated"  # gone or going; no longer billing
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """What a job needs from a machine. Units are human ones (GB, $/h); adapters convert (Vast wants MB)."""
+
+    gpu_names: tuple[str, ...] = ()  # empty = any GPU; names as users write them ("RTX 4090", "A100")
+    gpu_count: int = 1
+    min_vram_gb: float = 0.0
+    max_price_per_hour: float | None = None
+    min_reliability: float = 0.0
+    min_inet_down_mbps: float = 0.0
+    min_cuda: float = 12.1
+    disk_gb: float = 40.0
+    interruptible: bool = False
+    secure_cloud_only: bool = False
+    regions: tuple[str, ...] = ()  # 2-letter country codes
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A rentable machine at a live price. `id` is what `create()` takes (Vast ask id, RunPod gpuTypeId)."""
+
+    provider: str
+    id: str
+    gpu_name: str
+    gpu_count: int
+    vram_gb: float  # per GPU
+    price_per_hour: float  # whole machine, storage for the requested disk included where the API folds it in
+    reliability: float | None = None
+    inet_down_mbps: float | None = None
+    inet_up_mbps: float | None = None
+    cuda_version: float | None = None
+    location: str = ""
+    interruptible: bool = False
+    secure_cloud: bool | None = None
+    storage_price_gb_month: float = 0.0  # billed on top of price_per_hour (0 where already folded in)
+    has_image_cached: bool = False
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    host: str
+    port: int
+    username: str = "root"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """How to start the machine. `ssh_public_key` is the per-job key; `env` must never carry the user's API key."""
+
+    label: str
+    image: str
+    disk_gb: float
+    ssh_public_key: str
+    env: tuple[tuple[str, str], ...] = ()
+    onstart: str = ""
+    bid_price_per_hour: float | None = None  # interruptible only
+
+
+@dataclass(frozen=True)
+class Instance:
+    provider: str
+    id: str
+    label: str
+    status: InstanceStatus
+    ssh: SSHEndpoint | None = None  # set once the provider reports a direct SSH port
+    price_per_hour: float | None = None
+    gpu_name: str = ""
+    gpu_count: int = 0
+    status_message: str = ""
+    started_at: float | None = None  # unix seconds, when the provider says so
+    extra: tuple[tuple[str, str], ...] = field(default=())  # provider-specific facts worth showing the user
+
+
+@dataclass(frozen=True)
+class SelfDestruct:
+    """How an instance destroys itself with its own instance-scoped key (never the user's key).
+
+    The agent on the instance sends `method url` with `Authorization: Bearer $<key_env>`; `url` may contain
+    `{instance_id}`, filled from `$<id_env>`. Both variables are read from the environment or `/proc/1/environ`.
+    """
+
+    method: str
+    url: str
+    id_env: str
+    key_env: str
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    def offers(self, req: ResourceRequest) -> list[Offer]:
+        """Live offers matching `req`, cheapest first. No side effects."""
+        ...
+
+    def create(self, offer: Offer, spec: InstanceSpec) -> Instance:
+        """Rent `offer`. Returns at once (never waits for boot).
+
+        Raises `CreateFailed` carrying `instance_id` when the provider answered with an error *and* an id
+        (Vast's `new_contract` on a failed bid), so the caller can record and destroy it.
+        """
+        ...
+
+    def get(self, instance_id: str) -> Instance | None:
+        """Current state, or None once the provider no longer knows the instance."""
+        ...
+
+    def destroy(self, instance_id: str) -> None:
+        """Terminate (never merely stop: stopped instances bill storage). "Not found" is success."""
+        ...
+
+    def list_owned(self) -> list[Instance]:
+        """Every instance whose label starts with `lorarun-`."""
+        ...
+
+    def self_destruct(self) -> SelfDestruct | None:
+        """How the on-instance agent can destroy its own machine; None where it cannot (plain SSH, local)."""
+        ...
+
+    def kill_hint(self, instance_id: str) -> str:
+        """A command or URL the user can use to kill the instance by hand if lorarun cannot confirm it."""
+        ...

@@ -1,0 +1,55 @@
+"""Typed provider errors. Adapters decide which one by status codes and error fields, never by matching prose."""
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Anything the provider refused or failed. `retryable` tells the retry policy whether to try again."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None):
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+
+
+class AuthError(ProviderError):
+    """The API key is missing, wrong or lacks a permission."""
+
+
+class NoCapacityError(ProviderError):
+    """No machine matches right now; another offer or a later try may work."""
+
+
+class OfferGoneError(ProviderError):
+    """The offer was taken between search and create (Vast `no_such_ask`)."""
+
+
+class InsufficientFundsError(ProviderError):
+    """The account's balance or spend limit does not cover the rental."""
+
+
+class RateLimitError(ProviderError):
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    """5xx, connection reset, timeout: worth another try."""
+
+    retryable = True
+
+
+class CreateFailed(ProviderError):
+    """Create failed, but the provider returned an instance id that may be billing: record it and destroy it."""
+
+    def __init__(self, message: str, *, instance_id: str, **kw):
+        super().__init__(message, **kw)
+        self.instance_id = instance_id
+
+
+class CredentialsMissing(ProviderError):
+    """No API key found; the message names every place that was looked at."""
