@@ -1,0 +1,228 @@
+"""The engine's configuration: what the controller writes and the engine reads (`engine_config.json`).
+
+Torch-free on purpose: the laptop validates a job with these same classes, so a config the controller accepted is
+one the engine accepts. Names follow kohya's sd-scripts where kohya has a name for the thing, so a kohya user
+recognises every field (and `runner/kohya_toml.py` maps their TOML onto these).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .schema import ConfigError, from_mapping
+
+FAMILIES = ("sd15", "sdxl", "flux")
+OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor")
+SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+MIXED_PRECISION = ("no", "fp16", "bf16")
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = ("builtin:tiny-sd15", "builtin:tiny-sdxl")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "sd15"  # sd15 (also SD2.x with v2/v_parameterization), sdxl, flux
+    base: str = "runwayml/stable-diffusion-v1-5"  # diffusers folder, hub id, .safetensors/.ckpt, builtin:tiny-*
+    vae: str | None = None
+    v2: bool = False
+    v_parameterization: bool = False
+    clip_skip: int = 1
+
+    def validate(self, where: str = "model") -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"{where}.family: unknown family {self.family!r}; use one of {', '.join(FAMILIES)}")
+        if self.base.startswith(BUILTIN_PREFIX) and self.base not in BUILTIN_MODELS:
+            raise ConfigError(f"{where}.base: unknown built-in model {self.base!r}; use one of {', '.join(BUILTIN_MODELS)}")
+        if self.v_parameterization and self.family != "sd15":
+            raise ConfigError(f"{where}.v_parameterization: only SD2.x (family sd15 with v2: true) uses v-prediction")
+        if not 1 <= self.clip_skip <= 12:
+            raise ConfigError(f"{where}.clip_skip: must be between 1 and 12, got {self.clip_skip}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    train_data_dir: str = "dataset"  # kohya layout: <repeats>_<class tokens>/image + caption
+    reg_data_dir: str | None = None  # regularisation images, same layout
+    resolution: tuple[int, int] = (512, 512)  # (width, height); a single number in the job file means square
+    enable_bucket: bool = True
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    bucket_reso_steps: int = 64
+    bucket_no_upscale: bool = False
+    caption_extension: str = ".txt"
+    shuffle_caption: bool = False
+    keep_tokens: int = 0
+    caption_dropout_rate: float = 0.0
+    flip_aug: bool = False
+    prior_loss_weight: float = 1.0
+
+    def validate(self, where: str = "dataset") -> None:
+        w, h = self.resolution
+        step = self.bucket_reso_steps
+        if step <= 0 or step % 8:
+            raise ConfigError(f"{where}.bucket_reso_steps: must be a positive multiple of 8, got {step}")
+        if w % step or h % step:
+            raise ConfigError(
+                f"{where}.resolution: {w}x{h} is not a multiple of bucket_reso_steps ({step}); "
+                f"use e.g. {round(w / step) * step or step}x{round(h / step) * step or step}"
+            )
+        if self.enable_bucket:
+            if self.min_bucket_reso % step or self.max_bucket_reso % step:
+                raise ConfigError(f"{where}: min_bucket_reso and max_bucket_reso must be multiples of {step}")
+            if not self.min_bucket_reso <= min(w, h) <= max(w, h) <= self.max_bucket_reso:
+                raise ConfigError(
+                    f"{where}: resolution {w}x{h} must lie between min_bucket_reso {self.min_bucket_reso} "
+                    f"and max_bucket_reso {self.max_bucket_reso}"
+                )
+        if self.caption_extension not in (".txt", ".caption"):
+            raise ConfigError(f"{where}.caption_extension: use '.txt' or '.caption', got {self.caption_extension!r}")
+        if not 0.0 <= self.caption_dropout_rate < 1.0:
+            raise ConfigError(f"{where}.caption_dropout_rate: must be in [0, 1), got {self.caption_dropout_rate}")
+        if self.keep_tokens < 0:
+            raise ConfigError(f"{where}.keep_tokens: must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_train_epochs: int | None = 10
+    max_train_steps: int | None = None  # used only when max_train_epochs is None (kohya: epochs override steps)
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    unet_lr: float | None = None  # None = learning_rate
+    text_encoder_lr: float | None = 5e-5  # None = learning_rate; 0 = do not train the text encoder(s)
+    network_train_unet_only: bool = False
+    network_dim: int = 32
+    network_alpha: float = 16.0
+    lr_scheduler: str = "cosine_with_restarts"
+    lr_warmup_steps: float = 0  # an int is steps; a float below 1 is a ratio of the total (kohya)
+    lr_scheduler_num_cycles: int = 1
+    lr_scheduler_power: float = 1.0
+    # "auto" = AdamW8bit on CUDA with bitsandbytes (the guides' choice), else fused AdamW, said in an event.
+    # An explicit "AdamW8bit" without CUDA is an error, not a silent swap.
+    optimizer_type: str = "auto"
+    optimizer_args: tuple[str, ...] = ()  # kohya's "key=value" strings, e.g. "weight_decay=0.01"
+    mixed_precision: str = "bf16"
+    save_every_n_epochs: int | None = 2
+    save_precision: str = "fp16"
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    min_snr_gamma: float | None = None
+    noise_offset: float | None = None
+    max_grad_norm: float = 1.0
+    cache_latents: bool = True
+    cache_text_encoder_outputs: bool = True  # turned off by the engine when text encoders train
+    max_data_loader_n_workers: int = 2
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return not self.network_train_unet_only and self.text_encoder_lr != 0
+
+    def validate(self, where: str = "training") -> None:
+        if self.max_train_epochs is None and self.max_train_steps is None:
+            raise ConfigError(f"{where}: set epochs (max_train_epochs) or max_train_steps")
+        for name in ("max_train_epochs", "max_train_steps", "save_every_n_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{where}.{name}: must be at least 1, got {value}")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ConfigError(f"{where}: batch_size and gradient_accumulation_steps must be at least 1")
+        if self.network_dim < 1:
+            raise ConfigError(f"{where}.network_dim: must be at least 1, got {self.network_dim}")
+        if self.network_alpha <= 0:
+            raise ConfigError(f"{where}.network_alpha: must be > 0, got {self.network_alpha}")
+        if self.optimizer_type not in OPTIMIZERS:
+            raise ConfigError(
+                f"{where}.optimizer_type: unknown optimizer {self.optimizer_type!r}; use one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"{where}.lr_scheduler: unknown scheduler {self.lr_scheduler!r}; use one of {', '.join(SCHEDULERS)}"
+            )
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"{where}.mixed_precision: use one of {', '.join(MIXED_PRECISION)}")
+        if self.save_precision not in ("fp16", "bf16", "float"):
+            raise ConfigError(f"{where}.save_precision: use fp16, bf16 or float")
+        for lr_name in ("learning_rate", "unet_lr", "text_encoder_lr"):
+            lr = getattr(self, lr_name)
+            if lr is not None and (lr < 0 or lr > 1):
+                raise ConfigError(f"{where}.{lr_name}: {lr} is not a plausible learning rate (0 to 1)")
+        if self.lr_warmup_steps < 0:
+            raise ConfigError(f"{where}.lr_warmup_steps: must be >= 0")
+        for arg in self.optimizer_args:
+            if "=" not in arg:
+                raise ConfigError(f"{where}.optimizer_args: {arg!r} is not of the form key=value")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    prompts: tuple[str, ...] = ()
+    negative_prompt: str = ""
+    every_n_epochs: int | None = None  # None = only at the end
+    steps: int = 20
+    guidance_scale: float = 7.0
+    seed: int = 1234
+    width: int | None = None  # None = the training resolution
+    height: int | None = None
+    grid_strengths: tuple[float, ...] = (0.0, 0.5, 0.8, 1.0)
+    grid_seeds: tuple[int, ...] = (1, 2)
+
+    def validate(self, where: str = "sample") -> None:
+        if self.every_n_epochs is not None and self.every_n_epochs < 1:
+            raise ConfigError(f"{where}.every_n_epochs: must be at least 1")
+        if self.steps < 1:
+            raise ConfigError(f"{where}.steps: must be at least 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs; paths are as seen by the engine (on the instance)."""
+
+    job_id: str
+    output_dir: str
+    output_name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    work_dir: str = ""  # caches (latents, embeddings) and resume state; "" = <output_dir>/.work
+    device: str = "auto"  # auto | cpu | cuda
+    max_vram_gb: float | None = None  # for the memory check; None = what the GPU reports
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.dataset.validate()
+        self.training.validate()
+        self.sample.validate()
+        if not self.output_name or "/" in self.output_name:
+            raise ConfigError(f"output_name: {self.output_name!r} must be a plain file name without '/'")
+        if self.model.family == "sdxl" and self.model.v2:
+            raise ConfigError("model.v2: SD2.x flags do not apply to family sdxl")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "engine_config") -> "EngineConfig":
+        return from_mapping(cls, data, where)
+
+    @classmethod
+    def read(cls, path: Path) -> "EngineConfig":
+        cfg = cls.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        cfg.validate()
+        return cfg
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
