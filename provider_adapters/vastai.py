@@ -1,0 +1,260 @@
+"""The Vast.ai `Provider`: turns lorarun's requests into Vast queries and Vast's dicts into frozen dataclasses.
+
+All HTTP lives in `vastai_client.py`; facts are in /work/shared/reference/providers.md §1.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from . import retry
+from .base import (
+    LABEL_PREFIX,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SelfDestruct,
+    SSHEndpoint,
+)
+from .errors import CreateFailed, ProviderError
+from .vastai_client import VastClient
+
+MIN_DISK_GB = 8.0  # Vast rejects smaller disks (§1.3 x-input-validation)
+SSH_PORT_ENV = "-p 22:22"  # how Vast's env object asks for a port mapping (§1.3)
+
+# actual_status → InstanceStatus (§1.4). `exited`, `unknown` and `offline` never come back to running.
+_STATUS = {
+    None: InstanceStatus.PENDING,
+    "": InstanceStatus.PENDING,
+    "created": InstanceStatus.PENDING,
+    "loading": InstanceStatus.PENDING,
+    "rebooting": InstanceStatus.PENDING,
+    "restarting": InstanceStatus.PENDING,
+    "running": InstanceStatus.RUNNING,
+    "stopped": InstanceStatus.STOPPED,
+    "frozen": InstanceStatus.STOPPED,  # paused with memory, still billing the GPU
+    "exited": InstanceStatus.STOPPED,  # container gone, disk still billing: lorarun destroys it
+    "unknown": InstanceStatus.ERROR,
+    "offline": InstanceStatus.ERROR,
+}
+
+
+class VastProvider:
+    name = "vastai"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
+        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._key = api_key
+        self.client = VastClient(api_key, base_url=base_url, timeout=timeout, policy=policy,
+                                 destroy_policy=destroy_policy, sleep=sleep, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"VastProvider(base_url={self.client.base_url!r})"
+
+    # -- offers ---------------------------------------------------------------------------------------------
+    def offers(self, req: ResourceRequest) -> list[Offer]:
+        offers = [self._offer(o, req.interruptible) for o in self.client.search_offers(build_query(req))]
+        # The server filters already; these checks guard against a server that ignores a filter it does
+        # not know (and `geolocation` is free text ending in the country code, §1.2).
+        keep = [o for o in offers if _matches(o, req)]
+        return sorted(keep, key=lambda o: o.price_per_hour)[: req.limit]
+
+    def _offer(self, o: dict[str, Any], interruptible: bool) -> Offer:
+        storage_cost = float(o.get("storage_cost") or 0.0)
+        if interruptible:
+            # UNCONFIRMED whether `min_bid` includes storage the way `dph_total` does (§1.2 only says it is
+            # the interruptible floor); show storage on top so the estimate errs high rather than low.
+            price, storage = float(o.get("min_bid") or o.get("dph_total") or 0.0), storage_cost
+        else:
+            price, storage = float(o.get("dph_total") or 0.0), 0.0  # storage folded into dph_total (§1.2)
+        reliability = o.get("reliability2", o.get("reliability"))
+        return Offer(
+            provider=self.name,
+            id=str(o["id"]),
+            gpu_name=str(o.get("gpu_name") or ""),
+            gpu_count=int(o.get("num_gpus") or 0),
+            vram_gb=float(o.get("gpu_ram") or 0.0) / 1000.0,  # MB in the API; the CLI multiplies GB by 1000
+            price_per_hour=price,
+            reliability=float(reliability) if reliability is not None else None,
+            inet_down_mbps=_float(o.get("inet_down")),
+            inet_up_mbps=_float(o.get("inet_up")),
+            cuda_version=_float(o.get("cuda_max_good")),
+            location=str(o.get("geolocation") or ""),
+            interruptible=interruptible,
+            secure_cloud=bool(o["datacenter"]) if "datacenter" in o else None,
+            storage_price_gb_month=storage,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def create(self, offer: Offer, spec: InstanceSpec) -> Instance:
+        if self._key and any(self._key in v for _, v in spec.env):
+            raise ValueError("InstanceSpec.env carries the user's Vast API key; it must never reach the instance")
+        body = build_create_body(offer, spec)
+        answer = self.client.create_instance(offer.id, body)
+        instance_id = str(answer["new_contract"])
+        try:
+            # The per-job key goes on this one instance (§1.4): account keys would reach every future
+            # instance of the user and outlive the job.
+            self.client.attach_ssh_key(instance_id, spec.ssh_public_key)
+        except ProviderError as err:
+            raise CreateFailed(f"instance {instance_id} was created but its SSH key could not be attached: {err}",
+                               instance_id=instance_id, provider=self.name, status=err.status) from err
+        return Instance(
+            provider=self.name,
+            id=instance_id,
+            label=spec.label,
+            status=InstanceStatus.PENDING,
+            price_per_hour=offer.price_per_hour,
+            gpu_name=offer.gpu_name,
+            gpu_count=offer.gpu_count,
+        )
+
+    def get(self, instance_id: str) -> Instance | None:
+        raw = self.client.show_instance(instance_id)
+        return None if raw is None else to_instance(raw, self.name)
+
+    def destroy(self, instance_id: str) -> None:
+        self.client.destroy_instance(instance_id)
+
+    def list_owned(self) -> list[Instance]:
+        # Vast's select_filters offer eq/neq/in but no prefix match (§1.6), so the whole list is read and the
+        # `lorarun-` prefix is checked here.
+        rows = self.client.list_instances()
+        return [to_instance(r, self.name) for r in rows if str(r.get("label") or "").startswith(LABEL_PREFIX)]
+
+    def self_destruct(self) -> SelfDestruct:
+        # Vast injects CONTAINER_ID and a key that can only stop/destroy this instance (§1.7).
+        return SelfDestruct("DELETE", f"{self.client.base_url}/api/v0/instances/{{instance_id}}/",
+                            id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY")
+
+    def kill_hint(self, instance_id: str) -> str:
+        return (f"vastai destroy instance {instance_id}   "
+                f"(or delete it at https://cloud.vast.ai/instances/)")
+
+
+# -- pure mapping helpers (tested directly and through the fake) ----------------------------------------------
+def build_query(req: ResourceRequest) -> dict[str, Any]:
+    """The `/bundles/` body for `req` (§1.2): filters as {op: value}, units converted (GB → MB for gpu_ram)."""
+    q: dict[str, Any] = {
+        # The CLI's default filters (§1.2), spelled out because we post the raw body.
+        "verified": {"eq": True},
+        "external": {"eq": False},
+        "rentable": {"eq": True},
+        "rented": {"eq": False},
+        "num_gpus": {"eq": req.gpu_count},
+        "disk_space": {"gte": req.disk_gb},
+        # SFTP uploads need direct SSH: only machines with open ports (§1.4).
+        "direct_port_count": {"gte": 1},
+        "cuda_max_good": {"gte": req.min_cuda},
+        "order": [["dph_total", "asc"]],
+        "type": "bid" if req.interruptible else "on-demand",
+        "limit": req.limit,
+        "allocated_storage": req.disk_gb,  # so dph_total includes the storage we will use
+    }
+    if req.gpu_names:
+        q["gpu_name"] = {"in": [n.replace("_", " ") for n in req.gpu_names]}  # Vast names contain spaces
+    if req.min_vram_gb:
+        q["gpu_ram"] = {"gte": round(req.min_vram_gb * 1000)}  # MB (§1.2 units)
+    if req.max_price_per_hour is not None:
+        q["min_bid" if req.interruptible else "dph_total"] = {"lte": req.max_price_per_hour}
+    if req.min_reliability:
+        q["reliability"] = {"gte": req.min_reliability}
+    if req.min_inet_down_mbps:
+        q["inet_down"] = {"gte": req.min_inet_down_mbps}
+    if req.regions:
+        q["geolocation"] = {"in": list(req.regions)}
+    if req.secure_cloud_only:
+        q["datacenter"] = {"eq": True}  # Vast's "secure cloud" = datacenter hosts
+    return q
+
+
+def _matches(o: Offer, req: ResourceRequest) -> bool:
+    if req.regions and o.location and o.location.strip()[-2:].upper() not in {r.upper() for r in req.regions}:
+        return False
+    if req.max_price_per_hour is not None and o.price_per_hour > req.max_price_per_hour:
+        return False
+    return o.vram_gb >= req.min_vram_gb and o.gpu_count == req.gpu_count
+
+
+def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+    """The `PUT /asks/{id}/` body (§1.3): env is a JSON object, the SSH port mapping is one of its keys."""
+    env: dict[str, str] = dict(spec.env)
+    env[SSH_PORT_ENV] = "1"
+    body: dict[str, Any] = {
+        "client_id": "me",
+        "image": spec.image,
+        "disk": max(MIN_DISK_GB, float(spec.disk_gb)),
+        "label": spec.label,
+        "runtype": "ssh_direct",  # Vast's entrypoint sets up sshd on a direct port (§1.3, §1.4)
+        "env": env,
+        "onstart": spec.onstart,
+        # Fail rather than leave a stopped (storage-billing) instance when it cannot start (§1.3).
+        "cancel_unavail": True,
+    }
+    if offer.interruptible:
+        body["price"] = spec.bid_price_per_hour or offer.price_per_hour  # leave out for on-demand (§1.3)
+    return body
+
+
+def ssh_endpoint(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, str]:
+    """(endpoint, "direct"|"proxy"|"") — direct `public_ipaddr` + `ports["22/tcp"][0].HostPort` first (SFTP
+    needs it, §1.4); the `ssh_host`/`ssh_port` gateway only when no direct port is reported."""
+    ports = raw.get("ports") or {}
+    mapping = ports.get("22/tcp") if isinstance(ports, dict) else None
+    ip = str(raw.get("public_ipaddr") or "").strip()  # may carry whitespace (dstack strips it)
+    if mapping and ip:
+        try:
+            return SSHEndpoint(ip, int(mapping[0]["HostPort"])), "direct"  # HostPort is a string
+        except (KeyError, IndexError, TypeError, ValueError):
+            pass
+    host, port = raw.get("ssh_host"), raw.get("ssh_port")
+    if host and port:
+        port = int(port) + (1 if "jupyter" in str(raw.get("image_runtype") or "") else 0)
+        return SSHEndpoint(str(host), port), "proxy"
+    return None, ""
+
+
+def to_instance(raw: dict[str, Any], provider: str = "vastai") -> Instance:
+    actual = raw.get("actual_status")
+    status = _STATUS.get(actual, InstanceStatus.ERROR)
+    if status is InstanceStatus.PENDING and raw.get("intended_status") == "stopped" \
+            and raw.get("cur_state") == "stopped":
+        status = InstanceStatus.STOPPED  # outbid interruptible: stopped, storage billing (§1.4 dstack)
+    ssh, kind = ssh_endpoint(raw) if status is InstanceStatus.RUNNING else (None, "")
+    extra = [("actual_status", str(actual)), ("intended_status", str(raw.get("intended_status")))]
+    if kind:
+        extra.append(("ssh", kind))
+    for key in ("machine_id", "image_uuid", "geolocation"):
+        if raw.get(key) is not None:
+            extra.append((key, str(raw[key])))
+    return Instance(
+        provider=provider,
+        id=str(raw.get("id")),
+        label=str(raw.get("label") or ""),
+        status=status,
+        ssh=ssh,
+        price_per_hour=_float(raw.get("dph_total")),
+        gpu_name=str(raw.get("gpu_name") or ""),
+        gpu_count=int(raw.get("num_gpus") or 0),
+        status_message=str(raw.get("status_msg") or ""),
+        started_at=_float(raw.get("start_date")),
+        extra=tuple(extra),
+    )
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

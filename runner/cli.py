@@ -1,0 +1,72 @@
+"""The `lorarun` command. Thin on purpose: each command lives in `runner/commands/<name>.py` and registers
+itself; errors become one line and an exit code through `errors.exit_code_and_message`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from .console import err_console
+from .errors import exit_code_and_message
+
+COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc")
+
+app = typer.Typer(
+    name="lorarun",
+    help="Rent a GPU, train a LoRA, bring it home, stop the billing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    """Options common to every command (`--debug` is read in `main`, before typer runs)."""
+
+
+def _register_commands() -> None:
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"lorarun.runner.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"lorarun.runner.commands.{name}":
+                continue  # a command that does not exist yet is simply absent, never a stub
+            raise
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_commands()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's own usage errors exit 2 with a message already printed
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a line and an exit code
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            exc = KeyboardInterrupt()
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        code, message = exit_code_and_message(exc)
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc)
+        return code
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,214 @@
+"""kohya sd-scripts training TOML (`--config_file`) → lorarun job.
+
+kohya flattens every section and treats the keys as its argparse options (`library/train_util.py::
+read_config_from_file`), so section names carry no meaning and we flatten too. One table maps each key kohya
+users write to a place in the job; keys that only tune kohya internals we replace (attention kernel, data-loader
+flags) are accepted and reported; anything else is an error naming the closest known key. An optional
+`[lorarun]` section carries what kohya has no key for (provider, GPUs, budget).
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from lorarun.image.schema import unknown_key_message
+
+from .errors import SpecError
+from .spec import build_job
+
+# kohya key → (section, field). Values are converted and validated by the job schema afterwards.
+KOHYA_KEYS: dict[str, tuple[str, str]] = {
+    "pretrained_model_name_or_path": ("model", "base"),
+    "vae": ("model", "vae"),
+    "v2": ("model", "v2"),
+    "v_parameterization": ("model", "v_parameterization"),
+    "clip_skip": ("model", "clip_skip"),
+    "train_data_dir": ("dataset", "train_data_dir"),
+    "reg_data_dir": ("dataset", "reg_data_dir"),
+    "resolution": ("dataset", "resolution"),
+    "enable_bucket": ("dataset", "enable_bucket"),
+    "min_bucket_reso": ("dataset", "min_bucket_reso"),
+    "max_bucket_reso": ("dataset", "max_bucket_reso"),
+    "bucket_reso_steps": ("dataset", "bucket_reso_steps"),
+    "bucket_no_upscale": ("dataset", "bucket_no_upscale"),
+    "caption_extension": ("dataset", "caption_extension"),
+    "shuffle_caption": ("dataset", "shuffle_caption"),
+    "keep_tokens": ("dataset", "keep_tokens"),
+    "caption_dropout_rate": ("dataset", "caption_dropout_rate"),
+    "flip_aug": ("dataset", "flip_aug"),
+    "prior_loss_weight": ("dataset", "prior_loss_weight"),
+    "output_dir": ("output", "dir"),
+    "output_name": ("output", "name"),
+    "max_train_epochs": ("training", "max_train_epochs"),
+    "max_train_steps": ("training", "max_train_steps"),
+    "train_batch_size": ("training", "batch_size"),
+    "batch_size": ("training", "batch_size"),
+    "gradient_accumulation_steps": ("training", "gradient_accumulation_steps"),
+    "learning_rate": ("training", "learning_rate"),
+    "unet_lr": ("training", "unet_lr"),
+    "text_encoder_lr": ("training", "text_encoder_lr"),
+    "network_train_unet_only": ("training", "network_train_unet_only"),
+    "network_dim": ("training", "network_dim"),
+    "network_alpha": ("training", "network_alpha"),
+    "lr_scheduler": ("training", "lr_scheduler"),
+    "lr_warmup_steps": ("training", "lr_warmup_steps"),
+    "lr_scheduler_num_cycles": ("training", "lr_scheduler_num_cycles"),
+    "lr_scheduler_power": ("training", "lr_scheduler_power"),
+    "optimizer_type": ("training", "optimizer_type"),
+    "optimizer_args": ("training", "optimizer_args"),
+    "mixed_precision": ("training", "mixed_precision"),
+    "save_every_n_epochs": ("training", "save_every_n_epochs"),
+    "save_precision": ("training", "save_precision"),
+    "seed": ("training", "seed"),
+    "gradient_checkpointing": ("training", "gradient_checkpointing"),
+    "min_snr_gamma": ("training", "min_snr_gamma"),
+    "noise_offset": ("training", "noise_offset"),
+    "max_grad_norm": ("training", "max_grad_norm"),
+    "cache_latents": ("training", "cache_latents"),
+    "cache_latents_to_disk": ("training", "cache_latents"),
+    "cache_text_encoder_outputs": ("training", "cache_text_encoder_outputs"),
+    "cache_text_encoder_outputs_to_disk": ("training", "cache_text_encoder_outputs"),
+    "max_data_loader_n_workers": ("training", "max_data_loader_n_workers"),
+    "sample_every_n_epochs": ("sample", "every_n_epochs"),
+}
+
+# Accepted and not needed: lorarun always does what these ask for, or they only affect kohya's own logging.
+IGNORED_KEYS: dict[str, str] = {
+    "xformers": "lorarun always uses PyTorch SDPA attention",
+    "sdpa": "lorarun always uses PyTorch SDPA attention",
+    "mem_eff_attn": "lorarun always uses PyTorch SDPA attention",
+    "persistent_data_loader_workers": "latents are cached, so loader workers do not restart",
+    "lowram": "not needed", "highvram": "not needed",
+    "no_half_vae": "the VAE runs in fp32 while caching latents",
+    "full_fp16": "LoRA weights train in fp32 under autocast", "full_bf16": "LoRA weights train in fp32 under autocast",
+    "logging_dir": "events are written to events.jsonl", "log_prefix": "events are written to events.jsonl",
+    "log_with": "events are written to events.jsonl",
+    "sample_sampler": "samples use the base model's scheduler",
+    "save_state": "lorarun always saves resumable state with each checkpoint",
+    "save_model_as": "lorarun always saves .safetensors",
+    "network_module": "lorarun trains kohya-format LoRA (networks.lora)",
+    "training_comment": "kept in the report", "caption_tag_dropout_rate": "not supported; ignored",
+    "max_token_length": "lorarun uses CLIP's 75-token window",
+    "seed_everything": "seed is always set",
+}
+
+UNSUPPORTED: dict[str, str] = {
+    "dataset_config": "a dataset-config TOML is not supported; set train_data_dir to the kohya folder instead",
+    "datasets": "a dataset-config TOML is not supported; set train_data_dir to the kohya folder instead",
+    "network_args": "network_args (LoCon/conv_dim, block weights) are not supported yet; remove the key",
+    "color_aug": "color_aug cannot be combined with cached latents; remove the key",
+    "random_crop": "random_crop cannot be combined with cached latents; remove the key",
+}
+
+LORARUN_SECTION_KEYS = {"provider", "gpus", "gpu_count", "min_vram_gb", "max_price_per_hour", "max_cost",
+                        "min_reliability", "min_inet_down_mbps", "disk_gb", "interruptible",
+                        "secure_cloud_only", "regions", "image", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
+                        "price_per_hour", "model_family", "sample_prompts_list", "name"}
+
+
+def load_kohya_toml(path: Path) -> Any:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
+    lorarun_section = raw.pop("lorarun", {}) or {}
+    flat = _flatten(raw, path)
+    sections: dict[str, dict[str, Any]] = {"model": {}, "dataset": {}, "training": {}, "sample": {},
+                                           "resources": {}, "output": {}}
+    notes: list[str] = []
+    known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts"])
+    for key, value in flat.items():
+        if key in UNSUPPORTED:
+            raise SpecError(f"{path}: {key}: {UNSUPPORTED[key]}")
+        if key in IGNORED_KEYS:
+            notes.append(f"{key}: ignored ({IGNORED_KEYS[key]})")
+            _check_ignored_value(key, value, path)
+            continue
+        if key == "sdxl":
+            if value is True:
+                sections["model"]["family"] = "sdxl"
+            continue
+        if key == "sample_prompts":
+            sections["sample"]["prompts"] = _read_prompts(path, value)
+            continue
+        if key not in KOHYA_KEYS:
+            raise SpecError(f"{path}: {unknown_key_message('kohya key', key, known)}")
+        section, name = KOHYA_KEYS[key]
+        sections[section][name] = _normalise(key, value)
+    for key, value in lorarun_section.items():
+        if key not in LORARUN_SECTION_KEYS:
+            raise SpecError(f"{path}: {unknown_key_message('[lorarun]', key, sorted(LORARUN_SECTION_KEYS))}")
+        if key == "model_family":
+            sections["model"]["family"] = value
+        elif key == "name":
+            continue
+        else:
+            sections["resources"][key] = value
+    if "family" not in sections["model"]:
+        family = _guess_family(sections["model"].get("base", ""), flat)
+        sections["model"]["family"] = family
+        if family != "sd15":
+            notes.append(f"model family guessed as {family} from the model name; set [lorarun] model_family to be sure")
+    data = {"name": lorarun_section.get("name") or flat.get("output_name") or path.stem,
+            **{k: v for k, v in sections.items() if v}}
+    return build_job(data, path, notes=tuple(notes))
+
+
+def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for k, v in items:
+            if isinstance(v, dict):
+                raise SpecError(f"{path}: {key}.{k}: nested tables are not part of kohya's training TOML")
+            if k in flat and flat[k] != v:
+                raise SpecError(f"{path}: {k}: set twice with different values")
+            flat[k] = v
+    return flat
+
+
+def _normalise(key: str, value: Any) -> Any:
+    if key == "optimizer_type" and isinstance(value, str):
+        # kohya matches optimizer names case-insensitively ("adamw8bit", "AdamW8bit", "Lion").
+        names = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "lion": "Lion", "prodigy": "Prodigy",
+                 "adafactor": "Adafactor", "": "AdamW"}
+        return names.get(value.lower(), value)
+    if key == "text_encoder_lr" and isinstance(value, list):
+        return value[0] if value else None  # kohya allows one lr per text encoder; we use one for both
+    if key == "lr_warmup_steps" and isinstance(value, float) and value >= 1:
+        return int(value)
+    return value
+
+
+def _check_ignored_value(key: str, value: Any, path: Path) -> None:
+    if key == "save_model_as" and value not in ("safetensors", None):
+        raise SpecError(f"{path}: save_model_as: only 'safetensors' is supported, got {value!r}")
+    if key == "network_module" and value not in ("networks.lora", None):
+        raise SpecError(f"{path}: network_module: only 'networks.lora' is supported, got {value!r}")
+
+
+def _read_prompts(path: Path, value: Any) -> list[str]:
+    """kohya's sample_prompts is a text file, one prompt a line (options after ' --' are dropped)."""
+    prompt_file = Path(str(value)).expanduser()
+    if not prompt_file.is_absolute():
+        prompt_file = path.parent / prompt_file
+    if not prompt_file.is_file():
+        raise SpecError(f"{path}: sample_prompts: file {prompt_file} not found")
+    prompts = []
+    for line in prompt_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            prompts.append(line.split(" --")[0].strip())
+    return prompts
+
+
+def _guess_family(base: str, flat: dict[str, Any]) -> str:
+    module = str(flat.get("network_module", ""))
+    if "flux" in module or "flux" in base.lower():
+        return "flux"
+    if "xl" in Path(base).name.lower():
+        return "sdxl"
+    return "sd15"

@@ -1,0 +1,333 @@
+"""A real OpenSSH `sshd` on 127.0.0.1 for tests, and `FakeInstanceHost`, the "machine" behind fake providers.
+
+Each server gets its own temporary folder with a host key, an authorized_keys file, a config and a log. Sessions
+get `LORARUN_WORKDIR` (the instance's disk), `LORARUN_PYTHON` (this interpreter, so the agent can import lorarun)
+and `LORARUN_FAKE_INSTANCE=<id>` through `SetEnv`; every process started over SSH inherits the last one, which is
+how `FakeInstanceHost.on_destroy` finds and kills what ran "on the instance" (the detached agent and engine too).
+Nothing here listens anywhere but 127.0.0.1.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorarun.runner.remote.keys import private_key_path, write_job_keypair
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+
+
+def sshd_available() -> bool:
+    return os.path.exists(SSHD)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _quote_env(key: str, value: str) -> str:
+    # sshd_config splits on whitespace; double quotes keep a value with spaces in one piece.
+    if any(c in value for c in ' \t"'):
+        value = value.replace('"', "")
+        return f'"{key}={value}"'
+    return f"{key}={value}"
+
+
+@dataclass(frozen=True)
+class SshdInfo:
+    host: str
+    port: int
+    username: str
+    client_key: Path  # private key that the server accepts
+    workdir: Path  # what LORARUN_WORKDIR points at
+    instance_id: str
+
+
+class SshdServer:
+    """One sshd process. `start()` / `stop()` / `restart(new_host_key=...)`; `drop_connections()` for fault tests."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        instance_id: str = "test",
+        authorized_keys: tuple[str, ...] = (),
+        env: tuple[tuple[str, str], ...] = (),
+        port: int | None = None,
+    ):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.instance_id = instance_id
+        self.env = tuple(env)
+        self.port = port or free_port()
+        self.username = getpass.getuser()
+        self.workdir = self.root / "instance"
+        self.workdir.mkdir(exist_ok=True)
+        self.host_key_dir = self.root / "hostkey"
+        self.client_key_dir = self.root / "client"
+        self.authorized_keys = self.root / "authorized_keys"
+        self.config = self.root / "sshd_config"
+        self.log = self.root / "sshd.log"
+        self.pidfile = self.root / "sshd.pid"
+        self._proc: subprocess.Popen | None = None
+        self._log_fh = None
+        self._make_host_key()
+        client_pub = write_job_keypair(self.client_key_dir, f"client-{instance_id}")
+        self.authorized_keys.write_text("".join(k.strip() + "\n" for k in (client_pub, *authorized_keys)))
+        os.chmod(self.authorized_keys, 0o600)
+
+    # --- keys -------------------------------------------------------------------------------------------------
+    def _make_host_key(self) -> None:
+        if self.host_key_dir.exists():
+            shutil.rmtree(self.host_key_dir)
+        write_job_keypair(self.host_key_dir, f"host-{self.instance_id}")
+
+    @property
+    def host_key_path(self) -> Path:
+        return private_key_path(self.host_key_dir)
+
+    @property
+    def host_public_key(self) -> str:
+        return (self.host_key_dir / "id_ed25519.pub").read_text().strip()
+
+    @property
+    def client_key(self) -> Path:
+        return private_key_path(self.client_key_dir)
+
+    def add_authorized_key(self, public_key: str) -> None:
+        with open(self.authorized_keys, "a") as fh:
+            fh.write(public_key.strip() + "\n")
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        sftp = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)), None)
+        envs = [
+            ("LORARUN_WORKDIR", str(self.workdir)),
+            ("LORARUN_PYTHON", sys.executable),
+            ("LORARUN_FAKE_INSTANCE", self.instance_id),
+            *self.env,
+        ]
+        lines = [
+            "ListenAddress 127.0.0.1",
+            f"Port {self.port}",
+            f"HostKey {self.host_key_path}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            f"PidFile {self.pidfile}",
+            "StrictModes no",
+            "UsePAM no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "PermitRootLogin prohibit-password",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "LogLevel ERROR",
+            # Parallel SFTP channels and several test connections at once.
+            "MaxSessions 64",
+            "MaxStartups 64:30:128",
+            # The sftp-server binary (not internal-sftp) is what scp and real hosts use; internal-sftp is the
+            # fallback where the binary is not installed.
+            f"Subsystem sftp {sftp or 'internal-sftp'}",
+            "SetEnv " + " ".join(_quote_env(k, v) for k, v in envs),
+        ]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout: float = 15.0) -> SshdInfo:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir, needed when root
+        self._write_config()
+        deadline = time.monotonic() + timeout
+        self._log_fh = open(self.log, "ab")
+        self._proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=self._log_fh,
+            start_new_session=True,  # a Ctrl-C in pytest must not reach it before the fixture stops it
+        )
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self._proc.returncode}: {self.log.read_text()[-2000:]}")
+            if _answers_ssh(self.port):
+                return self.info
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd did not answer on 127.0.0.1:{self.port}: {self.log.read_text()[-2000:]}")
+
+    @property
+    def info(self) -> SshdInfo:
+        return SshdInfo("127.0.0.1", self.port, self.username, self.client_key, self.workdir, self.instance_id)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def stop(self) -> None:
+        """Stop the listener and every connection it serves (session processes die with their connection)."""
+        if self._proc is None:
+            return
+        listener = self._proc.pid
+        children = _descendants(listener)
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        for pid in children:
+            _kill(pid, signal.SIGKILL)
+        self._proc = None
+        if self._log_fh:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def restart(self, *, new_host_key: bool = False) -> SshdInfo:
+        """Same port; with `new_host_key`, a different host key (the "someone else answers there" case)."""
+        self.stop()
+        if new_host_key:
+            self._make_host_key()
+        return self.start()
+
+    def drop_connections(self) -> int:
+        """Kill the per-connection sshd processes: live SSH links drop, the listener still takes new ones.
+
+        Processes that detached themselves (setsid, reparented to init) are not descendants any more and
+        survive, as they would on a real host whose network blipped. Returns how many processes were killed.
+        """
+        if self._proc is None:
+            return 0
+        victims = _children(self._proc.pid)
+        for pid in victims:
+            _kill(pid, signal.SIGKILL)
+        return len(victims)
+
+
+class FakeInstanceHost:
+    """The machines behind a fake provider: one sshd per instance id, started by `on_create`.
+
+    `on_create(instance_id, env, public_key) -> (host, port)`: the provider's public key goes into
+    authorized_keys and `env` becomes extra SetEnv pairs (e.g. CONTAINER_ID, CONTAINER_API_KEY).
+    `on_destroy(instance_id)`: stops that sshd and kills every process that carries its
+    `LORARUN_FAKE_INSTANCE=<id>` marker. Idempotent.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self._own_root = root is None
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lorarun-fakehost-"))
+        self.servers: dict[str, SshdServer] = {}
+
+    def on_create(self, instance_id: str, env: tuple[tuple[str, str], ...] | dict, public_key: str) -> tuple[str, int]:
+        items = tuple(env.items()) if isinstance(env, dict) else tuple(env)
+        server = SshdServer(
+            self.root / _safe_name(instance_id), instance_id=instance_id, authorized_keys=(public_key,), env=items
+        )
+        self.servers[instance_id] = server
+        info = server.start()
+        return info.host, info.port
+
+    def on_destroy(self, instance_id: str) -> None:
+        server = self.servers.get(instance_id)
+        if server is not None:
+            server.stop()
+        kill_instance_processes(instance_id)
+
+    def vanish(self, instance_id: str) -> None:
+        """The machine disappears without anyone asking: same effect on processes as a destroy."""
+        self.on_destroy(instance_id)
+
+    def drop_connections(self, instance_id: str) -> int:
+        server = self.servers.get(instance_id)
+        return server.drop_connections() if server else 0
+
+    def workdir(self, instance_id: str) -> Path:
+        return self.servers[instance_id].workdir
+
+    def alive(self, instance_id: str) -> bool:
+        server = self.servers.get(instance_id)
+        return bool(server and server.running())
+
+    def close(self) -> None:
+        for instance_id in list(self.servers):
+            self.on_destroy(instance_id)
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def kill_instance_processes(instance_id: str) -> list[int]:
+    """SIGKILL every process whose environment carries `LORARUN_FAKE_INSTANCE=<instance_id>`; returns their pids."""
+    marker = f"LORARUN_FAKE_INSTANCE={instance_id}".encode()
+    killed = []
+    for pid in _all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            _kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def _safe_name(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s) or "instance"
+
+
+def _answers_ssh(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(1)
+            return s.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    return [p for p in _all_pids() if _ppid(p) == pid]
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    parents = {p: _ppid(p) for p in _all_pids()}
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
