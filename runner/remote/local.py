@@ -1,0 +1,104 @@
+"""`LocalTransport`: the `Transport` for the `local` provider — this machine, a staging folder in place of the
+instance, subprocesses in place of SSH. The pipeline cannot tell the difference, which is the point: the demo
+exercises the same code path as a rented GPU."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import RemoteCommandError, RemoteTimeout
+from .transport import CommandResult, ProgressFn, TransferReport
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LocalTransport:
+    def __init__(self, workdir: Path, python: str = sys.executable):
+        self.workdir = workdir
+        # The same variables sshd's SetEnv gives the test instances, so remote commands expand identically.
+        self.env = {**os.environ, "LORARUN_WORKDIR": str(workdir), "LORARUN_PYTHON": python}
+
+    def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> CommandResult:
+        try:
+            proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
+                                  env=self.env)
+        except subprocess.TimeoutExpired:
+            raise RemoteTimeout(command, timeout) from None
+        result = CommandResult(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise RemoteCommandError(command, proc.returncode, proc.stderr)
+        return result
+
+    def start_detached(self, command: str, *, cwd: str, log_path: str) -> int:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return proc.pid
+
+    def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        total = sum(p.stat().st_size for p in files)
+        done = sent = sent_files = skipped = 0
+        manifest = []
+        for path in files:
+            rel = path.relative_to(local).as_posix()
+            digest = sha256_file(path)
+            size = path.stat().st_size
+            manifest.append((rel, digest, size))
+            target = Path(remote) / rel
+            if target.is_file() and target.stat().st_size == size and sha256_file(target) == digest:
+                skipped += 1
+            else:
+                self.put_file(path, str(target))
+                sent += size
+                sent_files += 1
+            done += size
+            if progress:
+                progress(done, total)
+        return TransferReport(sent_files, skipped, sent, tuple(manifest))
+
+    def put_file(self, local: Path, remote: str) -> None:
+        _atomic_copy(local, Path(remote))
+
+    def get_file(self, remote: str, local: Path, *, progress: ProgressFn | None = None) -> None:
+        source = Path(remote)
+        if not source.is_file():
+            raise RemoteCommandError(f"get {remote}", 1, "no such file")
+        _atomic_copy(source, local)
+        if progress:
+            size = local.stat().st_size
+            progress(size, size)
+
+    def read_bytes(self, remote: str, offset: int = 0) -> bytes | None:
+        try:
+            with open(remote, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, remote: str) -> bool:
+        return Path(remote).exists()
+
+    def close(self) -> None:
+        pass
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
