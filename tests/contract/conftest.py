@@ -1,0 +1,48 @@
+"""Contract-test fixtures: each adapter against its fake over real HTTP on 127.0.0.1, never really sleeping."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# tests/ has no __init__.py; put it on the path so `fakes` imports the same way from every test folder.
+_TESTS = str(Path(__file__).resolve().parents[1])
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from fakes.vast_server import FakeVast  # noqa: E402
+
+
+class RecordingSleep:
+    """Stands in for time.sleep: records the waits and advances a fake clock instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.now = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sleeper() -> RecordingSleep:
+    return RecordingSleep()
+
+
+@pytest.fixture
+def vast():
+    with FakeVast() as fake:
+        yield fake
+
+
+@pytest.fixture
+def runpod():
+    from fakes.runpod_server import FakeRunPod
+
+    with FakeRunPod() as fake:
+        yield fake

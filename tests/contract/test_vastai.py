@@ -1,0 +1,323 @@
+"""The Vast.ai adapter against the fake Vast API over real HTTP (providers.md §1)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from fakes.vast_server import API_KEY, FakeVast
+from lorarun.provider_adapters import retry
+from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Provider, ResourceRequest, job_label
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    CreateFailed,
+    InsufficientFundsError,
+    OfferGoneError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
+from lorarun.provider_adapters.vastai import VastProvider
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJobkeyjobkeyjobkey lorarun-job"
+
+
+def make(fake: FakeVast, sleeper, key: str | None = API_KEY) -> VastProvider:
+    return VastProvider(key, base_url=fake.url, sleep=sleeper, clock=sleeper.clock)
+
+
+def spec(**kw) -> InstanceSpec:
+    base = dict(label=job_label("7f3a"), image="lorarun/trainer:1", disk_gb=40, ssh_public_key=PUBKEY,
+                env=(("LORARUN_JOB", "7f3a"),), onstart="touch ~/.no_auto_tmux")
+    base.update(kw)
+    return InstanceSpec(**base)
+
+
+def rtx4090(**kw) -> ResourceRequest:
+    return ResourceRequest(gpu_names=("RTX 4090",), min_vram_gb=20, **kw)
+
+
+def test_is_a_provider(vast, sleeper):
+    assert isinstance(make(vast, sleeper), Provider)
+    assert make(vast, sleeper).name == "vastai"
+
+
+def test_search_sends_documented_query_and_maps_units(vast, sleeper):
+    offers = make(vast, sleeper).offers(rtx4090(max_price_per_hour=0.5, min_reliability=0.95, disk_gb=50))
+    body = vast.requests_to("POST", "/api/v0/bundles/")[0].json()
+    assert body["gpu_name"] == {"in": ["RTX 4090"]}
+    assert body["gpu_ram"] == {"gte": 20000}  # MB
+    assert body["dph_total"] == {"lte": 0.5}
+    assert body["direct_port_count"] == {"gte": 1}
+    assert body["num_gpus"] == {"eq": 1}
+    assert body["type"] == "on-demand" and body["allocated_storage"] == 50 and body["order"] == [["dph_total", "asc"]]
+    assert body["verified"] == {"eq": True} and body["rented"] == {"eq": False}
+    # 1001 and 1002 qualify; 1006 has no direct port, 1005 has two GPUs.
+    assert [o.id for o in offers] == ["1002", "1001"]
+    o = offers[0]
+    assert o.provider == "vastai" and o.gpu_name == "RTX 4090" and o.gpu_count == 1
+    assert o.vram_gb == pytest.approx(24.564)
+    # dph_total folds in 50 GB of storage at $0.20/GB/month.
+    assert o.price_per_hour == pytest.approx(0.29 + 50 * 0.20 / 720, rel=1e-4)
+    assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.2
+
+
+def test_search_regions_and_interruptible_prices_at_min_bid(vast, sleeper):
+    offers = make(vast, sleeper).offers(rtx4090(regions=("US",), interruptible=True))
+    body = vast.requests_to("POST", "/api/v0/bundles/")[0].json()
+    assert body["type"] == "bid" and body["geolocation"] == {"in": ["US"]}
+    # The fake compares geolocation literally (so nothing matches "US"); send without region to see bids.
+    assert offers == []
+    offers = make(vast, sleeper).offers(rtx4090(interruptible=True))
+    assert {o.id: o.price_per_hour for o in offers} == {"1002": 0.15, "1001": 0.18}
+    assert all(o.interruptible for o in offers)
+
+
+def test_search_without_key_works(vast, sleeper):
+    offers = make(vast, sleeper, key=None).offers(ResourceRequest())
+    assert offers and "authorization" not in vast.requests_to("POST", "/api/v0/bundles/")[0].headers
+
+
+def test_create_sends_documented_body_and_attaches_per_job_key(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    assert inst.status is InstanceStatus.PENDING and inst.label == "lorarun-7f3a" and inst.provider == "vastai"
+    put = vast.requests_to("PUT", "/api/v0/asks/1002/")[0]
+    body = put.json()
+    assert put.headers["authorization"] == f"Bearer {API_KEY}"
+    assert body["image"] == "lorarun/trainer:1" and body["disk"] == 40 and body["runtype"] == "ssh_direct"
+    assert body["env"] == {"LORARUN_JOB": "7f3a", "-p 22:22": "1"}
+    assert body["label"] == "lorarun-7f3a" and body["onstart"] == "touch ~/.no_auto_tmux"
+    assert "price" not in body  # on-demand
+    attach = vast.requests_to("POST", f"/api/v0/instances/{inst.id}/ssh/")
+    assert [r.json() for r in attach] == [{"ssh_key": PUBKEY}]
+    assert vast.instances[int(inst.id)].ssh_keys == [PUBKEY]
+
+
+def test_create_refuses_env_carrying_the_api_key(vast, sleeper):
+    p = make(vast, sleeper)
+    with pytest.raises(ValueError):
+        p.create(p.offers(rtx4090())[0], spec(env=(("LEAK", API_KEY),)))
+    assert vast.requests_to("PUT", "/api/v0/asks/") == []
+
+
+def test_wait_for_running_through_get_then_direct_ssh(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    seen = []
+    for _ in range(10):
+        got = p.get(inst.id)
+        seen.append(got.status)
+        if got.status is InstanceStatus.RUNNING:
+            break
+    assert seen == [InstanceStatus.PENDING, InstanceStatus.PENDING, InstanceStatus.RUNNING]
+    fi = vast.instances[int(inst.id)]
+    assert got.ssh is not None and got.ssh.host == fi.host and got.ssh.port == fi.port and got.ssh.username == "root"
+    assert ("ssh", "direct") in got.extra and got.label == "lorarun-7f3a" and got.gpu_name == "RTX 4090"
+
+
+def test_proxy_ssh_only_without_direct_port(sleeper):
+    offers = [o for o in __import__("fakes.vast_server").vast_server.default_offers() if o["id"] == 1006]
+    with FakeVast(offers=offers, boot_polls=0) as fake:
+        p = make(fake, sleeper)
+        offer = p.offers(ResourceRequest())  # filtered out: direct_port_count 0
+        assert offer == []
+        from lorarun.provider_adapters.base import Offer
+        inst = p.create(Offer("vastai", "1006", "RTX 4090", 1, 24.5, 0.3), spec())
+        p.get(inst.id)
+        got = p.get(inst.id)
+        assert got.status is InstanceStatus.RUNNING and ("ssh", "proxy") in got.extra
+        assert (got.ssh.host, got.ssh.port) == (fake.instances[int(inst.id)].host, fake.instances[int(inst.id)].port)
+
+
+def test_status_mapping_exited_and_outbid(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    vast.set_status(inst.id, "exited", status_msg="Error: OCI runtime create failed")
+    got = p.get(inst.id)
+    assert got.status is InstanceStatus.STOPPED and "OCI" in got.status_message and got.ssh is None
+    vast.set_status(inst.id, "offline")
+    assert p.get(inst.id).status is InstanceStatus.ERROR
+
+
+def test_destroy_twice_and_get_none(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    p.destroy(inst.id)
+    p.destroy(inst.id)  # no_such_instance → success
+    assert p.get(inst.id) is None
+    assert vast.destroyed == [int(inst.id)]
+    assert len(vast.requests_to("DELETE", f"/api/v0/instances/{inst.id}/")) == 2
+
+
+def test_vanished_instance_reads_as_none(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    vast.vanish(inst.id)
+    assert p.get(inst.id) is None
+    p.destroy(inst.id)
+
+
+def test_list_owned_paginates_and_filters_prefix(vast, sleeper):
+    many = [dict(o, id=5000 + i, machine_id=500 + i) for i, o in enumerate([vast.offers[1001]] * 30)]
+    with FakeVast(offers=many) as fake:
+        p = make(fake, sleeper)
+        ids = set()
+        for i, o in enumerate(many):
+            label = job_label(f"j{i}") if i % 3 else f"someone-else-{i}"
+            from lorarun.provider_adapters.base import Offer
+            inst = p.create(Offer("vastai", str(o["id"]), "RTX 4090", 1, 24.5, 0.3), spec(label=label))
+            if i % 3:
+                ids.add(inst.id)
+        owned = p.list_owned()
+        assert {i.id for i in owned} == ids and len(owned) == 20
+        assert all(i.label.startswith("lorarun-") for i in owned)
+        pages = fake.requests_to("GET", "/api/v1/instances/")
+        assert len(pages) == 2 and "after_token" in pages[1].query
+
+
+def test_self_destruct_and_kill_hint(vast, sleeper):
+    p = make(vast, sleeper)
+    sd = p.self_destruct()
+    assert (sd.method, sd.id_env, sd.key_env) == ("DELETE", "CONTAINER_ID", "CONTAINER_API_KEY")
+    assert sd.url == f"{vast.url}/api/v0/instances/{{instance_id}}/"
+    assert "vastai destroy instance 42" in p.kill_hint("42")
+
+
+def test_self_destruct_works_with_instance_key_only_on_its_own_instance(vast, sleeper):
+    from lorarun.provider_adapters import http
+
+    p = make(vast, sleeper)
+    a = p.create(p.offers(rtx4090())[0], spec())
+    b = p.create(p.offers(rtx4090())[0], spec())
+    sd = p.self_destruct()
+    key_a = vast.instances[int(a.id)].instance_api_key
+    other = http.request(sd.method, sd.url.format(instance_id=b.id), headers={"Authorization": f"Bearer {key_a}"})
+    assert other.status == 401 and b.id in vast.live_ids()
+    own = http.request(sd.method, sd.url.format(instance_id=a.id), headers={"Authorization": f"Bearer {key_a}"})
+    assert own.status == 200 and a.id not in vast.live_ids()
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+def test_bad_key_is_auth_error_everywhere(vast, sleeper):
+    p = make(vast, sleeper, key="wrong-key-123456")
+    with pytest.raises(AuthError) as e:
+        p.offers(rtx4090())  # /bundles/ answers 404 "Invalid user key"
+    assert e.value.status == 404
+    with pytest.raises(AuthError) as e:
+        p.get("123")
+    assert e.value.status == 401
+    with pytest.raises(AuthError):
+        p.destroy("123")
+    assert sleeper.waits == []  # never retried
+
+
+def test_offer_taken_is_offer_gone_410_and_unknown_ask_404(vast, sleeper):
+    p = make(vast, sleeper)
+    offer = p.offers(rtx4090())[0]
+    p.create(offer, spec())
+    with pytest.raises(OfferGoneError) as e:
+        p.create(offer, spec())
+    assert e.value.status == 410
+    from lorarun.provider_adapters.base import Offer
+    with pytest.raises(OfferGoneError) as e:
+        p.create(Offer("vastai", "999999", "RTX 4090", 1, 24, 0.3), spec())
+    assert e.value.status == 404
+
+
+def test_insufficient_credit(vast, sleeper):
+    vast.credit = 0
+    p = make(vast, sleeper)
+    with pytest.raises(InsufficientFundsError):
+        p.create(p.offers(rtx4090())[0], spec())
+
+
+def test_low_bid_returns_new_contract_as_create_failed(vast, sleeper):
+    p = make(vast, sleeper)
+    offer = p.offers(rtx4090(interruptible=True))[0]
+    with pytest.raises(CreateFailed) as e:
+        p.create(offer, spec(bid_price_per_hour=0.01))
+    assert e.value.instance_id in vast.live_ids()
+    assert vast.requests_to("PUT", "/api/v0/asks/")[0].json()["price"] == 0.01
+    p.destroy(e.value.instance_id)
+    assert vast.live_ids() == []
+
+
+def test_ssh_attach_failure_still_reports_the_id(vast, sleeper):
+    p = make(vast, sleeper)
+    vast.fail_next("POST", "/api/v0/instances/", status=400,
+                   body={"success": False, "error": "no_ssh_key", "msg": "No ssh key provided"})
+    with pytest.raises(CreateFailed) as e:
+        p.create(p.offers(rtx4090())[0], spec())
+    assert e.value.instance_id in vast.live_ids()
+
+
+def test_429_plain_text_is_retried_with_backoff(vast, sleeper):
+    p = make(vast, sleeper)
+    vast.fail_next("POST", "/api/v0/bundles/", status=429, times=2)
+    assert p.offers(rtx4090())
+    assert len(sleeper.waits) == 2
+    assert len(vast.requests_to("POST", "/api/v0/bundles/")) == 3
+
+
+def test_429_json_body_exhausts_into_rate_limit_error(vast, sleeper):
+    p = make(vast, sleeper)
+    vast.fail_next("GET", "/api/v0/instances/", status=429, times=50,
+                   body={"detail": "API requests too frequent endpoint threshold=2.0"})
+    with pytest.raises(RateLimitError) as e:
+        p.get("8000001")
+    assert e.value.retry_after is None and "threshold" in str(e.value)
+    assert len(vast.requests_to("GET", "/api/v0/instances/")) == retry.DEFAULT_POLICY.max_attempts
+
+
+def test_destroy_survives_a_429_storm_with_the_stronger_policy(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    vast.fail_next("DELETE", "/api/v0/instances/", status=429, times=7,
+                   body={"success": False, "error": "rate_limit_exceeded", "msg": "API requests too frequent"})
+    p.destroy(inst.id)  # 7 failures > DEFAULT_POLICY's 5 attempts
+    assert inst.id not in vast.live_ids() and len(sleeper.waits) == 7
+
+
+def test_5xx_is_transient_and_retried(vast, sleeper):
+    p = make(vast, sleeper)
+    vast.fail_next("GET", "/api/v0/instances/", status=502, times=1)
+    assert p.get("1") is None
+    vast.fail_next("GET", "/api/v0/instances/", status=503, times=99)
+    with pytest.raises(TransientError):
+        p.get("1")
+
+
+def test_create_is_not_retried_after_5xx(vast, sleeper):
+    p = make(vast, sleeper)
+    offer = p.offers(rtx4090())[0]
+    vast.fail_next("PUT", "/api/v0/asks/", status=500, times=1)
+    with pytest.raises(TransientError):
+        p.create(offer, spec())
+    assert len(vast.requests_to("PUT", "/api/v0/asks/")) == 1
+
+
+def test_create_invalid_args_is_provider_error(vast, sleeper):
+    p = make(vast, sleeper)
+    with pytest.raises(ProviderError) as e:
+        p.create(p.offers(rtx4090())[0], spec(image=""))
+    assert type(e.value) is ProviderError and e.value.status == 400
+
+
+def test_connection_refused_is_transient(sleeper):
+    with FakeVast() as fake:
+        url = fake.url
+    p = VastProvider(API_KEY, base_url=url, sleep=sleeper, clock=sleeper.clock)
+    with pytest.raises(TransientError) as e:
+        p.get("1")
+    assert API_KEY not in str(e.value)
+
+
+def test_key_never_in_errors_or_logs(vast, sleeper, caplog):
+    caplog.set_level(logging.DEBUG)
+    p = make(vast, sleeper)
+    vast.fail_next("POST", "/api/v0/bundles/", status=429, times=99, body=f"echo {API_KEY}")
+    with pytest.raises(RateLimitError) as e:
+        p.offers(rtx4090())
+    assert API_KEY not in str(e.value) and API_KEY not in caplog.text and API_KEY not in repr(p)
+    assert "***" in str(e.value)
