@@ -26,7 +26,7 @@ T = TypeVar("T")
 class RetryPolicy:
     max_attempts: int = 5  # tries in all, the first one included
     base_delay: float = 0.5  # seconds; the cap of the first backoff window
-    max_delay: float = 20.0  # no single wait longer than this (Retry-After above it ends the retries)
+    max_delay: float = 20.0  # cap of the backoff window (a provider's Retry-After may ask for longer)
     max_total: float = 60.0  # give up rather than start a wait that would end past this many seconds
 
 
@@ -79,7 +79,7 @@ def call(
                 log.warning("%s: giving up after %d attempts: %s", what or "call", attempt, err)
                 raise
             delay = backoff_delay(policy, attempt, err, rand)
-            if delay > policy.max_delay or clock() - start + delay > policy.max_total:
+            if clock() - start + delay > policy.max_total:
                 log.warning("%s: giving up, next wait %.1fs exceeds the budget: %s", what or "call", delay, err)
                 raise
             log.info("%s: attempt %d failed (%s); retrying in %.2fs", what or "call", attempt, err, delay)

@@ -66,10 +66,10 @@ def test_search_regions_and_interruptible_prices_at_min_bid(vast, sleeper):
     offers = make(vast, sleeper).offers(rtx4090(regions=("US",), interruptible=True))
     body = vast.requests_to("POST", "/api/v0/bundles/")[0].json()
     assert body["type"] == "bid" and body["geolocation"] == {"in": ["US"]}
-    # The fake compares geolocation literally (so nothing matches "US"); send without region to see bids.
-    assert offers == []
+    assert [o.id for o in offers] == ["1001"]  # 1002 is in CA
     offers = make(vast, sleeper).offers(rtx4090(interruptible=True))
     assert {o.id: o.price_per_hour for o in offers} == {"1002": 0.15, "1001": 0.18}
+    assert offers[0].storage_price_gb_month == 0.20  # storage shown on top of the bid
     assert all(o.interruptible for o in offers)
 
 

@@ -86,7 +86,10 @@ class FakeInstance:
         return int(self.offer.get("direct_port_count") or 0) >= 1
 
 
-def _op(value: Any, op: str, arg: Any) -> bool:
+def _op(value: Any, op: str, arg: Any, key: str = "") -> bool:
+    if key == "geolocation" and isinstance(value, str):
+        # Free text ending in the country code ("Washington, US"); queries name the code (§1.2 example).
+        value = value.strip()[-2:]
     if op == "eq":
         return value == arg
     if op == "neq":
@@ -193,7 +196,7 @@ class FakeVast(FakeAPI):
                 o["dph_total"] = round(o["dph_base"] + storage * o["storage_cost"] / 30 / 24, 6)
                 o["is_bid"] = kind in ("bid", "interruptible")
                 try:
-                    ok = all(_op(o.get(k), op, arg) for k, cond in q.items() if k not in CONTROL_KEYS
+                    ok = all(_op(o.get(k), op, arg, k) for k, cond in q.items() if k not in CONTROL_KEYS
                              for op, arg in cond.items())
                 except (KeyError, TypeError, AttributeError):
                     return Reply(400, {"error": "invalid_request", "msg": "Invalid query"})

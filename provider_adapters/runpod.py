@@ -1,0 +1,260 @@
+"""The RunPod `Provider`: GraphQL prices → Offers, REST v2 pods → Instances (providers.md §2).
+
+An Offer's id is `"<gpuTypeId>::<SECURE|COMMUNITY>"`: RunPod rents a GPU type in a cloud, not a machine, and
+the gpuTypeId itself contains spaces but never "::" (e.g. "NVIDIA GeForce RTX 4090").
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from typing import Any, Callable
+
+from . import retry
+from .base import (
+    LABEL_PREFIX,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SelfDestruct,
+    SSHEndpoint,
+)
+from .runpod_client import RunPodClient
+
+SEP = "::"
+SECURE, COMMUNITY = "SECURE", "COMMUNITY"
+# Container disk: $0.10/GB/month while running, nothing while stopped (RPDOCS pods/pricing, §2.8). Not folded
+# into the GPU price, so it is shown on top.
+CONTAINER_DISK_GB_MONTH = 0.10
+
+_STATUS = {
+    "PROVISIONING": InstanceStatus.PENDING,
+    "STARTING": InstanceStatus.PENDING,
+    "RUNNING": InstanceStatus.RUNNING,
+    "EXITED": InstanceStatus.STOPPED,
+    "ERROR": InstanceStatus.ERROR,
+    "TERMINATED": InstanceStatus.TERMINATED,
+}
+
+
+def offer_id(gpu_type_id: str, cloud: str) -> str:
+    return f"{gpu_type_id}{SEP}{cloud}"
+
+
+def parse_offer_id(value: str) -> tuple[str, str]:
+    """(gpuTypeId, cloud) from an Offer id; a bare gpuTypeId means SECURE (RunPod's own default, §2.3)."""
+    gpu, sep, cloud = value.rpartition(SEP)
+    if not sep:
+        return value, SECURE
+    if cloud not in (SECURE, COMMUNITY):
+        raise ValueError(f"not a RunPod offer id: {value!r}")
+    return gpu, cloud
+
+
+class RunPodProvider:
+    name = "runpod"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        rest_url: str | None = None,
+        graphql_url: str | None = None,
+        timeout: float = 30.0,
+        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
+        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._key = api_key
+        self.client = RunPodClient(api_key, rest_url=rest_url, graphql_url=graphql_url, timeout=timeout,
+                                   policy=policy, destroy_policy=destroy_policy, sleep=sleep, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"RunPodProvider(rest_url={self.client.rest_url!r})"
+
+    # -- offers ---------------------------------------------------------------------------------------------
+    def offers(self, req: ResourceRequest) -> list[Offer]:
+        # Interruptible (spot) pods cannot be created through REST v2 and RunPod removed spot from its docs
+        # (§2.3, §2.8), so a request for interruptible capacity is answered with on-demand offers.
+        clouds = [SECURE] if req.secure_cloud_only else [SECURE, COMMUNITY]
+        out: list[Offer] = []
+        for cloud in clouds:
+            for t in self.client.gpu_types(req.gpu_count, cloud == SECURE):
+                offer = self._offer(t, cloud, req.gpu_count)
+                if offer is not None and _matches(offer, t, req):
+                    out.append(offer)
+        return sorted(out, key=lambda o: o.price_per_hour)[: req.limit]
+
+    def _offer(self, t: dict[str, Any], cloud: str, count: int) -> Offer | None:
+        if not t.get("id") or not t.get("secureCloud" if cloud == SECURE else "communityCloud", True):
+            return None
+        lowest = t.get("lowestPrice") or {}
+        price = lowest.get("uninterruptablePrice")
+        if price is None or lowest.get("stockStatus") in (None, "None"):
+            return None  # no machine of this type free in this cloud right now
+        return Offer(
+            provider=self.name,
+            id=offer_id(str(t["id"]), cloud),
+            gpu_name=str(t.get("displayName") or t["id"]),
+            gpu_count=count,
+            vram_gb=float(t.get("memoryInGb") or 0),
+            price_per_hour=round(float(price) * count, 6),  # prices are per GPU (§2.2)
+            location=str(lowest.get("countryCode") or ""),
+            secure_cloud=cloud == SECURE,
+            storage_price_gb_month=CONTAINER_DISK_GB_MONTH,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def create(self, offer: Offer, spec: InstanceSpec) -> Instance:
+        if self._key and any(self._key in v for _, v in spec.env):
+            raise ValueError("InstanceSpec.env carries the user's RunPod API key; it must never reach the pod")
+        pod = self.client.create_pod(build_create_body(offer, spec))
+        inst = to_instance(pod, self.name)
+        # The 201 body is the whole Pod; fill what an early answer may leave out.
+        return Instance(
+            provider=self.name, id=inst.id, label=inst.label or spec.label, status=inst.status, ssh=inst.ssh,
+            price_per_hour=inst.price_per_hour or offer.price_per_hour, gpu_name=inst.gpu_name or offer.gpu_name,
+            gpu_count=inst.gpu_count or offer.gpu_count, status_message=inst.status_message,
+            started_at=inst.started_at, extra=inst.extra,
+        )
+
+    def get(self, instance_id: str) -> Instance | None:
+        pod = self.client.get_pod(instance_id)
+        if pod is None:
+            return None
+        return to_instance(pod, self.name)
+
+    def destroy(self, instance_id: str) -> None:
+        self.client.delete_pod(instance_id)  # terminate, never stop: stopped volumes bill (§2.5)
+
+    def list_owned(self) -> list[Instance]:
+        # REST v2 has no name filter (§2.6): filter on the `lorarun-` prefix here.
+        return [to_instance(p, self.name) for p in self.client.list_pods()
+                if str(p.get("name") or "").startswith(LABEL_PREFIX)]
+
+    def self_destruct(self) -> SelfDestruct:
+        # Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (§2.7). UNCONFIRMED: that REST v2
+        # accepts the pod-scoped key (third-party scripts use the v1 URL); the agent should fall back to
+        # `runpodctl pod delete $RUNPOD_POD_ID`, which every pod ships.
+        return SelfDestruct("DELETE", f"{self.client.rest_url}/v2/pods/{{instance_id}}",
+                            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY")
+
+    def kill_hint(self, instance_id: str) -> str:
+        return f"runpodctl pod delete {instance_id}   (or terminate it at https://console.runpod.io/pods)"
+
+
+# -- pure mapping helpers ----------------------------------------------------------------------------------
+def _norm(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def _matches(offer: Offer, t: dict[str, Any], req: ResourceRequest) -> bool:
+    if req.gpu_names:
+        names = (_norm(str(t.get("id") or "")), _norm(str(t.get("displayName") or "")))
+        # Users write "RTX 4090" or "A100"; RunPod's ids are "NVIDIA GeForce RTX 4090", "NVIDIA A100 80GB PCIe".
+        if not any(_norm(want) in n for want in req.gpu_names for n in names):
+            return False
+    if offer.vram_gb < req.min_vram_gb:
+        return False
+    if req.max_price_per_hour is not None and offer.price_per_hour > req.max_price_per_hour:
+        return False
+    max_count = t.get("maxGpuCount")
+    if isinstance(max_count, int) and req.gpu_count > max_count:
+        return False
+    counts = (t.get("lowestPrice") or {}).get("availableGpuCounts")
+    if isinstance(counts, list) and counts and req.gpu_count not in counts:
+        return False
+    if req.regions and offer.location and offer.location.upper() not in {r.upper() for r in req.regions}:
+        return False
+    return True
+
+
+def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+    """The REST v2 `POST /v2/pods` body (§2.3).
+
+    v2 names (`gpu.count`, `cloud`, `disk`) replace v1's `gpuCount`, `cloudType`, `containerDiskInGb`; v2
+    rejects unknown properties with 422, so v1-only fields (`volumeInGb`, `supportPublicIp`) are not sent.
+    No `mounts` means no persistent volume: nothing keeps billing once the pod is terminated (v1 silently
+    added 20 GB). UNCONFIRMED: how v2 asks for a public IP on COMMUNITY; without one `ssh.direct` stays null
+    and `get()` reports no SSH endpoint, so the controller times out and destroys the pod.
+    """
+    gpu_type, cloud = parse_offer_id(offer.id)
+    env = dict(spec.env)
+    env["PUBLIC_KEY"] = spec.ssh_public_key  # the per-job key; sshd in the image reads PUBLIC_KEY (§2.4)
+    body: dict[str, Any] = {
+        "name": spec.label,
+        "image": spec.image,
+        # Always send the count: leaving it out fails every create with a misleading 400 (§2.3, RPMCP).
+        "gpu": {"id": gpu_type, "count": max(1, offer.gpu_count)},
+        "cloud": cloud,
+        "disk": max(1, round(spec.disk_gb)),
+        "ports": ["22/tcp"],  # SFTP needs direct SSH on a public TCP port (§2.4)
+        "env": env,
+    }
+    if spec.onstart:
+        body["args"] = spec.onstart  # a string handed to the image's ENTRYPOINT (§2.3)
+    return body
+
+
+def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:
+    """`ssh.direct`, else the `runtime.ports` entry for private port 22. Never `ssh.proxy`: the proxy is
+    interactive only, and uploads need SFTP (§2.4)."""
+    direct = (pod.get("ssh") or {}).get("direct") if isinstance(pod.get("ssh"), dict) else None
+    if isinstance(direct, dict) and direct.get("host") and direct.get("port"):
+        return SSHEndpoint(str(direct["host"]), int(direct["port"]), str(direct.get("username") or "root"))
+    runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+    for port in runtime.get("ports") or []:
+        if not isinstance(port, dict):
+            continue
+        private = port.get("private", port.get("privatePort"))
+        public = port.get("public", port.get("publicPort"))
+        if private == 22 and public and port.get("ip") and port.get("type", "tcp") == "tcp" \
+                and _public(port):
+            return SSHEndpoint(str(port["ip"]), int(public))
+    return None
+
+
+_RUNPOD_INTERNAL = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _public(port: dict[str, Any]) -> bool:
+    """GraphQL says `isIpPublic`; v2's `runtime.ports` has no such flag, and RunPod's proxied ports show
+    100.65.x.x addresses (§2.4), which nothing outside RunPod can reach."""
+    if port.get("isIpPublic") is False:
+        return False
+    try:
+        return ipaddress.ip_address(str(port["ip"])) not in _RUNPOD_INTERNAL
+    except ValueError:
+        return True  # a host name
+
+
+def to_instance(pod: dict[str, Any], provider: str = "runpod") -> Instance:
+    status = _STATUS.get(str(pod.get("status") or pod.get("desiredStatus") or "").upper(), InstanceStatus.PENDING)
+    gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
+    ssh = ssh_endpoint(pod) if status is InstanceStatus.RUNNING else None
+    extra = [(k, str(pod[k])) for k in ("cloud", "dataCenterId", "cudaVersion") if pod.get(k)]
+    return Instance(
+        provider=provider,
+        id=str(pod.get("id")),
+        label=str(pod.get("name") or ""),
+        status=status,
+        ssh=ssh,
+        price_per_hour=float(pod["cost"]) if isinstance(pod.get("cost"), (int, float)) else None,
+        gpu_name=str(gpu.get("displayName") or gpu.get("id") or ""),
+        gpu_count=int(gpu.get("count") or 0),
+        status_message=str(pod.get("lastStatusChange") or pod.get("message") or ""),
+        started_at=_epoch(pod.get("startedAt")),
+        extra=tuple(extra),
+    )
+
+
+def _epoch(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

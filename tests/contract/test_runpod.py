@@ -1,0 +1,264 @@
+"""The RunPod adapter against the fake RunPod API over real HTTP (providers.md §2)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from fakes.runpod_server import API_KEY, FakeRunPod
+from lorarun.provider_adapters import http, retry
+from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Offer, Provider, ResourceRequest, job_label
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    InsufficientFundsError,
+    NoCapacityError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
+from lorarun.provider_adapters.runpod import RunPodProvider, parse_offer_id
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRunpodJobKey lorarun-job"
+RTX4090 = "NVIDIA GeForce RTX 4090"
+
+
+def make(fake: FakeRunPod, sleeper, key: str | None = API_KEY) -> RunPodProvider:
+    return RunPodProvider(key, rest_url=fake.url, graphql_url=f"{fake.url}/graphql", sleep=sleeper,
+                          clock=sleeper.clock)
+
+
+def spec(**kw) -> InstanceSpec:
+    base = dict(label=job_label("9c1d"), image="lorarun/trainer:1", disk_gb=40, ssh_public_key=PUBKEY,
+                env=(("LORARUN_JOB", "9c1d"),))
+    base.update(kw)
+    return InstanceSpec(**base)
+
+
+def offer(cloud: str = "SECURE", gpu: str = RTX4090, count: int = 1) -> Offer:
+    return Offer("runpod", f"{gpu}::{cloud}", "RTX 4090", count, 24, 0.69 * count, secure_cloud=cloud == "SECURE")
+
+
+def test_is_a_provider(runpod, sleeper):
+    assert isinstance(make(runpod, sleeper), Provider) and make(runpod, sleeper).name == "runpod"
+
+
+def test_offers_query_prices_both_clouds_without_sending_the_key(runpod, sleeper):
+    offers = make(runpod, sleeper).offers(ResourceRequest(gpu_names=("RTX 4090",), gpu_count=2))
+    calls = runpod.requests_to("POST", "/graphql")
+    assert len(calls) == 2 and all("authorization" not in c.headers and "api_key" not in c.query for c in calls)
+    assert [c.json()["variables"]["lowestPriceInput"] for c in calls] == [
+        {"gpuCount": 2, "secureCloud": True}, {"gpuCount": 2, "secureCloud": False}]
+    assert "lowestPrice" in calls[0].json()["query"]
+    assert [(o.id, o.price_per_hour, o.secure_cloud) for o in offers] == [
+        (f"{RTX4090}::COMMUNITY", 0.68, False), (f"{RTX4090}::SECURE", 1.38, True)]
+    o = offers[0]
+    assert o.gpu_count == 2 and o.vram_gb == 24 and o.gpu_name == "RTX 4090" and o.location == "US"
+    assert o.storage_price_gb_month == 0.10 and parse_offer_id(o.id) == (RTX4090, "COMMUNITY")
+
+
+def test_offers_filters_vram_price_secure_and_stock(runpod, sleeper):
+    p = make(runpod, sleeper)
+    got = p.offers(ResourceRequest(min_vram_gb=48, max_price_per_hour=2.0, secure_cloud_only=True))
+    assert [o.gpu_name for o in got] == ["RTX A6000", "A100 PCIe"]
+    runpod.set_capacity("NVIDIA RTX A6000", "SECURE", 0)
+    got = p.offers(ResourceRequest(min_vram_gb=48, max_price_per_hour=2.0, secure_cloud_only=True))
+    assert [o.gpu_name for o in got] == ["A100 PCIe"]
+    assert p.offers(ResourceRequest(gpu_names=("A6000",), gpu_count=6)) == []  # maxGpuCount 4
+    assert [o.location for o in p.offers(ResourceRequest(regions=("CA",)))] == ["CA", "CA"]
+
+
+def test_create_sends_v2_body_with_count_ports_and_per_job_key(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer("COMMUNITY"), spec(onstart="sleep infinity"))
+    body = runpod.requests_to("POST", "/v2/pods")[0].json()
+    assert body == {"name": "lorarun-9c1d", "image": "lorarun/trainer:1", "gpu": {"id": RTX4090, "count": 1},
+                    "cloud": "COMMUNITY", "disk": 40, "ports": ["22/tcp"],
+                    "env": {"LORARUN_JOB": "9c1d", "PUBLIC_KEY": PUBKEY}, "args": "sleep infinity"}
+    assert "mounts" not in body  # no volume: nothing bills after terminate
+    assert inst.id in runpod.live_ids() and inst.status is InstanceStatus.PENDING and inst.label == "lorarun-9c1d"
+    assert inst.price_per_hour == 0.34 and inst.gpu_count == 1
+
+
+def test_create_refuses_env_with_the_api_key(runpod, sleeper):
+    with pytest.raises(ValueError):
+        make(runpod, sleeper).create(offer(), spec(env=(("K", f"x{API_KEY}"),)))
+    assert runpod.requests_to("POST", "/v2/pods") == []
+
+
+def test_poll_until_running_then_direct_ssh(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    seen = []
+    for _ in range(10):
+        got = p.get(inst.id)
+        seen.append(got.status)
+        if got.status is InstanceStatus.RUNNING:
+            break
+    assert seen == [InstanceStatus.PENDING, InstanceStatus.PENDING, InstanceStatus.RUNNING]
+    pod = runpod.pods[inst.id]
+    assert (got.ssh.host, got.ssh.port, got.ssh.username) == (pod.host, pod.port, "root")
+    assert got.started_at is not None and ("cloud", "SECURE") in got.extra
+
+
+def test_runtime_ports_fallback_and_no_proxy_ssh(sleeper):
+    with FakeRunPod(community_public_ip=False, boot_polls=0) as fake:
+        p = make(fake, sleeper)
+        inst = p.create(offer("COMMUNITY"), spec())
+        got = p.get(inst.id)
+        # Only a private 100.65.x address and the interactive proxy: no SFTP-capable endpoint.
+        assert got.status is InstanceStatus.RUNNING and got.ssh is None
+
+
+def test_runtime_ports_used_when_ssh_direct_is_null(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    runpod.fail_next("GET", f"/v2/pods/{inst.id}", status=200, body={
+        "id": inst.id, "name": "lorarun-9c1d", "status": "RUNNING", "ssh": {"direct": None},
+        "runtime": {"ports": [{"private": 8888, "public": 8888, "type": "http", "ip": "100.65.0.3"},
+                              {"private": 22, "public": 43210, "type": "tcp", "ip": "45.23.12.1"}]}})
+    got = p.get(inst.id)
+    assert (got.ssh.host, got.ssh.port) == ("45.23.12.1", 43210)
+
+
+def test_exited_and_error_status(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    runpod.set_status(inst.id, "EXITED")
+    got = p.get(inst.id)
+    assert got.status is InstanceStatus.STOPPED and got.price_per_hour == 0.0
+    runpod.set_status(inst.id, "ERROR")
+    assert p.get(inst.id).status is InstanceStatus.ERROR
+
+
+def test_destroy_twice_then_get_none(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    p.destroy(inst.id)
+    p.destroy(inst.id)  # 404 → success
+    assert p.get(inst.id) is None and runpod.destroyed == [inst.id]
+    assert len(runpod.requests_to("DELETE", f"/v2/pods/{inst.id}")) == 2
+
+
+def test_vanished_pod_reads_as_none(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    runpod.vanish(inst.id)
+    assert p.get(inst.id) is None
+
+
+def test_list_owned_filters_by_name_prefix(runpod, sleeper):
+    p = make(runpod, sleeper)
+    mine = {p.create(offer(), spec(label=job_label(f"j{i}"))).id for i in range(3)}
+    p.create(offer(), spec(label="my-notebook"))
+    owned = p.list_owned()
+    assert {i.id for i in owned} == mine and all(i.label.startswith("lorarun-") for i in owned)
+
+
+def test_self_destruct_with_pod_scoped_key(runpod, sleeper):
+    p = make(runpod, sleeper)
+    a, b = p.create(offer(), spec()), p.create(offer(), spec())
+    sd = p.self_destruct()
+    assert (sd.method, sd.id_env, sd.key_env) == ("DELETE", "RUNPOD_POD_ID", "RUNPOD_API_KEY")
+    assert sd.url == f"{runpod.url}/v2/pods/{{instance_id}}"
+    key_a = runpod.pods[a.id].pod_key
+    assert http.request("DELETE", sd.url.format(instance_id=b.id), headers={"Authorization": f"Bearer {key_a}"}).status == 403
+    assert http.request("DELETE", sd.url.format(instance_id=a.id), headers={"Authorization": f"Bearer {key_a}"}).status == 204
+    assert runpod.live_ids() == [b.id]
+    assert "runpodctl pod delete abc" in p.kill_hint("abc")
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+def test_bad_key(runpod, sleeper):
+    p = make(runpod, sleeper, key="rpa_wrong")
+    for call in (lambda: p.get("x"), lambda: p.create(offer(), spec()), lambda: p.destroy("x"), p.list_owned):
+        with pytest.raises(AuthError) as e:
+            call()
+        assert e.value.status == 401
+    assert sleeper.waits == []
+
+
+def test_no_key_fails_before_any_request(runpod, sleeper):
+    p = make(runpod, sleeper, key=None)
+    assert p.offers(ResourceRequest())  # public prices still work
+    with pytest.raises(AuthError):
+        p.get("x")
+    assert runpod.requests_to("GET", "/v2/pods") == []
+
+
+def test_no_capacity_is_400_no_capacity_error(runpod, sleeper):
+    runpod.set_capacity(RTX4090, "SECURE", 0)
+    with pytest.raises(NoCapacityError) as e:
+        make(runpod, sleeper).create(offer(), spec())
+    assert e.value.status == 400 and "no longer any instances" in str(e.value)
+
+
+def test_insufficient_balance_is_402(runpod, sleeper):
+    runpod.balance = 0.1
+    with pytest.raises(InsufficientFundsError):
+        make(runpod, sleeper).create(offer(), spec())
+
+
+def test_contract_violation_422_is_provider_error_with_detail(runpod, sleeper):
+    runpod.fail_next("POST", "/v2/pods", status=422, body={"title": "Unprocessable Entity", "status": 422,
+                     "detail": "Request validation failed.", "errors": ["$: additional properties 'bogus' not allowed"]},
+                     content_type="application/problem+json")
+    with pytest.raises(ProviderError) as e:
+        make(runpod, sleeper).create(offer(), spec())
+    assert type(e.value) is ProviderError and "bogus" in str(e.value) and e.value.status == 422
+
+
+def test_409_on_delete_is_provider_error(runpod, sleeper):
+    runpod.fail_next("DELETE", "/v2/pods/", status=409)
+    with pytest.raises(ProviderError) as e:
+        make(runpod, sleeper).destroy("abc")
+    assert e.value.status == 409 and type(e.value) is ProviderError
+
+
+def test_429_honours_retry_after(runpod, sleeper):
+    p = make(runpod, sleeper)
+    runpod.fail_next("POST", "/v2/pods", status=429, times=2, headers={"Retry-After": "7"})
+    inst = p.create(offer(), spec())
+    assert inst.id in runpod.live_ids() and len(sleeper.waits) == 2 and min(sleeper.waits) >= 7
+
+
+def test_429_storm_gives_rate_limit_error(runpod, sleeper):
+    runpod.fail_next("GET", "/v2/pods", status=429, times=99)
+    with pytest.raises(RateLimitError) as e:
+        make(runpod, sleeper).list_owned()
+    assert e.value.retry_after == 2
+    assert len(runpod.requests_to("GET", "/v2/pods")) == retry.DEFAULT_POLICY.max_attempts
+
+
+def test_destroy_outlasts_5xx_storm(runpod, sleeper):
+    p = make(runpod, sleeper)
+    inst = p.create(offer(), spec())
+    runpod.fail_next("DELETE", "/v2/pods/", status=503, times=8)
+    p.destroy(inst.id)
+    assert inst.id not in runpod.live_ids()
+
+
+def test_create_not_retried_after_5xx(runpod, sleeper):
+    runpod.fail_next("POST", "/v2/pods", status=502)
+    with pytest.raises(TransientError):
+        make(runpod, sleeper).create(offer(), spec())
+    assert len(runpod.requests_to("POST", "/v2/pods")) == 1
+
+
+def test_graphql_errors_on_200_are_provider_errors(runpod, sleeper):
+    runpod.fail_next("POST", "/graphql", status=200, body={"errors": [{"message": "Something went wrong",
+                     "path": ["gpuTypes"], "extensions": {"code": "RUNPOD"}}], "data": {"gpuTypes": None}})
+    with pytest.raises(ProviderError) as e:
+        make(runpod, sleeper).offers(ResourceRequest())
+    assert "Something went wrong" in str(e.value) and type(e.value) is ProviderError
+    runpod.fail_next("POST", "/graphql", status=200, body={"errors": [{"message": "no",
+                     "extensions": {"code": "UNAUTHENTICATED"}}]})
+    with pytest.raises(AuthError):
+        make(runpod, sleeper).offers(ResourceRequest())
+
+
+def test_key_never_in_errors_or_logs(runpod, sleeper, caplog):
+    caplog.set_level(logging.DEBUG)
+    runpod.fail_next("GET", "/v2/pods/", status=500, times=99, body={"detail": f"boom {API_KEY}"})
+    with pytest.raises(TransientError) as e:
+        make(runpod, sleeper).get("abc")
+    assert API_KEY not in str(e.value) and API_KEY not in caplog.text and "***" in str(e.value)

@@ -1,0 +1,376 @@
+"""A fake RunPod API over real HTTP, faithful to /work/shared/reference/providers.md §2.
+
+Surface (§2.10): `POST /graphql` (gpuTypes with lowestPrice, myself, podTerminate; HTTP 200 with `errors` for
+GraphQL errors, 401 for a bad key) and REST v2 `POST|GET /v2/pods`, `GET|DELETE /v2/pods/{id}`,
+`POST /v2/pods/{id}/action`, with problem+json errors, RateLimit headers and Retry-After on 429.
+
+Lifecycle: PROVISIONING → STARTING → RUNNING over `boot_polls` GETs (0: RUNNING at once). On turning RUNNING,
+`on_create(pod_id, env, public_key)` may return the (host, port) of a real sshd, reported as `ssh.direct` and
+in `runtime.ports` (`env` carries RUNPOD_POD_ID and the pod-scoped RUNPOD_API_KEY, as RunPod injects them).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ._server import FakeAPI, Reply, Request
+
+API_KEY = "rpa_TESTKEY0123456789ABCDEFGHIJ"
+PROBLEM = "application/problem+json"
+# Top-level properties of the v2 createPod schema (§2.3); anything else is a 422 (unevaluatedProperties false).
+CREATE_PROPS = {"name", "image", "templateId", "gpu", "cpu", "cloud", "dataCenterIds", "countryCodes", "disk",
+                "mounts", "ports", "env", "startSsh", "args", "locked", "globalNetworking",
+                "containerRegistryAuthId"}
+GPU_PROPS = {"id", "count", "minCudaVersion", "allowedCudaVersions"}
+NO_CAPACITY = "There are no longer any instances available with the requested specifications. Please refresh and try again."
+
+OnCreate = Callable[[str, dict, str], "tuple[str, int]"]
+OnDestroy = Callable[[str], None]
+
+
+def default_gpu_types() -> list[dict[str, Any]]:
+    def gpu(gid, name, mem, secure, community, max_count=8, country="US"):
+        return {"id": gid, "displayName": name, "memoryInGb": mem, "maxGpuCount": max_count,
+                "secureCloud": secure is not None, "communityCloud": community is not None,
+                "securePrice": secure, "communityPrice": community, "secureSpotPrice": None,
+                "communitySpotPrice": None, "countryCode": country}
+    return [
+        gpu("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34),
+        gpu("NVIDIA GeForce RTX 3090", "RTX 3090", 24, 0.43, 0.22, country="CA"),
+        gpu("NVIDIA A100 80GB PCIe", "A100 PCIe", 80, 1.64, 1.19),
+        gpu("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, None),
+        gpu("NVIDIA RTX A6000", "RTX A6000", 48, 0.76, 0.49, max_count=4, country="CZ"),
+    ]
+
+
+@dataclass
+class FakePod:
+    id: str
+    name: str
+    image: str
+    gpu_id: str
+    gpu_count: int
+    cloud: str
+    disk: int
+    ports: list[str]
+    env: dict[str, str]
+    cost: float
+    pod_key: str
+    status: str = "PROVISIONING"
+    polls: int = 0
+    host: str = ""
+    port: int = 0
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+    started_at: str | None = None
+
+
+def problem(status: int, detail: str, **extra: Any) -> Reply:
+    titles = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+              409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
+              502: "Bad Gateway", 503: "Service Unavailable"}
+    return Reply(status, {"title": titles.get(status, "Error"), "status": status, "detail": detail, **extra},
+                 content_type=PROBLEM)
+
+
+class FakeRunPod(FakeAPI):
+    def __init__(self, *, api_key: str = API_KEY, gpu_types: list[dict] | None = None, boot_polls: int = 2,
+                 on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, balance: float = 50.0,
+                 community_public_ip: bool = True):
+        super().__init__()
+        self.api_key = api_key
+        self.gpu_types = {g["id"]: g for g in (gpu_types or default_gpu_types())}
+        # Free GPUs per (gpu id, cloud); a create takes them, a delete gives them back.
+        self.capacity: dict[tuple[str, str], int] = {
+            (g["id"], c): 8 for g in self.gpu_types.values() for c in ("SECURE", "COMMUNITY")
+            if g["securePrice" if c == "SECURE" else "communityPrice"] is not None}
+        self.pods: dict[str, FakePod] = {}
+        self.boot_polls = boot_polls
+        self.on_create = on_create
+        self.on_destroy = on_destroy
+        self.balance = balance
+        self.community_public_ip = community_public_ip
+        self.destroyed: list[str] = []
+        self._ports = itertools.count(40000)
+
+    # -- test controls -------------------------------------------------------------------------------------
+    def set_capacity(self, gpu_id: str, cloud: str, free: int) -> None:
+        with self.lock:
+            self.capacity[(gpu_id, cloud)] = free
+
+    def vanish(self, pod_id: str) -> None:
+        with self.lock:
+            self.pods.pop(pod_id, None)
+
+    def run_now(self, pod_id: str) -> None:
+        with self.lock:
+            self._become_running(self.pods[pod_id])
+
+    def set_status(self, pod_id: str, status: str) -> None:
+        with self.lock:
+            pod = self.pods[pod_id]
+            pod.status, pod.polls = status, 10**6
+
+    def live_ids(self) -> list[str]:
+        with self.lock:
+            return list(self.pods)
+
+    def default_error(self, status: int) -> Reply:
+        if status == 429:
+            reply = problem(429, "rate limit exceeded for the minute window")
+            reply.headers["Retry-After"] = "2"
+            return reply
+        return problem(status, {401: "missing bearer token", 404: "resource not found"}.get(status, "injected fault"))
+
+    # -- routing -------------------------------------------------------------------------------------------
+    def route(self, req: Request) -> Reply:
+        if req.path.rstrip("/") == "/graphql" and req.method == "POST":
+            return self._graphql(req)
+        parts = req.path.rstrip("/").split("/")[1:]
+        if parts[:2] != ["v2", "pods"]:
+            return problem(404, "resource not found")
+        token = req.token()
+        pod = self.pods.get(parts[2]) if len(parts) >= 3 else None
+        pod_key_ok = pod is not None and token == pod.pod_key and req.method == "DELETE" and len(parts) == 3
+        if token is None:
+            return problem(401, "missing bearer token")
+        if token != self.api_key and not pod_key_ok:
+            if any(token == p.pod_key for p in self.pods.values()):
+                return problem(403, "access denied")  # a pod-scoped key reaches only its own pod
+            return problem(401, "invalid api key")
+        if len(parts) == 2:
+            if req.method == "POST":
+                return self._with_limits(self._create(req))
+            if req.method == "GET":
+                with self.lock:
+                    return self._with_limits(Reply(200, {"pods": [self._view(p) for p in self.pods.values()]}))
+        if len(parts) == 3:
+            if req.method == "GET":
+                return self._with_limits(self._get(parts[2]))
+            if req.method == "DELETE":
+                return self._delete(parts[2])
+        if len(parts) == 4 and parts[3] == "action" and req.method == "POST":
+            return self._action(req, parts[2])
+        return problem(405, "method not allowed")
+
+    @staticmethod
+    def _with_limits(reply: Reply) -> Reply:
+        # Rate-limit headers on authenticated answers (§2.9); clients must not need them.
+        reply.headers.setdefault("RateLimit", '"minute";r=59;t=60, "hour";r=2999;t=3600, "day";r=49999;t=86400')
+        reply.headers.setdefault("RateLimit-Policy", '"minute";q=60;w=60, "hour";q=3000;w=3600, "day";q=50000;w=86400')
+        return reply
+
+    # -- REST v2 pods (§2.3-§2.6) ---------------------------------------------------------------------------
+    def _create(self, req: Request) -> Reply:
+        body = req.json()
+        if not isinstance(body, dict):
+            return problem(400, "request body is not valid JSON")
+        unknown = sorted(set(body) - CREATE_PROPS)
+        if unknown:
+            return problem(422, "Request validation failed.",
+                           errors=[f"$: additional properties {', '.join(repr(u) for u in unknown)} not allowed"])
+        errors = []
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            errors.append("$.name: required")
+        if ("gpu" in body) == ("cpu" in body):
+            errors.append("$: exactly one of gpu or cpu is required")
+        if not body.get("image") and not body.get("templateId"):
+            errors.append("$.image: required unless templateId is set")
+        if body.get("cloud", "SECURE") not in ("SECURE", "COMMUNITY"):
+            errors.append("$.cloud: must be SECURE or COMMUNITY")
+        if "ports" in body and not (isinstance(body["ports"], list) and all(isinstance(p, str) for p in body["ports"])):
+            errors.append("$.ports: must be an array of strings")
+        if "env" in body and not (isinstance(body["env"], dict) and all(isinstance(v, str) for v in body["env"].values())):
+            errors.append("$.env: must be an object of strings")
+        gpu = body.get("gpu")
+        if gpu is not None and (not isinstance(gpu, dict) or set(gpu) - GPU_PROPS):
+            errors.append("$.gpu: additional properties not allowed")
+        if errors:
+            return problem(422, "Request validation failed.", errors=errors)
+        if "cpu" in body:
+            return problem(400, "CPU pods are not offered by this fake")
+        if "count" not in gpu:
+            # RunPod's MCP found that a create without gpu.count fails with this misleading 400 (§2.3).
+            return problem(400, "no instances available with the requested specifications")
+        if "minCudaVersion" in gpu and "allowedCudaVersions" in gpu:
+            return problem(400, "allowedCudaVersions and minCudaVersion cannot both be set")
+        cloud = body.get("cloud", "SECURE")
+        with self.lock:
+            gtype = self.gpu_types.get(gpu.get("id"))
+            if gtype is None:
+                return problem(400, f"unknown gpu type {gpu.get('id')!r}")
+            count = int(gpu["count"])
+            price = gtype["securePrice" if cloud == "SECURE" else "communityPrice"]
+            if price is None or self.capacity.get((gtype["id"], cloud), 0) < count:
+                return problem(400, NO_CAPACITY)
+            cost = round(price * count, 4)
+            if self.balance < cost:  # on-demand needs an hour of credit (§2.8); 402 described in §2.3
+                return problem(402, "insufficient balance to start this pod")
+            pod = FakePod(id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
+                          name=body["name"], image=body.get("image") or "", gpu_id=gtype["id"], gpu_count=count,
+                          cloud=cloud, disk=int(body.get("disk") or 50), ports=list(body.get("ports") or []),
+                          env=dict(body.get("env") or {}), cost=cost, pod_key="rpa_pod_" + secrets.token_hex(16))
+            self.capacity[(gtype["id"], cloud)] -= count
+            self.pods[pod.id] = pod
+            if self.boot_polls <= 0:
+                self._become_running(pod)
+            return Reply(201, self._view(pod))
+
+    def _public_ip(self, pod: FakePod) -> bool:
+        return pod.cloud == "SECURE" or self.community_public_ip  # Secure Cloud always has one (§2.4)
+
+    def _become_running(self, pod: FakePod) -> None:
+        if pod.status == "RUNNING":
+            return
+        pod.status = "RUNNING"
+        pod.started_at = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        if self.on_create is not None:
+            env = dict(pod.env, RUNPOD_POD_ID=pod.id, RUNPOD_API_KEY=pod.pod_key)
+            pod.host, pod.port = self.on_create(pod.id, env, pod.env.get("PUBLIC_KEY", ""))
+        else:
+            pod.host, pod.port = "203.0.113.7", next(self._ports)
+
+    def _advance(self, pod: FakePod) -> None:
+        if pod.polls >= 10**6 or pod.status != "PROVISIONING" and pod.status != "STARTING":
+            return
+        pod.polls += 1
+        if pod.polls >= self.boot_polls:
+            self._become_running(pod)
+        else:
+            pod.status = "STARTING"
+
+    def _view(self, pod: FakePod) -> dict[str, Any]:
+        running = pod.status == "RUNNING"
+        direct = None
+        runtime = None
+        if running:
+            runtime = {"uptimeInSeconds": 1, "ports": []}
+            if "22/tcp" in pod.ports:
+                public = self._public_ip(pod)
+                runtime["ports"].append({"private": 22, "public": pod.port, "type": "tcp",
+                                         "ip": pod.host if public else "100.65.0.12"})
+                if public:  # ssh.direct only with 22/tcp exposed and a public IP (§2.4)
+                    direct = {"host": pod.host, "port": pod.port, "username": "root",
+                              "command": f"ssh root@{pod.host} -p {pod.port}"}
+        actions = {"PROVISIONING": ["stop", "terminate"], "STARTING": ["stop", "terminate"],
+                   "RUNNING": ["stop", "restart", "terminate"], "EXITED": ["start", "terminate"],
+                   "ERROR": ["start", "terminate"]}.get(pod.status, [])
+        gtype = self.gpu_types[pod.gpu_id]
+        return {
+            "id": pod.id, "name": pod.name, "status": pod.status, "actions": actions, "image": pod.image,
+            "gpu": {"id": pod.gpu_id, "count": pod.gpu_count, "displayName": gtype["displayName"]},
+            "cloud": pod.cloud, "dataCenterId": "US-KS-2", "cudaVersion": "12.8", "disk": pod.disk,
+            "ports": pod.ports,
+            "ssh": {"proxy": {"host": "ssh.runpod.io", "port": 22, "username": f"{pod.id}-64411eb2",
+                              "command": f"ssh {pod.id}-64411eb2@ssh.runpod.io"}, "direct": direct},
+            "cost": 0.0 if pod.status in ("EXITED", "TERMINATED") else pod.cost, "locked": False,
+            "globalNetworking": {"enabled": False}, "runtime": runtime, "createdAt": pod.created_at,
+            "startedAt": pod.started_at,
+        }
+
+    def _get(self, pod_id: str) -> Reply:
+        with self.lock:
+            pod = self.pods.get(pod_id)
+            if pod is None:
+                return problem(404, "resource not found")
+            view = self._view(pod)
+            self._advance(pod)
+        return Reply(200, view)
+
+    def _delete(self, pod_id: str) -> Reply:
+        with self.lock:
+            pod = self.pods.pop(pod_id, None)
+            if pod is None:
+                return problem(404, "resource not found")
+            self.capacity[(pod.gpu_id, pod.cloud)] = self.capacity.get((pod.gpu_id, pod.cloud), 0) + pod.gpu_count
+            self.destroyed.append(pod_id)
+        if self.on_destroy is not None:
+            self.on_destroy(pod_id)
+        return Reply(204)
+
+    def _action(self, req: Request, pod_id: str) -> Reply:
+        body = req.json()
+        action = body.get("action") if isinstance(body, dict) else None
+        with self.lock:
+            pod = self.pods.get(pod_id)
+            if pod is None:
+                return problem(404, "resource not found")
+            if action not in self._view(pod)["actions"]:
+                return problem(409, f"action {action!r} is not valid while the pod is {pod.status}")
+            if action == "terminate":
+                return self._delete(pod_id)
+            if action == "stop":
+                pod.status, pod.polls = "EXITED", 10**6
+            elif action in ("start", "restart"):
+                self._become_running(pod)
+            return Reply(200, self._view(pod))
+
+    # -- GraphQL (§2.2, §2.9) -------------------------------------------------------------------------------
+    def _graphql(self, req: Request) -> Reply:
+        body = req.json()
+        token = req.token()
+        if token is not None and token != self.api_key:
+            return Reply(401, "Unauthorized", content_type="text/plain")  # exact body UNCONFIRMED (§2.9)
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return Reply(400, {"errors": [{"message": "Must provide query string."}]})
+        query, variables = body["query"], body.get("variables") or {}
+        if re.search(r"\bgpuTypes\b", query):
+            return Reply(200, {"data": {"gpuTypes": self._gpu_types(query, variables)}})
+        if token is None:  # everything but the public discovery queries needs the key (§2.1)
+            return Reply(401, "Unauthorized", content_type="text/plain")
+        if re.search(r"\bpodTerminate\b", query):
+            m = re.search(r'podId:\s*"([^"]+)"', query)
+            pod_id = m.group(1) if m else (variables.get("input") or {}).get("podId")
+            with self.lock:
+                known = pod_id in self.pods
+            if not known:
+                return Reply(200, {"errors": [{"message": "pod not found to terminate", "path": ["podTerminate"],
+                                               "extensions": {"code": "RUNPOD"}}], "data": {"podTerminate": None}})
+            self._delete(pod_id)
+            return Reply(200, {"data": {"podTerminate": None}})
+        if re.search(r"\bmyself\b", query):
+            with self.lock:
+                return Reply(200, {"data": {"myself": {"id": "user_1", "clientBalance": self.balance,
+                                                        "currentSpendPerHr": sum(p.cost for p in self.pods.values()),
+                                                        "spendLimit": 80, "pubKey": ""}}})
+        return Reply(200, {"errors": [{"message": "Cannot query this operation on the fake",
+                                       "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+
+    def _gpu_types(self, query: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+        wanted = (variables.get("gpuTypesInput") or {}).get("id")
+        m = re.search(r'gpuTypes\s*\(\s*input:\s*\{\s*id:\s*"([^"]+)"', query)  # inline literal form
+        wanted = wanted or (m.group(1) if m else None)
+        lp = variables.get("lowestPriceInput") or {}
+        m = re.search(r"lowestPrice\s*\(\s*input:\s*\{([^}]*)\}", query)
+        if m and not lp:  # inline form: lowestPrice(input: {gpuCount: 1, secureCloud: true})
+            for key, val in re.findall(r"(\w+):\s*([\w.\"-]+)", m.group(1)):
+                lp[key] = {"true": True, "false": False}.get(val, val.strip('"'))
+        count = int(lp.get("gpuCount") or 1)
+        secure = lp.get("secureCloud")
+        out = []
+        with self.lock:
+            for g in self.gpu_types.values():
+                if wanted and g["id"] != wanted:
+                    continue
+                row = {k: v for k, v in g.items() if k != "countryCode" and re.search(rf"\b{k}\b", query)}
+                if re.search(r"\blowestPrice\b", query):
+                    clouds = ["SECURE"] if secure is True else ["COMMUNITY"] if secure is False else ["SECURE", "COMMUNITY"]
+                    prices = [(g["securePrice" if c == "SECURE" else "communityPrice"], self.capacity.get((g["id"], c), 0))
+                              for c in clouds]
+                    prices = [(p, free) for p, free in prices if p is not None and free >= count]
+                    if prices and count <= g["maxGpuCount"]:
+                        price, free = min(prices)
+                        stock = "High" if free >= 4 else "Low"
+                        lowest = {"uninterruptablePrice": price, "minimumBidPrice": round(price * 0.6, 3),
+                                  "stockStatus": stock, "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
+                                  "minVcpu": 8, "minMemory": 31, "countryCode": g["countryCode"]}
+                    else:
+                        lowest = {"uninterruptablePrice": None, "minimumBidPrice": None, "stockStatus": None,
+                                  "availableGpuCounts": [], "minVcpu": None, "minMemory": None, "countryCode": None}
+                    row["lowestPrice"] = lowest
+                out.append(row)
+        return out
