@@ -41,8 +41,8 @@ class ModelConfig:
             raise ConfigError(f"{where}.family: unknown family {self.family!r}; use one of {', '.join(FAMILIES)}")
         if self.base.startswith(BUILTIN_PREFIX) and self.base not in BUILTIN_MODELS:
             raise ConfigError(f"{where}.base: unknown built-in model {self.base!r}; use one of {', '.join(BUILTIN_MODELS)}")
-        if self.v_parameterization and self.family != "sd15":
-            raise ConfigError(f"{where}.v_parameterization: only SD2.x (family sd15 with v2: true) uses v-prediction")
+        if self.family == "sdxl" and (self.v2 or self.v_parameterization):
+            raise ConfigError(f"{where}.v2: SD2.x flags (v2, v_parameterization) do not apply to family sdxl")
         if not 1 <= self.clip_skip <= 12:
             raise ConfigError(f"{where}.clip_skip: must be between 1 and 12, got {self.clip_skip}")
 
@@ -204,8 +204,6 @@ class EngineConfig:
         self.sample.validate()
         if not self.output_name or "/" in self.output_name:
             raise ConfigError(f"output_name: {self.output_name!r} must be a plain file name without '/'")
-        if self.model.family == "sdxl" and self.model.v2:
-            raise ConfigError("model.v2: SD2.x flags do not apply to family sdxl")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -1,0 +1,59 @@
+"""`lorarun submit JOB [JOB ...]`: validate → estimate and confirm → rent → upload → train → pull → verify →
+destroy. Several job files share one rental, one after another (the guides' "batch 3-5 LoRAs per rental")."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..choose import choose_offer
+from ..connect import connect_transport, make_provider
+from ..console import console, err_console
+from ..errors import UserInputError
+from ..pipeline import Pipeline, PipelineOptions
+from ..state import JobStore
+from ..validate import validate_job
+from .validate import print_summary
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit", help="Run jobs end to end: rent, train, bring the LoRA home, destroy.")(submit)
+
+
+def submit(
+    jobs: list[Path] = typer.Argument(..., help="Job file(s): lorarun YAML or kohya TOML. Several share one rental."),
+    provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod (overrides the job)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (overrides the job's output.dir)."),
+    max_cost: float = typer.Option(None, "--max-cost", help="Refuse offers predicted above this many dollars; "
+                                                             "stop the job cleanly when spend reaches it."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the instance up afterwards (you destroy it)."),
+) -> None:
+    if out is not None and len(jobs) > 1:
+        raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
+    validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True)
+                 for j in jobs]
+    providers = {v.spec.resources.provider for v in validated}
+    if len(providers) > 1:
+        raise UserInputError(f"a batch must use one provider, got {', '.join(sorted(providers))}; "
+                             f"pass --provider to choose")
+    for job in validated:
+        print_summary(job)
+    adapter = make_provider(validated[0].spec.resources)
+    choice = choose_offer(adapter, validated, assume_yes=yes, interactive=sys.stdin.isatty())
+    pipeline = Pipeline(
+        validated, adapter, choice.offer, store=JobStore(), connect=connect_transport,
+        options=PipelineOptions(assume_yes=yes, keep=keep, interactive=sys.stdin.isatty()),
+        predicted_costs=choice.predicted_costs, max_cost=validated[0].spec.resources.max_cost,
+    )
+    runs = pipeline.run()
+    for run in runs:
+        final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
+        if final.exists():
+            console.print(f"[green]✓[/] {run.state.name}: LoRA saved to [bold]{final}[/]", highlight=False)
+        else:
+            err_console.print(f"{run.state.name}: {run.state.message}", highlight=False)
+        report = run.job.spec.output_dir / "report.html"
+        if report.exists():
+            console.print(f"  report: {report}", highlight=False)

@@ -1,0 +1,61 @@
+"""Turn a job's resources into a provider adapter, and a rented instance into a `Transport`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorarun.provider_adapters.base import Provider
+
+from .remote.transport import Transport
+from .spec import Resources
+from .state import JobState, lorarun_home
+
+
+def make_provider(resources: Resources, home: Path | None = None) -> Provider:
+    home = home or lorarun_home()
+    name = resources.provider
+    if name == "local":
+        from lorarun.provider_adapters.local import LocalProvider
+
+        return LocalProvider(home / "local")
+    if name == "ssh":
+        from lorarun.provider_adapters.ssh import SSHProvider
+
+        return SSHProvider.from_resources(resources, home=home)
+    from lorarun.provider_adapters.registry import make_provider as make_cloud_provider
+
+    return make_cloud_provider(name)
+
+
+def provider_for_state(state: JobState, resources: Resources | None = None) -> Provider:
+    """The adapter for a job recorded on disk (attach, down, gc); the job file supplies ssh details."""
+    if resources is None:
+        resources = Resources(provider=state.provider)
+    return make_provider(resources)
+
+
+def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
+    """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key."""
+    instance = rental.instance
+    if instance.provider == "local":
+        from .remote.local import LocalTransport
+
+        workdir = dict(instance.extra).get("workdir")
+        return LocalTransport(Path(workdir))
+    return ssh_transport(state, job_dir, host=instance.ssh.host, port=instance.ssh.port,
+                         username=instance.ssh.username, provider=rental.provider)
+
+
+def ssh_transport(state: JobState, job_dir: Path, *, host: str, port: int, username: str,
+                  provider: Provider | None = None) -> Transport:
+    from .remote.keys import private_key_path
+    from .remote.session import SSHParams, SSHTransport
+
+    key = private_key_path(job_dir / "ssh")
+    user_key = getattr(provider, "key_path", None)
+    if state.provider == "ssh" and user_key:
+        key = Path(user_key)  # a machine the user owns: their own key (no per-job key can be installed there)
+    params = SSHParams(host=host, port=port, username=username, key_path=key,
+                       known_hosts=job_dir / "ssh" / "known_hosts")
+    transport = SSHTransport(params)
+    transport.connect()
+    return transport

@@ -1,0 +1,154 @@
+"""Follow a running job: tail the engine's events, pull every output as soon as the manifest lists it, and keep
+the agent's grace window open with a heartbeat. One `poll()` does one round; the pipeline decides the pace."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .remote.layout import RemoteLayout
+from .remote.transport import Transport
+
+TERMINAL_EVENTS = ("finished", "failed", "stopped")
+AGENT_DONE_PHASES = ("finished", "failed", "stopped", "lease_expired", "grace", "self_destroying")
+
+
+@dataclass
+class MonitorProgress:
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    it_s: float | None = None
+    outcome: str | None = None  # finished | failed | stopped, from the engine's last event
+    reason: str = ""
+    pulled: dict[str, str] = field(default_factory=dict)  # relative path → sha256 of what is on this laptop
+    step_times: list[tuple[float, int]] = field(default_factory=list)  # (event time, step) for calibration
+
+
+class JobMonitor:
+    def __init__(self, transport: Transport, layout: RemoteLayout, local_output: Path, local_events: Path):
+        self.transport = transport
+        self.layout = layout
+        self.local_output = local_output
+        self.local_events = local_events
+        self.progress = MonitorProgress()
+        self._offset = local_events.stat().st_size if local_events.exists() else 0
+        self._partial = b""
+        self.events: list[dict] = _read_jsonl(local_events)
+        for event in self.events:
+            self._apply(event)
+
+    def poll(self) -> list[dict]:
+        """Read new events, pull new outputs, beat the heart. Returns the new events."""
+        new_events = self._read_new_events()
+        self.pull_outputs()
+        self.heartbeat()
+        return new_events
+
+    def _read_new_events(self) -> list[dict]:
+        data = self.transport.read_bytes(self.layout.events, self._offset)
+        if not data:
+            return []
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for the next round
+        events = []
+        self.local_events.parent.mkdir(parents=True, exist_ok=True)
+        with self.local_events.open("ab") as log:
+            for line in lines:
+                if not line.strip():
+                    continue
+                log.write(line + b"\n")
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line the engine did not finish writing before a crash; keep going
+                events.append(event)
+                self._apply(event)
+        self.events.extend(events)
+        return events
+
+    def _apply(self, event: dict) -> None:
+        kind = event.get("event")
+        p = self.progress
+        if kind == "step":
+            p.step = int(event.get("step", p.step))
+            p.total_steps = int(event.get("total_steps", p.total_steps))
+            p.epoch = int(event.get("epoch", p.epoch))
+            p.loss = event.get("loss", p.loss)
+            p.it_s = event.get("it_s", p.it_s)
+            p.step_times.append((float(event.get("t", time.time())), p.step))
+        elif kind == "started":
+            p.total_steps = int(event.get("total_steps", p.total_steps) or 0)
+        elif kind in TERMINAL_EVENTS:
+            p.outcome = kind
+            p.reason = str(event.get("reason", "") or event.get("message", ""))
+
+    def manifest(self) -> list[dict]:
+        raw = self.transport.read_bytes(self.layout.manifest)
+        if not raw:
+            return []
+        try:
+            return list(json.loads(raw).get("files", []))
+        except (json.JSONDecodeError, AttributeError):
+            return []  # caught mid-rewrite on a filesystem without atomic rename; the next round reads it
+
+    def pull_outputs(self) -> list[str]:
+        """Bring home every manifest file not yet here with the same sha256. Returns what was pulled."""
+        pulled = []
+        for entry in self.manifest():
+            rel, sha = entry.get("path", ""), entry.get("sha256", "")
+            if not rel or rel.startswith(("/", "..")) or self.progress.pulled.get(rel) == sha:
+                continue
+            self.transport.get_file(self.layout.path("output", rel), self.local_output / rel)
+            self.progress.pulled[rel] = sha
+            pulled.append(rel)
+        return pulled
+
+    def manifest_dict(self) -> dict:
+        return {"files": self.manifest()}
+
+    def agent_status(self) -> dict | None:
+        raw = self.transport.read_bytes(self.layout.status)
+        try:
+            return json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return None
+
+    def heartbeat(self) -> None:
+        # The agent reads the file's mtime; any write refreshes it. Never extends the lease, only the grace window.
+        self.transport.run(f"touch {_q(self.layout.heartbeat)}", timeout=30, check=False)
+
+    def engine_done(self) -> bool:
+        if self.progress.outcome:
+            return True
+        status = self.agent_status()
+        return bool(status and status.get("phase") in AGENT_DONE_PHASES)
+
+    def seconds_per_step(self) -> float | None:
+        """Median-free, robust enough: the slope over the second half of the run (skips compile/caching warm-up)."""
+        times = self.progress.step_times
+        if len(times) < 4:
+            return None
+        half = times[len(times) // 2:]
+        (t0, s0), (t1, s1) = half[0], half[-1]
+        return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 > t0 else None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def _q(path: str) -> str:
+    return "'" + path.replace("'", "'\\''") + "'"

@@ -1,0 +1,519 @@
+"""The controller: one job (or a batch sharing one rental) from "validated" to "LoRA on disk, nothing billing".
+
+Phases follow DESIGN.md. Invariants kept here:
+- the job's state is written before each phase starts, and an instance id is written the moment a provider
+  returns one (even inside an error);
+- every way out — success, error, Ctrl-C, SIGTERM — goes through `_teardown()` unless the user chose to detach
+  or `--keep`, and teardown confirms the instance is gone or says loudly that it is not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorarun.image.agent import AgentConfig
+from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
+from lorarun.provider_adapters.errors import CreateFailed, ProviderError
+
+from .console import err_console, money
+from .errors import Interrupted, PipelineError
+from .monitor import JobMonitor
+from .poller import REAL_CLOCK, Clock, PollTimeout, poll
+from .progress import TrainingView, transfer_bar
+from .remote.layout import RemoteLayout
+from .remote.transport import Transport
+from .state import JobState, JobStore
+from .teardown import TeardownResult, destroy_and_confirm, report
+from .validate import ValidatedJob
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    assume_yes: bool = False
+    keep: bool = False  # leave the instance up on purpose (and say how to kill it)
+    interactive: bool = True  # may ask questions (Ctrl-C: stop or detach?)
+    boot_timeout: float = 900.0
+    ssh_timeout: float = 300.0
+    poll_interval: float = 2.0
+    stop_timeout: float = 300.0  # how long a clean stop may take (engine saves a checkpoint first)
+    grace_seconds: float = 900.0  # the agent's wait for a controller after the lease or the end of training
+    lease_seconds: float = 6 * 3600.0
+
+
+@dataclass
+class Rental:
+    """The machine a batch runs on, once there is one."""
+
+    provider: Provider
+    offer: Offer
+    instance: Instance | None = None
+    transport: Transport | None = None
+    started_at: float | None = None
+    teardown: TeardownResult | None = None
+
+
+@dataclass
+class JobRun:
+    job: ValidatedJob
+    state: JobState
+    predicted_cost: float | None = None
+    outcome: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+ConnectFn = Callable[[Rental, JobState, Path], Transport]
+
+
+class Pipeline:
+    def __init__(self, jobs: list[ValidatedJob], provider: Provider, offer: Offer, *, store: JobStore,
+                 connect: ConnectFn, options: PipelineOptions = PipelineOptions(), clock: Clock = REAL_CLOCK,
+                 image: str | None = None, predicted_costs: list[float | None] | None = None,
+                 max_cost: float | None = None):
+        self.provider = provider
+        self.store = store
+        self.connect = connect
+        self.options = options
+        self.clock = clock
+        self.image = image or jobs[0].spec.resources.image
+        self.max_cost = max_cost
+        self.rental = Rental(provider=provider, offer=offer)
+        predicted = predicted_costs or [None] * len(jobs)
+        self.runs = [JobRun(job=j, state=self._new_state(j), predicted_cost=c) for j, c in zip(jobs, predicted)]
+        self._stop_requested: str | None = None
+
+    # ---- state -------------------------------------------------------------------------------------------------
+    def _new_state(self, job: ValidatedJob) -> JobState:
+        from .state import new_job_id
+
+        job_id = new_job_id(job.spec.name)
+        state = JobState(job_id=job_id, name=job.spec.name, job_file=job.spec.source,
+                         provider=self.provider.name, output_dir=str(job.spec.output_dir))
+        state = self.store.create(state)
+        folder = self.store.job_dir(job_id)
+        shutil.copyfile(job.spec.source, folder / Path(job.spec.source).name)
+        return self.store.advance(state, "validate")
+
+    def _advance(self, run: JobRun, phase: str, message: str = "") -> None:
+        run.state = self.store.advance(run.state, phase, message)
+
+    def _record(self, run: JobRun, **changes) -> None:
+        run.state = self.store.update(run.state, **changes)
+
+    def _record_all(self, **changes) -> None:
+        for run in self.runs:
+            self._record(run, **changes)
+
+    @property
+    def primary(self) -> JobRun:
+        return self.runs[0]
+
+    # ---- the flow ----------------------------------------------------------------------------------------------
+    def run(self) -> list[JobRun]:
+        detached = False
+        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        try:
+            self._provision()
+            self._wait_ready()
+            self._run_jobs()
+        except KeyboardInterrupt as interrupt:
+            detached = self._on_interrupt(ask=not isinstance(interrupt, TerminateRequested))
+            if not detached:
+                raise Interrupted(self._interrupted_message()) from None
+        except BaseException as exc:
+            for run in self.runs:
+                if run.outcome is None:
+                    run.outcome = "failed"
+                    self._record(run, message=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+            if not detached:
+                self._teardown_guarded()
+        return self.runs
+
+    def _provision(self) -> None:
+        for run in self.runs:
+            self._advance(run, "provision")
+        primary = self.primary
+        label = job_label(primary.state.job_id)
+        ssh_dir = self.store.job_dir(primary.state.job_id) / "ssh"
+        public_key = _job_public_key(ssh_dir, primary.state.job_id, self.provider.name)
+        spec = InstanceSpec(label=label, image=self.image, disk_gb=self.primary.job.spec.resources.disk_gb,
+                            ssh_public_key=public_key, env=(("LORARUN_JOB_ID", primary.state.job_id),),
+                            bid_price_per_hour=None)
+        self._record_all(instance_label=label, offer_id=self.rental.offer.id, gpu=self._gpu_text(),
+                         price_per_hour=self.rental.offer.price_per_hour)
+        try:
+            instance = self.provider.create(self.rental.offer, spec)
+        except CreateFailed as exc:
+            # The provider billed something even though it said no: record it so teardown (or gc) destroys it.
+            self.rental.instance = Instance(provider=self.provider.name, id=exc.instance_id, label=label,
+                                            status=InstanceStatus.ERROR)
+            self._record_all(instance_id=exc.instance_id)
+            raise
+        self.rental.instance = instance
+        self.rental.started_at = self.clock.wall()
+        self._record_all(instance_id=instance.id)
+        err_console.print(f"rented [bold]{self._gpu_text()}[/] on {self.provider.name} as instance "
+                          f"[bold]{instance.id}[/] at {money(self.rental.offer.price_per_hour)}/h", highlight=False)
+
+    def _wait_ready(self) -> None:
+        for run in self.runs:
+            self._advance(run, "wait")
+        instance_id = self.rental.instance.id
+        last = {"status": ""}
+
+        def ready() -> Instance | None:
+            instance = self.provider.get(instance_id)
+            if instance is None or instance.status in (InstanceStatus.TERMINATED, InstanceStatus.ERROR,
+                                                       InstanceStatus.STOPPED):
+                why = instance.status_message if instance else "the provider no longer knows it"
+                raise PipelineError(f"instance {instance_id} failed to start ({why or instance.status.value})")
+            last["status"] = instance.status.value
+            if instance.status == InstanceStatus.RUNNING and (instance.ssh or self.provider.name == "local"):
+                return instance
+            return None
+
+        started = self.clock.now()
+        with err_console.status(f"waiting for instance {instance_id} to boot"):
+            try:
+                self.rental.instance = poll(ready, what=f"instance {instance_id} to boot",
+                                            timeout=self.options.boot_timeout, interval=1.0, clock=self.clock,
+                                            describe=lambda: last["status"])
+            except PollTimeout as exc:
+                raise PipelineError(str(exc)) from None
+            ssh = self.rental.instance.ssh
+            if ssh:
+                self._record_all(ssh_host=ssh.host, ssh_port=ssh.port, ssh_user=ssh.username)
+            self.rental.transport = self._connect_with_patience()
+        self.primary.timings["boot"] = self.clock.now() - started
+
+    def _connect_with_patience(self) -> Transport:
+        """A fresh instance reports RUNNING before its sshd has our key: keep trying for `ssh_timeout`."""
+        from .remote.errors import AuthenticationFailed, ConnectionLost, RemoteTimeout
+
+        errors: list[str] = []
+
+        def attempt() -> Transport | None:
+            try:
+                transport = self.connect(self.rental, self.primary.state, self.store.job_dir(self.primary.state.job_id))
+                transport.run("true", timeout=30)
+                return transport
+            except (ConnectionLost, AuthenticationFailed, RemoteTimeout, OSError) as exc:
+                errors.append(str(exc))
+                return None
+
+        try:
+            return poll(attempt, what="SSH to answer", timeout=self.options.ssh_timeout, interval=2.0,
+                        clock=self.clock, describe=lambda: errors[-1] if errors else "")
+        except PollTimeout as exc:
+            raise PipelineError(str(exc)) from None
+
+    # ---- one job on the rented machine --------------------------------------------------------------------------
+    def _run_jobs(self) -> None:
+        """A batch runs one job after another on the same machine; a failed job does not stop the next one."""
+        from .errors import EngineFailed
+
+        failures: list[EngineFailed] = []
+        for run in self.runs:
+            try:
+                self._run_job(run)
+            except EngineFailed as exc:
+                self._record(run, message=str(exc))
+                failures.append(exc)
+                if len(self.runs) > 1:
+                    err_console.print(f"[red]{run.state.name}: {exc}[/]; going on with the next job", highlight=False)
+        if failures:
+            raise failures[0]
+
+    def _run_job(self, run: JobRun) -> None:
+        transport = self.rental.transport
+        layout = RemoteLayout.resolve(transport, run.state.job_id)
+        self._record(run, remote_dir=layout.root)
+        self._upload(run, transport, layout)
+        self._start_agent(run, transport, layout)
+        monitor = self._monitor(run, transport, layout)
+        self._finish(run, transport, layout, monitor)
+
+    def _upload(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
+        self._advance(run, "upload")
+        spec = run.job.spec
+        started = self.clock.now()
+        transport.run(f"mkdir -p {_q(layout.output)} {_q(layout.work)}", timeout=60)
+        with transfer_bar(f"uploading {spec.dataset_dir.name}") as progress:
+            report_ = transport.put_tree(spec.dataset_dir, layout.dataset, progress=progress)
+        reg_dir = None
+        if spec.reg_dir:
+            with transfer_bar(f"uploading {spec.reg_dir.name}") as progress:
+                transport.put_tree(spec.reg_dir, layout.reg, progress=progress)
+            reg_dir = layout.reg
+        engine_cfg = spec.engine_config(job_id=run.state.job_id, dataset_dir=layout.dataset, reg_dir=reg_dir,
+                                        output_dir=layout.output, work_dir=layout.work)
+        base = spec.model.base
+        local_model = spec.resolve(base) if base.startswith((".", "/", "~")) or base.endswith((".safetensors", ".ckpt")) else None
+        if local_model is not None and local_model.exists():
+            if local_model.is_dir():
+                with transfer_bar(f"uploading {local_model.name}") as progress:
+                    transport.put_tree(local_model, layout.path("model", local_model.name), progress=progress)
+            else:
+                err_console.print(f"uploading {local_model.name} ({local_model.stat().st_size / 1e9:.1f} GB)")
+                transport.put_file(local_model, layout.path("model", local_model.name))
+            engine_cfg = dataclasses.replace(
+                engine_cfg, model=dataclasses.replace(engine_cfg.model, base=layout.path("model", local_model.name)))
+        job_dir = self.store.job_dir(run.state.job_id)
+        engine_cfg.write(job_dir / "engine_config.json")
+        transport.put_file(job_dir / "engine_config.json", layout.engine_config)
+        run.timings["upload"] = self.clock.now() - started
+        run.timings["upload_bytes"] = float(report_.bytes_sent)
+        err_console.print(f"uploaded {report_.files_sent} file(s), skipped {report_.files_skipped} already there",
+                          highlight=False)
+
+    def _start_agent(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
+        self._advance(run, "run")
+        deadline = self.clock.wall() + self.options.lease_seconds
+        destruct = self.provider.self_destruct()
+        gpus = max(1, self.rental.offer.gpu_count)
+        engine = [layout.python, "-m", "lorarun.image.engine", "train", "--config", layout.engine_config]
+        if gpus > 1:  # data-parallel over every GPU of the machine
+            engine = [layout.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                      str(gpus), "-m", "lorarun.image.engine", "train", "--config", layout.engine_config]
+        agent = AgentConfig(
+            job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
+            lease_deadline=deadline, grace_seconds=self.options.grace_seconds,
+            self_destruct=dataclasses.asdict(destruct) if destruct else None,
+        )
+        job_dir = self.store.job_dir(run.state.job_id)
+        (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")
+        transport.put_file(job_dir / "agent.json", layout.agent_config)
+        transport.start_detached(f"exec {_q(layout.python)} -m lorarun.image.agent --job-dir {_q(layout.root)}",
+                                 cwd=layout.root, log_path=layout.agent_log)
+        self._record(run, lease_deadline=deadline)
+
+    def _monitor(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> JobMonitor:
+        self._advance(run, "monitor")
+        job_dir = self.store.job_dir(run.state.job_id)
+        monitor = JobMonitor(transport, layout, run.job.spec.output_dir, job_dir / "events.jsonl")
+        started = self.clock.now()
+        last_instance_check = started
+        view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
+        with view:
+            while True:
+                monitor.poll()
+                spent = self._spent()
+                view.update(monitor.progress, spent)
+                if monitor.engine_done():
+                    break
+                if self.max_cost is not None and spent >= self.max_cost and not self._stop_requested:
+                    self._stop_requested = (f"budget reached: {money(spent)} of max_cost {money(self.max_cost)} "
+                                            f"spent; stopped cleanly with the last checkpoint")
+                    err_console.print(f"[yellow]{self._stop_requested}[/]", highlight=False)
+                    self._stop_engine(transport, layout, monitor)
+                    break
+                if self.clock.now() - last_instance_check > 30:
+                    last_instance_check = self.clock.now()
+                    self._check_instance_alive()
+                self.clock.sleep(self.options.poll_interval)
+        run.timings["training"] = self.clock.now() - started
+        spp = monitor.seconds_per_step()
+        if spp:
+            run.timings["seconds_per_step"] = spp
+        return monitor
+
+    def _check_instance_alive(self) -> None:
+        try:
+            instance = self.provider.get(self.rental.instance.id)
+        except ProviderError:
+            return  # the API is flaky; the SSH link is the real test
+        if instance is None or instance.status == InstanceStatus.TERMINATED:
+            raise PipelineError(f"instance {self.rental.instance.id} vanished at {self.provider.name}; "
+                                f"outputs pulled so far are in the output folder")
+
+    def _stop_engine(self, transport: Transport, layout: RemoteLayout, monitor: JobMonitor) -> None:
+        """Ask the agent to stop (it forwards SIGTERM to the engine, which saves a checkpoint), then wait."""
+        transport.run(f"kill -TERM $(cat {_q(layout.agent_pid)}) 2>/dev/null || true", timeout=30, check=False)
+
+        def stopped() -> bool | None:
+            monitor.poll()
+            return True if monitor.engine_done() else None
+
+        try:
+            poll(stopped, what="the engine to save its checkpoint and stop", timeout=self.options.stop_timeout,
+                 interval=1.0, max_interval=3.0, clock=self.clock)
+        except PollTimeout as exc:
+            err_console.print(f"[yellow]{exc}; pulling what exists[/]", highlight=False)
+
+    def _finish(self, run: JobRun, transport: Transport, layout: RemoteLayout, monitor: JobMonitor) -> None:
+        self._advance(run, "finish")
+        started = self.clock.now()
+        monitor.pull_outputs()
+        run.timings["download"] = self.clock.now() - started
+        from .verify import verify_outputs
+
+        verification = verify_outputs(run.job.spec.output_dir, monitor.manifest_dict())
+        outcome = monitor.progress.outcome or ("stopped" if self._stop_requested else "failed")
+        run.outcome = outcome
+        self._write_report(run, monitor, verification)
+        transport.run(f"touch {_q(layout.collected)}", timeout=30, check=False)
+        self._record_calibration(run)
+        if outcome == "failed":
+            from .errors import EngineFailed
+
+            raise EngineFailed(f"training failed: {monitor.progress.reason or 'see ' + str(run.job.spec.output_dir)}"
+                               f" (outputs saved so far are in {run.job.spec.output_dir})")
+        final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
+        message = self._stop_requested or (f"LoRA saved to {final}" if final.exists() else "finished")
+        self._record(run, message=message)
+
+    def _write_report(self, run: JobRun, monitor: JobMonitor, verification) -> None:
+        from .report import write_report
+
+        summary = {
+            "job_id": run.state.job_id, "name": run.state.name, "provider": self.provider.name,
+            "instance_id": self.rental.instance.id if self.rental.instance else None, "gpu": self._gpu_text(),
+            "price_per_hour": self.rental.offer.price_per_hour, "timings": run.timings,
+            "predicted_cost": run.predicted_cost, "actual_cost": self._spent(),
+            "outcome": run.outcome, "stop_reason": self._stop_requested,
+            "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
+        }
+        write_report(run.job.spec.output_dir, summary, monitor.events)
+
+    def _record_calibration(self, run: JobRun) -> None:
+        try:
+            from .calibration import record_job
+        except ImportError:
+            return
+        record_job(run=run, offer=self.rental.offer, provider=self.provider.name)
+
+    # ---- leaving -----------------------------------------------------------------------------------------------
+    def _spent(self) -> float:
+        if self.rental.started_at is None:
+            return 0.0
+        hours = max(0.0, self.clock.wall() - self.rental.started_at) / 3600
+        return hours * (self.rental.offer.price_per_hour or 0.0)
+
+    def _on_interrupt(self, ask: bool) -> bool:
+        """First Ctrl-C: stop (default: pull, destroy) or detach. A second Ctrl-C destroys at once."""
+        if self.rental.instance is None:
+            return False
+        started_agent = any(r.state.phase in ("run", "monitor", "finish") for r in self.runs)
+        if not started_agent:
+            return False  # nothing is training: tear down now, there is nothing to save
+        choice = "stop"
+        if ask and self.options.interactive and not self.options.keep:
+            from rich.prompt import Prompt
+
+            err_console.print()
+            try:
+                choice = Prompt.ask("Interrupted. [bold]stop[/] (pull outputs, destroy the instance) or "
+                                    "[bold]detach[/] (leave it training; `lorarun attach` later)",
+                                    choices=["stop", "detach"], default="stop", console=err_console)
+            except (KeyboardInterrupt, EOFError):
+                err_console.print("\nsecond interrupt: destroying the instance now")
+                return False
+        if choice == "detach":
+            run = next(r for r in self.runs if r.outcome is None)
+            self._record(run, message="detached by the user")
+            lease = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.state.lease_deadline or 0))
+            err_console.print(f"detached: instance {self.rental.instance.id} keeps training; "
+                              f"`lorarun attach {run.state.job_id}` to follow it, `lorarun down {run.state.job_id}` "
+                              f"to stop it. It destroys itself after its lease ({lease}) if nobody comes back.",
+                              highlight=False)
+            return True
+        try:
+            self._graceful_stop()
+        except KeyboardInterrupt:
+            err_console.print("\nsecond interrupt: destroying the instance now")
+        return False
+
+    def _graceful_stop(self) -> None:
+        run = next((r for r in self.runs if r.outcome is None), None)
+        if run is None or self.rental.transport is None or run.state.remote_dir is None:
+            return
+        err_console.print("stopping: the engine saves a checkpoint, then outputs come home")
+        self._stop_requested = "stopped by the user (Ctrl-C)"
+        layout = RemoteLayout.resolve(self.rental.transport, run.state.job_id)
+        monitor = JobMonitor(self.rental.transport, layout, run.job.spec.output_dir,
+                             self.store.job_dir(run.state.job_id) / "events.jsonl")
+        self._stop_engine(self.rental.transport, layout, monitor)
+        monitor.pull_outputs()
+        run.outcome = "stopped"
+        self._record(run, message=self._stop_requested)
+
+    def _interrupted_message(self) -> str:
+        out = self.primary.job.spec.output_dir
+        return f"interrupted; outputs pulled so far are in {out}"
+
+    def _teardown_guarded(self) -> None:
+        """Teardown must finish even if the user presses Ctrl-C again while it runs."""
+        for _ in range(3):
+            try:
+                self._teardown()
+                return
+            except KeyboardInterrupt:
+                err_console.print("teardown in progress; press Ctrl-C again only if you will destroy the "
+                                  "instance yourself")
+                continue
+
+    def _teardown(self) -> None:
+        for run in self.runs:
+            if not run.state.is_final:
+                self._advance(run, "teardown", run.state.message)
+        if self.rental.transport is not None:
+            try:
+                self.rental.transport.close()
+            except Exception:  # noqa: BLE001 - closing a dead link must not stop the destroy
+                pass
+        instance = self.rental.instance
+        if instance is None:
+            for run in self.runs:
+                self._finalize(run, destroyed=True)
+            return
+        if self.options.keep:
+            err_console.print(f"[yellow]--keep: instance {instance.id} on {self.provider.name} is still up and "
+                              f"billing {money(self.rental.offer.price_per_hour)}/h. Kill it with: "
+                              f"{self.provider.kill_hint(instance.id)}[/]", highlight=False)
+            for run in self.runs:
+                self._record(run, phase="kept", message=f"instance {instance.id} kept on purpose")
+            return
+        result = destroy_and_confirm(self.provider, instance.id, clock=self.clock)
+        self.rental.teardown = result
+        report(result)
+        for run in self.runs:
+            self._finalize(run, destroyed=result.confirmed, teardown_message=None if result.confirmed else result.message)
+
+    def _finalize(self, run: JobRun, *, destroyed: bool, teardown_message: str | None = None) -> None:
+        phase = "done" if run.outcome in ("finished", "stopped") else "failed"
+        message = run.state.message if not teardown_message else f"{run.state.message} | {teardown_message}"
+        self._record(run, instance_destroyed=destroyed, message=message)
+        self._advance(run, phase, message)
+
+    def _gpu_text(self) -> str:
+        offer = self.rental.offer
+        return f"{offer.gpu_count}× {offer.gpu_name}" if offer.gpu_count > 1 else offer.gpu_name
+
+
+class TerminateRequested(KeyboardInterrupt):
+    """SIGTERM: stop cleanly without asking (a service manager or `kill` sent it, not a person)."""
+
+
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise TerminateRequested
+
+
+def _job_public_key(ssh_dir: Path, job_id: str, provider_name: str) -> str:
+    """A fresh ed25519 key per job (the local provider needs none)."""
+    if provider_name == "local":
+        return ""
+    from .remote.keys import write_job_keypair
+
+    return write_job_keypair(ssh_dir, job_id)
+
+
+def _q(path: str) -> str:
+    return "'" + path.replace("'", "'\\''") + "'"
+

@@ -1,0 +1,54 @@
+"""Suite-wide guards: every test gets its own lorarun home, and no test reaches past 127.0.0.1."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)  # so `fakes`, `support` import the same way from every test folder
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_address(address) -> None:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost":
+                raise AssertionError(f"test tried to connect to {host!r}: tests may only reach 127.0.0.1") from None
+            return
+        if not ip.is_loopback:
+            raise AssertionError(f"test tried to connect to {host}: tests may only reach 127.0.0.1")
+
+
+def _guarded_connect(self, address):
+    _check_address(address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check_address(address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def lorarun_home(tmp_path_factory, monkeypatch) -> Path:
+    home = tmp_path_factory.mktemp("lorarun-home")
+    monkeypatch.setenv("LORARUN_HOME", str(home))
+    for var in ("VAST_API_KEY", "RUNPOD_API_KEY", "VAST_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return home

@@ -1,0 +1,65 @@
+import pytest
+
+from lorarun.runner.errors import SpecError
+from lorarun.runner.spec import load_job
+
+from helpers_dataset import make_dataset, write_job
+
+
+def test_defaults_follow_the_common_sd15_guide(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model:\n  base: runwayml/stable-diffusion-v1-5\n")
+    spec = load_job(job)
+    t = spec.training
+    assert (t.network_dim, t.network_alpha, t.max_train_epochs) == (32, 16.0, 10)
+    assert t.lr_scheduler == "cosine_with_restarts"
+    assert t.optimizer_type == "auto"  # AdamW8bit on CUDA, fused AdamW where bitsandbytes/CUDA is missing
+    assert spec.dataset.resolution == (512, 512)
+    assert spec.resources.provider == "local"
+    assert spec.name == "job"
+
+
+def test_aliases_paths_and_numbers(tmp_path):
+    ds = make_dataset(tmp_path / "data")
+    job = write_job(tmp_path / "job.yaml", "data", extra="  unet_lr: '1e-4'\n  steps: 50\n  epochs: null")
+    spec = load_job(job)
+    assert spec.dataset_dir == ds.resolve()
+    assert spec.training.unet_lr == 1e-4  # YAML reads 1e-4 as a string; it is still a number to us
+    assert spec.training.max_train_steps == 50 and spec.training.max_train_epochs is None
+    assert spec.output_dir == (tmp_path / "output").resolve()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("training:\n  network_dimm: 8\n", "unknown key 'network_dimm'; did you mean 'network_dim'?"),
+    ("trainng:\n  epochs: 2\n", "unknown key 'trainng'; did you mean 'training'?"),
+    ("training:\n  batch_size: two\n", "training.batch_size: expected a whole number, got 'two'"),
+    ("training:\n  optimizer: SGD\n", "training.optimizer_type: unknown optimizer 'SGD'"),
+    ("dataset:\n  resolution: 500\n", "not a multiple of bucket_reso_steps"),
+    ("model:\n  family: sd3\n", "model.family: unknown family 'sd3'"),
+    ("resources:\n  provider: aws\n", "unknown provider 'aws'"),
+    ("resources:\n  max_cost: -1\n", "resources.max_cost: must be a positive number"),
+    ("training:\n  unet_lr: 5\n", "not a plausible learning rate"),
+    ("dataset: [1, 2]\n", "dataset: expected a mapping"),
+    ("model:\n  base: builtin:huge\n", "unknown built-in model"),
+    ("name: x\nmodel: {family: sdxl, v2: true}\n", "model.v2"),
+])
+def test_precise_one_line_errors(tmp_path, body, expected):
+    job = tmp_path / "job.yaml"
+    job.write_text(body)
+    with pytest.raises(SpecError) as err:
+        load_job(job)
+    message = str(err.value)
+    assert expected in message
+    assert str(job) in message and "\n" not in message
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("training:\n  epochs: 2\n bad indent: [\n")
+    with pytest.raises(SpecError, match=r"line \d+"):
+        load_job(job)
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(SpecError, match="job file not found"):
+        load_job(tmp_path / "nope.yaml")
