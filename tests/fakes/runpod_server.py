@@ -102,9 +102,12 @@ class FakeRunPod(FakeAPI):
         with self.lock:
             self.capacity[(gpu_id, cloud)] = free
 
-    def vanish(self, pod_id: str) -> None:
+    def vanish(self, pod_id: str, *, run_on_destroy: bool = False) -> None:
+        """The pod disappears without a DELETE (on_destroy only if asked, to stop its sshd)."""
         with self.lock:
-            self.pods.pop(pod_id, None)
+            gone = self.pods.pop(pod_id, None)
+        if gone is not None and run_on_destroy and self.on_destroy is not None:
+            self.on_destroy(pod_id)
 
     def run_now(self, pod_id: str) -> None:
         with self.lock:

@@ -119,10 +119,12 @@ class FakeVast(FakeAPI):
         self._ports = itertools.count(20000)
 
     # -- test controls -------------------------------------------------------------------------------------
-    def vanish(self, instance_id: str | int) -> None:
-        """The host died: the instance is gone without a DELETE (no on_destroy hook)."""
+    def vanish(self, instance_id: str | int, *, run_on_destroy: bool = False) -> None:
+        """The host died: the instance is gone without a DELETE (on_destroy only if asked, to stop its sshd)."""
         with self.lock:
-            self.instances.pop(int(instance_id), None)
+            gone = self.instances.pop(int(instance_id), None)
+        if gone is not None and run_on_destroy and self.on_destroy is not None:
+            self.on_destroy(str(instance_id))
 
     def run_now(self, instance_id: str | int) -> None:
         with self.lock:
