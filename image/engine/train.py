@@ -1,0 +1,554 @@
+"""The training run: `train(cfg, ...)` → exit code. One `Trainer` per run; nothing global.
+
+Speed choices (engine.md §2, baselines.md): latents and (when possible) text embeddings cached, so a step runs only
+the UNet; frozen base in bf16/fp16 with fp32 LoRA weights under autocast; SDPA attention (diffusers' default
+processor); fused AdamW on CUDA; noise and timesteps drawn on the device; the loss is summed on the device and read
+back only when a step event is due (no per-step host sync). `Trainer.loss` is the whole step's math, kept small so
+torch.compile can wrap it later.
+"""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+import traceback
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..engine_config import EngineConfig
+from ..schema import ConfigError
+from . import checks, data, state
+from .events import EventLog, one_line
+from .kohya_keys import te_prefixes
+from .lora import add_text_encoder_lora, add_unet_lora, load_lora_state_dict, lora_state_dict, unwrap
+from .memory_check import advice, estimate
+from .optim import build_optimizer, build_scheduler, warmup_steps
+from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
+
+OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
+
+
+class Stopped(Exception):
+    """SIGTERM/SIGINT arrived; the current state has been saved."""
+
+
+class StopFlag:
+    """Turns SIGTERM (and SIGINT) into a flag the loop checks after each optimizer step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def install(self) -> "StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (tests calling train() from a thread): no handler
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
+    """Validate against the data and the machine, train, write outputs and events. Returns the exit code:
+    0 finished or stopped, 2 config error, 1 training failure."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    mixed, mp_warning = _mixed_precision(cfg.training.mixed_precision, cuda)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.training.trains_text_encoder)
+    accel = Accelerator(mixed_precision=mixed, cpu=not cuda, kwargs_handlers=[ddp])
+    events = EventLog(Path(cfg.output_dir), enabled=accel.is_main_process)
+    stop = StopFlag().install()
+    trainer = None
+    try:
+        if mp_warning:
+            events.emit("warning", message=mp_warning)
+        scan = checks.scan(cfg)
+        optimizer_name = checks.preflight(cfg, scan, cuda)
+        trainer = Trainer(cfg, accel, events, stop, scan, optimizer_name, mixed, step_event_interval_s)
+        trainer.run()
+        return 0
+    except ConfigError as exc:
+        message = one_line(str(exc))
+        events.emit("failed", reason=message)
+        if accel.is_main_process:
+            print(f"lorarun-engine: {message}", file=sys.stderr)
+        return 2
+    except Stopped:
+        return 0
+    except torch.OutOfMemoryError:
+        where = trainer.describe_position() if trainer else ""
+        reason = f"out of GPU memory{where}; {OOM_ADVICE}"
+        events.emit("failed", reason=reason)
+        print(f"lorarun-engine: {reason}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 — the controller needs a failed event for every crash
+        traceback.print_exc()
+        events.emit("failed", reason=one_line(f"{type(exc).__name__}: {exc}"))
+        return 1
+    finally:
+        stop.uninstall()
+        events.close()
+
+
+def _mixed_precision(requested: str, cuda: bool) -> tuple[str, str | None]:
+    if requested == "no":
+        return "no", None
+    if not cuda:
+        return "no", f"mixed_precision {requested} is not used on the CPU; training in fp32"
+    if requested == "bf16" and not torch.cuda.is_bf16_supported():
+        return "fp16", "this GPU has no bf16; training with fp16 mixed precision"
+    return requested, None
+
+
+class Trainer:
+    def __init__(self, cfg: EngineConfig, accel, events: EventLog, stop: StopFlag, scan, optimizer_name: str,
+                 mixed: str, step_event_interval_s: float):
+        self.cfg, self.accel, self.events, self.stop = cfg, accel, events, stop
+        self.scan, self.optimizer_name, self.mixed = scan, optimizer_name, mixed
+        self.interval = step_event_interval_s
+        self.device = accel.device
+        self.rank, self.world = accel.process_index, accel.num_processes
+        self.weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed, torch.float32)
+        t = cfg.training
+        self.work_dir = Path(cfg.work_dir or Path(cfg.output_dir) / ".work")
+        self.output_dir = Path(cfg.output_dir)
+        self.trains_te = t.trains_text_encoder
+        d = cfg.dataset
+        self.items = data.items_from_scan(scan, Path(d.train_data_dir), Path(d.reg_data_dir) if d.reg_data_dir else None)
+        self.samples = data.epoch_samples(scan, self.items)
+        batches = data.epoch_batches(self.samples, self.items, t.batch_size, t.seed, 0)
+        self.batches_per_epoch = len(data.shard_batches(batches, self.rank, self.world))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / t.gradient_accumulation_steps)
+        if t.max_train_epochs is not None:
+            self.epochs, self.total_steps = t.max_train_epochs, self.steps_per_epoch * t.max_train_epochs
+        else:
+            self.total_steps = t.max_train_steps
+            self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.warmup = warmup_steps(t.lr_warmup_steps, self.total_steps)
+        self.cache_text = (t.cache_text_encoder_outputs and not self.trains_te and not d.shuffle_caption
+                           and d.caption_dropout_rate == 0)
+        self.global_step = 0
+        self.position = (0, 0)  # (epoch, batch) being trained, for messages
+        self.last_saved_step = 0
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg, t = self.cfg, self.cfg.training
+        self._memory_check()
+        found = state.find_latest(self.work_dir / "state")
+        self.resume_from_step = found[1].global_step if found else None
+        self._emit_started()
+        from .models import load_model
+
+        torch.manual_seed(t.seed)
+        self.model = load_model(cfg.model)
+        self.family = self.model.family
+        self._check_resolution_fits()
+        self._cache()
+        self._setup_training()
+        resumed = self._resume()
+        if resumed is not None and resumed.global_step >= self.total_steps and self._final_path().exists():
+            self.events.emit("finished", path=self._rel(self._final_path()), step=self.global_step, resumed=True)
+            return
+        self._loop(resumed)
+        self._finish()
+
+    def _memory_check(self) -> None:
+        if self.device.type != "cuda":
+            return
+        family = self.cfg.model.family
+        needed = estimate(self.cfg, family)
+        available = self.cfg.max_vram_gb or torch.cuda.get_device_properties(self.device).total_memory / 2**30
+        tip = advice(self.cfg, needed, available)
+        if tip:
+            self.events.emit("warning", message=tip, estimated_gb=needed, available_gb=round(available, 1))
+
+    def _emit_started(self) -> None:
+        cfg = self.cfg
+        self.session_id = uuid.uuid4().hex
+        self.started_at = time.time()
+        self.events.emit(
+            "started", job_id=cfg.job_id, family=cfg.model.family, base=cfg.model.base, device=str(self.device),
+            num_processes=self.world, mixed_precision=self.mixed, optimizer=self.optimizer_name,
+            requested_optimizer=cfg.training.optimizer_type, total_steps=self.total_steps, epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch, num_train_images=self.scan.num_train_images,
+            num_reg_images=self.scan.num_reg_images, train_text_encoder=self.trains_te,
+            cache_text_encoder_outputs=self.cache_text, resume_from_step=self.resume_from_step,
+        )
+
+    def _check_resolution_fits(self) -> None:
+        """Latent sides must divide by the UNet's downsampling, or the skip connections do not line up."""
+        factor = 2 ** (len(self.model.vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(self.model.unet.config.block_out_channels) - 1)
+        for item in self.items:
+            w, h = item.bucket
+            if w % (factor * unet_factor) or h % (factor * unet_factor):
+                raise ConfigError(
+                    f"dataset: bucket {w}x{h} is not a multiple of {factor * unet_factor} pixels, which this model "
+                    f"needs; use bucket_reso_steps {max(64, factor * unet_factor)}")
+
+    def _cache(self) -> None:
+        cfg, accel, model = self.cfg, self.accel, self.model
+        cache_root = self.work_dir / "cache"
+        write = accel.is_main_process
+        vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype  # fp16 VAE → NaNs
+        if not cfg.training.cache_latents:
+            self.events.emit("warning", message="latents are always cached (no random crop / colour augmentation)")
+        # Main rank computes and writes; the others wait, then read the same files.
+        if write:
+            model.vae.to(self.device, vae_dtype)
+            self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
+            self.latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
+                                              flip=cfg.dataset.flip_aug, device=self.device, dtype=vae_dtype)
+            model.vae.to("cpu")
+        accel.wait_for_everyone()
+        if not write:
+            self.latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
+                                              flip=cfg.dataset.flip_aug, device="cpu", dtype=torch.float32,
+                                              write=False)
+        self.text_cache: dict[str, data.TextEmbeds] = {}
+        if self.cache_text:
+            captions = [item.caption for item in self.items]
+            if write:
+                for encoder in model.text_encoders:
+                    encoder.to(self.device, self.weight_dtype)
+                self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
+                self.text_cache = data.cache_text(captions, self.family, model.tokenizers, model.text_encoders,
+                                                  cfg.model.clip_skip, model.key, cache_root / "text", self.device)
+                for encoder in model.text_encoders:
+                    encoder.to("cpu")  # not needed on the GPU until sampling
+            accel.wait_for_everyone()
+            if not write:
+                self.text_cache = data.cache_text(captions, self.family, model.tokenizers, model.text_encoders,
+                                                  cfg.model.clip_skip, model.key, cache_root / "text", "cpu",
+                                                  write=False)
+        else:
+            reason = ("the text encoder trains" if self.trains_te else
+                      "shuffle_caption / caption_dropout_rate change the caption every step"
+                      if cfg.training.cache_text_encoder_outputs else "cache_text_encoder_outputs is off")
+            self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
+
+    def _setup_training(self) -> None:
+        cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
+        unet = model.unet
+        unet.to(dtype=self.weight_dtype)
+        groups = [{"params": add_unet_lora(unet, t.network_dim, t.network_alpha),
+                   "lr": t.unet_lr if t.unet_lr is not None else t.learning_rate}]
+        unet.to(self.device)
+        if t.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        self.text_encoders = list(model.text_encoders)
+        if not self.cache_text:
+            te_lr = t.text_encoder_lr if t.text_encoder_lr is not None else t.learning_rate
+            for encoder in self.text_encoders:
+                encoder.to(self.device, self.weight_dtype)
+                if self.trains_te:
+                    groups.append({"params": add_text_encoder_lora(encoder, t.network_dim, t.network_alpha),
+                                   "lr": te_lr})
+                    encoder.to(self.device)
+                    if t.gradient_checkpointing:
+                        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                    encoder.train()
+                else:
+                    encoder.requires_grad_(False)
+        cuda = self.device.type == "cuda"
+        optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
+        self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
+                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power)
+        self.params = [p for g in groups for p in g["params"]]
+        if self.trains_te:
+            prepared = accel.prepare(unet, *self.text_encoders, optimizer)
+            self.unet, self.text_encoders, self.optimizer = prepared[0], list(prepared[1:-1]), prepared[-1]
+        else:
+            self.unet, self.optimizer = accel.prepare(unet, optimizer)
+        self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
+        acp = _alphas_cumprod().to(self.device)
+        self.sqrt_ac, self.sqrt_1m_ac = acp.sqrt(), (1 - acp).sqrt()
+        self.snr = acp / (1 - acp)
+        self.facts = RunFacts(
+            session_id=self.session_id, started_at=self.started_at, family=self.family, v2=cfg.model.v2,
+            v_parameterization=self.model.v_prediction, base_model=cfg.model.base,
+            resolution=tuple(cfg.dataset.resolution), num_train_images=self.scan.num_train_images,
+            num_reg_images=self.scan.num_reg_images, num_batches_per_epoch=self.batches_per_epoch,
+            num_epochs=self.epochs, max_train_steps=self.total_steps, warmup_steps=self.warmup,
+            optimizer=self.optimizer_name, mixed_precision=self.mixed, num_processes=self.world,
+            **data.describe(self.scan),
+        )
+
+    def _resume(self) -> state.Progress | None:
+        found = state.find_latest(self.work_dir / "state")
+        if found is None:
+            return None
+        folder, progress = found
+        if progress.fingerprint != state.fingerprint(self.cfg, self.world):
+            self.events.emit("warning", message="resume state was made with a different config; starting fresh")
+            return None
+        lora = state.load(folder, self.rank, self.optimizer, self.scheduler, self.generator)
+        for component, module in self._lora_modules():
+            prefix = component + "."
+            load_lora_state_dict(module, {k[len(prefix):]: v for k, v in lora.items() if k.startswith(prefix)})
+        self.global_step = self.last_saved_step = progress.global_step
+        return progress
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+
+    def _loop(self, resumed: state.Progress | None) -> None:
+        t, d = self.cfg.training, self.cfg.dataset
+        accum = t.gradient_accumulation_steps
+        start_epoch, start_batch = (resumed.epoch, resumed.batch_in_epoch) if resumed else (0, 0)
+        caption_opts = dict(shuffle=d.shuffle_caption, keep_tokens=d.keep_tokens, dropout_rate=d.caption_dropout_rate)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_count = 0
+        self.last_report = time.monotonic()
+        self.last_report_step = self.global_step
+        first_report = True
+        for epoch in range(start_epoch, self.epochs):
+            if self.global_step >= self.total_steps:
+                break
+            batches = data.shard_batches(data.epoch_batches(self.samples, self.items, t.batch_size, t.seed, epoch),
+                                         self.rank, self.world)
+            epoch_loss = torch.zeros((), device=self.device)
+            epoch_count = 0
+            for b in range(start_batch if epoch == start_epoch else 0, len(batches)):
+                self.position = (epoch, b)
+                rng = random.Random(f"{t.seed}:{epoch}:{b}:{self.rank}")
+                batch = data.make_batch(batches[b], self.items, self.latents, rng, flip_aug=d.flip_aug,
+                                        prior_loss_weight=d.prior_loss_weight, caption_opts=caption_opts,
+                                        sdxl=self.family == "sdxl")
+                boundary = (b + 1) % accum == 0 or b == len(batches) - 1
+                sync = nullcontext() if boundary or self.world == 1 else self.accel.no_sync(self.unet)
+                with sync:
+                    loss = self.loss(batch)
+                    self.accel.backward(loss / accum)
+                detached = loss.detach()
+                self.loss_sum += detached
+                epoch_loss += detached
+                self.loss_count += 1
+                epoch_count += 1
+                if not boundary:
+                    continue
+                if t.max_grad_norm > 0:
+                    self.accel.clip_grad_norm_(self.params, t.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                done = self.global_step >= self.total_steps
+                if first_report or done or time.monotonic() - self.last_report >= self.interval:
+                    self._report_step(epoch)
+                    first_report = False
+                if self._stop_requested():
+                    self._save_on_stop(epoch, b + 1)
+                if done:
+                    break
+            self.events.emit("epoch", epoch=epoch + 1, epochs=self.epochs, step=self.global_step,
+                             loss=round(float(epoch_loss / max(epoch_count, 1)), 6))
+            finished_epoch = epoch + 1
+            if self.global_step >= self.total_steps:
+                break
+            if t.save_every_n_epochs and finished_epoch % t.save_every_n_epochs == 0:
+                self._save_checkpoint(self._epoch_path(finished_epoch), finished_epoch, (finished_epoch, 0))
+            every = self.cfg.sample.every_n_epochs
+            if every and finished_epoch % every == 0 and self.cfg.sample.prompts:
+                self._samples(f"e{finished_epoch:06d}")
+        self.final_epoch = min(self.epochs, max(self.position[0] + 1, 1))
+
+    def loss(self, batch: data.Batch) -> torch.Tensor:
+        """One micro-batch: noise, the UNet's prediction, kohya's weighted MSE. No host syncs in here."""
+        t, device = self.cfg.training, self.device
+        latents = batch.latents.to(device, non_blocking=True)
+        bsz = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=self.generator, device=device)
+        if t.noise_offset:
+            # kohya: a per-channel constant shift; the shifted noise is also the target
+            noise = noise + t.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=self.generator,
+                                                         device=device)
+        timesteps = torch.randint(0, 1000, (bsz,), generator=self.generator, device=device)
+        a = self.sqrt_ac[timesteps].view(-1, 1, 1, 1)
+        s = self.sqrt_1m_ac[timesteps].view(-1, 1, 1, 1)
+        noisy = a * latents + s * noise
+        target = a * noise - s * latents if self.model.v_prediction else noise
+        with self.accel.autocast():
+            hidden, added = self._conditioning(batch)
+            pred = self.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype),
+                             added_cond_kwargs=added).sample
+        loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = loss * batch.loss_weight.to(device, non_blocking=True)
+        if t.min_snr_gamma:
+            # kohya apply_snr_weight: min(SNR, γ) / SNR for ε-prediction, / (SNR + 1) for v-prediction
+            snr = self.snr[timesteps]
+            loss = loss * torch.clamp(snr, max=t.min_snr_gamma) / (snr + 1 if self.model.v_prediction else snr)
+        return loss.mean()
+
+    def _conditioning(self, batch: data.Batch):
+        device = self.device
+        if self.cache_text:
+            embeds = [self.text_cache[c] for c in batch.captions]
+            hidden = torch.cat([e.hidden for e in embeds]).to(device, non_blocking=True)
+            pooled = torch.cat([e.pooled for e in embeds]).to(device) if self.family == "sdxl" else None
+        else:
+            ids = data.tokenize(self.model.tokenizers, batch.captions)
+            grad = torch.enable_grad() if self.trains_te else torch.no_grad()
+            with grad:
+                emb = data.encode_text(self.family, self.text_encoders, ids, self.cfg.model.clip_skip, device)
+            hidden, pooled = emb.hidden, emb.pooled
+        if self.family != "sdxl":
+            return hidden, None
+        return hidden, {"text_embeds": pooled.to(self.weight_dtype),
+                        "time_ids": batch.time_ids.to(device, self.weight_dtype)}
+
+    def _report_step(self, epoch: int) -> None:
+        now = time.monotonic()
+        loss = float(self.loss_sum / max(self.loss_count, 1))  # the one host sync, once per report
+        steps = self.global_step - self.last_report_step
+        it_s = steps / (now - self.last_report) if now > self.last_report else 0.0
+        self.events.emit("step", step=self.global_step, total_steps=self.total_steps, epoch=epoch + 1,
+                         loss=round(loss, 6), lr=self.scheduler.get_last_lr()[0], it_s=round(it_s, 3))
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.last_report, self.last_report_step = now, self.global_step
+
+    def _stop_requested(self) -> bool:
+        requested = self.stop.requested
+        if self.world > 1:  # all ranks must stop at the same step, or the others hang in the next all-reduce
+            flag = torch.tensor([1.0 if requested else 0.0], device=self.device)
+            requested = bool(self.accel.reduce(flag, reduction="sum").item() > 0)
+        return requested
+
+    def describe_position(self) -> str:
+        epoch, b = self.position
+        bs = self.cfg.training.batch_size
+        return f" at step {self.global_step + 1} (epoch {epoch + 1}, batch size {bs})"
+
+    # --- outputs --------------------------------------------------------------------------------------------------
+
+    def _lora_modules(self) -> list[tuple[str, torch.nn.Module]]:
+        modules = [("unet", unwrap(self.unet))]
+        if self.trains_te:
+            modules += [(prefix, unwrap(enc)) for prefix, enc in zip(te_prefixes(self.family), self.text_encoders)]
+        return modules
+
+    def _epoch_path(self, epoch: int) -> Path:
+        return self.output_dir / f"{self.cfg.output_name}-{epoch:06d}.safetensors"
+
+    def _final_path(self) -> Path:
+        return self.output_dir / f"{self.cfg.output_name}.safetensors"
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.output_dir).as_posix()
+
+    def _save_checkpoint(self, path: Path, epoch: int, resume_at: tuple[int, int], kind: str = "checkpoint") -> None:
+        """The kohya file (main rank) and the resume state (all ranks: each its RNG)."""
+        t = self.cfg.training
+        if self.accel.is_main_process:
+            components = [(c, lora_state_dict(m)) for c, m in self._lora_modules()]
+            tensors = kohya_state_dict(components, self.family, t.network_alpha, SAVE_DTYPES[t.save_precision],
+                                       self.model.layers_per_block)
+            metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch,
+                                      finished_at=time.time())
+            write_lora(path, tensors, metadata)
+            self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
+        state_root = self.work_dir / "state"
+        state.stage_rank(state_root, self.global_step, self.rank, self.generator)
+        self.accel.wait_for_everyone()
+        if self.accel.is_main_process:
+            progress = state.Progress(self.global_step, resume_at[0], resume_at[1],
+                                      state.fingerprint(self.cfg, self.world))
+            lora = {f"{c}.{k}": v for c, m in self._lora_modules() for k, v in lora_state_dict(m).items()}
+            state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
+        self.accel.wait_for_everyone()
+        self.last_saved_step = self.global_step
+
+    def _save_on_stop(self, epoch: int, next_batch: int) -> None:
+        if self.global_step > self.last_saved_step:
+            path = self.output_dir / f"{self.cfg.output_name}-step{self.global_step:08d}.safetensors"
+            self._save_checkpoint(path, epoch, (epoch, next_batch))
+        self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
+                         reason="stop signal received; state saved")
+        raise Stopped()
+
+    def _samples(self, label: str) -> None:
+        if self.accel.is_main_process:
+            from .sample import render_samples
+
+            with self._sampling_mode():
+                paths = render_samples(self.model, self.cfg, list(self.cfg.sample.prompts),
+                                       self.output_dir / "samples", label, self.device, self._autocast_dtype())
+            for path in paths:
+                self.events.output("sample", path, kind="sample", step=self.global_step)
+        self.accel.wait_for_everyone()
+
+    def _grid(self) -> None:
+        if self.accel.is_main_process:
+            from .sample import render_grid
+
+            prompt = self.cfg.sample.prompts[0] if self.cfg.sample.prompts else self.items[0].caption
+            path = self.output_dir / f"{self.cfg.output_name}_grid.png"
+            with self._sampling_mode():
+                render_grid(self.model, self.cfg, prompt, path, [m for _, m in self._lora_modules()], self.device,
+                            self._autocast_dtype())
+            self.events.output("grid", path, kind="grid", strengths=list(self.cfg.sample.grid_strengths),
+                               seeds=list(self.cfg.sample.grid_seeds), prompt=prompt)
+        self.accel.wait_for_everyone()
+
+    def _autocast_dtype(self):
+        return self.weight_dtype if self.weight_dtype != torch.float32 else None
+
+    def _sampling_mode(self):
+        """Bring the VAE and text encoders to the GPU for sampling and send them back after."""
+        trainer = self
+
+        class _Mode:
+            def __enter__(self):
+                trainer.model.vae.to(trainer.device, trainer.weight_dtype)
+                for encoder in trainer.model.text_encoders:
+                    encoder.to(trainer.device)
+                unwrap(trainer.unet).eval()
+                for encoder in trainer.model.text_encoders:
+                    encoder.eval()
+
+            def __exit__(self, *exc):
+                unwrap(trainer.unet).train()
+                trainer.model.vae.to("cpu")
+                for encoder in trainer.model.text_encoders:
+                    if trainer.trains_te:
+                        encoder.train()
+                    elif trainer.cache_text:
+                        encoder.to("cpu")
+                return False
+
+        return _Mode()
+
+    def _finish(self) -> None:
+        epoch = self.final_epoch
+        final = self._final_path()
+        self._save_checkpoint(final, epoch, (self.epochs, 0), kind="final")
+        if self.cfg.sample.prompts:
+            self._samples(f"e{epoch:06d}")
+        if self.cfg.sample.grid_strengths and self.cfg.sample.grid_seeds:
+            self._grid()
+        self.events.emit("finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps,
+                         epoch=epoch)
+
+
+def _alphas_cumprod() -> torch.Tensor:
+    """kohya's training noise schedule: DDPM, scaled-linear betas 0.00085 → 0.012, 1000 steps."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()
