@@ -1,0 +1,293 @@
+"""The job report, written next to the LoRA: `report.json` for tools, `report.md` and `report.html` for people.
+
+Built from what the controller knows (`job_summary`: provider, GPU, price, timings, costs, verification) and the
+engine's events (steps, losses, checkpoints, samples). The HTML is self-contained: inline CSS, the loss curve as
+inline SVG (no matplotlib on the laptop), and the sample grid by relative link, since it sits in the same folder.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPORT_JSON, REPORT_MD, REPORT_HTML = "report.json", "report.md", "report.html"
+OUTPUT_EVENTS = ("checkpoint", "sample", "grid")
+MAX_CURVE_POINTS = 400  # enough for a 640-px-wide plot; keeps the HTML small for 10k-step runs
+
+
+# -- facts ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossPoint:
+    step: int
+    loss: float
+
+
+def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
+    """(step, loss) of every step event with a finite loss, in step order (a resumed run repeats steps: last wins)."""
+    by_step: dict[int, float] = {}
+    for e in events:
+        if e.get("event") != "step":
+            continue
+        try:
+            step, loss = int(e["step"]), float(e["loss"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(loss):
+            by_step[step] = loss
+    return [LossPoint(s, by_step[s]) for s in sorted(by_step)]
+
+
+def downsample(points: Sequence[LossPoint], limit: int = MAX_CURVE_POINTS) -> list[LossPoint]:
+    """Bucket means: keeps the curve's shape (a stride would keep noise spikes at random)."""
+    if len(points) <= limit:
+        return list(points)
+    size = math.ceil(len(points) / limit)
+    out = []
+    for i in range(0, len(points), size):
+        bucket = points[i:i + size]
+        out.append(LossPoint(bucket[-1].step, sum(p.loss for p in bucket) / len(bucket)))
+    return out
+
+
+def _training(events: Sequence[Mapping[str, Any]], points: Sequence[LossPoint]) -> dict[str, Any]:
+    steps = [e for e in events if e.get("event") == "step"]
+    last = steps[-1] if steps else {}
+    tail = points[-max(1, len(points) // 10):] if points else []
+    terminal = next((e for e in reversed(events) if e.get("event") in ("finished", "failed", "stopped")), None)
+    return {
+        "steps": last.get("step"),
+        "total_steps": last.get("total_steps") or next(
+            (e.get("total_steps") for e in events if e.get("event") == "started"), None),
+        "epochs": max((e["epoch"] for e in events if e.get("event") in ("epoch", "step")
+                       and isinstance(e.get("epoch"), int)), default=None),
+        "final_loss": points[-1].loss if points else None,
+        # The last step's loss is one noisy sample; the mean of the last tenth says more.
+        "final_loss_mean_last_10pct": sum(p.loss for p in tail) / len(tail) if tail else None,
+        "it_s": last.get("it_s"),
+        "engine_outcome": terminal.get("event") if terminal else None,
+        "warnings": [str(e.get("message", "")) for e in events if e.get("event") == "warning"],
+    }
+
+
+def _files(summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Verified files when the controller verified them; otherwise what the engine announced in its events."""
+    verified = (summary.get("verification") or {}).get("files")
+    if verified:
+        rows = []
+        for f in verified:
+            st = f.get("safetensors") or {}
+            rows.append({"path": f.get("path"), "kind": f.get("kind"), "size": f.get("size"),
+                         "sha256": f.get("sha256"), "ok": f.get("error") is None, "error": f.get("error"),
+                         "tensors": st.get("tensors"), "network_dim": st.get("network_dim"),
+                         "network_alpha": st.get("network_alpha")})
+        return rows
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e.get("event") in OUTPUT_EVENTS and e.get("path"):
+            latest[str(e["path"])] = {"path": e["path"], "kind": e["event"], "size": e.get("size"),
+                                      "sha256": e.get("sha256"), "ok": None, "error": None}
+    return list(latest.values())
+
+
+def _grid(events: Sequence[Mapping[str, Any]]) -> str | None:
+    grids = [str(e["path"]) for e in events if e.get("event") == "grid" and e.get("path")]
+    return grids[-1] if grids else None
+
+
+def _cost(summary: Mapping[str, Any]) -> dict[str, Any]:
+    predicted, actual = summary.get("predicted_cost"), summary.get("actual_cost")
+    diff = None
+    if isinstance(predicted, (int, float)) and isinstance(actual, (int, float)) and predicted > 0:
+        diff = (actual - predicted) / predicted
+    return {"predicted": predicted, "actual": actual, "difference_fraction": diff}
+
+
+def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """report.json's content: plain JSON values only."""
+    points = loss_points(events)
+    files = _files(job_summary, events)
+    return {
+        "job_id": job_summary.get("job_id"),
+        "name": job_summary.get("name"),
+        "outcome": job_summary.get("outcome"),
+        "stop_reason": job_summary.get("stop_reason") or None,
+        "provider": job_summary.get("provider"),
+        "instance_id": job_summary.get("instance_id"),
+        "gpu": job_summary.get("gpu"),
+        "price_per_hour": job_summary.get("price_per_hour"),
+        "cost": _cost(job_summary),
+        "timings": {k: v for k, v in (job_summary.get("timings") or {}).items() if isinstance(v, (int, float))},
+        "training": _training(events, points),
+        "files": files,
+        "verified": all(f["ok"] for f in files) if files and all(f["ok"] is not None for f in files) else None,
+        "grid": _grid(events),
+        "generated": time.time(),
+    }
+
+
+# -- formatting -----------------------------------------------------------------------------------------------------------
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt_money(x: Any) -> str:
+    return f"${x:.2f}" if isinstance(x, (int, float)) else "–"
+
+
+def fmt_timing(name: str, value: float) -> str:
+    if name.endswith("_bytes"):
+        return fmt_bytes(value)
+    if name == "seconds_per_step":
+        return f"{value:.3f} s/step"
+    return fmt_duration(value)
+
+
+def _facts(r: Mapping[str, Any]) -> list[tuple[str, str]]:
+    t, c = r["training"], r["cost"]
+    diff = c["difference_fraction"]
+    loss = t["final_loss"]
+    return [
+        ("Outcome", str(r["outcome"] or t["engine_outcome"] or "unknown") +
+         (f" ({r['stop_reason']})" if r["stop_reason"] else "")),
+        ("Provider", f"{r['provider'] or '–'}" + (f", instance {r['instance_id']}" if r["instance_id"] else "")),
+        ("GPU", f"{r['gpu'] or '–'} at {fmt_money(r['price_per_hour'])}/h"),
+        ("Cost", f"{fmt_money(c['actual'])} actual, {fmt_money(c['predicted'])} predicted" +
+         (f" ({diff:+.0%})" if diff is not None else "")),
+        ("Steps", f"{t['steps'] if t['steps'] is not None else '–'} of {t['total_steps'] or '–'}"),
+        ("Final loss", "–" if loss is None else
+         f"{loss:.4f} (mean of the last tenth {t['final_loss_mean_last_10pct']:.4f})"),
+        ("Verified", {True: "every file matches its sha256 and loads", False: "PROBLEMS, see the files table",
+                      None: "not verified"}[r["verified"]]),
+    ]
+
+
+def _file_note(f: Mapping[str, Any]) -> str:
+    if f.get("error"):
+        return f"ERROR: {f['error']}"
+    if f.get("tensors") is not None:
+        return f"{f['tensors']} tensors, dim {f.get('network_dim') or '?'}, alpha {f.get('network_alpha') or '?'}"
+    return ""
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(r: Mapping[str, Any]) -> str:
+    lines = [f"# LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else ""), "",
+             "| | |", "|---|---|"]
+    lines += [f"| {k} | {_md_cell(v)} |" for k, v in _facts(r)]
+    if r["timings"]:
+        lines += ["", "## Timings", "", "| phase | value |", "|---|---|"]
+        lines += [f"| {k} | {fmt_timing(k, v)} |" for k, v in r["timings"].items()]
+    if r["files"]:
+        lines += ["", "## Files", "", "| file | kind | size | sha256 | notes |", "|---|---|---|---|---|"]
+        lines += [f"| {_md_cell(f['path'])} | {f['kind'] or ''} | {fmt_bytes(f['size'])} | "
+                  f"`{(f['sha256'] or '')[:16]}` | {_md_cell(_file_note(f))} |" for f in r["files"]]
+    if r["training"]["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in r["training"]["warnings"]]
+    if r["grid"]:
+        lines += ["", "## Samples", "", f"![sample grid]({r['grid']})"]
+    return "\n".join(lines) + "\n"
+
+
+def loss_svg(points: Sequence[LossPoint], width: int = 640, height: int = 240) -> str:
+    """The loss curve as inline SVG: axes with a few ticks, the (downsampled) curve, nothing else."""
+    if len(points) < 2:
+        return '<p class="muted">Not enough steps for a loss curve.</p>'
+    pts = downsample(points)
+    left, right, top, bottom = 56, 12, 12, 28
+    x0, x1 = pts[0].step, pts[-1].step
+    lo, hi = min(p.loss for p in pts), max(p.loss for p in pts)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = (hi - lo) * 0.05
+    lo, hi = lo - pad, hi + pad
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(step: float) -> float:
+        return left + (step - x0) / max(1, x1 - x0) * plot_w
+
+    def y(loss: float) -> float:
+        return top + (hi - loss) / (hi - lo) * plot_h
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label="training loss by step">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
+    for i in range(5):
+        value = lo + (hi - lo) * i / 4
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+                     f'stroke="#eee"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>')
+    for i in range(5):
+        step = x0 + (x1 - x0) * i / 4
+        parts.append(f'<text x="{x(step):.1f}" y="{height - 8}" text-anchor="middle">{round(step)}</text>')
+    path = " ".join(f"{x(p.step):.1f},{y(p.loss):.1f}" for p in pts)
+    parts.append(f'<polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="{path}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:left}
+th{font-weight:600}code{font-size:13px}.bad{color:#b91c1c;font-weight:600}.muted{color:#777}
+svg text{font:11px system-ui,sans-serif;fill:#555}img{max-width:100%}"""
+
+
+def render_html(r: Mapping[str, Any], points: Sequence[LossPoint]) -> str:
+    e = html.escape
+    title = f"LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else "")
+    out = [f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style>'
+           f"</head><body><h1>{e(title)}</h1><table>"]
+    out += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r)]
+    out.append("</table><h2>Loss</h2>" + loss_svg(points))
+    if r["timings"]:
+        out.append("<h2>Timings</h2><table>" + "".join(
+            f"<tr><td>{e(k)}</td><td>{e(fmt_timing(k, v))}</td></tr>" for k, v in r["timings"].items()) + "</table>")
+    if r["files"]:
+        out.append("<h2>Files</h2><table><tr><th>file</th><th>kind</th><th>size</th><th>sha256</th><th></th></tr>")
+        for f in r["files"]:
+            note = _file_note(f)
+            cls = ' class="bad"' if f.get("error") else ""
+            out.append(f'<tr><td><a href="{e(str(f["path"]))}">{e(str(f["path"]))}</a></td><td>{e(f["kind"] or "")}'
+                       f'</td><td>{e(fmt_bytes(f["size"]))}</td><td><code title="{e(f["sha256"] or "")}">'
+                       f'{e((f["sha256"] or "")[:16])}</code></td><td{cls}>{e(note)}</td></tr>')
+        out.append("</table>")
+    if r["training"]["warnings"]:
+        out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in r["training"]["warnings"]) + "</ul>")
+    if r["grid"]:
+        out.append(f'<h2>Samples</h2><img src="{e(r["grid"])}" alt="sample grid">')
+    out.append("</body></html>\n")
+    return "".join(out)
+
+
+def write_report(output_dir: Path, job_summary: Mapping[str, Any],
+                 events: Sequence[Mapping[str, Any]]) -> tuple[Path, Path, Path]:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(job_summary, events)
+    paths = output_dir / REPORT_JSON, output_dir / REPORT_MD, output_dir / REPORT_HTML
+    paths[0].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    paths[1].write_text(render_markdown(report), encoding="utf-8")
+    paths[2].write_text(render_html(report, loss_points(events)), encoding="utf-8")
+    return paths
