@@ -17,7 +17,6 @@ and SFTP alike.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -28,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,33 +41,35 @@ from .errors import (
     RemoteError,
     RemoteTimeout,
 )
-from .transport import REMOTE_PYTHON_EXPR, REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
+from .hostkeys import algorithms_for, check_or_pin, pinned_keys
+from .sftp_io import (
+    CHUNK,
+    MANIFEST_COMMAND,
+    PART_SUFFIX,
+    Counters,
+    LocalFile,
+    RemoteState,
+    StreamVerifier,
+    download,
+    list_files,
+    manifest_request,
+    parse_manifest,
+    sha256_file,
+    sha256_prefix,
+    upload_file,
+)
+from .transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PART_SUFFIX = ".lorarun-part"  # partial uploads/downloads live under this name until they are complete
 STDERR_TAIL_CHARS = 2000
-CHUNK = 1 << 20  # local read/write size
 # Our receive window and the largest packet we accept: big, so a download is never throttled by window updates.
 WINDOW_SIZE = 1 << 27
 MAX_PACKET = 1 << 15
-# OpenSSH's sftp-server takes requests of up to 256 KiB (its `limits@openssh.com` says 261120 bytes of data);
-# paramiko's default of 32 KiB costs a request and a reply per 32 KiB.
-SFTP_WRITE_SIZE = 261120 - 1024
-SFTP_READ_SIZE = 32768 * 4
-PREFETCH_REQUESTS = 64  # outstanding reads per download: keeps the pipe full without buffering a whole file
-UPLOAD_CHANNELS = 3  # parallel SFTP channels for many-file uploads
-# AEAD ciphers first: one pass instead of cipher + HMAC. Falls back to paramiko's defaults.
+UPLOAD_CHANNELS = 3  # parallel SFTP channels for many-file uploads: they overlap per-file round trips
+# AEAD ciphers first: one pass instead of cipher + HMAC. paramiko's other ciphers follow as fallbacks.
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
-# Which host key algorithms show a pinned key of a given type again.
-KEY_ALGORITHMS = {
-    "ssh-ed25519": ("ssh-ed25519",),
-    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
-    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
-    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
-    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
-}
 
 
 @dataclass(frozen=True)
@@ -96,66 +97,8 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * self.factor ** max(0, failures - 1))
 
 
-@dataclass(frozen=True)
-class _RemoteState:
-    """What the remote side has for one file: the final file and/or a partial upload."""
-
-    size: int | None = None
-    sha256: str | None = None  # only computed when the size matches the local file
-    part_size: int | None = None
-    part_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class _LocalFile:
-    rel: str
-    path: Path
-    size: int
-    sha256: str
-
-
 class _Dropped(Exception):
     """Internal: the link is gone (raised where paramiko gives no typed error)."""
-
-
-# The remote half of the manifest exchange: one command, a JSON request on stdin, a JSON answer on stdout.
-# It creates the folders, stats every file and hashes only what could match (same size), plus partial uploads.
-_REMOTE_MANIFEST_PY = r"""
-import hashlib, json, os, sys
-req = json.load(sys.stdin)
-root, suffix, out = req["root"], req["suffix"], {}
-def digest(p, limit=None):
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-for rel, size in req["files"]:
-    p = os.path.join(root, rel)
-    if req.get("mkdir"):
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-    r = {}
-    try:
-        st = os.stat(p)
-        r["size"] = st.st_size
-        if st.st_size == size:
-            r["sha256"] = digest(p)
-    except FileNotFoundError:
-        pass
-    try:
-        st = os.stat(p + suffix)
-        if st.st_size <= size:
-            r["part_size"] = st.st_size
-            r["part_sha256"] = digest(p + suffix)
-    except FileNotFoundError:
-        pass
-    if r:
-        out[rel] = r
-json.dump(out, sys.stdout)
-"""
 
 
 class SSHTransport:
@@ -204,16 +147,12 @@ class SSHTransport:
         t.handshake_timeout = p.connect_timeout
         opts = t.get_security_options()
         opts.ciphers = _prefer(FAST_CIPHERS, opts.ciphers)
-        pins = _pinned_keys(p.known_hosts, p.host, p.port)
-        if pins:
-            # Ask for the pinned key's type, so a server with several host keys shows the one we know.
-            wanted = [a for k in pins for a in KEY_ALGORITHMS.get(k.get_name(), (k.get_name(),))]
-            usable = tuple(a for a in wanted if a in opts.key_types)
-            if usable:
-                opts.key_types = usable
+        pins = pinned_keys(p.known_hosts, p.host, p.port)
+        if pins and (usable := algorithms_for(pins, opts.key_types)):
+            opts.key_types = usable  # so a server with several host keys shows the one we pinned
         try:
             t.start_client(timeout=p.connect_timeout)
-            _check_or_pin(p.known_hosts, p.host, p.port, t.get_remote_server_key())
+            check_or_pin(p.known_hosts, p.host, p.port, t.get_remote_server_key())
             pkey = _load_key(p.key_path)
             t.auth_publickey(p.username, pkey)
         except (HostKeyChanged, AuthenticationFailed):
@@ -378,62 +317,57 @@ class SSHTransport:
 
     # --- uploads --------------------------------------------------------------------------------------------------
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
-        """Upload the folder `local` to `remote` (created). See the module docstring for the guarantees."""
-        files = local_manifest(Path(local))
-        total_bytes = sum(f.size for f in files)
-        counters = _Counters()
+        """Upload the folder `local` into `remote` (created): one remote command lists what is already there
+        (sha256 of same-size files, size and hash of partial uploads); identical files are skipped, partial ones
+        resumed, the rest sent; every sent file is hashed remotely and compared. A dropped link reconnects and
+        starts the same procedure again, which then skips and resumes what the first try did."""
+        files = list_files(Path(local))
         root = self._sftp_path(remote)
-
-        def attempt() -> tuple[int, int]:
-            return self._put_tree_once(files, root, counters, progress)
-
-        sent_files, skipped = self._with_retry(f"upload {local} -> {remote}", attempt)
-        self._verify(files, root)
-        manifest = tuple((f.rel, f.sha256, f.size) for f in files)
-        log.info("uploaded %d files (%d skipped), %d of %d bytes sent", sent_files, skipped, counters.bytes, total_bytes)
-        return TransferReport(sent_files, skipped, counters.bytes, manifest)
-
-    def _remote_states(self, root: str, files: list[_LocalFile], *, mkdir: bool) -> dict[str, _RemoteState]:
-        request = json.dumps(
-            {"root": root, "suffix": PART_SUFFIX, "mkdir": mkdir, "files": [[f.rel, f.size] for f in files]}
-        ).encode()
-        command = f"mkdir -p {_shell_path(root)} && {REMOTE_PYTHON_EXPR} -c {shlex.quote(_REMOTE_MANIFEST_PY)}"
-        res = self._exec(command, 600.0, request)  # inside a retried operation: no retry of its own
-        if res.exit_code != 0:
-            raise RemoteCommandError(
-                "sha256 manifest of " + root, res.exit_code, res.stderr[-STDERR_TAIL_CHARS:], res.stdout
-            )
-        raw = json.loads(res.stdout or "{}")
-        return {
-            rel: _RemoteState(r.get("size"), r.get("sha256"), r.get("part_size"), r.get("part_sha256"))
-            for rel, r in raw.items()
-        }
+        counters = Counters()
+        hashes: dict[str, str] = {}  # local sha256 by relative path, filled as files are hashed
+        sent, skipped = self._with_retry(
+            f"upload {local} -> {remote}", lambda: self._put_tree_once(files, root, counters, progress, hashes)
+        )
+        manifest = tuple((f.rel, hashes[f.rel], f.size) for f in files)
+        log.info("uploaded %d files (%d already there), %d bytes sent", sent, skipped, counters.bytes)
+        return TransferReport(sent, skipped, counters.bytes, manifest)
 
     def _put_tree_once(
-        self, files: list[_LocalFile], root: str, counters: _Counters, progress: ProgressFn | None
+        self,
+        files: list[LocalFile],
+        root: str,
+        counters: Counters,
+        progress: ProgressFn | None,
+        hashes: dict[str, str],
     ) -> tuple[int, int]:
-        states = self._remote_states(root, files, mkdir=True)
-        todo: list[tuple[_LocalFile, int]] = []  # (file, offset to resume from)
+        res = self._exec(f"mkdir -p {_shell_path(root)} && {MANIFEST_COMMAND}", 600.0, manifest_request(root, files))
+        if res.exit_code != 0:
+            raise RemoteCommandError("sha256 manifest of " + root, res.exit_code, res.stderr[-STDERR_TAIL_CHARS:])
+        states = parse_manifest(res.stdout)
+        todo = []  # (file, offset to resume from, hasher holding the first `offset` bytes)
         skipped = 0
         for f in files:
-            st = states.get(f.rel, _RemoteState())
-            if st.sha256 == f.sha256:
-                skipped += 1
-                continue
-            offset = 0
-            if st.part_size and st.part_size <= f.size and st.part_sha256 == _sha256_prefix(f.path, st.part_size):
-                offset = st.part_size
-            todo.append((f, offset))
-        counters.begin(sum(f.size - off for f, off in todo), progress)
+            st = states.get(f.rel, RemoteState())
+            if st.sha256 is not None:  # same size there: only then is hashing the local file worth it
+                if f.rel not in hashes:
+                    hashes[f.rel] = sha256_file(f.path)
+                if st.sha256 == hashes[f.rel]:
+                    skipped += 1
+                    continue
+            if st.part_size and st.part_size <= f.size:
+                prefix = sha256_prefix(f.path, st.part_size)
+                if prefix.hexdigest() == st.part_sha256:
+                    todo.append((f, st.part_size, prefix))
+                    continue
+            todo.append((f, 0, hashlib.sha256()))
+        counters.begin(sum(f.size - off for f, off, _ in todo), progress)
         if not todo:
-            counters.report()
             return 0, skipped
-        # Largest first, spread over a few SFTP channels: small files cost round trips, channels overlap them.
+        # Largest first, spread over a few SFTP channels: small files cost round trips that channels overlap.
         todo.sort(key=lambda item: item[0].size - item[1], reverse=True)
         t = self._ensure()
-        channels = min(self._upload_channels, len(todo))
-        queue = iter(todo)
-        queue_lock = threading.Lock()
+        verifier = StreamVerifier(t, root, self.params.io_timeout)
+        queue, queue_lock = iter(todo), threading.Lock()
 
         def worker() -> None:
             sftp = self._new_sftp(t)
@@ -443,24 +377,27 @@ class SSHTransport:
                         item = next(queue, None)
                     if item is None:
                         return
-                    f, offset = item
-                    _upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, counters)
+                    f, offset, hasher = item
+                    hashes[f.rel] = upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, hasher, counters)
+                    verifier.submit(f.rel)
             finally:
                 sftp.close()
 
-        if channels == 1:
-            worker()
-        else:
-            with ThreadPoolExecutor(channels) as pool:
-                for fut in [pool.submit(worker) for _ in range(channels)]:
-                    fut.result()
-        return len(todo), skipped
-
-    def _verify(self, files: list[_LocalFile], root: str) -> None:
-        states = self._with_retry("verify upload", lambda: self._remote_states(root, files, mkdir=False))
-        bad = [f.rel for f in files if states.get(f.rel, _RemoteState()).sha256 != f.sha256]
+        try:
+            channels = min(self._upload_channels, len(todo))
+            if channels == 1:
+                worker()
+            else:
+                with ThreadPoolExecutor(channels) as pool:
+                    for fut in [pool.submit(worker) for _ in range(channels)]:
+                        fut.result()
+            remote_hashes = verifier.results()
+        finally:
+            verifier.close()
+        bad = [f.rel for f, _, _ in todo if remote_hashes.get(f.rel) != hashes[f.rel]]
         if bad:
-            raise RemoteError(f"upload verification failed for {len(bad)} file(s) under {root}: {bad[:5]}")
+            raise RemoteError(f"upload verification failed: sha256 differs for {len(bad)} file(s): {bad[:5]}")
+        return len(todo), skipped
 
     def put_file(self, local: Path, remote: str) -> None:
         """Upload one file atomically (temporary name, then rename); creates the parent folder."""
@@ -468,12 +405,11 @@ class SSHTransport:
         rpath = self._sftp_path(remote)
 
         def op() -> None:
-            sftp = self._sftp_client()
             parent = posixpath.dirname(rpath)
             if parent:
                 self._exec(f"mkdir -p {shlex.quote(parent)}", 60.0, None)
             with self._lock:
-                _upload_file(sftp, local, rpath, 0, _Counters())
+                upload_file(self._sftp_client(), local, rpath, 0, hashlib.sha256(), Counters())
 
         self._with_retry(f"upload {local}", op)
 
@@ -496,30 +432,25 @@ class SSHTransport:
         os.replace(part, local)
 
     def _get_once(self, rpath: str, part: Path, progress: ProgressFn | None) -> None:
-        t = self._ensure()
-        sftp = self._new_sftp(t)  # own channel: a long download must not hold up the shared client
+        sftp = self._new_sftp(self._ensure())  # own channel: a long download must not hold up the shared client
         try:
             size = sftp.stat(rpath).st_size
             offset = part.stat().st_size if part.exists() else 0
             if offset > size or (offset and not self._remote_prefix_matches(rpath, part, offset)):
                 offset = 0
-            with sftp.open(rpath, "rb") as rf, open(part, "r+b" if offset else "wb") as lf:
+            done = [offset]
+
+            def on_bytes(n: int) -> None:
+                done[0] += n
+                if progress:
+                    progress(done[0], size)
+
+            with open(part, "r+b" if offset else "wb") as lf:
                 lf.seek(offset)
                 lf.truncate()
-                rf.MAX_REQUEST_SIZE = SFTP_READ_SIZE
-                rf.seek(offset)
-                rf.prefetch(size, max_concurrent_requests=PREFETCH_REQUESTS)
-                done = offset
                 if progress:
-                    progress(done, size)
-                while done < size:
-                    data = rf.read(min(CHUNK, size - done))
-                    if not data:
-                        raise RemoteError(f"{rpath} shrank while it was downloaded ({done} of {size} bytes)")
-                    lf.write(data)
-                    done += len(data)
-                    if progress:
-                        progress(done, size)
+                    progress(offset, size)
+                download(sftp, rpath, lf, offset, size, on_bytes)
                 lf.flush()
                 os.fsync(lf.fileno())
         finally:
@@ -527,7 +458,7 @@ class SSHTransport:
 
     def _remote_prefix_matches(self, rpath: str, part: Path, n: int) -> bool:
         res = self._exec(f"head -c {n} {shlex.quote(rpath)} | sha256sum", 600.0, None)
-        return res.exit_code == 0 and res.stdout.split()[:1] == [_sha256_prefix(part, n)]
+        return res.exit_code == 0 and res.stdout.split()[:1] == [sha256_prefix(part, n).hexdigest()]
 
     def read_bytes(self, remote: str, offset: int = 0) -> bytes | None:
         rpath = self._sftp_path(remote)
@@ -562,81 +493,6 @@ class SSHTransport:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-@dataclass
-class _Counters:
-    """Bytes sent, shared by the upload channels; feeds the progress callback."""
-
-    bytes: int = 0
-    done: int = 0
-    total: int = 0
-    progress: ProgressFn | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def begin(self, total: int, progress: ProgressFn | None) -> None:
-        self.done, self.total, self.progress = 0, total, progress
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.bytes += n
-            self.done += n
-            done, total = self.done, self.total
-        if self.progress:
-            self.progress(done, total)
-
-    def report(self) -> None:
-        if self.progress:
-            self.progress(self.done, self.total)
-
-
-def _upload_file(sftp: paramiko.SFTPClient, local: Path, rpath: str, offset: int, counters: _Counters) -> None:
-    tmp = rpath + PART_SUFFIX
-    # "r+" keeps the bytes already there (resume); "w" starts over.
-    with sftp.open(tmp, "r+b" if offset else "wb") as rf, open(local, "rb") as lf:
-        rf.set_pipelined(True)  # no round trip per write; errors surface at close
-        rf.MAX_REQUEST_SIZE = SFTP_WRITE_SIZE
-        if offset:
-            rf.seek(offset)
-            lf.seek(offset)
-        while data := lf.read(CHUNK):
-            rf.write(data)
-            counters.add(len(data))
-    sftp.posix_rename(tmp, rpath)
-
-
-def local_manifest(root: Path) -> list[_LocalFile]:
-    """Every regular file under `root`, sorted, with its sha256 (symlinked files are followed)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"not a folder: {root}")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not path.is_file() or name.endswith(PART_SUFFIX):
-                continue
-            rel = path.relative_to(root).as_posix()
-            out.append(_LocalFile(rel, path, path.stat().st_size, sha256_file(path)))
-    return out
-
-
-def sha256_file(path: Path) -> str:
-    return _sha256_prefix(path, None)
-
-
-def _sha256_prefix(path: Path, n: int | None) -> str:
-    h = hashlib.sha256()
-    left = n
-    with open(path, "rb") as fh:
-        while left is None or left > 0:
-            data = fh.read(CHUNK if left is None else min(CHUNK, left))
-            if not data:
-                break
-            h.update(data)
-            if left is not None:
-                left -= len(data)
-    return h.hexdigest()
-
-
 def _shell_path(path: str) -> str:
     """Quote a remote path for the shell, leaving a leading REMOTE_WORKDIR_EXPR to be expanded."""
     if path.startswith(REMOTE_WORKDIR_EXPR):
@@ -654,41 +510,3 @@ def _load_key(path: Path) -> paramiko.PKey:
         return paramiko.PKey.from_path(str(path))
     except (OSError, paramiko.SSHException) as e:
         raise AuthenticationFailed(f"cannot load SSH key {path}: {e}") from e
-
-
-# --- host key pinning ---------------------------------------------------------------------------------------------
-_pin_lock = threading.Lock()
-
-
-def _host_entry(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def _pinned_keys(known_hosts: Path, host: str, port: int) -> list[paramiko.PKey]:
-    if not Path(known_hosts).exists():
-        return []
-    keys = paramiko.HostKeys(str(known_hosts)).lookup(_host_entry(host, port))
-    return list(keys.values()) if keys else []
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return key.fingerprint  # "SHA256:..." as OpenSSH prints it
-
-
-def _check_or_pin(known_hosts: Path, host: str, port: int, key: paramiko.PKey) -> None:
-    """Trust on first use: save the first key seen for host:port; afterwards any other key is refused."""
-    known_hosts = Path(known_hosts)
-    with _pin_lock:
-        pins = _pinned_keys(known_hosts, host, port)
-        if pins:
-            if any(p.get_name() == key.get_name() and p.asbytes() == key.asbytes() for p in pins):
-                return
-            raise HostKeyChanged(
-                host, port, ", ".join(_fingerprint(p) for p in pins), _fingerprint(key), str(known_hosts)
-            )
-        known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        line = f"{_host_entry(host, port)} {key.get_name()} {key.get_base64()}\n"
-        fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as fh:
-            fh.write(line)
-        log.info("pinned host key %s for %s:%d in %s", _fingerprint(key), host, port, known_hosts)
