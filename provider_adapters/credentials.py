@@ -23,7 +23,10 @@ from typing import Callable, Mapping
 from .errors import CredentialsMissing
 
 ENV_VARS = {"vastai": "VAST_API_KEY", "runpod": "RUNPOD_API_KEY"}
-CONSOLE_KEY_PAGES = {"vastai": "https://cloud.vast.ai/manage-keys/", "runpod": "https://console.runpod.io/user/settings"}
+CONSOLE_KEY_PAGES = {
+    "vastai": "https://cloud.vast.ai/manage-keys/",
+    "runpod": "https://console.runpod.io/user/settings",
+}
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,11 @@ class VastProvider:
         except ProviderError as err:
             raise CreateFailed(f"instance {instance_id} was created but its SSH key could not be attached: {err}",
                                instance_id=instance_id, provider=self.name, status=err.status) from err
+        except BaseException as err:  # Ctrl-C or a bug between create and attach: the id must not be lost
+            err.instance_id = instance_id  # type: ignore[attr-defined]
+            err.add_note(f"lorarun: Vast.ai instance {instance_id} was created and may be billing; "
+                         f"{self.kill_hint(instance_id)}")
+            raise
         return Instance(
             provider=self.name,
             id=instance_id,

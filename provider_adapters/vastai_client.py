@@ -139,7 +139,7 @@ class VastClient:
                            "search offers")
         offers = body.get("offers") if isinstance(body, dict) else None
         if not isinstance(offers, list):
-            raise ProviderError(f"Vast.ai /bundles/ answered without an offers list", provider=PROVIDER)
+            raise ProviderError("Vast.ai /bundles/ answered without an offers list", provider=PROVIDER)
         return [o for o in offers if isinstance(o, dict)]
 
     def create_instance(self, ask_id: str, body: dict[str, Any]) -> dict[str, Any]:

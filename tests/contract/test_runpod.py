@@ -161,8 +161,9 @@ def test_self_destruct_with_pod_scoped_key(runpod, sleeper):
     assert (sd.method, sd.id_env, sd.key_env) == ("DELETE", "RUNPOD_POD_ID", "RUNPOD_API_KEY")
     assert sd.url == f"{runpod.url}/v2/pods/{{instance_id}}"
     key_a = runpod.pods[a.id].pod_key
-    assert http.request("DELETE", sd.url.format(instance_id=b.id), headers={"Authorization": f"Bearer {key_a}"}).status == 403
-    assert http.request("DELETE", sd.url.format(instance_id=a.id), headers={"Authorization": f"Bearer {key_a}"}).status == 204
+    as_a = {"Authorization": f"Bearer {key_a}"}
+    assert http.request("DELETE", sd.url.format(instance_id=b.id), headers=as_a).status == 403
+    assert http.request("DELETE", sd.url.format(instance_id=a.id), headers=as_a).status == 204
     assert runpod.live_ids() == [b.id]
     assert "runpodctl pod delete abc" in p.kill_hint("abc")
 
@@ -199,9 +200,9 @@ def test_insufficient_balance_is_402(runpod, sleeper):
 
 
 def test_contract_violation_422_is_provider_error_with_detail(runpod, sleeper):
-    runpod.fail_next("POST", "/v2/pods", status=422, body={"title": "Unprocessable Entity", "status": 422,
-                     "detail": "Request validation failed.", "errors": ["$: additional properties 'bogus' not allowed"]},
-                     content_type="application/problem+json")
+    runpod.fail_next("POST", "/v2/pods", status=422, content_type="application/problem+json", body={
+        "title": "Unprocessable Entity", "status": 422, "detail": "Request validation failed.",
+        "errors": ["$: additional properties 'bogus' not allowed"]})
     with pytest.raises(ProviderError) as e:
         make(runpod, sleeper).create(offer(), spec())
     assert type(e.value) is ProviderError and "bogus" in str(e.value) and e.value.status == 422

@@ -252,6 +252,19 @@ def test_ssh_attach_failure_still_reports_the_id(vast, sleeper):
     assert e.value.instance_id in vast.live_ids()
 
 
+def test_interrupt_during_attach_keeps_the_id_on_the_exception(vast, sleeper, monkeypatch):
+    p = make(vast, sleeper)
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(p.client, "attach_ssh_key", interrupted)
+    with pytest.raises(KeyboardInterrupt) as e:
+        p.create(p.offers(rtx4090())[0], spec())
+    assert e.value.instance_id in vast.live_ids()
+    assert any(e.value.instance_id in note for note in e.value.__notes__)
+
+
 def test_429_plain_text_is_retried_with_backoff(vast, sleeper):
     p = make(vast, sleeper)
     vast.fail_next("POST", "/api/v0/bundles/", status=429, times=2)

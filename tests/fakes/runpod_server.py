@@ -27,7 +27,8 @@ CREATE_PROPS = {"name", "image", "templateId", "gpu", "cpu", "cloud", "dataCente
                 "mounts", "ports", "env", "startSsh", "args", "locked", "globalNetworking",
                 "containerRegistryAuthId"}
 GPU_PROPS = {"id", "count", "minCudaVersion", "allowedCudaVersions"}
-NO_CAPACITY = "There are no longer any instances available with the requested specifications. Please refresh and try again."
+NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
+               "Please refresh and try again.")
 
 OnCreate = Callable[[str, dict, str], "tuple[str, int]"]
 OnDestroy = Callable[[str], None]
@@ -187,7 +188,8 @@ class FakeRunPod(FakeAPI):
             errors.append("$.cloud: must be SECURE or COMMUNITY")
         if "ports" in body and not (isinstance(body["ports"], list) and all(isinstance(p, str) for p in body["ports"])):
             errors.append("$.ports: must be an array of strings")
-        if "env" in body and not (isinstance(body["env"], dict) and all(isinstance(v, str) for v in body["env"].values())):
+        env = body.get("env", {})
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
             errors.append("$.env: must be an object of strings")
         gpu = body.get("gpu")
         if gpu is not None and (not isinstance(gpu, dict) or set(gpu) - GPU_PROPS):
@@ -361,15 +363,16 @@ class FakeRunPod(FakeAPI):
                     continue
                 row = {k: v for k, v in g.items() if k != "countryCode" and re.search(rf"\b{k}\b", query)}
                 if re.search(r"\blowestPrice\b", query):
-                    clouds = ["SECURE"] if secure is True else ["COMMUNITY"] if secure is False else ["SECURE", "COMMUNITY"]
-                    prices = [(g["securePrice" if c == "SECURE" else "communityPrice"], self.capacity.get((g["id"], c), 0))
-                              for c in clouds]
+                    clouds = {True: ["SECURE"], False: ["COMMUNITY"]}.get(secure, ["SECURE", "COMMUNITY"])
+                    prices = [(g["securePrice" if c == "SECURE" else "communityPrice"],
+                               self.capacity.get((g["id"], c), 0)) for c in clouds]
                     prices = [(p, free) for p, free in prices if p is not None and free >= count]
                     if prices and count <= g["maxGpuCount"]:
                         price, free = min(prices)
                         stock = "High" if free >= 4 else "Low"
                         lowest = {"uninterruptablePrice": price, "minimumBidPrice": round(price * 0.6, 3),
-                                  "stockStatus": stock, "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
+                                  "stockStatus": stock,
+                                  "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
                                   "minVcpu": 8, "minMemory": 31, "countryCode": g["countryCode"]}
                     else:
                         lowest = {"uninterruptablePrice": None, "minimumBidPrice": None, "stockStatus": None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ def default_offers() -> list[dict[str, Any]]:
     def offer(oid, gpu, n, ram_mb, base, storage_cost, min_bid, rel, down, cuda, geo, direct=2, verified=True,
               datacenter=False):
         return {
-            "id": oid, "ask_contract_id": oid, "bundle_id": oid + 7, "machine_id": oid // 10, "host_id": 4000 + oid % 97,
+            "id": oid, "ask_contract_id": oid, "bundle_id": oid + 7, "machine_id": oid // 10,
+            "host_id": 4000 + oid % 97,
             "gpu_name": gpu, "num_gpus": n, "gpu_ram": ram_mb, "gpu_total_ram": ram_mb * n, "gpu_frac": 1.0,
             "compute_cap": 890, "cuda_max_good": cuda, "driver_version": "550.54.15",
             "dph_base": base, "storage_cost": storage_cost, "min_bid": min_bid,
@@ -333,14 +335,14 @@ class FakeVast(FakeAPI):
     def _list_v1(self, req: Request) -> Reply:
         if (bad := self._auth(req)) is not None:
             return bad
-        import json
         try:
             filters = json.loads(req.query.get("select_filters") or "{}")
         except ValueError:
             return Reply(400, {"success": False, "error": "invalid_args", "msg": "select_filters is not JSON"})
         for key in filters:
             if key not in STORED_COLUMNS:
-                return Reply(400, {"success": False, "error": "invalid_args", "msg": f"{key} is not a valid search key"})
+                return Reply(400, {"success": False, "error": "invalid_args",
+                                   "msg": f"{key} is not a valid search key"})
         limit = int(req.query.get("limit") or 25)
         limit = 5 if limit <= 0 else min(limit, 25)
         offset = 0
