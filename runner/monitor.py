@@ -42,12 +42,12 @@ class JobMonitor:
 
     def poll(self) -> list[dict]:
         """Read new events, pull new outputs, beat the heart. Returns the new events."""
-        new_events = self._read_new_events()
+        new_events = self.read_new_events()
         self.pull_outputs()
         self.heartbeat()
         return new_events
 
-    def _read_new_events(self) -> list[dict]:
+    def read_new_events(self) -> list[dict]:
         data = self.transport.read_bytes(self.layout.events, self._offset)
         if not data:
             return []

@@ -70,34 +70,46 @@ ConnectFn = Callable[[Rental, JobState, Path], Transport]
 
 
 class Pipeline:
-    def __init__(self, jobs: list[ValidatedJob], provider: Provider, offer: Offer, *, store: JobStore,
+    def __init__(self, runs: list[JobRun], provider: Provider, offer: Offer, *, store: JobStore,
                  connect: ConnectFn, options: PipelineOptions = PipelineOptions(), clock: Clock = REAL_CLOCK,
-                 image: str | None = None, predicted_costs: list[float | None] | None = None,
-                 max_cost: float | None = None):
+                 image: str | None = None, max_cost: float | None = None):
         self.provider = provider
         self.store = store
         self.connect = connect
         self.options = options
         self.clock = clock
-        self.image = image or jobs[0].spec.resources.image
+        self.image = image or runs[0].job.spec.resources.image
         self.max_cost = max_cost
         self.rental = Rental(provider=provider, offer=offer)
-        predicted = predicted_costs or [None] * len(jobs)
-        self.runs = [JobRun(job=j, state=self._new_state(j), predicted_cost=c) for j, c in zip(jobs, predicted)]
+        self.runs = runs
         self._stop_requested: str | None = None
 
+    @classmethod
+    def start(cls, jobs: list[ValidatedJob], provider: Provider, offer: Offer, *, store: JobStore,
+              predicted_costs: list[float | None] | None = None, **kwargs) -> "Pipeline":
+        """A new submission: one job folder and state per job, written before anything is rented."""
+        predicted = predicted_costs or [None] * len(jobs)
+        runs = [JobRun(job=j, state=_new_state(store, j, provider.name, c), predicted_cost=c)
+                for j, c in zip(jobs, predicted)]
+        return cls(runs, provider, offer, store=store, **kwargs)
+
+    @classmethod
+    def reattach(cls, job: ValidatedJob, state: JobState, provider: Provider, *, store: JobStore,
+                 **kwargs) -> "Pipeline":
+        """Pick up a job recorded on disk (`attach`, `down`): the rental is rebuilt from the state file."""
+        offer = Offer(provider=provider.name, id=state.offer_id or "", gpu_name=state.gpu or "", gpu_count=1,
+                      vram_gb=0.0, price_per_hour=state.price_per_hour or 0.0)
+        pipeline = cls([JobRun(job=job, state=state, predicted_cost=state.predicted_cost)], provider, offer,
+                       store=store, **kwargs)
+        provisioned = [t for phase, t in state.history if phase == "provision"]
+        pipeline.rental.started_at = provisioned[0] if provisioned else state.created_at
+        if state.instance_id:
+            pipeline.rental.instance = provider.get(state.instance_id) or Instance(
+                provider=provider.name, id=state.instance_id, label=state.instance_label or "",
+                status=InstanceStatus.TERMINATED)
+        return pipeline
+
     # ---- state -------------------------------------------------------------------------------------------------
-    def _new_state(self, job: ValidatedJob) -> JobState:
-        from .state import new_job_id
-
-        job_id = new_job_id(job.spec.name)
-        state = JobState(job_id=job_id, name=job.spec.name, job_file=job.spec.source,
-                         provider=self.provider.name, output_dir=str(job.spec.output_dir))
-        state = self.store.create(state)
-        folder = self.store.job_dir(job_id)
-        shutil.copyfile(job.spec.source, folder / Path(job.spec.source).name)
-        return self.store.advance(state, "validate")
-
     def _advance(self, run: JobRun, phase: str, message: str = "") -> None:
         run.state = self.store.advance(run.state, phase, message)
 
@@ -113,13 +125,19 @@ class Pipeline:
         return self.runs[0]
 
     # ---- the flow ----------------------------------------------------------------------------------------------
-    def run(self) -> list[JobRun]:
+    def run(self, *, stop: bool = False) -> list[JobRun]:
+        """From wherever the jobs stand to teardown. `stop=True` (`lorarun down`): stop, pull, destroy."""
         detached = False
         previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         try:
-            self._provision()
-            self._wait_ready()
-            self._run_jobs()
+            if self.rental.instance is None:
+                self._provision()
+            if self.rental.transport is None:
+                self._wait_ready()
+            if stop:
+                self._graceful_stop()
+            else:
+                self._run_jobs()
         except KeyboardInterrupt as interrupt:
             detached = self._on_interrupt(ask=not isinstance(interrupt, TerminateRequested))
             if not detached:
@@ -164,7 +182,8 @@ class Pipeline:
 
     def _wait_ready(self) -> None:
         for run in self.runs:
-            self._advance(run, "wait")
+            if not run.state.is_final:
+                self._advance(run, "wait")
         instance_id = self.rental.instance.id
         last = {"status": ""}
 
@@ -221,6 +240,8 @@ class Pipeline:
 
         failures: list[EngineFailed] = []
         for run in self.runs:
+            if run.state.is_final or run.outcome is not None:
+                continue  # a batch reattached after some jobs finished
             try:
                 self._run_job(run)
             except EngineFailed as exc:
@@ -232,11 +253,13 @@ class Pipeline:
             raise failures[0]
 
     def _run_job(self, run: JobRun) -> None:
+        """Upload and start, or — for a reattached job whose agent already runs — carry on from there."""
         transport = self.rental.transport
         layout = RemoteLayout.resolve(transport, run.state.job_id)
         self._record(run, remote_dir=layout.root)
-        self._upload(run, transport, layout)
-        self._start_agent(run, transport, layout)
+        if not transport.exists(layout.status):
+            self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
+            self._start_agent(run, transport, layout)
         monitor = self._monitor(run, transport, layout)
         self._finish(run, transport, layout, monitor)
 
@@ -285,7 +308,7 @@ class Pipeline:
         agent = AgentConfig(
             job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
             lease_deadline=deadline, grace_seconds=self.options.grace_seconds,
-            self_destruct=dataclasses.asdict(destruct) if destruct else None,
+            self_destruct=destruct,
         )
         job_dir = self.store.job_dir(run.state.job_id)
         (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")
@@ -356,20 +379,22 @@ class Pipeline:
 
         verification = verify_outputs(run.job.spec.output_dir, monitor.manifest_dict())
         outcome = monitor.progress.outcome or ("stopped" if self._stop_requested else "failed")
-        run.outcome = outcome
-        self._write_report(run, monitor, verification)
-        transport.run(f"touch {_q(layout.collected)}", timeout=30, check=False)
-        self._record_calibration(run)
+        self._write_report(run, monitor, verification, outcome)
+        transport.run(f"touch {_q(layout.collected)}", timeout=30, check=False)  # the agent may exit now
+        verification.raise_if_bad()  # after the report: the user sees which file is wrong and why
         if outcome == "failed":
             from .errors import EngineFailed
 
             raise EngineFailed(f"training failed: {monitor.progress.reason or 'see ' + str(run.job.spec.output_dir)}"
                                f" (outputs saved so far are in {run.job.spec.output_dir})")
+        if outcome == "finished":
+            self._record_calibration(run)
+        run.outcome = outcome
         final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
         message = self._stop_requested or (f"LoRA saved to {final}" if final.exists() else "finished")
         self._record(run, message=message)
 
-    def _write_report(self, run: JobRun, monitor: JobMonitor, verification) -> None:
+    def _write_report(self, run: JobRun, monitor: JobMonitor, verification, outcome: str) -> None:
         from .report import write_report
 
         summary = {
@@ -377,7 +402,7 @@ class Pipeline:
             "instance_id": self.rental.instance.id if self.rental.instance else None, "gpu": self._gpu_text(),
             "price_per_hour": self.rental.offer.price_per_hour, "timings": run.timings,
             "predicted_cost": run.predicted_cost, "actual_cost": self._spent(),
-            "outcome": run.outcome, "stop_reason": self._stop_requested,
+            "outcome": outcome, "stop_reason": self._stop_requested,
             "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
         }
         write_report(run.job.spec.output_dir, summary, monitor.events)
@@ -495,6 +520,16 @@ class Pipeline:
     def _gpu_text(self) -> str:
         offer = self.rental.offer
         return f"{offer.gpu_count}× {offer.gpu_name}" if offer.gpu_count > 1 else offer.gpu_name
+
+
+def _new_state(store: JobStore, job: ValidatedJob, provider_name: str, predicted_cost: float | None) -> JobState:
+    from .state import new_job_id
+
+    state = JobState(job_id=new_job_id(job.spec.name), name=job.spec.name, job_file=job.spec.source,
+                     provider=provider_name, output_dir=str(job.spec.output_dir), predicted_cost=predicted_cost)
+    state = store.create(state)
+    shutil.copyfile(job.spec.source, store.job_dir(state.job_id) / Path(job.spec.source).name)
+    return store.advance(state, "validate")
 
 
 class TerminateRequested(KeyboardInterrupt):

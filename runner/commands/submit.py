@@ -42,7 +42,7 @@ def submit(
         print_summary(job)
     adapter = make_provider(validated[0].spec.resources)
     choice = choose_offer(adapter, validated, assume_yes=yes, interactive=sys.stdin.isatty())
-    pipeline = Pipeline(
+    pipeline = Pipeline.start(
         validated, adapter, choice.offer, store=JobStore(), connect=connect_transport,
         options=PipelineOptions(assume_yes=yes, keep=keep, interactive=sys.stdin.isatty()),
         predicted_costs=choice.predicted_costs, max_cost=validated[0].spec.resources.max_cost,

@@ -1,0 +1,71 @@
+"""`lorarun attach JOB_ID` and `lorarun down JOB_ID`: pick up a job from its state file and carry it to teardown
+(attach: follow training to the end; down: stop now, pull what exists, destroy)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..connect import connect_transport, make_provider
+from ..console import console, err_console
+from ..pipeline import Pipeline, PipelineOptions
+from ..spec import Resources
+from ..state import JobState, JobStore
+from ..validate import ValidatedJob, validate_job
+
+
+def register(app: typer.Typer) -> None:
+    app.command("attach", help="Reconnect to a job and carry it on to teardown.")(attach)
+    app.command("down", help="Stop a job: pull what exists, then destroy its instance.")(down)
+
+
+def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough).")) -> None:
+    _resume(job_id, stop=False)
+
+
+def down(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough).")) -> None:
+    _resume(job_id, stop=True)
+
+
+def _resume(job_id: str, *, stop: bool) -> None:
+    store = JobStore()
+    state = store.load(job_id)
+    if state.is_final and (state.instance_destroyed or not state.instance_id):
+        console.print(f"job {state.job_id} is {state.phase}; its instance is gone. {state.message}", highlight=False)
+        return
+    job = _job_for(state)
+    provider = make_provider(job.spec.resources if job else Resources(provider=state.provider))
+    if not state.instance_id:
+        store.advance(state, "failed", "no instance was ever rented")
+        console.print(f"job {state.job_id} never got an instance; nothing to do", highlight=False)
+        return
+    if job is None:
+        # The job file moved or broke: we cannot follow training, but we can still stop the billing.
+        from ..teardown import destroy_and_confirm, report
+
+        err_console.print(f"[yellow]job file {state.job_file} is unusable; destroying instance {state.instance_id}[/]")
+        result = destroy_and_confirm(provider, state.instance_id)
+        report(result)
+        store.advance(store.update(state, instance_destroyed=result.confirmed), "failed", result.message)
+        return
+    pipeline = Pipeline.reattach(job, state, provider, store=store, connect=connect_transport,
+                                 options=PipelineOptions(interactive=sys.stdin.isatty()),
+                                 max_cost=job.spec.resources.max_cost)
+    if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
+        err_console.print(f"[yellow]instance {state.instance_id} is gone at {provider.name}; outputs pulled so far "
+                          f"are in {state.output_dir}[/]", highlight=False)
+    runs = pipeline.run(stop=stop)
+    for run in runs:
+        final = Path(run.job.spec.output_dir) / f"{run.job.spec.output.name}.safetensors"
+        if final.exists():
+            console.print(f"[green]✓[/] LoRA at [bold]{final}[/]", highlight=False)
+        console.print(f"{run.state.job_id}: {run.state.phase} — {run.state.message}", highlight=False)
+
+
+def _job_for(state: JobState) -> ValidatedJob | None:
+    """The job as submitted, re-validated (its dataset paths are relative to the original job file)."""
+    try:
+        return validate_job(Path(state.job_file), provider=state.provider, out=Path(state.output_dir))
+    except Exception:  # noqa: BLE001 - an unusable job file is handled by the caller: destroy, don't follow
+        return None

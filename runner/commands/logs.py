@@ -1,0 +1,81 @@
+"""`lorarun logs JOB_ID [-f]`: the job's events, one line each; `-f` follows a running job on its instance."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from ..console import console
+from ..state import JobStore
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs", help="Show a job's events; -f follows a running job.")(logs)
+
+
+def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
+         interval: float = typer.Option(2.0, "--interval", hidden=True)) -> None:
+    store = JobStore()
+    state = store.load(job_id)
+    local_events = store.job_dir(state.job_id) / "events.jsonl"
+    for event in _read(local_events):
+        console.print(format_event(event), highlight=False)
+    if not follow or state.is_final:
+        return
+    from ..connect import connect_transport, make_provider
+    from ..monitor import JobMonitor
+    from ..pipeline import Rental
+    from ..remote.layout import RemoteLayout
+    from ..spec import Resources
+
+    provider = make_provider(Resources(provider=state.provider))
+    instance = provider.get(state.instance_id) if state.instance_id else None
+    if instance is None or state.remote_dir is None:
+        console.print("(the job has no running instance to follow)")
+        return
+    from lorarun.provider_adapters.base import Offer
+
+    rental = Rental(provider=provider, offer=Offer(provider.name, "", state.gpu or "", 1, 0.0, 0.0), instance=instance)
+    transport = connect_transport(rental, state, store.job_dir(state.job_id))
+    monitor = JobMonitor(transport, RemoteLayout.resolve(transport, state.job_id), Path(state.output_dir),
+                         local_events)
+    try:
+        while True:
+            for event in monitor.read_new_events():
+                console.print(format_event(event), highlight=False)
+            if monitor.progress.outcome:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+    finally:
+        transport.close()
+
+
+def format_event(event: dict) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("t", 0) or 0)))
+    kind = event.get("event", "?")
+    details = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in ("t", "event"))
+    return f"{stamp} {kind:<11} {details}"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
