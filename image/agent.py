@@ -78,6 +78,9 @@ class AgentConfig:
     self_destruct: SelfDestruct | None = None
     heartbeat_file: str = "heartbeat"  # relative to the job folder
     stop_timeout: float = 300.0  # SIGTERM → SIGKILL: saving a large checkpoint on a slow disk takes a while
+    # Tried when the HTTP self-destruct fails, e.g. ("runpodctl", "remove", "pod", "{instance_id}"): the provider's
+    # own CLI, preinstalled on its machines. `{instance_id}` is filled in; id and key are in its environment.
+    self_destruct_fallback: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -92,6 +95,7 @@ class AgentConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["engine_command"] = list(self.engine_command)
+        data["self_destruct_fallback"] = list(self.self_destruct_fallback)
         return data
 
     def to_json(self) -> str:
@@ -108,6 +112,7 @@ class AgentConfig:
             known["self_destruct"] = SelfDestruct(method=str(sd["method"]).upper(), url=str(sd["url"]),
                                                   id_env=str(sd["id_env"]), key_env=str(sd["key_env"]))
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
+        known["self_destruct_fallback"] = tuple(str(a) for a in known.get("self_destruct_fallback") or ())
         known["lease_deadline"] = float(known["lease_deadline"])
         return cls(**known)
 
@@ -408,26 +413,57 @@ class Agent:
         self._set(phase=SELF_DESTROYING, grace_until=None, message="grace window over: destroying this instance")
         instance_id = lookup_env(how.id_env, self.environ, self.proc_environ)
         key = lookup_env(how.key_env, self.environ, self.proc_environ)
-        if not instance_id or not key:
-            missing = " and ".join(n for n, v in ((how.id_env, instance_id), (how.key_env, key)) if not v)
-            return self._destroy_failed(f"{missing} not set (environment and {self.proc_environ})", attempts=0)
+        if not instance_id:
+            return self._destroy_failed(f"{how.id_env} not set (environment and {self.proc_environ})", attempts=0)
+        if key:
+            done, attempts, why = self._destroy_over_http(how, instance_id, key)
+            if done:
+                return self._destroyed(instance_id, via="http", attempts=attempts)
+        else:
+            attempts, why = 0, f"{how.key_env} not set (environment and {self.proc_environ})"
+        if self.config.self_destruct_fallback:
+            done, fallback_why = self._destroy_by_command(how, instance_id, key)
+            if done:
+                return self._destroyed(instance_id, via="command", attempts=attempts)
+            why = f"{why}; fallback command: {fallback_why}"
+        return self._destroy_failed(_redact(why, key or ""), attempts=attempts)
+
+    def _destroy_over_http(self, how: SelfDestruct, instance_id: str, key: str) -> tuple[bool, int, str]:
+        """(done, attempts, why not): retries connection errors, 429 and 5xx with doubling waits."""
         url = how.url.replace("{instance_id}", urllib.parse.quote(instance_id, safe=""))
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         delay = DESTROY_FIRST_DELAY
-        result = HttpResult(None, "not tried")
         for attempt in range(1, DESTROY_ATTEMPTS + 1):
             result = self.http(how.method, url, headers)
             verdict = destroy_outcome(result)
             log.info("self-destruct %s %s: attempt %d → %s", how.method, url, attempt, result.status)
             if verdict == "done":
-                self._event("self_destroy", ok=True, status=result.status, attempts=attempt, instance_id=instance_id)
-                self._set(phase=SELF_DESTROYING, message=f"self-destruct accepted (HTTP {result.status})")
-                return 0
+                return True, attempt, ""
             if verdict == "give_up" or attempt == DESTROY_ATTEMPTS:
-                break
+                return False, attempt, f"HTTP {result.status}: {_redact(result.detail, key)}"
             self.clock.sleep(delay)
             delay *= 2
-        return self._destroy_failed(f"HTTP {result.status}: {_redact(result.detail, key)}", attempts=attempt)
+        raise AssertionError("unreachable")
+
+    def _destroy_by_command(self, how: SelfDestruct, instance_id: str, key: str | None) -> tuple[bool, str]:
+        """The provider's own CLI (`runpodctl remove pod {instance_id}`), with the id and key in its environment."""
+        argv = [a.replace("{instance_id}", instance_id) for a in self.config.self_destruct_fallback]
+        env = dict(self.environ, **{how.id_env: instance_id}, **({how.key_env: key} if key else {}))
+        try:
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=DESTROY_TIMEOUT * 2)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        log.info("self-destruct fallback %s → exit %d", argv[0], done.returncode)
+        if done.returncode == 0:
+            return True, ""
+        tail = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-200:]
+        return False, f"exit {done.returncode}: {tail}"
+
+    def _destroyed(self, instance_id: str, *, via: str, attempts: int) -> int:
+        self._event("self_destroy", ok=True, via=via, attempts=attempts, instance_id=instance_id)
+        self._set(phase=SELF_DESTROYING, message=f"self-destruct accepted ({via})")
+        return 0
 
     def _destroy_failed(self, why: str, *, attempts: int) -> int:
         log.error("SELF-DESTRUCT FAILED, the instance may still be billing: %s", why)

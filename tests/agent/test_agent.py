@@ -320,6 +320,85 @@ def test_self_destruct_against_fake_vast_with_its_instance_key(tmp_path):
         assert [r.token() for r in deletes] == [instance_key]  # the instance's own key, never the user's
 
 
+def fallback_script(tmp_path: Path, exit_code: int) -> tuple[str, ...]:
+    """A stand-in for `runpodctl remove pod <id>`: records its argv and whether it saw the key, never the key."""
+    script = tmp_path / "providerctl.py"
+    script.write_text(
+        "import json, os, sys\n"
+        f"open({str(tmp_path / 'fallback.json')!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], "
+        "'has_key': os.environ.get('RUNPOD_API_KEY') == " + repr(KEY) + ", "
+        "'pod': os.environ.get('RUNPOD_POD_ID')}))\n"
+        f"sys.exit({exit_code})\n")
+    return (sys.executable, str(script), "remove", "pod", "{instance_id}")
+
+
+RUNPOD_LIKE = "RUNPOD_POD_ID", "RUNPOD_API_KEY"
+
+
+def test_fallback_command_runs_when_the_api_refuses(tmp_path, http_server):
+    http_server.statuses = [403]
+    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
+    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
+                         self_destruct_fallback=fallback_script(tmp_path, 0))
+
+    rc = make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9", "RUNPOD_API_KEY": KEY}).run()
+
+    assert rc == 0 and len(http_server.requests) == 1
+    assert json.loads((tmp_path / "fallback.json").read_text()) == {
+        "argv": ["remove", "pod", "pod9"], "has_key": True, "pod": "pod9"}
+    destroy = next(e for e in read_events(config.output_dir) if e["event"] == "self_destroy")
+    assert (destroy["ok"], destroy["via"]) == (True, "command")
+
+
+def test_failing_fallback_is_reported_with_both_reasons(tmp_path, http_server, caplog):
+    http_server.statuses = [401]
+    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
+    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
+                         self_destruct_fallback=fallback_script(tmp_path, 2))
+
+    rc = make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9", "RUNPOD_API_KEY": KEY}).run()
+
+    assert rc == 1
+    message = status(tmp_path / "job")["message"]
+    assert "HTTP 401" in message and "fallback command: exit 2" in message
+    assert_no_secret(tmp_path, caplog)
+
+
+def test_fallback_command_runs_even_without_the_key(tmp_path, http_server):
+    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
+    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
+                         self_destruct_fallback=fallback_script(tmp_path, 0))
+
+    assert make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9"}).run() == 0
+
+    assert http_server.requests == []  # no key, no request
+    assert json.loads((tmp_path / "fallback.json").read_text())["has_key"] is False
+
+
+def test_self_destruct_against_fake_runpod_with_the_pod_scoped_key(tmp_path):
+    from lorarun.provider_adapters.runpod import RunPodProvider
+    from tests.fakes.runpod_server import API_KEY, FakeRunPod
+
+    with FakeRunPod() as fake:
+        import urllib.request
+        gpu_id = next(iter(fake.gpu_types))
+        body = {"name": "lorarun-job42", "image": "lorarun:test", "gpu": {"id": gpu_id, "count": 1}}
+        req = urllib.request.Request(f"{fake.url}/v2/pods", method="POST", data=json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+        pod_id = json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
+        pod_key = fake.pods[pod_id].pod_key
+
+        how = RunPodProvider(API_KEY, rest_url=fake.url, graphql_url=fake.url + "/graphql").self_destruct()
+        config = make_config(tmp_path, "fail", grace_seconds=1, self_destruct=how)
+        proc_environ = tmp_path / "environ"  # RunPod's variables may be missing in SSH sessions (§2.7)
+        proc_environ.write_bytes(f"RUNPOD_POD_ID={pod_id}\0RUNPOD_API_KEY={pod_key}\0".encode())
+
+        assert make_agent(tmp_path, config, FakeClock(), proc_environ=proc_environ).run() == 0
+
+        assert pod_id not in fake.live_ids() and pod_id in fake.destroyed
+        assert [r.token() for r in fake.requests_to("DELETE", "/v2/pods/")] == [pod_key]
+
+
 # -- stop requests ------------------------------------------------------------------------------------------------------
 def test_stop_request_is_forwarded_to_the_engine_and_skips_grace(tmp_path, http_server):
     config = make_config(tmp_path, "hang", self_destruct=vast_like(http_server.url))
@@ -368,6 +447,8 @@ def test_agent_config_round_trips_through_json(tmp_path):
                                      "{instance_id}/", "id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY"}
     assert data["engine_command"][0] == sys.executable and data["heartbeat_file"] == "heartbeat"
     assert AgentConfig.from_json(make_config(tmp_path, "finish").to_json()).self_destruct is None
+    with_fallback = make_config(tmp_path, "finish", self_destruct_fallback=("runpodctl", "remove", "pod", "{x}"))
+    assert AgentConfig.from_json(with_fallback.to_json()) == with_fallback
 
 
 @pytest.mark.parametrize(("change", "message"), [
