@@ -65,9 +65,17 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects come back as answers (3xx), never followed: urllib would re-send the Authorization header
+    to wherever the Location points, and none of the provider APIs redirects a JSON call."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's signature
+        return None
+
+
 # Loopback (the test fakes) never goes through an HTTP proxy from the environment; other hosts honour it.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_DEFAULT = urllib.request.build_opener()
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
+_DEFAULT = urllib.request.build_opener(_NoRedirect)
 
 
 def request(

@@ -263,3 +263,40 @@ def test_key_never_in_errors_or_logs(runpod, sleeper, caplog):
     with pytest.raises(TransientError) as e:
         make(runpod, sleeper).get("abc")
     assert API_KEY not in str(e.value) and API_KEY not in caplog.text and "***" in str(e.value)
+
+
+def test_403_is_auth_error(runpod, sleeper):
+    runpod.fail_next("POST", "/v2/pods", status=403, body={"title": "Forbidden", "status": 403,
+                                                             "detail": "access denied"})
+    with pytest.raises(AuthError) as e:
+        make(runpod, sleeper).create(offer(), spec())
+    assert e.value.status == 403
+
+
+def test_hooks_back_the_pod_with_a_real_endpoint(sleeper):
+    created, destroyed = [], []
+
+    def on_create(pod_id, env, public_key):
+        created.append((pod_id, env, public_key))
+        return "127.0.0.1", 2022
+
+    with FakeRunPod(on_create=on_create, on_destroy=destroyed.append) as fake:
+        p = make(fake, sleeper)
+        inst = p.create(offer(), spec())
+        got = None
+        while got is None or got.status is not InstanceStatus.RUNNING:
+            got = p.get(inst.id)
+        assert (got.ssh.host, got.ssh.port) == ("127.0.0.1", 2022)
+        [(pid, env, key)] = created
+        assert pid == inst.id and key == PUBKEY and env["PUBLIC_KEY"] == PUBKEY
+        assert env["RUNPOD_POD_ID"] == inst.id and env["RUNPOD_API_KEY"] == fake.pods[pid].pod_key
+        p.destroy(inst.id)
+        assert destroyed == [inst.id]
+
+
+def test_urls_from_env(runpod, sleeper, monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_URL", f"{runpod.url}/v2")
+    monkeypatch.setenv("RUNPOD_GRAPHQL_URL", f"{runpod.url}/graphql")
+    p = RunPodProvider(API_KEY, sleep=sleeper, clock=sleeper.clock)
+    assert p.client.rest_url == runpod.url and p.offers(ResourceRequest())
+    assert p.list_owned() == []

@@ -334,3 +334,60 @@ def test_key_never_in_errors_or_logs(vast, sleeper, caplog):
         p.offers(rtx4090())
     assert API_KEY not in str(e.value) and API_KEY not in caplog.text and API_KEY not in repr(p)
     assert "***" in str(e.value)
+
+
+@pytest.mark.parametrize("status,body", [
+    (404, {"success": False, "error": "not_found", "msg": "Instance not found"}),  # the docs' shape (§1.5)
+    (404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"}),  # dstack's real one
+    (404, "Not Found"),
+])
+def test_destroy_not_found_shapes_are_success(vast, sleeper, status, body):
+    vast.fail_next("DELETE", "/api/v0/instances/", status=status, body=body)
+    make(vast, sleeper).destroy("8000001")
+    assert sleeper.waits == []
+
+
+def test_destroy_invalid_id_is_an_error(vast, sleeper):
+    with pytest.raises(ProviderError) as e:
+        make(vast, sleeper).destroy("not-a-number")
+    assert e.value.status == 400
+
+
+def test_403_auth_error(vast, sleeper):
+    vast.fail_next("GET", "/api/v0/instances/", status=403)
+    with pytest.raises(AuthError):
+        make(vast, sleeper).get("1")
+
+
+def test_429_retry_after_header_is_honoured_if_present(vast, sleeper):
+    vast.fail_next("GET", "/api/v0/instances/", status=429, headers={"Retry-After": "9"})
+    assert make(vast, sleeper).get("1") is None
+    assert sleeper.waits and sleeper.waits[0] >= 9
+
+
+def test_hooks_back_the_instance_with_a_real_endpoint(sleeper):
+    created, destroyed = [], []
+
+    def on_create(instance_id, env, public_key):
+        created.append((instance_id, env, public_key))
+        return "127.0.0.1", 2222
+
+    with FakeVast(on_create=on_create, on_destroy=destroyed.append) as fake:
+        p = make(fake, sleeper)
+        inst = p.create(p.offers(rtx4090())[0], spec())
+        got = None
+        while got is None or got.status is not InstanceStatus.RUNNING:
+            got = p.get(inst.id)
+        assert (got.ssh.host, got.ssh.port) == ("127.0.0.1", 2222)
+        [(iid, env, key)] = created
+        assert iid == inst.id and key == PUBKEY and env["LORARUN_JOB"] == "7f3a"
+        assert env["CONTAINER_ID"] == inst.id and env["CONTAINER_API_KEY"] == fake.instances[int(iid)].instance_api_key
+        assert "-p 22:22" not in env
+        p.destroy(inst.id)
+        assert destroyed == [inst.id]
+
+
+def test_base_url_from_vast_url_env(vast, sleeper, monkeypatch):
+    monkeypatch.setenv("VAST_URL", vast.url)
+    p = VastProvider(API_KEY, sleep=sleeper, clock=sleeper.clock)
+    assert p.client.base_url == vast.url and p.offers(rtx4090())

@@ -118,3 +118,21 @@ def test_registry_missing_key_and_unknown_name(tmp_path):
         make_provider("lambda")
     assert {"vastai", "runpod", "ssh", "local"} <= set(available())
     assert _FACTORIES["ssh"] == "lorarun.provider_adapters.ssh:SSHProvider"
+
+
+def test_redirects_are_not_followed_so_the_key_stays_put():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fakes import FakeAPI, Reply
+
+    class Redirector(FakeAPI):
+        def route(self, req):
+            if req.path == "/start":
+                return Reply(302, "", headers={"Location": "/elsewhere"}, content_type="text/plain")
+            return Reply(200, {"reached": req.headers.get("authorization")})
+
+    with Redirector() as fake:
+        resp = http.request("GET", f"{fake.url}/start", headers={"Authorization": f"Bearer {KEY}"})
+        assert resp.status == 302 and [r.path for r in fake.requests] == ["/start"]
