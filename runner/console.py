@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long paths must stay copy-pastable, never wrapped
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def money(dollars: float | None) -> str:
