@@ -1,0 +1,66 @@
+"""The test double for rented machines: each instance is a real sshd; destroying it ends everything it ran."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lorarun.runner.remote.errors import ConnectionLost
+from lorarun.runner.remote.keys import private_key_path, write_job_keypair
+from lorarun.runner.remote.session import RetryPolicy, SSHParams, SSHTransport
+
+
+def _transport(host, port, key, tmp_path, name="kh") -> SSHTransport:
+    params = SSHParams(host=host, port=port, username=__import__("getpass").getuser(), key_path=key,
+                       known_hosts=tmp_path / name, connect_timeout=5)
+    return SSHTransport(params, retry=RetryPolicy(attempts=2, base_delay=0), sleep=lambda s: None)
+
+
+def test_instance_gets_the_key_and_env_and_destroy_ends_everything(fake_instance_host, tmp_path):
+    pub = write_job_keypair(tmp_path / "job", "j1")
+    host, port = fake_instance_host.on_create("C.123", (("CONTAINER_ID", "123"), ("CONTAINER_API_KEY", "k x")), pub)
+    assert host == "127.0.0.1"
+    t = _transport(host, port, private_key_path(tmp_path / "job"), tmp_path)
+    env = t.run('printf "%s|%s|%s" "$CONTAINER_ID" "$CONTAINER_API_KEY" "$LORARUN_FAKE_INSTANCE"').stdout
+    assert env == "123|k x|C.123"
+    workdir = fake_instance_host.workdir("C.123")
+    pid = t.start_detached("exec sleep 300", cwd=str(workdir / "j1"), log_path=str(workdir / "j1" / "a.log"))
+    assert Path(f"/proc/{pid}").exists()
+
+    fake_instance_host.on_destroy("C.123")
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "the detached process died with its instance"
+    assert not fake_instance_host.alive("C.123")
+    t.close()
+    try:
+        t.run("true")
+        raise AssertionError("the instance is gone; SSH must fail")
+    except ConnectionLost:
+        pass
+    fake_instance_host.on_destroy("C.123")  # idempotent
+
+
+def test_instances_are_separate(fake_instance_host, tmp_path):
+    pub = write_job_keypair(tmp_path / "job", "j1")
+    a = fake_instance_host.on_create("A", (), pub)
+    b = fake_instance_host.on_create("B", {}, pub)
+    assert a[1] != b[1]
+    key = private_key_path(tmp_path / "job")
+    ta, tb = _transport(*a, key, tmp_path, "ka"), _transport(*b, key, tmp_path, "kb")
+    pid_b = tb.start_detached("exec sleep 300", cwd=str(fake_instance_host.workdir("B")), log_path="/dev/null")
+    fake_instance_host.on_destroy("A")
+    assert Path(f"/proc/{pid_b}").exists(), "destroying A leaves B's processes alone"
+    assert tb.run("echo b").stdout == "b\n"
+    ta.close()
+    tb.close()
+
+
+def test_drop_connections_keeps_the_host_up(fake_instance_host, tmp_path):
+    pub = write_job_keypair(tmp_path / "job", "j1")
+    host, port = fake_instance_host.on_create("D", (), pub)
+    t = _transport(host, port, private_key_path(tmp_path / "job"), tmp_path)
+    t.run("true")
+    assert fake_instance_host.drop_connections("D") > 0
+    assert t.run("echo again").stdout == "again\n"
+    t.close()
