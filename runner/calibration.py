@@ -479,6 +479,36 @@ def record_measurement(estimate: "Estimate", inputs: "EstimateInputs", measured:
     return record
 
 
+def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = None,
+               clock=time.time) -> Measurement | None:
+    """`record_measurement` from the pipeline's own bookkeeping: `run.job` (ValidatedJob), `run.timings`
+    (boot, upload, upload_bytes, training, seconds_per_step, download — seconds) and the rented `offer`.
+
+    The prediction stored beside the measurement is recomputed from the calibration as it stood before this
+    record, i.e. the numbers `estimate` showed for this offer. Returns None when there is nothing to record.
+    """
+    from .estimate import estimate_offer, inputs_from_job
+
+    t: dict[str, float] = dict(run.timings)
+    if not t:
+        return None
+    cal = load_calibration(home)
+    inputs = inputs_from_job(run.job.spec, run.job.scan, cal)
+    predicted = estimate_offer(inputs, offer, cal)
+    sps = t.get("seconds_per_step")
+    measured_phases = [t[k] for k in ("boot", "upload", "training", "download") if k in t]
+    measured = Measured(
+        boot_s=t.get("boot"), upload_s=t.get("upload"),
+        upload_bytes=int(t["upload_bytes"]) if "upload_bytes" in t else None,
+        # The monitor measures seconds per step directly (slope of the second half); stored as steps × s/step.
+        train_s=sps * inputs.steps if sps else None, steps_done=inputs.steps if sps else None,
+        download_s=t.get("download"),
+        total_s=sum(measured_phases) if len(measured_phases) == 4 else None,
+        cost=(sum(measured_phases) * offer.price_per_hour / 3600) if len(measured_phases) == 4 else None,
+    )
+    return record_measurement(predicted, inputs, measured, job_id=str(run.state.job_id), home=home, clock=clock)
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------
 def _same_setting(r: StepRow, gpu: str, family: str, resolution: tuple[int, int], batch: int,
                   options: StepOptions) -> bool:

@@ -52,6 +52,7 @@ class EstimateInputs:
     gpu_count: int = 1
     min_cuda: float = MIN_CUDA
     disk_gb: float = 40.0
+    model_ref: str = ""  # the base model as the job names it: jobs of a batch with the same one download it once
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Estimate:
     storage_cost: float  # billed on top where the provider does so
     vram_needed_gb: float
     excluded: str | None = None  # why this offer cannot or may not run the job; None = it fits
+    per_job_costs: tuple[float, ...] = ()  # for a batch on one rental: each job's share of total_cost
 
     @property
     def total_seconds(self) -> float:
@@ -126,7 +128,7 @@ class Estimate:
             "step_kind": self.step_kind, "boot_source": self.boot_source,
             "compute_cost": round(self.compute_cost, 4), "storage_cost": round(self.storage_cost, 4),
             "total_cost": round(self.total_cost, 4), "vram_needed_gb": self.vram_needed_gb,
-            "fits": self.fits, "excluded": self.excluded,
+            "fits": self.fits, "excluded": self.excluded, "per_job_costs": list(self.per_job_costs),
         }
 
 
@@ -158,7 +160,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
         output_bytes=output_bytes,
         vram_needed_gb=estimate_vram_gb(family, tuple(spec.dataset.resolution), t.batch_size, t.network_dim,
                                         t.gradient_checkpointing, t.trains_text_encoder, t.mixed_precision),
-        gpu_count=spec.resources.gpu_count, disk_gb=spec.resources.disk_gb,
+        gpu_count=spec.resources.gpu_count, disk_gb=spec.resources.disk_gb, model_ref=spec.model.base,
     )
 
 
@@ -235,14 +237,54 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
                                            + cal.sampling.per_image_s)
     phases = Phases(boot=boot, image_pull=image_pull, model_download=model_download, upload=upload,
                     prepare=prepare, train=train_s, sampling=sampling, download=download)
-    hours = phases.total / 3600
-    compute_cost = offer.price_per_hour * hours
-    storage_cost = offer.storage_price_gb_month * inputs.disk_gb * hours / HOURS_PER_MONTH
+    compute_cost, storage_cost = _costs(offer, phases.total, inputs.disk_gb)
     estimate = Estimate(offer=offer, phases=phases, seconds_per_step=step.seconds, step_source=step.source,
                         step_kind=step.kind, boot_source=boot_source, compute_cost=compute_cost,
-                        storage_cost=storage_cost, vram_needed_gb=inputs.vram_needed_gb)
+                        storage_cost=storage_cost, vram_needed_gb=inputs.vram_needed_gb,
+                        per_job_costs=(compute_cost + storage_cost,))
     reasons = exclusion_reasons(inputs, estimate, cal.transfer.slow_network_mbps, provider.pulls_image, resources)
     return dataclasses.replace(estimate, excluded="; ".join(reasons) or None)
+
+
+def _costs(offer: Offer, seconds: float, disk_gb: float) -> tuple[float, float]:
+    hours = seconds / 3600
+    return offer.price_per_hour * hours, offer.storage_price_gb_month * disk_gb * hours / HOURS_PER_MONTH
+
+
+def estimate_batch_offer(inputs_list: list[EstimateInputs], offer: Offer, calibration: Calibration,
+                         resources: Resources | None = None) -> Estimate:
+    """Several jobs one after another on one rental (`submit a.yaml b.yaml`): the machine boots and pulls the
+    image once, a base model shared by jobs is downloaded once; everything else adds up. `per_job_costs` splits
+    the total, the shared start-up charged to the first job. `max_cost` applies to the batch's total."""
+    if len(inputs_list) == 1:
+        return estimate_offer(inputs_list[0], offer, calibration, resources)
+    no_cap = dataclasses.replace(resources, max_cost=None) if resources else None
+    singles = [estimate_offer(i, offer, calibration, no_cap) for i in inputs_list]
+    seen_models: set[str] = set()
+    job_phases: list[Phases] = []
+    for n, (inputs, e) in enumerate(zip(inputs_list, singles)):
+        shared_model = inputs.model_ref in seen_models
+        seen_models.add(inputs.model_ref)
+        job_phases.append(dataclasses.replace(
+            e.phases, boot=e.phases.boot if n == 0 else 0.0, image_pull=e.phases.image_pull if n == 0 else 0.0,
+            model_download=0.0 if shared_model else e.phases.model_download))
+    phases = Phases(**{f.name: sum(getattr(p, f.name) for p in job_phases) for f in dataclasses.fields(Phases)})
+    disk = max(i.disk_gb for i in inputs_list)
+    per_job = tuple(sum(_costs(offer, p.total, disk)) for p in job_phases)
+    compute_cost, storage_cost = _costs(offer, phases.total, disk)
+    steps = sum(i.steps for i in inputs_list)
+    reasons = [f"job {n + 1}: {e.excluded}" for n, e in enumerate(singles) if e.excluded]
+    if resources and resources.max_cost is not None and compute_cost + storage_cost > resources.max_cost:
+        reasons.append(f"predicted ${compute_cost + storage_cost:.2f} is over max_cost ${resources.max_cost:.2f}")
+    first = singles[0]
+    return Estimate(
+        offer=offer, phases=phases, seconds_per_step=phases.train / max(steps, 1),
+        step_source="; ".join(dict.fromkeys(e.step_source for e in singles)),
+        step_kind=first.step_kind if all(e.step_kind == first.step_kind for e in singles) else "mixed",
+        boot_source=first.boot_source, compute_cost=compute_cost, storage_cost=storage_cost,
+        vram_needed_gb=max(i.vram_needed_gb for i in inputs_list), excluded="; ".join(reasons) or None,
+        per_job_costs=per_job,
+    )
 
 
 def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_mbps: float, pulls_image: bool,
@@ -284,7 +326,16 @@ def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_m
 def rank(inputs: EstimateInputs, offers: list[Offer], calibration: Calibration,
          resources: Resources | None = None) -> list[Estimate]:
     """All offers, estimated: those that fit first, cheapest total first (then fastest), then the excluded."""
-    estimates = [estimate_offer(inputs, o, calibration, resources) for o in offers]
+    return _sorted([estimate_offer(inputs, o, calibration, resources) for o in offers])
+
+
+def rank_batch(inputs_list: list[EstimateInputs], offers: list[Offer], calibration: Calibration,
+               resources: Resources | None = None) -> list[Estimate]:
+    """`rank` for several jobs sharing one rental (see `estimate_batch_offer`)."""
+    return _sorted([estimate_batch_offer(inputs_list, o, calibration, resources) for o in offers])
+
+
+def _sorted(estimates: list[Estimate]) -> list[Estimate]:
     return sorted(estimates, key=lambda e: (not e.fits, round(e.total_cost, 6), e.total_seconds, e.offer.id))
 
 

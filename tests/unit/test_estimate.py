@@ -240,3 +240,46 @@ def test_corrupt_measurement_line_is_skipped(home, cal):
 ])
 def test_gpu_names_are_canonical(name, key):
     assert gpu_key(name) == key
+
+
+def test_record_job_from_pipeline_timings(tmp_path, home, cal):
+    from types import SimpleNamespace
+
+    from lorarun.runner.calibration import record_job
+
+    spec, scan = reference_job(tmp_path)
+    job = SimpleNamespace(spec=spec, scan=scan)
+    timings = {"boot": 300.0, "upload": 12.0, "upload_bytes": 9e6, "training": 1400.0, "seconds_per_step": 0.45,
+               "download": 20.0}
+    run = SimpleNamespace(job=job, timings=timings, state=SimpleNamespace(job_id="ref-1"))
+    rec = record_job(run=run, offer=offer(), provider="vastai", home=home)
+    assert rec.measured.seconds_per_step == pytest.approx(0.45)
+    assert rec.measured.total_s == pytest.approx(1732.0)
+    assert rec.predicted_total_s and rec.predicted_seconds_per_step
+    again = estimate_offer(inputs_from_job(spec, scan, cal), offer(), load_calibration(home))
+    assert again.step_kind == "measured" and again.seconds_per_step == pytest.approx(0.45)
+    assert record_job(run=SimpleNamespace(job=job, timings={}, state=run.state), offer=offer(), home=home) is None
+
+
+def test_batch_on_one_rental_boots_once(tmp_path, cal):
+    from lorarun.runner.estimate import estimate_batch_offer, rank_batch
+
+    spec, scan = reference_job(tmp_path)
+    inputs = inputs_from_job(spec, scan, cal)
+    single = estimate_offer(inputs, offer(), cal)
+    batch = estimate_batch_offer([inputs, inputs], offer(), cal)
+    assert batch.fits
+    assert batch.phases.boot == pytest.approx(single.phases.boot)  # once, not twice
+    assert batch.phases.model_download == pytest.approx(single.phases.model_download)  # same base model
+    assert batch.phases.train == pytest.approx(2 * single.phases.train)
+    assert single.total_cost < batch.total_cost < 2 * single.total_cost
+    assert sum(batch.per_job_costs) == pytest.approx(batch.total_cost)
+    assert batch.per_job_costs[0] > batch.per_job_costs[1]  # the first job carries the start-up
+    # max_cost applies to the batch total; a job's own exclusion names the job.
+    capped = Resources(max_cost=(single.total_cost + batch.total_cost) / 2)
+    assert estimate_offer(inputs, offer(), cal, capped).fits
+    assert "over max_cost" in estimate_batch_offer([inputs, inputs], offer(), cal, capped).excluded
+    big = dataclasses.replace(inputs, vram_needed_gb=40.0)
+    assert "job 2: too little VRAM" in estimate_batch_offer([inputs, big], offer(), cal).excluded
+    ranked = rank_batch([inputs, inputs], [offer(id="a", price_per_hour=0.5), offer(id="b")], cal)
+    assert [e.offer.id for e in ranked] == ["b", "a"]
