@@ -4,10 +4,12 @@ The controller starts it detached (it must survive SSH drops and the laptop goin
 folder, which holds `agent.json` (an `AgentConfig`). From then on the agent, not the laptop, is what guarantees
 that nothing bills forever:
 
-    starting → training ─┬─ engine exits ──────────────→ finished | failed ─┐
-                         ├─ lease passes → SIGTERM ────→ lease_expired ─────┼→ grace ─┬─ `collected` → exit
-                         └─ SIGTERM to the agent → forward → stopped → exit │         └─ no heartbeat → self_destroying
-                                                                             (the engine saved its last checkpoint)
+    starting → training ─┬─ engine exits ───────────────→ finished | failed | stopped ─┐
+                         ├─ lease passes → SIGTERM ─────→ lease_expired ──────────────┼→ grace ─┬─ `collected` → exit
+                         └─ SIGTERM to the agent → forwarded → stopped → exit         │         └─ no heartbeat →
+                                                      (the engine saves its last checkpoint)       self_destroying
+
+(`stopped` without a request to the agent: someone else signalled the engine, e.g. a container shutdown.)
 
 Files in the job folder: `agent.pid` (the agent leads its process group, so `kill -- -<pid>` ends the whole tree),
 `status.json` (rewritten atomically on every change and every `status_every` seconds), `engine.log` (the engine's
@@ -57,6 +59,7 @@ FINISHED, FAILED, STOPPED, LEASE_EXPIRED = "finished", "failed", "stopped", "lea
 DESTROY_ATTEMPTS = 5
 DESTROY_FIRST_DELAY = 2.0
 DESTROY_TIMEOUT = 30.0
+ALREADY_RUNNING = 3  # main()'s exit code when another agent holds the job folder
 HEARTBEAT_SKEW = 60.0  # seconds a heartbeat's mtime may be ahead of the agent's clock (NFS, coarse timestamps)
 
 
@@ -143,11 +146,15 @@ class SystemClock:
 
 
 # -- small file helpers --------------------------------------------------------------------------------------------
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary name and rename, so a reader (the controller over SFTP) never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, sort_keys=True) + "\n")
 
 
 def append_event(events_path: Path, event: str, now: float, **fields: Any) -> None:
@@ -159,6 +166,24 @@ def append_event(events_path: Path, event: str, now: float, **fields: Any) -> No
         os.write(fd, line.encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def last_engine_outcome(events_path: Path, tail_bytes: int = 65536) -> str | None:
+    """The engine's last finished/failed/stopped event in the end of events.jsonl, if any."""
+    try:
+        with open(events_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            event = json.loads(line).get("event")
+        except (ValueError, AttributeError):
+            continue  # the first line of the tail may be cut in half
+        if event in (FINISHED, FAILED, STOPPED):
+            return event
+    return None
 
 
 def read_proc_environ(path: Path) -> dict[str, str]:
@@ -246,7 +271,7 @@ def destroy_outcome(result: HttpResult) -> str:
     return "give_up"  # 400/401/403: the request or the key is wrong; asking again changes nothing
 
 
-# -- the agent ----------------------------------------------------------------------------------------------------------
+# -- the agent ---------------------------------------------------------------------------------------------------------
 @dataclass
 class _State:
     phase: str = STARTING
@@ -306,7 +331,7 @@ class Agent:
                 log.exception("agent failed while the engine runs: stopping the engine")
                 self._stop_engine("agent error")
             raise
-        if outcome == STOPPED:  # only a stop request ends here: the controller owns what happens next
+        if self._stop_requested and outcome == STOPPED:  # the controller asked, and owns what happens next
             self._set(phase=STOPPED, message="stopped on request; agent exited")
             return 0
         return self._grace_then_leave(outcome)
@@ -315,7 +340,7 @@ class Agent:
     def _prepare(self) -> None:
         self.job_dir.mkdir(parents=True, exist_ok=True)
         Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
-        (self.job_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        write_text_atomic(self.job_dir / PID_FILE, f"{os.getpid()}\n")
         # A `collected` marker from an earlier run of this job would make us leave before anyone pulled anything.
         (self.job_dir / COLLECTED_FILE).unlink(missing_ok=True)
         self._set(phase=STARTING, message="agent started")
@@ -343,7 +368,7 @@ class Agent:
         while True:
             code = self._engine.poll()
             if code is not None:
-                return self._engine_exited(code, FINISHED if code == 0 else FAILED)
+                return self._engine_exited(code, self._classify_exit(code))
             if self._stop_requested:
                 return self._engine_exited(self._stop_engine("agent asked to stop"), STOPPED)
             if self.clock.now() >= self.config.lease_deadline:
@@ -369,6 +394,13 @@ class Agent:
             self._refresh()
             self.clock.sleep(min(self.tick, 0.2))
         return code
+
+    def _classify_exit(self, code: int) -> str:
+        """finished or failed by exit code, except that an engine stopped by someone else (a container shutdown
+        signals every process) says so in its last event; it still gets the grace window."""
+        if code != 0:
+            return FAILED
+        return STOPPED if last_engine_outcome(self.events_path) == STOPPED else FINISHED
 
     def _engine_exited(self, code: int, outcome: str) -> str:
         log.info("engine exited with %d: %s", code, outcome)
@@ -471,7 +503,7 @@ class Agent:
         self._set(phase=SELF_DESTROYING, message=f"self-destruct failed: {why}")
         return 1
 
-    # -- bookkeeping ----------------------------------------------------------------------------------------------------
+    # -- bookkeeping ---------------------------------------------------------------------------------------------------
     def _set(self, **changes: Any) -> None:
         for name, value in changes.items():
             setattr(self._state, name, value)
@@ -514,7 +546,7 @@ def _fmt_ts(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-# -- process entry point ------------------------------------------------------------------------------------------------
+# -- process entry point -----------------------------------------------------------------------------------------------
 def become_group_leader() -> None:
     """Lead a process group so that `kill -- -<agent pid>` reaches the engine and its workers too.
 
@@ -527,6 +559,18 @@ def become_group_leader() -> None:
             log.warning("could not become a process-group leader: %s", exc)
 
 
+def running_agent_pid(job_dir: Path, proc: Path = Path("/proc")) -> int | None:
+    """The pid in `agent.pid` if that process is alive and is an agent (pids get reused), else None."""
+    try:
+        pid = int((job_dir / PID_FILE).read_text().strip())
+        cmdline = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    return pid if b"lorarun.image.agent" in cmdline or b"lorarun-agent" in cmdline else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lorarun-agent", description=__doc__.splitlines()[0])
     parser.add_argument("--job-dir", type=Path, default=Path.cwd(), help="the job's remote folder (holds agent.json)")
@@ -534,6 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s agent %(levelname)s %(message)s")
     job_dir = args.job_dir.resolve()
     config = AgentConfig.load(job_dir / CONFIG_FILE)
+    if (other := running_agent_pid(job_dir)) is not None:
+        # Two agents would run two engines into one output folder; the controller reattaches to the first.
+        log.error("an agent (pid %d) already runs for job %s; not starting another", other, config.job_id)
+        return ALREADY_RUNNING
     become_group_leader()
     agent = Agent(job_dir, config)
     for sig in (signal.SIGTERM, signal.SIGINT):

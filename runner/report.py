@@ -20,7 +20,7 @@ OUTPUT_EVENTS = ("checkpoint", "sample", "grid")
 MAX_CURVE_POINTS = 400  # enough for a 640-px-wide plot; keeps the HTML small for 10k-step runs
 
 
-# -- facts ----------------------------------------------------------------------------------------------------------------
+# -- facts -------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LossPoint:
     step: int
@@ -130,7 +130,7 @@ def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, A
     }
 
 
-# -- formatting -----------------------------------------------------------------------------------------------------------
+# -- formatting --------------------------------------------------------------------------------------------------------
 def fmt_duration(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
     if seconds < 60:
@@ -249,7 +249,8 @@ def loss_svg(points: Sequence[LossPoint], width: int = 640, height: int = 240) -
 
 
 _CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:left}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:left}
 th{font-weight:600}code{font-size:13px}.bad{color:#b91c1c;font-weight:600}.muted{color:#777}
 svg text{font:11px system-ui,sans-serif;fill:#555}img{max-width:100%}"""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def assert_no_secret(tmp_path: Path, caplog) -> None:
     assert KEY not in caplog.text
 
 
-# -- normal finish ------------------------------------------------------------------------------------------------------
+# -- normal finish -----------------------------------------------------------------------------------------------------
 def test_engine_finishes_controller_collects_agent_exits(tmp_path, http_server):
     config = make_config(tmp_path, "finish", self_destruct=vast_like(http_server.url))
     clock = FakeClock()
@@ -101,7 +102,7 @@ def test_failed_engine_without_self_destruct_exits_after_grace(tmp_path, http_se
     assert "fake engine: failing" in (tmp_path / "job" / "engine.log").read_text()
 
 
-# -- lease --------------------------------------------------------------------------------------------------------------
+# -- lease -------------------------------------------------------------------------------------------------------------
 def test_lease_expiry_stops_engine_then_self_destroys_after_grace(tmp_path, http_server, caplog):
     caplog.set_level(logging.DEBUG)
     env_report = tmp_path / "engine_env.json"
@@ -157,7 +158,7 @@ def test_engine_ignoring_sigterm_is_killed_after_stop_timeout(tmp_path):
     assert exited["t"] >= T0 + 10 + 30
 
 
-# -- heartbeat ----------------------------------------------------------------------------------------------------------
+# -- heartbeat ---------------------------------------------------------------------------------------------------------
 def test_heartbeat_extends_grace_but_not_lease(tmp_path, http_server):
     config = make_config(tmp_path, "hang", lease_deadline=T0 + 100, grace_seconds=50,
                          self_destruct=vast_like(http_server.url))
@@ -230,7 +231,7 @@ def test_environment_wins_over_proc_environ(tmp_path):
     assert agent_mod.lookup_env("Z", {}, path) is None
 
 
-# -- self-destruct retries ----------------------------------------------------------------------------------------------
+# -- self-destruct retries ---------------------------------------------------------------------------------------------
 def test_self_destruct_retries_rate_limits_and_server_errors_with_backoff(tmp_path, http_server):
     http_server.statuses = [429, 503]
     config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=vast_like(http_server.url))
@@ -399,7 +400,7 @@ def test_self_destruct_against_fake_runpod_with_the_pod_scoped_key(tmp_path):
         assert [r.token() for r in fake.requests_to("DELETE", "/v2/pods/")] == [pod_key]
 
 
-# -- stop requests ------------------------------------------------------------------------------------------------------
+# -- stop requests -----------------------------------------------------------------------------------------------------
 def test_stop_request_is_forwarded_to_the_engine_and_skips_grace(tmp_path, http_server):
     config = make_config(tmp_path, "hang", self_destruct=vast_like(http_server.url))
     clock = FakeClock()
@@ -424,6 +425,38 @@ def test_stop_request_is_forwarded_to_the_engine_and_skips_grace(tmp_path, http_
     assert http_server.requests == []  # a clean stop never destroys: the controller owns teardown
 
 
+def test_engine_stopped_by_someone_else_is_stopped_but_still_waits_for_collection(tmp_path):
+    config = make_config(tmp_path, "hang")
+    clock = FakeClock()
+    job_dir = tmp_path / "job"
+    phases = []
+
+    def outsider(c: FakeClock) -> None:  # e.g. `docker stop` signalling every process in the container, once
+        st = status(job_dir)
+        phases.append(st["phase"])
+        if "signalled" not in phases and "started" in names(read_events(config.output_dir)):
+            phases.append("signalled")
+            os.kill(st["engine_pid"], signal.SIGTERM)
+        if st["phase"] == "grace":
+            (job_dir / "collected").write_text("")
+
+    clock.on_sleep = outsider
+
+    assert make_agent(tmp_path, config, clock).run() == 0
+
+    st = status(job_dir)
+    assert (st["phase"], st["outcome"], st["engine_exit_code"]) == ("stopped", "stopped", 0)
+    assert "grace" in phases  # not a stop request to the agent: the outputs still wait for the controller
+
+
+def test_last_engine_outcome_reads_the_tail_of_events(tmp_path):
+    path = tmp_path / "events.jsonl"
+    assert agent_mod.last_engine_outcome(path) is None
+    lines = [{"event": "started"}, {"event": "stopped"}, {"event": "engine_exited"}]
+    path.write_text("x" * 100 + "\n" + "".join(json.dumps(e) + "\n" for e in lines) + '{"event": "fini')
+    assert agent_mod.last_engine_outcome(path, tail_bytes=90) == "stopped"
+
+
 def test_status_is_refreshed_while_training(tmp_path):
     config = make_config(tmp_path, "hang", lease_deadline=T0 + 60, grace_seconds=0)
     clock = FakeClock()
@@ -437,7 +470,7 @@ def test_status_is_refreshed_while_training(tmp_path):
     assert len(during_training) >= 4  # rewritten about every 10 s, not only on phase changes
 
 
-# -- config -------------------------------------------------------------------------------------------------------------
+# -- config ------------------------------------------------------------------------------------------------------------
 def test_agent_config_round_trips_through_json(tmp_path):
     config = make_config(tmp_path, "finish", self_destruct=vast_like("https://console.vast.ai"))
     again = AgentConfig.from_json(config.to_json())
@@ -465,7 +498,7 @@ def test_agent_config_names_missing_fields():
         AgentConfig.from_dict({"job_id": "j", "engine_command": ["x"]})
 
 
-# -- process tree ---------------------------------------------------------------------------------------------------------
+# -- process tree ------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_process_tree_finds_grandchildren():
     code = "import subprocess,sys,time; p=subprocess.Popen(['sleep','30']); print(p.pid, flush=True); time.sleep(30)"

@@ -93,3 +93,28 @@ def test_sigterm_to_agent_is_forwarded_to_engine(tmp_path):
     status = json.loads((job_dir / "status.json").read_text())
     assert (status["phase"], status["engine_exit_code"]) == ("stopped", 0)
     assert (Path(config.output_dir) / "last.safetensors").exists()
+
+
+def test_a_second_agent_for_the_same_job_refuses_to_start(tmp_path):
+    proc, job_dir, config = start_agent(tmp_path, "hang")
+    try:
+        wait_for("the first agent", lambda: phase(job_dir) == "training")
+        second = subprocess.run([sys.executable, "-m", "lorarun.image.agent", "--job-dir", str(job_dir)],
+                                capture_output=True, text=True, timeout=WAIT)
+        assert second.returncode == 3
+        assert f"an agent (pid {proc.pid}) already runs" in second.stderr
+        assert (job_dir / "agent.pid").read_text().strip() == str(proc.pid)  # the first one's files untouched
+        assert names(read_events(config.output_dir)).count("started") == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_stale_pid_file_does_not_block_a_new_agent(tmp_path):
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "agent.pid").write_text(f"{os.getpid()}\n")  # alive, but pytest, not an agent
+    from lorarun.image.agent import running_agent_pid
+    assert running_agent_pid(job_dir) is None
+    (job_dir / "agent.pid").write_text("garbage")
+    assert running_agent_pid(job_dir) is None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from lorarun.runner.report import downsample, fmt_duration, loss_points, write_report
 
