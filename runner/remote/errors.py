@@ -6,6 +6,24 @@ address), a `RemoteCommandError` carries the exit code and the end of stderr so 
 """
 from __future__ import annotations
 
+import re
+
+# Values that must not reach a log or an error message even when a command carries them.
+_SECRET_ASSIGNMENT = re.compile(r"\b([A-Za-z_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Za-z_]*)=(\S+)", re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`X_API_KEY=abc` -> `X_API_KEY=***`, `Bearer abc` -> `Bearer ***`."""
+    return _BEARER.sub(r"\1***", _SECRET_ASSIGNMENT.sub(r"\1=***", text))
+
+
+def command_summary(command: str, limit: int = 120) -> str:
+    """The first line of a command, redacted and shortened, to name it in messages."""
+    lines = command.strip().splitlines()
+    first = redact(lines[0] if lines else command)
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
 
 class RemoteError(Exception):
     """Anything that went wrong on or on the way to the remote machine."""
@@ -20,11 +38,8 @@ class RemoteCommandError(RemoteError):
         self.stderr_tail = stderr_tail
         self.stdout = stdout
         # The command can be long (scripts); its first line is enough to recognise it.
-        first_line = command.strip().splitlines()[0] if command.strip() else command
-        if len(first_line) > 120:
-            first_line = first_line[:117] + "..."
-        detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
-        super().__init__(f"remote command exited {exit_code} ({first_line}){detail}")
+        detail = f": {redact(stderr_tail.strip())}" if stderr_tail.strip() else ""
+        super().__init__(f"remote command exited {exit_code} ({command_summary(command)}){detail}")
 
 
 class RemoteTimeout(RemoteError):
@@ -33,8 +48,7 @@ class RemoteTimeout(RemoteError):
     def __init__(self, command: str, timeout: float):
         self.command = command
         self.timeout = timeout
-        first_line = command.strip().splitlines()[0] if command.strip() else command
-        super().__init__(f"remote command timed out after {timeout:g}s ({first_line[:120]})")
+        super().__init__(f"remote command timed out after {timeout:g}s ({command_summary(command)})")
 
 
 class HostKeyChanged(RemoteError):

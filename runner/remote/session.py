@@ -40,6 +40,7 @@ from .errors import (
     RemoteCommandError,
     RemoteError,
     RemoteTimeout,
+    command_summary,
 )
 from .hostkeys import algorithms_for, check_or_pin, pinned_keys
 from .sftp_io import (
@@ -258,7 +259,7 @@ class SSHTransport:
     ) -> CommandResult:
         """Run `command` in the login shell. A dropped link re-runs it when `idempotent` (the default: lorarun's
         commands are reads, mkdir -p, kills); pass `idempotent=False` for a command that must not run twice."""
-        what = f"run {command.splitlines()[0][:60] if command else ''!r}"
+        what = f"run {command_summary(command, 60)!r}"
         if not idempotent:
             self.connect()  # reconnecting before the command was sent is always safe
         result = self._with_retry(what, lambda: self._exec(command, timeout, input), retry=idempotent)

@@ -216,12 +216,12 @@ class Counters:
             progress(0, total)
 
     def add(self, n: int) -> None:
+        # Called from several upload threads: the callback runs under the lock so that it sees `done` grow.
         with self.lock:
             self.bytes += n
             self.done += n
-            done, total = self.done, self.total
-        if self.progress:
-            self.progress(done, total)
+            if self.progress:
+                self.progress(self.done, self.total)
 
 
 def upload_file(

@@ -107,3 +107,10 @@ def test_detached_paths_may_start_with_the_workdir_expression(ssh_transport, ssh
     log = sshd_server.workdir / "job 2" / "logs" / "out.log"
     assert _wait_for(lambda: log.exists() and log.read_text() == "hi\n")
     assert pid > 1
+
+
+def test_secrets_in_a_failing_command_stay_out_of_the_message(ssh_transport):
+    with pytest.raises(RemoteCommandError) as info:
+        ssh_transport.run("CONTAINER_API_KEY=s3cr3t sh -c 'echo Bearer s3cr3t >&2; exit 1'")
+    assert "s3cr3t" not in str(info.value)
+    assert info.value.exit_code == 1
