@@ -9,6 +9,7 @@ torch.compile can wrap it later.
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 import sys
@@ -68,6 +69,10 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if not cuda and cfg.model.base.startswith("builtin:") and "OMP_NUM_THREADS" not in os.environ:
+        # The tiny models' ops are microseconds long: extra threads only add sync overhead, and on a busy machine
+        # OpenMP spin-waiting makes a step 10-30x slower (measured). One thread is the fast choice here.
+        torch.set_num_threads(1)
     mixed, mp_warning = _mixed_precision(cfg.training.mixed_precision, cuda)
     ddp = DistributedDataParallelKwargs(find_unused_parameters=cfg.training.trains_text_encoder)
     accel = Accelerator(mixed_precision=mixed, cpu=not cuda, kwargs_handlers=[ddp])

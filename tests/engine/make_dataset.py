@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 70, 220), "green": (40, 180, 60), "yellow": (230, 210, 40)}
-SIZES = [(64, 64), (96, 64), (64, 96), (128, 64), (80, 80), (64, 128)]
+SIZES = [(64, 64), (128, 40), (40, 128), (96, 64), (80, 80), (64, 128)]  # buckets 64x64, 96x32, 32x96 at 64² step 32
 
 
 def draw(size: tuple[int, int], colour: str, shape: str) -> Image.Image:
