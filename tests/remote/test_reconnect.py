@@ -39,7 +39,7 @@ def test_server_back_during_backoff(ssh_params, sshd_server):
 
 
 def test_upload_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
-    data = os.urandom(24_000_000)
+    data = os.urandom(12_000_000)
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "big.bin").write_bytes(data)
     (tmp_path / "ds" / "small.txt").write_bytes(b"caption")
@@ -47,7 +47,7 @@ def test_upload_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
 
     def progress(done, total):
         totals.append(total)
-        if not dropped and done >= 8_000_000:
+        if not dropped and done >= 4_000_000:
             dropped.append(sshd_server.drop_connections())
 
     report = ssh_transport.put_tree(tmp_path / "ds", str(sshd_server.workdir / "ds"), progress=progress)
@@ -61,7 +61,7 @@ def test_upload_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
 
 
 def test_download_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
-    data = os.urandom(24_000_000)
+    data = os.urandom(12_000_000)
     (sshd_server.workdir / "lora.safetensors").write_bytes(data)
     firsts, dropped = [], []
     state = {"new_attempt": True}
@@ -70,7 +70,7 @@ def test_download_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
         if state["new_attempt"]:
             firsts.append(done)
             state["new_attempt"] = False
-        if not dropped and done >= 8_000_000:
+        if not dropped and done >= 4_000_000:
             dropped.append(sshd_server.drop_connections())
             state["new_attempt"] = True
 
@@ -78,7 +78,7 @@ def test_download_dropped_midway_resumes(ssh_transport, sshd_server, tmp_path):
     ssh_transport.get_file(str(sshd_server.workdir / "lora.safetensors"), dest, progress=progress)
     assert dest.read_bytes() == data
     assert ssh_transport.reconnects >= 1
-    assert firsts[0] == 0 and firsts[-1] >= 8_000_000, firsts
+    assert firsts[0] == 0 and firsts[-1] >= 4_000_000, firsts
 
 
 def test_non_idempotent_command_is_not_rerun_after_a_drop(ssh_transport, sshd_server):

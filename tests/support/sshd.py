@@ -145,7 +145,8 @@ class SshdServer:
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 15.0) -> SshdInfo:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation dir, needed when root
+        if os.geteuid() == 0:  # sshd started by root wants its privilege separation dir
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
         deadline = time.monotonic() + timeout
         self._log_fh = open(self.log, "ab")
