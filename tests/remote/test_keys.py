@@ -11,7 +11,7 @@ import pytest
 from lorarun.runner.remote.keys import private_key_path, public_key_path, write_job_keypair
 from lorarun.runner.remote.session import SSHTransport
 
-from tests.support.fixtures import make_ssh_params
+from support.fixtures import make_ssh_params
 
 
 def test_writes_an_ed25519_pair_with_the_job_comment(tmp_path):

@@ -18,8 +18,8 @@ from lorarun.runner.remote.keys import private_key_path, write_job_keypair
 from lorarun.runner.remote.session import SSHTransport
 from lorarun.runner.spec import Resources
 
-from tests.support.fixtures import make_ssh_params
-from tests.support.sshd import SshdServer, sshd_available
+from support.fixtures import make_ssh_params
+from support.sshd import SshdServer, sshd_available
 
 
 def _provider(server: SshdServer, tmp_path: Path, sleeps: list[float] | None = None, **kw) -> SSHProvider:
