@@ -122,6 +122,7 @@ class Measured:
     upload_s: float | None = None
     upload_bytes: int | None = None
     train_s: float | None = None  # the engine's training loop only
+    training_wall_s: float | None = None  # the whole engine run: load + caching + training loop + sampling
     steps_done: int | None = None
     sampling_s: float | None = None
     download_s: float | None = None
@@ -301,6 +302,24 @@ class Calibration:
                 return statistics.median(learned), f"measured ({what}, {len(pool)} job(s))"
         p = self.provider(provider)
         return p.boot_s, p.source
+
+    def prepare_seconds(self, family: str, gpu_name: str) -> tuple[float, str] | None:
+        """Seconds the engine spends outside its step loop and sampling (start, model load, caching).
+
+        Learned as a measured job's engine wall time minus its steps and its predicted sampling; None when no
+        job measured it (the caller then uses the shipped load time plus caching per image)."""
+        gpu = gpu_key(gpu_name)
+        learned = []
+        for m in reversed(self.measurements):
+            if m.family != family or m.gpu != gpu or m.measured.training_wall_s is None or m.measured.train_s is None:
+                continue
+            rest = m.measured.training_wall_s - m.measured.train_s - (m.predicted("sampling") or 0.0)
+            learned.append(max(rest, 0.0))
+            if len(learned) == RECENT:
+                break
+        if learned:
+            return statistics.median(learned), f"measured ({family} on {gpu}, {len(learned)} job(s))"
+        return None
 
     def link_rate(self, provider: str, direction: str) -> float | None:
         """Measured bytes/s between this laptop and `provider` machines ("up" or "down"), if any job measured it."""
@@ -502,7 +521,7 @@ def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = 
         upload_bytes=int(t["upload_bytes"]) if "upload_bytes" in t else None,
         # The monitor measures seconds per step directly (slope of the second half); stored as steps × s/step.
         train_s=sps * inputs.steps if sps else None, steps_done=inputs.steps if sps else None,
-        download_s=t.get("download"),
+        training_wall_s=t.get("training"), download_s=t.get("download"),
         total_s=sum(measured_phases) if len(measured_phases) == 4 else None,
         cost=(sum(measured_phases) * offer.price_per_hour / 3600) if len(measured_phases) == 4 else None,
     )

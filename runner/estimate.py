@@ -227,7 +227,8 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     upload = up_bytes / _link(cal, offer, "up", local)
     download = inputs.output_bytes / _link(cal, offer, "down", local)
     fam = cal.family(inputs.family)
-    prepare = fam.load_s + fam.cache_s_per_image * inputs.num_images
+    learned = cal.prepare_seconds(inputs.family, offer.gpu_name)
+    prepare = learned[0] if learned else fam.load_s + fam.cache_s_per_image * inputs.num_images
     sampling = 0.0
     if inputs.sample_images:
         # Sampling runs the denoiser forward only, at batch 1 (two with CFG): about half a training step each.

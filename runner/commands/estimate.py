@@ -138,9 +138,14 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
         best = fitting[0]
         console.print(f"cheapest that fits: [bold]{best.offer.provider} {_gpu(best.offer)}[/] "
                       f"≈ {money(best.total_cost)} in {minutes(best.total_seconds)}; "
-                      f"{best.seconds_per_step:.2f} s/step ({best.step_kind}: {best.step_source})", highlight=False)
+                      f"{best.seconds_per_step:.2f} s/step ({_source(best)})", highlight=False)
     else:
         console.print(f"[yellow]{no_fit_message(ranked)}[/]", highlight=False)
+
+
+def _source(e: Estimate) -> str:
+    # Measured and scaled sources already say so ("measured: job …", "scaled from …").
+    return e.step_source if e.step_source.startswith(e.step_kind) else f"{e.step_kind}: {e.step_source}"
 
 
 def _gpu(o: Offer) -> str:

@@ -283,3 +283,16 @@ def test_batch_on_one_rental_boots_once(tmp_path, cal):
     assert "job 2: too little VRAM" in estimate_batch_offer([inputs, big], offer(), cal).excluded
     ranked = rank_batch([inputs, inputs], [offer(id="a", price_per_hour=0.5), offer(id="b")], cal)
     assert [e.offer.id for e in ranked] == ["b", "a"]
+
+
+def test_engine_start_up_is_learned_from_the_wall_time(tmp_path, home, cal):
+    spec, scan = reference_job(tmp_path)
+    inputs = inputs_from_job(spec, scan, cal)
+    e = estimate_offer(inputs, offer(), cal)
+    wall = 100.0 + 2500 * 0.3 + e.phases.sampling  # 100 s outside the step loop and sampling
+    record_measurement(e, inputs, Measured(train_s=2500 * 0.3, steps_done=2500, training_wall_s=wall),
+                       job_id="j", home=home)
+    learned = estimate_offer(inputs, offer(), load_calibration(home))
+    assert learned.phases.prepare == pytest.approx(100.0)
+    assert estimate_offer(inputs, offer(gpu_name="RTX 3090"), load_calibration(home)).phases.prepare == \
+        pytest.approx(e.phases.prepare)  # another GPU keeps the shipped figure
