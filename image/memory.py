@@ -170,6 +170,22 @@ def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, netwo
     return f"{head}; to fit: " + ", or ".join(ideas)
 
 
+def estimate_for_config(cfg) -> float:
+    """`estimate_vram_gb` for an `EngineConfig` (or a `JobSpec`: anything with .model, .dataset, .training)."""
+    t = cfg.training
+    return estimate_vram_gb(family_key(cfg.model.family, cfg.model.base), tuple(cfg.dataset.resolution),
+                            t.batch_size, t.network_dim, t.gradient_checkpointing, t.trains_text_encoder,
+                            t.mixed_precision)
+
+
+def suggest_for_config(cfg, available_gb: float) -> str:
+    """`suggest_fit` for an `EngineConfig` or `JobSpec`; "" when the run fits in `available_gb`."""
+    t = cfg.training
+    return suggest_fit(family_key(cfg.model.family, cfg.model.base), tuple(cfg.dataset.resolution), t.batch_size,
+                       t.network_dim, t.gradient_checkpointing, t.trains_text_encoder, available_gb,
+                       t.mixed_precision)
+
+
 def _scaled_resolution(resolution: tuple[int, int], longest: int) -> tuple[int, int]:
     w, h = resolution
     if max(w, h) <= longest:

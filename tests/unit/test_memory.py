@@ -85,3 +85,19 @@ def test_suggest_fit_lower_resolution_or_bigger_gpu():
     assert "train at" in advice and "1024x1024" not in advice.split("train at")[1]
     hopeless = suggest_fit("flux", (1024, 1024), 1, 32, True, False, available_gb=6)
     assert "rent a larger GPU" in hopeless
+
+
+def test_config_helpers_match_the_plain_functions():
+    from lorarun.image.engine_config import DatasetConfig, EngineConfig, ModelConfig, TrainingConfig
+    from lorarun.image.memory import estimate_for_config, suggest_for_config
+
+    cfg = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
+                       model=ModelConfig(family="sdxl", base="stabilityai/sdxl"),
+                       dataset=DatasetConfig(resolution=(1024, 1024)),
+                       training=TrainingConfig(batch_size=4, network_train_unet_only=True))
+    assert estimate_for_config(cfg) == estimate_vram_gb("sdxl", (1024, 1024), 4, 32, False, False)
+    assert "batch_size" in suggest_for_config(cfg, available_gb=24)
+    assert suggest_for_config(cfg, available_gb=80) == ""
+    tiny = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
+                        model=ModelConfig(family="sd15", base="builtin:tiny-sd15"))
+    assert estimate_for_config(tiny) < 1.5
