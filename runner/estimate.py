@@ -17,7 +17,7 @@ from typing import Any
 from lorarun.image.dataset_scan import DatasetScan
 from lorarun.image.engine_config import BUILTIN_PREFIX
 from lorarun.image.memory import FAMILIES as MEMORY_FAMILIES
-from lorarun.image.memory import estimate_vram_gb, family_key
+from lorarun.image.memory import estimate_vram_gb, family_key, suggest_fit
 from lorarun.provider_adapters.base import Offer
 
 from .calibration import Calibration, StepOptions, gpu_key, load_calibration
@@ -296,8 +296,11 @@ def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_m
     cpu = is_cpu_offer(o)
     # A CPU "offer" (the local provider without a GPU) trains in system memory: no VRAM limit applies.
     if not cpu and o.vram_gb < inputs.vram_needed_gb:
+        advice = suggest_fit(inputs.family, inputs.resolution, inputs.batch_size, inputs.network_dim,
+                             inputs.options.gradient_checkpointing, inputs.options.trains_text_encoder, o.vram_gb,
+                             inputs.options.mixed_precision).partition("; to fit: ")[2]
         reasons.append(f"too little VRAM for this job (needs ~{inputs.vram_needed_gb:.1f} GB, "
-                       f"{o.gpu_name} has {o.vram_gb:.1f} GB)")
+                       f"{o.gpu_name} has {o.vram_gb:.1f} GB" + (f" — to fit: {advice}" if advice else "") + ")")
     if o.cuda_version is not None and o.cuda_version < inputs.min_cuda:
         reasons.append(f"CUDA {o.cuda_version:g} too old (the image needs {inputs.min_cuda:g}+)")
     floor = max(slow_network_mbps if pulls_image else 0.0, r.min_inet_down_mbps if r else 0.0)

@@ -296,3 +296,12 @@ def test_engine_start_up_is_learned_from_the_wall_time(tmp_path, home, cal):
     assert learned.phases.prepare == pytest.approx(100.0)
     assert estimate_offer(inputs, offer(gpu_name="RTX 3090"), load_calibration(home)).phases.prepare == \
         pytest.approx(e.phases.prepare)  # another GPU keeps the shipped figure
+
+
+def test_vram_exclusion_says_what_would_fit(tmp_path, cal):
+    spec, scan = reference_job(tmp_path)
+    spec = dataclasses.replace(spec, model=ModelConfig(family="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0"),
+                               dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)))
+    e = estimate_offer(inputs_from_job(spec, scan, cal), offer(vram_gb=24.0), cal)
+    assert "too little VRAM for this job" in e.excluded
+    assert "to fit: " in e.excluded and ("gradient_checkpointing" in e.excluded or "batch_size" in e.excluded)
