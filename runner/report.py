@@ -152,7 +152,10 @@ def fmt_bytes(n: float | None) -> str:
 
 
 def fmt_money(x: Any) -> str:
-    return f"${x:.2f}" if isinstance(x, (int, float)) else "–"
+    if not isinstance(x, (int, float)):
+        return "–"
+    # A CPU demo or a short test run costs fractions of a cent: "$0.00" would hide the comparison.
+    return f"${x:.2f}" if x == 0 or abs(x) >= 0.1 else f"${x:.4f}"
 
 
 def fmt_timing(name: str, value: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from lorarun.runner.report import downsample, fmt_duration, loss_points, write_report
+from lorarun.runner.report import downsample, fmt_duration, fmt_money, loss_points, write_report
 
 
 def events(n_steps: int = 40) -> list[dict]:
@@ -106,6 +106,10 @@ def test_downsample_keeps_the_last_step_and_bucket_means():
     small = downsample(pts, limit=100)
     assert len(small) == 100 and small[-1].step == 1000
     assert all(p.loss == 0.5 for p in small)  # alternating 0/1 averages out instead of aliasing
+
+
+def test_fmt_money_keeps_fractions_of_a_cent_visible():
+    assert [fmt_money(x) for x in (None, 0, 0.0012, 0.12, 12.5)] == ["–", "$0.00", "$0.0012", "$0.12", "$12.50"]
 
 
 def test_fmt_duration():
