@@ -1,60 +1,55 @@
-"""Phase 2 for `submit`: live offers → predicted whole-job cost → the cheapest that fits → the user's yes.
-
-Nothing is rented here; a "no" (or a budget refusal) exits with code 2 before any money is spent.
-"""
+"""Phase 2 for `submit`: live offers → predicted whole-job cost (`estimate.py`) → the cheapest that fits → the
+user's yes. Nothing is rented here; a "no" or a budget refusal exits with code 2 before any money is spent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lorarun.provider_adapters.base import Offer, Provider, ResourceRequest
+from lorarun.provider_adapters.base import Provider
 
-from .console import err_console, money
+from .budget import lease_seconds
+from .calibration import load_calibration
+from .commands.estimate import offer_request, print_table
+from .console import err_console, minutes, money
 from .errors import BudgetError, UserInputError
-from .spec import Resources
+from .estimate import Estimate, inputs_from_job, rank_batch
+from .offer_choice import no_fit_message
 from .validate import ValidatedJob
 
 
 @dataclass(frozen=True)
 class OfferChoice:
-    offer: Offer
-    predicted_costs: list[float | None]
-    alternatives: tuple[Offer, ...] = ()  # next cheapest, for when the chosen one is taken before renting
+    ranked: tuple[Estimate, ...]  # fitting estimates, cheapest first: the pipeline falls back along them
+    lease_seconds: float
 
-
-def resource_request(resources: Resources, min_vram_gb: float = 0.0) -> ResourceRequest:
-    return ResourceRequest(
-        gpu_names=resources.gpus, gpu_count=resources.gpu_count,
-        min_vram_gb=max(resources.min_vram_gb, min_vram_gb), max_price_per_hour=resources.max_price_per_hour,
-        min_reliability=resources.min_reliability, min_inet_down_mbps=resources.min_inet_down_mbps,
-        disk_gb=resources.disk_gb, interruptible=resources.interruptible,
-        secure_cloud_only=resources.secure_cloud_only, regions=resources.regions,
-    )
+    @property
+    def best(self) -> Estimate:
+        return self.ranked[0]
 
 
 def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bool, interactive: bool) -> OfferChoice:
-    from .estimate_view import estimate_batch, print_estimate_table
-
     resources = jobs[0].spec.resources
-    ranked = estimate_batch(provider, jobs)
+    calibration = load_calibration()
+    inputs = [inputs_from_job(j.spec, j.scan, calibration) for j in jobs]
+    needs_most = max(inputs, key=lambda i: i.vram_needed_gb)
+    offers = provider.offers(offer_request(resources, needs_most))
+    ranked = rank_batch(inputs, offers, calibration, resources)
     fitting = [e for e in ranked if e.fits]
     if not fitting:
-        print_estimate_table(ranked, title="no offer fits this job", top=10)
-        reasons = sorted({e.excluded for e in ranked if e.excluded})
-        raise BudgetError(f"no {provider.name} offer fits the job"
-                          + (f" ({'; '.join(reasons[:3])})" if reasons else "")
-                          + "; relax resources (gpus, max_price_per_hour, max_cost) or try another provider")
+        print_table(jobs[0].spec.name, needs_most, ranked, top=10)
+        raise BudgetError(f"{provider.name}: {no_fit_message(ranked)}")
     best = fitting[0]
-    print_estimate_table(fitting, title=f"chosen offer on {provider.name}", top=1)
-    if resources.max_cost is not None and best.total_cost > resources.max_cost:
-        raise BudgetError(f"the cheapest offer is predicted at {money(best.total_cost)}, above max_cost "
-                          f"{money(resources.max_cost)}; raise max_cost or shrink the job")
+    print_table(jobs[0].spec.name if len(jobs) == 1 else f"{len(jobs)} jobs on one rental", needs_most,
+                fitting, top=3)
+    err_console.print(f"plan: [bold]{best.offer.gpu_name}[/] on {provider.name} at {money(best.offer.price_per_hour)}/h,"
+                      f" ≈ {minutes(best.total_seconds)}, ≈ [bold]{money(best.total_cost)}[/] in total"
+                      + (f" (max_cost {money(resources.max_cost)})" if resources.max_cost is not None else ""),
+                      highlight=False)
     if best.total_cost > 0 and not assume_yes:
         if not interactive:
             raise UserInputError("submit would rent a paid instance; pass --yes to confirm without a prompt")
         from rich.prompt import Confirm
 
-        if not Confirm.ask(f"Rent {best.offer.gpu_name} for about {money(best.total_cost)} in total?",
-                           default=False, console=err_console):
+        if not Confirm.ask(f"Rent it for about {money(best.total_cost)}?", default=False, console=err_console):
             raise BudgetError("not confirmed; nothing was rented")
-    return OfferChoice(offer=best.offer, predicted_costs=best.per_job_costs,
-                       alternatives=tuple(e.offer for e in fitting[1:4]))
+    lease = lease_seconds(best, max_cost=resources.max_cost, price=best.offer.price_per_hour)
+    return OfferChoice(ranked=tuple(fitting), lease_seconds=lease)

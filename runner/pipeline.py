@@ -9,8 +9,10 @@ Phases follow DESIGN.md. Invariants kept here:
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from lorarun.image.agent import AgentConfig
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
-from lorarun.provider_adapters.errors import CreateFailed, ProviderError
+from lorarun.provider_adapters.errors import ProviderError
 
 from .console import err_console, money
 from .errors import Interrupted, PipelineError
@@ -28,6 +30,9 @@ from .progress import TrainingView, transfer_bar
 from .remote.layout import RemoteLayout
 from .remote.transport import Transport
 from .state import JobState, JobStore
+from .budget import SpendTracker
+from .estimate import Estimate
+from .offer_choice import create_cheapest
 from .teardown import TeardownResult, destroy_and_confirm, report
 from .validate import ValidatedJob
 
@@ -82,16 +87,22 @@ class Pipeline:
         self.max_cost = max_cost
         self.rental = Rental(provider=provider, offer=offer)
         self.runs = runs
+        self.ranked: list[Estimate] = []
+        self.spend: SpendTracker | None = None
         self._stop_requested: str | None = None
 
     @classmethod
-    def start(cls, jobs: list[ValidatedJob], provider: Provider, offer: Offer, *, store: JobStore,
-              predicted_costs: list[float | None] | None = None, **kwargs) -> "Pipeline":
-        """A new submission: one job folder and state per job, written before anything is rented."""
-        predicted = predicted_costs or [None] * len(jobs)
+    def start(cls, jobs: list[ValidatedJob], provider: Provider, ranked: list[Estimate], *, store: JobStore,
+              **kwargs) -> "Pipeline":
+        """A new submission: one job folder and state per job, written before anything is rented. `ranked` are
+        the fitting estimates, cheapest first; provisioning falls back along them when an offer is taken."""
+        best = ranked[0]
+        costs = list(best.per_job_costs) if len(best.per_job_costs) == len(jobs) else [best.total_cost] + [None] * (len(jobs) - 1)
         runs = [JobRun(job=j, state=_new_state(store, j, provider.name, c), predicted_cost=c)
-                for j, c in zip(jobs, predicted)]
-        return cls(runs, provider, offer, store=store, **kwargs)
+                for j, c in zip(jobs, costs)]
+        pipeline = cls(runs, provider, best.offer, store=store, **kwargs)
+        pipeline.ranked = list(ranked)
+        return pipeline
 
     @classmethod
     def reattach(cls, job: ValidatedJob, state: JobState, provider: Provider, *, store: JobStore,
@@ -103,6 +114,8 @@ class Pipeline:
                        store=store, **kwargs)
         provisioned = [t for phase, t in state.history if phase == "provision"]
         pipeline.rental.started_at = provisioned[0] if provisioned else state.created_at
+        pipeline.spend = SpendTracker(price_per_hour=offer.price_per_hour, started_at=pipeline.rental.started_at,
+                                      clock=pipeline.clock.wall)
         if state.instance_id:
             pipeline.rental.instance = provider.get(state.instance_id) or Instance(
                 provider=provider.name, id=state.instance_id, label=state.instance_label or "",
@@ -129,6 +142,7 @@ class Pipeline:
         """From wherever the jobs stand to teardown. `stop=True` (`lorarun down`): stop, pull, destroy."""
         detached = False
         previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        self._record_all(controller_pid=os.getpid(), controller_host=socket.gethostname())
         try:
             if self.rental.instance is None:
                 self._provision()
@@ -164,21 +178,36 @@ class Pipeline:
         spec = InstanceSpec(label=label, image=self.image, disk_gb=self.primary.job.spec.resources.disk_gb,
                             ssh_public_key=public_key, env=(("LORARUN_JOB_ID", primary.state.job_id),),
                             bid_price_per_hour=None)
-        self._record_all(instance_label=label, offer_id=self.rental.offer.id, gpu=self._gpu_text(),
-                         price_per_hour=self.rental.offer.price_per_hour)
         try:
-            instance = self.provider.create(self.rental.offer, spec)
-        except CreateFailed as exc:
-            # The provider billed something even though it said no: record it so teardown (or gc) destroys it.
-            self.rental.instance = Instance(provider=self.provider.name, id=exc.instance_id, label=label,
-                                            status=InstanceStatus.ERROR)
-            self._record_all(instance_id=exc.instance_id)
+            estimate, instance = create_cheapest(self.provider, self.ranked, lambda _e: spec, self._on_leaked_instance)
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C while a create was in flight: an adapter that got an id puts it on the exception.
+            leaked = getattr(interrupt, "instance_id", None)
+            if leaked:
+                self._adopt(Instance(provider=self.provider.name, id=str(leaked), label=label,
+                                     status=InstanceStatus.PENDING))
             raise
-        self.rental.instance = instance
-        self.rental.started_at = self.clock.wall()
-        self._record_all(instance_id=instance.id)
+        self.rental.offer = estimate.offer
+        self._record_all(instance_label=label, offer_id=estimate.offer.id, gpu=self._gpu_text(),
+                         price_per_hour=estimate.offer.price_per_hour)
+        self._adopt(instance)
         err_console.print(f"rented [bold]{self._gpu_text()}[/] on {self.provider.name} as instance "
                           f"[bold]{instance.id}[/] at {money(self.rental.offer.price_per_hour)}/h", highlight=False)
+
+    def _adopt(self, instance: Instance) -> None:
+        """From here on the instance is ours to destroy: on disk first, then in memory."""
+        self._record_all(instance_id=instance.id)
+        self.rental.instance = instance
+        self.rental.started_at = self.clock.wall()
+        self.spend = SpendTracker.for_instance(instance, created_at=self.rental.started_at,
+                                               fallback_price=self.rental.offer.price_per_hour, clock=self.clock.wall)
+
+    def _on_leaked_instance(self, instance_id: str) -> None:
+        """A create that failed but returned an id (Vast `new_contract`): record it, destroy it, confirm it."""
+        for run in self.runs:
+            self._record(run, leaked_instance_ids=run.state.leaked_instance_ids + (instance_id,))
+        result = destroy_and_confirm(self.provider, instance_id, clock=self.clock)
+        report(result)
 
     def _wait_ready(self) -> None:
         for run in self.runs:
@@ -326,14 +355,15 @@ class Pipeline:
         view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
         with view:
             while True:
-                monitor.poll()
+                self._poll_or_explain(monitor)
                 spent = self._spent()
                 view.update(monitor.progress, spent)
                 if monitor.engine_done():
                     break
-                if self.max_cost is not None and spent >= self.max_cost and not self._stop_requested:
-                    self._stop_requested = (f"budget reached: {money(spent)} of max_cost {money(self.max_cost)} "
-                                            f"spent; stopped cleanly with the last checkpoint")
+                if self.spend and self.spend.over(self.max_cost) and not self._stop_requested:
+                    self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
+                                            f" (keeping enough for the final pull and teardown); stopped cleanly"
+                                            f" with the last checkpoint")
                     err_console.print(f"[yellow]{self._stop_requested}[/]", highlight=False)
                     self._stop_engine(transport, layout, monitor)
                     break
@@ -346,6 +376,16 @@ class Pipeline:
         if spp:
             run.timings["seconds_per_step"] = spp
         return monitor
+
+    def _poll_or_explain(self, monitor: JobMonitor) -> None:
+        """A lost SSH link after the transport's own reconnect attempts: ask the provider why."""
+        from .remote.errors import ConnectionLost
+
+        try:
+            monitor.poll()
+        except ConnectionLost:
+            self._check_instance_alive()  # raises "vanished" when the provider no longer has it
+            raise
 
     def _check_instance_alive(self) -> None:
         try:
@@ -416,10 +456,7 @@ class Pipeline:
 
     # ---- leaving -----------------------------------------------------------------------------------------------
     def _spent(self) -> float:
-        if self.rental.started_at is None:
-            return 0.0
-        hours = max(0.0, self.clock.wall() - self.rental.started_at) / 3600
-        return hours * (self.rental.offer.price_per_hour or 0.0)
+        return self.spend.spent() if self.spend else 0.0
 
     def _on_interrupt(self, ask: bool) -> bool:
         """First Ctrl-C: stop (default: pull, destroy) or detach. A second Ctrl-C destroys at once."""

@@ -22,6 +22,23 @@ PHASES = ("created", "validate", "estimate", "provision", "wait", "upload", "run
 FINAL_PHASES = ("done", "failed", "kept")
 
 
+def controller_alive(state: "JobState") -> bool:
+    """Is the `lorarun` process that drives this job still running? Unknowable for another machine: assume so."""
+    import socket
+
+    if state.controller_pid is None:
+        return False
+    if state.controller_host and state.controller_host != socket.gethostname():
+        return True
+    try:
+        os.kill(state.controller_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user holds that pid: not ours, but be conservative
+    return True
+
+
 def lorarun_home() -> Path:
     """`$LORARUN_HOME`, else `~/.lorarun`. Tests point it at a temporary folder."""
     return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser()
@@ -44,6 +61,7 @@ class JobState:
     updated_at: float = field(default_factory=time.time)
     instance_id: str | None = None  # written the moment a provider returns one, before anything else
     instance_label: str | None = None
+    leaked_instance_ids: tuple[str, ...] = ()  # ids a failed create still returned: destroyed at once, kept here
     offer_id: str | None = None
     gpu: str | None = None
     price_per_hour: float | None = None
@@ -54,6 +72,8 @@ class JobState:
     lease_deadline: float | None = None
     predicted_cost: float | None = None
     instance_destroyed: bool = False
+    controller_pid: int | None = None  # the `lorarun` process driving the job; gc treats a dead one as gone
+    controller_host: str | None = None
     message: str = ""
     history: tuple[tuple[str, float], ...] = ()
 
@@ -103,6 +123,7 @@ class JobStore:
             raise JobNotFound(f"no job {job_id!r} under {self.jobs_dir}; `lorarun status` lists the jobs")
         data = json.loads(path.read_text(encoding="utf-8"))
         data["history"] = tuple(tuple(h) for h in data.get("history", ()))
+        data["leaked_instance_ids"] = tuple(data.get("leaked_instance_ids", ()))
         known = {f.name for f in dataclasses.fields(JobState)}
         return JobState(**{k: v for k, v in data.items() if k in known})
 

@@ -16,7 +16,7 @@ from ..connect import make_provider
 from ..console import console, err_console, money
 from ..errors import UserInputError
 from ..spec import Resources
-from ..state import JobState, JobStore
+from ..state import JobState, JobStore, controller_alive
 from ..teardown import destroy_and_confirm, report
 
 
@@ -86,6 +86,8 @@ def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], 
         return Finding(provider, instance, job, f"its job is {job.phase}")
     if job.lease_deadline is not None and now > job.lease_deadline:
         return Finding(provider, instance, job, "lease expired")
+    if not controller_alive(job):
+        return Finding(provider, instance, job, f"its controller is gone (`lorarun attach {job.job_id}` resumes it)")
     return Finding(provider, instance, job, "")
 
 

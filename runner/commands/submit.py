@@ -29,6 +29,10 @@ def submit(
     max_cost: float = typer.Option(None, "--max-cost", help="Refuse offers predicted above this many dollars; "
                                                              "stop the job cleanly when spend reaches it."),
     keep: bool = typer.Option(False, "--keep", help="Leave the instance up afterwards (you destroy it)."),
+    lease_seconds: float = typer.Option(None, "--lease-seconds", hidden=True,
+                                        help="Override the agent's lease (default: estimate × 1.5, capped by max_cost)."),
+    grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True,
+                                        help="How long the agent waits for a controller before destroying itself."),
 ) -> None:
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
@@ -42,11 +46,10 @@ def submit(
         print_summary(job)
     adapter = make_provider(validated[0].spec.resources)
     choice = choose_offer(adapter, validated, assume_yes=yes, interactive=sys.stdin.isatty())
-    pipeline = Pipeline.start(
-        validated, adapter, choice.offer, store=JobStore(), connect=connect_transport,
-        options=PipelineOptions(assume_yes=yes, keep=keep, interactive=sys.stdin.isatty()),
-        predicted_costs=choice.predicted_costs, max_cost=validated[0].spec.resources.max_cost,
-    )
+    options = PipelineOptions(assume_yes=yes, keep=keep, interactive=sys.stdin.isatty(),
+                              lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds)
+    pipeline = Pipeline.start(validated, adapter, list(choice.ranked), store=JobStore(), connect=connect_transport,
+                              options=options, max_cost=validated[0].spec.resources.max_cost)
     runs = pipeline.run()
     for run in runs:
         final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
