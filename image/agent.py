@@ -318,23 +318,46 @@ class Agent:
         """The whole lifecycle; returns the process exit code (0 unless the self-destruct failed)."""
         self._prepare()
         try:
-            if self.clock.now() >= self.config.lease_deadline:
-                # Started after its own lease (a late retry, a clock jump): never start paying for training.
-                self._event(LEASE_EXPIRED, lease_deadline=self.config.lease_deadline, engine_started=False)
-                outcome = LEASE_EXPIRED
-            else:
-                self._start_engine()
-                outcome = self._supervise()
+            outcome = self._train()
+        except Exception as exc:
+            # Whatever went wrong in here, the instance must still end up collected or destroyed: stop the engine
+            # and fall through to the grace window as a failure rather than die with nobody guarding the lease.
+            log.exception("agent error while supervising the engine")
+            outcome = self._abandon_engine(f"agent error: {type(exc).__name__}: {exc}")
         except BaseException:
-            # A bug here must not leave the engine training with nobody guarding the lease.
-            if self._engine is not None and self._engine.poll() is None:
-                log.exception("agent failed while the engine runs: stopping the engine")
-                self._stop_engine("agent error")
+            self._abandon_engine("agent interrupted")
             raise
         if self._stop_requested and outcome == STOPPED:  # the controller asked, and owns what happens next
             self._set(phase=STOPPED, message="stopped on request; agent exited")
             return 0
         return self._grace_then_leave(outcome)
+
+    def _train(self) -> str:
+        if self.clock.now() >= self.config.lease_deadline:
+            # Started after its own lease (a late retry, a clock jump): never start paying for training.
+            self._event(LEASE_EXPIRED, lease_deadline=self.config.lease_deadline, engine_started=False)
+            self._set(phase=LEASE_EXPIRED, outcome=LEASE_EXPIRED, message="lease already over; engine not started")
+            return LEASE_EXPIRED
+        try:
+            self._start_engine()
+        except OSError as exc:  # a wrong interpreter path, a missing module folder: the job failed, not the agent
+            self._event("engine_exited", exit_code=None, outcome=FAILED, error=f"could not start the engine: {exc}")
+            self._set(phase=FAILED, outcome=FAILED, message=f"could not start the engine: {exc}")
+            return FAILED
+        return self._supervise()
+
+    def _abandon_engine(self, why: str) -> str:
+        if self._engine is not None and self._engine.poll() is None:
+            try:
+                self._stop_engine(why)
+            except Exception:
+                log.exception("could not stop the engine cleanly: SIGKILL")
+                for pid in reversed(process_tree(self._engine.pid)):
+                    _signal(pid, signal.SIGKILL)
+        code = self._engine.poll() if self._engine is not None else None
+        self._event("engine_exited", exit_code=code, outcome=FAILED, error=why)
+        self._set(phase=FAILED, outcome=FAILED, engine_exit_code=code, message=why)
+        return FAILED
 
     # -- phases ---------------------------------------------------------------------------------------------------
     def _prepare(self) -> None:

@@ -145,6 +145,41 @@ def test_lease_already_past_at_start_never_starts_the_engine(tmp_path):
     assert st["engine_pid"] is None and st["phase"] == "lease_expired"
 
 
+def test_engine_that_cannot_start_is_a_failure_and_still_self_destructs(tmp_path, http_server):
+    config = make_config(tmp_path, "finish", engine_command=(str(tmp_path / "no-such-python"), "-m", "x"),
+                         grace_seconds=30, self_destruct=vast_like(http_server.url))
+
+    rc = make_agent(tmp_path, config, FakeClock(), environ={"CONTAINER_ID": "4", "CONTAINER_API_KEY": KEY}).run()
+
+    assert rc == 0
+    exited = next(e for e in read_events(config.output_dir) if e["event"] == "engine_exited")
+    assert exited["outcome"] == "failed" and "could not start the engine" in exited["error"]
+    assert [r.path for r in http_server.requests] == ["/api/v0/instances/4/"]
+
+
+def test_agent_bug_while_training_stops_engine_and_keeps_guarding(tmp_path, http_server):
+    config = make_config(tmp_path, "hang", grace_seconds=30, self_destruct=vast_like(http_server.url))
+    clock = FakeClock()
+    clock.gate = engine_started(config)
+    raised = []
+
+    def broken(c: FakeClock) -> None:
+        if not raised and status(tmp_path / "job")["phase"] == "training" and clock.gate():
+            raised.append(True)
+            raise RuntimeError("bug in the supervision loop")
+
+    clock.on_sleep = broken
+
+    rc = make_agent(tmp_path, config, clock, environ={"CONTAINER_ID": "6", "CONTAINER_API_KEY": KEY}).run()
+
+    assert rc == 0
+    events = read_events(config.output_dir)
+    assert "stopped" in names(events)  # the engine was stopped cleanly, its checkpoint saved
+    exited = next(e for e in events if e["event"] == "engine_exited")
+    assert exited["outcome"] == "failed" and "bug in the supervision loop" in exited["error"]
+    assert len(http_server.requests) == 1  # nobody collected: the instance still went away
+
+
 def test_engine_ignoring_sigterm_is_killed_after_stop_timeout(tmp_path):
     config = make_config(tmp_path, "hang", "--ignore-term", lease_deadline=T0 + 10, grace_seconds=0,
                          stop_timeout=30)
