@@ -68,7 +68,8 @@ HEARTBEAT_SKEW = 60.0  # seconds a heartbeat's mtime may be ahead of the agent's
 class AgentConfig:
     """Everything the agent needs, written by the controller as `<job_dir>/agent.json`.
 
-    `lease_deadline` is unix seconds on the instance's clock; past it the engine is stopped whatever happens.
+    `lease_deadline` is unix seconds, set from the laptop's clock (NTP keeps the two within seconds of each other);
+    past it the engine is stopped whatever happens, heartbeat or not.
     `self_destruct` is the provider's `Provider.self_destruct()`; None where the machine cannot (or must not)
     destroy itself (plain SSH host, local), and the agent just exits after the grace window.
     """
@@ -112,8 +113,11 @@ class AgentConfig:
             raise ValueError(f"agent config: missing {', '.join(sorted(missing))}")
         sd = known.get("self_destruct")
         if sd is not None:
-            known["self_destruct"] = SelfDestruct(method=str(sd["method"]).upper(), url=str(sd["url"]),
-                                                  id_env=str(sd["id_env"]), key_env=str(sd["key_env"]))
+            try:
+                known["self_destruct"] = SelfDestruct(method=str(sd["method"]).upper(), url=str(sd["url"]),
+                                                      id_env=str(sd["id_env"]), key_env=str(sd["key_env"]))
+            except (KeyError, TypeError):
+                raise ValueError("agent config: self_destruct needs method, url, id_env and key_env") from None
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
         known["self_destruct_fallback"] = tuple(str(a) for a in known.get("self_destruct_fallback") or ())
         known["lease_deadline"] = float(known["lease_deadline"])

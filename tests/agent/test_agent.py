@@ -521,7 +521,8 @@ def test_agent_config_round_trips_through_json(tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"engine_command": []}, "engine_command"), ({"output_dir": "relative/out"}, "absolute"),
-    ({"grace_seconds": -1}, "negative"), ({"job_id": ""}, "job_id")])
+    ({"grace_seconds": -1}, "negative"), ({"job_id": ""}, "job_id"),
+    ({"self_destruct": {"method": "DELETE"}}, "self_destruct needs")])
 def test_agent_config_rejects_nonsense(tmp_path, change, message):
     data = make_config(tmp_path, "finish").to_dict() | change
     with pytest.raises(ValueError, match=message):
