@@ -154,3 +154,22 @@ def test_unknown_provider_is_user_error(tmp_path, capsys):
     job = reference_job(tmp_path)
     code, _, err = run(capsys, "estimate", str(job), "--provider", "aws")
     assert code == 2 and "unknown provider 'aws'" in err
+
+
+@pytest.mark.slow
+def test_after_a_real_run_the_estimate_uses_its_timings(tmp_path, capsys, lorarun_home):
+    """The acceptance check: `submit` the demo end to end on this machine, then `estimate` it again."""
+    pytest.importorskip("torch")
+    code, out, _ = run(capsys, "estimate", str(DEMO), "--json")
+    before = json.loads(out)["cheapest"]
+    assert before["step_kind"] == "shipped"
+    code, _, err = run(capsys, "submit", str(DEMO), "--yes", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert (lorarun_home / "calibration.jsonl").is_file()
+    code, out, _ = run(capsys, "estimate", str(DEMO), "--json")
+    data = json.loads(out)
+    after = data["cheapest"]
+    assert after["step_kind"] == "measured" and "measured: job demo-" in after["step_source"]
+    assert data["calibration"]["measured_jobs"] == 1 and data["calibration"]["time_ratios"]
+    code, out, _ = run(capsys, "estimate", str(DEMO))
+    assert "calibration: last 1 job(s) took" in out
