@@ -9,7 +9,14 @@ from lorarun.image.buckets import BucketSpec
 from lorarun.image.dataset_scan import scan_dataset
 from lorarun.image.engine_config import ModelConfig, SampleConfig, TrainingConfig
 from lorarun.provider_adapters.base import Offer
-from lorarun.runner.calibration import Measured, gpu_key, load_calibration, read_measurements, record_measurement
+from lorarun.runner.calibration import (
+    Measured,
+    StepOptions,
+    gpu_key,
+    load_calibration,
+    read_measurements,
+    record_measurement,
+)
 from lorarun.runner.estimate import estimate_offer, inputs_from_job, rank
 from lorarun.runner.spec import JobSpec, Resources
 
@@ -305,3 +312,17 @@ def test_vram_exclusion_says_what_would_fit(tmp_path, cal):
     e = estimate_offer(inputs_from_job(spec, scan, cal), offer(vram_gb=24.0), cal)
     assert "too little VRAM for this job" in e.excluded
     assert "to fit: " in e.excluded and ("gradient_checkpointing" in e.excluded or "batch_size" in e.excluded)
+
+
+def test_shipped_table_is_sourced_and_consistent(cal):
+    # Every shipped figure says where it came from; every GPU a row names has a FLOP figure to scale with.
+    gpus = {k for k, _, _ in cal.gpus}
+    for row in cal.shipped:
+        assert row.source.strip() and row.seconds_per_step > 0
+        assert row.gpu in gpus, row.gpu
+        assert row.family in dict(cal.families)
+    # A faster card is never predicted slower than a slower one for the same SDXL step.
+    opts = StepOptions()
+    s4090 = cal.seconds_per_step("RTX 4090", "sdxl", (1024, 1024), 1, opts).seconds
+    s3090 = cal.seconds_per_step("RTX 3090", "sdxl", (1024, 1024), 1, opts).seconds
+    assert s4090 < s3090
