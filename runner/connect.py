@@ -10,6 +10,12 @@ from .spec import Resources
 from .state import JobState, lorarun_home
 
 
+# Injection points for tests (and nothing else): options for cloud adapters (e.g. a faster retry policy) and the
+# SSH reconnect policy. Production uses the adapters' and the session's own defaults.
+PROVIDER_OPTIONS: dict = {}
+SSH_RETRY = None
+
+
 def make_provider(resources: Resources, home: Path | None = None) -> Provider:
     home = home or lorarun_home()
     name = resources.provider
@@ -23,7 +29,7 @@ def make_provider(resources: Resources, home: Path | None = None) -> Provider:
         return SSHProvider.from_resources(resources, home=home)
     from lorarun.provider_adapters.registry import make_provider as make_cloud_provider
 
-    return make_cloud_provider(name)
+    return make_cloud_provider(name, **PROVIDER_OPTIONS)
 
 
 def provider_for_state(state: JobState, resources: Resources | None = None) -> Provider:
@@ -56,6 +62,6 @@ def ssh_transport(state: JobState, job_dir: Path, *, host: str, port: int, usern
         key = Path(user_key)  # a machine the user owns: their own key (no per-job key can be installed there)
     params = SSHParams(host=host, port=port, username=username, key_path=key,
                        known_hosts=job_dir / "ssh" / "known_hosts")
-    transport = SSHTransport(params)
+    transport = SSHTransport(params, retry=SSH_RETRY) if SSH_RETRY is not None else SSHTransport(params)
     transport.connect()
     return transport

@@ -8,7 +8,7 @@ import pytest
 from lorarun.runner.cli import main
 from lorarun.runner.state import JobStore
 
-from .conftest import tiny_job
+from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

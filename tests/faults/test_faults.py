@@ -1,0 +1,305 @@
+"""Faults: each must end with the instance destroyed (or handed over with its id), every checkpoint written
+before the fault home, and a clear message. Real sshd instances, the real engine, the fake provider APIs."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lorarun.provider_adapters import retry
+from lorarun.runner import connect, pipeline
+from lorarun.runner.cli import main
+from lorarun.runner.monitor import JobMonitor
+from lorarun.runner.remote.session import RetryPolicy
+from lorarun.runner.state import JobStore
+
+from support.cloud import tiny_job
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+FAST_DESTROY = retry.RetryPolicy(max_attempts=12, base_delay=0.05, max_delay=0.2, max_total=30.0)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    # Same code paths, shorter waits: the storm and reconnect logic is what is under test, not the clock.
+    monkeypatch.setattr(connect, "PROVIDER_OPTIONS", {"destroy_policy": FAST_DESTROY})
+    monkeypatch.setattr(connect, "SSH_RETRY", RetryPolicy(attempts=4, base_delay=0.2, factor=2.0, max_delay=1.0))
+
+
+def submit(job: Path, *extra: str) -> int:
+    return main(["submit", str(job), "--yes", *extra])
+
+
+def only_state():
+    (state,) = JobStore().all()
+    return state
+
+
+def assert_torn_down(cloud, state):
+    assert state.instance_destroyed, state.message
+    assert cloud.instance_ids() == [], "the fake still has the instance"
+    assert not cloud.host.alive(state.instance_id)
+
+
+def checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*.safetensors"))
+
+
+def _patch_monitor(monkeypatch, hook):
+    """Call hook(monitor, n) after each monitor round (n = 1, 2, ...)."""
+    original = JobMonitor.poll
+    rounds = {"n": 0}
+
+    def poll(self):
+        events = original(self)
+        rounds["n"] += 1
+        hook(self, rounds["n"])
+        return events
+
+    monkeypatch.setattr(JobMonitor, "poll", poll)
+
+
+# ---- Ctrl-C in every phase ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("phase", ["wait", "upload", "run", "finish"])
+def test_ctrl_c_at_phase_start_destroys_the_instance(cloud, tmp_path, monkeypatch, capsys, phase):
+    job = tiny_job(tmp_path, cloud.name, epochs=1)
+    original = JobStore.advance
+
+    def advance(self, state, new_phase, message=""):
+        result = original(self, state, new_phase, message)
+        if new_phase == phase:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(JobStore, "advance", advance)
+    code = submit(job)
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err
+    state = only_state()
+    assert state.phase in ("done", "failed")
+    assert_torn_down(cloud, state)
+
+
+def test_ctrl_c_right_after_create_returned(cloud, tmp_path, monkeypatch, capsys):
+    """The worst moment: the provider rented the machine, our process is interrupted before using the answer."""
+    job = tiny_job(tmp_path, cloud.name, epochs=1)
+    provider_cls = type(connect.make_provider(__import__("lorarun.runner.spec", fromlist=["Resources"]).Resources(
+        provider=cloud.name)))
+    original = provider_cls.create
+
+    def create(self, offer, spec):
+        instance = original(self, offer, spec)
+        interrupt = KeyboardInterrupt()
+        interrupt.instance_id = instance.id  # what an adapter attaches when it holds an id
+        raise interrupt
+
+    monkeypatch.setattr(provider_cls, "create", create)
+    code = submit(job)
+    assert code == 130
+    state = only_state()
+    assert state.instance_id
+    assert_torn_down(cloud, state)
+
+
+def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=30)
+    out = tmp_path / "out"
+
+    def hook(monitor, n):
+        if any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+            raise KeyboardInterrupt
+
+    _patch_monitor(monkeypatch, hook)
+    code = submit(job)
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err
+    state = only_state()
+    assert_torn_down(cloud, state)
+    saved = checkpoints(out)
+    assert "e2e_lora-000001.safetensors" in saved
+    # The engine saved its state on the way out (SIGTERM → checkpoint) and it came home too.
+    events = [json.loads(line) for line in (JobStore().job_dir(state.job_id) / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "stopped" for e in events)
+
+
+def test_sigterm_to_the_controller_stops_without_asking(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=30)
+
+    def hook(monitor, n):
+        if monitor.progress.step >= 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    _patch_monitor(monkeypatch, hook)
+    code = submit(job)
+    assert code == 130
+    assert_torn_down(cloud, only_state())
+
+
+# ---- the link and the machine ---------------------------------------------------------------------------------
+def test_ssh_dropped_mid_upload_reconnects_and_finishes(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=1, images=12)
+    dropped = {"n": 0}
+    original = pipeline.transfer_bar
+
+    @contextlib.contextmanager
+    def dropping_bar(description):
+        with original(description) as progress:
+            def update(done, total):
+                progress(done, total)
+                if not dropped["n"] and 0 < done < total:
+                    dropped["n"] = cloud.host.drop_connections(only_state().instance_id) or -1
+            yield update
+
+    monkeypatch.setattr(pipeline, "transfer_bar", dropping_bar)
+    code = submit(job)
+    assert code == 0, capsys.readouterr().err
+    assert dropped["n"] > 0, "the test did not manage to cut the connection"
+    state = only_state()
+    assert state.phase == "done"
+    assert_torn_down(cloud, state)
+    assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
+
+
+def test_ssh_dropped_mid_training_reconnects_and_finishes(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=3)
+    dropped = {"n": 0}
+
+    def hook(monitor, n):
+        if not dropped["n"] and monitor.progress.step >= 1:
+            dropped["n"] = cloud.host.drop_connections(only_state().instance_id) or -1
+
+    _patch_monitor(monkeypatch, hook)
+    code = submit(job)
+    assert code == 0, capsys.readouterr().err
+    assert dropped["n"] > 0
+    state = only_state()
+    assert state.phase == "done"
+    assert_torn_down(cloud, state)
+    assert checkpoints(tmp_path / "out") == ["e2e_lora-000001.safetensors", "e2e_lora-000002.safetensors",
+                                             "e2e_lora.safetensors"]
+
+
+def test_instance_vanishing_at_the_provider(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=30)
+
+    def hook(monitor, n):
+        if any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+            cloud.fake.vanish(only_state().instance_id, run_on_destroy=True)
+
+    _patch_monitor(monkeypatch, hook)
+    code = submit(job)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "vanished" in err
+    state = only_state()
+    assert state.phase == "failed"
+    assert_torn_down(cloud, state)
+    assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
+
+
+def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=30)
+    killed = {"done": False}
+
+    def hook(monitor, n):
+        if not killed["done"] and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+            killed["done"] = True
+            monitor.transport.run("pkill -KILL -f 'lorarun.image.engine train' || true", check=False)
+
+    _patch_monitor(monkeypatch, hook)
+    code = submit(job)
+    err = capsys.readouterr().err
+    assert code == 1 and "training failed" in err
+    state = only_state()
+    assert state.phase == "failed"
+    assert_torn_down(cloud, state)
+    assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
+
+
+def test_destroy_survives_a_429_and_5xx_storm(cloud, tmp_path, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=1)
+    prefix = "/api/v0/instances/" if cloud.name == "vastai" else "/v2/pods/"
+    cloud.fake.fail_next("DELETE", prefix, status=429, times=4)
+    cloud.fake.fail_next("DELETE", prefix, status=503, times=2)
+    code = submit(job)
+    assert code == 0, capsys.readouterr().err
+    state = only_state()
+    assert_torn_down(cloud, state)
+    deletes = [r for r in cloud.fake.requests if r.method == "DELETE"]
+    assert len(deletes) >= 7
+
+
+# ---- the controller dies ------------------------------------------------------------------------------------
+def _controller(job: Path, *extra: str) -> subprocess.Popen:
+    code = "import sys; from lorarun.runner.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "submit", str(job), "--yes", *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ), start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"controller ended early: {proc.stderr.read().decode()[-2000:]}")
+        states = JobStore().all()
+        if states and predicate(states[0]):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            return
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("the job never reached the expected point")
+
+
+def _training(state) -> bool:
+    events = JobStore().job_dir(state.job_id) / "events.jsonl"
+    return state.phase == "monitor" and events.exists() and b'"step"' in events.read_bytes()
+
+
+def test_controller_killed_then_attach_finishes_the_job(cloud, tmp_path, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=3)
+    _kill_when(_controller(job), _training)
+    state = only_state()
+    assert not state.instance_destroyed and cloud.instance_ids()  # still up: nothing tore it down
+    code = main(["attach", state.job_id])
+    assert code == 0, capsys.readouterr().err
+    state = only_state()
+    assert state.phase == "done"
+    assert_torn_down(cloud, state)
+    assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
+
+
+def test_controller_killed_then_gc_destroys_the_orphan(cloud, tmp_path, capsys):
+    job = tiny_job(tmp_path, cloud.name, epochs=30)
+    _kill_when(_controller(job), _training)
+    code = main(["gc", "--yes", "--provider", cloud.name])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "controller is gone" in out
+    state = only_state()
+    assert_torn_down(cloud, state)
+
+
+def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(cloud, tmp_path):
+    job = tiny_job(tmp_path, cloud.name, epochs=200)
+    _kill_when(_controller(job, "--lease-seconds", "25", "--grace-seconds", "2"), _training)
+    state = only_state()
+    deadline = time.monotonic() + 120
+    while cloud.instance_ids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert cloud.instance_ids() == [], "the agent did not destroy its own instance"
+    # It used its instance-scoped key, never the account key.
+    account_key = os.environ["VAST_API_KEY" if cloud.name == "vastai" else "RUNPOD_API_KEY"]
+    deletes = [r for r in cloud.fake.requests if r.method == "DELETE" and state.instance_id in r.path]
+    assert deletes and all(account_key not in r.headers.get("authorization", "") for r in deletes)
+    assert not cloud.host.alive(state.instance_id)

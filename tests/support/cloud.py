@@ -1,0 +1,87 @@
+"""Cloud fixtures for end-to-end and fault tests: a fake provider API whose instances are real sshd processes on 127.0.0.1, serving a
+temporary folder, with the real engine training a tiny model on CPU behind them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fakes.runpod_server import API_KEY as RUNPOD_KEY
+from fakes.runpod_server import FakeRunPod
+from fakes.vast_server import API_KEY as VAST_KEY
+from fakes.vast_server import FakeVast
+from support.fixtures import _require_sshd
+from support.sshd import FakeInstanceHost
+
+from helpers_dataset import make_dataset
+
+
+@dataclass
+class Cloud:
+    name: str  # provider name as in the job file
+    fake: object
+    host: FakeInstanceHost
+
+    def instance_ids(self) -> list[str]:
+        table = getattr(self.fake, "instances", None) or getattr(self.fake, "pods", {})
+        return [str(i) for i in table]
+
+
+@pytest.fixture(params=["vastai", "runpod"])
+def cloud(request, tmp_path, monkeypatch):
+    _require_sshd()
+    host = FakeInstanceHost(tmp_path / "instances")
+    if request.param == "vastai":
+        fake = FakeVast(boot_polls=2, on_create=host.on_create, on_destroy=host.on_destroy)
+        fake.start()
+        monkeypatch.setenv("VAST_URL", fake.url)
+        monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
+    else:
+        fake = FakeRunPod(boot_polls=2, on_create=host.on_create, on_destroy=host.on_destroy)
+        fake.start()
+        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
+        monkeypatch.setenv("RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
+        monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
+    try:
+        yield Cloud(request.param, fake, host)
+    finally:
+        fake.stop()
+        host.close()
+
+
+def tiny_job(tmp_path: Path, provider: str, *, epochs: int = 2, extra_training: str = "",
+             extra_resources: str = "", images: int = 2) -> Path:
+    """The smallest real job: a few images, a tiny SD1.5-shaped model, a checkpoint every epoch."""
+    make_dataset(tmp_path / "data", {"2_mychar": images})
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""
+name: e2e
+model:
+  base: builtin:tiny-sd15
+dataset:
+  path: data
+  resolution: 64
+  min_bucket_reso: 32
+  max_bucket_reso: 128
+  bucket_reso_steps: 16
+training:
+  epochs: {epochs}
+  batch_size: 2
+  network_dim: 4
+  network_alpha: 2
+  optimizer: AdamW
+  mixed_precision: "no"
+  save_every_n_epochs: 1
+{extra_training}
+sample:
+  prompts: []
+resources:
+  provider: {provider}
+  disk_gb: 20
+{extra_resources}
+output:
+  dir: out
+  name: e2e_lora
+""", encoding="utf-8")
+    return job
