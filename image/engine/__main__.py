@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--config", required=True, type=Path, help="engine_config.json")
     train.add_argument("--step-event-interval", type=float, default=2.0, metavar="SECONDS",
                        help="at most one step event per this many seconds (0 = every optimizer step)")
+    train.add_argument("--num-processes", default="auto",
+                       help="data-parallel processes; auto = one per visible GPU (through accelerate launch)")
     assets = sub.add_parser("prepare-assets", help="write tokenizer and model-config folders into the asset cache")
     assets.add_argument("--dir", type=Path, default=None, help="default: $LORARUN_ASSET_CACHE or ~/.cache/lorarun")
     return parser.parse_args(argv)
@@ -55,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_config(args.config, str(exc).splitlines()[0])
     except (OSError, ValueError) as exc:
         return _fail_config(args.config, f"cannot read {args.config}: {exc}".splitlines()[0])
+    from .launch import distributed_command, wanted_processes
+
+    processes = wanted_processes(args.num_processes, cfg.device)
+    if processes > 1:
+        from .launch import run_distributed
+
+        return run_distributed(distributed_command(processes, argv if argv is not None else sys.argv[1:]),
+                               Path(cfg.output_dir))
     from .train import train
 
     return train(cfg, step_event_interval_s=args.step_event_interval)

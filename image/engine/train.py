@@ -484,7 +484,7 @@ class Trainer:
     def _save_on_stop(self, epoch: int, next_batch: int) -> None:
         if self.global_step > self.last_saved_step:
             path = self.output_dir / f"{self.cfg.output_name}-step{self.global_step:08d}.safetensors"
-            self._save_checkpoint(path, epoch, (epoch, next_batch))
+            self._save_checkpoint(path, epoch + 1, (epoch, next_batch))  # epoch+1: the one in progress, kohya-style
         self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
                          reason="stop signal received; state saved")
         raise Stopped()
