@@ -369,11 +369,12 @@ class SSHTransport:
         t = self._ensure()
         verifier = StreamVerifier(t, root, self.params.io_timeout)
         queue, queue_lock = iter(todo), threading.Lock()
+        failed = threading.Event()  # one channel failing stops the others from taking more files
 
         def worker() -> None:
             sftp = self._new_sftp(t)
             try:
-                while True:
+                while not failed.is_set():
                     with queue_lock:
                         item = next(queue, None)
                     if item is None:
@@ -381,6 +382,9 @@ class SSHTransport:
                     f, offset, hasher = item
                     hashes[f.rel] = upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, hasher, counters)
                     verifier.submit(f.rel)
+            except BaseException:
+                failed.set()
+                raise
             finally:
                 sftp.close()
 

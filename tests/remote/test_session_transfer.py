@@ -174,3 +174,17 @@ def test_read_bytes_and_exists(ssh_transport, sshd_server):
     assert ssh_transport.read_bytes(str(events), 12) == b'{"step": 2}\n'
     assert ssh_transport.read_bytes(str(events), 10_000) == b""
     assert ssh_transport.exists(f"{REMOTE_WORKDIR_EXPR}/events.jsonl")
+
+
+def test_put_tree_handles_odd_names_and_empty_folders(ssh_transport, sshd_server, tmp_path):
+    src = tmp_path / "odd"
+    (src / "10_é concept").mkdir(parents=True)
+    (src / "10_é concept" / "a b'c\".jpg").write_bytes(b"\xff\xd8 jpeg")
+    (src / "empty-dir").mkdir()
+    report = ssh_transport.put_tree(src, str(sshd_server.workdir / "odd ds"))
+    assert report.files_sent == 1
+    assert (sshd_server.workdir / "odd ds" / "10_é concept" / "a b'c\".jpg").read_bytes() == b"\xff\xd8 jpeg"
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert ssh_transport.put_tree(empty, str(sshd_server.workdir / "nothing")).manifest == ()
+    assert (sshd_server.workdir / "nothing").is_dir()
