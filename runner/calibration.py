@@ -376,7 +376,7 @@ class Accuracy:
 # Providers spell the same card differently ("RTX 4090", "NVIDIA GeForce RTX 4090", "H100 SXM", "NVIDIA H100 80GB
 # HBM3"); one canonical key per card makes measured and shipped rows meet. Order matters (l40s before l40).
 _GPU_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"^cpu\b", "cpu"),
+    (r"\bcpu\b", "cpu"),  # "CPU (8 cores)" (local), "none (CPU only)" (ssh)
     (r"\bh200\b", "h200"),
     (r"\bh100\b.*\bpcie\b", "h100 pcie"),
     (r"\bh100\b.*\bnvl\b", "h100 nvl"),

@@ -210,8 +210,10 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     Without `resources` only the job's own needs (memory, CUDA, network) exclude an offer.
     """
     cal = calibration
-    gpus_used = 1 if is_cpu_offer(offer) else max(1, min(offer.gpu_count, inputs.gpu_count))
-    step = cal.seconds_per_step(offer.gpu_name, inputs.family, inputs.resolution, inputs.batch_size,
+    cpu = is_cpu_offer(offer)
+    gpu_name = "cpu" if cpu else offer.gpu_name  # a machine without a GPU trains on its CPU, whatever it is called
+    gpus_used = 1 if cpu else max(1, min(offer.gpu_count, inputs.gpu_count))
+    step = cal.seconds_per_step(gpu_name, inputs.family, inputs.resolution, inputs.batch_size,
                                 inputs.options, gpus_used)
     # With data parallelism each GPU takes a batch per step, so the run has 1/n the steps (kohya does the same).
     train_s = math.ceil(inputs.steps / gpus_used) * step.seconds
@@ -222,17 +224,17 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     if provider.pulls_image and not offer.has_image_cached:
         image_pull = inputs.image_gb * 1e9 / down_bps + inputs.image_gb * cal.transfer.image_extract_s_per_gb
     model_download = inputs.model_download_gb * 1e9 / down_bps
-    boot, boot_source = cal.boot_seconds(offer.provider, offer.gpu_name, image_pull)
+    boot, boot_source = cal.boot_seconds(offer.provider, gpu_name, image_pull)
     up_bytes = inputs.dataset_bytes + inputs.model_upload_bytes
     upload = up_bytes / _link(cal, offer, "up", local)
     download = inputs.output_bytes / _link(cal, offer, "down", local)
     fam = cal.family(inputs.family)
-    learned = cal.prepare_seconds(inputs.family, offer.gpu_name)
+    learned = cal.prepare_seconds(inputs.family, gpu_name)
     prepare = learned[0] if learned else fam.load_s + fam.cache_s_per_image * inputs.num_images
     sampling = 0.0
     if inputs.sample_images:
         # Sampling runs the denoiser forward only, at batch 1 (two with CFG): about half a training step each.
-        bs1 = cal.seconds_per_step(offer.gpu_name, inputs.family, inputs.resolution, 1,
+        bs1 = cal.seconds_per_step(gpu_name, inputs.family, inputs.resolution, 1,
                                    StepOptions(mixed_precision=inputs.options.mixed_precision)).seconds
         sampling = inputs.sample_images * (inputs.sample_steps * bs1 * cal.sampling.denoise_step_share
                                            + cal.sampling.per_image_s)

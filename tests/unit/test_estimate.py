@@ -243,7 +243,8 @@ def test_corrupt_measurement_line_is_skipped(home, cal):
     ("NVIDIA H100 80GB HBM3", "h100 sxm"), ("H100 PCIE", "h100 pcie"), ("NVIDIA A100-SXM4-80GB", "a100"),
     ("A100 PCIE", "a100"), ("L40S", "l40s"), ("L40", "l40"), ("RTX A6000", "rtx a6000"),
     ("NVIDIA RTX 6000 Ada Generation", "rtx 6000 ada"), ("RTX 3090 Ti", "rtx 3090 ti"), ("RTX 3090", "rtx 3090"),
-    ("CPU (8 cores)", "cpu"), ("", "cpu"), ("Tesla V100", "v100"), ("GTX 1080 Ti", "gtx"),
+    ("CPU (8 cores)", "cpu"), ("none (CPU only)", "cpu"), ("", "cpu"), ("Tesla V100", "v100"),
+    ("GTX 1080 Ti", "gtx"),
 ])
 def test_gpu_names_are_canonical(name, key):
     assert gpu_key(name) == key
