@@ -287,7 +287,7 @@ class Calibration:
         overhead *= self.overhead_factor(options) / self.overhead_factor(ref.options)
         return overhead + self.compute_seconds(gpu, ref.family, resolution, batch, options)
 
-    def boot_seconds(self, provider: str, gpu_name: str, predicted_pull_s: float) -> tuple[float, str]:
+    def boot_seconds(self, provider: str, gpu_name: str) -> tuple[float, str]:
         """Seconds from create() to SSH, *excluding* the image pull (added per offer from its bandwidth).
 
         A measured boot includes the pull where the provider pulls before SSH; the pull that was predicted for

@@ -224,7 +224,7 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     if provider.pulls_image and not offer.has_image_cached:
         image_pull = inputs.image_gb * 1e9 / down_bps + inputs.image_gb * cal.transfer.image_extract_s_per_gb
     model_download = inputs.model_download_gb * 1e9 / down_bps
-    boot, boot_source = cal.boot_seconds(offer.provider, gpu_name, image_pull)
+    boot, boot_source = cal.boot_seconds(offer.provider, gpu_name)
     up_bytes = inputs.dataset_bytes + inputs.model_upload_bytes
     upload = up_bytes / _link(cal, offer, "up", local)
     download = inputs.output_bytes / _link(cal, offer, "down", local)
