@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import engine_config, read_events, run_engine, write_config
+from .engine_helpers import engine_config, read_events, run_engine, write_config
 
 
 def _main(config):

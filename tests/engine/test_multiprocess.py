@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-from conftest import engine_config, engine_env, read_events, write_config  # noqa: E402
+from .engine_helpers import engine_config, engine_env, read_events, write_config  # noqa: E402
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import engine_cmd, engine_config, engine_env, read_events, run_engine, write_config  # noqa: E402
+from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, run_engine, write_config  # noqa: E402
 
 TRAINING = {"max_train_epochs": 4, "save_every_n_epochs": 1, "text_encoder_lr": 0}
 NO_GRID = {"grid_strengths": []}

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import engine_config, read_events, run_engine, write_config  # noqa: E402
+from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
 
 from lorarun.image.engine.events import sha256_file  # noqa: E402
 
