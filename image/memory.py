@@ -35,7 +35,8 @@ class FamilyMemory:
 # Fitted so that the formula reproduces baselines.md within a few percent (see tests/unit/test_memory.py).
 FAMILIES: dict[str, FamilyMemory] = {
     "sd15": FamilyMemory(
-        # (12.1 - 3.1) / 7 samples = 1.286 GiB per 512² sample (0.262 MP) → 4.905 GiB/MP; intercept 3.1 - 1.286 = 1.81.
+        # (12.1 - 3.1) / 7 samples = 1.286 GiB per 512² sample (0.262 MP) → 4.905 GiB/MP;
+        # intercept 3.1 - 1.286 = 1.81.
         resident_gib=1.81, per_megapixel_gib=4.905,
         # A kohya SD1.5 LoRA at dim 128 is ~151 MB in fp16: ~0.59 M params per rank, ~0.09 M of them in the TE.
         lora_params_per_rank=0.5e6,
@@ -45,7 +46,8 @@ FAMILIES: dict[str, FamilyMemory] = {
         source="fitted to baselines.md (H100, SD1.5@512, bs 1/4/8, rank 32)",
     ),
     "sdxl": FamilyMemory(
-        # (39.4 - 14.4) / 3 samples = 8.33 GiB per 1024² sample (1.049 MP) → 7.95 GiB/MP; intercept 14.4 - 8.33 = 6.07.
+        # (39.4 - 14.4) / 3 samples = 8.33 GiB per 1024² sample (1.049 MP) → 7.95 GiB/MP;
+        # intercept 14.4 - 8.33 = 6.07.
         resident_gib=6.07, per_megapixel_gib=7.95,
         lora_params_per_rank=2.9e6,  # a kohya SDXL LoRA at dim 32 is ~200 MB in fp16 with both TEs
         base_weights_gib=2_567_463_684 * 2 / GIB,
