@@ -19,6 +19,6 @@ for package, folder in FOLDERS.items():
 setup(
     packages=packages,
     package_dir={"lorarun": "lorarun", **FOLDERS},
-    package_data={"lorarun.image": ["assets/**/*", "assets/*"]},
+    package_data={"lorarun.image": ["assets/**/*", "assets/*"], "lorarun.runner": ["calibration_table.json"]},
     include_package_data=True,
 )

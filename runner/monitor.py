@@ -128,6 +128,23 @@ class JobMonitor:
         status = self.agent_status()
         return bool(status and status.get("phase") in AGENT_DONE_PHASES)
 
+    def settle(self) -> str | None:
+        """After the engine ended: read the last events, then the outcome — from the engine's own last event,
+        else from the agent's status (an engine killed hard writes no event; the agent saw its exit code)."""
+        self.read_new_events()
+        if self.progress.outcome:
+            return self.progress.outcome
+        status = self.agent_status() or {}
+        phase = status.get("outcome") or status.get("phase")
+        if phase in ("finished", "stopped"):
+            return phase
+        if phase in AGENT_DONE_PHASES:
+            code = status.get("engine_exit_code")
+            self.progress.reason = status.get("message") or (f"the engine exited with code {code}" if code is not None
+                                                             else "the engine stopped without a final event")
+            return "failed"
+        return None
+
     def seconds_per_step(self) -> float | None:
         """Median-free, robust enough: the slope over the second half of the run (skips compile/caching warm-up)."""
         times = self.progress.step_times

@@ -355,10 +355,10 @@ class Pipeline:
         view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
         with view:
             while True:
-                self._poll_or_explain(monitor)
+                done = self._monitor_round(monitor)
                 spent = self._spent()
                 view.update(monitor.progress, spent)
-                if monitor.engine_done():
+                if done:
                     break
                 if self.spend and self.spend.over(self.max_cost) and not self._stop_requested:
                     self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
@@ -377,12 +377,14 @@ class Pipeline:
             run.timings["seconds_per_step"] = spp
         return monitor
 
-    def _poll_or_explain(self, monitor: JobMonitor) -> None:
-        """A lost SSH link after the transport's own reconnect attempts: ask the provider why."""
+    def _monitor_round(self, monitor: JobMonitor) -> bool:
+        """One round of following the job; True once the engine is done. A lost SSH link, after the transport's
+        own reconnect attempts, is explained by asking the provider whether the instance still exists."""
         from .remote.errors import ConnectionLost
 
         try:
             monitor.poll()
+            return monitor.engine_done()
         except ConnectionLost:
             self._check_instance_alive()  # raises "vanished" when the provider no longer has it
             raise
@@ -413,12 +415,13 @@ class Pipeline:
     def _finish(self, run: JobRun, transport: Transport, layout: RemoteLayout, monitor: JobMonitor) -> None:
         self._advance(run, "finish")
         started = self.clock.now()
+        settled = monitor.settle()
         monitor.pull_outputs()
         run.timings["download"] = self.clock.now() - started
         from .verify import verify_outputs
 
         verification = verify_outputs(run.job.spec.output_dir, monitor.manifest_dict())
-        outcome = monitor.progress.outcome or ("stopped" if self._stop_requested else "failed")
+        outcome = settled or ("stopped" if self._stop_requested else "failed")
         self._write_report(run, monitor, verification, outcome)
         transport.run(f"touch {_q(layout.collected)}", timeout=30, check=False)  # the agent may exit now
         verification.raise_if_bad()  # after the report: the user sees which file is wrong and why

@@ -113,9 +113,11 @@ def test_ctrl_c_right_after_create_returned(cloud, tmp_path, monkeypatch, capsys
 def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path, monkeypatch, capsys):
     job = tiny_job(tmp_path, cloud.name, epochs=30)
     out = tmp_path / "out"
+    pressed = {"done": False}
 
     def hook(monitor, n):
-        if any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+        if not pressed["done"] and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+            pressed["done"] = True  # one Ctrl-C; a second one would mean "destroy now, skip the pull"
             raise KeyboardInterrupt
 
     _patch_monitor(monkeypatch, hook)
@@ -133,9 +135,11 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path
 
 def test_sigterm_to_the_controller_stops_without_asking(cloud, tmp_path, monkeypatch, capsys):
     job = tiny_job(tmp_path, cloud.name, epochs=30)
+    sent = {"done": False}
 
     def hook(monitor, n):
-        if monitor.progress.step >= 1:
+        if not sent["done"] and monitor.progress.step >= 1:
+            sent["done"] = True
             os.kill(os.getpid(), signal.SIGTERM)
 
     _patch_monitor(monkeypatch, hook)
@@ -192,7 +196,7 @@ def test_instance_vanishing_at_the_provider(cloud, tmp_path, monkeypatch, capsys
     job = tiny_job(tmp_path, cloud.name, epochs=30)
 
     def hook(monitor, n):
-        if any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+        if cloud.instance_ids() and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
             cloud.fake.vanish(only_state().instance_id, run_on_destroy=True)
 
     _patch_monitor(monkeypatch, hook)
