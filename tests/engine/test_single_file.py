@@ -1,0 +1,74 @@
+"""Single-file checkpoints (A1111 `.safetensors`) load with no hub access: the shipped config folders describe the
+real models exactly, and a tiny LDM-format checkpoint we write ourselves trains through the engine's loader."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from .engine_helpers import engine_config, read_events  # noqa: E402
+from .ldm_checkpoint import pipeline_to_ldm  # noqa: E402
+
+
+@pytest.mark.parametrize("variant, unet, vae, encoders", [
+    ("sd15", 859_520_964, 83_653_863, [123_060_480]),
+    ("sdxl", 2_567_463_684, 83_653_863, [123_060_480, 694_659_840]),
+    ("sd2-v", 865_910_724, 83_653_863, [340_387_840]),
+])
+def test_shipped_configs_build_the_published_models(tmp_path, variant, unet, vae, encoders):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from lorarun.image.engine.assets import pipeline_config_dir
+
+    family = "sdxl" if variant == "sdxl" else "sd15"
+    folder = pipeline_config_dir(family, v2=variant == "sd2-v", cache_dir=tmp_path)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    with torch.device("meta"):  # the real sizes, without allocating them
+        assert count(UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))) == unet
+        assert count(AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))) == vae
+        subs = ["text_encoder", "text_encoder_2"][: len(encoders)]
+        for sub, expected, cls in zip(subs, encoders, [CLIPTextModel, CLIPTextModelWithProjection]):
+            assert count(cls(CLIPTextConfig.from_pretrained(folder / sub))) == expected
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    assert tokenizer("a cat").input_ids == [49406, 320, 2368, 49407]
+    if family == "sdxl":
+        assert CLIPTokenizer.from_pretrained(folder / "tokenizer_2").pad_token == "!"
+
+
+def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypatch):
+    from diffusers import StableDiffusionPipeline  # noqa: F401  (import before HF_HUB_OFFLINE takes effect)
+    from safetensors.torch import save_file
+
+    from lorarun.image.engine import assets
+    from lorarun.image.engine.tiny import build_tiny_pipeline
+    from lorarun.image.engine.tokenizer import write_tokenizer_files
+    from lorarun.image.engine_config import EngineConfig
+
+    pipe = build_tiny_pipeline("sd15")
+    ckpt = tmp_path / "tiny-v1-5-pruned.safetensors"
+    save_file(pipeline_to_ldm(pipe), str(ckpt))
+    # The tiny model's own config folder, in the shape pipeline_config_dir() builds for the real ones.
+    folder = tmp_path / "tinycfg"
+    pipe.save_config(folder)
+    for name in ("unet", "vae", "scheduler"):
+        getattr(pipe, name).save_config(folder / name)
+    pipe.text_encoder.config.save_pretrained(folder / "text_encoder")
+    write_tokenizer_files(folder / "tokenizer")
+    monkeypatch.setattr(assets, "pipeline_config_dir", lambda *a, **k: folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    raw = engine_config(tmp_path, dataset, model={"base": str(ckpt)},
+                        training={"max_train_epochs": 1, "text_encoder_lr": 0}, sample={"grid_strengths": []})
+    cfg = EngineConfig.from_dict(raw)
+    cfg.validate()
+    from lorarun.image.engine.train import train
+
+    assert train(cfg, step_event_interval_s=0) == 0
+    events = read_events(tmp_path / "out")
+    assert events[-1]["event"] == "finished"
+    fresh = build_tiny_pipeline("sd15")
+    fresh.load_lora_weights(str(tmp_path / "out" / "tiny.safetensors"))
+    shutil.rmtree(tmp_path / "work", ignore_errors=True)
