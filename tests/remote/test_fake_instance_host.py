@@ -15,6 +15,29 @@ def _transport(host, port, key, tmp_path, name="kh") -> SSHTransport:
     return SSHTransport(params, retry=RetryPolicy(attempts=2, base_delay=0), sleep=lambda s: None)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_instance_gets_the_key_and_env_and_destroy_ends_everything(fake_instance_host, tmp_path):
     pub = write_job_keypair(tmp_path / "job", "j1")
     host, port = fake_instance_host.on_create("C.123", (("CONTAINER_ID", "123"), ("CONTAINER_API_KEY", "k x")), pub)
@@ -27,10 +50,7 @@ def test_instance_gets_the_key_and_env_and_destroy_ends_everything(fake_instance
     assert Path(f"/proc/{pid}").exists()
 
     fake_instance_host.on_destroy("C.123")
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists(), "the detached process died with its instance"
+    assert _wait(lambda: not _alive(pid)), "the detached process died with its instance"
     assert not fake_instance_host.alive("C.123")
     t.close()
     try:
@@ -50,7 +70,7 @@ def test_instances_are_separate(fake_instance_host, tmp_path):
     ta, tb = _transport(*a, key, tmp_path, "ka"), _transport(*b, key, tmp_path, "kb")
     pid_b = tb.start_detached("exec sleep 300", cwd=str(fake_instance_host.workdir("B")), log_path="/dev/null")
     fake_instance_host.on_destroy("A")
-    assert Path(f"/proc/{pid_b}").exists(), "destroying A leaves B's processes alone"
+    assert _alive(pid_b), "destroying A leaves B's processes alone"
     assert tb.run("echo b").stdout == "b\n"
     ta.close()
     tb.close()
@@ -64,3 +84,21 @@ def test_drop_connections_keeps_the_host_up(fake_instance_host, tmp_path):
     assert fake_instance_host.drop_connections("D") > 0
     assert t.run("echo again").stdout == "again\n"
     t.close()
+
+
+def test_kill_processes_hits_only_the_named_instance(fake_instance_host, tmp_path):
+    pub = write_job_keypair(tmp_path / "job", "j1")
+    key = private_key_path(tmp_path / "job")
+    ta = _transport(*fake_instance_host.on_create("E1", (), pub), key, tmp_path, "k1")
+    tb = _transport(*fake_instance_host.on_create("E2", (), pub), key, tmp_path, "k2")
+    cmd = "exec sleep 301"
+    a = ta.start_detached(cmd, cwd=str(fake_instance_host.workdir("E1")), log_path="/dev/null")
+    other = ta.start_detached("exec sleep 302", cwd=str(fake_instance_host.workdir("E1")), log_path="/dev/null")
+    b = tb.start_detached(cmd, cwd=str(fake_instance_host.workdir("E2")), log_path="/dev/null")
+    for pid in (a, other, b):  # wait until the shells have exec'd into sleep: command lines are final then
+        assert _wait(lambda: b"sleep" in _cmdline(pid))
+    assert fake_instance_host.kill_processes("E1", "sleep 301") == [a]
+    assert _wait(lambda: not _alive(a))
+    assert _alive(other) and _alive(b)
+    ta.close()
+    tb.close()

@@ -89,11 +89,12 @@ def test_detached_process_survives_the_connection(ssh_transport, sshd_server):
         assert _wait_for(lambda: log.exists() and "stdin=[]" in log.read_text()), "stdin must be /dev/null"
         assert os.getsid(pid) == pid, "its own session, so the SSH session's hangup does not reach it"
         assert os.readlink(f"/proc/{pid}/cwd") == str(job)
+        assert _wait_for(lambda: b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes())
         ssh_transport.close()
         sshd_server.drop_connections()
-        time.sleep(0.3)
-        assert Path(f"/proc/{pid}").exists()
-        assert "sleep" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        time.sleep(0.3)  # a hangup, had it reached the process, would have ended it by now
+        assert b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     finally:
         try:
             os.killpg(pid, signal.SIGKILL)

@@ -251,6 +251,10 @@ class FakeInstanceHost:
         """The machine disappears without anyone asking: same effect on processes as a destroy."""
         self.on_destroy(instance_id)
 
+    def kill_processes(self, instance_id: str, cmdline_contains: str, sig: int = signal.SIGKILL) -> list[int]:
+        """Kill some processes of one instance only (e.g. its engine: "lorarun.image.engine train")."""
+        return kill_instance_processes(instance_id, cmdline_contains=cmdline_contains, sig=sig)
+
     def drop_connections(self, instance_id: str) -> int:
         server = self.servers.get(instance_id)
         return server.drop_connections() if server else 0
@@ -269,8 +273,15 @@ class FakeInstanceHost:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def kill_instance_processes(instance_id: str) -> list[int]:
-    """SIGKILL every process whose environment carries `LORARUN_FAKE_INSTANCE=<instance_id>`; returns their pids."""
+def kill_instance_processes(
+    instance_id: str, *, cmdline_contains: str | None = None, sig: int = signal.SIGKILL
+) -> list[int]:
+    """Signal every process whose environment carries `LORARUN_FAKE_INSTANCE=<instance_id>` (only those whose
+    command line contains `cmdline_contains`, when given); returns their pids.
+
+    Fault tests must kill "the engine on the instance" this way, never with `pkill -f` over SSH: the loopback
+    instances share one machine, so a pattern kill also hits every other test's (and person's) engine.
+    """
     marker = f"LORARUN_FAKE_INSTANCE={instance_id}".encode()
     killed = []
     for pid in _all_pids():
@@ -278,11 +289,15 @@ def kill_instance_processes(instance_id: str) -> list[int]:
             continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
-            _kill(pid, signal.SIGKILL)
-            killed.append(pid)
+        if marker not in environ.split(b"\0"):
+            continue
+        if cmdline_contains is not None and cmdline_contains not in cmdline:
+            continue
+        _kill(pid, sig)
+        killed.append(pid)
     return killed
 
 
