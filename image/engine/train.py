@@ -28,7 +28,7 @@ from . import checks, data, state
 from .events import EventLog, one_line
 from .kohya_keys import te_prefixes
 from .lora import add_text_encoder_lora, add_unet_lora, load_lora_state_dict, lora_state_dict, unwrap
-from .memory_check import advice, estimate
+from .memory_check import estimated_gb, memory_warning
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 
@@ -175,14 +175,15 @@ class Trainer:
         self._finish()
 
     def _memory_check(self) -> None:
+        """Say before training (and before paying for the model download) if the run will not fit; the run still
+        starts — the estimate is an estimate — and a real OOM ends it with a `failed` event saying the same."""
         if self.device.type != "cuda":
             return
-        family = self.cfg.model.family
-        needed = estimate(self.cfg, family)
         available = self.cfg.max_vram_gb or torch.cuda.get_device_properties(self.device).total_memory / 2**30
-        tip = advice(self.cfg, needed, available)
+        tip = memory_warning(self.cfg, available)
         if tip:
-            self.events.emit("warning", message=tip, estimated_gb=needed, available_gb=round(available, 1))
+            self.events.emit("warning", message=tip, estimated_gb=estimated_gb(self.cfg),
+                             available_gb=round(available, 1))
 
     def _emit_started(self) -> None:
         cfg = self.cfg
