@@ -36,7 +36,7 @@ class JobMonitor:
         self.progress = MonitorProgress()
         self._offset = local_events.stat().st_size if local_events.exists() else 0
         self._partial = b""
-        self.events: list[dict] = _read_jsonl(local_events)
+        self.events: list[dict] = read_jsonl(local_events)
         for event in self.events:
             self._apply(event)
 
@@ -155,7 +155,8 @@ class JobMonitor:
         return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 > t0 else None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete JSON line of a local events file (a torn last line is skipped)."""
     if not path.exists():
         return []
     events = []

@@ -52,3 +52,14 @@ def lorarun_home(tmp_path_factory, monkeypatch) -> Path:
     for var in ("VAST_API_KEY", "RUNPOD_API_KEY", "VAST_URL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _wide_console():
+    """Tests read what the CLI prints; a wide console keeps table cells on one line (layout is not under test)."""
+    from lorarun.runner.console import console, err_console
+
+    widths = console.width, err_console.width
+    console.width = err_console.width = 200
+    yield
+    console.width, err_console.width = widths

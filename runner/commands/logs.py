@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ..console import console
+from ..monitor import read_jsonl
 from ..state import JobStore
 
 
@@ -21,7 +22,7 @@ def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
     store = JobStore()
     state = store.load(job_id)
     local_events = store.job_dir(state.job_id) / "events.jsonl"
-    for event in _read(local_events):
+    for event in read_jsonl(local_events):
         console.print(format_event(event), highlight=False)
     if not follow or state.is_final:
         return
@@ -67,15 +68,3 @@ def _short(value) -> str:
         return f"{value:.4g}"
     text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

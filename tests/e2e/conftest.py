@@ -1,1 +1,1 @@
-from support.cloud import cloud  # noqa: F401 - a fake provider API whose instances are real sshd processes
+from support.cloud import cloud, vast_cloud  # noqa: F401 - fake provider APIs whose instances are real sshd processes

@@ -70,8 +70,8 @@ def _patch_monitor(monkeypatch, hook):
 
 # ---- Ctrl-C in every phase ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("phase", ["wait", "upload", "run", "finish"])
-def test_ctrl_c_at_phase_start_destroys_the_instance(cloud, tmp_path, monkeypatch, capsys, phase):
-    job = tiny_job(tmp_path, cloud.name, epochs=1)
+def test_ctrl_c_at_phase_start_destroys_the_instance(vast_cloud, tmp_path, monkeypatch, capsys, phase):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
     original = JobStore.advance
 
     def advance(self, state, new_phase, message=""):
@@ -86,14 +86,14 @@ def test_ctrl_c_at_phase_start_destroys_the_instance(cloud, tmp_path, monkeypatc
     assert code == 130 and "interrupted" in err
     state = only_state()
     assert state.phase in ("done", "failed")
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
 
 
-def test_ctrl_c_right_after_create_returned(cloud, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, capsys):
     """The worst moment: the provider rented the machine, our process is interrupted before using the answer."""
-    job = tiny_job(tmp_path, cloud.name, epochs=1)
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
     provider_cls = type(connect.make_provider(__import__("lorarun.runner.spec", fromlist=["Resources"]).Resources(
-        provider=cloud.name)))
+        provider=vast_cloud.name)))
     original = provider_cls.create
 
     def create(self, offer, spec):
@@ -107,11 +107,11 @@ def test_ctrl_c_right_after_create_returned(cloud, tmp_path, monkeypatch, capsys
     assert code == 130
     state = only_state()
     assert state.instance_id
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
 
 
-def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=30)
+def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     out = tmp_path / "out"
     pressed = {"done": False}
 
@@ -125,7 +125,7 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err
     state = only_state()
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     saved = checkpoints(out)
     assert "e2e_lora-000001.safetensors" in saved
     # The engine saved its state on the way out (SIGTERM → checkpoint) and it came home too.
@@ -133,8 +133,8 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(cloud, tmp_path
     assert any(e.get("event") == "stopped" for e in events)
 
 
-def test_sigterm_to_the_controller_stops_without_asking(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=30)
+def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     sent = {"done": False}
 
     def hook(monitor, n):
@@ -145,12 +145,12 @@ def test_sigterm_to_the_controller_stops_without_asking(cloud, tmp_path, monkeyp
     _patch_monitor(monkeypatch, hook)
     code = submit(job)
     assert code == 130
-    assert_torn_down(cloud, only_state())
+    assert_torn_down(vast_cloud, only_state())
 
 
 # ---- the link and the machine ---------------------------------------------------------------------------------
-def test_ssh_dropped_mid_upload_reconnects_and_finishes(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=1, images=12)
+def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=1, images=12)
     dropped = {"n": 0}
     original = pipeline.transfer_bar
 
@@ -160,7 +160,7 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(cloud, tmp_path, monkeyp
             def update(done, total):
                 progress(done, total)
                 if not dropped["n"] and 0 < done < total:
-                    dropped["n"] = cloud.host.drop_connections(only_state().instance_id) or -1
+                    dropped["n"] = vast_cloud.host.drop_connections(only_state().instance_id) or -1
             yield update
 
     monkeypatch.setattr(pipeline, "transfer_bar", dropping_bar)
@@ -169,17 +169,17 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(cloud, tmp_path, monkeyp
     assert dropped["n"] > 0, "the test did not manage to cut the connection"
     state = only_state()
     assert state.phase == "done"
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
 
 
-def test_ssh_dropped_mid_training_reconnects_and_finishes(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=3)
+def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=3)
     dropped = {"n": 0}
 
     def hook(monitor, n):
         if not dropped["n"] and monitor.progress.step >= 1:
-            dropped["n"] = cloud.host.drop_connections(only_state().instance_id) or -1
+            dropped["n"] = vast_cloud.host.drop_connections(only_state().instance_id) or -1
 
     _patch_monitor(monkeypatch, hook)
     code = submit(job)
@@ -187,17 +187,17 @@ def test_ssh_dropped_mid_training_reconnects_and_finishes(cloud, tmp_path, monke
     assert dropped["n"] > 0
     state = only_state()
     assert state.phase == "done"
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     assert checkpoints(tmp_path / "out") == ["e2e_lora-000001.safetensors", "e2e_lora-000002.safetensors",
                                              "e2e_lora.safetensors"]
 
 
-def test_instance_vanishing_at_the_provider(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=30)
+def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
 
     def hook(monitor, n):
-        if cloud.instance_ids() and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
-            cloud.fake.vanish(only_state().instance_id, run_on_destroy=True)
+        if vast_cloud.instance_ids() and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
+            vast_cloud.fake.vanish(only_state().instance_id, run_on_destroy=True)
 
     _patch_monitor(monkeypatch, hook)
     code = submit(job)
@@ -206,12 +206,12 @@ def test_instance_vanishing_at_the_provider(cloud, tmp_path, monkeypatch, capsys
     assert "vanished" in err
     state = only_state()
     assert state.phase == "failed"
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
 
 
-def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(cloud, tmp_path, monkeypatch, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=30)
+def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     killed = {"done": False}
 
     def hook(monitor, n):
@@ -225,7 +225,7 @@ def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(cloud, tmp_p
     assert code == 1 and "training failed" in err
     state = only_state()
     assert state.phase == "failed"
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
 
 
@@ -270,28 +270,28 @@ def _training(state) -> bool:
     return state.phase == "monitor" and events.exists() and b'"step"' in events.read_bytes()
 
 
-def test_controller_killed_then_attach_finishes_the_job(cloud, tmp_path, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=3)
+def test_controller_killed_then_attach_finishes_the_job(vast_cloud, tmp_path, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=3)
     _kill_when(_controller(job), _training)
     state = only_state()
-    assert not state.instance_destroyed and cloud.instance_ids()  # still up: nothing tore it down
+    assert not state.instance_destroyed and vast_cloud.instance_ids()  # still up: nothing tore it down
     code = main(["attach", state.job_id])
     assert code == 0, capsys.readouterr().err
     state = only_state()
     assert state.phase == "done"
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
     assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
 
 
-def test_controller_killed_then_gc_destroys_the_orphan(cloud, tmp_path, capsys):
-    job = tiny_job(tmp_path, cloud.name, epochs=30)
+def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     _kill_when(_controller(job), _training)
-    code = main(["gc", "--yes", "--provider", cloud.name])
+    code = main(["gc", "--yes", "--provider", vast_cloud.name])
     out = capsys.readouterr().out
     assert code == 0
     assert "controller is gone" in out
     state = only_state()
-    assert_torn_down(cloud, state)
+    assert_torn_down(vast_cloud, state)
 
 
 def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(cloud, tmp_path):
@@ -299,11 +299,39 @@ def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(c
     _kill_when(_controller(job, "--lease-seconds", "25", "--grace-seconds", "2"), _training)
     state = only_state()
     deadline = time.monotonic() + 120
-    while cloud.instance_ids() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while (cloud.instance_ids() or cloud.host.alive(state.instance_id)) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the fake forgets the instance first, then its on_destroy stops the sshd
     assert cloud.instance_ids() == [], "the agent did not destroy its own instance"
     # It used its instance-scoped key, never the account key.
     account_key = os.environ["VAST_API_KEY" if cloud.name == "vastai" else "RUNPOD_API_KEY"]
     deletes = [r for r in cloud.fake.requests if r.method == "DELETE" and state.instance_id in r.path]
     assert deletes and all(account_key not in r.headers.get("authorization", "") for r in deletes)
     assert not cloud.host.alive(state.instance_id)
+
+
+def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(vast_cloud, tmp_path, monkeypatch, capsys):
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    pressed = {"done": False}
+
+    def hook(monitor, n):
+        if not pressed["done"] and monitor.progress.step >= 1:
+            pressed["done"] = True
+            raise KeyboardInterrupt
+
+    _patch_monitor(monkeypatch, hook)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    from rich.prompt import Prompt
+
+    monkeypatch.setattr(Prompt, "ask", classmethod(lambda cls, *a, **k: "detach"))
+    code = submit(job)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "detached" in err and "lorarun attach" in err
+    state = only_state()
+    assert not state.instance_destroyed and vast_cloud.instance_ids()  # still training, on purpose
+    monkeypatch.undo()  # a plain `down` from a new shell
+    code = main(["down", state.job_id])
+    assert code == 0, capsys.readouterr().err
+    state = only_state()
+    assert_torn_down(vast_cloud, state)
+    assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out") or checkpoints(tmp_path / "out")

@@ -2,6 +2,8 @@
 temporary folder, with the real engine training a tiny model on CPU behind them."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +30,12 @@ class Cloud:
         return [str(i) for i in table]
 
 
-@pytest.fixture(params=["vastai", "runpod"])
-def cloud(request, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def fake_cloud(name: str, tmp_path: Path, monkeypatch) -> Iterator[Cloud]:
+    """The fake API of `name` on 127.0.0.1, its instances real sshd processes, the environment pointing at it."""
     _require_sshd()
     host = FakeInstanceHost(tmp_path / "instances")
-    if request.param == "vastai":
+    if name == "vastai":
         fake = FakeVast(boot_polls=2, on_create=host.on_create, on_destroy=host.on_destroy)
         fake.start()
         monkeypatch.setenv("VAST_URL", fake.url)
@@ -44,10 +47,22 @@ def cloud(request, tmp_path, monkeypatch):
         monkeypatch.setenv("RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
         monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
     try:
-        yield Cloud(request.param, fake, host)
+        yield Cloud(name, fake, host)
     finally:
         fake.stop()
         host.close()
+
+
+@pytest.fixture(params=["vastai", "runpod"])
+def cloud(request, tmp_path, monkeypatch):
+    with fake_cloud(request.param, tmp_path, monkeypatch) as c:
+        yield c
+
+
+@pytest.fixture
+def vast_cloud(tmp_path, monkeypatch):
+    with fake_cloud("vastai", tmp_path, monkeypatch) as c:
+        yield c
 
 
 def tiny_job(tmp_path: Path, provider: str, *, epochs: int = 2, extra_training: str = "",
