@@ -20,7 +20,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..engine_config import EngineConfig
 from ..schema import ConfigError
@@ -30,6 +29,7 @@ from .kohya_keys import te_prefixes
 from .lora import add_text_encoder_lora, add_unet_lora, load_lora_state_dict, lora_state_dict, unwrap
 from .memory_check import estimated_gb, memory_warning
 from .optim import build_optimizer, build_scheduler, warmup_steps
+from .step import NoiseSchedule, diffusion_loss
 from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
@@ -285,9 +285,7 @@ class Trainer:
         else:
             self.unet, self.optimizer = accel.prepare(unet, optimizer)
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
-        acp = _alphas_cumprod().to(self.device)
-        self.sqrt_ac, self.sqrt_1m_ac = acp.sqrt(), (1 - acp).sqrt()
-        self.snr = acp / (1 - acp)
+        self.schedule = NoiseSchedule.kohya(self.device)
         self.facts = RunFacts(
             session_id=self.session_id, started_at=self.started_at, family=self.family, v2=cfg.model.v2,
             v_parameterization=self.model.v_prediction, base_model=cfg.model.base,
@@ -377,31 +375,16 @@ class Trainer:
         self.final_epoch = min(self.epochs, max(self.position[0] + 1, 1))
 
     def loss(self, batch: data.Batch) -> torch.Tensor:
-        """One micro-batch: noise, the UNet's prediction, kohya's weighted MSE. No host syncs in here."""
-        t, device = self.cfg.training, self.device
-        latents = batch.latents.to(device, non_blocking=True)
-        bsz = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=self.generator, device=device)
-        if t.noise_offset:
-            # kohya: a per-channel constant shift; the shifted noise is also the target
-            noise = noise + t.noise_offset * torch.randn((bsz, latents.shape[1], 1, 1), generator=self.generator,
-                                                         device=device)
-        timesteps = torch.randint(0, 1000, (bsz,), generator=self.generator, device=device)
-        a = self.sqrt_ac[timesteps].view(-1, 1, 1, 1)
-        s = self.sqrt_1m_ac[timesteps].view(-1, 1, 1, 1)
-        noisy = a * latents + s * noise
-        target = a * noise - s * latents if self.model.v_prediction else noise
+        """One micro-batch: conditioning (cached, or encoded now), then the shared step math."""
+        t = self.cfg.training
         with self.accel.autocast():
             hidden, added = self._conditioning(batch)
-            pred = self.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype),
-                             added_cond_kwargs=added).sample
-        loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        loss = loss * batch.loss_weight.to(device, non_blocking=True)
-        if t.min_snr_gamma:
-            # kohya apply_snr_weight: min(SNR, γ) / SNR for ε-prediction, / (SNR + 1) for v-prediction
-            snr = self.snr[timesteps]
-            loss = loss * torch.clamp(snr, max=t.min_snr_gamma) / (snr + 1 if self.model.v_prediction else snr)
-        return loss.mean()
+        return diffusion_loss(
+            self.unet, batch.latents.to(self.device, non_blocking=True), hidden, added,
+            batch.loss_weight.to(self.device, non_blocking=True), self.schedule, self.generator,
+            v_prediction=self.model.v_prediction, noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma,
+            weight_dtype=self.weight_dtype, autocast=self.accel.autocast(),
+        )
 
     def _conditioning(self, batch: data.Batch):
         device = self.device
@@ -553,8 +536,3 @@ class Trainer:
         self.events.emit("finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps,
                          epoch=epoch)
 
-
-def _alphas_cumprod() -> torch.Tensor:
-    """kohya's training noise schedule: DDPM, scaled-linear betas 0.00085 → 0.012, 1000 steps."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0).float()
