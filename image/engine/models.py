@@ -67,6 +67,11 @@ def load_model(mcfg: ModelConfig, asset_cache: Path | None = None) -> Model:
         model.vae = (AutoencoderKL.from_single_file(str(vae_path)) if vae_path.suffix.lower() in SINGLE_FILE_SUFFIXES
                      else AutoencoderKL.from_pretrained(mcfg.vae))
         model.key += f"+vae:{mcfg.vae}"
+    if mcfg.v_parameterization:
+        # SD2.x-v: sample with the objective we train, whatever scheduler config came with the checkpoint
+        model.sample_scheduler = type(model.sample_scheduler).from_config(model.sample_scheduler.config,
+                                                                         prediction_type="v_prediction")
+        model.v_prediction = True
     return model
 
 

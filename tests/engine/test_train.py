@@ -177,3 +177,51 @@ def test_lora_keys_alpha_and_metadata_follow_kohya(trained):
     assert json.loads(meta["ss_dataset_dirs"]) == {"1_shapes": {"n_repeats": 1, "img_count": 4}}
     assert json.loads(meta["ss_tag_frequency"])["1_shapes"]["lrn style"] == 3
     assert len(meta["sshs_model_hash"]) == 64 and len(meta["sshs_legacy_hash"]) == 8
+
+
+def test_dataset_and_training_options_together(tmp_path, dataset_with_reg, asset_cache):
+    """Regularisation images with prior loss weight, flip_aug (flipped latents cached), caption shuffle/keep_tokens/
+    dropout (so text is encoded every step, text encoder frozen), gradient accumulation and checkpointing, min-SNR,
+    noise offset, v-prediction, warmup ratio — one run that must finish, then a re-run that reuses the caches."""
+    from safetensors.torch import load_file
+
+    train_dir, reg_dir = dataset_with_reg
+    cfg = engine_config(
+        tmp_path, train_dir,
+        model={"v_parameterization": True},
+        dataset={"reg_data_dir": str(reg_dir), "prior_loss_weight": 0.5, "flip_aug": True, "shuffle_caption": True,
+                 "keep_tokens": 1, "caption_dropout_rate": 0.2},
+        training={"max_train_epochs": 1, "text_encoder_lr": 0, "gradient_accumulation_steps": 2,
+                  "gradient_checkpointing": True, "min_snr_gamma": 5, "noise_offset": 0.05, "lr_warmup_steps": 0.5,
+                  "lr_scheduler": "cosine_with_restarts", "lr_scheduler_num_cycles": 2, "optimizer_type": "Adafactor"},
+        sample={"grid_strengths": []},
+    )
+    config = write_config(tmp_path, cfg)
+    result = run_engine(config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = read_events(tmp_path / "out")
+    started = next(e for e in events if e["event"] == "started")
+    # 4 train + 4 reg samples (reg fills up to the train count): buckets 64x64 x6, 96x32, 32x96 → 5 batches of 2,
+    # 3 optimizer steps with accumulation 2
+    assert started["num_reg_images"] == 2 and started["steps_per_epoch"] == 3
+    assert started["cache_text_encoder_outputs"] is False and started["train_text_encoder"] is False
+    assert started["optimizer"] == "Adafactor"
+    assert events[-1]["event"] == "finished"
+    latents = sorted((tmp_path / "work" / "cache" / "latents").glob("*.safetensors"))
+    assert len(latents) == 6 and all("latents_flipped" in load_file(str(p)) for p in latents)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "tiny.safetensors"), "pt") as f:
+        meta = f.metadata()
+        assert not any(k.startswith("lora_te") for k in f.keys())  # UNet only
+    assert meta["ss_base_model_version"] == "sd_v1_v" and meta["modelspec.prediction_type"] == "v"
+    assert meta["ss_num_reg_images"] == "2" and meta["ss_prior_loss_weight"] == "0.5"
+    assert meta["ss_gradient_accumulation_steps"] == "2" and meta["ss_min_snr_gamma"] == "5.0"
+    # a fresh output folder with the same work_dir: the latents come from the cache (files untouched)
+    mtimes = [p.stat().st_mtime_ns for p in latents]
+    cfg["output_dir"] = str(tmp_path / "out2")
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "state")
+    assert run_engine(write_config(tmp_path, cfg)).returncode == 0
+    assert [p.stat().st_mtime_ns for p in latents] == mtimes

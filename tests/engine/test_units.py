@@ -161,3 +161,45 @@ def test_clip_tokenizer_from_the_shipped_bpe(asset_cache):
     assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert tok.model_max_length == 77 and tok.pad_token_id == 49407 and len(tok) == 49408
     assert load_tokenizer("clip_g").pad_token_id == 0  # SDXL tokenizer_2 pads with "!"
+
+
+class _ZeroUNet:
+    """Predicts zeros, so the loss is the weighted mean square of the target."""
+
+    def __call__(self, sample, timesteps, hidden, added_cond_kwargs=None):
+        import torch
+
+        class Out:
+            pass
+
+        out = Out()
+        out.sample = torch.zeros_like(sample)
+        return out
+
+
+@pytest.mark.parametrize("v_prediction", [False, True])
+def test_step_math_min_snr_prior_weight_and_targets(v_prediction):
+    torch = pytest.importorskip("torch")
+    from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
+
+    schedule = NoiseSchedule.kohya("cpu")
+    latents = torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    weight = torch.tensor([1.0, 0.5, 1.0])
+
+    def run(**kw):
+        return diffusion_loss(_ZeroUNet(), latents, torch.zeros(3, 77, 8), None, weight, schedule,
+                              torch.Generator().manual_seed(3), v_prediction=v_prediction, **kw)
+
+    # replay the generator to know the noise and timesteps the step drew
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(latents.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    a = schedule.sqrt_alpha[t].view(-1, 1, 1, 1)
+    s = schedule.sqrt_one_minus_alpha[t].view(-1, 1, 1, 1)
+    target = a * noise - s * latents if v_prediction else noise
+    per_sample = target.pow(2).mean(dim=(1, 2, 3)) * weight
+    assert torch.allclose(run(), per_sample.mean())
+    snr = schedule.snr[t]
+    kohya = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1 if v_prediction else snr)
+    assert torch.allclose(run(min_snr_gamma=5.0), (per_sample * kohya).mean())
+    assert not torch.allclose(run(noise_offset=0.1), run())
