@@ -142,7 +142,7 @@ class SSHTransport:
             sock = socket.create_connection((p.host, p.port), timeout=p.connect_timeout)
         except OSError as e:
             raise _Dropped(f"cannot reach {p.host}:{p.port}: {e}") from e
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _tune_socket(sock, p)
         t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET)
         t.banner_timeout = p.connect_timeout
         t.handshake_timeout = p.connect_timeout
@@ -504,6 +504,21 @@ def _shell_path(path: str) -> str:
         rest = path[len(REMOTE_WORKDIR_EXPR) :]
         return REMOTE_WORKDIR_EXPR + (shlex.quote(rest) if rest else "")
     return shlex.quote(path)
+
+
+def _tune_socket(sock: socket.socket, p: SSHParams) -> None:
+    """No Nagle delay for small requests; and let the kernel notice a peer that vanished without a word (a
+    destroyed instance, a NAT that forgot us): TCP keep-alive probes, and a cap on how long sent data may stay
+    unacknowledged. Either ends the socket, which paramiko reports as a dropped link, which we reconnect."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3),
+                        ("TCP_USER_TIMEOUT", int(max(30.0, p.io_timeout) * 1000))):
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+            except OSError:
+                pass
 
 
 def _prefer(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ...]:
