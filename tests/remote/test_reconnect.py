@@ -90,3 +90,20 @@ def test_non_idempotent_command_is_not_rerun_after_a_drop(ssh_transport, sshd_se
             f"echo x >> {counter}; kill -9 $PPID; sleep 5", idempotent=False, timeout=30
         )
     assert counter.read_text() == "x\n"
+
+
+def test_a_silent_peer_counts_as_a_dropped_link(ssh_params, sshd_server, recorded_sleeps):
+    from dataclasses import replace
+
+    params = replace(ssh_params, io_timeout=2.0, connect_timeout=2.0)
+    (sshd_server.workdir / "events.jsonl").write_bytes(b"{}\n")
+    with SSHTransport(params, retry=RetryPolicy(attempts=3, base_delay=0.1), sleep=recorded_sleeps.append) as t:
+        assert t.read_bytes(str(sshd_server.workdir / "events.jsonl")) == b"{}\n"
+        assert sshd_server.freeze_connections()
+        try:
+            # The frozen link never answers: after io_timeout it is given up and a fresh one is opened.
+            assert t.read_bytes(str(sshd_server.workdir / "events.jsonl")) == b"{}\n"
+            assert t.run("echo alive").stdout == "alive\n"
+        finally:
+            sshd_server.drop_connections()
+    assert recorded_sleeps, "reconnected through the back-off path"

@@ -215,7 +215,19 @@ class SshdServer:
         victims = _children(self._proc.pid)
         for pid in victims:
             _kill(pid, signal.SIGKILL)
+            _kill(pid, signal.SIGCONT)  # a frozen process only dies once it runs again
         return len(victims)
+
+
+    def freeze_connections(self) -> list[int]:
+        """SIGSTOP the per-connection processes: live links go silent (no reset, no FIN), like a peer behind a
+        NAT that forgot the flow. `drop_connections()` or `stop()` ends them afterwards."""
+        if self._proc is None:
+            return []
+        frozen = _children(self._proc.pid)
+        for pid in frozen:
+            _kill(pid, signal.SIGSTOP)
+        return frozen
 
 
 class FakeInstanceHost:
