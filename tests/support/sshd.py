@@ -71,6 +71,9 @@ class SshdServer:
         self.instance_id = instance_id
         self.env = tuple(env)
         self.port = port or free_port()
+        # A port we picked may be taken by someone else before sshd binds it: then another is tried. Once sshd
+        # has run on a port (or the caller chose it) it stays, so a restart answers where clients expect it.
+        self._port_fixed = port is not None
         self.username = getpass.getuser()
         self.workdir = self.root / "instance"
         self.workdir.mkdir(exist_ok=True)
@@ -145,9 +148,21 @@ class SshdServer:
         self.config.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 15.0) -> SshdInfo:
+        for _ in range(5):
+            try:
+                info = self._start_once(timeout)
+            except _PortTaken:
+                self.port = free_port()
+                continue
+            self._port_fixed = True
+            return info
+        raise RuntimeError(f"sshd could not bind a free port: {self.log.read_text()[-2000:]}")
+
+    def _start_once(self, timeout: float) -> SshdInfo:
         if os.geteuid() == 0:  # sshd started by root wants its privilege separation dir
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         deadline = time.monotonic() + timeout
         self._log_fh = open(self.log, "ab")
         self._proc = subprocess.Popen(
@@ -159,7 +174,15 @@ class SshdServer:
         )
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with {self._proc.returncode}: {self.log.read_text()[-2000:]}")
+                code = self._proc.returncode
+                self._close_log()
+                self._proc = None
+                with open(self.log, "rb") as fh:
+                    fh.seek(log_start)
+                    tail = fh.read().decode(errors="replace")
+                if "Address already in use" in tail and not self._port_fixed:
+                    raise _PortTaken(tail)
+                raise RuntimeError(f"sshd exited with {code}: {tail[-2000:]}")
             if _answers_ssh(self.port):
                 return self.info
             time.sleep(0.05)
@@ -193,6 +216,9 @@ class SshdServer:
         for pid in children:
             _kill(pid, signal.SIGKILL)
         self._proc = None
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_fh:
             self._log_fh.close()
             self._log_fh = None
@@ -283,6 +309,10 @@ class FakeInstanceHost:
             self.on_destroy(instance_id)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _PortTaken(Exception):
+    """sshd could not bind the port we picked: someone took it in between."""
 
 
 def kill_instance_processes(
