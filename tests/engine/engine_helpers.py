@@ -42,7 +42,7 @@ def engine_env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-def run_engine(config: Path, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+def run_engine(config: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     env = engine_env()
     return subprocess.run(engine_cmd(config), capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
