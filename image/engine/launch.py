@@ -55,8 +55,17 @@ def run_distributed(command: list[str], output_dir: Path) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if code != 0 and forwarded and _last_event(output_dir) == "stopped":
+    last = _last_event(output_dir)
+    if code != 0 and forwarded and last == "stopped":
         return 0
+    if code != 0 and last not in ("failed", "stopped", "finished"):
+        # a non-main rank died (its own error is in the log) and took the run down: the controller still gets
+        # its one `failed` event
+        from .events import EventLog
+
+        log = EventLog(output_dir)
+        log.emit("failed", reason=f"a training process exited with code {code}; see the engine log")
+        log.close()
     return code
 
 

@@ -33,6 +33,7 @@ from .step import NoiseSchedule, diffusion_loss
 from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
+OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError)
 
 
 class Stopped(Exception):
@@ -95,7 +96,7 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
         return 2
     except Stopped:
         return 0
-    except torch.OutOfMemoryError:
+    except OOM_ERRORS:
         where = trainer.describe_position() if trainer else ""
         reason = f"out of GPU memory{where}; {OOM_ADVICE}"
         events.emit("failed", reason=reason)
@@ -165,7 +166,9 @@ class Trainer:
         self.model = load_model(cfg.model)
         self.family = self.model.family
         self._check_resolution_fits()
+        self._stop_if_requested()
         self._cache()
+        self._stop_if_requested()
         self._setup_training()
         resumed = self._resume()
         if resumed is not None and resumed.global_step >= self.total_steps and self._final_path().exists():
@@ -322,6 +325,7 @@ class Trainer:
         self.loss_count = 0
         self.last_report = time.monotonic()
         self.last_report_step = self.global_step
+        self.position = (start_epoch, start_batch)
         first_report = True
         for epoch in range(start_epoch, self.epochs):
             if self.global_step >= self.total_steps:
@@ -413,6 +417,13 @@ class Trainer:
         self.loss_sum.zero_()
         self.loss_count = 0
         self.last_report, self.last_report_step = now, self.global_step
+
+    def _stop_if_requested(self) -> None:
+        """Between the long phases before training (download, caching): nothing to save yet, just stop."""
+        if self._stop_requested():
+            self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
+                             reason="stop signal received before training")
+            raise Stopped()
 
     def _stop_requested(self) -> bool:
         requested = self.stop.requested
@@ -506,7 +517,8 @@ class Trainer:
 
         class _Mode:
             def __enter__(self):
-                trainer.model.vae.to(trainer.device, trainer.weight_dtype)
+                vae_dtype = torch.float32 if trainer.weight_dtype == torch.float16 else trainer.weight_dtype
+                trainer.model.vae.to(trainer.device, vae_dtype)  # an fp16 SD VAE decodes to NaNs
                 for encoder in trainer.model.text_encoders:
                     encoder.to(trainer.device)
                 unwrap(trainer.unet).eval()
