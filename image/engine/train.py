@@ -33,6 +33,7 @@ from .step import NoiseSchedule, diffusion_loss
 from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
+STOP_CHECK_EVERY = 4  # optimizer steps between stop checks in a data-parallel run
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError)
 
 
@@ -252,6 +253,23 @@ class Trainer:
                       "shuffle_caption / caption_dropout_rate change the caption every step"
                       if cfg.training.cache_text_encoder_outputs else "cache_text_encoder_outputs is off")
             self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
+        self._keep_caches_on_device()
+
+    def _keep_caches_on_device(self, limit_gib: float = 2.0) -> None:
+        """On a GPU, hold the cached latents and embeddings there (a few hundred MB for 1000 SDXL images): a batch
+        is then a stack on the device, not a host-to-device copy per step."""
+        if self.device.type != "cuda":
+            return
+        tensors = [t for e in self.latents.values() for t in (e.latents, e.flipped) if t is not None]
+        tensors += [t for e in self.text_cache.values() for t in (e.hidden, e.pooled) if t is not None]
+        if sum(t.numel() * 2 for t in tensors) / 2**30 > limit_gib:
+            return
+        for entry in self.latents.values():
+            entry.latents = entry.latents.to(self.device)
+            entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None
+        for entry in self.text_cache.values():
+            entry.hidden = entry.hidden.to(self.device, self.weight_dtype)
+            entry.pooled = entry.pooled.to(self.device, self.weight_dtype) if entry.pooled is not None else None
 
     def _setup_training(self) -> None:
         cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
@@ -362,7 +380,9 @@ class Trainer:
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
                     self._report_step(epoch)
                     first_report = False
-                if self._stop_requested():
+                # Data-parallel ranks must agree on the stop step, which costs an all-reduce and a host sync:
+                # done every STOP_CHECK_EVERY steps there (a few seconds), every step for a single process.
+                if (self.world == 1 or self.global_step % STOP_CHECK_EVERY == 0) and self._stop_requested():
                     self._save_on_stop(epoch, b + 1)
                 if done:
                     break
@@ -371,6 +391,8 @@ class Trainer:
             finished_epoch = epoch + 1
             if self.global_step >= self.total_steps:
                 break
+            if self.world > 1 and self._stop_requested():  # every rank is here together: a cheap place to agree
+                self._save_on_stop(epoch, len(batches))
             if t.save_every_n_epochs and finished_epoch % t.save_every_n_epochs == 0:
                 self._save_checkpoint(self._epoch_path(finished_epoch), finished_epoch, (finished_epoch, 0))
             every = self.cfg.sample.every_n_epochs
