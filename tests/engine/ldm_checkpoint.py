@@ -1,6 +1,7 @@
-"""Write a diffusers SD1.x pipeline as an original (LDM / A1111) single-file checkpoint — the inverse of diffusers'
-`from_single_file` conversion, for testing that path offline with the tiny model. Follows the classic
-`convert_diffusers_to_original_stable_diffusion.py` tables, generalised to any layers_per_block."""
+"""Write a diffusers SD1.x / SDXL pipeline as an original (LDM / SGM, A1111-style) single-file checkpoint — the
+inverse of diffusers' `from_single_file` conversion, for testing that path offline with the tiny models. Follows the
+classic `convert_diffusers_to_original_stable_diffusion.py` / `..._sdxl.py` tables, generalised to any
+layers_per_block; SDXL's second text encoder is written in OpenCLIP layout (fused q/k/v `in_proj`)."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,7 @@ import re
 RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
 UNET_SIMPLE = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
                "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
 
 
@@ -74,8 +76,46 @@ def text_encoder_to_ldm(sd: dict) -> dict:
             for k, v in sd.items()}
 
 
+def open_clip_to_ldm(sd: dict, prefix: str = "conditioner.embedders.1.model.") -> dict:
+    """CLIPTextModelWithProjection → OpenCLIP text tower (what SDXL checkpoints store for CLIP-G)."""
+    sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
+    out = {
+        "positional_embedding": sd.pop("embeddings.position_embedding.weight"),
+        "token_embedding.weight": sd.pop("embeddings.token_embedding.weight"),
+        "ln_final.weight": sd.pop("final_layer_norm.weight"),
+        "ln_final.bias": sd.pop("final_layer_norm.bias"),
+        "text_projection": sd.pop("text_projection.weight").T,
+    }
+    sd.pop("embeddings.position_ids", None)
+    layers = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")}
+    for i in sorted(layers):
+        src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch_cat([sd.pop(src + f"self_attn.{p}_proj.{kind}")
+                                                           for p in ("q", "k", "v")])
+            out[dst + f"attn.out_proj.{kind}"] = sd.pop(src + f"self_attn.out_proj.{kind}")
+            out[dst + f"ln_1.{kind}"] = sd.pop(src + f"layer_norm1.{kind}")
+            out[dst + f"ln_2.{kind}"] = sd.pop(src + f"layer_norm2.{kind}")
+            out[dst + f"mlp.c_fc.{kind}"] = sd.pop(src + f"mlp.fc1.{kind}")
+            out[dst + f"mlp.c_proj.{kind}"] = sd.pop(src + f"mlp.fc2.{kind}")
+    if sd:
+        raise KeyError(f"unconverted text-encoder keys: {sorted(sd)[:3]}")
+    return {prefix + k: v for k, v in out.items()}
+
+
+def torch_cat(tensors):
+    import torch
+
+    return torch.cat(tensors, dim=0)
+
+
 def pipeline_to_ldm(pipe) -> dict:
     sd = unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
     sd.update(vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)))
-    sd.update(text_encoder_to_ldm(pipe.text_encoder.state_dict()))
+    if hasattr(pipe, "text_encoder_2"):  # SDXL: SGM "conditioner" layout
+        sd.update({k.replace("cond_stage_model.", "conditioner.embedders.0."): v
+                   for k, v in text_encoder_to_ldm(pipe.text_encoder.state_dict()).items()})
+        sd.update(open_clip_to_ldm(pipe.text_encoder_2.state_dict()))
+    else:
+        sd.update(text_encoder_to_ldm(pipe.text_encoder.state_dict()))
     return {k: v.contiguous() for k, v in sd.items()}

@@ -38,17 +38,22 @@ def test_shipped_configs_build_the_published_models(tmp_path, variant, unet, vae
         assert CLIPTokenizer.from_pretrained(folder / "tokenizer_2").pad_token == "!"
 
 
-def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypatch):
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypatch, family):
+    """An A1111-layout checkpoint of the tiny model (SD1.5: cond_stage_model; SDXL: conditioner with an OpenCLIP
+    second encoder) goes through the engine's single-file loader with the hub switched off, trains, and the LoRA
+    loads on the diffusers pipeline of the same model."""
     from diffusers import StableDiffusionPipeline  # noqa: F401  (import before HF_HUB_OFFLINE takes effect)
     from safetensors.torch import save_file
 
     from lorarun.image.engine import assets
+    from lorarun.image.engine.models import load_model
     from lorarun.image.engine.tiny import build_tiny_pipeline
     from lorarun.image.engine.tokenizer import write_tokenizer_files
     from lorarun.image.engine_config import EngineConfig
 
-    pipe = build_tiny_pipeline("sd15")
-    ckpt = tmp_path / "tiny-v1-5-pruned.safetensors"
+    pipe = build_tiny_pipeline(family)
+    ckpt = tmp_path / f"tiny-{family}.safetensors"
     save_file(pipeline_to_ldm(pipe), str(ckpt))
     # The tiny model's own config folder, in the shape pipeline_config_dir() builds for the real ones.
     folder = tmp_path / "tinycfg"
@@ -57,18 +62,27 @@ def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypat
         getattr(pipe, name).save_config(folder / name)
     pipe.text_encoder.config.save_pretrained(folder / "text_encoder")
     write_tokenizer_files(folder / "tokenizer")
+    if family == "sdxl":
+        pipe.text_encoder_2.config.save_pretrained(folder / "text_encoder_2")
+        write_tokenizer_files(folder / "tokenizer_2", pad_token="!")
     monkeypatch.setattr(assets, "pipeline_config_dir", lambda *a, **k: folder)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    raw = engine_config(tmp_path, dataset, model={"base": str(ckpt)},
+    raw = engine_config(tmp_path, dataset, family, model={"base": str(ckpt)},
                         training={"max_train_epochs": 1, "text_encoder_lr": 0}, sample={"grid_strengths": []})
     cfg = EngineConfig.from_dict(raw)
     cfg.validate()
+    loaded = load_model(cfg.model)  # every weight exactly as in the pipeline we wrote out
+    for name, module in [("unet", loaded.unet), ("vae", loaded.vae)] + [
+            (n, m) for n, m in zip(("text_encoder", "text_encoder_2"), loaded.text_encoders)]:
+        ours, theirs = module.state_dict(), getattr(pipe, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    assert loaded.key.startswith("file:")
+
     from lorarun.image.engine.train import train
 
     assert train(cfg, step_event_interval_s=0) == 0
-    events = read_events(tmp_path / "out")
-    assert events[-1]["event"] == "finished"
-    fresh = build_tiny_pipeline("sd15")
+    assert read_events(tmp_path / "out")[-1]["event"] == "finished"
+    fresh = build_tiny_pipeline(family)
     fresh.load_lora_weights(str(tmp_path / "out" / "tiny.safetensors"))
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
