@@ -121,6 +121,7 @@ class TrainingConfig:
     cache_latents: bool = True
     cache_text_encoder_outputs: bool = True  # turned off by the engine when text encoders train
     max_data_loader_n_workers: int = 2
+    channels_last: bool = False  # NHWC UNet on CUDA; measure before turning on (engine.md §2.1: no clear win)
 
     @property
     def trains_text_encoder(self) -> bool:

@@ -26,7 +26,8 @@ class NoiseSchedule:
 def diffusion_loss(unet, latents: torch.Tensor, hidden: torch.Tensor, added: dict | None,
                    loss_weight: torch.Tensor | None, schedule: NoiseSchedule, generator: torch.Generator | None, *,
                    v_prediction: bool = False, noise_offset: float | None = None, min_snr_gamma: float | None = None,
-                   weight_dtype: torch.dtype = torch.float32, autocast=None) -> torch.Tensor:
+                   weight_dtype: torch.dtype = torch.float32, autocast=None,
+                   channels_last: bool = False) -> torch.Tensor:
     """kohya's loss: noise the latents at a uniform random timestep, predict ε (or v), per-sample MSE × weight
     (prior_loss_weight for regularisation images) × min-SNR weight, mean over the batch."""
     device = latents.device
@@ -40,6 +41,8 @@ def diffusion_loss(unet, latents: torch.Tensor, hidden: torch.Tensor, added: dic
     s = schedule.sqrt_one_minus_alpha[timesteps].view(-1, 1, 1, 1)
     noisy = a * latents + s * noise
     target = a * noise - s * latents if v_prediction else noise
+    if channels_last:
+        noisy = noisy.contiguous(memory_format=torch.channels_last)
     with autocast if autocast is not None else nullcontext():
         pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype), added_cond_kwargs=added).sample
     loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))

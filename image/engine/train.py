@@ -278,6 +278,9 @@ class Trainer:
         groups = [{"params": add_unet_lora(unet, t.network_dim, t.network_alpha),
                    "lr": t.unet_lr if t.unet_lr is not None else t.learning_rate}]
         unet.to(self.device)
+        self.channels_last = t.channels_last and self.device.type == "cuda"
+        if self.channels_last:
+            unet.to(memory_format=torch.channels_last)
         if t.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
@@ -409,7 +412,7 @@ class Trainer:
             self.unet, batch.latents.to(self.device, non_blocking=True), hidden, added,
             batch.loss_weight.to(self.device, non_blocking=True), self.schedule, self.generator,
             v_prediction=self.model.v_prediction, noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma,
-            weight_dtype=self.weight_dtype, autocast=self.accel.autocast(),
+            weight_dtype=self.weight_dtype, autocast=self.accel.autocast(), channels_last=self.channels_last,
         )
 
     def _conditioning(self, batch: data.Batch):
