@@ -203,3 +203,17 @@ def test_step_math_min_snr_prior_weight_and_targets(v_prediction):
     kohya = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1 if v_prediction else snr)
     assert torch.allclose(run(min_snr_gamma=5.0), (per_sample * kohya).mean())
     assert not torch.allclose(run(noise_offset=0.1), run())
+
+
+def test_launch_decisions(monkeypatch):
+    from lorarun.image.engine.launch import distributed_command, wanted_processes
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert wanted_processes("3", "auto") == 3
+    assert wanted_processes("auto", "cpu") == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert wanted_processes("4", "auto") == 1  # already a rank: never re-launch
+    cmd = distributed_command(2, ["train", "--config", "c.json", "--num-processes", "auto"])
+    assert cmd[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    assert cmd[cmd.index("lorarun.image.engine") + 1:] == ["train", "--config", "c.json", "--num-processes", "1"]
