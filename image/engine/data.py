@@ -47,26 +47,31 @@ def items_from_scan(scan: DatasetScan, train_root: Path, reg_root: Path | None) 
 def epoch_samples(scan: DatasetScan, items: list[Item]) -> list[int]:
     """Item indices for one epoch: each training image `repeats` times; regularisation images cycled until they
     match the number of training samples (one pass at the folder's repeats, then one each, round-robin) — the same
-    rule as `dataset_scan._reg_fill`, so step counts agree with the controller's estimate."""
-    by_path: dict[tuple[bool, str, str], int] = {}
-    for item in items:
-        by_path[(item.is_reg, item.subset, item.path.name)] = item.index
-    samples: list[int] = []
+    rule as `dataset_scan._reg_fill`, so step counts agree with the controller's estimate.
+    `items` must come from `items_from_scan(scan, …)` (same order: subsets, then their images)."""
+    first_index, start = [], 0
     for subset in scan.subsets:
-        if not subset.is_reg:
-            for image in subset.images:
-                samples += [by_path[(False, subset.folder, Path(image.path).name)]] * subset.repeats
+        first_index.append(start)
+        start += len(subset.images)
+    assert start == len(items), "items do not come from this scan"
+    samples: list[int] = []
+    reg: list[tuple[int, int]] = []
+    for subset, first in zip(scan.subsets, first_index):
+        for k in range(len(subset.images)):
+            if subset.is_reg:
+                reg.append((first + k, subset.repeats))
+            else:
+                samples += [first + k] * subset.repeats
     num_train = len(samples)
-    reg = [(by_path[(True, s.folder, Path(i.path).name)], s.repeats) for s in scan.subsets if s.is_reg for i in s.images]
-    n, first = 0, True
+    n, first_loop = 0, True
     while reg and n < num_train:
         for index, repeats in reg:
-            add = repeats if first else 1
+            add = repeats if first_loop else 1
             samples += [index] * add
             n += add
             if n >= num_train:
                 break
-        first = False
+        first_loop = False
     return samples
 
 

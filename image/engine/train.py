@@ -166,7 +166,6 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = load_model(cfg.model)
         self.family = self.model.family
-        self._check_resolution_fits()
         self._stop_if_requested()
         self._cache()
         self._stop_if_requested()
@@ -201,17 +200,6 @@ class Trainer:
             num_reg_images=self.scan.num_reg_images, train_text_encoder=self.trains_te,
             cache_text_encoder_outputs=self.cache_text, resume_from_step=self.resume_from_step,
         )
-
-    def _check_resolution_fits(self) -> None:
-        """Latent sides must divide by the UNet's downsampling, or the skip connections do not line up."""
-        factor = 2 ** (len(self.model.vae.config.block_out_channels) - 1)
-        unet_factor = 2 ** (len(self.model.unet.config.block_out_channels) - 1)
-        for item in self.items:
-            w, h = item.bucket
-            if w % (factor * unet_factor) or h % (factor * unet_factor):
-                raise ConfigError(
-                    f"dataset: bucket {w}x{h} is not a multiple of {factor * unet_factor} pixels, which this model "
-                    f"needs; use bucket_reso_steps {max(64, factor * unet_factor)}")
 
     def _cache(self) -> None:
         cfg, accel, model = self.cfg, self.accel, self.model
