@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 import uuid
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -350,8 +350,10 @@ class Trainer:
                                         prior_loss_weight=d.prior_loss_weight, caption_opts=caption_opts,
                                         sdxl=self.family == "sdxl")
                 boundary = (b + 1) % accum == 0 or b == len(batches) - 1
-                sync = nullcontext() if boundary or self.world == 1 else self.accel.no_sync(self.unet)
-                with sync:
+                with ExitStack() as sync:
+                    if not boundary and self.world > 1:  # accumulate locally; all-reduce once per optimizer step
+                        for module in [self.unet] + (self.text_encoders if self.trains_te else []):
+                            sync.enter_context(self.accel.no_sync(module))
                     loss = self.loss(batch)
                     self.accel.backward(loss / accum)
                 detached = loss.detach()
