@@ -295,6 +295,11 @@ class SSHTransport:
                 # The channel's fileno is signalled by stdout, stderr and close alike.
                 select.select([chan], [], [], min(remaining, 1.0))
             code = chan.recv_exit_status()
+            if code == -1 and _link_died(t):
+                # The channel closed without an exit status because the connection went away (paramiko closes
+                # the channels a moment before it marks the transport inactive). A -1 on a live link means the
+                # command died of a signal (paramiko does not parse exit-signal) and is reported as such.
+                raise _Dropped("connection closed before the command's exit status arrived")
             return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         finally:
             chan.close()
@@ -504,6 +509,16 @@ def _shell_path(path: str) -> str:
         rest = path[len(REMOTE_WORKDIR_EXPR) :]
         return REMOTE_WORKDIR_EXPR + (shlex.quote(rest) if rest else "")
     return shlex.quote(path)
+
+
+def _link_died(t: paramiko.Transport, settle: float = 1.0) -> bool:
+    """Whether the transport is dying, giving its reader thread `settle` seconds to say so."""
+    deadline = time.monotonic() + settle
+    while t.is_active():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _tune_socket(sock: socket.socket, p: SSHParams) -> None:

@@ -102,3 +102,31 @@ def test_kill_processes_hits_only_the_named_instance(fake_instance_host, tmp_pat
     assert _alive(other) and _alive(b)
     ta.close()
     tb.close()
+
+
+def test_same_instance_id_on_two_fake_hosts_are_independent(tmp_path):
+    """Fake providers number instances alike (every fake Vast starts at 8000001) and tests of several people
+    share a machine: destroying one host's 8000001 must not touch another's."""
+    from support.sshd import FakeInstanceHost, sshd_available
+
+    if not sshd_available():
+        import pytest
+
+        pytest.skip("sshd not installed")
+    pub = write_job_keypair(tmp_path / "job", "j1")
+    key = private_key_path(tmp_path / "job")
+    one, two = FakeInstanceHost(tmp_path / "one"), FakeInstanceHost(tmp_path / "two")
+    try:
+        t1 = _transport(*one.on_create("8000001", (), pub), key, tmp_path, "k1")
+        t2 = _transport(*two.on_create("8000001", (), pub), key, tmp_path, "k2")
+        p1 = t1.start_detached("exec sleep 303", cwd=str(one.workdir("8000001")), log_path="/dev/null")
+        p2 = t2.start_detached("exec sleep 303", cwd=str(two.workdir("8000001")), log_path="/dev/null")
+        one.on_destroy("8000001")
+        assert _wait(lambda: not _alive(p1))
+        assert _alive(p2)
+        assert t2.run("echo still").stdout == "still\n"
+        t1.close()
+        t2.close()
+    finally:
+        one.close()
+        two.close()

@@ -115,3 +115,9 @@ def test_secrets_in_a_failing_command_stay_out_of_the_message(ssh_transport):
         ssh_transport.run("CONTAINER_API_KEY=s3cr3t sh -c 'echo Bearer s3cr3t >&2; exit 1'")
     assert "s3cr3t" not in str(info.value)
     assert info.value.exit_code == 1
+
+
+def test_a_command_killed_by_a_signal_reports_minus_one(ssh_transport):
+    # OpenSSH sends exit-signal, not exit-status: the result is -1 and the link is fine.
+    assert ssh_transport.run("kill -9 $$", check=False).exit_code == -1
+    assert ssh_transport.run("echo fine").stdout == "fine\n"

@@ -9,7 +9,7 @@ import pytest
 
 from lorarun.runner.remote.session import RetryPolicy, SSHParams, SSHTransport
 
-from .sshd import FakeInstanceHost, SshdInfo, SshdServer, kill_instance_processes, sshd_available
+from .sshd import FakeInstanceHost, SshdInfo, SshdServer, sshd_available
 
 __all__ = [
     "sshd_server",
@@ -37,7 +37,7 @@ def sshd_server(tmp_path: Path) -> Iterator[SshdServer]:
         yield server
     finally:
         server.stop()
-        kill_instance_processes(server.instance_id)
+        server.kill_processes()
 
 
 @pytest.fixture

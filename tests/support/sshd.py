@@ -2,8 +2,11 @@
 
 Each server gets its own temporary folder with a host key, an authorized_keys file, a config and a log. Sessions
 get `LORARUN_WORKDIR` (the instance's disk), `LORARUN_PYTHON` (this interpreter, so the agent can import lorarun)
-and `LORARUN_FAKE_INSTANCE=<id>` through `SetEnv`; every process started over SSH inherits the last one, which is
-how `FakeInstanceHost.on_destroy` finds and kills what ran "on the instance" (the detached agent and engine too).
+and `LORARUN_FAKE_INSTANCE=<id>` and `LORARUN_FAKE_HOST=<token unique to this sshd>` through `SetEnv`; every
+process started over SSH inherits them, which is how `FakeInstanceHost.on_destroy` finds and kills what ran "on
+the instance" (the detached agent and engine too). Kills go by the unique token, never by the instance id alone:
+fake providers number their instances alike (every fake Vast starts at 8000001), and tests of several people run
+on one machine at once.
 Nothing here listens anywhere but 127.0.0.1.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +73,7 @@ class SshdServer:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.instance_id = instance_id
+        self.token = f"{_safe_name(instance_id)}-{uuid.uuid4().hex[:12]}"
         self.env = tuple(env)
         self.port = port or free_port()
         # A port we picked may be taken by someone else before sshd binds it: then another is tried. Once sshd
@@ -77,6 +82,11 @@ class SshdServer:
         self.username = getpass.getuser()
         self.workdir = self.root / "instance"
         self.workdir.mkdir(exist_ok=True)
+        # Sessions get their own HOME: the login shell then reads no rc file of the real user (root's pyenv
+        # init costs time per command, and a session killed mid-`pyenv rehash` leaves a lock that stalls every
+        # later shell for 60 s), and nothing a test runs writes into the real home.
+        self.home = self.root / "home"
+        self.home.mkdir(exist_ok=True)
         self.host_key_dir = self.root / "hostkey"
         self.client_key_dir = self.root / "client"
         self.authorized_keys = self.root / "authorized_keys"
@@ -115,12 +125,16 @@ class SshdServer:
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def _write_config(self) -> None:
         sftp = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)), None)
-        envs = [
-            ("LORARUN_WORKDIR", str(self.workdir)),
-            ("LORARUN_PYTHON", sys.executable),
-            ("LORARUN_FAKE_INSTANCE", self.instance_id),
-            *self.env,
-        ]
+        envs = dict(
+            [
+                ("HOME", str(self.home)),
+                ("LORARUN_WORKDIR", str(self.workdir)),
+                ("LORARUN_PYTHON", sys.executable),
+                ("LORARUN_FAKE_INSTANCE", self.instance_id),
+                ("LORARUN_FAKE_HOST", self.token),
+            ]
+        )
+        envs.update(self.env)  # the caller's pairs win (a test may point HOME or PATH elsewhere)
         lines = [
             "ListenAddress 127.0.0.1",
             f"Port {self.port}",
@@ -143,7 +157,7 @@ class SshdServer:
             # The sftp-server binary (not internal-sftp) is what scp and real hosts use; internal-sftp is the
             # fallback where the binary is not installed.
             f"Subsystem sftp {sftp or 'internal-sftp'}",
-            "SetEnv " + " ".join(_quote_env(k, v) for k, v in envs),
+            "SetEnv " + " ".join(_quote_env(k, v) for k, v in envs.items()),
         ]
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -245,6 +259,10 @@ class SshdServer:
         return len(victims)
 
 
+    def kill_processes(self, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
+        """Signal what this server's sessions started (only command lines containing `cmdline_contains`)."""
+        return kill_marked_processes(self.token, cmdline_contains=cmdline_contains, sig=sig)
+
     def freeze_connections(self) -> list[int]:
         """SIGSTOP the per-connection processes: live links go silent (no reset, no FIN), like a peer behind a
         NAT that forgot the flow. `drop_connections()` or `stop()` ends them afterwards."""
@@ -283,15 +301,20 @@ class FakeInstanceHost:
         server = self.servers.get(instance_id)
         if server is not None:
             server.stop()
-        kill_instance_processes(instance_id)
+            server.kill_processes()
 
     def vanish(self, instance_id: str) -> None:
         """The machine disappears without anyone asking: same effect on processes as a destroy."""
         self.on_destroy(instance_id)
 
     def kill_processes(self, instance_id: str, cmdline_contains: str, sig: int = signal.SIGKILL) -> list[int]:
-        """Kill some processes of one instance only (e.g. its engine: "lorarun.image.engine train")."""
-        return kill_instance_processes(instance_id, cmdline_contains=cmdline_contains, sig=sig)
+        """Kill some processes of one instance only (e.g. its engine: "lorarun.image.engine train").
+
+        Fault tests must kill "the engine on the instance" this way, never with `pkill -f` over SSH: the
+        loopback instances share one machine, so a pattern kill also hits every other test's (and person's)
+        engine."""
+        server = self.servers.get(instance_id)
+        return server.kill_processes(cmdline_contains, sig) if server else []
 
     def drop_connections(self, instance_id: str) -> int:
         server = self.servers.get(instance_id)
@@ -315,16 +338,12 @@ class _PortTaken(Exception):
     """sshd could not bind the port we picked: someone took it in between."""
 
 
-def kill_instance_processes(
-    instance_id: str, *, cmdline_contains: str | None = None, sig: int = signal.SIGKILL
+def kill_marked_processes(
+    token: str, *, cmdline_contains: str | None = None, sig: int = signal.SIGKILL
 ) -> list[int]:
-    """Signal every process whose environment carries `LORARUN_FAKE_INSTANCE=<instance_id>` (only those whose
-    command line contains `cmdline_contains`, when given); returns their pids.
-
-    Fault tests must kill "the engine on the instance" this way, never with `pkill -f` over SSH: the loopback
-    instances share one machine, so a pattern kill also hits every other test's (and person's) engine.
-    """
-    marker = f"LORARUN_FAKE_INSTANCE={instance_id}".encode()
+    """Signal every process whose environment carries `LORARUN_FAKE_HOST=<token>` (only those whose command line
+    contains `cmdline_contains`, when given); returns their pids."""
+    marker = f"LORARUN_FAKE_HOST={token}".encode()
     killed = []
     for pid in _all_pids():
         if pid == os.getpid():
