@@ -248,12 +248,15 @@ class Pipeline:
         errors: list[str] = []
 
         def attempt() -> Transport | None:
+            transport = None
             try:
                 transport = self.connect(self.rental, self.primary.state, self.store.job_dir(self.primary.state.job_id))
                 transport.run("true", timeout=30)
                 return transport
             except (ConnectionLost, AuthenticationFailed, RemoteTimeout, OSError) as exc:
                 errors.append(str(exc))
+                if transport is not None:
+                    transport.close()  # never leave a half-open session behind on the instance
                 return None
 
         try:

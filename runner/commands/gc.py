@@ -59,6 +59,10 @@ def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without aski
                       money(f.instance.price_per_hour), f.job.job_id if f.job else "-",
                       f"[red]{f.verdict}[/]" if f.orphan else "[green]live job[/]")
     console.print(table)
+    for f in findings:
+        if f.verdict == "controller gone":
+            console.print(f"job {f.job.job_id}'s controller is gone; `lorarun attach {f.job.job_id}` would resume "
+                          f"it instead of destroying it", highlight=False)
     orphans = [f for f in findings if f.orphan]
     if not orphans:
         return
@@ -87,7 +91,7 @@ def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], 
     if job.lease_deadline is not None and now > job.lease_deadline:
         return Finding(provider, instance, job, "lease expired")
     if not controller_alive(job):
-        return Finding(provider, instance, job, f"its controller is gone (`lorarun attach {job.job_id}` resumes it)")
+        return Finding(provider, instance, job, "controller gone")
     return Finding(provider, instance, job, "")
 
 
