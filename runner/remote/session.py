@@ -16,6 +16,7 @@ and SFTP alike.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,7 +386,8 @@ class SSHTransport:
                     if item is None:
                         return
                     f, offset, hasher = item
-                    hashes[f.rel] = upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, hasher, counters)
+                    with _sftp_guard(sftp):
+                        hashes[f.rel] = upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, hasher, counters)
                     verifier.submit(f.rel)
             except BaseException:
                 failed.set()
@@ -419,7 +421,9 @@ class SSHTransport:
             if parent:
                 self._exec(f"mkdir -p {shlex.quote(parent)}", 60.0, None)
             with self._lock:
-                upload_file(self._sftp_client(), local, rpath, 0, hashlib.sha256(), Counters())
+                sftp = self._sftp_client()
+                with _sftp_guard(sftp):
+                    upload_file(sftp, local, rpath, 0, hashlib.sha256(), Counters())
 
         self._with_retry(f"upload {local}", op)
 
@@ -444,27 +448,31 @@ class SSHTransport:
     def _get_once(self, rpath: str, part: Path, progress: ProgressFn | None) -> None:
         sftp = self._new_sftp(self._ensure())  # own channel: a long download must not hold up the shared client
         try:
-            size = sftp.stat(rpath).st_size
-            offset = part.stat().st_size if part.exists() else 0
-            if offset > size or (offset and not self._remote_prefix_matches(rpath, part, offset)):
-                offset = 0
-            done = [offset]
-
-            def on_bytes(n: int) -> None:
-                done[0] += n
-                if progress:
-                    progress(done[0], size)
-
-            with open(part, "r+b" if offset else "wb") as lf:
-                lf.seek(offset)
-                lf.truncate()
-                if progress:
-                    progress(offset, size)
-                download(sftp, rpath, lf, offset, size, on_bytes)
-                lf.flush()
-                os.fsync(lf.fileno())
+            with _sftp_guard(sftp):
+                self._get_with(sftp, rpath, part, progress)
         finally:
             sftp.close()
+
+    def _get_with(self, sftp: paramiko.SFTPClient, rpath: str, part: Path, progress: ProgressFn | None) -> None:
+        size = sftp.stat(rpath).st_size
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > size or (offset and not self._remote_prefix_matches(rpath, part, offset)):
+            offset = 0
+        done = [offset]
+
+        def on_bytes(n: int) -> None:
+            done[0] += n
+            if progress:
+                progress(done[0], size)
+
+        with open(part, "r+b" if offset else "wb") as lf:
+            lf.seek(offset)
+            lf.truncate()
+            if progress:
+                progress(offset, size)
+            download(sftp, rpath, lf, offset, size, on_bytes)
+            lf.flush()
+            os.fsync(lf.fileno())
 
     def _remote_prefix_matches(self, rpath: str, part: Path, n: int) -> bool:
         res = self._exec(f"head -c {n} {shlex.quote(rpath)} | sha256sum", 600.0, None)
@@ -477,7 +485,7 @@ class SSHTransport:
             with self._lock:
                 sftp = self._sftp_client()
                 try:
-                    with sftp.open(rpath, "rb") as fh:
+                    with _sftp_guard(sftp), sftp.open(rpath, "rb") as fh:
                         fh.seek(offset)
                         chunks = []
                         while data := fh.read(CHUNK):
@@ -493,8 +501,10 @@ class SSHTransport:
 
         def op() -> bool:
             with self._lock:
+                sftp = self._sftp_client()
                 try:
-                    self._sftp_client().stat(rpath)
+                    with _sftp_guard(sftp):
+                        sftp.stat(rpath)
                     return True
                 except FileNotFoundError:
                     return False
@@ -503,6 +513,18 @@ class SSHTransport:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _sftp_guard(sftp: paramiko.SFTPClient) -> Iterator[None]:
+    """An error on an SFTP channel that the server closed (its sftp-server died) is a dropped link, to be
+    re-opened, not an answer about the file: the link-level check alone misses it, the connection lives on."""
+    try:
+        yield
+    except OSError as e:
+        if sftp.get_channel().closed:
+            raise _Dropped(f"SFTP channel closed by the server: {e}") from e
+        raise
+
+
 def _shell_path(path: str) -> str:
     """Quote a remote path for the shell, leaving a leading REMOTE_WORKDIR_EXPR to be expanded."""
     if path.startswith(REMOTE_WORKDIR_EXPR):

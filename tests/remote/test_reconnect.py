@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -107,3 +108,20 @@ def test_a_silent_peer_counts_as_a_dropped_link(ssh_params, sshd_server, recorde
         finally:
             sshd_server.drop_connections()
     assert recorded_sleeps, "reconnected through the back-off path"
+
+
+def test_a_dead_sftp_server_on_a_live_connection_is_reopened(ssh_transport, sshd_server):
+    events = sshd_server.workdir / "events.jsonl"
+    events.write_bytes(b"one\n")
+    assert ssh_transport.read_bytes(str(events)) == b"one\n"  # opens the shared SFTP channel
+    assert sshd_server.kill_processes("sftp-server"), "the SFTP channel's server process"
+    # Wait until the client has seen the channel close: the next request then fails on send ("Socket is
+    # closed", an OSError on a live connection), the case a link-level check alone would miss.
+    channel = ssh_transport._sftp.get_channel()
+    deadline = time.monotonic() + 10
+    while not channel.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert channel.closed
+    events.write_bytes(b"one\ntwo\n")
+    assert ssh_transport.read_bytes(str(events)) == b"one\ntwo\n"
+    assert ssh_transport.exists(str(events))
