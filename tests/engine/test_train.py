@@ -225,3 +225,22 @@ def test_dataset_and_training_options_together(tmp_path, dataset_with_reg, asset
     shutil.rmtree(tmp_path / "work" / "state")
     assert run_engine(write_config(tmp_path, cfg)).returncode == 0
     assert [p.stat().st_mtime_ns for p in latents] == mtimes
+
+
+def test_max_train_steps_without_epochs(tmp_path, dataset, asset_cache):
+    """kohya: without epochs, max_train_steps decides; the run stops mid-epoch and still writes the final file."""
+    from lorarun.image.engine.train import train
+    from lorarun.image.engine_config import EngineConfig
+
+    raw = engine_config(tmp_path, dataset, training={"max_train_epochs": None, "max_train_steps": 4,
+                                                     "save_every_n_epochs": None, "text_encoder_lr": 0},
+                        sample={"grid_strengths": []})
+    cfg = EngineConfig.from_dict(raw)
+    cfg.validate()
+    assert train(cfg, step_event_interval_s=0) == 0
+    events = read_events(tmp_path / "out")
+    started = next(e for e in events if e["event"] == "started")
+    assert started["total_steps"] == 4 and started["epochs"] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+    assert [e["path"] for e in events if e["event"] == "checkpoint"] == ["tiny.safetensors"]
+    assert events[-1]["event"] == "finished" and events[-1]["epoch"] == 2
