@@ -384,7 +384,7 @@ class Trainer:
             finished_epoch = epoch + 1
             if self.global_step >= self.total_steps:
                 break
-            if self.world > 1 and self._stop_requested():  # every rank is here together: a cheap place to agree
+            if self._stop_requested():  # every rank is here together: a cheap place to agree on a stop
                 self._save_on_stop(epoch, len(batches))
             if t.save_every_n_epochs and finished_epoch % t.save_every_n_epochs == 0:
                 self._save_checkpoint(self._epoch_path(finished_epoch), finished_epoch, (finished_epoch, 0))
@@ -556,10 +556,16 @@ class Trainer:
         epoch = self.final_epoch
         final = self._final_path()
         self._save_checkpoint(final, epoch, (self.epochs, 0), kind="final")
-        if self.cfg.sample.prompts:
+        # A stop asked for now skips the pictures: the LoRA is what matters and it is saved. All ranks agree on
+        # it (one all-reduce), or some would wait forever at the sampling barrier.
+        stop_now = self._stop_requested()
+        if self.cfg.sample.prompts and not stop_now:
             self._samples(f"e{epoch:06d}")
-        if self.cfg.sample.grid_strengths and self.cfg.sample.grid_seeds:
+        if self.cfg.sample.grid_strengths and self.cfg.sample.grid_seeds and not stop_now:
             self._grid()
+        if stop_now:
+            self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
+                             path=self._rel(final), reason="stop signal received; final LoRA saved, samples skipped")
+            return
         self.events.emit("finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps,
                          epoch=epoch)
-
