@@ -272,7 +272,9 @@ class SSHTransport:
         t = self._ensure()
         chan = t.open_session(timeout=self.params.connect_timeout)
         try:
-            chan.exec_command(command)
+            # The login shell first prints its pid: sshd made it a session (and process group) leader, so on a
+            # timeout the whole command tree can be ended instead of left running on the machine.
+            chan.exec_command(_PID_PREFIX + command)
             if input:
                 chan.sendall(input)
             chan.shutdown_write()
@@ -291,7 +293,8 @@ class SSHTransport:
                     raise _Dropped("connection closed while the command ran")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    # Closing the channel does not kill a command without a tty; it may go on remotely.
+                    # Closing the channel alone does not end a command that has no tty: end its process group.
+                    self._kill_group(t, _leading_pid(out))
                     raise RemoteTimeout(command, timeout)
                 # The channel's fileno is signalled by stdout, stderr and close alike.
                 select.select([chan], [], [], min(remaining, 1.0))
@@ -301,9 +304,28 @@ class SSHTransport:
                 # the channels a moment before it marks the transport inactive). A -1 on a live link means the
                 # command died of a signal (paramiko does not parse exit-signal) and is reported as such.
                 raise _Dropped("connection closed before the command's exit status arrived")
-            return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+            return CommandResult(code, _strip_pid(out).decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         finally:
             chan.close()
+
+    def _kill_group(self, t: paramiko.Transport, pid: int | None) -> None:
+        """Best effort: TERM the timed-out command's process group now, KILL it 5 s later (in the background,
+        so the caller does not wait)."""
+        if pid is None or not t.is_active():
+            return
+        script = (
+            f"kill -TERM -- -{pid} 2>/dev/null; "
+            f"(sleep 5; kill -KILL -- -{pid} 2>/dev/null) </dev/null >/dev/null 2>&1 &"
+        )
+        try:
+            chan = t.open_session(timeout=self.params.connect_timeout)
+            try:
+                chan.exec_command(script)
+                chan.recv_exit_status()
+            finally:
+                chan.close()
+        except Exception as e:  # the timeout is what the caller hears about; this is cleanup
+            log.warning("could not end timed-out remote command (pid %s): %s", pid, e)
 
     def start_detached(self, command: str, *, cwd: str, log_path: str) -> int:
         """Start `command` in its own session (setsid + nohup, stdin from /dev/null, output appended to
@@ -531,6 +553,19 @@ def _shell_path(path: str) -> str:
         rest = path[len(REMOTE_WORKDIR_EXPR) :]
         return REMOTE_WORKDIR_EXPR + (shlex.quote(rest) if rest else "")
     return shlex.quote(path)
+
+
+_PID_PREFIX = "printf '%s\\n' \"$$\"; "
+
+
+def _leading_pid(out: bytearray) -> int | None:
+    first, newline, _ = bytes(out).partition(b"\n")
+    return int(first) if newline and first.isdigit() else None
+
+
+def _strip_pid(out: bytearray) -> bytes:
+    first, newline, rest = bytes(out).partition(b"\n")
+    return rest if newline and first.isdigit() else bytes(out)
 
 
 def _link_died(t: paramiko.Transport, settle: float = 1.0) -> bool:
