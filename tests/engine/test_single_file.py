@@ -86,3 +86,25 @@ def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypat
     fresh = build_tiny_pipeline(family)
     fresh.load_lora_weights(str(tmp_path / "out" / "tiny.safetensors"))
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_diffusers_folder_loads_every_part(tmp_path, family, monkeypatch):
+    """`model.base` as a diffusers folder (what a hub id downloads to): every part, weights exact."""
+    from lorarun.image.engine.models import load_model
+    from lorarun.image.engine.tiny import build_tiny_pipeline
+    from lorarun.image.engine_config import ModelConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = build_tiny_pipeline(family)
+    pipe.save_pretrained(tmp_path / "model")
+    model = load_model(ModelConfig(family=family, base=str(tmp_path / "model")))
+    parts = [("unet", model.unet), ("vae", model.vae), ("text_encoder", model.text_encoders[0])]
+    if family == "sdxl":
+        parts.append(("text_encoder_2", model.text_encoders[1]))
+        assert model.tokenizers[1].pad_token == "!"
+    for name, module in parts:
+        ours, theirs = module.state_dict(), getattr(pipe, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    assert len(model.text_encoders) == len(model.tokenizers) == (2 if family == "sdxl" else 1)
+    assert model.key == f"diffusers:{tmp_path / 'model'}" and not model.v_prediction
