@@ -33,7 +33,7 @@ RUN python -m pip install ".[engine]" \
 # Keys: RunPod passes PUBLIC_KEY, Vast SSH_PUBLIC_KEY; either (or both) go to authorized_keys. The providers' env
 # is not visible in SSH sessions, so it is saved for the agent (the instance-scoped API keys it uses to self-destroy
 # at lease end). sshd in the foreground keeps the container alive.
-COPY <<'ENTRY' /usr/local/bin/lorarun-entrypoint
+COPY <<"ENTRY" /usr/local/bin/lorarun-entrypoint
 #!/bin/sh
 set -e
 for key in "$PUBLIC_KEY" "$SSH_PUBLIC_KEY"; do
