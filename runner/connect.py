@@ -32,9 +32,15 @@ def make_provider(resources: Resources, home: Path | None = None) -> Provider:
     return make_cloud_provider(name, **PROVIDER_OPTIONS)
 
 
-def provider_for_state(state: JobState, resources: Resources | None = None) -> Provider:
-    """The adapter for a job recorded on disk (attach, down, gc); the job file supplies ssh details."""
-    if resources is None:
+def provider_for_state(state: JobState) -> Provider:
+    """The adapter for a job recorded on disk (`logs -f`): the job file supplies the ssh host details."""
+    from .spec import load_job
+
+    try:
+        resources = load_job(Path(state.job_file)).resources
+    except Exception:  # noqa: BLE001 - the job file moved or broke; a cloud provider needs nothing from it
+        resources = Resources(provider=state.provider)
+    if resources.provider != state.provider:
         resources = Resources(provider=state.provider)
     return make_provider(resources)
 

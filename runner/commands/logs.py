@@ -26,13 +26,12 @@ def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
         console.print(format_event(event), highlight=False)
     if not follow or state.is_final:
         return
-    from ..connect import connect_transport, make_provider
+    from ..connect import connect_transport, provider_for_state
     from ..monitor import JobMonitor
     from ..pipeline import Rental
     from ..remote.layout import RemoteLayout
-    from ..spec import Resources
 
-    provider = make_provider(Resources(provider=state.provider))
+    provider = provider_for_state(state)
     instance = provider.get(state.instance_id) if state.instance_id else None
     if instance is None or state.remote_dir is None:
         console.print("(the job has no running instance to follow)")
