@@ -22,7 +22,7 @@ demo: install
 	LORARUN_HOME=$${LORARUN_HOME:-$(CURDIR)/.lorarun-home} $(VENV)/bin/lorarun submit jobs/demo.yaml --yes
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two workers: CI has two cores; the engine runs one thread per tiny model
 
 clean:
 	rm -rf $(VENV) output .lorarun-home

@@ -146,12 +146,13 @@ class JobMonitor:
         return None
 
     def seconds_per_step(self) -> float | None:
-        """Median-free, robust enough: the slope over the second half of the run (skips compile/caching warm-up)."""
+        """Training pace from the step events (one every ~2 s, plus the first and the last): the slope over the
+        later half skips compile and warm-up; a short run with few events uses everything after the first."""
         times = self.progress.step_times
-        if len(times) < 4:
+        if len(times) < 2:
             return None
-        half = times[len(times) // 2:]
-        (t0, s0), (t1, s1) = half[0], half[-1]
+        window = times[len(times) // 2:] if len(times) >= 6 else (times[1:] if len(times) >= 3 else times)
+        (t0, s0), (t1, s1) = window[0], window[-1]
         return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 > t0 else None
 
 

@@ -9,7 +9,6 @@ The manifest comes from the instance: its paths are treated as untrusted (no abs
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -19,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import PipelineError
+from .remote.sftp_io import sha256_file
 
 # safetensors refuses headers above 100 MB; a length beyond that means the first 8 bytes are not a header.
 MAX_HEADER_BYTES = 100_000_000
@@ -26,7 +26,6 @@ DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
-CHUNK = 1 << 20
 
 
 class OutputsCorrupt(PipelineError):
@@ -115,14 +114,6 @@ def _with(check: FileCheck, **changes: Any) -> FileCheck:
 def _is_safe_relative(rel: str) -> bool:
     p = PurePosixPath(rel)
     return bool(rel) and not p.is_absolute() and ".." not in p.parts and "\\" not in rel
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:

@@ -3,7 +3,6 @@ instance, subprocesses in place of SSH. The pipeline cannot tell the difference,
 exercises the same code path as a rented GPU."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -11,17 +10,8 @@ import sys
 from pathlib import Path
 
 from .errors import RemoteCommandError, RemoteTimeout
+from .sftp_io import sha256_file
 from .transport import CommandResult, ProgressFn, TransferReport
-
-CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LocalTransport:
