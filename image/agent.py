@@ -114,8 +114,10 @@ class AgentConfig:
         sd = known.get("self_destruct")
         if sd is not None:
             try:
-                known["self_destruct"] = SelfDestruct(method=str(sd["method"]).upper(), url=str(sd["url"]),
-                                                      id_env=str(sd["id_env"]), key_env=str(sd["key_env"]))
+                known["self_destruct"] = SelfDestruct(
+                    method=str(sd["method"]).upper(), url=str(sd["url"]), id_env=str(sd["id_env"]),
+                    key_env=str(sd["key_env"]),
+                    fallback_command=tuple(str(a) for a in sd.get("fallback_command") or ()))
             except (KeyError, TypeError):
                 raise ValueError("agent config: self_destruct needs method, url, id_env and key_env") from None
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])

@@ -111,6 +111,7 @@ class SelfDestruct:
     url: str
     id_env: str
     key_env: str
+    fallback_command: tuple[str, ...] = ()  # run (with {instance_id} filled) when the HTTP call fails
 
 
 @runtime_checkable

@@ -140,7 +140,8 @@ class RunPodProvider:
         # accepts the pod-scoped key (third-party scripts use the v1 URL); the agent should fall back to
         # `runpodctl pod delete $RUNPOD_POD_ID`, which every pod ships.
         return SelfDestruct("DELETE", f"{self.client.rest_url}/v2/pods/{{instance_id}}",
-                            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY")
+                            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY",
+                            fallback_command=("runpodctl", "pod", "delete", "{instance_id}"))
 
     def kill_hint(self, instance_id: str) -> str:
         return f"runpodctl pod delete {instance_id}   (or terminate it at https://console.runpod.io/pods)"

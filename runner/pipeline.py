@@ -332,15 +332,14 @@ class Pipeline:
         self._advance(run, "run")
         deadline = self.clock.wall() + self.options.lease_seconds
         destruct = self.provider.self_destruct()
-        gpus = max(1, self.rental.offer.gpu_count)
-        engine = [layout.python, "-m", "lorarun.image.engine", "train", "--config", layout.engine_config]
-        if gpus > 1:  # data-parallel over every GPU of the machine
-            engine = [layout.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                      str(gpus), "-m", "lorarun.image.engine", "train", "--config", layout.engine_config]
+        # The engine runs data-parallel over every visible GPU by itself (`--num-processes auto`, through
+        # `accelerate launch`), so the command is the same on one GPU, eight, or a CPU.
+        engine = [layout.python, "-m", "lorarun.image.engine", "train", "--config", layout.engine_config,
+                  "--num-processes", "auto"]
         agent = AgentConfig(
             job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
             lease_deadline=deadline, grace_seconds=self.options.grace_seconds,
-            self_destruct=destruct,
+            self_destruct=destruct, self_destruct_fallback=destruct.fallback_command if destruct else (),
         )
         job_dir = self.store.job_dir(run.state.job_id)
         (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")

@@ -512,7 +512,8 @@ def test_agent_config_round_trips_through_json(tmp_path):
     assert again == config
     data = json.loads(config.to_json())
     assert data["self_destruct"] == {"method": "DELETE", "url": "https://console.vast.ai/api/v0/instances/"
-                                     "{instance_id}/", "id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY"}
+                                     "{instance_id}/", "id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY",
+                                     "fallback_command": []}
     assert data["engine_command"][0] == sys.executable and data["heartbeat_file"] == "heartbeat"
     assert AgentConfig.from_json(make_config(tmp_path, "finish").to_json()).self_destruct is None
     with_fallback = make_config(tmp_path, "finish", self_destruct_fallback=("runpodctl", "remove", "pod", "{x}"))
