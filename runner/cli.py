@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click's own usage errors exit 2 with a message already printed
         return exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a line and an exit code
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        usage_errors, aborts = _click_exception_types()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 0  # `lorarun` alone: the help was printed, nothing went wrong
+        if isinstance(exc, aborts):
             exc = KeyboardInterrupt()
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, usage_errors):
+            exc.show()  # click's own "Usage: … Error: …" lines
             return exc.exit_code
         code, message = exit_code_and_message(exc)
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -62,6 +63,21 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(exc)
         return code
     return 0
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage errors and aborts from click, or from the copy of click that newer typer releases vendor."""
+    usage: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        usage.append(mod.ClickException)
+        if hasattr(mod, "Abort"):
+            aborts.append(mod.Abort)
+    return tuple(usage), tuple(aborts)
 
 
 def run() -> None:

@@ -96,3 +96,12 @@ def test_debug_flag_shows_a_traceback(tmp_path, capsys):
     job.write_text("training:\n  epochs: zero\n")
     code, _, err = run_cli(capsys, "--debug", "validate", str(job))
     assert code == 2 and "Traceback" in err
+
+
+def test_usage_errors_are_click_style_and_exit_2(capsys):
+    assert main(["submit"]) == 2
+    assert "Missing argument" in capsys.readouterr().err
+    assert main(["validate", "--bogus"]) == 2
+    assert "No such option" in capsys.readouterr().err
+    assert main([]) == 0  # bare `lorarun` prints the help
+    assert "submit" in capsys.readouterr().out
