@@ -218,10 +218,12 @@ class Pipeline:
 
         def ready() -> Instance | None:
             instance = self.provider.get(instance_id)
-            if instance is None or instance.status in (InstanceStatus.TERMINATED, InstanceStatus.ERROR,
-                                                       InstanceStatus.STOPPED):
-                why = instance.status_message if instance else "the provider no longer knows it"
-                raise PipelineError(f"instance {instance_id} failed to start ({why or instance.status.value})")
+            if instance is None or instance.status == InstanceStatus.TERMINATED:
+                raise PipelineError(f"instance {instance_id} is gone at {self.provider.name} (destroyed, or its "
+                                    f"lease ran out); outputs pulled so far are in the output folder")
+            if instance.status in (InstanceStatus.ERROR, InstanceStatus.STOPPED):
+                why = instance.status_message or instance.status.value
+                raise PipelineError(f"instance {instance_id} failed to start ({why})")
             last["status"] = instance.status.value
             if instance.status == InstanceStatus.RUNNING and (instance.ssh or self.provider.name == "local"):
                 return instance
