@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarun.image.buckets import BucketSpec
+from lorarun.image.checkpoint_probe import CheckpointInfo, NotACheckpoint, probe_checkpoint
 from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
 
@@ -79,9 +80,32 @@ def check_base_model(spec: JobSpec) -> None:
         if path.is_dir() and not (path / "model_index.json").is_file():
             raise SpecError(f"{spec.source}: model.base: {path} is a folder without model_index.json "
                             f"(not a diffusers model folder)")
+        if path.is_file():
+            check_checkpoint_file(spec, path)
         return
     if not _HUB_ID.match(base):
         raise SpecError(f"{spec.source}: model.base: {base!r} is neither a path nor a Hugging Face id (org/name)")
+
+
+def check_checkpoint_file(spec: JobSpec, path: Path) -> CheckpointInfo:
+    """Read the checkpoint's header (no torch, no full load) and hold it against `model.family` / `model.v2`."""
+    try:
+        info = probe_checkpoint(path)
+    except NotACheckpoint as exc:
+        raise SpecError(f"{spec.source}: model.base: {exc}") from None
+    model = spec.model
+    if info.family != model.family:
+        raise SpecError(f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.family is "
+                        f"{model.family!r}; set model.family: {info.family} or give a {model.family} checkpoint")
+    if info.family == "sd15" and info.sd2 is not None and info.sd2 != model.v2:
+        fix = "set model.v2: true (and v_parameterization: true for a 768-v model)" if info.sd2 else "remove model.v2"
+        raise SpecError(f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.v2 is "
+                        f"{str(model.v2).lower()}; {fix}")
+    return info
+
+
+def _article(text: str) -> str:
+    return ("an " if text[:1].lower() in "aeiou" or text.startswith("SD") else "a ") + text
 
 
 def check_provider_credentials(spec: JobSpec) -> None:
