@@ -8,11 +8,11 @@ from lorarun.provider_adapters.base import Provider
 
 from .budget import lease_seconds
 from .calibration import load_calibration
-from .commands.estimate import offer_request, print_table
 from .console import err_console, minutes, money
 from .errors import BudgetError, UserInputError
 from .estimate import Estimate, inputs_from_job, rank_batch
 from .offer_choice import no_fit_message
+from .offer_table import offer_request, print_table
 from .validate import ValidatedJob
 
 

@@ -1,14 +1,15 @@
 """The `lorarun` command. Thin on purpose: each command lives in `runner/commands/<name>.py` and registers
-itself; errors become one line and an exit code through `errors.exit_code_and_message`."""
+itself; errors become short lines and an exit code through `errors.error_lines`."""
 from __future__ import annotations
 
 import importlib
 import sys
 
 import typer
+from rich.text import Text
 
 from .console import err_console
-from .errors import exit_code_and_message
+from .errors import error_lines
 
 COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc")
 
@@ -55,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, usage_errors):
             exc.show()  # click's own "Usage: … Error: …" lines
             return exc.exit_code
-        code, message = exit_code_and_message(exc)
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        code, lines = error_lines(exc)
+        for line in lines:
+            # Text, not markup: messages carry brackets of their own ("[vastai] api_key").
+            text = (Text.assemble(("error:", "bold red"), line[len("error:"):]) if line.startswith("error:")
+                    else Text(line))
+            err_console.print(text, highlight=False, soft_wrap=True)
         if debug:
             import traceback
 

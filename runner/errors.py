@@ -1,7 +1,9 @@
 """lorarun's exception tree and the one table that turns exceptions into what the user reads.
 
-Every error a user can cause or fix is a `LorarunError` (or a provider/remote error) with a one-line message;
-the CLI prints that line and exits with the table's code. Anything else is a bug: it gets a short line plus
+Every error a user can cause or fix is a `LorarunError` (or a provider/remote error) with a short message: one
+line, or one line with a short indented list under it (the places a credential was looked for). An exception that
+carries `.problems` (everything `validate` found) is shown one problem per line. The CLI prints what
+`error_lines` returns and exits with the table's code. Anything else is a bug: it gets a short line plus
 "run with --debug for the traceback".
 """
 from __future__ import annotations
@@ -25,6 +27,18 @@ class DatasetError(UserInputError):
     """The dataset is wrong (corrupt image, no repeat prefix, caption not UTF-8, empty)."""
 
 
+class InvalidJob(SpecError, DatasetError):
+    """Everything `validate` found wrong with a job, one line per problem (file/field first, then what to do).
+
+    `str()` is the first problem plus a count, so a one-line renderer stays truthful; `problems` holds them all
+    for the renderer that lists them."""
+
+    def __init__(self, problems: list[str]):
+        self.problems: list[str] = [p for p in problems if p] or ["the job is invalid"]
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more problem(s))" if more else ""))
+
+
 class BudgetError(UserInputError):
     """No offer fits the job's max_cost / max price, or the user declined the estimate."""
 
@@ -45,8 +59,27 @@ class Interrupted(LorarunError):
     exit_code = 130
 
 
+MAX_DETAIL_LINES = 12  # a message's list stays short: beyond this, the rest is counted, and --debug shows it
+
+
+def error_lines(exc: BaseException) -> tuple[int, list[str]]:
+    """What the CLI prints for `exc`: (exit code, lines). Each problem of a multi-problem error gets its own
+    `error:` line; a multi-line message keeps its list (indented) under the first line."""
+    code, message = exit_code_and_message(exc)
+    problems = getattr(exc, "problems", None)
+    if isinstance(problems, (list, tuple)) and len(problems) > 1:
+        return code, [f"error: {str(p).strip()}" for p in problems]
+    first, *rest = message.splitlines() or [""]
+    detail = [line.rstrip() for line in rest if line.strip()]
+    if len(detail) > MAX_DETAIL_LINES:
+        hidden = len(detail) - MAX_DETAIL_LINES
+        detail = detail[:MAX_DETAIL_LINES] + [f"  … {hidden} more line(s); --debug shows everything"]
+    return code, [f"error: {first}"] + [line if line.startswith((" ", "\t")) else "  " + line for line in detail]
+
+
 def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
-    """The single mapping from exception to (exit code, one-line message)."""
+    """The single mapping from exception to (exit code, message). The message's first line stands alone (one-line
+    contexts such as the estimate's per-provider failures use only it); further lines are its short list."""
     from lorarun.image.schema import ConfigError
     from lorarun.provider_adapters import errors as perr
 
@@ -66,7 +99,8 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, cls):
             if code == -1:
                 code = getattr(exc, "exit_code", 1)
-            message = template.format(msg=_first_line(exc), provider=getattr(exc, "provider", "") or "provider")
+            msg = _message(exc) if template == "{msg}" else _first_line(exc)  # a list only under lorarun's own lines
+            message = template.format(msg=msg, provider=getattr(exc, "provider", "") or "provider")
             return code, message
     try:
         from .remote.errors import RemoteError
@@ -76,6 +110,12 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
     except ImportError:  # the remote package is optional for local-only installs
         pass
     return 1, f"internal error: {type(exc).__name__}: {_first_line(exc)} (run with --debug for the traceback)"
+
+
+def _message(exc: BaseException) -> str:
+    """The whole message of an error lorarun wrote (a first line and perhaps a short list)."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from lorarun.image.checkpoint_probe import CheckpointInfo, NotACheckpoint, probe
 from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
 
-from .errors import DatasetError, SpecError, UserInputError
+from .errors import InvalidJob, SpecError, UserInputError
 from .spec import JobSpec, load_job
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -52,8 +52,7 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
                         caption_extension=spec.dataset.caption_extension)
     errors = scan.errors
     if errors:
-        more = f" (and {len(errors) - 1} more problem(s); `lorarun validate` lists them)" if len(errors) > 1 else ""
-        raise DatasetError(f"{errors[0]}{more}")
+        raise InvalidJob([str(e) for e in errors])
     job = ValidatedJob(spec, scan)
     if job.spec.training.batch_size > scan.num_train_images:
         raise SpecError(

@@ -105,3 +105,38 @@ def test_usage_errors_are_click_style_and_exit_2(capsys):
     assert "No such option" in capsys.readouterr().err
     assert main([]) == 0  # bare `lorarun` prints the help
     assert "submit" in capsys.readouterr().out
+
+
+def test_validate_prints_every_dataset_problem_one_line_each(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "data", {"10_x": 3})
+    (ds / "10_x" / "img_000.png").write_bytes(b"not an image")
+    (ds / "10_x" / "img_001.png").write_bytes(b"also not")
+    (ds / "10_x" / "img_002.txt").write_bytes(b"caf\xe9")
+    job = write_job(tmp_path / "job.yaml", "data")
+    code, out, err = run_cli(capsys, "validate", str(job))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3, err
+    assert any("img_000.png" in line for line in lines) and any("img_001.png" in line for line in lines)
+    assert any("img_002.txt" in line and "UTF-8" in line for line in lines)
+    assert "lists them" not in err and "Traceback" not in err
+
+
+def test_missing_credentials_list_every_place_looked(tmp_path, capsys, monkeypatch):
+    """The message's list stays under its first line: `Looked in:` is followed by each place, then the fix."""
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LORARUN_HOME", str(tmp_path / "lrhome"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    make_dataset(tmp_path / "data", {"10_x": 2})
+    job = write_job(tmp_path / "job.yaml", "data")
+    code, out, err = run_cli(capsys, "estimate", str(job), "--provider", "vastai")
+    assert code == 2
+    lines = err.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("error:"))
+    assert lines[first].endswith("Looked in:")
+    listed = [line for line in lines[first + 1:] if line.lstrip().startswith("- ")]
+    assert any("VAST_API_KEY" in line for line in listed)
+    assert any("vast_api_key" in line for line in listed)  # vast-cli's file
+    assert any(".vast_api_key" in line for line in listed)  # the legacy file
+    assert any("cloud.vast.ai" in line for line in lines[first:])  # where to create one
