@@ -10,7 +10,7 @@ import ipaddress
 import time
 from typing import Any, Callable
 
-from . import retry
+from . import gpu_names, retry
 from .base import (
     LABEL_PREFIX,
     Instance,
@@ -148,16 +148,23 @@ class RunPodProvider:
 
 
 # -- pure mapping helpers ----------------------------------------------------------------------------------
-def _norm(name: str) -> str:
-    return " ".join(name.replace("_", " ").lower().split())
+def wanted_gpu_type(t: dict[str, Any], wanted: tuple[str, ...]) -> bool:
+    """Whether gpuType `t` is one the user asked for: its id is one of the table's exact RunPod ids
+    (gpu_names.py); a name the table does not know matches an id or displayName spelled the same way."""
+    gid = str(t.get("id") or "")
+    for name in wanted:
+        m = gpu_names.match(name, gpu_names.RUNPOD)
+        if gid in m.names:
+            return True
+        if not m.known and gpu_names.normalise(name) in (gpu_names.normalise(gid),
+                                                         gpu_names.normalise(str(t.get("displayName") or ""))):
+            return True
+    return False
 
 
 def _matches(offer: Offer, t: dict[str, Any], req: ResourceRequest) -> bool:
-    if req.gpu_names:
-        names = (_norm(str(t.get("id") or "")), _norm(str(t.get("displayName") or "")))
-        # Users write "RTX 4090" or "A100"; RunPod's ids are "NVIDIA GeForce RTX 4090", "NVIDIA A100 80GB PCIe".
-        if not any(_norm(want) in n for want in req.gpu_names for n in names):
-            return False
+    if req.gpu_names and not wanted_gpu_type(t, req.gpu_names):
+        return False
     if offer.vram_gb < req.min_vram_gb:
         return False
     if req.max_price_per_hour is not None and offer.price_per_hour > req.max_price_per_hour:

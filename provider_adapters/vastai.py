@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from . import retry
+from . import gpu_names, retry
 from .base import (
     LABEL_PREFIX,
     Instance,
@@ -168,7 +168,8 @@ def build_query(req: ResourceRequest) -> dict[str, Any]:
         "allocated_storage": req.disk_gb,  # so dph_total includes the storage we will use
     }
     if req.gpu_names:
-        q["gpu_name"] = {"in": [n.replace("_", " ") for n in req.gpu_names]}  # Vast names contain spaces
+        # Vast matches names exactly ("A100" finds nothing; "A100 PCIE", "A100 SXM4" do): see gpu_names.py.
+        q["gpu_name"] = {"in": list(gpu_names.provider_names(req.gpu_names, gpu_names.VAST))}
     if req.min_vram_gb:
         q["gpu_ram"] = {"gte": round(req.min_vram_gb * 1000)}  # MB (§1.2 units)
     if req.max_price_per_hour is not None:

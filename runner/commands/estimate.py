@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from lorarun.provider_adapters import gpu_names
 from lorarun.provider_adapters.base import Offer
 from lorarun.provider_adapters.errors import ProviderError
 
@@ -46,13 +47,23 @@ def estimate(
     offers, failures = fetch_offers(names, spec.resources, inputs)
     ranked = rank(inputs, offers, calibration, spec.resources)
     if as_json:
-        sys.stdout.write(json.dumps(to_json(spec.name, spec.source, names, inputs, ranked, calibration, failures,
-                                            top), indent=2) + "\n")
+        data = to_json(spec.name, spec.source, names, inputs, ranked, calibration, failures, top)
+        data["gpu_names"] = {name: {g: list(gpu_names.match(g, name).names) for g in spec.resources.gpus}
+                             for name in names if name in (gpu_names.VAST, gpu_names.RUNPOD)}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     for failure in failures:
         err_console.print(f"[yellow]warning:[/] {failure}", highlight=False)
     print_table(spec.name, inputs, ranked, top)
+    for line in gpu_name_lines(names, spec.resources.gpus):
+        console.print(line, style="dim", highlight=False)
     console.print(accuracy_line(calibration), highlight=False)
+
+
+def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
+    """Which of each provider's exact GPU names the job's `gpus` matched (providers name cards differently)."""
+    return [f"gpus on {name}: {gpu_names.describe(gpus, name)}" for name in providers
+            if gpus and name in (gpu_names.VAST, gpu_names.RUNPOD)]
 
 
 def provider_names(given: list[str] | None, default: str) -> list[str]:

@@ -173,3 +173,18 @@ def test_after_a_real_run_the_estimate_uses_its_timings(tmp_path, capsys, loraru
     assert data["calibration"]["measured_jobs"] == 1 and data["calibration"]["time_ratios"]
     code, out, _ = run(capsys, "estimate", str(DEMO))
     assert "calibration: last 1 job(s) took" in out
+
+
+def test_estimate_says_which_vast_names_a_users_gpu_matched(tmp_path, vast, capsys):
+    # Vast has no "A100": its names are "A100 PCIE" and "A100 SXM4" (gpuhunt vastai.py DIRECT_MAPPING).
+    job = reference_job(tmp_path, "  gpus: [A100, \"4090\"]")
+    code, out, err = run(capsys, "estimate", str(job))
+    assert code == 0, err
+    assert "gpus on vastai: A100 → A100 PCIE, A100 SXM4; 4090 → RTX 4090" in " ".join(out.split())
+    assert "A100 SXM4" in out.split("gpus on")[0]  # the fake's A100 SXM4 offer was found by the name "A100"
+    code, out, err = run(capsys, "estimate", str(job), "--json")
+    data = json.loads(out)
+    assert data["gpu_names"] == {"vastai": {"A100": ["A100 PCIE", "A100 SXM4"], "4090": ["RTX 4090"]}}
+    assert {o["gpu"] for o in data["offers"]} <= {"A100 SXM4", "RTX 4090"}
+    bundles = [r.json() for r in vast.requests_to("POST", "/api/v0/bundles/")]
+    assert bundles[-1]["gpu_name"] == {"in": ["A100 PCIE", "A100 SXM4", "RTX 4090"]}
