@@ -55,6 +55,12 @@ class EngineFailed(PipelineError):
     """The training engine reported `failed`."""
 
 
+class TeardownUnconfirmed(PipelineError):
+    """The job ended but the provider never confirmed its instance gone: it may still bill (exit 3)."""
+
+    exit_code = 3
+
+
 class Interrupted(LorarunError):
     exit_code = 130
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .remote.layout import RemoteLayout
 from .remote.transport import Transport
@@ -24,6 +24,7 @@ class MonitorProgress:
     outcome: str | None = None  # finished | failed | stopped, from the engine's last event
     reason: str = ""
     pulled: dict[str, str] = field(default_factory=dict)  # relative path → sha256 of what is on this laptop
+    refused: list[str] = field(default_factory=list)  # manifest paths that would land outside the output folder
     step_times: list[tuple[float, int]] = field(default_factory=list)  # (event time, step) for calibration
 
 
@@ -100,10 +101,17 @@ class JobMonitor:
         """Bring home every manifest file not yet here with the same sha256. Returns what was pulled."""
         pulled = []
         for entry in self.manifest():
-            rel, sha = entry.get("path", ""), entry.get("sha256", "")
-            if not rel or rel.startswith(("/", "..")) or self.progress.pulled.get(rel) == sha:
+            rel, sha = str(entry.get("path", "")), str(entry.get("sha256", ""))
+            if self.progress.pulled.get(rel) == sha:
                 continue
-            self.transport.get_file(self.layout.path("output", rel), self.local_output / rel)
+            local = local_output_path(self.local_output, rel)
+            if local is None:
+                # The manifest comes from the instance, which is not trusted with the laptop's disk: a path that
+                # resolves outside the output folder is refused, never opened (#15.4).
+                if rel not in self.progress.refused:
+                    self.progress.refused.append(rel)
+                continue
+            self.transport.get_file(self.layout.path("output", rel), local)
             self.progress.pulled[rel] = sha
             pulled.append(rel)
         return pulled
@@ -154,6 +162,25 @@ class JobMonitor:
         window = times[len(times) // 2:] if len(times) >= 6 else (times[1:] if len(times) >= 3 else times)
         (t0, s0), (t1, s1) = window[0], window[-1]
         return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 > t0 else None
+
+
+def local_output_path(root: Path, rel: str) -> Path | None:
+    """Where a manifest path lands under `root`, or None when it would land anywhere else.
+
+    Refused: empty, absolute, backslashes, NUL, any `..` or empty part, and anything that — following symlinks
+    already on the laptop — resolves outside `root` or to `root` itself. `x/../../escaped.txt` passes a prefix
+    check but not this one."""
+    if not rel or "\0" in rel or "\\" in rel:
+        return None
+    parts = rel.split("/")
+    if PurePosixPath(rel).is_absolute() or any(part in ("", ".", "..") for part in parts):
+        return None
+    base = root.resolve()
+    target = root.joinpath(*parts)
+    resolved = target.resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        return None
+    return target
 
 
 def read_jsonl(path: Path) -> list[dict]:

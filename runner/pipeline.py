@@ -23,7 +23,7 @@ from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatu
 from lorarun.provider_adapters.errors import ProviderError
 
 from .console import err_console, money
-from .errors import Interrupted, PipelineError
+from .errors import Interrupted, PipelineError, TeardownUnconfirmed
 from .monitor import JobMonitor
 from .poller import REAL_CLOCK, Clock, PollTimeout, poll
 from .progress import TrainingView, transfer_bar
@@ -166,6 +166,9 @@ class Pipeline:
             signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 self._teardown_guarded()
+        if self.rental.teardown is not None and not self.rental.teardown.confirmed:
+            # Every other path out already exits non-zero; a job that went well must not exit 0 either (#15.5).
+            raise TeardownUnconfirmed(self.rental.teardown.message)
         return self.runs
 
     def _provision(self) -> None:
@@ -427,7 +430,13 @@ class Pipeline:
         verification = verify_outputs(run.job.spec.output_dir, monitor.manifest_dict())
         outcome = settled or ("stopped" if self._stop_requested else "failed")
         self._write_report(run, monitor, verification, outcome)
-        transport.run(f"touch {_q(layout.collected)}", timeout=30, check=False)  # the agent may exit now
+        # No `collected` marker here: the agent keeps its grace window and self-destroy armed until teardown has
+        # destroyed the instance (and the agent with it). Told earlier, a destroy that fails would leave nothing on
+        # the instance to end the billing (#15.5).
+        if monitor.progress.refused:
+            err_console.print(f"[yellow]refused {len(monitor.progress.refused)} manifest path(s) that would land "
+                              f"outside {run.job.spec.output_dir}: {', '.join(map(repr, monitor.progress.refused[:3]))}"
+                              f"[/]", highlight=False)
         verification.raise_if_bad()  # after the report: the user sees which file is wrong and why
         if outcome == "failed":
             from .errors import EngineFailed
@@ -532,6 +541,8 @@ class Pipeline:
         for run in self.runs:
             if not run.state.is_final:
                 self._advance(run, "teardown", run.state.message)
+        if self.options.keep and self.rental.instance is not None:
+            self._release_agents()  # kept on purpose: its agent must not destroy it after the grace window
         if self.rental.transport is not None:
             try:
                 self.rental.transport.close()
@@ -554,6 +565,16 @@ class Pipeline:
         report(result)
         for run in self.runs:
             self._finalize(run, destroyed=result.confirmed, teardown_message=None if result.confirmed else result.message)
+
+    def _release_agents(self) -> None:
+        """`--keep`: tell each job's agent its outputs are collected, so it exits instead of self-destroying."""
+        for run in self.runs:
+            if self.rental.transport is None or not run.state.remote_dir:
+                continue
+            try:
+                self.rental.transport.run(f"touch {_q(run.state.remote_dir + '/collected')}", timeout=30, check=False)
+            except Exception:  # noqa: BLE001 - a dead link: the agent's grace window then ends the instance
+                pass
 
     def _finalize(self, run: JobRun, *, destroyed: bool, teardown_message: str | None = None) -> None:
         phase = "done" if run.outcome in ("finished", "stopped") else "failed"

@@ -142,6 +142,11 @@ class FakeAPI:
         with self.lock:
             self._faults.append(_Fault(method.upper(), path_prefix, times, reply))
 
+    def clear_faults(self) -> None:
+        """Forget every injected fault not yet used up (the API "comes back")."""
+        with self.lock:
+            self._faults.clear()
+
     def default_error(self, status: int) -> Reply:
         return Reply(status, {"error": "fault", "msg": f"injected {status}"})
 

@@ -1,3 +1,96 @@
 # Fault tests run against the fake Vast.ai API (`vast_cloud`); the provider-specific ones (destroy storms, the
 # agent's self-destroy with the instance-scoped key) run against both fakes (`cloud`).
+#
+# Every fault test also records one row for the suite's table (`make faults`): the fault(s) injected, what was
+# expected, what was observed, and two numbers measured here rather than claimed by the test — instances the fake
+# provider still holds (or whose sshd still runs) when the test ends, and outputs the controller saw the engine
+# write (an output event in the job's local events.jsonl) that are not home with that sha256.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
 from support.cloud import cloud, vast_cloud  # noqa: F401
+from support.fault_table import FaultRow, append_row, results_dir
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.fault_call_report = report
+
+
+class FaultLog:
+    def __init__(self) -> None:
+        self.faults: list[str] = []
+        self.expected = ""
+        self.observed: list[str] = []
+
+    def inject(self, what: str, expected: str | None = None) -> None:
+        """One injected fault (call once per fault: a storm of six 5xx is six)."""
+        self.faults.append(what)
+        if expected:
+            self.expected = expected
+
+    def observe(self, what: str) -> None:
+        self.observed.append(what)
+
+
+def _instances_alive(clouds) -> int:
+    alive = set()
+    for c in clouds:
+        alive.update(f"{c.name}:{i}" for i in c.instance_ids())
+        alive.update(f"{c.name}:{i}" for i in c.host.servers if c.host.alive(i))
+    return len(alive)
+
+
+def _outputs_lost(home: Path) -> int:
+    """Outputs the engine announced (events the controller pulled) that are not in the output folder intact."""
+    from lorarun.runner.remote.sftp_io import sha256_file
+
+    lost = 0
+    jobs = home / "jobs"
+    if not jobs.is_dir():
+        return 0
+    for job_dir in jobs.iterdir():
+        events = job_dir / "events.jsonl"
+        state = job_dir / "state.json"
+        if not events.is_file() or not state.is_file():
+            continue
+        out = Path(json.loads(state.read_text()).get("output_dir") or "")
+        latest: dict[str, str] = {}
+        for line in events.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("sha256") and event.get("path"):
+                latest[event["path"]] = event["sha256"]
+        for rel, sha in latest.items():
+            local = out / rel
+            if not local.is_file() or sha256_file(local) != sha:
+                lost += 1
+    return lost
+
+
+@pytest.fixture
+def fault(request):
+    """Record this test's faults for the table; clouds are looked up first so they are torn down after us."""
+    clouds = [request.getfixturevalue(n) for n in ("cloud", "vast_cloud") if n in request.fixturenames]
+    log = FaultLog()
+    yield log
+    from lorarun.runner.state import JobStore
+
+    report = getattr(request.node, "fault_call_report", None)
+    home = JobStore().home
+    folder = results_dir()
+    if folder is None:
+        return
+    append_row(folder, FaultRow(
+        test=request.node.name, faults=tuple(log.faults) or (request.node.name,), expected=log.expected,
+        observed="; ".join(log.observed) or ("as expected" if report is not None and report.passed else "-"),
+        passed=bool(report is not None and report.passed),
+        instances_alive=_instances_alive(clouds), outputs_lost=_outputs_lost(Path(home))))
