@@ -12,6 +12,8 @@ from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
 
 from .errors import InvalidJob, SpecError, UserInputError
+from .hub_check import check_hub_model
+from .prerent import machine_for, machine_problems
 from .spec import JobSpec, load_job
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -22,6 +24,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 class ValidatedJob:
     spec: JobSpec
     scan: DatasetScan
+    notes: tuple[str, ...] = ()  # what the checks want the user to know (e.g. a hub id that could not be checked)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -47,13 +50,21 @@ def bucket_spec(spec: JobSpec) -> BucketSpec:
 def validate_job(path: Path, *, provider: str | None = None, out: Path | None = None,
                  max_cost: float | None = None, check_credentials: bool = False) -> ValidatedJob:
     spec = load_job(path).with_overrides(provider=provider, out=out, max_cost=max_cost)
-    check_base_model(spec)
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        note = check_base_model(spec)
+        if note:
+            notes.append(note)
+    except SpecError as exc:
+        problems.append(str(exc))
+    problems += machine_problems(spec, machine_for(spec.resources.provider))
     scan = scan_dataset(spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir,
                         caption_extension=spec.dataset.caption_extension)
-    errors = scan.errors
-    if errors:
-        raise InvalidJob([str(e) for e in errors])
-    job = ValidatedJob(spec, scan)
+    problems += [str(e) for e in scan.errors]
+    if problems:
+        raise InvalidJob(problems)
+    job = ValidatedJob(spec, scan, tuple(notes))
     if job.spec.training.batch_size > scan.num_train_images:
         raise SpecError(
             f"{spec.source}: training.batch_size {spec.training.batch_size} is larger than the dataset "
@@ -64,10 +75,11 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
     return job
 
 
-def check_base_model(spec: JobSpec) -> None:
+def check_base_model(spec: JobSpec) -> str:
+    """Raise SpecError when `model.base` cannot be what the job needs; return a note for the user (or "")."""
     base = spec.model.base
     if base.startswith(BUILTIN_PREFIX):
-        return  # validated against the built-in list by the schema
+        return ""  # validated against the built-in list by the schema
     looks_like_path = base.startswith((".", "/", "~")) or base.lower().endswith(CHECKPOINT_SUFFIXES)
     if looks_like_path:
         path = spec.resolve(base)
@@ -81,9 +93,13 @@ def check_base_model(spec: JobSpec) -> None:
                             f"(not a diffusers model folder)")
         if path.is_file():
             check_checkpoint_file(spec, path)
-        return
+        return ""
     if not _HUB_ID.match(base):
         raise SpecError(f"{spec.source}: model.base: {base!r} is neither a path nor a Hugging Face id (org/name)")
+    hub = check_hub_model(base, needed_here=spec.resources.provider == "local")
+    if not hub.ok:
+        raise SpecError(f"{spec.source}: model.base: {hub.message}")
+    return hub.message
 
 
 def check_checkpoint_file(spec: JobSpec, path: Path) -> CheckpointInfo:

@@ -22,7 +22,7 @@ def validate(job: Path = typer.Argument(..., help="Job file: lorarun YAML or a k
 
 def print_summary(job: ValidatedJob) -> None:
     spec, scan = job.spec, job.scan
-    for note in spec.notes:
+    for note in (*spec.notes, *job.notes):
         err_console.print(f"[dim]note:[/] {note}", highlight=False)
     for warning in scan.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
