@@ -23,6 +23,10 @@ from .vastai_client import VastClient
 
 MIN_DISK_GB = 8.0  # Vast rejects smaller disks (§1.3 x-input-validation)
 SSH_PORT_ENV = "-p 22:22"  # how Vast's env object asks for a port mapping (§1.3)
+# Vast's ssh run types replace the image's ENTRYPOINT with Vast's own start-up and then run `onstart` (§1.3): our
+# image's start-up runs from there in its `--onstart` mode (provider variables, lease watchdog; Vast already set up
+# keys and sshd). Guarded, so a stock image without it starts all the same. See image/startup/lorarun-startup.sh.
+IMAGE_ONSTART = "if [ -x /usr/local/bin/lorarun-startup ]; then /usr/local/bin/lorarun-startup --onstart; fi"
 
 # actual_status → InstanceStatus (§1.4). `exited`, `unknown` and `offline` never come back to running.
 _STATUS = {
@@ -204,7 +208,7 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
         "label": spec.label,
         "runtype": "ssh_direct",  # Vast's entrypoint sets up sshd on a direct port (§1.3, §1.4)
         "env": env,
-        "onstart": spec.onstart,
+        "onstart": IMAGE_ONSTART + (f"\n{spec.onstart}" if spec.onstart else ""),
         # Fail rather than leave a stopped (storage-billing) instance when it cannot start (§1.3).
         "cancel_unavail": True,
     }

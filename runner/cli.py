@@ -11,7 +11,7 @@ from rich.text import Text
 from .console import err_console
 from .errors import error_lines
 
-COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc")
+COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc", "image")
 
 app = typer.Typer(
     name="lorarun",

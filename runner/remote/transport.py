@@ -3,7 +3,10 @@
 The pipeline only talks to a `Transport`; `LocalTransport` (runner/remote/local.py) and `SSHTransport`
 (runner/remote/session.py) implement it. Remote paths are POSIX strings; the job's remote work folder is
 `${LORARUN_WORKDIR:-$HOME/lorarun}/<job_id>` (tests set LORARUN_WORKDIR through sshd's SetEnv) and the Python that
-runs the agent is `${LORARUN_PYTHON:-python3}`.
+runs the agent is `$LORARUN_PYTHON`, else the image's fixed `/usr/local/bin/lorarun-python`, else `python3`.
+The fixed path matters: an SSH session does not get the container's ENV, and the CUDA/PyTorch base images keep
+their Python in /opt/conda/bin, on PATH only through that ENV, so a bare `python3` finds nothing (or the wrong
+interpreter) there. Our image and the stock-path install both create the fixed path (image/startup/).
 """
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ from typing import Protocol
 ProgressFn = Callable[[int, int], None]
 
 REMOTE_WORKDIR_EXPR = '"${LORARUN_WORKDIR:-$HOME/lorarun}"'
-REMOTE_PYTHON_EXPR = '"${LORARUN_PYTHON:-python3}"'
+IMAGE_PYTHON = "/usr/local/bin/lorarun-python"
+REMOTE_PYTHON_EXPR = (
+    f'"${{LORARUN_PYTHON:-$(if [ -x {IMAGE_PYTHON} ]; then echo {IMAGE_PYTHON}; else echo python3; fi)}}"'
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from lorarun.provider_adapters.errors import (
     RateLimitError,
     TransientError,
 )
-from lorarun.provider_adapters.vastai import VastProvider
+from lorarun.provider_adapters.vastai import IMAGE_ONSTART, VastProvider
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJobkeyjobkeyjobkey lorarun-job"
 
@@ -87,7 +87,8 @@ def test_create_sends_documented_body_and_attaches_per_job_key(vast, sleeper):
     assert put.headers["authorization"] == f"Bearer {API_KEY}"
     assert body["image"] == "lorarun/trainer:1" and body["disk"] == 40 and body["runtype"] == "ssh_direct"
     assert body["env"] == {"LORARUN_JOB": "7f3a", "-p 22:22": "1"}
-    assert body["label"] == "lorarun-7f3a" and body["onstart"] == "touch ~/.no_auto_tmux"
+    assert body["label"] == "lorarun-7f3a" and body["onstart"].endswith("\ntouch ~/.no_auto_tmux")
+    assert body["onstart"].startswith(IMAGE_ONSTART)  # the image's start-up, run from Vast's onstart
     assert "price" not in body  # on-demand
     attach = vast.requests_to("POST", f"/api/v0/instances/{inst.id}/ssh/")
     assert [r.json() for r in attach] == [{"ssh_key": PUBKEY}]
