@@ -18,7 +18,8 @@ lease) and `collected` (written by the controller once it has the outputs: the a
 The agent's own events go to the engine's `<output_dir>/events.jsonl`, one line per `os.write` on an O_APPEND
 descriptor, so they interleave with the engine's lines without tearing.
 
-Stdlib only: it runs before (and without) torch, and its unit tests drive it with a fake clock.
+It runs before (and without) torch: stdlib, plus `requests` for the self-destroy calls (image/self_destroy.py,
+which also holds the instance-id/key lookup); its unit tests drive it with a fake clock.
 """
 from __future__ import annotations
 
@@ -30,15 +31,21 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lorarun.provider_adapters.base import SelfDestruct
+from .self_destroy import (  # noqa: F401 - read_proc_environ, lookup_env, HttpResult are used by callers too
+    PROC1_ENVIRON,
+    HttpFn,
+    HttpResult,
+    Runner,
+    SelfDestroyConfig,
+    SelfDestroyer,
+    lookup_env,
+    read_proc_environ,
+)
 
 log = logging.getLogger("lorarun.agent")
 
@@ -48,17 +55,11 @@ STATUS_FILE = "status.json"
 ENGINE_LOG = "engine.log"
 COLLECTED_FILE = "collected"
 EVENTS_FILE = "events.jsonl"
-PROC1_ENVIRON = Path("/proc/1/environ")
 
 # Phases written to status.json. The four outcomes are also what `status["outcome"]` holds once the engine is done.
 STARTING, TRAINING, GRACE, SELF_DESTROYING = "starting", "training", "grace", "self_destroying"
 FINISHED, FAILED, STOPPED, LEASE_EXPIRED = "finished", "failed", "stopped", "lease_expired"
 
-# Self-destruct: a handful of tries, doubling from 2 s (about half a minute in all). A 429 or a 5xx storm on the
-# provider's side is short; a longer wait only adds billed minutes.
-DESTROY_ATTEMPTS = 5
-DESTROY_FIRST_DELAY = 2.0
-DESTROY_TIMEOUT = 30.0
 ALREADY_RUNNING = 3  # main()'s exit code when another agent holds the job folder
 HEARTBEAT_SKEW = 60.0  # seconds a heartbeat's mtime may be ahead of the agent's clock (NFS, coarse timestamps)
 
@@ -70,8 +71,9 @@ class AgentConfig:
 
     `lease_deadline` is unix seconds, set from the laptop's clock (NTP keeps the two within seconds of each other);
     past it the engine is stopped whatever happens, heartbeat or not.
-    `self_destruct` is the provider's `Provider.self_destruct()`; None where the machine cannot (or must not)
-    destroy itself (plain SSH host, local), and the agent just exits after the grace window.
+    `self_destruct` is how the instance destroys itself (image/self_destroy.py; the controller builds it from the
+    provider's `Provider.self_destruct()`); None where the machine cannot (or must not) destroy itself (plain SSH
+    host, local), and the agent just exits after the grace window.
     """
 
     job_id: str
@@ -79,12 +81,9 @@ class AgentConfig:
     output_dir: str  # absolute; the engine's events.jsonl and manifest.json live here
     lease_deadline: float
     grace_seconds: float = 600.0
-    self_destruct: SelfDestruct | None = None
+    self_destruct: SelfDestroyConfig | None = None
     heartbeat_file: str = "heartbeat"  # relative to the job folder
     stop_timeout: float = 300.0  # SIGTERM → SIGKILL: saving a large checkpoint on a slow disk takes a while
-    # Tried when the HTTP self-destruct fails, e.g. ("runpodctl", "remove", "pod", "{instance_id}"): the provider's
-    # own CLI, preinstalled on its machines. `{instance_id}` is filled in; id and key are in its environment.
-    self_destruct_fallback: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -99,7 +98,7 @@ class AgentConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["engine_command"] = list(self.engine_command)
-        data["self_destruct_fallback"] = list(self.self_destruct_fallback)
+        data["self_destruct"] = self.self_destruct.to_dict() if self.self_destruct is not None else None
         return data
 
     def to_json(self) -> str:
@@ -113,15 +112,11 @@ class AgentConfig:
             raise ValueError(f"agent config: missing {', '.join(sorted(missing))}")
         sd = known.get("self_destruct")
         if sd is not None:
-            try:
-                known["self_destruct"] = SelfDestruct(
-                    method=str(sd["method"]).upper(), url=str(sd["url"]), id_env=str(sd["id_env"]),
-                    key_env=str(sd["key_env"]),
-                    fallback_command=tuple(str(a) for a in sd.get("fallback_command") or ()))
-            except (KeyError, TypeError):
-                raise ValueError("agent config: self_destruct needs method, url, id_env and key_env") from None
+            if not isinstance(sd, Mapping):
+                raise ValueError("agent config: self_destruct must be an object")
+            known["self_destruct"] = SelfDestroyConfig.from_dict(sd).with_commands(
+                tuple(str(a) for a in data.get("self_destruct_fallback") or ()))  # older agent.json files
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
-        known["self_destruct_fallback"] = tuple(str(a) for a in known.get("self_destruct_fallback") or ())
         known["lease_deadline"] = float(known["lease_deadline"])
         return cls(**known)
 
@@ -192,31 +187,6 @@ def last_engine_outcome(events_path: Path, tail_bytes: int = 65536) -> str | Non
     return None
 
 
-def read_proc_environ(path: Path) -> dict[str, str]:
-    """The NUL-separated environment of a process (`/proc/1/environ`); empty when unreadable.
-
-    Providers inject their variables into the container's first process; SSH sessions, and so the agent started
-    over SSH, may not inherit them (providers.md §1.7, §2.7).
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return {}
-    env: dict[str, str] = {}
-    for entry in raw.split(b"\0"):
-        name, sep, value = entry.partition(b"=")
-        if sep and name:
-            env[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-    return env
-
-
-def lookup_env(name: str, environ: Mapping[str, str], proc_environ: Path) -> str | None:
-    value = environ.get(name)
-    if value:
-        return value
-    return read_proc_environ(proc_environ).get(name) or None
-
-
 def process_tree(pid: int, proc: Path = Path("/proc")) -> list[int]:
     """`pid` and all its descendants, parents before children, read from /proc; just `[pid]` without /proc.
 
@@ -247,36 +217,6 @@ def process_tree(pid: int, proc: Path = Path("/proc")) -> list[int]:
     return tree
 
 
-# -- self-destruct over HTTP ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HttpResult:
-    status: int | None  # None: no answer (connection refused, timeout, DNS)
-    detail: str  # short, for the log; never carries the key
-
-
-HttpFn = Callable[[str, str, Mapping[str, str]], HttpResult]
-
-
-def urllib_http(method: str, url: str, headers: Mapping[str, str]) -> HttpResult:
-    request = urllib.request.Request(url, method=method, headers=dict(headers))
-    try:
-        with urllib.request.urlopen(request, timeout=DESTROY_TIMEOUT) as response:
-            return HttpResult(response.status, response.read(200).decode("utf-8", "replace"))
-    except urllib.error.HTTPError as exc:
-        return HttpResult(exc.code, exc.read(200).decode("utf-8", "replace"))
-    except (urllib.error.URLError, OSError) as exc:
-        return HttpResult(None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
-
-
-def destroy_outcome(result: HttpResult) -> str:
-    """"done", "retry" or "give_up" for one answer of the provider to the self-destruct request."""
-    if result.status is None or result.status == 429 or result.status >= 500:
-        return "retry"
-    if 200 <= result.status < 300 or result.status == 404:  # 404: the instance is already gone
-        return "done"
-    return "give_up"  # 400/401/403: the request or the key is wrong; asking again changes nothing
-
-
 # -- the agent ---------------------------------------------------------------------------------------------------------
 @dataclass
 class _State:
@@ -298,7 +238,8 @@ class Agent:
         clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         proc_environ: Path = PROC1_ENVIRON,
-        http: HttpFn = urllib_http,
+        http: HttpFn | None = None,
+        run: Runner = subprocess.run,
         tick: float = 1.0,
         status_every: float = 10.0,
     ):
@@ -308,6 +249,7 @@ class Agent:
         self.environ = os.environ if environ is None else environ
         self.proc_environ = proc_environ
         self.http = http
+        self.run_command = run
         self.tick = tick
         self.status_every = status_every
         self.events_path = Path(config.output_dir) / EVENTS_FILE
@@ -470,66 +412,23 @@ class Agent:
         # (a `touch -d`, a clock stepped back) is ignored: capped at `now`, it would hold the instance forever.
         return mtime if mtime <= now + HEARTBEAT_SKEW else float("-inf")
 
-    def _self_destruct(self, how: SelfDestruct) -> int:
+    def _self_destruct(self, how: SelfDestroyConfig) -> int:
+        """Every configured way in order, each confirmed (image/self_destroy.py); a loud event when none worked."""
         self._set(phase=SELF_DESTROYING, grace_until=None, message="grace window over: destroying this instance")
-        instance_id = lookup_env(how.id_env, self.environ, self.proc_environ)
-        key = lookup_env(how.key_env, self.environ, self.proc_environ)
-        if not instance_id:
-            return self._destroy_failed(f"{how.id_env} not set (environment and {self.proc_environ})", attempts=0)
-        if key:
-            done, attempts, why = self._destroy_over_http(how, instance_id, key)
-            if done:
-                return self._destroyed(instance_id, via="http", attempts=attempts)
-        else:
-            attempts, why = 0, f"{how.key_env} not set (environment and {self.proc_environ})"
-        if self.config.self_destruct_fallback:
-            done, fallback_why = self._destroy_by_command(how, instance_id, key)
-            if done:
-                return self._destroyed(instance_id, via="command", attempts=attempts)
-            why = f"{why}; fallback command: {fallback_why}"
-        return self._destroy_failed(_redact(why, key or ""), attempts=attempts)
-
-    def _destroy_over_http(self, how: SelfDestruct, instance_id: str, key: str) -> tuple[bool, int, str]:
-        """(done, attempts, why not): retries connection errors, 429 and 5xx with doubling waits."""
-        url = how.url.replace("{instance_id}", urllib.parse.quote(instance_id, safe=""))
-        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
-        delay = DESTROY_FIRST_DELAY
-        for attempt in range(1, DESTROY_ATTEMPTS + 1):
-            result = self.http(how.method, url, headers)
-            verdict = destroy_outcome(result)
-            log.info("self-destruct %s %s: attempt %d → %s", how.method, url, attempt, result.status)
-            if verdict == "done":
-                return True, attempt, ""
-            if verdict == "give_up" or attempt == DESTROY_ATTEMPTS:
-                return False, attempt, f"HTTP {result.status}: {_redact(result.detail, key)}"
-            self.clock.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
-
-    def _destroy_by_command(self, how: SelfDestruct, instance_id: str, key: str | None) -> tuple[bool, str]:
-        """The provider's own CLI (`runpodctl remove pod {instance_id}`), with the id and key in its environment."""
-        argv = [a.replace("{instance_id}", instance_id) for a in self.config.self_destruct_fallback]
-        env = dict(self.environ, **{how.id_env: instance_id}, **({how.key_env: key} if key else {}))
-        try:
-            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=DESTROY_TIMEOUT * 2)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        log.info("self-destruct fallback %s → exit %d", argv[0], done.returncode)
-        if done.returncode == 0:
-            return True, ""
-        tail = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[-200:]
-        return False, f"exit {done.returncode}: {tail}"
-
-    def _destroyed(self, instance_id: str, *, via: str, attempts: int) -> int:
-        self._event("self_destroy", ok=True, via=via, attempts=attempts, instance_id=instance_id)
-        self._set(phase=SELF_DESTROYING, message=f"self-destruct accepted ({via})")
-        return 0
-
-    def _destroy_failed(self, why: str, *, attempts: int) -> int:
-        log.error("SELF-DESTRUCT FAILED, the instance may still be billing: %s", why)
-        self._event("self_destroy", ok=False, error=why, attempts=attempts)
-        self._set(phase=SELF_DESTROYING, message=f"self-destruct failed: {why}")
+        outcome = SelfDestroyer(how, environ=self.environ, proc_environ=self.proc_environ, sleep=self.clock.sleep,
+                                http=self.http, run=self.run_command).destroy()
+        if outcome.ok:
+            self._event("self_destroy", ok=True, confirmed=outcome.confirmed, via=outcome.via,
+                        attempts=outcome.attempts, tried=list(outcome.tried))
+            if not outcome.confirmed:
+                log.warning("self-destroy accepted (%s) but nothing could confirm the instance is gone", outcome.via)
+            self._set(phase=SELF_DESTROYING, message=f"self-destruct accepted ({outcome.via})"
+                      + ("" if outcome.confirmed else ", unconfirmed"))
+            return 0
+        log.error("SELF-DESTRUCT FAILED, the instance may still be billing: %s", outcome.error)
+        self._event("self_destroy", ok=False, confirmed=False, error=outcome.error, attempts=outcome.attempts,
+                    tried=list(outcome.tried))
+        self._set(phase=SELF_DESTROYING, message=f"self-destruct failed: {outcome.error}")
         return 1
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------------

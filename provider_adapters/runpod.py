@@ -18,6 +18,8 @@ from .base import (
     InstanceStatus,
     Offer,
     ResourceRequest,
+    DestroyCheck,
+    DestroyWay,
     SelfDestruct,
     SSHEndpoint,
 )
@@ -136,15 +138,28 @@ class RunPodProvider:
                 if str(p.get("name") or "").startswith(LABEL_PREFIX)]
 
     def self_destruct(self) -> SelfDestruct:
-        # Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (§2.7). UNCONFIRMED: that REST v2
-        # accepts the pod-scoped key (third-party scripts use the v1 URL); the agent should fall back to
-        # `runpodctl pod delete $RUNPOD_POD_ID`, which every pod ships.
-        return SelfDestruct("DELETE", f"{self.client.rest_url}/v2/pods/{{instance_id}}",
-                            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY",
-                            fallback_command=("runpodctl", "pod", "delete", "{instance_id}"))
+        """Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (runpod/docs
+        `pods/templates/environment-variables.mdx`). Whether REST v2 accepts that key is not documented
+        (providers.md §2.7 UNCONFIRMED), so the ways go from the documented API to the pod's own CLI:
+        1. v2 `DELETE /v2/pods/{id}` → 204 (runpod/docs `api-reference-v2/openapi.json` deletePod);
+        2. GraphQL `podTerminate` — what runpodctl itself sends (runpod/runpodctl `api/pod.go::RemovePod`);
+        3. `runpodctl remove pod <id>`: old and new builds (runpod/docs commit 60caf0ed
+           `automatically-stop-my-pod.md`: the pod's runpodctl holds a key "scoped to that pod");
+        4. `runpodctl pod delete <id>`: builds since early 2026 only (runpod/docs `pods/manage-pods.mdx`).
+        Each is confirmed by reading the pod back (v2 GET, else GraphQL `pod`), never by a status code alone."""
+        rest, gql = self.client.rest_url, self.client.graphql_url
+        return SelfDestruct(
+            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY",
+            ways=(DestroyWay("http", method="DELETE", url=f"{rest}/v2/pods/{{instance_id}}"),
+                  DestroyWay("graphql", url=gql, query='mutation { podTerminate(input: {podId: "{instance_id}"}) }'),
+                  DestroyWay("command", argv=("runpodctl", "remove", "pod", "{instance_id}")),
+                  DestroyWay("command", argv=("runpodctl", "pod", "delete", "{instance_id}"))),
+            checks=(DestroyCheck("runpod_rest", f"{rest}/v2/pods/{{instance_id}}"),
+                    DestroyCheck("runpod_graphql", gql)))
 
     def kill_hint(self, instance_id: str) -> str:
-        return f"runpodctl pod delete {instance_id}   (or terminate it at https://console.runpod.io/pods)"
+        # `remove pod` works in old and new runpodctl builds; `pod delete` only in new ones (see self_destruct).
+        return f"runpodctl remove pod {instance_id}   (or terminate it at https://console.runpod.io/pods)"
 
 
 # -- pure mapping helpers ----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from .base import (
     InstanceStatus,
     Offer,
     ResourceRequest,
+    DestroyCheck,
+    DestroyWay,
     SelfDestruct,
     SSHEndpoint,
 )
@@ -143,9 +145,15 @@ class VastProvider:
         return [to_instance(r, self.name) for r in rows if str(r.get("label") or "").startswith(LABEL_PREFIX)]
 
     def self_destruct(self) -> SelfDestruct:
-        # Vast injects CONTAINER_ID and a key that can only stop/destroy this instance (§1.7).
-        return SelfDestruct("DELETE", f"{self.client.base_url}/api/v0/instances/{{instance_id}}/",
-                            id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY")
+        # Vast injects CONTAINER_ID and a key that "can only start, stop, or destroy that specific instance"
+        # (vast-ai/docs `guides/instances/docker-environment.mdx`; providers.md §1.7). The check reads the instance
+        # back: `{"instances": null}` once destroyed (vast-ai/vast-cli tests `test_show_instance_raw_deleted_
+        # instance`). UNCONFIRMED whether the instance key may read it; if not, the destroy is reported unconfirmed.
+        base = self.client.base_url
+        return SelfDestruct(
+            id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY",
+            ways=(DestroyWay("http", method="DELETE", url=f"{base}/api/v0/instances/{{instance_id}}/"),),
+            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/"),))
 
     def kill_hint(self, instance_id: str) -> str:
         return (f"vastai destroy instance {instance_id}   "

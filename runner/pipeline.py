@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorarun.image.agent import AgentConfig
+from lorarun.image.self_destroy import SelfDestroyConfig
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
 
@@ -344,7 +345,8 @@ class Pipeline:
         agent = AgentConfig(
             job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
             lease_deadline=deadline, grace_seconds=self.options.grace_seconds,
-            self_destruct=destruct, self_destruct_fallback=destruct.fallback_command if destruct else (),
+            # The adapter's plan crosses to the engine side as JSON (image/self_destroy.py is the reader).
+            self_destruct=SelfDestroyConfig.from_dict(destruct.to_dict()) if destruct else None,
         )
         job_dir = self.store.job_dir(run.state.job_id)
         (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from lorarun.image import agent as agent_mod
-from lorarun.image.agent import Agent, AgentConfig, HttpResult, SelfDestruct
+from lorarun.image.agent import Agent, AgentConfig
+from lorarun.image.self_destroy import SelfDestroyConfig, Way
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 
 KEY = "instance-key-s3cr3t-0123456789"
-VAST_LIKE = SelfDestruct("DELETE", "{base}/api/v0/instances/{{instance_id}}/", "CONTAINER_ID", "CONTAINER_API_KEY")
-
-
-def vast_like(base_url: str) -> SelfDestruct:
-    return SelfDestruct(VAST_LIKE.method, VAST_LIKE.url.format(base=base_url), VAST_LIKE.id_env, VAST_LIKE.key_env)
+def vast_like(base_url: str) -> SelfDestroyConfig:
+    """One DELETE, no check (the self-destroy tests with checks and several ways are in test_self_destroy.py)."""
+    return SelfDestroyConfig("CONTAINER_ID", "CONTAINER_API_KEY",
+                             (Way("http", method="DELETE", url=f"{base_url}/api/v0/instances/{{instance_id}}/"),))
 
 
 def status(job_dir: Path) -> dict:
@@ -266,175 +266,6 @@ def test_environment_wins_over_proc_environ(tmp_path):
     assert agent_mod.lookup_env("Z", {}, path) is None
 
 
-# -- self-destruct retries ---------------------------------------------------------------------------------------------
-def test_self_destruct_retries_rate_limits_and_server_errors_with_backoff(tmp_path, http_server):
-    http_server.statuses = [429, 503]
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=vast_like(http_server.url))
-    clock = FakeClock()
-
-    rc = make_agent(tmp_path, config, clock, environ={"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}).run()
-
-    assert rc == 0
-    assert len(http_server.requests) == 3
-    assert clock.sleeps[-2:] == [2.0, 4.0]
-    destroy = next(e for e in read_events(config.output_dir) if e["event"] == "self_destroy")
-    assert destroy["ok"] is True and destroy["attempts"] == 3
-
-
-def test_self_destruct_gives_up_at_once_on_a_rejected_key(tmp_path, http_server):
-    http_server.statuses = [401]
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=vast_like(http_server.url))
-
-    rc = make_agent(tmp_path, config, FakeClock(), environ={"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}).run()
-
-    assert rc == 1
-    assert len(http_server.requests) == 1
-    destroy = next(e for e in read_events(config.output_dir) if e["event"] == "self_destroy")
-    assert destroy["ok"] is False and "401" in destroy["error"]
-    assert status(tmp_path / "job")["message"].startswith("self-destruct failed")
-
-
-def test_self_destruct_without_instance_key_fails_loudly_without_calling(tmp_path, http_server):
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=vast_like(http_server.url))
-
-    rc = make_agent(tmp_path, config, FakeClock(), environ={"CONTAINER_ID": "3"}).run()
-
-    assert rc == 1 and http_server.requests == []
-    assert "CONTAINER_API_KEY not set" in status(tmp_path / "job")["message"]
-
-
-def test_self_destruct_treats_not_found_as_done_and_redacts_the_key(tmp_path):
-    calls = []
-
-    def http(method, url, headers):
-        calls.append((method, url))
-        return HttpResult(404, "gone")
-
-    config = make_config(tmp_path, "fail", grace_seconds=0,
-                         self_destruct=SelfDestruct("POST", "https://api.example/v2/pods/{instance_id}/stop",
-                                                    "RUNPOD_POD_ID", "RUNPOD_API_KEY"))
-    rc = make_agent(tmp_path, config, FakeClock(), http=http,
-                    environ={"RUNPOD_POD_ID": "ab c/d", "RUNPOD_API_KEY": KEY}).run()
-    assert rc == 0
-    assert calls == [("POST", "https://api.example/v2/pods/ab%20c%2Fd/stop")]  # the id is quoted into the path
-
-    assert agent_mod._redact(f"bad key {KEY}", KEY) == "bad key ***"
-
-
-@pytest.mark.parametrize(("status_code", "verdict"), [
-    (200, "done"), (204, "done"), (404, "done"), (None, "retry"), (429, "retry"), (500, "retry"), (502, "retry"),
-    (400, "give_up"), (401, "give_up"), (403, "give_up")])
-def test_destroy_outcome(status_code, verdict):
-    assert agent_mod.destroy_outcome(HttpResult(status_code, "")) == verdict
-
-
-# -- against the fake Vast API, with the key it issues ----------------------------------------------------------------
-def test_self_destruct_against_fake_vast_with_its_instance_key(tmp_path):
-    from lorarun.provider_adapters.vastai import VastProvider
-    from tests.fakes.vast_server import API_KEY, FakeVast
-
-    with FakeVast() as fake:
-        import urllib.request
-        req = urllib.request.Request(f"{fake.url}/api/v0/asks/1001/", method="PUT",
-                                     data=json.dumps({"image": "lorarun:test", "disk": 20}).encode(),
-                                     headers={"Authorization": f"Bearer {API_KEY}",
-                                              "Content-Type": "application/json"})
-        created = json.loads(urllib.request.urlopen(req, timeout=10).read())
-        instance_id, instance_key = str(created["new_contract"]), created["instance_api_key"]
-        assert instance_id in fake.live_ids()
-
-        how = VastProvider(API_KEY, base_url=fake.url).self_destruct()
-        config = make_config(tmp_path, "fail", grace_seconds=1, self_destruct=how)
-        proc_environ = tmp_path / "environ"  # as Vast injects it into the container's first process (§1.7)
-        proc_environ.write_bytes(f"CONTAINER_ID={instance_id}\0CONTAINER_API_KEY={instance_key}\0".encode())
-
-        assert make_agent(tmp_path, config, FakeClock(), proc_environ=proc_environ).run() == 0
-
-        assert instance_id not in fake.live_ids()
-        assert int(instance_id) in fake.destroyed
-        deletes = fake.requests_to("DELETE", "/api/v0/instances/")
-        assert [r.token() for r in deletes] == [instance_key]  # the instance's own key, never the user's
-
-
-def fallback_script(tmp_path: Path, exit_code: int) -> tuple[str, ...]:
-    """A stand-in for `runpodctl remove pod <id>`: records its argv and whether it saw the key, never the key."""
-    script = tmp_path / "providerctl.py"
-    script.write_text(
-        "import json, os, sys\n"
-        f"open({str(tmp_path / 'fallback.json')!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], "
-        "'has_key': os.environ.get('RUNPOD_API_KEY') == " + repr(KEY) + ", "
-        "'pod': os.environ.get('RUNPOD_POD_ID')}))\n"
-        f"sys.exit({exit_code})\n")
-    return (sys.executable, str(script), "remove", "pod", "{instance_id}")
-
-
-RUNPOD_LIKE = "RUNPOD_POD_ID", "RUNPOD_API_KEY"
-
-
-def test_fallback_command_runs_when_the_api_refuses(tmp_path, http_server):
-    http_server.statuses = [403]
-    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
-                         self_destruct_fallback=fallback_script(tmp_path, 0))
-
-    rc = make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9", "RUNPOD_API_KEY": KEY}).run()
-
-    assert rc == 0 and len(http_server.requests) == 1
-    assert json.loads((tmp_path / "fallback.json").read_text()) == {
-        "argv": ["remove", "pod", "pod9"], "has_key": True, "pod": "pod9"}
-    destroy = next(e for e in read_events(config.output_dir) if e["event"] == "self_destroy")
-    assert (destroy["ok"], destroy["via"]) == (True, "command")
-
-
-def test_failing_fallback_is_reported_with_both_reasons(tmp_path, http_server, caplog):
-    http_server.statuses = [401]
-    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
-                         self_destruct_fallback=fallback_script(tmp_path, 2))
-
-    rc = make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9", "RUNPOD_API_KEY": KEY}).run()
-
-    assert rc == 1
-    message = status(tmp_path / "job")["message"]
-    assert "HTTP 401" in message and "fallback command: exit 2" in message
-    assert_no_secret(tmp_path, caplog)
-
-
-def test_fallback_command_runs_even_without_the_key(tmp_path, http_server):
-    how = SelfDestruct("DELETE", http_server.url + "/v2/pods/{instance_id}", *RUNPOD_LIKE)
-    config = make_config(tmp_path, "fail", grace_seconds=0, self_destruct=how,
-                         self_destruct_fallback=fallback_script(tmp_path, 0))
-
-    assert make_agent(tmp_path, config, FakeClock(), environ={"RUNPOD_POD_ID": "pod9"}).run() == 0
-
-    assert http_server.requests == []  # no key, no request
-    assert json.loads((tmp_path / "fallback.json").read_text())["has_key"] is False
-
-
-def test_self_destruct_against_fake_runpod_with_the_pod_scoped_key(tmp_path):
-    from lorarun.provider_adapters.runpod import RunPodProvider
-    from tests.fakes.runpod_server import API_KEY, FakeRunPod
-
-    with FakeRunPod() as fake:
-        import urllib.request
-        gpu_id = next(iter(fake.gpu_types))
-        body = {"name": "lorarun-job42", "image": "lorarun:test", "gpu": {"id": gpu_id, "count": 1}}
-        req = urllib.request.Request(f"{fake.url}/v2/pods", method="POST", data=json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
-        pod_id = json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
-        pod_key = fake.pods[pod_id].pod_key
-
-        how = RunPodProvider(API_KEY, rest_url=fake.url, graphql_url=fake.url + "/graphql").self_destruct()
-        config = make_config(tmp_path, "fail", grace_seconds=1, self_destruct=how)
-        proc_environ = tmp_path / "environ"  # RunPod's variables may be missing in SSH sessions (§2.7)
-        proc_environ.write_bytes(f"RUNPOD_POD_ID={pod_id}\0RUNPOD_API_KEY={pod_key}\0".encode())
-
-        assert make_agent(tmp_path, config, FakeClock(), proc_environ=proc_environ).run() == 0
-
-        assert pod_id not in fake.live_ids() and pod_id in fake.destroyed
-        assert [r.token() for r in fake.requests_to("DELETE", "/v2/pods/")] == [pod_key]
-
-
 # -- stop requests -----------------------------------------------------------------------------------------------------
 def test_stop_request_is_forwarded_to_the_engine_and_skips_grace(tmp_path, http_server):
     config = make_config(tmp_path, "hang", self_destruct=vast_like(http_server.url))
@@ -511,19 +342,18 @@ def test_agent_config_round_trips_through_json(tmp_path):
     again = AgentConfig.from_json(config.to_json())
     assert again == config
     data = json.loads(config.to_json())
-    assert data["self_destruct"] == {"method": "DELETE", "url": "https://console.vast.ai/api/v0/instances/"
-                                     "{instance_id}/", "id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY",
-                                     "fallback_command": []}
+    assert data["self_destruct"] == {"id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY", "checks": [],
+                                     "ways": [{"kind": "http", "method": "DELETE",
+                                               "url": "https://console.vast.ai/api/v0/instances/{instance_id}/"}]}
     assert data["engine_command"][0] == sys.executable and data["heartbeat_file"] == "heartbeat"
     assert AgentConfig.from_json(make_config(tmp_path, "finish").to_json()).self_destruct is None
-    with_fallback = make_config(tmp_path, "finish", self_destruct_fallback=("runpodctl", "remove", "pod", "{x}"))
-    assert AgentConfig.from_json(with_fallback.to_json()) == with_fallback
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"engine_command": []}, "engine_command"), ({"output_dir": "relative/out"}, "absolute"),
     ({"grace_seconds": -1}, "negative"), ({"job_id": ""}, "job_id"),
-    ({"self_destruct": {"method": "DELETE"}}, "self_destruct needs")])
+    ({"self_destruct": {"method": "DELETE"}}, "self_destruct needs"),
+    ({"self_destruct": {"id_env": "A", "key_env": "B", "ways": [{"kind": "telepathy"}]}}, "unknown kind")])
 def test_agent_config_rejects_nonsense(tmp_path, change, message):
     data = make_config(tmp_path, "finish").to_dict() | change
     with pytest.raises(ValueError, match=message):

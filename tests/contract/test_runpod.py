@@ -158,14 +158,26 @@ def test_self_destruct_with_pod_scoped_key(runpod, sleeper):
     p = make(runpod, sleeper)
     a, b = p.create(offer(), spec()), p.create(offer(), spec())
     sd = p.self_destruct()
-    assert (sd.method, sd.id_env, sd.key_env) == ("DELETE", "RUNPOD_POD_ID", "RUNPOD_API_KEY")
-    assert sd.url == f"{runpod.url}/v2/pods/{{instance_id}}"
+    assert (sd.id_env, sd.key_env) == ("RUNPOD_POD_ID", "RUNPOD_API_KEY")
+    rest = f"{runpod.url}/v2/pods/{{instance_id}}"
+    assert [(w.kind, w.method or w.url or " ".join(w.argv)) for w in sd.ways] == [
+        ("http", "DELETE"), ("graphql", f"{runpod.url}/graphql"), ("command", "runpodctl remove pod {instance_id}"),
+        ("command", "runpodctl pod delete {instance_id}")]
+    assert sd.ways[0].url == rest and "podTerminate" in sd.ways[1].query
+    assert [c.style for c in sd.checks] == ["runpod_rest", "runpod_graphql"]
     key_a = runpod.pods[a.id].pod_key
     as_a = {"Authorization": f"Bearer {key_a}"}
-    assert http.request("DELETE", sd.url.format(instance_id=b.id), headers=as_a).status == 403
-    assert http.request("DELETE", sd.url.format(instance_id=a.id), headers=as_a).status == 204
+    # v2 refuses the pod-scoped key (undocumented either way, §2.7; the fake models the refusal) …
+    assert http.request("DELETE", rest.format(instance_id=a.id), headers=as_a).status == 403
+    term = {"query": sd.ways[1].query.replace("{instance_id}", b.id)}
+    # … GraphQL takes it, for its own pod only (the other pod is "not found" to it).
+    other = http.request("POST", f"{runpod.url}/graphql", json_body=term, headers=as_a).json()
+    assert other["errors"][0]["message"] == "pod not found to terminate"
+    term = {"query": sd.ways[1].query.replace("{instance_id}", a.id)}
+    assert http.request("POST", f"{runpod.url}/graphql", json_body=term, headers=as_a).json() == {
+        "data": {"podTerminate": None}}
     assert runpod.live_ids() == [b.id]
-    assert "runpodctl pod delete abc" in p.kill_hint("abc")
+    assert "runpodctl remove pod abc" in p.kill_hint("abc")
 
 
 # -- errors ---------------------------------------------------------------------------------------------------

@@ -180,8 +180,10 @@ def test_list_owned_paginates_and_filters_prefix(vast, sleeper):
 def test_self_destruct_and_kill_hint(vast, sleeper):
     p = make(vast, sleeper)
     sd = p.self_destruct()
-    assert (sd.method, sd.id_env, sd.key_env) == ("DELETE", "CONTAINER_ID", "CONTAINER_API_KEY")
-    assert sd.url == f"{vast.url}/api/v0/instances/{{instance_id}}/"
+    assert (sd.id_env, sd.key_env) == ("CONTAINER_ID", "CONTAINER_API_KEY")
+    [way] = sd.ways
+    assert (way.kind, way.method, way.url) == ("http", "DELETE", f"{vast.url}/api/v0/instances/{{instance_id}}/")
+    assert [(c.style, c.url) for c in sd.checks] == [("vast_show", way.url)]
     assert "vastai destroy instance 42" in p.kill_hint("42")
 
 
@@ -191,11 +193,11 @@ def test_self_destruct_works_with_instance_key_only_on_its_own_instance(vast, sl
     p = make(vast, sleeper)
     a = p.create(p.offers(rtx4090())[0], spec())
     b = p.create(p.offers(rtx4090())[0], spec())
-    sd = p.self_destruct()
+    [way] = p.self_destruct().ways
     key_a = vast.instances[int(a.id)].instance_api_key
-    other = http.request(sd.method, sd.url.format(instance_id=b.id), headers={"Authorization": f"Bearer {key_a}"})
+    other = http.request(way.method, way.url.format(instance_id=b.id), headers={"Authorization": f"Bearer {key_a}"})
     assert other.status == 401 and b.id in vast.live_ids()
-    own = http.request(sd.method, sd.url.format(instance_id=a.id), headers={"Authorization": f"Bearer {key_a}"})
+    own = http.request(way.method, way.url.format(instance_id=a.id), headers={"Authorization": f"Bearer {key_a}"})
     assert own.status == 200 and a.id not in vast.live_ids()
 
 

@@ -81,7 +81,7 @@ def problem(status: int, detail: str, **extra: Any) -> Reply:
 class FakeRunPod(FakeAPI):
     def __init__(self, *, api_key: str = API_KEY, gpu_types: list[dict] | None = None, boot_polls: int = 2,
                  on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, balance: float = 50.0,
-                 community_public_ip: bool = True):
+                 community_public_ip: bool = True, pod_key_v2: bool = False, pod_key_graphql: bool = True):
         super().__init__()
         self.api_key = api_key
         self.gpu_types = {g["id"]: g for g in (gpu_types or default_gpu_types())}
@@ -95,7 +95,15 @@ class FakeRunPod(FakeAPI):
         self.on_destroy = on_destroy
         self.balance = balance
         self.community_public_ip = community_public_ip
+        # The pod-scoped RUNPOD_API_KEY: whether REST v2 accepts it is undocumented (providers.md §2.7
+        # UNCONFIRMED), so the fake refuses it there by default (403 "access denied", the v2 ForbiddenError
+        # example in runpod/docs `api-reference-v2/openapi.json`). GraphQL takes it for its own pod: that is what
+        # the pod's runpodctl sends (runpod/runpodctl `api/pod.go::RemovePod` → podTerminate; runpod/docs commit
+        # 60caf0ed: the pod's runpodctl key "is scoped to that pod").
+        self.pod_key_v2 = pod_key_v2
+        self.pod_key_graphql = pod_key_graphql
         self.destroyed: list[str] = []
+        self.spent_pod_keys: list[str] = []  # keys of terminated pods (a key outlives its pod only as a token)
         self._ports = itertools.count(40000)
 
     # -- test controls -------------------------------------------------------------------------------------
@@ -139,7 +147,8 @@ class FakeRunPod(FakeAPI):
             return problem(404, "resource not found")
         token = req.token()
         pod = self.pods.get(parts[2]) if len(parts) >= 3 else None
-        pod_key_ok = pod is not None and token == pod.pod_key and req.method == "DELETE" and len(parts) == 3
+        pod_key_ok = self.pod_key_v2 and pod is not None and token == pod.pod_key and len(parts) == 3 \
+            and req.method in ("DELETE", "GET")
         if token is None:
             return problem(401, "missing bearer token")
         if token != self.api_key and not pod_key_ok:
@@ -293,6 +302,7 @@ class FakeRunPod(FakeAPI):
                 return problem(404, "resource not found")
             self.capacity[(pod.gpu_id, pod.cloud)] = self.capacity.get((pod.gpu_id, pod.cloud), 0) + pod.gpu_count
             self.destroyed.append(pod_id)
+            self.spent_pod_keys.append(pod.pod_key)
         if self.on_destroy is not None:
             self.on_destroy(pod_id)
         return Reply(204)
@@ -318,7 +328,10 @@ class FakeRunPod(FakeAPI):
     def _graphql(self, req: Request) -> Reply:
         body = req.json()
         token = req.token()
-        if token is not None and token != self.api_key:
+        with self.lock:
+            own_pod = next((p.id for p in self.pods.values() if token is not None and token == p.pod_key), None)
+            pod_key = own_pod is not None or any(token == k for k in self.spent_pod_keys)
+        if token is not None and token != self.api_key and not (pod_key and self.pod_key_graphql):
             return Reply(401, "Unauthorized", content_type="text/plain")  # exact body UNCONFIRMED (§2.9)
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             return Reply(400, {"errors": [{"message": "Must provide query string."}]})
@@ -332,11 +345,29 @@ class FakeRunPod(FakeAPI):
             pod_id = m.group(1) if m else (variables.get("input") or {}).get("podId")
             with self.lock:
                 known = pod_id in self.pods
+                if token != self.api_key and known and self.pods[pod_id].pod_key != token:
+                    known = False  # a pod key reaches only its own pod; RunPod does not say whose pod it is
             if not known:
                 return Reply(200, {"errors": [{"message": "pod not found to terminate", "path": ["podTerminate"],
                                                "extensions": {"code": "RUNPOD"}}], "data": {"podTerminate": None}})
             self._delete(pod_id)
             return Reply(200, {"data": {"podTerminate": None}})
+        if re.search(r"\bpod\s*\(", query):
+            # `pod(input: {podId: "…"}) { … }` → the pod, or null when RunPod does not know it (dstack guards
+            # for null: dstackai/dstack `runpod/compute.py`). Fields as GraphQL names them (RPPY queries/pods.py).
+            m = re.search(r'podId:\s*"([^"]+)"', query)
+            pod_id = m.group(1) if m else (variables.get("input") or {}).get("podId")
+            with self.lock:
+                pod = self.pods.get(pod_id)
+                if pod is not None and token != self.api_key and pod.pod_key != token:
+                    pod = None
+                view = None if pod is None else {
+                    "id": pod.id, "name": pod.name, "desiredStatus": "EXITED" if pod.status == "EXITED" else "RUNNING",
+                    "costPerHr": pod.cost, "imageName": pod.image}
+            return Reply(200, {"data": {"pod": view}})
+        if pod_key and token != self.api_key:
+            return Reply(200, {"errors": [{"message": "access denied", "extensions": {"code": "RUNPOD"}}],
+                               "data": None})  # a pod key is for its own pod only
         if re.search(r"\bmyself\b", query):
             with self.lock:
                 return Reply(200, {"data": {"myself": {"id": "user_1", "clientBalance": self.balance,
