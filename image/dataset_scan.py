@@ -3,19 +3,30 @@
 Layout: `<dataset>/<repeats>_<class tokens>/<image>` with a caption file beside each image (`img.txt` or
 `img.caption`). Where no caption exists the class tokens are the caption (kohya's rule; reported as a warning).
 Every image is decoded, so a corrupt file fails here, for free, rather than on a rented GPU.
+The scan is also the upload list (`DatasetScan.files()`): only the images it accepted and the caption files it
+read leave the laptop, never a `.env`, a key or anything else lying in the folder. A symbolic link is followed
+only to a regular image (for an image) or caption file (for a caption) and is reported; a symlinked sub-folder is
+scanned like any other, and its files are uploaded under the link's name.
 Torch-free: only Pillow.
 """
 from __future__ import annotations
 
 import math
+import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .buckets import BucketSpec, Reso, make_bucket_resolutions, select_bucket, steps_per_epoch
+from .ranges import RANGES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CAPTION_EXTENSIONS = (".txt", ".caption")
+# Pillow refuses (DecompressionBombError) images above twice its MAX_IMAGE_PIXELS (~179 Mpx); we check the header
+# against the same figure before decoding, so a 4 Gpx PNG header costs nothing and is a per-file error.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
 _FOLDER_RE = re.compile(r"^(\d+)_(.*)$")
 
 
@@ -36,6 +47,15 @@ class ImageEntry:
     caption: str
     caption_from_file: bool
     bucket: Reso
+    caption_file: str | None = None  # the caption file read (relative, like `path`), uploaded with the image
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """One file the scan accepted: where it goes (relative to the uploaded folder) and where it is here."""
+
+    rel: str
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,23 @@ class DatasetScan:
     root: str
     subsets: tuple[Subset, ...]
     problems: tuple[Problem, ...] = field(default=())
+    reg_root: str | None = None
+
+    def files(self, *, reg: bool = False) -> tuple[ScannedFile, ...]:
+        """Exactly what to upload for the training (or regularisation) folder: each accepted image and the
+        caption file read for it, sorted, paths relative to that folder."""
+        root = self.reg_root if reg else self.root
+        if root is None:
+            return ()
+        rels: set[str] = set()
+        for subset in self.subsets:
+            if subset.is_reg != reg:
+                continue
+            for image in subset.images:
+                rels.add(image.path)
+                if image.caption_file:
+                    rels.add(image.caption_file)
+        return tuple(ScannedFile(rel, Path(root) / rel) for rel in sorted(rels))
 
     @property
     def errors(self) -> list[Problem]:
@@ -161,11 +198,12 @@ def scan_dataset(root: Path, bucket_spec: BucketSpec, *, reg_root: Path | None =
     if not any(s.images for s in subsets if not s.is_reg) and not any(p.severity == "error" for p in problems):
         problems.append(Problem("error", str(root), "no training images found (.png .jpg .jpeg .webp .bmp) "
                                                     "in any '<repeats>_<name>' sub-folder"))
-    return DatasetScan(root=str(root), subsets=tuple(subsets), problems=tuple(problems))
+    return DatasetScan(root=str(root), subsets=tuple(subsets), problems=tuple(problems),
+                       reg_root=str(reg_root) if reg_root is not None else None)
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, predefined: list[Reso] | None,
@@ -180,16 +218,24 @@ def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, prede
             ))
         return None
     repeats, class_tokens = int(match.group(1)), match.group(2).strip()
-    if repeats < 1:
-        problems.append(Problem("error", str(folder), "repeat count must be at least 1 (e.g. '10_name')"))
+    allowed = RANGES["dataset.repeats"]
+    if not allowed.contains(repeats):
+        shown = str(repeats) if len(str(repeats)) <= 12 else f"{repeats:.3g}"
+        problems.append(Problem("error", str(folder), f"repeat count {shown} is outside the range a real job has; "
+                                                      f"rename the folder with a count {allowed.describe()}"))
         return None
+    if folder.is_symlink():
+        problems.append(Problem("warning", str(folder), f"folder is a symbolic link to {os.path.realpath(folder)}; "
+                                                        f"its images are scanned and uploaded as {folder.name}/"))
     entries: list[ImageEntry] = []
     missing: list[str] = []
     for path in images:
+        if not _link_target_ok(path, IMAGE_EXTENSIONS, "an image", problems):
+            continue
         size = _open_image(path, problems)
         if size is None:
             continue
-        caption, from_file = _read_caption(path, caption_extension, problems)
+        caption, from_file, caption_path = _read_caption(path, caption_extension, problems)
         if caption is None:
             continue
         if not from_file:
@@ -198,6 +244,7 @@ def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, prede
         entries.append(ImageEntry(
             path=path.relative_to(root).as_posix(), size=size, caption=caption, caption_from_file=from_file,
             bucket=select_bucket(size, spec, predefined),
+            caption_file=caption_path.relative_to(root).as_posix() if caption_path else None,
         ))
     if missing:
         example = folder / missing[0]
@@ -212,14 +259,38 @@ def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, prede
                   images=tuple(entries))
 
 
+def _link_target_ok(path: Path, suffixes: tuple[str, ...], what: str, problems: list[Problem]) -> bool:
+    """A symbolic link is followed only to a regular file of the expected kind (reported as a warning);
+    anything else (a config file, a key, a folder, a dangling link) is an error and is never read or sent."""
+    if not path.is_symlink():
+        return True
+    target = Path(os.path.realpath(path))
+    if target.is_file() and target.suffix.lower() in suffixes:
+        problems.append(Problem("warning", str(path), f"symbolic link to {target}; that file is uploaded"))
+        return True
+    problems.append(Problem("error", str(path), f"symbolic link to {target}, which is not {what} file "
+                                                f"({', '.join(suffixes)}); replace the link with the file itself"))
+    return False
+
+
 def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decode every pixel: a truncated file fails here, not on the GPU
-            size = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, against our limit
+            with Image.open(path) as im:
+                size = im.size
+                if size[0] * size[1] > MAX_IMAGE_PIXELS:  # from the header alone: never decode a bomb
+                    problems.append(Problem(
+                        "error", str(path), f"image claims {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:,.0f} "
+                                            f"Mpx), more than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; resize it"))
+                    return None
+                im.load()  # decode every pixel: a truncated file fails here, not on the GPU
+    except Image.DecompressionBombError as exc:
+        problems.append(Problem("error", str(path), f"image is too large to decode safely ({exc}); resize it"))
+        return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         problems.append(Problem("error", str(path), f"cannot read image ({reason}); replace or remove it"))
         return None
@@ -229,11 +300,15 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
     return size
 
 
-def _read_caption(image: Path, caption_extension: str, problems: list[Problem]) -> tuple[str | None, bool]:
+def _read_caption(image: Path, caption_extension: str,
+                  problems: list[Problem]) -> tuple[str | None, bool, Path | None]:
+    """(caption, whether it came from a file, the caption file read). None as the caption: an error was recorded."""
     candidates = [image.with_suffix(caption_extension)]
-    candidates += [image.with_suffix(ext) for ext in (".txt", ".caption") if ext != caption_extension]
+    candidates += [image.with_suffix(ext) for ext in CAPTION_EXTENSIONS if ext != caption_extension]
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or candidate.is_symlink():
+            if not _link_target_ok(candidate, CAPTION_EXTENSIONS, "a caption", problems):
+                return None, False, None
             try:
                 text = candidate.read_bytes().decode("utf-8-sig")
             except UnicodeDecodeError as exc:
@@ -241,7 +316,8 @@ def _read_caption(image: Path, caption_extension: str, problems: list[Problem]) 
                     "error", str(candidate),
                     f"caption is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8",
                 ))
-                return None, False
+                return None, False, None
             first_line = text.splitlines()[0].strip() if text.strip() else ""
-            return first_line, bool(first_line)  # kohya uses the first line; an empty file counts as missing
-    return "", False
+            # kohya uses the first line; an empty file counts as missing (but is still the file the engine reads)
+            return first_line, bool(first_line), candidate
+    return "", False, None

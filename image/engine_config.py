@@ -10,6 +10,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .names import output_name_problem
+from .optimizer_args import optimizer_args_problems
+from .ranges import range_problems
 from .schema import ConfigError, from_mapping
 
 FAMILIES = ("sd15", "sdxl", "flux")
@@ -158,9 +161,9 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{lr_name}: {lr} is not a plausible learning rate (0 to 1)")
         if self.lr_warmup_steps < 0:
             raise ConfigError(f"{where}.lr_warmup_steps: must be >= 0")
-        for arg in self.optimizer_args:
-            if "=" not in arg:
-                raise ConfigError(f"{where}.optimizer_args: {arg!r} is not of the form key=value")
+        arg_problems = optimizer_args_problems(self.optimizer_type, self.optimizer_args, f"{where}.optimizer_args")
+        if arg_problems:
+            raise ConfigError(arg_problems[0], arg_problems)
 
 
 @dataclass(frozen=True)
@@ -199,12 +202,18 @@ class EngineConfig:
     max_vram_gb: float | None = None  # for the memory check; None = what the GPU reports
 
     def validate(self) -> None:
+        # The same range table as the laptop's `validate` (image/ranges.py): the engine trusts no number blindly.
+        for section in ("model", "dataset", "training", "sample"):
+            problems = range_problems(getattr(self, section), section)
+            if problems:
+                raise ConfigError(problems[0], problems)
         self.model.validate()
         self.dataset.validate()
         self.training.validate()
         self.sample.validate()
-        if not self.output_name or "/" in self.output_name:
-            raise ConfigError(f"output_name: {self.output_name!r} must be a plain file name without '/'")
+        name_problem = output_name_problem(self.output_name, "output_name")
+        if name_problem:
+            raise ConfigError(name_problem)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

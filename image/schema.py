@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -15,7 +16,12 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration value is wrong; the message is one line a user can act on."""
+    """A configuration value is wrong; the message is one line a user can act on. `problems` lists every such
+    line when several were found at once (the first is the message)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
 
 
 def closest(name: str, candidates: list[str]) -> str | None:
@@ -38,11 +44,18 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     values: dict[str, Any] = {}
+    problems: list[str] = []  # every bad key of the mapping, not just the first
     for key, raw in data.items():
         key = str(key)
         if key not in known:
-            raise ConfigError(unknown_key_message(where, key, list(known)))
-        values[key] = convert(hints[key], raw, f"{where}.{key}" if where else key)
+            problems.append(unknown_key_message(where, key, list(known)))
+            continue
+        try:
+            values[key] = convert(hints[key], raw, f"{where}.{key}" if where else key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems[0], problems)
     missing = [
         name
         for name, f in known.items()
@@ -104,14 +117,22 @@ def convert(tp: Any, raw: Any, where: str) -> Any:
     if tp is float:
         if isinstance(raw, bool):
             raise ConfigError(f"{where}: expected a number, got {_describe(raw)}")
+        value = None
         if isinstance(raw, (int, float)):
-            return float(raw)
-        if isinstance(raw, str):
             try:
-                return float(raw.strip())  # YAML reads "1e-4" as a string
+                value = float(raw)
+            except OverflowError:  # an int too large for a float
+                raise ConfigError(f"{where}: {_describe(raw)} is not a finite number") from None
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip())  # YAML reads "1e-4" as a string
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {_describe(raw)}")
+        if value is None:
+            raise ConfigError(f"{where}: expected a number, got {_describe(raw)}")
+        if not math.isfinite(value):  # .nan, .inf, "nan", "1e999": never a setting anyone means
+            raise ConfigError(f"{where}: {_describe(raw)} is not a finite number; give a real value")
+        return value
     if tp is str:
         if isinstance(raw, str):
             return raw

@@ -29,6 +29,7 @@ from .monitor import JobMonitor
 from .poller import REAL_CLOCK, Clock, PollTimeout, poll
 from .progress import TrainingView, transfer_bar
 from .remote.layout import RemoteLayout
+from .remote.sftp_io import local_files
 from .remote.transport import Transport
 from .state import JobState, JobStore
 from .budget import SpendTracker
@@ -306,13 +307,18 @@ class Pipeline:
         spec = run.job.spec
         started = self.clock.now()
         transport.run(f"mkdir -p {_q(layout.output)} {_q(layout.work)}", timeout=60)
+        # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
         with transfer_bar(f"uploading {spec.dataset_dir.name}") as progress:
-            report_ = transport.put_tree(spec.dataset_dir, layout.dataset, progress=progress)
+            report_ = transport.put_files(local_files((f.rel, f.path) for f in run.job.scan.files()),
+                                          layout.dataset, progress=progress, what=str(spec.dataset_dir))
+        uploaded = {"dataset": report_.manifest}
         reg_dir = None
         if spec.reg_dir:
             with transfer_bar(f"uploading {spec.reg_dir.name}") as progress:
-                transport.put_tree(spec.reg_dir, layout.reg, progress=progress)
+                uploaded["reg"] = transport.put_files(local_files((f.rel, f.path) for f in run.job.scan.files(reg=True)),
+                                                      layout.reg, progress=progress, what=str(spec.reg_dir)).manifest
             reg_dir = layout.reg
+        write_upload_manifest(self.store.job_dir(run.state.job_id), uploaded)
         engine_cfg = spec.engine_config(job_id=run.state.job_id, dataset_dir=layout.dataset, reg_dir=reg_dir,
                                         output_dir=layout.output, work_dir=layout.work)
         base = spec.model.base
@@ -605,6 +611,15 @@ class TerminateRequested(KeyboardInterrupt):
 
 def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise TerminateRequested
+
+
+def write_upload_manifest(job_dir: Path, uploaded: dict) -> None:
+    """What left the laptop for this job, file by file (relative path, sha256, size), for the user to audit."""
+    import json
+
+    data = {part: [{"path": rel, "sha256": sha, "size": size} for rel, sha, size in files]
+            for part, files in uploaded.items()}
+    (job_dir / "upload_manifest.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def _job_public_key(ssh_dir: Path, job_id: str, provider_name: str) -> str:

@@ -19,9 +19,11 @@ from lorarun.image.engine_config import (
     SampleConfig,
     TrainingConfig,
 )
+from lorarun.image.names import output_name_problem
+from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
 
-from .errors import SpecError
+from .errors import InvalidJob, SpecError
 
 PROVIDERS = ("local", "ssh", "vastai", "runpod")
 DEFAULT_IMAGE = "ghcr.io/lorarun/engine:0.1.0"
@@ -105,7 +107,7 @@ class JobSpec:
         return self.resolve(self.output.dir)
 
     def with_overrides(self, *, provider: str | None = None, out: Path | None = None,
-                       max_cost: float | None = None) -> "JobSpec":
+                       max_cost: float | None = None, validate: bool = True) -> "JobSpec":
         spec = self
         if provider:
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, provider=provider))
@@ -113,20 +115,37 @@ class JobSpec:
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, max_cost=max_cost))
         if out is not None:
             spec = dataclasses.replace(spec, output=dataclasses.replace(spec.output, dir=str(out.resolve())))
-        spec.validate()
+        if validate:
+            spec.validate()
         return spec
 
+    def problems(self, skip: frozenset[str] = frozenset()) -> list[str]:
+        """Every problem with this spec, one line each, prefixed with the job file: ranges and finiteness from
+        the one table (`image/ranges.py`), then each section's own rules, then the output name. Sections in
+        `skip` are not judged (they failed to parse and hold defaults)."""
+        found: list[str] = []
+        for section in ("model", "dataset", "training", "sample", "resources"):
+            if section in skip:
+                continue
+            obj = getattr(self, section)
+            out_of_range = range_problems(obj, section)
+            found.extend(out_of_range)
+            if out_of_range:
+                continue  # the section's own rules assume sane numbers (a 1e12 resolution would build 1e12 buckets)
+            try:
+                obj.validate()
+            except ConfigError as exc:
+                found.extend(exc.problems)
+        name_problem = None if "output" in skip else output_name_problem(self.output.name)
+        if name_problem:
+            found.append(name_problem)
+        return [f"{self.source}: {p}" for p in found]
+
     def validate(self) -> None:
-        try:
-            self.model.validate()
-            self.dataset.validate()
-            self.training.validate()
-            self.sample.validate()
-            self.resources.validate()
-        except ConfigError as exc:
-            raise SpecError(f"{self.source}: {exc}") from None
-        if not self.output.name or "/" in self.output.name:
-            raise SpecError(f"{self.source}: output.name: {self.output.name!r} must be a plain file name")
+        """Raises `InvalidJob` listing every problem (not just the first)."""
+        problems = self.problems()
+        if problems:
+            raise InvalidJob(problems)
 
     def engine_config(self, *, job_id: str, dataset_dir: str, reg_dir: str | None, output_dir: str,
                       work_dir: str = "", device: str = "auto") -> EngineConfig:
@@ -185,26 +204,39 @@ def load_job(path: Path) -> JobSpec:
 
 
 def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
+    """Mapping → validated `JobSpec`. Collects every problem of every section into one `InvalidJob`."""
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
     known = ["name", *SECTIONS]
     values: dict[str, Any] = {}
+    problems: list[str] = []
+    failed: set[str] = set()
     for key, raw in data.items():
         if key == "name":
             if not isinstance(raw, str) or not raw.strip():
-                raise SpecError(f"{path}: name: expected a non-empty text")
-            values["name"] = raw.strip()
+                problems.append(f"{path}: name: expected a non-empty text")
+            else:
+                values["name"] = raw.strip()
             continue
         if key not in SECTIONS:
-            raise SpecError(f"{path}: {unknown_key_message('(top level)', str(key), known)}")
-        section = _apply_aliases(key, raw, path)
+            problems.append(f"{path}: {unknown_key_message('(top level)', str(key), known)}")
+            continue
         try:
+            section = _apply_aliases(key, raw, path)
             values[key] = from_mapping(SECTIONS[key], section, key)
+        except SpecError as exc:
+            problems.append(str(exc))
+            failed.add(key)
         except ConfigError as exc:
-            raise SpecError(f"{path}: {exc}") from None
+            problems.extend(f"{path}: {p}" for p in exc.problems)
+            failed.add(key)
     values.setdefault("name", path.stem)
+    # Sections that parsed are still judged (a failed one keeps its defaults and is skipped), so one run of
+    # `validate` lists every problem in the file.
     spec = JobSpec(source=str(path.resolve()), notes=notes, **values)
-    spec.validate()
+    problems += spec.problems(skip=frozenset(failed))
+    if problems:
+        raise InvalidJob(problems)
     return spec
 
 

@@ -1,8 +1,10 @@
 """Phase 1: everything that can be checked for free — spec, dataset, base model reference, credentials, budget.
-No network. Raises a `UserInputError` subclass with one line naming the file/field and what to do."""
+No network. Raises `InvalidJob` listing every problem, each one line naming the file/field and what to do."""
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from lorarun.image.buckets import BucketSpec
 from lorarun.image.checkpoint_probe import CheckpointInfo, NotACheckpoint, probe_checkpoint
 from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
+from lorarun.image.ranges import RANGES, TOTAL_STEPS, out_of_range, range_problems
+from lorarun.image.schema import ConfigError
 
 from .errors import InvalidJob, SpecError, UserInputError
 from .hub_check import check_hub_model
@@ -49,30 +53,92 @@ def bucket_spec(spec: JobSpec) -> BucketSpec:
 
 def validate_job(path: Path, *, provider: str | None = None, out: Path | None = None,
                  max_cost: float | None = None, check_credentials: bool = False) -> ValidatedJob:
-    spec = load_job(path).with_overrides(provider=provider, out=out, max_cost=max_cost)
+    """Everything free to check, collected: raises one `InvalidJob` whose `problems` lists every line found
+    (spec fields and ranges, command-line values, base model, machine, output name and folder, dataset)."""
     problems: list[str] = []
     notes: list[str] = []
+    cli_max_cost = out_of_range("--max-cost", max_cost, RANGES["resources.max_cost"]) if max_cost is not None else None
+    if cli_max_cost:
+        problems.append(cli_max_cost)
+        max_cost = None  # reported once, as the flag the user typed
+    try:
+        spec = load_job(path)
+    except InvalidJob as exc:
+        raise InvalidJob(problems + exc.problems) from None
+    except UserInputError as exc:
+        raise InvalidJob(problems + [str(exc)]) from None
+    spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
+    spec_problems = spec.problems()
+    problems += spec_problems
     try:
         note = check_base_model(spec)
         if note:
             notes.append(note)
-    except SpecError as exc:
-        problems.append(str(exc))
-    problems += machine_problems(spec, machine_for(spec.resources.provider))
-    scan = scan_dataset(spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir,
-                        caption_extension=spec.dataset.caption_extension)
-    problems += [str(e) for e in scan.errors]
+    except UserInputError as exc:
+        problems.extend(getattr(exc, "problems", None) or [str(exc)])
+    if not spec_problems:  # the machine checks read the spec's numbers: only on sane ones
+        problems += machine_problems(spec, machine_for(spec.resources.provider))
+    dir_problem = output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
+    if dir_problem:
+        problems.append(dir_problem if out is not None else f"{spec.source}: {dir_problem}")
+    scan = None
+    if _dataset_section_ok(spec):
+        scan = scan_dataset(spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir,
+                            caption_extension=spec.dataset.caption_extension)
+        problems += [str(p) for p in scan.errors]
     if problems:
         raise InvalidJob(problems)
     job = ValidatedJob(spec, scan, tuple(notes))
     if job.spec.training.batch_size > scan.num_train_images:
-        raise SpecError(
+        problems.append(
             f"{spec.source}: training.batch_size {spec.training.batch_size} is larger than the dataset "
             f"({scan.num_train_images} images × repeats); lower it"
         )
+    elif not TOTAL_STEPS.contains(job.total_steps):
+        problems.append(
+            f"{spec.source}: training: {job.total_steps:,} optimizer steps in all ({job.steps_per_epoch:,} per epoch "
+            f"× {job.epochs:,} epochs) is more than a real job runs; use {TOTAL_STEPS.describe()} in total"
+        )
+    if problems:
+        raise InvalidJob(problems)
     if check_credentials:
         check_provider_credentials(spec)
     return job
+
+
+def _dataset_section_ok(spec: JobSpec) -> bool:
+    """The scan builds buckets from the dataset section: only run it on sane numbers."""
+    if range_problems(spec.dataset, "dataset"):
+        return False
+    try:
+        spec.dataset.validate()
+    except ConfigError:
+        return False
+    return True
+
+
+def output_dir_problem(path: Path, field: str) -> str | None:
+    """Can the outputs land in `path`? It must be a folder (or creatable as one) that we can write to. Probed by
+    creating and removing a file in it (or in its nearest existing parent), since permission bits alone lie on
+    read-only mounts. Nothing is left behind."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            return f"{field}: {existing} is a broken symbolic link; point the output elsewhere"
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file, not a folder"
+        return f"{field}: {path} {what}; give a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lorarun-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        where = "" if existing == path else f" (its nearest existing parent {existing})"
+        return f"{field}: {path}{where} is not writable ({reason}); choose a folder you can write to"
+    return None
 
 
 def check_base_model(spec: JobSpec) -> str:

@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import RemoteCommandError, RemoteTimeout
-from .sftp_io import sha256_file
+from .sftp_io import LocalFile, check_upload_list, local_files, sha256_file
 from .transport import CommandResult, ProgressFn, TransferReport
 
 
@@ -39,23 +40,26 @@ class LocalTransport:
         return proc.pid
 
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        total = sum(p.stat().st_size for p in files)
+        files = local_files((p.relative_to(local).as_posix(), p) for p in sorted(local.rglob("*")) if p.is_file())
+        return self.put_files(files, remote, progress=progress)
+
+    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
+                  what: str = "files") -> TransferReport:
+        files = check_upload_list(files)
+        total = sum(f.size for f in files)
         done = sent = sent_files = skipped = 0
         manifest = []
-        for path in files:
-            rel = path.relative_to(local).as_posix()
-            digest = sha256_file(path)
-            size = path.stat().st_size
-            manifest.append((rel, digest, size))
-            target = Path(remote) / rel
-            if target.is_file() and target.stat().st_size == size and sha256_file(target) == digest:
+        for f in files:
+            digest = sha256_file(f.path)
+            manifest.append((f.rel, digest, f.size))
+            target = Path(remote) / f.rel
+            if target.is_file() and target.stat().st_size == f.size and sha256_file(target) == digest:
                 skipped += 1
             else:
-                self.put_file(path, str(target))
-                sent += size
+                self.put_file(f.path, str(target))
+                sent += f.size
                 sent_files += 1
-            done += size
+            done += f.size
             if progress:
                 progress(done, total)
         return TransferReport(sent_files, skipped, sent, tuple(manifest))

@@ -26,7 +26,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ from .sftp_io import (
     PART_SUFFIX,
     Counters,
     LocalFile,
+    check_upload_list,
     RemoteState,
     StreamVerifier,
     download,
@@ -346,16 +347,21 @@ class SSHTransport:
 
     # --- uploads --------------------------------------------------------------------------------------------------
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
-        """Upload the folder `local` into `remote` (created): one remote command lists what is already there
-        (sha256 of same-size files, size and hash of partial uploads); identical files are skipped, partial ones
-        resumed, the rest sent; every sent file is hashed remotely and compared. A dropped link reconnects and
-        starts the same procedure again, which then skips and resumes what the first try did."""
-        files = list_files(Path(local))
+        """Upload every regular file under the folder `local` into `remote` (see `put_files`)."""
+        return self.put_files(list_files(Path(local)), remote, progress=progress, what=str(local))
+
+    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
+                  what: str = "files") -> TransferReport:
+        """Upload exactly `files` (each to `remote`/`rel`, folders created): one remote command lists what is
+        already there (sha256 of same-size files, size and hash of partial uploads); identical files are skipped,
+        partial ones resumed, the rest sent; every sent file is hashed remotely and compared. A dropped link
+        reconnects and starts the same procedure again, which then skips and resumes what the first try did."""
+        files = check_upload_list(files)
         root = self._sftp_path(remote)
         counters = Counters()
         hashes: dict[str, str] = {}  # local sha256 by relative path, filled as files are hashed
         sent, skipped = self._with_retry(
-            f"upload {local} -> {remote}", lambda: self._put_tree_once(files, root, counters, progress, hashes)
+            f"upload {what} -> {remote}", lambda: self._put_tree_once(files, root, counters, progress, hashes)
         )
         manifest = tuple((f.rel, hashes[f.rel], f.size) for f in files)
         log.info("uploaded %d files (%d already there), %d bytes sent", sent, skipped, counters.bytes)
@@ -363,7 +369,7 @@ class SSHTransport:
 
     def _put_tree_once(
         self,
-        files: list[LocalFile],
+        files: Sequence[LocalFile],
         root: str,
         counters: Counters,
         progress: ProgressFn | None,

@@ -21,9 +21,9 @@ import os
 import shlex
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import paramiko
@@ -71,6 +71,24 @@ def list_files(root: Path) -> list[LocalFile]:
                 continue
             out.append(LocalFile(path.relative_to(root).as_posix(), path, path.stat().st_size))
     return out
+
+
+def local_files(pairs: Iterable[tuple[str, Path]]) -> list[LocalFile]:
+    """`LocalFile`s for an explicit upload list of (relative path, local path); sizes are those of the file a
+    symlink points to, which is what gets sent."""
+    return [LocalFile(rel, Path(path), Path(path).stat().st_size) for rel, path in pairs]
+
+
+def check_upload_list(files: Sequence[LocalFile]) -> list[LocalFile]:
+    """Refuse an upload list that would write outside its remote folder or twice to one place (a bug upstream,
+    never user input: the dataset scan builds these lists)."""
+    seen: set[str] = set()
+    for f in files:
+        parts = PurePosixPath(f.rel).parts
+        if not f.rel or f.rel.startswith("/") or ".." in parts or "\\" in f.rel or f.rel in seen:
+            raise ValueError(f"upload list: bad or repeated relative path {f.rel!r}")
+        seen.add(f.rel)
+    return list(files)
 
 
 def sha256_file(path: Path) -> str:

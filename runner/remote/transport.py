@@ -10,10 +10,13 @@ interpreter) there. Our image and the stock-path install both create the fixed p
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .sftp_io import LocalFile
 
 # progress(bytes_done, bytes_total) — fed to a rich progress bar by the caller.
 ProgressFn = Callable[[int, int], None]
@@ -51,6 +54,12 @@ class Transport(Protocol):
 
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
         """Upload a folder; skip files whose sha256 already matches; resume a partial file; verify."""
+        ...
+
+    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
+                  what: str = "files") -> TransferReport:
+        """Upload exactly these files, each to `remote`/`rel` — the dataset goes this way, as the scan listed
+        it, so nothing else in the user's folder leaves the laptop. Same skip/resume/verify as put_tree."""
         ...
 
     def put_file(self, local: Path, remote: str) -> None: ...
