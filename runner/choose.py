@@ -44,12 +44,17 @@ def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bo
                       f" ≈ {minutes(best.total_seconds)}, ≈ [bold]{money(best.total_cost)}[/] in total"
                       + (f" (max_cost {money(resources.max_cost)})" if resources.max_cost is not None else ""),
                       highlight=False)
-    if best.total_cost > 0 and not assume_yes:
+    if not assume_yes:  # every submit asks, a free local run too: the plan is the user's to accept
+        paid = best.total_cost > 0
         if not interactive:
-            raise UserInputError("submit would rent a paid instance; pass --yes to confirm without a prompt")
+            raise UserInputError(("submit would rent a paid instance" if paid else
+                                  f"submit would start training on {provider.name}")
+                                 + "; it asks first: pass --yes to go ahead without a prompt")
         from rich.prompt import Confirm
 
-        if not Confirm.ask(f"Rent it for about {money(best.total_cost)}?", default=False, console=err_console):
-            raise BudgetError("not confirmed; nothing was rented")
+        question = (f"Rent it for about {money(best.total_cost)}?" if paid
+                    else f"Start it on {best.offer.gpu_name or provider.name} ({provider.name}, no charge)?")
+        if not Confirm.ask(question, default=False, console=err_console):
+            raise BudgetError("not confirmed; nothing was " + ("rented" if paid else "started"))
     lease = lease_seconds(best, max_cost=resources.max_cost, price=best.offer.price_per_hour)
     return OfferChoice(ranked=tuple(fitting), lease_seconds=lease)

@@ -11,7 +11,7 @@ from rich.text import Text
 from .console import err_console
 from .errors import error_lines
 
-COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc", "image")
+COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc", "image", "config")
 
 app = typer.Typer(
     name="lorarun",
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int) and result:  # click returns typer.Exit's code in non-standalone mode
+            return result
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's own usage errors exit 2 with a message already printed

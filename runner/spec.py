@@ -31,7 +31,9 @@ DEFAULT_IMAGE = "ghcr.io/lorarun/engine:0.1.0"
 
 @dataclass(frozen=True)
 class Resources:
-    provider: str = "local"
+    # "" = not chosen: the job inherits the user's `lorarun config set provider …`, else `submit` asks (never a
+    # silent default: a job that quietly ran on the laptop, or rented, surprised users both ways)
+    provider: str = ""
     gpus: tuple[str, ...] = ()  # acceptable GPU names, e.g. ["RTX 4090", "RTX 3090"]; empty = any that fits
     gpu_count: int = 1
     min_vram_gb: float = 0.0
@@ -52,7 +54,7 @@ class Resources:
     price_per_hour: float = 0.0  # what your own machine costs you, for the estimate
 
     def validate(self, where: str = "resources") -> None:
-        if self.provider not in PROVIDERS:
+        if self.provider and self.provider not in PROVIDERS:
             raise ConfigError(f"{where}.provider: unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}")
         if self.gpu_count < 1:
             raise ConfigError(f"{where}.gpu_count: must be at least 1")
@@ -190,7 +192,7 @@ def load_job(path: Path) -> JobSpec:
     if path.suffix.lower() == ".toml":
         from .kohya_toml import load_kohya_toml
 
-        return load_kohya_toml(path)
+        return _with_user_config(load_kohya_toml(path))
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -200,7 +202,17 @@ def load_job(path: Path) -> JobSpec:
         raise SpecError(f"{path}:{where}: {problem}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return build_job(data, path)
+    return _with_user_config(build_job(data, path))
+
+
+def _with_user_config(spec: JobSpec) -> JobSpec:
+    """The user's own defaults (`lorarun config`) wherever the job file is silent."""
+    from .user_config import inherit
+
+    inherited = inherit(spec)
+    if inherited is not spec:
+        inherited.validate()
+    return inherited
 
 
 def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:

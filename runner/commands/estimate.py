@@ -23,6 +23,7 @@ from ..errors import UserInputError, exit_code_and_message
 from ..estimate import Estimate, EstimateInputs, inputs_from_job, rank
 from ..offer_choice import no_fit_message
 from ..offer_table import offer_request, print_table, shown
+from ..provider_choice import how_to_choose
 from ..spec import PROVIDERS, Resources
 from ..validate import validate_job
 
@@ -41,7 +42,7 @@ def estimate(
 ) -> None:
     validated = validate_job(job, max_cost=max_cost)
     spec, scan = validated.spec, validated.scan
-    names = provider_names(provider, spec.resources.provider)
+    names = provider_names(provider, spec.resources.provider, str(job))
     calibration = load_calibration()
     inputs = inputs_from_job(spec, scan, calibration)
     offers, failures = fetch_offers(names, spec.resources, inputs)
@@ -66,8 +67,10 @@ def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
             if gpus and name in (gpu_names.VAST, gpu_names.RUNPOD)]
 
 
-def provider_names(given: list[str] | None, default: str) -> list[str]:
+def provider_names(given: list[str] | None, default: str, what: str = "the job") -> list[str]:
     names = [n.strip() for item in (given or [default]) for n in item.split(",") if n.strip()]
+    if not names:
+        raise UserInputError(how_to_choose(what))
     unknown = [n for n in names if n not in PROVIDERS]
     if unknown:
         raise UserInputError(f"--provider: unknown provider {unknown[0]!r}; use one of {', '.join(PROVIDERS)}")

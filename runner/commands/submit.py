@@ -12,6 +12,7 @@ from ..connect import connect_transport, make_provider
 from ..console import console, err_console
 from ..errors import UserInputError
 from ..pipeline import Pipeline, PipelineOptions
+from ..provider_choice import ask_provider
 from ..state import JobStore
 from ..validate import validate_job
 from .validate import print_summary
@@ -36,8 +37,16 @@ def submit(
 ) -> None:
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
+    interactive = sys.stdin.isatty()
     validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True)
                  for j in jobs]
+    unchosen = [v for v in validated if not v.spec.resources.provider]
+    if unchosen:
+        # Checked after the jobs themselves, so bad input is still reported first; then once more against the
+        # machine that was chosen (optimizer, precision, credentials).
+        provider = ask_provider(str(unchosen[0].spec.source), interactive=interactive)
+        validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True)
+                     for j in jobs]
     providers = {v.spec.resources.provider for v in validated}
     if len(providers) > 1:
         raise UserInputError(f"a batch must use one provider, got {', '.join(sorted(providers))}; "
@@ -45,8 +54,8 @@ def submit(
     for job in validated:
         print_summary(job)
     adapter = make_provider(validated[0].spec.resources)
-    choice = choose_offer(adapter, validated, assume_yes=yes, interactive=sys.stdin.isatty())
-    options = PipelineOptions(assume_yes=yes, keep=keep, interactive=sys.stdin.isatty(),
+    choice = choose_offer(adapter, validated, assume_yes=yes, interactive=interactive)
+    options = PipelineOptions(assume_yes=yes, keep=keep, interactive=interactive,
                               lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds)
     pipeline = Pipeline.start(validated, adapter, list(choice.ranked), store=JobStore(), connect=connect_transport,
                               options=options, max_cost=validated[0].spec.resources.max_cost)

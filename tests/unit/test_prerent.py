@@ -139,8 +139,9 @@ def test_validate_refuses_an_uncached_hub_id_offline_for_a_local_job(tmp_path, m
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     make_dataset(tmp_path / "data", {"10_x": 2})
     job = write_job(tmp_path / "job.yaml", "data")
-    job.write_text(job.read_text().replace("builtin:tiny-sd15", "runwayml/stable-diffusion-v1-5"))
+    job.write_text(job.read_text().replace("builtin:tiny-sd15", "runwayml/stable-diffusion-v1-5")
+                   + "resources:\n  provider: local\n")
     with pytest.raises(SpecError, match="model.base: runwayml/stable-diffusion-v1-5 is not in the local Hugging Face"):
         validate_job(job)
-    job.write_text(job.read_text() + "resources:\n  provider: vastai\n")
+    job.write_text(job.read_text().replace("provider: local", "provider: vastai"))
     assert any("will download it" in n for n in validate_job(job).notes)

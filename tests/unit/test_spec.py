@@ -15,7 +15,7 @@ def test_defaults_follow_the_common_sd15_guide(tmp_path):
     assert t.lr_scheduler == "cosine_with_restarts"
     assert t.optimizer_type == "auto"  # AdamW8bit on CUDA, fused AdamW where bitsandbytes/CUDA is missing
     assert spec.dataset.resolution == (512, 512)
-    assert spec.resources.provider == "local"
+    assert spec.resources.provider == ""  # not chosen: the user config, or submit asks (never a silent local)
     assert spec.name == "job"
 
 
