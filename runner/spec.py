@@ -209,10 +209,7 @@ def _with_user_config(spec: JobSpec) -> JobSpec:
     """The user's own defaults (`lorarun config`) wherever the job file is silent."""
     from .user_config import inherit
 
-    inherited = inherit(spec)
-    if inherited is not spec:
-        inherited.validate()
-    return inherited
+    return inherit(spec)  # values checked as the config was read; ranges by validate_job's spec.problems()
 
 
 def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
