@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .flux_config import FluxConfig
 from .names import output_name_problem
 from .optimizer_args import optimizer_args_problems
 from .ranges import range_problems
@@ -27,7 +28,7 @@ SCHEDULERS = (
 )
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_MODELS = ("builtin:tiny-sd15", "builtin:tiny-sdxl")
+BUILTIN_MODELS = ("builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-flux")
 
 
 @dataclass(frozen=True)
@@ -197,13 +198,14 @@ class EngineConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)  # read only when model.family is flux
     work_dir: str = ""  # caches (latents, embeddings) and resume state; "" = <output_dir>/.work
     device: str = "auto"  # auto | cpu | cuda
     max_vram_gb: float | None = None  # for the memory check; None = what the GPU reports
 
     def validate(self) -> None:
         # The same range table as the laptop's `validate` (image/ranges.py): the engine trusts no number blindly.
-        for section in ("model", "dataset", "training", "sample"):
+        for section in ("model", "dataset", "training", "sample", "flux"):
             problems = range_problems(getattr(self, section), section)
             if problems:
                 raise ConfigError(problems[0], problems)
@@ -211,6 +213,7 @@ class EngineConfig:
         self.dataset.validate()
         self.training.validate()
         self.sample.validate()
+        self.flux.validate()
         name_problem = output_name_problem(self.output_name, "output_name")
         if name_problem:
             raise ConfigError(name_problem)

@@ -84,6 +84,12 @@ RANGES: dict[str, Range] = {
     "sample.height": Range(32, 4096),
     "sample.grid_strengths": Range(-10, 10),
     "sample.grid_seeds": Range(0, SEED_MAX),
+    # flux (image/flux_config.py)
+    "flux.guidance_scale": Range(0, 30, why="the distilled guidance fed while training; 1 for a normal LoRA"),
+    "flux.discrete_flow_shift": Range(0, 100, low_open=True),
+    "flux.sigmoid_scale": Range(0, 100, low_open=True),
+    "flux.t5xxl_max_token_length": Range(1, 512, why="T5 tokens; Flux was trained with at most 512"),
+    "flux.sample_guidance_scale": Range(0, 30),
     # resources
     "resources.gpu_count": Range(1, 16, why="GPUs in one machine"),
     "resources.min_vram_gb": Range(0, 1024),

@@ -25,7 +25,9 @@ def scan(cfg) -> DatasetScan:
 def preflight(cfg, data: DatasetScan, cuda: bool) -> str:
     """Raise ConfigError for a job that cannot run here; return the optimizer that will run."""
     if cfg.model.family == "flux":
-        raise ConfigError("model.family: Flux training is not supported yet; use sd15 or sdxl")
+        from .flux.models import check_quantization
+
+        check_quantization(cfg.flux, cuda)
     if cfg.model.base.startswith("builtin:") and cfg.model.base != f"builtin:tiny-{cfg.model.family}":
         raise ConfigError(f"model.base: {cfg.model.base} is not a {cfg.model.family} model; use "
                           f"builtin:tiny-{cfg.model.family} or change model.family")

@@ -86,7 +86,7 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
             events.emit("warning", message=mp_warning)
         scan = checks.scan(cfg)
         optimizer_name = checks.preflight(cfg, scan, cuda)
-        trainer = Trainer(cfg, accel, events, stop, scan, optimizer_name, mixed, step_event_interval_s)
+        trainer = _trainer_class(cfg)(cfg, accel, events, stop, scan, optimizer_name, mixed, step_event_interval_s)
         trainer.run()
         return 0
     except ConfigError as exc:
@@ -110,6 +110,15 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
     finally:
         stop.uninstall()
         events.close()
+
+
+def _trainer_class(cfg):
+    """Flux has its own trainer (image/engine/flux/); it reuses this one's loop and outputs."""
+    if cfg.model.family == "flux":
+        from .flux.trainer import FluxTrainer
+
+        return FluxTrainer
+    return Trainer
 
 
 def _mixed_precision(requested: str, cuda: bool) -> tuple[str, str | None]:

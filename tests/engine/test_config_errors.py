@@ -18,8 +18,9 @@ CASES = [
     ("unknown key", {"training": {"learning_rat": 1e-4}}, "did you mean 'learning_rate'"),
 ]
 ENGINE_CASES = [
-    ("flux", {"model": {"family": "flux", "base": "black-forest-labs/FLUX.1-dev"}},
-     "Flux training is not supported yet; use sd15 or sdxl"),
+    ("flux nf4 without CUDA",
+     {"model": {"family": "flux", "base": "builtin:tiny-flux"}, "flux": {"quantization": "nf4"}},
+     "flux.quantization: nf4 quantises the base with bitsandbytes, which needs a CUDA GPU"),
     ("batch larger than the dataset", {"training": {"batch_size": 5}}, "larger than the dataset (4 images x repeats)"),
     ("AdamW8bit without CUDA", {"training": {"optimizer_type": "AdamW8bit"}}, "AdamW8bit needs a CUDA GPU"),
     ("missing dataset", {"dataset": {"train_data_dir": "/nonexistent/ds"}}, "does not exist"),
@@ -49,11 +50,11 @@ def test_engine_level_errors_fail_before_training(tmp_path, dataset, capsys, nam
     pytest.importorskip("torch")
     import torch
 
-    if name == "AdamW8bit without CUDA" and torch.cuda.is_available():
+    if "without CUDA" in name and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     cfg = engine_config(tmp_path, dataset)
     for section, values in change.items():
-        cfg[section].update(values)
+        cfg.setdefault(section, {}).update(values)
     _check(tmp_path, capsys, _main(write_config(tmp_path, cfg)), expected)
 
 
@@ -65,8 +66,8 @@ def test_unreadable_config_is_a_config_error(tmp_path, capsys):
 
 
 def test_exit_code_and_stderr_as_a_process(tmp_path, dataset):
-    cfg = engine_config(tmp_path, dataset, model={"family": "flux", "base": "x"})
+    cfg = engine_config(tmp_path, dataset, training={"batch_size": 5})
     result = run_engine(write_config(tmp_path, cfg), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == \
-        "lorarun-engine: model.family: Flux training is not supported yet; use sd15 or sdxl"
+        "lorarun-engine: training.batch_size: 5 is larger than the dataset (4 images x repeats); lower batch_size"
