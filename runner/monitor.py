@@ -11,6 +11,12 @@ from .remote.layout import RemoteLayout
 from .remote.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
+# A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
+# dead once its process has been missing this long (the first seconds after the start have no pid file yet), or
+# once status.json — rewritten every 10 s by a live agent — has not changed this long. Read at call time, so
+# tests can shorten them.
+AGENT_DEAD_AFTER = 20.0
+STATUS_STALE_AFTER = 120.0
 AGENT_DONE_PHASES = ("finished", "failed", "stopped", "lease_expired", "grace", "self_destroying")
 
 
@@ -29,8 +35,12 @@ class MonitorProgress:
 
 
 class JobMonitor:
-    def __init__(self, transport: Transport, layout: RemoteLayout, local_output: Path, local_events: Path):
+    def __init__(self, transport: Transport, layout: RemoteLayout, local_output: Path, local_events: Path,
+                 now=time.monotonic):
         self.transport = transport
+        self.now = now
+        self._agent_missing_since: float | None = None
+        self._status_seen: tuple[object, float] | None = None  # (status.json "updated", when we first saw it)
         self.layout = layout
         self.local_output = local_output
         self.local_events = local_events
@@ -127,8 +137,31 @@ class JobMonitor:
             return None
 
     def heartbeat(self) -> None:
-        # The agent reads the file's mtime; any write refreshes it. Never extends the lease, only the grace window.
-        self.transport.run(f"touch {_q(self.layout.heartbeat)}", timeout=30, check=False)
+        """Touch the heartbeat and, in the same round trip, ask whether the agent's process still exists.
+
+        The agent reads the file's mtime; any write refreshes it. Never extends the lease, only the grace window."""
+        pid_file = _q(self.layout.agent_pid)
+        result = self.transport.run(
+            f"touch {_q(self.layout.heartbeat)}; pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null",
+            timeout=30, check=False)
+        if result.exit_code == 0:
+            self._agent_missing_since = None
+        elif self._agent_missing_since is None:
+            self._agent_missing_since = self.now()
+
+    def agent_dead(self) -> str | None:
+        """Why the agent counts as dead (its process gone, or status.json frozen), or None while it lives.
+        Decided from the last heartbeat round and the status file; bounded by AGENT_DEAD_AFTER/STATUS_STALE_AFTER."""
+        now = self.now()
+        if self._agent_missing_since is not None and now - self._agent_missing_since >= AGENT_DEAD_AFTER:
+            return f"no agent process for {now - self._agent_missing_since:.0f} s"
+        status = self.agent_status() or {}
+        updated = status.get("updated")
+        if self._status_seen is None or self._status_seen[0] != updated:
+            self._status_seen = (updated, now)
+        elif updated is not None and now - self._status_seen[1] >= STATUS_STALE_AFTER:
+            return f"status.json not updated for {now - self._status_seen[1]:.0f} s"
+        return None
 
     def engine_done(self) -> bool:
         if self.progress.outcome:

@@ -364,7 +364,8 @@ class Pipeline:
     def _monitor(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> JobMonitor:
         self._advance(run, "monitor")
         job_dir = self.store.job_dir(run.state.job_id)
-        monitor = JobMonitor(transport, layout, run.job.spec.output_dir, job_dir / "events.jsonl")
+        monitor = JobMonitor(transport, layout, run.job.spec.output_dir, job_dir / "events.jsonl",
+                             now=self.clock.now)
         started = self.clock.now()
         last_instance_check = started
         view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
@@ -374,6 +375,9 @@ class Pipeline:
                 spent = self._spent()
                 view.update(monitor.progress, spent)
                 if done:
+                    break
+                if (dead := monitor.agent_dead()) is not None:
+                    self._agent_died(run, transport, monitor, dead)
                     break
                 if self.spend and self.spend.over(self.max_cost) and not self._stop_requested:
                     self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
@@ -404,6 +408,19 @@ class Pipeline:
             self._check_instance_alive()  # raises "vanished" when the provider no longer has it
             raise
 
+    def _agent_died(self, run: JobRun, transport: Transport, monitor: JobMonitor, why: str) -> None:
+        """The agent is gone (OOM killer, crashed container) and nothing on the instance will end the job: say so,
+        end whatever engine is left (SIGTERM: it saves a checkpoint), and let `_finish` pull what exists; teardown
+        follows as on every failure (#11.1)."""
+        self._check_instance_alive()  # a vanished instance explains it better
+        engine_pid = (monitor.agent_status() or {}).get("engine_pid")
+        err_console.print(f"[red]the agent on instance {self.rental.instance.id} died ({why}); pulling what exists "
+                          f"and tearing down[/]", highlight=False)
+        if isinstance(engine_pid, int):
+            transport.run(f"kill -TERM {engine_pid} 2>/dev/null || true", timeout=30, check=False)
+        monitor.progress.reason = f"the agent on the instance died ({why})"
+        monitor.progress.outcome = "failed"
+
     def _check_instance_alive(self) -> None:
         try:
             instance = self.provider.get(self.rental.instance.id)
@@ -419,7 +436,12 @@ class Pipeline:
 
         def stopped() -> bool | None:
             monitor.poll()
-            return True if monitor.engine_done() else None
+            if monitor.engine_done():
+                return True
+            if (dead := monitor.agent_dead()) is not None:  # nobody there to stop: do not wait out stop_timeout
+                err_console.print(f"[yellow]the agent is gone ({dead}); pulling what exists[/]", highlight=False)
+                return True
+            return None
 
         try:
             poll(stopped, what="the engine to save its checkpoint and stop", timeout=self.options.stop_timeout,
@@ -524,7 +546,7 @@ class Pipeline:
         self._stop_requested = "stopped by the user (Ctrl-C)"
         layout = RemoteLayout.resolve(self.rental.transport, run.state.job_id)
         monitor = JobMonitor(self.rental.transport, layout, run.job.spec.output_dir,
-                             self.store.job_dir(run.state.job_id) / "events.jsonl")
+                             self.store.job_dir(run.state.job_id) / "events.jsonl", now=self.clock.now)
         self._stop_engine(self.rental.transport, layout, monitor)
         monitor.pull_outputs()
         run.outcome = "stopped"
