@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,7 +58,9 @@ class _Fault:
     method: str
     path_prefix: str
     times: int
-    reply: Reply
+    reply: Reply | None  # None: answer normally (a delay-only fault)
+    after_route: bool = False  # do what the request asks, then answer `reply` (a 502 although it was created)
+    delay: float = 0.0  # seconds before the request is acted on and answered (a slow API)
 
 
 class FakeAPI:
@@ -127,10 +130,13 @@ class FakeAPI:
 
     # -- fault injection ---------------------------------------------------------------------------------
     def fail_next(self, method: str, path_prefix: str, *, status: int, times: int = 1, body: Any = None,
-                  headers: dict[str, str] | None = None, content_type: str | None = None) -> None:
+                  headers: dict[str, str] | None = None, content_type: str | None = None,
+                  after_route: bool = False) -> None:
         """The next `times` requests of `method` whose path starts with `path_prefix` get this answer.
 
-        Without `body`, the provider's documented body for that status is used (`default_error`).
+        Without `body`, the provider's documented body for that status is used (`default_error`). With
+        `after_route`, the request is first carried out (a create creates), then answered with the fault: a
+        gateway error in front of an API that did the work.
         """
         if body is None:
             reply = self.default_error(status)
@@ -140,7 +146,13 @@ class FakeAPI:
         if headers:
             reply.headers.update(headers)
         with self.lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, times, reply))
+            self._faults.append(_Fault(method.upper(), path_prefix, times, reply, after_route=after_route))
+
+    def delay_next(self, method: str, path_prefix: str, *, seconds: float, times: int = 1) -> None:
+        """The next `times` matching requests wait `seconds`, then are acted on and answered as usual: a client
+        that gives up (or is interrupted) meanwhile still gets an instance made by a create."""
+        with self.lock:
+            self._faults.append(_Fault(method.upper(), path_prefix, times, None, delay=seconds))
 
     def clear_faults(self) -> None:
         """Forget every injected fault not yet used up (the API "comes back")."""
@@ -155,16 +167,23 @@ class FakeAPI:
             return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
     def _dispatch(self, req: Request) -> Reply:
+        chosen: _Fault | None = None
         with self.lock:
             self.requests.append(req)
             for fault in self._faults:
                 if fault.method == req.method and req.path.startswith(fault.path_prefix) and fault.times > 0:
                     fault.times -= 1
-                    return fault.reply
+                    chosen = fault
+                    break
+        if chosen is not None and chosen.delay:
+            time.sleep(chosen.delay)  # outside the lock: other requests are served meanwhile
+        if chosen is not None and chosen.reply is not None and not chosen.after_route:
+            return chosen.reply
         try:
-            return self.route(req)
+            reply = self.route(req)
         except Exception as exc:  # a bug in the fake must show up as a 500 the test will notice
             return Reply(500, f"fake crashed: {type(exc).__name__}: {exc}", content_type="text/plain")
+        return chosen.reply if chosen is not None and chosen.reply is not None else reply
 
     def route(self, req: Request) -> Reply:  # pragma: no cover - abstract
         raise NotImplementedError
