@@ -35,7 +35,7 @@ from .state import JobState, JobStore
 from .budget import SpendTracker
 from .estimate import Estimate
 from .offer_choice import create_cheapest
-from .teardown import TeardownResult, destroy_and_confirm, report
+from .teardown import TeardownResult, create_may_have_happened, destroy_and_confirm, report, sweep_label
 from .validate import ValidatedJob
 
 
@@ -50,6 +50,7 @@ class PipelineOptions:
     stop_timeout: float = 300.0  # how long a clean stop may take (engine saves a checkpoint first)
     grace_seconds: float = 900.0  # the agent's wait for a controller after the lease or the end of training
     lease_seconds: float = 6 * 3600.0
+    create_sweep_seconds: float = 90.0  # after an unclean create: how long to look for an instance it made
 
 
 @dataclass
@@ -185,12 +186,14 @@ class Pipeline:
                             bid_price_per_hour=None)
         try:
             estimate, instance = create_cheapest(self.provider, self.ranked, lambda _e: spec, self._on_leaked_instance)
-        except KeyboardInterrupt as interrupt:
+        except BaseException as failure:
             # Ctrl-C while a create was in flight: an adapter that got an id puts it on the exception.
-            leaked = getattr(interrupt, "instance_id", None)
+            leaked = getattr(failure, "instance_id", None)
             if leaked:
                 self._adopt(Instance(provider=self.provider.name, id=str(leaked), label=label,
                                      status=InstanceStatus.PENDING))
+            elif create_may_have_happened(failure):
+                self._sweep_after_failed_create(label, failure)
             raise
         self.rental.offer = estimate.offer
         self._record_all(instance_label=label, offer_id=estimate.offer.id, gpu=self._gpu_text(),
@@ -198,6 +201,22 @@ class Pipeline:
         self._adopt(instance)
         err_console.print(f"rented [bold]{self._gpu_text()}[/] on {self.provider.name} as instance "
                           f"[bold]{instance.id}[/] at {money(self.rental.offer.price_per_hour)}/h", highlight=False)
+
+    def _sweep_after_failed_create(self, label: str, failure: BaseException) -> None:
+        """The create did not return cleanly, yet the provider may have made (or be making) the instance: find it
+        by the job's label and destroy it before exiting (#11.2). What is found is recorded like a leaked id."""
+        why = "interrupted" if isinstance(failure, KeyboardInterrupt) else f"failed ({type(failure).__name__})"
+        err_console.print(f"the create {why}; checking for up to {self.options.create_sweep_seconds:.0f} s that "
+                          f"{self.provider.name} made no instance labelled {label}", highlight=False)
+
+        def found(instance_id: str) -> None:
+            for run in self.runs:
+                self._record(run, leaked_instance_ids=run.state.leaked_instance_ids + (instance_id,))
+
+        results = sweep_label(self.provider, label, window=self.options.create_sweep_seconds, clock=self.clock,
+                              on_found=found)
+        if any(not r.confirmed for r in results):
+            self.rental.teardown = next(r for r in results if not r.confirmed)
 
     def _adopt(self, instance: Instance) -> None:
         """From here on the instance is ours to destroy: on disk first, then in memory."""

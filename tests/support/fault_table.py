@@ -86,6 +86,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for row in rows:
         kinds = sorted(set(row.faults))
         fault = f"{kinds[0]} ×{len(row.faults)}" if len(kinds) == 1 and len(row.faults) > 1 else ", ".join(kinds)
+        if "[" in row.test:
+            fault += " [" + row.test.split("[", 1)[1]
         verdict = "ok" if row.passed else "FAILED"
         extra = "".join([f", {row.instances_alive} LEFT ALIVE" if row.instances_alive else "",
                          f", {row.outputs_lost} OUTPUT(S) LOST" if row.outputs_lost else ""])
