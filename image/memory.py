@@ -56,14 +56,15 @@ FAMILIES: dict[str, FamilyMemory] = {
         source="fitted to baselines.md (H100, SDXL@1024, bs 1/4, rank 32)",
     ),
     "flux": FamilyMemory(
-        # Not measured: 11.9 B params in bf16 = 22.2 GiB resident; activations assumed 1.5× SDXL per megapixel
-        # (a transformer over 4096 image tokens at 1024²). Errs high rather than letting an offer OOM.
-        resident_gib=23.5, per_megapixel_gib=12.5,
-        lora_params_per_rank=4.5e6,
+        # Not measured here. resident_gib is the bf16 figure below (FLUX_QUANTIZATION); activations without
+        # checkpointing are arithmetic (57 blocks over 4096 + 512 tokens of width 3072), with checkpointing only
+        # the block inputs and one block's working set stay (FLUX_CHECKPOINTING_FACTOR).
+        resident_gib=23.5, per_megapixel_gib=24.0,
+        lora_params_per_rank=5_369_856,  # every linear of the 19 double + 38 single blocks (target `all`), counted
         base_weights_gib=11_901_408_320 * 2 / GIB,
         text_encoders_gib=(4_762_310_656 + 123_060_480) * 2 / GIB, te_lora_params_per_rank=0.0,
         vae_encode_gib_per_megapixel=3.5,
-        source="arithmetic from parameter counts (engine.md §6); not measured",
+        source="figures users report for each quantisation (FLUX_QUANTIZATION); not measured here",
     ),
     "tiny": FamilyMemory(
         # The built-in test models (diffusers' tiny configs): a few MB of weights; everything is noise here.
@@ -85,6 +86,30 @@ CUDA_CONTEXT_GIB = 0.6
 TE_ACTIVATIONS_GIB_PER_SAMPLE = {"sd15": 0.05, "sdxl": 0.15, "flux": 0.0, "tiny": 0.001}
 
 
+@dataclass(frozen=True)
+class FluxQuantization:
+    reported_gb: float  # what users report a card needs: rank-16 LoRA on all blocks, 512-1024, checkpointing
+    t5_gib: float  # T5-XXL for caching, loaded in the same form
+    system_ram_gb: float  # host memory the load needs (see ram_needed_gb)
+
+
+# Flux.1's quantisations. reported_gb are the figures users of the Flux trainers report (about 30 GB unquantised,
+# 18 GB int8, 9 GB NF4; issue #14); the per-quantisation resident memory is fitted so that the formula gives them
+# at the middle of that range (768², batch 1, rank 16, checkpointing). Weights alone: 11.9 B params × 2 bytes
+# (bf16, 22.2 GiB), × ~1 byte + row scales (int8, ~11.6), × ~0.5 byte + block absmax (NF4, ~6.3): the NF4 report
+# implies lighter optimizer state than this formula's fp32 AdamW, so the fit, not the arithmetic, decides.
+FLUX_QUANTIZATION: dict[str, FluxQuantization] = {
+    "bf16": FluxQuantization(reported_gb=30.0, t5_gib=8.9, system_ram_gb=36.0),
+    "int8": FluxQuantization(reported_gb=18.0, t5_gib=4.6, system_ram_gb=48.0),
+    "nf4": FluxQuantization(reported_gb=9.0, t5_gib=2.7, system_ram_gb=44.0),
+}
+FLUX_FIT = dict(resolution=(768, 768), batch_size=1, network_dim=16, gradient_checkpointing=True)
+# With checkpointing Flux keeps the 57 block inputs (4608 tokens × 3072 × bf16 at 1024² ≈ 1.6 GB) and one block's
+# recomputed activations: about a tenth of the full activations.
+FLUX_CHECKPOINTING_FACTOR = 0.1
+QUANTIZATIONS = tuple(FLUX_QUANTIZATION)
+
+
 def family_key(family: str, base: str = "") -> str:
     """The memory/speed family of a model: the built-in tiny models are their own family."""
     return "tiny" if base.startswith("builtin:tiny") else family
@@ -92,8 +117,11 @@ def family_key(family: str, base: str = "") -> str:
 
 def peak_allocated_gib(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
                        gradient_checkpointing: bool, trains_text_encoder: bool,
-                       mixed_precision: str = "bf16") -> float:
-    """Predicted `torch.cuda.max_memory_allocated()` of a training run, in GiB (what baselines.md reports)."""
+                       mixed_precision: str = "bf16", quantization: str = "bf16") -> float:
+    """Predicted `torch.cuda.max_memory_allocated()` of a training run, in GiB (what baselines.md reports).
+    `quantization` (bf16 | int8 | nf4) applies to Flux's base weights only."""
+    if family == "flux":
+        return _flux_peak_gib(resolution, batch_size, network_dim, gradient_checkpointing, quantization)
     f = _family(family)
     megapixels = resolution[0] * resolution[1] / 1e6
     fp32 = mixed_precision == "no"  # no autocast: weights and activations in fp32, twice the bytes
@@ -117,12 +145,56 @@ def peak_allocated_gib(family: str, resolution: tuple[int, int], batch_size: int
     return max(training_peak, caching_peak)
 
 
+def _flux_activations_gib(resolution: tuple[int, int], batch_size: int, ckpt: bool) -> float:
+    megapixels = resolution[0] * resolution[1] / 1e6
+    return FAMILIES["flux"].per_megapixel_gib * megapixels * batch_size * (FLUX_CHECKPOINTING_FACTOR if ckpt else 1)
+
+
+def _flux_lora_gib(network_dim: int) -> float:
+    return network_dim * FAMILIES["flux"].lora_params_per_rank * LORA_BYTES_PER_PARAM / GIB
+
+
+def flux_resident_gib(quantization: str) -> float:
+    """Everything but activations and LoRA state, fitted so the reported figure comes out at FLUX_FIT."""
+    q = _quant(quantization)
+    fit = FLUX_FIT
+    peak = (q.reported_gb - CUDA_CONTEXT_GIB) / FRAGMENTATION
+    return peak - _flux_activations_gib(fit["resolution"], fit["batch_size"], fit["gradient_checkpointing"]) \
+        - _flux_lora_gib(fit["network_dim"])
+
+
+def _flux_peak_gib(resolution, batch_size, network_dim, ckpt, quantization) -> float:
+    q = _quant(quantization)
+    training = flux_resident_gib(quantization) + _flux_lora_gib(network_dim) + \
+        _flux_activations_gib(resolution, batch_size, ckpt)
+    # The Flux trainer caches with the text encoders alone on the GPU, then the autoencoder alone (engine/flux).
+    megapixels = resolution[0] * resolution[1] / 1e6
+    caching = max(q.t5_gib + 0.25, 0.16 + FAMILIES["flux"].vae_encode_gib_per_megapixel * megapixels)
+    return max(training, caching)
+
+
+def _quant(quantization: str) -> FluxQuantization:
+    try:
+        return FLUX_QUANTIZATION[quantization]
+    except KeyError:
+        raise ValueError(f"unknown quantization {quantization!r}; known: {', '.join(FLUX_QUANTIZATION)}") from None
+
+
+def ram_needed_gb(family: str, quantization: str = "bf16") -> float:
+    """System memory (GB) the machine needs to load the base model. Flux passes the whole bf16 transformer
+    (22 GiB) and T5-XXL (9 GiB) through host memory (a single-file checkpoint is read whole), and quantising
+    holds the quantised copy beside the layer being converted; SD models need far less."""
+    if family == "flux":
+        return _quant(quantization).system_ram_gb
+    return {"sdxl": 16.0, "sd15": 8.0}.get(family, 0.0)
+
+
 def estimate_vram_gb(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
                      gradient_checkpointing: bool, trains_text_encoder: bool,
-                     mixed_precision: str = "bf16") -> float:
+                     mixed_precision: str = "bf16", quantization: str = "bf16") -> float:
     """GB of GPU memory a card must have for this run (the number offers are compared with)."""
     peak = peak_allocated_gib(family, resolution, batch_size, network_dim, gradient_checkpointing,
-                              trains_text_encoder, mixed_precision)
+                              trains_text_encoder, mixed_precision, quantization)
     # Offers list VRAM in roughly GiB (Vast's MiB/1000: a 4090 shows 24.6; RunPod says "24 GB" for 24 GiB),
     # so the GiB-based need is compared with them directly.
     return round(peak * FRAGMENTATION + CUDA_CONTEXT_GIB, 2)
@@ -130,13 +202,14 @@ def estimate_vram_gb(family: str, resolution: tuple[int, int], batch_size: int, 
 
 def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
                 gradient_checkpointing: bool, trains_text_encoder: bool, available_gb: float,
-                mixed_precision: str = "bf16") -> str:
+                mixed_precision: str = "bf16", quantization: str = "bf16") -> str:
     """What to change so the run fits in `available_gb`, cheapest change in quality first; "" when it fits."""
     args = dict(family=family, resolution=resolution, network_dim=network_dim, mixed_precision=mixed_precision)
 
-    def need(batch: int, ckpt: bool, te: bool, reso: tuple[int, int] = resolution, mp: str = mixed_precision):
+    def need(batch: int, ckpt: bool, te: bool, reso: tuple[int, int] = resolution, mp: str = mixed_precision,
+             quant: str = quantization):
         return estimate_vram_gb(**{**args, "resolution": reso, "mixed_precision": mp}, batch_size=batch,
-                                gradient_checkpointing=ckpt, trains_text_encoder=te)
+                                gradient_checkpointing=ckpt, trains_text_encoder=te, quantization=quant)
 
     needed = need(batch_size, gradient_checkpointing, trains_text_encoder)
     if needed <= available_gb:
@@ -159,6 +232,11 @@ def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, netwo
             ideas.append(f"turn on gradient_checkpointing and lower batch_size to {fitting_batch}")
     if trains_text_encoder and need(batch_size, gradient_checkpointing, False) <= available_gb:
         ideas.append("train the UNet only (network_train_unet_only: true)")
+    if family == "flux":
+        smaller = [q for q in QUANTIZATIONS[QUANTIZATIONS.index(quantization) + 1:]
+                   if need(batch_size, gradient_checkpointing, False, quant=q) <= available_gb]
+        if smaller:
+            ideas.append(f"quantise the base (flux.quantization: {smaller[0]})")
     if not ideas:
         for side in (768, 640, 512, 384, 256):
             smaller = _scaled_resolution(resolution, side)
@@ -167,6 +245,9 @@ def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, netwo
                              f"and the UNet only")
                 break
     if not ideas:
+        if family == "flux":
+            minimum = need(1, True, False, quant=QUANTIZATIONS[-1])
+            return f"{head}; even NF4 at batch 1 with gradient checkpointing needs ~{minimum:.1f} GB: rent a larger GPU"
         minimum = need(1, True, False)
         return f"{head}; even batch 1 with gradient checkpointing needs ~{minimum:.1f} GB: rent a larger GPU"
     return f"{head}; to fit: " + ", or ".join(ideas)
@@ -175,17 +256,27 @@ def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, netwo
 def estimate_for_config(cfg) -> float:
     """`estimate_vram_gb` for an `EngineConfig` (or a `JobSpec`: anything with .model, .dataset, .training)."""
     t = cfg.training
-    return estimate_vram_gb(family_key(cfg.model.family, cfg.model.base), tuple(cfg.dataset.resolution),
-                            t.batch_size, t.network_dim, t.gradient_checkpointing, t.trains_text_encoder,
-                            t.mixed_precision)
+    family, te, quant = config_memory_keys(cfg)
+    return estimate_vram_gb(family, tuple(cfg.dataset.resolution), t.batch_size, t.network_dim,
+                            t.gradient_checkpointing, te, t.mixed_precision, quant)
+
+
+def config_memory_keys(cfg) -> tuple[str, bool, str]:
+    """(memory family, whether text encoders train, quantization) of an EngineConfig / JobSpec. Flux never trains
+    its text encoders here; its quantization is `flux.quantization`."""
+    family = family_key(cfg.model.family, cfg.model.base)
+    if cfg.model.family == "flux":
+        flux = getattr(cfg, "flux", None)
+        return family, False, getattr(flux, "quantization", "bf16")
+    return family, cfg.training.trains_text_encoder, "bf16"
 
 
 def suggest_for_config(cfg, available_gb: float) -> str:
     """`suggest_fit` for an `EngineConfig` or `JobSpec`; "" when the run fits in `available_gb`."""
     t = cfg.training
-    return suggest_fit(family_key(cfg.model.family, cfg.model.base), tuple(cfg.dataset.resolution), t.batch_size,
-                       t.network_dim, t.gradient_checkpointing, t.trains_text_encoder, available_gb,
-                       t.mixed_precision)
+    family, te, quant = config_memory_keys(cfg)
+    return suggest_fit(family, tuple(cfg.dataset.resolution), t.batch_size, t.network_dim, t.gradient_checkpointing,
+                       te, available_gb, t.mixed_precision, quant)
 
 
 def _scaled_resolution(resolution: tuple[int, int], longest: int) -> tuple[int, int]:

@@ -62,6 +62,7 @@ class Offer:
     secure_cloud: bool | None = None
     storage_price_gb_month: float = 0.0  # billed on top of price_per_hour (0 where already folded in)
     has_image_cached: bool = False
+    ram_gb: float | None = None  # system memory of the machine (share) rented; None = the provider does not say
 
 
 @dataclass(frozen=True)

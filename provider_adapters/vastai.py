@@ -100,6 +100,7 @@ class VastProvider:
             interruptible=interruptible,
             secure_cloud=bool(o["datacenter"]) if "datacenter" in o else None,
             storage_price_gb_month=storage,
+            ram_gb=_ram_gb(o),
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -276,3 +277,12 @@ def _float(value: Any) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _ram_gb(o: dict) -> float | None:
+    """`cpu_ram` is the machine's RAM in MB (providers.md §1.2 units). An offer of part of a machine's GPUs gets
+    that share of it (`gpu_frac`; UNCONFIRMED whether Vast enforces the split, so the estimate errs low)."""
+    ram = _float(o.get("cpu_ram"))
+    if ram is None:
+        return None
+    return ram / 1000.0 * (_float(o.get("gpu_frac")) or 1.0)

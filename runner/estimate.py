@@ -17,7 +17,7 @@ from typing import Any
 from lorarun.image.dataset_scan import DatasetScan
 from lorarun.image.engine_config import BUILTIN_PREFIX
 from lorarun.image.memory import FAMILIES as MEMORY_FAMILIES
-from lorarun.image.memory import estimate_vram_gb, family_key, suggest_fit
+from lorarun.image.memory import config_memory_keys, estimate_vram_gb, ram_needed_gb, suggest_fit
 from lorarun.provider_adapters.base import Offer
 
 from .calibration import Calibration, StepOptions, gpu_key, load_calibration
@@ -53,6 +53,8 @@ class EstimateInputs:
     min_cuda: float = MIN_CUDA
     disk_gb: float = 40.0
     model_ref: str = ""  # the base model as the job names it: jobs of a batch with the same one download it once
+    quantization: str = "bf16"  # Flux's base weights: bf16 | int8 | nf4 (decides VRAM and system RAM)
+    ram_needed_gb: float = 0.0  # system memory loading the base needs; 0 = no requirement
 
 
 @dataclass(frozen=True)
@@ -137,11 +139,11 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     """The estimate's view of a validated job (reads file sizes of the dataset and of a local base model)."""
     cal = calibration or load_calibration()
     t, s = spec.training, spec.sample
-    family = family_key(spec.model.family, spec.model.base)
+    family, trains_te, quantization = config_memory_keys(spec)
     steps = scan.total_steps(t.batch_size, t.max_train_epochs, t.max_train_steps, t.gradient_accumulation_steps)
     epochs = scan.epochs_for(t.batch_size, t.max_train_epochs, t.max_train_steps, t.gradient_accumulation_steps)
     options = StepOptions(gradient_checkpointing=t.gradient_checkpointing,
-                          trains_text_encoder=t.trains_text_encoder, mixed_precision=t.mixed_precision)
+                          trains_text_encoder=trains_te, mixed_precision=t.mixed_precision)
     download_gb, upload_bytes = _model_transfer(spec, cal.family(family).model_gb)
     dataset_bytes = _folder_bytes(spec.dataset_dir) + (_folder_bytes(spec.reg_dir) if spec.reg_dir else 0)
     sample_images = _sample_images(len(s.prompts), epochs, s.every_n_epochs, len(s.grid_strengths) *
@@ -150,7 +152,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     # One file per save epoch, plus the final one unless the last epoch was itself a save epoch.
     every = t.save_every_n_epochs
     saves = (epochs // every + (1 if epochs % every else 0)) if every else 1
-    output_bytes = saves * lora_file_bytes(family, t.network_dim, t.trains_text_encoder) + \
+    output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + \
         int(sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL)
     return EstimateInputs(
         steps=steps, family=family, resolution=tuple(spec.dataset.resolution), batch_size=t.batch_size,
@@ -159,8 +161,9 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
         image_gb=cal.transfer.image_gb, sample_images=sample_images, sample_steps=s.steps,
         output_bytes=output_bytes,
         vram_needed_gb=estimate_vram_gb(family, tuple(spec.dataset.resolution), t.batch_size, t.network_dim,
-                                        t.gradient_checkpointing, t.trains_text_encoder, t.mixed_precision),
+                                        t.gradient_checkpointing, trains_te, t.mixed_precision, quantization),
         gpu_count=spec.resources.gpu_count, disk_gb=spec.resources.disk_gb, model_ref=spec.model.base,
+        quantization=quantization, ram_needed_gb=ram_needed_gb(family, quantization),
     )
 
 
@@ -300,9 +303,14 @@ def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_m
     if not cpu and o.vram_gb < inputs.vram_needed_gb:
         advice = suggest_fit(inputs.family, inputs.resolution, inputs.batch_size, inputs.network_dim,
                              inputs.options.gradient_checkpointing, inputs.options.trains_text_encoder, o.vram_gb,
-                             inputs.options.mixed_precision).partition("; to fit: ")[2]
+                             inputs.options.mixed_precision, inputs.quantization).partition("; to fit: ")[2]
         reasons.append(f"too little VRAM for this job (needs ~{inputs.vram_needed_gb:.1f} GB, "
                        f"{o.gpu_name} has {o.vram_gb:.1f} GB" + (f" — to fit: {advice}" if advice else "") + ")")
+    if o.ram_gb is not None and inputs.ram_needed_gb and o.ram_gb < inputs.ram_needed_gb:
+        what = f"the {inputs.quantization} Flux base" if inputs.family == "flux" else "the base model"
+        reasons.append(f"too little system RAM to load {what} (needs ~{inputs.ram_needed_gb:.0f} GB, the machine "
+                       f"has {o.ram_gb:.0f} GB" + ("; quantising passes the bf16 weights through host memory"
+                                                   if inputs.quantization != "bf16" else "") + ")")
     if o.cuda_version is not None and o.cuda_version < inputs.min_cuda:
         reasons.append(f"CUDA {o.cuda_version:g} too old (the image needs {inputs.min_cuda:g}+)")
     floor = max(slow_network_mbps if pulls_image else 0.0, r.min_inet_down_mbps if r else 0.0)

@@ -71,6 +71,17 @@ KOHYA_KEYS: dict[str, tuple[str, str]] = {
     "cache_text_encoder_outputs_to_disk": ("training", "cache_text_encoder_outputs"),
     "max_data_loader_n_workers": ("training", "max_data_loader_n_workers"),
     "sample_every_n_epochs": ("sample", "every_n_epochs"),
+    # Flux (sd-scripts flux_train_network.py / library/flux_train_utils.py): image/flux_config.py
+    "clip_l": ("flux", "clip_l"),
+    "t5xxl": ("flux", "t5xxl"),
+    "ae": ("flux", "ae"),
+    "guidance_scale": ("flux", "guidance_scale"),
+    "timestep_sampling": ("flux", "timestep_sampling"),
+    "sigmoid_scale": ("flux", "sigmoid_scale"),
+    "discrete_flow_shift": ("flux", "discrete_flow_shift"),
+    "model_prediction_type": ("flux", "model_prediction_type"),
+    "t5xxl_max_token_length": ("flux", "t5xxl_max_token_length"),
+    "apply_t5_attn_mask": ("flux", "apply_t5_attn_mask"),
 }
 
 # Accepted and not needed: lorarun always does what these ask for, or they only affect kohya's own logging.
@@ -99,12 +110,20 @@ UNSUPPORTED: dict[str, str] = {
     "network_args": "network_args (LoCon/conv_dim, block weights) are not supported yet; remove the key",
     "color_aug": "color_aug cannot be combined with cached latents; remove the key",
     "random_crop": "random_crop cannot be combined with cached latents; remove the key",
+    "fp8_base": "fp8 base weights are not supported; lorarun quantises Flux with bitsandbytes: remove the key and "
+                "set flux_quantization = \"int8\" (or \"nf4\") under [lorarun]",
+    "blocks_to_swap": "block swapping to the CPU is not supported; use flux_quantization = \"nf4\" under "
+                      "[lorarun] to fit a small GPU",
+    "cpu_offload_checkpointing": "CPU offload of checkpoints is not supported; remove the key",
 }
 
 LORARUN_SECTION_KEYS = {"provider", "gpus", "gpu_count", "min_vram_gb", "max_price_per_hour", "max_cost",
                         "min_reliability", "min_inet_down_mbps", "disk_gb", "interruptible",
                         "secure_cloud_only", "regions", "image", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
                         "price_per_hour", "model_family", "sample_prompts_list", "name"}
+# [lorarun] keys for Flux that kohya has no key for → the job's `flux` section (image/flux_config.py)
+LORARUN_FLUX_KEYS = {"flux_flavour": "flavour", "flux_quantization": "quantization", "flux_transformer": "transformer",
+                     "flux_network_target": "network_target", "flux_save_diffusers_format": "save_diffusers_format"}
 
 
 def load_kohya_toml(path: Path) -> Any:
@@ -117,7 +136,7 @@ def load_kohya_toml(path: Path) -> Any:
     lorarun_section = raw.pop("lorarun", {}) or {}
     flat = _flatten(raw, path)
     sections: dict[str, dict[str, Any]] = {"model": {}, "dataset": {}, "training": {}, "sample": {},
-                                           "resources": {}, "output": {}}
+                                           "resources": {}, "output": {}, "flux": {}}
     notes: list[str] = []
     known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts"])
     for key, value in flat.items():
@@ -139,8 +158,12 @@ def load_kohya_toml(path: Path) -> Any:
         section, name = KOHYA_KEYS[key]
         sections[section][name] = _normalise(key, value)
     for key, value in lorarun_section.items():
+        if key in LORARUN_FLUX_KEYS:
+            sections["flux"][LORARUN_FLUX_KEYS[key]] = value
+            continue
         if key not in LORARUN_SECTION_KEYS:
-            raise SpecError(f"{path}: {unknown_key_message('[lorarun]', key, sorted(LORARUN_SECTION_KEYS))}")
+            known_lorarun = sorted([*LORARUN_SECTION_KEYS, *LORARUN_FLUX_KEYS])
+            raise SpecError(f"{path}: {unknown_key_message('[lorarun]', key, known_lorarun)}")
         if key == "model_family":
             sections["model"]["family"] = value
         elif key == "name":
@@ -152,6 +175,9 @@ def load_kohya_toml(path: Path) -> Any:
         sections["model"]["family"] = family
         if family != "sd15":
             notes.append(f"model family guessed as {family} from the model name; set [lorarun] model_family to be sure")
+    if sections["model"]["family"] == "flux" and "flavour" not in sections["flux"]:
+        base = str(sections["model"].get("base", "")).lower()
+        sections["flux"]["flavour"] = "schnell" if "schnell" in base else "krea" if "krea" in base else "dev"
     data = {"name": lorarun_section.get("name") or flat.get("output_name") or path.stem,
             **{k: v for k, v in sections.items() if v}}
     return build_job(data, path, notes=tuple(notes))
@@ -186,8 +212,9 @@ def _normalise(key: str, value: Any) -> Any:
 def _check_ignored_value(key: str, value: Any, path: Path) -> None:
     if key == "save_model_as" and value not in ("safetensors", None):
         raise SpecError(f"{path}: save_model_as: only 'safetensors' is supported, got {value!r}")
-    if key == "network_module" and value not in ("networks.lora", None):
-        raise SpecError(f"{path}: network_module: only 'networks.lora' is supported, got {value!r}")
+    if key == "network_module" and value not in ("networks.lora", "networks.lora_flux", None):
+        raise SpecError(f"{path}: network_module: only 'networks.lora' (and 'networks.lora_flux' for Flux) is "
+                        f"supported, got {value!r}")
 
 
 def _read_prompts(path: Path, value: Any) -> list[str]:

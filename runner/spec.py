@@ -19,6 +19,7 @@ from lorarun.image.engine_config import (
     SampleConfig,
     TrainingConfig,
 )
+from lorarun.image.flux_config import FluxConfig
 from lorarun.image.names import output_name_problem
 from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
@@ -84,6 +85,7 @@ class JobSpec:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)  # Flux.1 options; only for model.family flux
     resources: Resources = field(default_factory=Resources)
     output: OutputConfig = field(default_factory=OutputConfig)
     notes: tuple[str, ...] = ()  # things the loader wants the user to know (kohya keys ignored, guesses made)
@@ -126,7 +128,7 @@ class JobSpec:
         the one table (`image/ranges.py`), then each section's own rules, then the output name. Sections in
         `skip` are not judged (they failed to parse and hold defaults)."""
         found: list[str] = []
-        for section in ("model", "dataset", "training", "sample", "resources"):
+        for section in ("model", "dataset", "training", "sample", "flux", "resources"):
             if section in skip:
                 continue
             obj = getattr(self, section)
@@ -138,6 +140,9 @@ class JobSpec:
                 obj.validate()
             except ConfigError as exc:
                 found.extend(exc.problems)
+        if self.flux != FluxConfig() and self.model.family != "flux" and "model" not in skip:
+            found.append(f"flux: this section applies to model.family flux only (the job's family is "
+                         f"{self.model.family}); remove it or set model.family: flux")
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
         if name_problem:
             found.append(name_problem)
@@ -155,7 +160,8 @@ class JobSpec:
         dataset = dataclasses.replace(self.dataset, train_data_dir=dataset_dir, reg_data_dir=reg_dir)
         return EngineConfig(
             job_id=job_id, output_dir=output_dir, output_name=self.output.name, model=self.model,
-            dataset=dataset, training=self.training, sample=self.sample, work_dir=work_dir, device=device,
+            dataset=dataset, training=self.training, sample=self.sample, flux=self.flux, work_dir=work_dir,
+            device=device,
         )
 
 
@@ -170,6 +176,7 @@ YAML_ALIASES: dict[str, dict[str, str]] = {
         "warmup_steps": "lr_warmup_steps",
     },
     "sample": {},
+    "flux": {},
     "model": {},
     "resources": {},
     "output": {},
@@ -179,6 +186,7 @@ SECTIONS = {
     "dataset": DatasetConfig,
     "training": TrainingConfig,
     "sample": SampleConfig,
+    "flux": FluxConfig,
     "resources": Resources,
     "output": OutputConfig,
 }

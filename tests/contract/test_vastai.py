@@ -57,6 +57,7 @@ def test_search_sends_documented_query_and_maps_units(vast, sleeper):
     o = offers[0]
     assert o.provider == "vastai" and o.gpu_name == "RTX 4090" and o.gpu_count == 1
     assert o.vram_gb == pytest.approx(24.564)
+    assert o.ram_gb == pytest.approx(64.0)  # cpu_ram is MB (the Flux estimate checks host memory with it)
     # dph_total folds in 50 GB of storage at $0.20/GB/month.
     assert o.price_per_hour == pytest.approx(0.29 + 50 * 0.20 / 720, rel=1e-4)
     assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.2

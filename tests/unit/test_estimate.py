@@ -327,3 +327,25 @@ def test_shipped_table_is_sourced_and_consistent(cal):
     s4090 = cal.seconds_per_step("RTX 4090", "sdxl", (1024, 1024), 1, opts).seconds
     s3090 = cal.seconds_per_step("RTX 3090", "sdxl", (1024, 1024), 1, opts).seconds
     assert s4090 < s3090
+
+
+def test_flux_offers_excluded_by_vram_and_system_ram_per_quantisation(tmp_path, cal):
+    """Flux at 1024 with checkpointing, rank 16: bf16 needs an 80 GB-class card (~30 GB), NF4 fits a 12 GB one;
+    a machine with too little system RAM to load the base is excluded with that reason."""
+    from lorarun.image.flux_config import FluxConfig
+
+    spec, scan = reference_job(tmp_path, gradient_checkpointing=True)
+    flux = dataclasses.replace(
+        spec, model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
+        dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)),
+        training=dataclasses.replace(spec.training, network_dim=16, batch_size=1))
+    bf16 = inputs_from_job(flux, scan, cal)
+    nf4 = inputs_from_job(dataclasses.replace(flux, flux=FluxConfig(quantization="nf4")), scan, cal)
+    assert bf16.vram_needed_gb > 28 and nf4.vram_needed_gb < 12 and nf4.quantization == "nf4"
+    on_4090 = estimate_offer(bf16, offer(vram_gb=24.0, ram_gb=128.0), cal)
+    assert "too little VRAM" in on_4090.excluded and "flux.quantization: int8" in on_4090.excluded
+    assert estimate_offer(nf4, offer(vram_gb=12.0, ram_gb=64.0), cal).fits
+    small_ram = estimate_offer(nf4, offer(vram_gb=24.0, ram_gb=16.0), cal)
+    assert "too little system RAM to load the nf4 Flux base" in small_ram.excluded
+    assert "host memory" in small_ram.excluded
+    assert estimate_offer(nf4, offer(vram_gb=24.0), cal).fits  # RAM not stated by the provider: not judged

@@ -110,3 +110,64 @@ def test_sample_prompts_file_is_read(tmp_path):
 
 def test_mapping_tables_do_not_overlap():
     assert not set(KOHYA_KEYS) & set(IGNORED_KEYS)
+
+
+FLUX_TOML = """
+pretrained_model_name_or_path = "./flux1-dev.safetensors"
+clip_l = "./clip_l.safetensors"
+t5xxl = "./t5xxl_fp16.safetensors"
+ae = "./ae.safetensors"
+train_data_dir = "./img"
+resolution = "1024,1024"
+output_dir = "./out"
+output_name = "flux_lora"
+network_module = "networks.lora_flux"
+network_dim = 16
+network_alpha = 16
+network_train_unet_only = true
+learning_rate = 1e-4
+max_train_epochs = 10
+mixed_precision = "bf16"
+gradient_checkpointing = true
+cache_latents_to_disk = true
+cache_text_encoder_outputs = true
+sdpa = true
+guidance_scale = 1.0
+timestep_sampling = "shift"
+discrete_flow_shift = 3.1582
+model_prediction_type = "raw"
+t5xxl_max_token_length = 512
+apply_t5_attn_mask = true
+
+[lorarun]
+flux_quantization = "nf4"
+"""
+
+
+def test_kohya_flux_toml_maps_onto_the_flux_section(tmp_path):
+    """kohya's recommended Flux.1-dev LoRA settings (sd-scripts README: shift 3.1582, raw, guidance 1.0)."""
+    (tmp_path / "job.toml").write_text(FLUX_TOML)
+    spec = load_job(tmp_path / "job.toml")
+    f = spec.flux
+    assert spec.model.family == "flux" and f.flavour == "dev" and f.quantization == "nf4"
+    assert (f.clip_l, f.t5xxl, f.ae) == ("./clip_l.safetensors", "./t5xxl_fp16.safetensors", "./ae.safetensors")
+    assert (f.timestep_sampling, f.discrete_flow_shift, f.model_prediction_type) == ("shift", 3.1582, "raw")
+    assert f.guidance_scale == 1.0 and f.t5xxl_max_token_length == 512 and f.apply_t5_attn_mask is True
+    engine = spec.engine_config(job_id="j", dataset_dir="/d", reg_dir=None, output_dir="/o")
+    assert engine.flux == f
+    (tmp_path / "schnell.toml").write_text(FLUX_TOML.replace("flux1-dev", "flux1-schnell"))
+    assert load_job(tmp_path / "schnell.toml").flux.flavour == "schnell"
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('model_prediction_type = "raw"', 'model_prediction_type = "sigma_scaled"', "model_prediction_type"),
+    ('timestep_sampling = "shift"', 'timestep_sampling = "logit"', "flux.timestep_sampling: use one of"),
+    ("apply_t5_attn_mask = true", "fp8_base = true", "fp8 base weights are not supported"),
+    ("apply_t5_attn_mask = true", "blocks_to_swap = 18", "block swapping"),
+    ("t5xxl_max_token_length = 512", "t5xxl_max_token_length = 4096", "flux.t5xxl_max_token_length"),
+])
+def test_kohya_flux_options_lorarun_does_not_take_get_a_clear_line(tmp_path, old, new, expected):
+    assert old in FLUX_TOML
+    (tmp_path / "job.toml").write_text(FLUX_TOML.replace(old, new))
+    with pytest.raises(SpecError, match=expected):
+        load_job(tmp_path / "job.toml")

@@ -101,3 +101,36 @@ def test_config_helpers_match_the_plain_functions():
     tiny = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
                         model=ModelConfig(family="sd15", base="builtin:tiny-sd15"))
     assert estimate_for_config(tiny) < 1.5
+
+
+def test_flux_figures_per_quantisation():
+    """The figures Flux trainers' users report (rank 16, all blocks, 512-1024, checkpointing): ~30 GB bf16,
+    ~18 GB int8, ~9 GB NF4."""
+    from lorarun.image.memory import FLUX_QUANTIZATION, ram_needed_gb
+
+    for quant, reported in (("bf16", 30), ("int8", 18), ("nf4", 9)):
+        assert FLUX_QUANTIZATION[quant].reported_gb == reported
+        for side in (512, 768, 1024):
+            need = estimate_vram_gb("flux", (side, side), 1, 16, True, False, quantization=quant)
+            assert abs(need - reported) <= 0.15 * reported, (quant, side, need)
+    at_1024 = [estimate_vram_gb("flux", (1024, 1024), 1, 16, True, False, quantization=q)
+               for q in ("bf16", "int8", "nf4")]
+    assert at_1024 == sorted(at_1024, reverse=True)
+    assert estimate_vram_gb("flux", (1024, 1024), 1, 16, False, False) > 40  # no checkpointing: an 80 GB card
+    assert ram_needed_gb("flux", "nf4") > ram_needed_gb("flux", "bf16") > ram_needed_gb("sdxl")
+
+
+def test_flux_advice_names_the_quantisation_and_the_config_helpers_read_it():
+    from lorarun.image.engine_config import DatasetConfig, EngineConfig, ModelConfig
+    from lorarun.image.flux_config import FluxConfig
+    from lorarun.image.memory import estimate_for_config
+
+    advice = suggest_fit("flux", (1024, 1024), 1, 16, True, False, available_gb=24)
+    assert "flux.quantization: int8" in advice
+    assert "NF4" in suggest_fit("flux", (1024, 1024), 1, 16, True, False, available_gb=6)
+    cfg = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
+                       model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
+                       dataset=DatasetConfig(resolution=(1024, 1024)), flux=FluxConfig(quantization="nf4"))
+    # Flux never trains its text encoders, whatever text_encoder_lr says
+    assert estimate_for_config(cfg) == estimate_vram_gb("flux", (1024, 1024), 1, 32, False, False,
+                                                        quantization="nf4")

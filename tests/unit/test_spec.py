@@ -63,3 +63,19 @@ def test_invalid_yaml_names_the_line(tmp_path):
 def test_missing_job_file(tmp_path):
     with pytest.raises(SpecError, match="job file not found"):
         load_job(tmp_path / "nope.yaml")
+
+
+def test_flux_section_only_for_the_flux_family_and_its_numbers_ranged(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model:\n  family: sd15\nflux:\n  quantization: nf4\n")
+    with pytest.raises(SpecError, match="flux: this section applies to model.family flux only"):
+        load_job(job)
+    for bad, expected in (("guidance_scale: .nan", "flux.guidance_scale: nan is not a finite number"),
+                          ("discrete_flow_shift: 1000", "flux.discrete_flow_shift: 1000 is outside the range"),
+                          ("quantization: fp8", "flux.quantization: use one of bf16, int8, nf4")):
+        job.write_text(f"model:\n  family: flux\nflux:\n  {bad}\n")
+        with pytest.raises(SpecError, match=expected):
+            load_job(job)
+    job.write_text("model:\n  family: flux\n  base: black-forest-labs/FLUX.1-schnell\nflux:\n  flavour: schnell\n")
+    flux = load_job(job).flux
+    assert flux.sampling == "sigmoid" and flux.t5_tokens == 256 and flux.sample_guidance == 0.0
