@@ -47,6 +47,14 @@ class JobNotFound(UserInputError):
     pass
 
 
+class JobBusy(UserInputError):
+    """Another live controller drives the job; `holder` says which (pid, host, command)."""
+
+    def __init__(self, message: str, holder=None):
+        super().__init__(message)
+        self.holder = holder
+
+
 class PipelineError(LorarunError):
     """A phase failed after resources were engaged; the message says what happened to the instance."""
 

@@ -152,7 +152,7 @@ class Pipeline:
             if self.rental.transport is None:
                 self._wait_ready()
             if stop:
-                self._graceful_stop()
+                self._graceful_stop("stopped by `lorarun down`")
             else:
                 self._run_jobs()
         except KeyboardInterrupt as interrupt:
@@ -398,6 +398,13 @@ class Pipeline:
                 if (dead := monitor.agent_dead()) is not None:
                     self._agent_died(run, transport, monitor, dead)
                     break
+                asked = self.store.take_stop_request(run.state.job_id)  # `lorarun down` from another terminal
+                if asked and not self._stop_requested:
+                    self._stop_requested = asked
+                    err_console.print(f"[yellow]{asked}: the engine saves a checkpoint, then outputs come home[/]",
+                                      highlight=False)
+                    self._stop_engine(transport, layout, monitor)
+                    break
                 if self.spend and self.spend.over(self.max_cost) and not self._stop_requested:
                     self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
                                             f" (keeping enough for the final pull and teardown); stopped cleanly"
@@ -557,12 +564,12 @@ class Pipeline:
             err_console.print("\nsecond interrupt: destroying the instance now")
         return False
 
-    def _graceful_stop(self) -> None:
+    def _graceful_stop(self, reason: str = "stopped by the user (Ctrl-C)") -> None:
         run = next((r for r in self.runs if r.outcome is None), None)
         if run is None or self.rental.transport is None or run.state.remote_dir is None:
             return
         err_console.print("stopping: the engine saves a checkpoint, then outputs come home")
-        self._stop_requested = "stopped by the user (Ctrl-C)"
+        self._stop_requested = reason
         layout = RemoteLayout.resolve(self.rental.transport, run.state.job_id)
         monitor = JobMonitor(self.rental.transport, layout, run.job.spec.output_dir,
                              self.store.job_dir(run.state.job_id) / "events.jsonl", now=self.clock.now)

@@ -6,6 +6,7 @@ of the engine's events), ssh/ (the per-job key and pinned host key), report file
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import JobNotFound
+from .errors import JobBusy, JobNotFound
 
 PHASES = ("created", "validate", "estimate", "provision", "wait", "upload", "run", "monitor", "finish",
           "teardown", "done", "failed", "kept")
@@ -37,6 +38,33 @@ def controller_alive(state: "JobState") -> bool:
     except PermissionError:
         return True  # a process of another user holds that pid: not ours, but be conservative
     return True
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who drives a job: one controller at a time (submit, attach or down), named so a second one can say who."""
+    pid: int
+    host: str
+    command: str
+    since: float
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(self.since))
+        return f"`lorarun {self.command}` (pid {self.pid} on {self.host}, since {when})"
+
+    def alive(self) -> bool:
+        """Running still? A holder on another machine cannot be checked from here: assume it is."""
+        import socket
+
+        if self.host != socket.gethostname():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def lorarun_home() -> Path:
@@ -114,12 +142,102 @@ class JobStore:
         history = state.history + ((phase, time.time()),)
         return self.update(state, phase=phase, message=message, history=history)
 
+    # ---- one controller per job ------------------------------------------------------------------------------
+    # `controller.lock` (JSON: pid, host, command, since) is created exclusively (O_EXCL) by the controller that
+    # drives the job; a second `attach` is refused with the holder's name, and `down` from elsewhere leaves a
+    # `stop.request` the holder polls (or takes the lock over when the holder is dead).
+    def lock_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "controller.lock"
+
+    def stop_request_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "stop.request"
+
+    def lock_holder(self, job_id: str) -> LockHolder | None:
+        try:
+            data = json.loads(self.lock_path(job_id).read_text(encoding="utf-8"))
+            return LockHolder(int(data["pid"]), str(data["host"]), str(data.get("command", "?")),
+                              float(data.get("since", 0.0)))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return LockHolder(0, "?", "?", 0.0)  # unreadable: treated as a dead holder (pid 0 is never ours)
+
+    def acquire(self, job_id: str, command: str) -> LockHolder:
+        """Hold `job_id` for this process. A live holder → JobBusy naming it; a dead one is taken over."""
+        import socket
+
+        me = LockHolder(os.getpid(), socket.gethostname(), command, time.time())
+        path = self.lock_path(job_id)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                holder = self.lock_holder(job_id)
+                if holder is None:
+                    continue  # released between our two looks: try again
+                if (holder.pid, holder.host) == (me.pid, me.host):
+                    return holder  # this process holds it already (a pipeline inside a command that locked)
+                if holder.pid and holder.alive():
+                    raise JobBusy(f"job {job_id} is driven by {holder.describe()}; follow it there, or stop it "
+                                  f"from here with `lorarun down {job_id}`", holder=holder)
+                # A dead holder: move its lock aside atomically, so two takers cannot both win.
+                try:
+                    os.replace(path, path.with_name(f"controller.lock.stale-{me.pid}"))
+                    path.with_name(f"controller.lock.stale-{me.pid}").unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(dataclasses.asdict(me), fh)
+            return me
+        raise JobBusy(f"job {job_id}: another controller keeps taking {path}; try again")
+
+    @contextlib.contextmanager
+    def holding(self, job_ids: list[str], command: str):
+        """Hold every job in `job_ids` for the duration (all or none), then let go."""
+        held: list[str] = []
+        try:
+            for job_id in job_ids:
+                self.acquire(job_id, command)
+                held.append(job_id)
+            yield
+        finally:
+            for job_id in held:
+                self.release(job_id)
+
+    def release(self, job_id: str) -> None:
+        holder = self.lock_holder(job_id)
+        if holder is not None and holder.pid == os.getpid():
+            self.lock_path(job_id).unlink(missing_ok=True)
+
+    def request_stop(self, job_id: str, reason: str) -> None:
+        path = self.stop_request_path(job_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"reason": reason, "at": time.time(), "pid": os.getpid()}), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def take_stop_request(self, job_id: str) -> str | None:
+        """The reason of a pending `down` from another terminal, consumed; None when there is none."""
+        path = self.stop_request_path(job_id)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            data = {}
+        path.unlink(missing_ok=True)
+        return str(data.get("reason") or "stopped by `lorarun down`")
+
     def load(self, job_id: str) -> JobState:
         path = self.job_dir(job_id) / "state.json"
         if not path.is_file():
-            matches = [p.name for p in self.jobs_dir.glob(f"{job_id}*")] if self.jobs_dir.is_dir() else []
+            matches = sorted(p.name for p in self.jobs_dir.glob(f"{job_id}*")
+                             if (p / "state.json").is_file()) if self.jobs_dir.is_dir() and job_id else []
             if len(matches) == 1:
                 return self.load(matches[0])
+            if len(matches) > 1:
+                shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
+                raise JobNotFound(f"{job_id!r} matches {len(matches)} jobs ({shown}); give more of the id")
             raise JobNotFound(f"no job {job_id!r} under {self.jobs_dir}; `lorarun status` lists the jobs")
         data = json.loads(path.read_text(encoding="utf-8"))
         data["history"] = tuple(tuple(h) for h in data.get("history", ()))

@@ -59,7 +59,8 @@ def submit(
                               lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds)
     pipeline = Pipeline.start(validated, adapter, list(choice.ranked), store=JobStore(), connect=connect_transport,
                               options=options, max_cost=validated[0].spec.resources.max_cost)
-    runs = pipeline.run()
+    with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
+        runs = pipeline.run()
     for run in runs:
         final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
         if final.exists():
