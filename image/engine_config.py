@@ -27,6 +27,10 @@ SCHEDULERS = (
     "polynomial",
 )
 MIXED_PRECISION = ("no", "fp16", "bf16")
+FAST_STEP_MODES = ("auto", "on", "off")
+# The fast training step's levers (image/engine/fast/), each of which `training.fast_step_off` can turn off to
+# measure it or to work around a problem. Torch-free here so the laptop validates the names.
+FAST_STEP_LEVERS = ("master_weights", "fused_lora", "flat_optimizer", "compile", "cuda_graphs", "lean_checkpointing")
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = ("builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-flux")
 
@@ -126,6 +130,10 @@ class TrainingConfig:
     cache_text_encoder_outputs: bool = True  # turned off by the engine when text encoders train
     max_data_loader_n_workers: int = 2
     channels_last: bool = False  # NHWC UNet on CUDA; measure before turning on (engine.md §2.1: no clear win)
+    # The fast step (image/engine/fast/): "auto" = on for one CUDA process with bf16, "on" = also on the CPU,
+    # "off" = the plain diffusers+peft step. Same math either way (tests/engine/test_fast_step.py).
+    fast_step: str = "auto"
+    fast_step_off: tuple[str, ...] = ()  # levers of FAST_STEP_LEVERS to leave out
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -165,6 +173,12 @@ class TrainingConfig:
         arg_problems = optimizer_args_problems(self.optimizer_type, self.optimizer_args, f"{where}.optimizer_args")
         if arg_problems:
             raise ConfigError(arg_problems[0], arg_problems)
+        if self.fast_step not in FAST_STEP_MODES:
+            raise ConfigError(f"{where}.fast_step: use one of {', '.join(FAST_STEP_MODES)}, got {self.fast_step!r}")
+        for lever in self.fast_step_off:
+            if lever not in FAST_STEP_LEVERS:
+                raise ConfigError(f"{where}.fast_step_off: unknown lever {lever!r}; use any of "
+                                  f"{', '.join(FAST_STEP_LEVERS)}")
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,11 @@ class Trainer:
                            and d.caption_dropout_rate == 0)
         self.global_step = 0
         self.position = (0, 0)  # (epoch, batch) being trained, for messages
+        from .fast.trainer_glue import decide_for  # the fast step (fast/): same math, fewer kernels
+
+        self.fast_decision = decide_for(cfg, cuda=self.device.type == "cuda", world=self.world, mixed=mixed,
+                                        optimizer_name=optimizer_name)
+        self.fast = None
         self.last_saved_step = 0
 
     # --- setup ----------------------------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ class Trainer:
             steps_per_epoch=self.steps_per_epoch, num_train_images=self.scan.num_train_images,
             num_reg_images=self.scan.num_reg_images, train_text_encoder=self.trains_te,
             cache_text_encoder_outputs=self.cache_text, resume_from_step=self.resume_from_step,
+            fast_step=self.fast_decision.reason,
         )
 
     def _cache(self) -> None:
@@ -296,14 +302,21 @@ class Trainer:
                 else:
                     encoder.requires_grad_(False)
         cuda = self.device.type == "cuda"
-        optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
+        if self.fast_decision.options is not None:  # one process: nothing for accelerate to prepare
+            from .fast.trainer_glue import prepare_for_trainer
+
+            self.fast = prepare_for_trainer(self, unet, groups)
+            self.unet, self.optimizer, self.params = self.fast.unet, self.fast.optimizer, self.fast.clip_params
+            optimizer = self.optimizer
+        else:
+            optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
+            self.params = [p for g in groups for p in g["params"]]
         self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
                                          t.lr_scheduler_num_cycles, t.lr_scheduler_power)
-        self.params = [p for g in groups for p in g["params"]]
-        if self.trains_te:
+        if self.fast is None and self.trains_te:
             prepared = accel.prepare(unet, *self.text_encoders, optimizer)
             self.unet, self.text_encoders, self.optimizer = prepared[0], list(prepared[1:-1]), prepared[-1]
-        else:
+        elif self.fast is None:
             self.unet, self.optimizer = accel.prepare(unet, optimizer)
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
         self.schedule = NoiseSchedule.kohya(self.device)
@@ -411,7 +424,8 @@ class Trainer:
             self.unet, batch.latents.to(self.device, non_blocking=True), hidden, added,
             batch.loss_weight.to(self.device, non_blocking=True), self.schedule, self.generator,
             v_prediction=self.model.v_prediction, noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma,
-            weight_dtype=self.weight_dtype, autocast=self.accel.autocast(), channels_last=self.channels_last,
+            weight_dtype=self.weight_dtype, autocast=None if self.fast else self.accel.autocast(),
+            channels_last=self.channels_last,
         )
 
     def _conditioning(self, batch: data.Batch):
@@ -469,6 +483,11 @@ class Trainer:
             modules += [(prefix, unwrap(enc)) for prefix, enc in zip(te_prefixes(self.family), self.text_encoders)]
         return modules
 
+    def _lora_state(self, module) -> dict[str, torch.Tensor]:
+        """The LoRA weights to save: the fast step's fp32 masters where it keeps bf16 weights."""
+        state = lora_state_dict(module)
+        return self.fast.full_precision(state) if self.fast else state
+
     def _epoch_path(self, epoch: int) -> Path:
         return self.output_dir / f"{self.cfg.output_name}-{epoch:06d}.safetensors"
 
@@ -482,7 +501,7 @@ class Trainer:
         """The kohya file (main rank) and the resume state (all ranks: each its RNG)."""
         t = self.cfg.training
         if self.accel.is_main_process:
-            components = [(c, lora_state_dict(m)) for c, m in self._lora_modules()]
+            components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
             tensors = kohya_state_dict(components, self.family, t.network_alpha, SAVE_DTYPES[t.save_precision],
                                        self.model.layers_per_block)
             metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch,
@@ -495,7 +514,7 @@ class Trainer:
         if self.accel.is_main_process:
             progress = state.Progress(self.global_step, resume_at[0], resume_at[1],
                                       state.fingerprint(self.cfg, self.world))
-            lora = {f"{c}.{k}": v for c, m in self._lora_modules() for k, v in lora_state_dict(m).items()}
+            lora = {f"{c}.{k}": v for c, m in self._lora_modules() for k, v in self._lora_state(m).items()}
             state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
         self.accel.wait_for_everyone()
         self.last_saved_step = self.global_step

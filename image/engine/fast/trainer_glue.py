@@ -1,0 +1,43 @@
+"""The fast step inside `train.Trainer`: everything the trainer needs, computed from its own fields, so that
+train.py only dispatches (several people edit train.py; the logic lives here)."""
+from __future__ import annotations
+
+import torch
+
+from .. import data
+from ..optim import build_optimizer
+from .checkpointing import plan as checkpoint_plan, unet_blocks
+from .compiled import batch_shapes
+from .options import FastDecision, decide
+from .setup import FastStep, prepare_fast
+
+
+def decide_for(cfg, *, cuda: bool, world: int, mixed: str, optimizer_name: str) -> FastDecision:
+    t = cfg.training
+    return decide(t.fast_step, tuple(t.fast_step_off), cuda=cuda, world=world, mixed=mixed, optimizer=optimizer_name)
+
+
+def prepare_for_trainer(trainer, unet, groups: list[dict]) -> FastStep:
+    """`unet` has its LoRA and is on the device; `groups` are the optimizer groups (UNet first, then the text
+    encoders' when they train). Emits one `fast_step` event saying what was done."""
+    cfg, t = trainer.cfg, trainer.cfg.training
+    options = trainer.fast_decision.options
+    cuda = trainer.device.type == "cuda"
+    checkpoint_every, checkpoint_why = None, "as configured"
+    if options.lean_checkpointing:
+        available = None
+        if cuda:
+            available = cfg.max_vram_gb or torch.cuda.get_device_properties(trainer.device).total_memory / 2**30
+        checkpoint_every, checkpoint_why = checkpoint_plan(cfg, available, len(unet_blocks(unet)))
+    shapes = batch_shapes(data.epoch_batches(trainer.samples, trainer.items, t.batch_size, t.seed, 0),
+                          [item.bucket for item in trainer.items])
+
+    def build(param_groups):
+        return build_optimizer(trainer.optimizer_name, param_groups, param_groups[0]["lr"], t.optimizer_args, cuda)
+
+    fast = prepare_fast(unet, groups, build, options, weight_dtype=trainer.weight_dtype, num_shapes=len(shapes),
+                        other_lora_modules=tuple(trainer.text_encoders) if trainer.trains_te else (),
+                        checkpoint_every=checkpoint_every)
+    trainer.events.emit("fast_step", **fast.notes, batch_shapes=sorted(list(s) for s in shapes),
+                        gradient_checkpointing=checkpoint_why)
+    return fast

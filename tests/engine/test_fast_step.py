@@ -1,0 +1,217 @@
+"""Same math: the fast training step (image/engine/fast/) computes what the plain diffusers+peft step computes.
+
+CPU, tiny UNet, seconds. From the same seed: the same loss over the first steps, the same LoRA weights after N
+steps, the same saved file (keys, shapes, metadata). fp32 levers (fused LoRA, flat optimizer, compiled UNet,
+every-n-th-block checkpointing) must agree to float rounding; bf16 weights with an fp32 master copy must agree
+with the plain bf16-autocast step as closely as that step agrees with fp32 (bf16's own noise).
+torch.compile runs with the `aot_eager` backend here: the same dynamo graphs and recompile guards as inductor,
+without the C++ code generation that takes minutes on a CI CPU (inductor on CPU: bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors import safe_open  # noqa: E402
+
+from lorarun.image.engine.fast.checkpointing import apply_checkpointing, plan, unet_blocks  # noqa: E402
+from lorarun.image.engine.fast.compiled import compile_count  # noqa: E402
+from lorarun.image.engine.fast.master import MasterWeightsOptimizer  # noqa: E402
+from lorarun.image.engine.fast.options import FastOptions, decide  # noqa: E402
+from lorarun.image.engine.fast.setup import prepare_fast  # noqa: E402
+from lorarun.image.engine.lora import add_unet_lora, lora_state_dict  # noqa: E402
+from lorarun.image.engine.step import NoiseSchedule, diffusion_loss  # noqa: E402
+from lorarun.image.engine.tiny import build_tiny  # noqa: E402
+
+from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
+
+EAGER = FastOptions(compile=False, cuda_graphs=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _unet(dtype):
+    unet = build_tiny("sd15").unet.to(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        params = add_unet_lora(unet, 4, 2)
+        with torch.no_grad():  # kohya's B starts at zero; give it values so A's gradients are not all zero
+            for name, p in unet.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05)
+    unet.train()
+    return unet, params
+
+
+def _inputs(shape=(2, 8, 8)):
+    b, h, w = shape
+    g = torch.Generator().manual_seed(hash(shape) % 1000)
+    return torch.randn(b, 4, h, w, generator=g), torch.randn(b, 77, 32, generator=g)
+
+
+def _train(fast: FastOptions | None, dtype=torch.float32, steps=4, shapes=((2, 8, 8),), lr=1e-3):
+    """`steps` optimizer steps, cycling through `shapes`; returns (losses, LoRA state at full precision, unet)."""
+    unet, params = _unet(dtype)
+    groups = [{"params": params, "lr": lr}]
+    build = lambda g: torch.optim.AdamW(g, lr=lr)  # noqa: E731
+    if fast is None:
+        net, opt, clip, full = unet, build(groups), params, (lambda sd: sd)
+    else:
+        prepared = prepare_fast(unet, groups, build, fast, weight_dtype=dtype, num_shapes=len(shapes))
+        net, opt, clip, full = prepared.unet, prepared.optimizer, prepared.clip_params, prepared.full_precision
+    schedule, gen = NoiseSchedule.kohya("cpu"), torch.Generator().manual_seed(1)
+    batches = [_inputs(s) for s in shapes]
+    losses = []
+    for i in range(steps):
+        lat, enc = batches[i % len(batches)]
+        autocast = torch.autocast("cpu", dtype=dtype) if fast is None and dtype != torch.float32 else None
+        loss = diffusion_loss(net, lat, enc, None, None, schedule, gen, weight_dtype=dtype, autocast=autocast)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, {k: v.detach().float().clone() for k, v in full(lora_state_dict(unet)).items()}, unet
+
+
+def _update_gap(a: dict, b: dict, start: dict) -> float:
+    """‖Δa − Δb‖ / ‖Δb‖ over all LoRA tensors, Δ = weights after training − weights before."""
+    num = sum(((a[k] - start[k]) - (b[k] - start[k])).pow(2).sum() for k in b).sqrt()
+    return float(num / sum((b[k] - start[k]).pow(2).sum() for k in b).sqrt())
+
+
+def test_fp32_levers_compute_the_plain_step():
+    plain_losses, plain, _ = _train(None)
+    unets = []
+    for options in (EAGER, EAGER.without("flat_optimizer"), EAGER.without("fused_lora")):
+        losses, weights, unet = _train(options)
+        unets.append(unet)
+        assert losses == pytest.approx(plain_losses, rel=1e-5)
+        assert weights.keys() == plain.keys()
+        for key in plain:
+            assert weights[key].shape == plain[key].shape
+            assert torch.allclose(weights[key], plain[key], atol=1e-5, rtol=1e-4), key
+    # the fused forward is in place and the flat layout holds: the LoRA weights are views of one tensor
+    lora_params = [p for n, p in unets[0].named_parameters() if "lora_" in n]
+    assert len({p.untyped_storage().data_ptr() for p in lora_params}) == 1
+    assert sum(hasattr(m, "_peft_forward") for m in unets[0].modules()) > 0
+
+
+def test_bf16_weights_with_fp32_master_stay_within_bf16_noise():
+    _, start, _ = _train(None, steps=0)
+    _, fp32, _ = _train(None, steps=5)
+    plain_losses, plain_bf16, _ = _train(None, torch.bfloat16, steps=5)
+    fast_losses, fast_bf16, unet = _train(EAGER, torch.bfloat16, steps=5)
+    assert fast_losses == pytest.approx(plain_losses, rel=2e-2)
+    noise = _update_gap(plain_bf16, fp32, start)  # how far bf16 autocast already is from fp32
+    assert _update_gap(fast_bf16, plain_bf16, start) <= 1.5 * noise + 0.02
+    assert _update_gap(fast_bf16, fp32, start) <= 1.5 * noise + 0.02
+    # the model holds bf16 LoRA weights (no casts in the step); the saved state is the fp32 master
+    assert {p.dtype for n, p in unet.named_parameters() if "lora_" in n} == {torch.bfloat16}
+    assert {v.dtype for v in fast_bf16.values()} == {torch.float32}
+
+
+@pytest.mark.slow
+def test_compiled_unet_same_math_and_one_compile_per_bucket_shape():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    shapes = ((2, 8, 8), (1, 8, 12))  # two buckets, alternating: the second round must not compile again
+    plain_losses, plain, _ = _train(None, steps=4, shapes=shapes)
+    before = compile_count()
+    losses, weights, _ = _train(FastOptions(cuda_graphs=False, compile_backend="aot_eager"), steps=4, shapes=shapes)
+    assert compile_count() - before == len(shapes)
+    assert losses == pytest.approx(plain_losses, rel=1e-4)
+    for key in plain:
+        assert torch.allclose(weights[key], plain[key], atol=1e-5, rtol=1e-4), key
+    torch._dynamo.reset()
+
+
+def test_checkpointing_every_nth_block_is_the_same_math():
+    _, plain, _ = _train(None, steps=2)
+    unet, _ = _unet(torch.float32)
+    assert apply_checkpointing(unet, 2) == len(range(0, len(unet_blocks(unet)), 2))
+    flags = [any(getattr(m, "gradient_checkpointing", False) for m in b.modules()) for b in unet_blocks(unet)]
+    assert flags == [i % 2 == 0 for i in range(len(flags))]
+    _, lean, _ = _train(EAGER, steps=2)  # lean checkpointing is off on the CPU (no memory limit)
+    for key in plain:
+        assert torch.allclose(lean[key], plain[key], atol=1e-5, rtol=1e-4)
+
+
+def test_checkpointing_plan_follows_the_memory_estimate():
+    from lorarun.image.engine_config import EngineConfig
+
+    cfg = EngineConfig.from_dict({"job_id": "j", "output_dir": "o", "output_name": "n",
+                                  "model": {"family": "sdxl", "base": "x"}, "dataset": {"resolution": 1024},
+                                  "training": {"batch_size": 4, "gradient_checkpointing": True,
+                                               "network_train_unet_only": True}})
+    assert plan(cfg, 80.0, 7)[0] == 0  # fits an 80 GB card without: the asked-for checkpointing is skipped
+    assert plan(cfg, None, 7)[0] == 0
+    every, why = plan(cfg, 40.0, 7)  # ~46 GB without, ~37 with all blocks: some blocks
+    assert every in (2, 3, 4, 1) and "every" in why
+    assert plan(cfg, 10.0, 7)[0] == 1
+
+
+def test_master_optimizer_state_round_trips():
+    _, _, unet = _train(EAGER, torch.bfloat16, steps=2)
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    opt = MasterWeightsOptimizer([{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
+                                 master=True, flat=True, dtype=torch.bfloat16)
+    opt.inner.param_groups[0]["params"][0].add_(0.125)
+    saved = opt.state_dict()
+    other = MasterWeightsOptimizer([{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
+                                   master=True, flat=True, dtype=torch.bfloat16)
+    other.load_state_dict(saved)
+    assert torch.equal(other.inner.param_groups[0]["params"][0], opt.inner.param_groups[0]["params"][0])
+    with pytest.raises(RuntimeError, match="different training step"):
+        other.load_state_dict(torch.optim.AdamW(params).state_dict())
+    sched = torch.optim.lr_scheduler.LambdaLR(other, lambda s: 0.5)
+    assert other.param_groups[0]["lr"] == pytest.approx(5e-4) and sched.get_last_lr() == [5e-4]
+
+
+def test_decision_rules():
+    assert decide("auto", (), cuda=True, world=1, mixed="bf16", optimizer="AdamW").options == FastOptions()
+    assert decide("auto", (), cuda=False, world=1, mixed="no", optimizer="AdamW").options is None
+    assert decide("auto", (), cuda=True, world=2, mixed="bf16", optimizer="AdamW").options is None
+    assert decide("on", (), cuda=True, world=1, mixed="fp16", optimizer="AdamW").options is None
+    assert decide("off", (), cuda=True, world=1, mixed="bf16", optimizer="AdamW").options is None
+    cpu = decide("on", ("compile",), cuda=False, world=1, mixed="no", optimizer="Adafactor").options
+    assert cpu.active() == ["fused_lora", "lean_checkpointing"]
+
+
+@pytest.mark.slow
+def test_engine_run_fast_vs_plain_same_losses_and_same_file(tmp_path, dataset, asset_cache):
+    """The whole engine (text encoder trained too) with fast_step on (CPU: fp32, fused LoRA + flat optimizer,
+    compile off) and off: same step losses, same file keys, shapes, metadata keys and (to rounding) values."""
+    runs = {}
+    for mode in ("off", "on"):
+        tmp = tmp_path / mode
+        tmp.mkdir()
+        cfg = engine_config(tmp, dataset, "sd15", sample={"grid_strengths": [], "grid_seeds": []},
+                            training={"fast_step": mode, "fast_step_off": ["compile"], "save_every_n_epochs": None})
+        result = run_engine(write_config(tmp, cfg))
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[mode] = (read_events(tmp / "out"), tmp / "out" / "tiny.safetensors")
+    (plain_events, plain_file), (fast_events, fast_file) = runs["off"], runs["on"]
+    assert next(e for e in fast_events if e["event"] == "started")["fast_step"].startswith("fast step:")
+    fast_note = next(e for e in fast_events if e["event"] == "fast_step")
+    assert fast_note["fused_lora_layers"] > 0 and "compile" not in fast_note["levers"]
+    assert not any(e["event"] == "fast_step" for e in plain_events)
+    plain_losses = [e["loss"] for e in plain_events if e["event"] == "step"]
+    fast_losses = [e["loss"] for e in fast_events if e["event"] == "step"]
+    assert len(fast_losses) == len(plain_losses) > 0
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-4, abs=1e-6)
+    with safe_open(str(plain_file), "pt") as a, safe_open(str(fast_file), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        assert set(a.metadata()) == set(b.metadata())
+        for key in a.keys():
+            x, y = a.get_tensor(key), b.get_tensor(key)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            assert torch.allclose(x.float(), y.float(), atol=2e-3, rtol=1e-2), key
