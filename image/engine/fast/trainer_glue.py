@@ -14,6 +14,8 @@ from .setup import FastStep, prepare_fast
 
 def decide_for(cfg, *, cuda: bool, world: int, mixed: str, optimizer_name: str) -> FastDecision:
     t = cfg.training
+    if cfg.model.family not in ("sd15", "sdxl"):  # Flux has its own trainer and step (image/engine/flux/)
+        return FastDecision(None, f"plain step: the fast step covers the SD1.5/SDXL UNet, not {cfg.model.family}")
     return decide(t.fast_step, tuple(t.fast_step_off), cuda=cuda, world=world, mixed=mixed, optimizer=optimizer_name)
 
 
