@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .lease import (DEADLINE_ENV, FINISH_ALLOWANCE, effective_deadline, parse_deadline, renewed_lease,
+                    training_finished, watchdog_main)
 from .self_destroy import (  # noqa: F401 - read_proc_environ, lookup_env, HttpResult are used by callers too
     PROC1_ENVIRON,
     HttpFn,
@@ -84,6 +86,9 @@ class AgentConfig:
     self_destruct: SelfDestroyConfig | None = None
     heartbeat_file: str = "heartbeat"  # relative to the job folder
     stop_timeout: float = 300.0  # SIGTERM → SIGKILL: saving a large checkpoint on a slow disk takes a while
+    # The instance's hard deadline (LORARUN_DEADLINE, from the budget): the working lease, however renewed, never
+    # goes past it (image/lease.py). None: taken from the environment, else the working lease alone.
+    hard_deadline: float | None = None
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -118,6 +123,8 @@ class AgentConfig:
                 tuple(str(a) for a in data.get("self_destruct_fallback") or ()))  # older agent.json files
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
         known["lease_deadline"] = float(known["lease_deadline"])
+        if known.get("hard_deadline") is not None:
+            known["hard_deadline"] = float(known["hard_deadline"])
         return cls(**known)
 
     @classmethod
@@ -256,6 +263,8 @@ class Agent:
         self._state = _State()
         self._engine: subprocess.Popen | None = None
         self._stop_requested = False
+        self._hard: float | None = config.hard_deadline
+        self._finishing_noted = False
 
     # -- entry points -------------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -280,8 +289,33 @@ class Agent:
             return 0
         return self._grace_then_leave(outcome)
 
+    def _hard_deadline(self) -> float | None:
+        if self.config.hard_deadline is not None:
+            return self.config.hard_deadline
+        return parse_deadline(lookup_env(DEADLINE_ENV, self.environ, self.proc_environ))
+
+    def _lease_deadline(self) -> float:
+        """The working lease as the controller last renewed it (the `lease` file), capped by the hard deadline."""
+        return effective_deadline(self.config.lease_deadline, renewed_lease(self.job_dir), self._hard)
+
+    def _lease_passed(self) -> bool:
+        """Past the lease, unless training already finished: then the final save and the samples go on (up to
+        FINISH_ALLOWANCE past the deadline), because cutting them loses what the user already paid for."""
+        now, deadline = self.clock.now(), self._lease_deadline()
+        if now < deadline:
+            return False
+        if training_finished(self.events_path) and now < deadline + FINISH_ALLOWANCE:
+            if not self._finishing_noted:
+                self._finishing_noted = True
+                self._event("lease_passed_finishing", lease_deadline=deadline,
+                            message="lease passed after training finished: the final save and samples go on")
+                self._set(message="lease passed after training finished; saving and sampling go on")
+            return False
+        return True
+
     def _train(self) -> str:
-        if self.clock.now() >= self.config.lease_deadline:
+        self._hard = self._hard_deadline()
+        if self.clock.now() >= self._lease_deadline():
             # Started after its own lease (a late retry, a clock jump): never start paying for training.
             self._event(LEASE_EXPIRED, lease_deadline=self.config.lease_deadline, engine_started=False)
             self._set(phase=LEASE_EXPIRED, outcome=LEASE_EXPIRED, message="lease already over; engine not started")
@@ -342,8 +376,8 @@ class Agent:
                 return self._engine_exited(code, self._classify_exit(code))
             if self._stop_requested:
                 return self._engine_exited(self._stop_engine("agent asked to stop"), STOPPED)
-            if self.clock.now() >= self.config.lease_deadline:
-                self._event(LEASE_EXPIRED, lease_deadline=self.config.lease_deadline, engine_started=True)
+            if self._lease_passed():
+                self._event(LEASE_EXPIRED, lease_deadline=self._lease_deadline(), engine_started=True)
                 self._set(phase=LEASE_EXPIRED, message="lease passed: stopping the engine (it saves a checkpoint)")
                 return self._engine_exited(self._stop_engine("lease expired"), LEASE_EXPIRED)
             self._refresh()
@@ -447,7 +481,7 @@ class Agent:
         write_json_atomic(self.job_dir / STATUS_FILE, {
             "job_id": self.config.job_id, "agent_pid": os.getpid(), "phase": s.phase, "outcome": s.outcome,
             "engine_pid": s.engine_pid, "engine_exit_code": s.engine_exit_code,
-            "lease_deadline": self.config.lease_deadline, "grace_until": s.grace_until,
+            "lease_deadline": self._lease_deadline(), "hard_deadline": self._hard, "grace_until": s.grace_until,
             "updated": round(now, 3), "message": s.message,
         })
         s.last_write = now
@@ -500,6 +534,9 @@ def running_agent_pid(job_dir: Path, proc: Path = Path("/proc")) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["watchdog"]:  # started by the image at boot: the lease before any controller arrives
+        return watchdog_main(argv[1:])
     parser = argparse.ArgumentParser(prog="lorarun-agent", description=__doc__.splitlines()[0])
     parser.add_argument("--job-dir", type=Path, default=Path.cwd(), help="the job's remote folder (holds agent.json)")
     args = parser.parse_args(argv)

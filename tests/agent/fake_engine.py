@@ -3,7 +3,10 @@
 It keeps the engine's contract with the agent: JSON-line events appended to `<output_dir>/events.jsonl`, and on
 SIGTERM it saves a "checkpoint", writes `stopped` and exits 0.
 
-    fake_engine.py --output-dir D --mode finish|fail|hang [--ignore-term] [--env-report FILE]
+    fake_engine.py --output-dir D --mode finish|fail|hang|sample [--ignore-term] [--env-report FILE]
+
+`sample`: reports its last training step at once, then "renders samples" until the file `release` appears in
+the output folder (SIGTERM: stopped), then saves the final LoRA and reports `finished`.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def emit(output_dir: Path, event: str, **fields) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--mode", choices=("finish", "fail", "hang"), required=True)
+    parser.add_argument("--mode", choices=("finish", "fail", "hang", "sample"), required=True)
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (to test the SIGKILL fallback)")
     parser.add_argument("--env-report", type=Path, help="write the names of the environment variables here")
     args = parser.parse_args()
@@ -52,6 +55,14 @@ def main() -> int:
         (out / "lora.safetensors").write_bytes(b"final")
         emit(out, "finished", path="lora.safetensors")
         return 0
+    if args.mode == "sample":
+        emit(out, "step", step=2, total_steps=2, loss=0.25, lr=1e-4, it_s=3.0)
+        while not stop and not (out / "release").exists():
+            time.sleep(0.01)
+        if not stop:
+            (out / "lora.safetensors").write_bytes(b"final")
+            emit(out, "finished", path="lora.safetensors")
+            return 0
     while not stop:
         time.sleep(0.01)
     (out / "last.safetensors").write_bytes(b"checkpoint")
