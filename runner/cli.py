@@ -22,8 +22,25 @@ app = typer.Typer(
 )
 
 
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"lorarun {version('lorarun')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "lorarun (not installed: version unknown)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                       callback=_print_version)) -> None:
     """Options common to every command (`--debug` is read in `main`, before typer runs)."""
 
 

@@ -1,10 +1,24 @@
 """The two rich consoles: results on stdout, progress and messages on stderr (so `--json` stays clean)."""
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 
-console = Console(soft_wrap=True)  # long paths must stay copy-pastable, never wrapped
-err_console = Console(stderr=True, soft_wrap=True)
+# Output that goes to a file or a pipe has no width: rich would assume 80 columns and cut tables ("tra…", ids broken
+# over two lines). There, tables get the room they need (COLUMNS still wins when set).
+PIPE_WIDTH = 200
+
+
+def _width(stream) -> int | None:
+    if os.environ.get("COLUMNS") or (hasattr(stream, "isatty") and stream.isatty()):
+        return None  # rich reads the terminal (or COLUMNS) itself
+    return PIPE_WIDTH
+
+
+console = Console(soft_wrap=True, width=_width(sys.stdout))  # long paths must stay copy-pastable, never wrapped
+err_console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 
 
 def money(dollars: float | None) -> str:

@@ -51,7 +51,7 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
     for column in columns:
         # GPU names stay on one line (a wrapped "RTX / 4090" reads as two cards); numbers give way first.
         table.add_column(column, justify="left" if column in ("provider", "GPU") else "right",
-                         no_wrap=column in ("GPU", "total $"))
+                         no_wrap=column in ("GPU", "total $"), min_width=len(column))  # headers never cut ("tra…")
     for i, e in enumerate(fitting, 1):
         table.add_row(str(i), *_cells(e, several))
     console.print(table)

@@ -121,7 +121,12 @@ def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, A
         "gpu": job_summary.get("gpu"),
         "price_per_hour": job_summary.get("price_per_hour"),
         "cost": _cost(job_summary),
-        "timings": {k: v for k, v in (job_summary.get("timings") or {}).items() if isinstance(v, (int, float))},
+        # Durations only; sizes and rates (upload_bytes, seconds_per_step) are quantities of their own.
+        "timings": {k: v for k, v in (job_summary.get("timings") or {}).items()
+                    if isinstance(v, (int, float)) and not k.endswith("_bytes") and k != "seconds_per_step"},
+        "transfer": {k: v for k, v in (job_summary.get("timings") or {}).items()
+                     if isinstance(v, (int, float)) and k.endswith("_bytes")},
+        "seconds_per_step": (job_summary.get("timings") or {}).get("seconds_per_step"),
         "training": _training(events, points),
         "files": files,
         "verified": all(f["ok"] for f in files) if files and all(f["ok"] is not None for f in files) else None,
@@ -166,6 +171,9 @@ def fmt_timing(name: str, value: float) -> str:
     return fmt_duration(value)
 
 
+TRANSFER_LABELS = {"upload_bytes": "Uploaded", "download_bytes": "Downloaded"}
+
+
 def _facts(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     t, c = r["training"], r["cost"]
     diff = c["difference_fraction"]
@@ -177,7 +185,9 @@ def _facts(r: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("GPU", f"{r['gpu'] or '–'} at {fmt_money(r['price_per_hour'])}/h"),
         ("Cost", f"{fmt_money(c['actual'])} actual, {fmt_money(c['predicted'])} predicted" +
          (f" ({diff:+.0%})" if diff is not None else "")),
-        ("Steps", f"{t['steps'] if t['steps'] is not None else '–'} of {t['total_steps'] or '–'}"),
+        ("Steps", f"{t['steps'] if t['steps'] is not None else '–'} of {t['total_steps'] or '–'}" +
+         (f", {r['seconds_per_step']:.3f} s/step" if isinstance(r.get("seconds_per_step"), (int, float)) else "")),
+        *[(TRANSFER_LABELS.get(name, name), fmt_bytes(value)) for name, value in (r.get("transfer") or {}).items()],
         ("Final loss", "–" if loss is None else
          f"{loss:.4f} (mean of the last tenth {t['final_loss_mean_last_10pct']:.4f})"),
         ("Verified", {True: "every file matches its sha256 and loads", False: "PROBLEMS, see the files table",

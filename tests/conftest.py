@@ -51,8 +51,8 @@ def lorarun_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("LORARUN_HOME", str(home))
     for var in ("VAST_API_KEY", "RUNPOD_API_KEY", "VAST_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LORARUN_CONFIG", str(home / "user-config.toml"))  # never the developer's own defaults  # hub ids are checked against the cache only; tests use a fake hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub ids are checked against the cache only; tests use a fake hub
+    monkeypatch.setenv("LORARUN_CONFIG", str(home / "user-config.toml"))  # never the developer's own defaults
     return home
 
 

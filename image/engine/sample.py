@@ -9,8 +9,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from .grid import compose_grid
 from .lora import set_lora_strength
 
 
@@ -60,15 +61,7 @@ def render_grid(model, cfg, prompt: str, path: Path, lora_modules: list, device,
                 cells[r][c] = _render(pipe, prompt, cfg, seed, device, autocast_dtype)
     finally:
         set_lora_strength(lora_modules, 1.0)
-    w, h = cells[0][0].size
-    label_h = 14
-    grid = Image.new("RGB", (w * len(strengths), label_h + h * len(seeds)), "white")
-    draw = ImageDraw.Draw(grid)
-    for c, strength in enumerate(strengths):
-        draw.text((c * w + 2, 1), f"{strength:g}", fill="black")
-        for r in range(len(seeds)):
-            grid.paste(cells[r][c], (c * w, label_h + r * h))
-    _save_png(grid, path)
+    _save_png(compose_grid(cells, strengths, seeds, prompt), path)
     return path
 
 

@@ -58,12 +58,26 @@ def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
 def format_event(event: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("t", 0) or 0)))
     kind = event.get("event", "?")
-    details = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in ("t", "event"))
+    details = " ".join(f"{k}={_short(v, k)}" for k, v in event.items() if k not in ("t", "event"))
     return f"{stamp} {kind:<11} {details}"
 
 
-def _short(value) -> str:
+TIME_FIELDS = ("deadline", "_at", "_until", "expires")
+
+
+def _short(value, key: str = "") -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(TIME_FIELDS) \
+            and 1e9 <= value < 1e11:  # unix seconds: shown as the local clock time the user lives in
+        return local_time(value)
     if isinstance(value, float):
         return f"{value:.4g}"
     text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def local_time(epoch: float) -> str:
+    """`14:03:07` today, `2026-11-30 14:03` on another day: local time, never a raw epoch."""
+    when = time.localtime(epoch)
+    if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", when)
+    return time.strftime("%Y-%m-%d %H:%M", when)

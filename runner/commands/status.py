@@ -26,7 +26,8 @@ def status(job_id: str = typer.Argument(None, help="A job id (a unique prefix is
         return
     table = Table(title=f"jobs under {store.jobs_dir}", title_justify="left")
     for column in ("job", "name", "provider", "phase", "instance", "started", "message"):
-        table.add_column(column, overflow="fold")
+        # Ids and times stay whole (a broken id cannot be pasted into `lorarun attach`); the message gives way.
+        table.add_column(column, overflow="fold", no_wrap=column != "message", min_width=len(column))
     for state in states:
         table.add_row(state.job_id, state.name, state.provider, _phase(state), _instance(state),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(state.created_at)), state.message[:80])

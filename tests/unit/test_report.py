@@ -42,6 +42,7 @@ def test_report_json_has_the_facts(tmp_path):
     assert r["cost"]["predicted"] == 0.10 and r["cost"]["actual"] == 0.12
     assert abs(r["cost"]["difference_fraction"] - 0.2) < 1e-9
     assert r["timings"]["training"] == 754.0
+    assert "upload_bytes" not in r["timings"] and r["transfer"] == {"upload_bytes": 2_500_000}
     t = r["training"]
     assert (t["steps"], t["total_steps"], t["epochs"], t["engine_outcome"]) == (40, 40, 3, "finished")
     assert t["final_loss"] == 1.0 / 40
@@ -57,7 +58,10 @@ def test_markdown_is_short_and_flags_problems(tmp_path):
     md = md_path.read_text()
     assert md.startswith("# LoRA job demo-1a2b3c — demo")
     assert "| Cost | $0.12 actual, $0.10 predicted (+20%) |" in md
-    assert "| training | 12 min 34 s |" in md and "| upload_bytes | 2.4 MB |" in md
+    assert "| training | 12 min 34 s |" in md
+    # Sizes and rates are not timings (#12.7): upload_bytes is a fact of its own, s/step beside the steps.
+    assert "| Uploaded | 2.4 MB |" in md and "upload_bytes" not in md and "| seconds_per_step" not in md
+    assert "0.410 s/step" in md
     assert "264 tensors, dim 32, alpha 16" in md
     assert "ERROR: sha256 mismatch" in md
     assert "![sample grid](samples/grid-000040.png)" in md
