@@ -21,6 +21,7 @@ from lorarun.image.memory import config_memory_keys, estimate_vram_gb, ram_neede
 from lorarun.provider_adapters.base import Offer
 
 from .calibration import Calibration, StepOptions, gpu_key, load_calibration
+from .flux_files import local_files as flux_local_files
 from .spec import Resources, JobSpec
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
@@ -145,6 +146,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     options = StepOptions(gradient_checkpointing=t.gradient_checkpointing,
                           trains_text_encoder=trains_te, mixed_precision=t.mixed_precision)
     download_gb, upload_bytes = _model_transfer(spec, cal.family(family).model_gb)
+    upload_bytes += sum(_folder_bytes(p) for p in flux_local_files(spec).values())  # flux.transformer, t5xxl, …
     dataset_bytes = _folder_bytes(spec.dataset_dir) + (_folder_bytes(spec.reg_dir) if spec.reg_dir else 0)
     sample_images = _sample_images(len(s.prompts), epochs, s.every_n_epochs, len(s.grid_strengths) *
                                    len(s.grid_seeds))

@@ -23,6 +23,7 @@ from lorarun.image.self_destroy import SelfDestroyConfig
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
 
+from . import flux_files
 from .console import err_console, money
 from .errors import Interrupted, PipelineError, TeardownUnconfirmed
 from .monitor import JobMonitor
@@ -351,6 +352,8 @@ class Pipeline:
                 transport.put_file(local_model, layout.path("model", local_model.name))
             engine_cfg = dataclasses.replace(
                 engine_cfg, model=dataclasses.replace(engine_cfg.model, base=layout.path("model", local_model.name)))
+        engine_cfg = flux_files.upload(spec, engine_cfg, transport, layout,
+                                       lambda line: err_console.print(line, highlight=False))
         job_dir = self.store.job_dir(run.state.job_id)
         engine_cfg.write(job_dir / "engine_config.json")
         transport.put_file(job_dir / "engine_config.json", layout.engine_config)

@@ -16,6 +16,7 @@ from lorarun.image.ranges import RANGES, TOTAL_STEPS, out_of_range, range_proble
 from lorarun.image.schema import ConfigError
 
 from .errors import InvalidJob, SpecError, UserInputError
+from .flux_files import flux_problems
 from .hub_check import check_hub_model
 from .prerent import machine_for, machine_problems
 from .spec import JobSpec, load_job
@@ -77,7 +78,9 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
     except UserInputError as exc:
         problems.extend(getattr(exc, "problems", None) or [str(exc)])
     if not spec_problems:  # the machine checks read the spec's numbers: only on sane ones
-        problems += machine_problems(spec, machine_for(spec.resources.provider))
+        machine = machine_for(spec.resources.provider)
+        problems += machine_problems(spec, machine)
+        problems += flux_problems(spec, machine.cuda)
     dir_problem = output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
     if dir_problem:
         problems.append(dir_problem if out is not None else f"{spec.source}: {dir_problem}")

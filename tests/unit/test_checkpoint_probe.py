@@ -165,3 +165,13 @@ def test_validate_holds_sd2_files_against_the_v2_flag(tmp_path):
     write_safetensors(tmp_path / "sd1.safetensors", SD1)
     job = validate_job(_job_with_base(tmp_path, "./sd1.safetensors"))
     assert job.spec.model.family == "sd15"
+
+
+def test_validate_takes_a_flux_transformer_file_and_holds_it_against_the_flavour(tmp_path):
+    write_safetensors(tmp_path / "flux1-schnell.safetensors", FLUX_BFL[:3])  # transformer only, no guidance_in
+    schnell = "\n  family: flux\nflux:\n  flavour: schnell\n  quantization: bf16"
+    job = validate_job(_job_with_base(tmp_path, "./flux1-schnell.safetensors", schnell))
+    assert job.spec.model.family == "flux" and job.spec.flux.flavour == "schnell"
+    with pytest.raises(SpecError, match="flux1-schnell.safetensors has no guidance input .* set flux.flavour: "
+                                        "schnell"):
+        validate_job(_job_with_base(tmp_path, "./flux1-schnell.safetensors", "\n  family: flux"))
