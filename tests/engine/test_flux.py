@@ -202,3 +202,33 @@ def test_timestep_sampling_matches_kohya_formulas():
                  generator=torch.Generator().manual_seed(3), device="cpu")
     mu = torch.exp(torch.tensor(1.15))
     torch.testing.assert_close(t, mu / (mu + (1 / s - 1)))
+
+
+def test_flow_step_for_dev_and_schnell():
+    """One flow-matching step on the tiny model for every timestep sampling: the LoRA gets gradients; dev's guidance
+    value reaches the transformer (a different value changes the loss), schnell runs without one; the T5 mask path
+    runs."""
+    from lorarun.image.engine.flux.step import flow_loss
+    from lorarun.image.engine.flux.tiny import build_tiny_flux
+
+    latents, t5, pooled = torch.randn(2, 16, 8, 8), torch.randn(2, 6, 32), torch.randn(2, 32)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+
+    def loss(transformer, guidance, sampling, m=None):
+        return flow_loss(transformer, latents, t5, pooled, m, None, torch.Generator().manual_seed(5),
+                         sampling=sampling, shift=3.1582, sigmoid_scale=1.0, guidance=guidance)
+
+    dev = build_tiny_flux("dev").transformer
+    params = add_flux_lora(dev, 4, 4.0, "all")
+    for p in params:  # lora_B starts at zero: give the adapters a value so gradients reach lora_A too
+        torch.nn.init.normal_(p, std=0.02)
+    schnell = build_tiny_flux("schnell").transformer
+    assert schnell.config.guidance_embeds is False
+    for sampling in ("shift", "sigmoid", "uniform", "sigma", "flux_shift"):
+        for p in params:
+            p.grad = None
+        value = loss(dev, 1.0, sampling, mask)
+        value.backward()
+        assert torch.isfinite(value) and all(p.grad is not None for p in params), sampling
+        assert not torch.allclose(loss(dev, 1.0, sampling), loss(dev, 3.5, sampling))
+        assert torch.isfinite(loss(schnell, None, sampling))
