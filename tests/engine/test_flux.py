@@ -232,3 +232,51 @@ def test_flow_step_for_dev_and_schnell():
         assert torch.isfinite(value) and all(p.grad is not None for p in params), sampling
         assert not torch.allclose(loss(dev, 1.0, sampling), loss(dev, 3.5, sampling))
         assert torch.isfinite(loss(schnell, None, sampling))
+
+
+def test_shipped_flux_configs_build_the_published_architectures():
+    """The configs single files are built with: FLUX.1's parameter counts (engine.md §6: transformer 11,901,408,320;
+    T5-XXL encoder 4,762,310,656; CLIP-L 123,060,480); schnell has no guidance input."""
+    from diffusers import FluxTransformer2DModel
+    from transformers import AutoConfig, CLIPTextModel, T5EncoderModel
+
+    from lorarun.image.engine.flux.models import config_dir
+
+    folder = str(config_dir("dev"))
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(folder,
+                                                                                            subfolder="transformer"))
+        clip = CLIPTextModel(AutoConfig.from_pretrained(folder, subfolder="text_encoder"))
+        t5 = T5EncoderModel(AutoConfig.from_pretrained(folder, subfolder="text_encoder_2"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(transformer), count(t5), count(clip)) == (11_901_408_320, 4_762_310_656, 123_060_480)
+    assert FluxTransformer2DModel.load_config(str(config_dir("schnell")), subfolder="transformer")[
+        "guidance_embeds"] is False
+
+
+def test_single_file_text_encoders_load_comfyui_style_files(tmp_path):
+    """clip_l.safetensors keeps transformers' old `text_model.` level; t5xxl files have no tied embed_tokens."""
+    from lorarun.image.engine.flux.models import _load_text_encoder
+    from lorarun.image.engine.flux.tiny import build_tiny_flux
+    from lorarun.image.schema import ConfigError
+
+    clip, t5 = build_tiny_flux("dev").text_encoders
+    clip.config.save_pretrained(tmp_path / "configs" / "text_encoder")
+    t5.config.save_pretrained(tmp_path / "configs" / "text_encoder_2")
+    save_file({"text_model." + k: v.contiguous() for k, v in clip.state_dict().items()},
+              str(tmp_path / "clip_l.safetensors"))
+    save_file({k: v.contiguous() for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
+              str(tmp_path / "t5.safetensors"))
+    configs = str(tmp_path / "configs")
+    loaded_clip = _load_text_encoder("unused/repo", configs, "text_encoder", str(tmp_path / "clip_l.safetensors"),
+                                     "clip", None)
+    loaded_t5 = _load_text_encoder("unused/repo", configs, "text_encoder_2", str(tmp_path / "t5.safetensors"),
+                                   "t5", None)
+    ids = torch.tensor([[49406, 320, 1125, 49407]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded_clip(ids).pooler_output.float(), clip(ids).pooler_output,
+                                   rtol=0.05, atol=0.05)
+        t5_ids = torch.tensor([[4, 5, 6, 1]])
+        torch.testing.assert_close(loaded_t5(t5_ids)[0].float(), t5(t5_ids)[0], rtol=0.05, atol=0.05)
+    with pytest.raises(ConfigError, match="not a CLIP text encoder for Flux"):
+        _load_text_encoder("unused/repo", configs, "text_encoder", str(tmp_path / "t5.safetensors"), "clip", None)

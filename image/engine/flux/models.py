@@ -5,6 +5,10 @@ Where the parts come from (first match wins):
 - a diffusers folder or hub id in `model.base` → every part from its subfolders;
 - a single-file `model.base` (BFL's `flux1-dev.safetensors` is the transformer alone) → the transformer from that
   file, the other parts from `flux.clip_l` / `flux.t5xxl` / `flux.ae` files or the flavour's hub repository;
+  single files are built from the configs we ship (`image/assets/configs/flux-{dev,schnell}/`, FLUX.1's published
+  configs; parameter counts checked in the tests), so a job made of single files does not need the gated FLUX.1
+  repository: the CLIP tokenizer comes from the shipped BPE, the T5 one from `google/t5-v1_1-xxl` (not gated;
+  FLUX.1's tokenizer_2 is that vocabulary);
 - `flux.transformer` (a fine-tune shipped as a transformer only, e.g. Dev2Pro) replaces the transformer either way.
 
 Quantised bases (`flux.quantization` int8 / nf4) load the transformer, and T5 for caching, through bitsandbytes
@@ -22,6 +26,14 @@ from ...flux_config import FLAVOUR_REPOS, FluxConfig
 from ...schema import ConfigError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt")
+T5_TOKENIZER_REPO = "google/t5-v1_1-xxl"
+
+
+def config_dir(flavour: str) -> Path:
+    """The shipped diffusers configs of a flavour (krea is dev's architecture)."""
+    from ..tokenizer import ASSETS
+
+    return ASSETS / "configs" / ("flux-schnell" if flavour == "schnell" else "flux-dev")
 
 
 @dataclass
@@ -100,18 +112,26 @@ def load_flux(mcfg: ModelConfig, fcfg: FluxConfig) -> FluxModel:
         parts = build_tiny_flux(fcfg.flavour)
         return FluxModel("flux", parts.transformer, parts.vae, parts.text_encoders, parts.tokenizers,
                          parts.scheduler, key=f"{base}:{fcfg.flavour}@1")
-    source = FLAVOUR_REPOS[fcfg.flavour] if is_single_file(base) else base
-    transformer_ref = fcfg.transformer or (base if is_single_file(base) else None)
-    transformer = _load_transformer(source, transformer_ref, fcfg)
-    vae = _load_ae(source, fcfg.ae)
-    clip = _load_text_encoder(source, "text_encoder", fcfg.clip_l, "clip", None)
-    t5 = _load_text_encoder(source, "text_encoder_2", fcfg.t5xxl, "t5", _transformers_quant(fcfg))
+    single = is_single_file(base)
+    source = FLAVOUR_REPOS[fcfg.flavour] if single else base  # where parts not given as files come from
+    configs = str(config_dir(fcfg.flavour)) if single else source  # the configs single files are built with
+    transformer_ref = fcfg.transformer or (base if single else None)
+    transformer = _load_transformer(source, configs, transformer_ref, fcfg)
+    vae = _load_ae(source, configs, fcfg.ae)
+    clip = _load_text_encoder(source, configs, "text_encoder", fcfg.clip_l, "clip", None)
+    t5 = _load_text_encoder(source, configs, "text_encoder_2", fcfg.t5xxl, "t5", _transformers_quant(fcfg))
     from diffusers import FlowMatchEulerDiscreteScheduler
     from transformers import CLIPTokenizer, T5TokenizerFast
 
-    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
-                  T5TokenizerFast.from_pretrained(source, subfolder="tokenizer_2")]
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(source, subfolder="scheduler")
+    if single:
+        from ..tokenizer import load_tokenizer
+
+        tokenizers = [load_tokenizer("clip_l"), T5TokenizerFast.from_pretrained(T5_TOKENIZER_REPO,
+                                                                                model_max_length=512)]
+    else:
+        tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+                      T5TokenizerFast.from_pretrained(source, subfolder="tokenizer_2")]
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(configs, subfolder="scheduler")
     key = "|".join(_ref_key(r) for r in (source, transformer_ref, fcfg.clip_l, fcfg.t5xxl, fcfg.ae))
     return FluxModel("flux", transformer, vae, [clip, t5], tokenizers, scheduler,
                      key=f"flux:{fcfg.quantization}:{hashlib.sha1(key.encode()).hexdigest()[:16]}")
@@ -127,7 +147,7 @@ def _ref_key(ref: str | None) -> str:
     return ref
 
 
-def _load_transformer(source: str, ref: str | None, fcfg: FluxConfig):
+def _load_transformer(source: str, configs: str, ref: str | None, fcfg: FluxConfig):
     import torch
     from diffusers import FluxTransformer2DModel
 
@@ -138,12 +158,12 @@ def _load_transformer(source: str, ref: str | None, fcfg: FluxConfig):
     if is_single_file(ref):
         if not Path(ref).is_file():
             raise FileNotFoundError(f"flux.transformer: {ref} not found")
-        # BFL/ComfyUI key layout, converted by diffusers; the config comes from the flavour's repository
-        return FluxTransformer2DModel.from_single_file(ref, config=source, subfolder="transformer", **kwargs)
+        # BFL/ComfyUI key layout, converted by diffusers; built with the shipped (or the folder's) config
+        return FluxTransformer2DModel.from_single_file(ref, config=configs, subfolder="transformer", **kwargs)
     return FluxTransformer2DModel.from_pretrained(ref, subfolder="transformer", **kwargs)
 
 
-def _load_ae(source: str, ref: str | None):
+def _load_ae(source: str, configs: str, ref: str | None):
     import torch
     from diffusers import AutoencoderKL
 
@@ -151,10 +171,10 @@ def _load_ae(source: str, ref: str | None):
         return AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.bfloat16)
     if not Path(ref).is_file():
         raise FileNotFoundError(f"flux.ae: {ref} not found")
-    return AutoencoderKL.from_single_file(ref, config=source, subfolder="vae", torch_dtype=torch.bfloat16)
+    return AutoencoderKL.from_single_file(ref, config=configs, subfolder="vae", torch_dtype=torch.bfloat16)
 
 
-def _load_text_encoder(source: str, subfolder: str, ref: str | None, kind: str, quant):
+def _load_text_encoder(source: str, configs: str, subfolder: str, ref: str | None, kind: str, quant):
     """CLIP-L / T5-XXL from the source repository, or from a ComfyUI-style single file (clip_l.safetensors,
     t5xxl_fp16.safetensors) put into a model built from the repository's config."""
     import torch
@@ -168,20 +188,17 @@ def _load_text_encoder(source: str, subfolder: str, ref: str | None, kind: str, 
         raise FileNotFoundError(f"flux.{'clip_l' if kind == 'clip' else 't5xxl'}: {ref} not found")
     from safetensors.torch import load_file
 
-    config = AutoConfig.from_pretrained(source, subfolder=subfolder)
-    with torch.device("meta"):
-        model = cls(config)
-    state = load_file(ref)
-    wanted = set(model.state_dict())
-    state = {_text_key(k, wanted): v for k, v in state.items()}
+    config = AutoConfig.from_pretrained(configs, subfolder=subfolder)
+    with torch.device("meta"):  # only for the expected names
+        wanted = set(cls(config).state_dict())
+    state = {_text_key(k, wanted): v for k, v in load_file(ref).items()}
     missing = wanted - set(state) - {"encoder.embed_tokens.weight"}  # T5 ties embed_tokens to shared
     if missing:
         raise ConfigError(f"{ref}: not a {kind.upper()} text encoder for Flux ({len(missing)} weights missing, "
                           f"e.g. {sorted(missing)[0]})")
-    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False, assign=True)
-    if "encoder.embed_tokens.weight" in wanted and kind == "t5":
-        model.tie_weights()
-    return model.to(torch.bfloat16)
+    # from_pretrained with a state dict: buffers, weight tying and bitsandbytes quantisation as for a folder
+    return cls.from_pretrained(None, config=config, state_dict={k: v for k, v in state.items() if k in wanted},
+                               **kwargs)
 
 
 def _text_key(key: str, wanted: set[str]) -> str:
