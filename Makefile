@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 install: $(VENV)/.installed
 
+# The demo's job is recorded in the normal lorarun home (~/.lorarun, or $$LORARUN_HOME), so `lorarun status`,
+# `logs` and the report find it afterwards. --yes: the demo runs on this machine at no cost, and says so first.
 demo: install
-	LORARUN_HOME=$${LORARUN_HOME:-$(CURDIR)/.lorarun-home} $(VENV)/bin/lorarun submit jobs/demo.yaml --yes
+	$(VENV)/bin/lorarun submit jobs/demo.yaml --yes
+	@echo "demo state: $${LORARUN_HOME:-$$HOME/.lorarun}/jobs — see it with: $(VENV)/bin/lorarun status"
 
 test: install
 	$(PY) -m pytest -q -n 2  # two workers: CI has two cores; the engine runs one thread per tiny model
 
 clean:
-	rm -rf $(VENV) output .lorarun-home
+	rm -rf $(VENV) output .lorarun-home  # .lorarun-home: where older demos kept their state

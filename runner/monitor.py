@@ -32,6 +32,9 @@ class MonitorProgress:
     pulled: dict[str, str] = field(default_factory=dict)  # relative path → sha256 of what is on this laptop
     refused: list[str] = field(default_factory=list)  # manifest paths that would land outside the output folder
     step_times: list[tuple[float, int]] = field(default_factory=list)  # (event time, step) for calibration
+    # The engine's long phases other than steps, in the order they began: phase → (done, total or None, unit).
+    # model_download (bytes), caching_latents, sampling, sampling_grid (images); see image/engine/events.py.
+    phases: dict[str, tuple[int, int | None, str]] = field(default_factory=dict)
 
 
 class JobMonitor:
@@ -94,6 +97,10 @@ class JobMonitor:
             p.step_times.append((float(event.get("t", time.time())), p.step))
         elif kind == "started":
             p.total_steps = int(event.get("total_steps", p.total_steps) or 0)
+        elif kind == "progress" and event.get("phase"):
+            total = event.get("total")
+            p.phases[str(event["phase"])] = (int(event.get("done") or 0), int(total) if total is not None else None,
+                                             str(event.get("unit") or "items"))
         elif kind in TERMINAL_EVENTS:
             p.outcome = kind
             p.reason = str(event.get("reason", "") or event.get("message", ""))
@@ -107,10 +114,15 @@ class JobMonitor:
         except (json.JSONDecodeError, AttributeError):
             return []  # caught mid-rewrite on a filesystem without atomic rename; the next round reads it
 
-    def pull_outputs(self) -> list[str]:
-        """Bring home every manifest file not yet here with the same sha256. Returns what was pulled."""
+    def pull_outputs(self, progress=None) -> list[str]:
+        """Bring home every manifest file not yet here with the same sha256. Returns what was pulled.
+        `progress(done, total, name)` before and after each file (the final pull shows "pulling files k/n")."""
         pulled = []
-        for entry in self.manifest():
+        entries = self.manifest()
+        todo = [e for e in entries if self.progress.pulled.get(str(e.get("path", ""))) != str(e.get("sha256", ""))]
+        if progress and todo:
+            progress(0, len(todo), "")
+        for entry in entries:
             rel, sha = str(entry.get("path", "")), str(entry.get("sha256", ""))
             if self.progress.pulled.get(rel) == sha:
                 continue
@@ -124,6 +136,8 @@ class JobMonitor:
             self.transport.get_file(self.layout.path("output", rel), local)
             self.progress.pulled[rel] = sha
             pulled.append(rel)
+            if progress:
+                progress(len(pulled), len(todo), rel)
         return pulled
 
     def manifest_dict(self) -> dict:

@@ -28,7 +28,7 @@ from .console import err_console, money
 from .errors import Interrupted, PipelineError, TeardownUnconfirmed
 from .monitor import JobMonitor
 from .poller import REAL_CLOCK, Clock, PollTimeout, poll
-from .progress import TrainingView, transfer_bar
+from .progress import TrainingView, pull_bar, transfer_bar
 from .remote.layout import RemoteLayout
 from .remote.sftp_io import local_files
 from .remote.transport import Transport
@@ -482,7 +482,8 @@ class Pipeline:
         self._advance(run, "finish")
         started = self.clock.now()
         settled = monitor.settle()
-        monitor.pull_outputs()
+        with pull_bar() as shown:
+            monitor.pull_outputs(progress=shown)
         run.timings["download"] = self.clock.now() - started
         from .verify import verify_outputs
 

@@ -305,3 +305,35 @@ def write_report(output_dir: Path, job_summary: Mapping[str, Any],
     paths[1].write_text(render_markdown(report), encoding="utf-8")
     paths[2].write_text(render_html(report, loss_points(events)), encoding="utf-8")
     return paths
+
+
+def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = None) -> list[str]:
+    """What the user reads when a job ends: where the LoRA and the report are, wall time, GPU time (the instance's
+    life: provision → teardown, what the provider bills) and the cost, actual against predicted."""
+    now = time.time() if now is None else now
+    output_dir = Path(output_dir)
+    history = list(getattr(state, "history", ()) or ())
+    started = history[0][1] if history else getattr(state, "created_at", now)
+    ended = history[-1][1] if history and getattr(state, "is_final", False) else now
+    rented = next((t for phase, t in history if phase == "provision"), None)
+    released = next((t for phase, t in reversed(history) if phase in ("teardown", "done", "failed", "kept")), None)
+    lines = []
+    final = output_dir / f"{lora_name}.safetensors"
+    lines.append(f"LoRA    {final}" if final.exists() else f"LoRA    none (outputs so far in {output_dir})")
+    report_html = output_dir / REPORT_HTML
+    if report_html.exists():
+        lines.append(f"report  {report_html}")
+    times = f"time    {fmt_duration(max(0.0, ended - started))} wall"
+    if rented is not None and released is not None and released >= rented:
+        times += f", {fmt_duration(released - rented)} on the instance (GPU time billed)"
+    lines.append(times)
+    try:
+        cost = json.loads((output_dir / REPORT_JSON).read_text(encoding="utf-8")).get("cost") or {}
+    except (OSError, ValueError):
+        cost = {}
+    actual, predicted = cost.get("actual"), cost.get("predicted", getattr(state, "predicted_cost", None))
+    if isinstance(actual, (int, float)) or isinstance(predicted, (int, float)):
+        diff = cost.get("difference_fraction")
+        lines.append(f"cost    {fmt_money(actual)} actual, {fmt_money(predicted)} predicted"
+                     + (f" ({diff:+.0%})" if isinstance(diff, (int, float)) else ""))
+    return lines

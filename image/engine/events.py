@@ -84,3 +84,26 @@ class EventLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+class PhaseProgress:
+    """`progress` events for a long phase (model download bytes, caching N/M, sampling k/n), at most one a second
+    plus the first and the last, so a 10 000-image cache adds a few hundred lines, not ten thousand.
+
+    Event: {"event": "progress", "phase": <name>, "done": n, "total": m or null, "unit": "images"|"bytes"|…}.
+    Phases: model_download, caching_latents, caching_text, sampling."""
+
+    def __init__(self, events: EventLog, phase: str, total: int | None = None, unit: str = "items",
+                 min_interval: float = 1.0, clock=time.monotonic):
+        self.events, self.phase, self.total, self.unit = events, phase, total, unit
+        self.min_interval, self.clock = min_interval, clock
+        self._last: float | None = None
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        total = self.total if total is None else total
+        now = self.clock()
+        final = total is not None and done >= total
+        if self._last is not None and not final and now - self._last < self.min_interval:
+            return
+        self._last = now
+        self.events.emit("progress", phase=self.phase, done=int(done), total=total, unit=self.unit)

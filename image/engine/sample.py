@@ -36,29 +36,42 @@ def _pipeline(model, device):
     return pipe
 
 
-def render_samples(model, cfg, prompts: list[str], out_dir: Path, label: str, device, autocast_dtype) -> list[Path]:
-    """One PNG per prompt: `<output_name>_<label>_<i>.png` (kohya names samples `<name>_e000002_00.png`)."""
+def render_samples(model, cfg, prompts: list[str], out_dir: Path, label: str, device, autocast_dtype,
+                   progress=None) -> list[Path]:
+    """One PNG per prompt: `<output_name>_<label>_<i>.png` (kohya names samples `<name>_e000002_00.png`).
+    `progress(done, total)` after each image (the controller shows "sampling k/n")."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = _pipeline(model, device)
     paths = []
+    if progress:
+        progress(0, len(prompts))
     for i, prompt in enumerate(prompts):
         image = _render(pipe, prompt, cfg, cfg.sample.seed + i, device, autocast_dtype)
         path = out_dir / f"{cfg.output_name}_{label}_{i:02d}.png"
         _save_png(image, path)
         paths.append(path)
+        if progress:
+            progress(i + 1, len(prompts))
     return paths
 
 
-def render_grid(model, cfg, prompt: str, path: Path, lora_modules: list, device, autocast_dtype) -> Path:
+def render_grid(model, cfg, prompt: str, path: Path, lora_modules: list, device, autocast_dtype,
+                progress=None) -> Path:
     """Rows = seeds, columns = LoRA strengths (0 = the base model), labelled; the strength is reset to 1 after."""
     strengths, seeds = list(cfg.sample.grid_strengths), list(cfg.sample.grid_seeds)
     pipe = _pipeline(model, device)
     cells: list[list[Image.Image]] = [[None] * len(strengths) for _ in seeds]  # type: ignore[list-item]
+    total, done = len(strengths) * len(seeds), 0
+    if progress:
+        progress(0, total)
     try:
         for c, strength in enumerate(strengths):
             set_lora_strength(lora_modules, strength)
             for r, seed in enumerate(seeds):
                 cells[r][c] = _render(pipe, prompt, cfg, seed, device, autocast_dtype)
+                done += 1
+                if progress:
+                    progress(done, total)
     finally:
         set_lora_strength(lora_modules, 1.0)
     _save_png(compose_grid(cells, strengths, seeds, prompt), path)

@@ -24,7 +24,7 @@ import torch
 from ..engine_config import EngineConfig
 from ..schema import ConfigError
 from . import checks, data, state
-from .events import EventLog, one_line
+from .events import EventLog, PhaseProgress, one_line
 from .kohya_keys import te_prefixes
 from .lora import add_text_encoder_lora, add_unet_lora, load_lora_state_dict, lora_state_dict, unwrap
 from .memory_check import estimated_gb, memory_warning
@@ -178,7 +178,13 @@ class Trainer:
         from .models import load_model
 
         torch.manual_seed(t.seed)
-        self.model = load_model(cfg.model)
+        if _is_hub_id(cfg.model.base):
+            from .download_watch import DownloadWatch
+
+            with DownloadWatch(self.events, cfg.model.base):
+                self.model = load_model(cfg.model)
+        else:
+            self.model = load_model(cfg.model)
         self.family = self.model.family
         self._stop_if_requested()
         self._cache()
@@ -228,7 +234,8 @@ class Trainer:
             model.vae.to(self.device, vae_dtype)
             self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
             self.latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
-                                              flip=cfg.dataset.flip_aug, device=self.device, dtype=vae_dtype)
+                                              flip=cfg.dataset.flip_aug, device=self.device, dtype=vae_dtype,
+                                              progress=PhaseProgress(self.events, "caching_latents", unit="images"))
             model.vae.to("cpu")
         accel.wait_for_everyone()
         if not write:
@@ -531,9 +538,11 @@ class Trainer:
         if self.accel.is_main_process:
             from .sample import render_samples
 
+            prompts = list(self.cfg.sample.prompts)
             with self._sampling_mode():
-                paths = render_samples(self.model, self.cfg, list(self.cfg.sample.prompts),
-                                       self.output_dir / "samples", label, self.device, self._autocast_dtype())
+                paths = render_samples(self.model, self.cfg, prompts, self.output_dir / "samples", label,
+                                       self.device, self._autocast_dtype(),
+                                       progress=PhaseProgress(self.events, "sampling", len(prompts), unit="images"))
             for path in paths:
                 self.events.output("sample", path, kind="sample", step=self.global_step)
         self.accel.wait_for_everyone()
@@ -544,9 +553,11 @@ class Trainer:
 
             prompt = self.cfg.sample.prompts[0] if self.cfg.sample.prompts else self.items[0].caption
             path = self.output_dir / f"{self.cfg.output_name}_grid.png"
+            cells = len(self.cfg.sample.grid_strengths) * len(self.cfg.sample.grid_seeds)
             with self._sampling_mode():
                 render_grid(self.model, self.cfg, prompt, path, [m for _, m in self._lora_modules()], self.device,
-                            self._autocast_dtype())
+                            self._autocast_dtype(),
+                            progress=PhaseProgress(self.events, "sampling_grid", cells, unit="images"))
             self.events.output("grid", path, kind="grid", strengths=list(self.cfg.sample.grid_strengths),
                                seeds=list(self.cfg.sample.grid_seeds), prompt=prompt)
         self.accel.wait_for_everyone()
@@ -597,3 +608,9 @@ class Trainer:
             return
         self.events.emit("finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps,
                          epoch=epoch)
+
+
+def _is_hub_id(base: str) -> bool:
+    """`org/name` that is not a path on this machine: the model comes from the hub (and may be downloaded)."""
+    return (base.count("/") == 1 and not base.startswith((".", "/", "~")) and ":" not in base
+            and not Path(base).exists())

@@ -17,6 +17,7 @@ import typer
 from ..connect import connect_transport, make_provider
 from ..console import console, err_console
 from ..pipeline import Pipeline, PipelineOptions
+from ..report import summary_lines
 from ..spec import Resources
 from ..state import JobState, JobStore
 from ..validate import ValidatedJob, validate_job
@@ -101,10 +102,9 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
                           f"are in {state.output_dir}[/]", highlight=False)
     runs = pipeline.run(stop=stop)
     for run in runs:
-        final = Path(run.job.spec.output_dir) / f"{run.job.spec.output.name}.safetensors"
-        if final.exists():
-            console.print(f"[green]✓[/] LoRA at [bold]{final}[/]", highlight=False)
         console.print(f"{run.state.job_id}: {run.state.phase} — {run.state.message}", highlight=False)
+        for line in summary_lines(run.state, run.job.spec.output_dir, run.job.spec.output.name):
+            console.print(f"  {line}", highlight=False)
 
 
 def _job_for(state: JobState) -> ValidatedJob | None:

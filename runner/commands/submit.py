@@ -62,11 +62,17 @@ def submit(
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
         runs = pipeline.run()
     for run in runs:
-        final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
-        if final.exists():
-            console.print(f"[green]✓[/] {run.state.name}: LoRA saved to [bold]{final}[/]", highlight=False)
-        else:
-            err_console.print(f"{run.state.name}: {run.state.message}", highlight=False)
-        report = run.job.spec.output_dir / "report.html"
-        if report.exists():
-            console.print(f"  report: {report}", highlight=False)
+        print_summary_of(run)
+
+
+def print_summary_of(run) -> None:
+    """The job's last words: outcome, where the LoRA and report are, wall and GPU time, cost against prediction."""
+    from ..report import summary_lines
+
+    final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
+    if final.exists():
+        console.print(f"[green]✓[/] {run.state.name}: {run.state.message or 'finished'}", highlight=False)
+    else:
+        err_console.print(f"{run.state.name}: {run.state.message}", highlight=False)
+    for line in summary_lines(run.state, run.job.spec.output_dir, run.job.spec.output.name):
+        console.print(f"  {line}", highlight=False)
