@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any, Protocol
 
 from .lease import (DEADLINE_ENV, FINISH_ALLOWANCE, effective_deadline, parse_deadline, renewed_lease,
                     training_finished, watchdog_main)
+from .ranges import LEASE_SECONDS
 from .self_destroy import (  # noqa: F401 - read_proc_environ, lookup_env, HttpResult are used by callers too
     PROC1_ENVIRON,
     HttpFn,
@@ -122,9 +124,9 @@ class AgentConfig:
             known["self_destruct"] = SelfDestroyConfig.from_dict(sd).with_commands(
                 tuple(str(a) for a in data.get("self_destruct_fallback") or ()))  # older agent.json files
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
-        known["lease_deadline"] = float(known["lease_deadline"])
+        known["lease_deadline"] = _sane_deadline(float(known["lease_deadline"]))
         if known.get("hard_deadline") is not None:
-            known["hard_deadline"] = float(known["hard_deadline"])
+            known["hard_deadline"] = _sane_deadline(float(known["hard_deadline"]))
         return cls(**known)
 
     @classmethod
@@ -504,8 +506,18 @@ def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def _sane_deadline(ts: float) -> float:
+    """A deadline the agent can compare and print. NaN would never expire and 1e30 overflows `gmtime`: either
+    (a runaway estimate, a corrupt file) becomes the longest lease lorarun ever gives, counted from now."""
+    ceiling = time.time() + LEASE_SECONDS.high
+    return ts if math.isfinite(ts) and ts <= ceiling else ceiling
+
+
 def _fmt_ts(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, ValueError, OSError):  # formatting must never be what kills the agent
+        return f"{ts!r} (unix seconds)"
 
 
 # -- process entry point -----------------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ RANGES: dict[str, Range] = {
 # Not fields of the spec, but numbers a job implies; bounded so that nothing downstream (cost, lease, the agent's
 # clock) meets an absurd value.
 TOTAL_STEPS = Range(1, 1_000_000, why="optimizer steps in the whole run")
-LEASE_SECONDS = Range(60, 14 * 24 * 3600, why="seconds; two weeks at most")
+LEASE_SECONDS = Range(1, 14 * 24 * 3600, why="seconds; two weeks at most")
+GRACE_SECONDS = Range(0, 7 * 24 * 3600, why="seconds")
 
 
 def out_of_range(key: str, value: Any, rng: Range | None = None) -> str | None:

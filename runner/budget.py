@@ -5,18 +5,29 @@ runs slower than predicted is still stopped at the user's limit. The clock is in
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from lorarun.image.ranges import LEASE_SECONDS
 from lorarun.provider_adapters.base import Instance
 
+from .errors import BudgetError, UserInputError
 from .estimate import Estimate
 
 # Time kept in hand when deciding to stop at the limit: pulling the last checkpoint and destroying the instance
 # still bills, so the stop starts this early (at the instance's price) rather than at the limit itself.
 DEFAULT_STOP_RESERVE_S = 120.0
 MIN_LEASE_S = 600.0  # even a tiny job gets ten minutes: boot jitter must not make the agent kill a healthy run
+MAX_LEASE_S = LEASE_SECONDS.high  # the agent's deadline is always a finite, formattable time a few days out
+
+# A job without max_cost is still refused above this predicted total (even with --yes): a typo such as
+# `epochs: 10000` must not rent a machine for days. Raise it with `cost_ceiling` in the user config
+# (runner/user_config.py) or LORARUN_COST_CEILING, or give the job a max_cost.
+DEFAULT_COST_CEILING = 50.0
+COST_CEILING_ENV = "LORARUN_COST_CEILING"
 
 
 @dataclass
@@ -76,6 +87,53 @@ class SpendTracker:
         return max(0.0, (max_cost - self.spent()) * 3600 / rate - reserve_seconds)
 
 
+def cost_ceiling(max_cost: float | None) -> tuple[float, str]:
+    """The most a job may be predicted to cost, and where that limit comes from (for the message)."""
+    if max_cost is not None:
+        return max_cost, "max_cost"
+    raw = os.environ.get(COST_CEILING_ENV)
+    where = COST_CEILING_ENV
+    if raw is None:
+        raw, where = _user_config_ceiling(), "cost_ceiling in the user config"
+    if raw is None:
+        return DEFAULT_COST_CEILING, "the default ceiling for jobs without max_cost"
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserInputError(f"{where}: {raw!r} is not a positive number of dollars")
+    return value, where
+
+
+def _user_config_ceiling() -> object | None:
+    try:  # the user config (runner/user_config.py, `lorarun config set cost_ceiling 200`), once it exists
+        from . import user_config  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(user_config.load(), "cost_ceiling", None)
+
+
+def refuse_over_budget(predicted: float, max_cost: float | None) -> None:
+    """Raise `BudgetError` (exit 2, before renting, even with --yes) when the predicted total is above the job's
+    max_cost or, without one, above the ceiling. Written so that a NaN prediction is refused too."""
+    limit, where = cost_ceiling(max_cost)
+    if predicted <= limit:
+        return
+    shown = f"${predicted:,.2f}" if math.isfinite(predicted) else str(predicted)
+    fix = ("raise max_cost (job file or --max-cost) or make the job smaller" if where == "max_cost" else
+           f"set resources.max_cost (or --max-cost) to at least that, raise {where.split(' in ')[0]}, "
+           f"or make the job smaller")
+    raise BudgetError(f"predicted total {shown} is above {where} (${limit:,.2f}); nothing was rented; {fix}")
+
+
+def bounded_lease(seconds: float) -> float:
+    """A lease the agent can hold: finite, at least a minute, at most MAX_LEASE_S (NaN → the maximum)."""
+    if not math.isfinite(seconds) or seconds > MAX_LEASE_S:
+        return MAX_LEASE_S
+    return max(seconds, LEASE_SECONDS.low)
+
+
 def lease_seconds(estimate: Estimate, safety_factor: float = 1.5, max_cost: float | None = None,
                   price: float | None = None, minimum: float = MIN_LEASE_S) -> float:
     """How long the on-instance agent may run before it stops and destroys its own machine.
@@ -87,4 +145,4 @@ def lease_seconds(estimate: Estimate, safety_factor: float = 1.5, max_cost: floa
     rate = price if price is not None else estimate.offer.price_per_hour
     if max_cost is not None and rate and rate > 0:
         lease = min(lease, max_cost / rate * 3600)
-    return lease
+    return bounded_lease(lease)

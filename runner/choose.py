@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from lorarun.provider_adapters.base import Provider
 
-from .budget import lease_seconds
+from .budget import lease_seconds, refuse_over_budget
 from .calibration import load_calibration
 from .console import err_console, minutes, money
 from .errors import BudgetError, UserInputError
@@ -44,6 +44,7 @@ def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bo
                       f" ≈ {minutes(best.total_seconds)}, ≈ [bold]{money(best.total_cost)}[/] in total"
                       + (f" (max_cost {money(resources.max_cost)})" if resources.max_cost is not None else ""),
                       highlight=False)
+    refuse_over_budget(best.total_cost, resources.max_cost)  # above max_cost or the ceiling: no, even with --yes
     if not assume_yes:  # every submit asks, a free local run too: the plan is the user's to accept
         paid = best.total_cost > 0
         if not interactive:

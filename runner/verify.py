@@ -1,7 +1,8 @@
 """Check the outputs brought home against the engine's manifest before the instance that made them is destroyed.
 
 Two questions per file: is it the file the engine wrote (size and sha256 match `manifest.json`), and, for a
-`.safetensors`, will A1111/ComfyUI load it (the header parses, every tensor lies inside the file). The header is
+`.safetensors`, will A1111/ComfyUI load it and is it usable (the header parses, every tensor lies inside the
+file, no float tensor holds NaN or infinity — a diverged run writes a LoRA that loads and ruins every image). The header is
 read by hand first so that a truncated download gets a precise message, then through `safetensors.safe_open`,
 which is what the loaders themselves use.
 
@@ -167,6 +168,41 @@ def _check_tensors(header: Mapping[str, Any], data_len: int) -> int:
     return count
 
 
+# Floating-point dtypes and how to find a NaN/inf in their raw little-endian bits: numpy handles the IEEE ones;
+# bf16 and the fp8 formats are tested by their exponent bits (numpy has no such dtypes).
+_NUMPY_FLOATS = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+_EXPONENT_ALL_ONES = {"BF16": ("<u2", 0x7F80), "F8_E5M2": ("u1", 0x7C)}  # exponent all ones: inf or NaN
+_E4M3_NAN = 0x7F  # float8 e4m3fn has no infinity; S.1111.111 is its only NaN
+
+
+def nonfinite_tensors(path: Path, header: Mapping[str, Any], data_len: int) -> list[str]:
+    """Names of the float tensors that contain a NaN or an infinity (read in chunks; offsets already checked)."""
+    import numpy as np
+
+    bad = []
+    start = 8 + (path.stat().st_size - 8 - data_len)  # the data section begins after the length and the header
+    with open(path, "rb") as f:
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = info["dtype"]
+            if dtype not in _NUMPY_FLOATS and dtype not in _EXPONENT_ALL_ONES and dtype != "F8_E4M3":
+                continue  # integer and boolean tensors are always finite
+            begin, end = info["data_offsets"]
+            f.seek(start + begin)
+            raw = f.read(end - begin)
+            if dtype in _NUMPY_FLOATS:
+                finite = bool(np.isfinite(np.frombuffer(raw, dtype=_NUMPY_FLOATS[dtype])).all())
+            elif dtype == "F8_E4M3":
+                finite = not bool(((np.frombuffer(raw, dtype="u1") & 0x7F) == _E4M3_NAN).any())
+            else:
+                np_type, mask = _EXPONENT_ALL_ONES[dtype]
+                finite = not bool(((np.frombuffer(raw, dtype=np_type) & mask) == mask).any())
+            if not finite:
+                bad.append(name)
+    return bad
+
+
 def inspect_safetensors(path: Path) -> SafetensorsInfo:
     header, data_len = read_safetensors_header(path)
     count = _check_tensors(header, data_len)
@@ -185,5 +221,10 @@ def inspect_safetensors(path: Path) -> SafetensorsInfo:
         raise SafetensorsError(f"safetensors refused it: {exc}") from None
     if loaded != count:
         raise SafetensorsError(f"header lists {count} tensors, safetensors loaded {loaded}")
+    bad = nonfinite_tensors(path, header, data_len)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise SafetensorsError(f"{len(bad)} tensor(s) hold NaN or infinity ({', '.join(bad[:3])}{more}); "
+                               f"the training diverged (lower the learning rate, check network_alpha)")
     return SafetensorsInfo(tensors=count, network_dim=metadata.get("ss_network_dim"),
                            network_alpha=metadata.get("ss_network_alpha"), metadata_keys=len(metadata))

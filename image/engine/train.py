@@ -37,6 +37,10 @@ STOP_CHECK_EVERY = 4  # optimizer steps between stop checks in a data-parallel r
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError)
 
 
+class LossNotFinite(Exception):
+    """The loss became NaN or infinite: every step from here writes garbage, so the run stops (no checkpoint)."""
+
+
 class Stopped(Exception):
     """SIGTERM/SIGINT arrived; the current state has been saved."""
 
@@ -97,6 +101,10 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
         return 2
     except Stopped:
         return 0
+    except LossNotFinite as exc:
+        events.emit("failed", reason=str(exc))
+        print(f"lorarun-engine: {exc}", file=sys.stderr)
+        return 1
     except OOM_ERRORS:
         where = trainer.describe_position() if trainer else ""
         reason = f"out of GPU memory{where}; {OOM_ADVICE}"
@@ -408,8 +416,10 @@ class Trainer:
                     self._save_on_stop(epoch, b + 1)
                 if done:
                     break
+            mean_loss = float(epoch_loss / max(epoch_count, 1))
+            self._check_finite(mean_loss, epoch)  # before any checkpoint of this epoch is written
             self.events.emit("epoch", epoch=epoch + 1, epochs=self.epochs, step=self.global_step,
-                             loss=round(float(epoch_loss / max(epoch_count, 1)), 6))
+                             loss=round(mean_loss, 6))
             finished_epoch = epoch + 1
             if self.global_step >= self.total_steps:
                 break
@@ -452,9 +462,15 @@ class Trainer:
         return hidden, {"text_embeds": pooled.to(self.weight_dtype),
                         "time_ids": batch.time_ids.to(device, self.weight_dtype)}
 
+    def _check_finite(self, loss: float, epoch: int) -> None:
+        if not math.isfinite(loss):
+            raise LossNotFinite(f"the loss became {loss} by step {self.global_step} (epoch {epoch + 1}): training "
+                                f"diverged, so it stopped; lower the learning rate or network_alpha, or use bf16")
+
     def _report_step(self, epoch: int) -> None:
         now = time.monotonic()
         loss = float(self.loss_sum / max(self.loss_count, 1))  # the one host sync, once per report
+        self._check_finite(loss, epoch)
         steps = self.global_step - self.last_report_step
         it_s = steps / (now - self.last_report) if now > self.last_report else 0.0
         self.events.emit("step", step=self.global_step, total_steps=self.total_steps, epoch=epoch + 1,

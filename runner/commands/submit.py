@@ -18,6 +18,18 @@ from ..validate import validate_job
 from .validate import print_summary
 
 
+def check_flags(*, lease_seconds: float | None, grace_seconds: float) -> None:
+    """The hidden timing flags go into the agent's clock: finite and bounded, or exit 2 naming the flag."""
+    from lorarun.image.ranges import GRACE_SECONDS, LEASE_SECONDS, out_of_range
+
+    from ..errors import InvalidJob
+
+    problems = [p for p in (out_of_range("--lease-seconds", lease_seconds, LEASE_SECONDS),
+                            out_of_range("--grace-seconds", grace_seconds, GRACE_SECONDS)) if p]
+    if problems:
+        raise InvalidJob(problems)
+
+
 def register(app: typer.Typer) -> None:
     app.command("submit", help="Run jobs end to end: rent, train, bring the LoRA home, destroy.")(submit)
 
@@ -35,6 +47,7 @@ def submit(
     grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True,
                                         help="How long the agent waits for a controller before destroying itself."),
 ) -> None:
+    check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
     interactive = sys.stdin.isatty()
