@@ -22,6 +22,7 @@ class ConfigError(ValueError):
     def __init__(self, message: str, problems: list[str] | None = None):
         super().__init__(message)
         self.problems: list[str] = list(problems) if problems else [message]
+        self.partial: dict[str, Any] | None = None
 
 
 def closest(name: str, candidates: list[str]) -> str | None:
@@ -55,7 +56,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise ConfigError(problems[0], problems)
+        error = ConfigError(problems[0], problems)
+        error.partial = values  # the keys that did convert: a caller may still judge them (ranges)
+        raise error
     missing = [
         name
         for name, f in known.items()

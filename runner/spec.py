@@ -247,14 +247,30 @@ def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
         except ConfigError as exc:
             problems.extend(f"{path}: {p}" for p in exc.problems)
             failed.add(key)
+            partial = _partial_section(SECTIONS[key], exc.partial)
+            if partial is not None:
+                values[key] = partial
+                problems.extend(f"{path}: {p}" for p in range_problems(partial, key))
     values.setdefault("name", path.stem)
     # Sections that parsed are still judged (a failed one keeps its defaults and is skipped), so one run of
     # `validate` lists every problem in the file.
     spec = JobSpec(source=str(path.resolve()), notes=notes, **values)
     problems += spec.problems(skip=frozenset(failed))
     if problems:
-        raise InvalidJob(problems)
+        error = InvalidJob(problems)
+        error.spec, error.failed_sections = spec, frozenset(failed)  # `validate_job` goes on with the rest
+        raise error
     return spec
+
+
+def _partial_section(cls: type, converted: dict[str, Any] | None) -> Any:
+    """A section built from the keys that converted (defaults elsewhere), so their ranges can still be judged."""
+    if not converted:
+        return None
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError):
+        return None
 
 
 def _apply_aliases(section: str, raw: Any, path: Path) -> Any:

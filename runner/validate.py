@@ -62,17 +62,23 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
     if cli_max_cost:
         problems.append(cli_max_cost)
         max_cost = None  # reported once, as the flag the user typed
+    failed_sections: frozenset[str] = frozenset()
     try:
         spec = load_job(path)
+        spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
+        spec_problems = spec.problems()
     except InvalidJob as exc:
-        raise InvalidJob(problems + exc.problems) from None
+        spec = getattr(exc, "spec", None)  # some sections did not parse: judge the rest, then report all
+        if spec is None:
+            raise InvalidJob(problems + exc.problems) from None
+        failed_sections = exc.failed_sections
+        spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
+        spec_problems = exc.problems
     except UserInputError as exc:
         raise InvalidJob(problems + [str(exc)]) from None
-    spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
-    spec_problems = spec.problems()
     problems += spec_problems
     try:
-        note = check_base_model(spec)
+        note = check_base_model(spec) if "model" not in failed_sections else ""
         if note:
             notes.append(note)
     except UserInputError as exc:
@@ -81,11 +87,12 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
         machine = machine_for(spec.resources.provider)
         problems += machine_problems(spec, machine)
         problems += flux_problems(spec, machine.cuda)
-    dir_problem = output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
+    dir_problem = (output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
+                   if "output" not in failed_sections or out is not None else None)
     if dir_problem:
         problems.append(dir_problem if out is not None else f"{spec.source}: {dir_problem}")
     scan = None
-    if _dataset_section_ok(spec):
+    if "dataset" not in failed_sections and _dataset_section_ok(spec):
         scan = scan_dataset(spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir,
                             caption_extension=spec.dataset.caption_extension)
         problems += [str(p) for p in scan.errors]
