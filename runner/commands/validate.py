@@ -49,5 +49,5 @@ def print_summary(job: ValidatedJob) -> None:
     console.print(
         f"LoRA dim {t.network_dim} alpha {t.network_alpha:g} · optimizer {t.optimizer_type} · "
         f"scheduler {t.lr_scheduler} · save every {t.save_every_n_epochs or '-'} epoch(s) · "
-        f"provider {spec.resources.provider} · output {spec.output_dir / (spec.output.name + '.safetensors')}"
+        f"provider {spec.resources.provider or 'not chosen (submit asks; lorarun config set provider …)'} · output {spec.output_dir / (spec.output.name + '.safetensors')}"
     )

@@ -117,3 +117,19 @@ def test_under_a_terminal_submit_asks_where_and_then_asks_to_start(tmp_path):
     assert proc.wait() == 2
     assert "not confirmed; nothing was started" in proc.text
     assert not any((Path(os.environ["LORARUN_HOME"]) / "jobs").glob("*"))
+
+
+def test_a_kohya_toml_without_lorarun_section_is_not_silently_local(tmp_path, capsys):
+    """The guide's TOML has no [lorarun]: it used to mean `provider: local` and start at once."""
+    make_dataset(tmp_path / "data", {"10_x": 2})
+    toml = tmp_path / "kohya.toml"
+    toml.write_text('train_data_dir = "data"\npretrained_model_name_or_path = "builtin:tiny-sd15"\nresolution = 64\n'
+                    'min_bucket_reso = 32\nmax_bucket_reso = 128\nbucket_reso_steps = 16\nmixed_precision = "no"\n'
+                    'optimizer_type = "AdamW"\n')
+    code, out, _ = run_cli(capsys, "validate", str(toml))
+    assert code == 0 and "provider not chosen" in out
+    code, _, err = run_cli(capsys, "submit", str(toml), "--yes")
+    assert code == 2 and "no provider chosen" in err
+    user_config.set_value("provider", "local")
+    assert validate_job(toml).spec.resources.provider == "local"
+

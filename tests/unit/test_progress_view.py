@@ -71,3 +71,37 @@ def test_phase_progress_events_are_throttled_but_keep_first_and_last(tmp_path):
     assert 8 <= len(lines) <= 12
     assert lines[0]["done"] == 1 and lines[-1]["done"] == 1000 and lines[-1]["total"] == 1000
     assert {e["phase"] for e in lines} == {"caching_latents"} and lines[0]["unit"] == "images"
+
+
+def test_model_download_bytes_are_reported_while_the_cache_grows(tmp_path, monkeypatch):
+    """The watch sees blobs arrive in the hub cache (huggingface_hub writes `blobs/<hash>.incomplete`) and reports
+    the bytes, then closes the phase with its final size; a model already cached reports nothing."""
+    import threading
+    import time
+
+    from lorarun.image.engine.download_watch import DownloadWatch
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    blobs = tmp_path / "hub" / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "already").write_bytes(b"x" * 1000)  # was there before: not counted as downloaded
+    events = EventLog(tmp_path / "out")
+
+    def download():
+        with open(blobs / "abc.incomplete", "wb") as fh:
+            for _ in range(6):
+                fh.write(b"y" * 50_000)
+                fh.flush()
+                time.sleep(0.1)
+
+    with DownloadWatch(events, "org/model", interval=0.05):
+        worker = threading.Thread(target=download)
+        worker.start()
+        worker.join()
+    with DownloadWatch(events, "org/other", interval=0.05):
+        time.sleep(0.2)
+    events.close()
+    lines = [e for e in read_jsonl(tmp_path / "out" / "events.jsonl") if e["event"] == "progress"]
+    assert lines and {e["phase"] for e in lines} == {"model_download"} and lines[0]["unit"] == "bytes"
+    assert lines[-1]["done"] == lines[-1]["total"] == 300_000
+    assert len({e["done"] for e in lines}) >= 2  # it moved while downloading, not one line at the end
