@@ -288,7 +288,9 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
                     return None
                 im.load()  # decode every pixel: a truncated file fails here, not on the GPU
     except Image.DecompressionBombError as exc:
-        problems.append(Problem("error", str(path), f"image is too large to decode safely ({exc}); resize it"))
+        reason = str(exc).split(" could be")[0].rstrip(", ")  # Pillow: "Image size (W x H pixels) exceeds limit of N pixels, ..."
+        problems.append(Problem("error", str(path), f"image is larger than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx, too "
+                                                    f"large to decode safely ({reason}); resize it"))
         return None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

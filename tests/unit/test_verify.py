@@ -131,3 +131,41 @@ def test_garbage_start_of_file_is_not_mistaken_for_a_header(tmp_path):
     path.write_bytes(b"\x02\0")
     with pytest.raises(ValueError, match="shorter than the 8-byte header length"):
         inspect_safetensors(path)
+
+
+@pytest.mark.parametrize("dtype, bad", [(np.float16, np.nan), (np.float32, np.inf), (np.float64, -np.inf)])
+def test_a_nan_or_inf_tensor_fails_verification(tmp_path, dtype, bad):
+    """network_alpha: .nan once produced a LoRA whose every tensor was NaN, reported finished and verified."""
+    weights = np.ones((4, 32), dtype=dtype)
+    weights[1, 3] = bad
+    save_file({"lora_unet_x.lora_down.weight": weights, "lora_unet_x.alpha": np.array(2.0, dtype=np.float32)},
+              str(tmp_path / "lora.safetensors"))
+    report = verify_outputs(tmp_path, {"files": [entry(tmp_path, "lora.safetensors", "final")]})
+    assert not report.ok
+    (error,) = report.errors
+    assert "lora.safetensors" in error and "NaN or infinity" in error and "lora_unet_x.lora_down.weight" in error
+    with pytest.raises(OutputsCorrupt, match="NaN or infinity"):
+        report.raise_if_bad()
+
+
+def test_bf16_and_fp8_are_checked_by_their_bits(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    good = {"a": torch.ones(8, dtype=torch.bfloat16)}
+    save_torch(good, str(tmp_path / "good.safetensors"))
+    assert inspect_safetensors(tmp_path / "good.safetensors").tensors == 1
+    for name, tensor in (("bf16", torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)),
+                         ("bf16inf", torch.tensor([float("-inf"), 2.0], dtype=torch.bfloat16)),
+                         ("e4m3", torch.tensor([1.0, float("nan")]).to(torch.float8_e4m3fn)),
+                         ("e5m2", torch.tensor([float("inf"), 1.0]).to(torch.float8_e5m2))):
+        path = tmp_path / f"{name}.safetensors"
+        save_torch({"t": tensor, "ok": torch.ones(2)}, str(path))
+        with pytest.raises(Exception, match="NaN or infinity"):
+            inspect_safetensors(path)
+
+
+def test_integer_tensors_and_large_finite_values_pass(tmp_path):
+    save_file({"steps": np.array([2**31 - 1], dtype=np.int32), "big": np.array([65504.0], dtype=np.float16)},
+              str(tmp_path / "x.safetensors"))
+    assert inspect_safetensors(tmp_path / "x.safetensors").tensors == 2
