@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # torch pinned to the CPU build: a looser pin can pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test test-container install clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -26,6 +26,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2  # two workers: CI has two cores; the engine runs one thread per tiny model
+
+# Containers of the instance image as the instances (Docker; minutes): .ci/run starts the daemon and runs this after
+# `make test`. One worker: each test starts containers and the first one builds the image.
+test-container: install
+	$(PY) -m pytest -q -n 0 -m container tests/container
 
 clean:
 	rm -rf $(VENV) output .lorarun-home  # .lorarun-home: where older demos kept their state

@@ -22,6 +22,7 @@ from lorarun.provider_adapters.base import Offer
 
 from .calibration import Calibration, StepOptions, gpu_key, load_calibration
 from .flux_files import local_files as flux_local_files
+from . import stock
 from .spec import Resources, JobSpec
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
@@ -56,6 +57,7 @@ class EstimateInputs:
     model_ref: str = ""  # the base model as the job names it: jobs of a batch with the same one download it once
     quantization: str = "bf16"  # Flux's base weights: bf16 | int8 | nf4 (decides VRAM and system RAM)
     ram_needed_gb: float = 0.0  # system memory loading the base needs; 0 = no requirement
+    install_s: float = 0.0  # `image: stock`: lorarun is pip-installed on the instance first
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,11 @@ class Phases:
     train: float
     sampling: float
     download: float
+    install: float = 0.0  # the stock path: pip-installing lorarun on the provider's stock image (runner/stock.py)
 
     @property
     def startup(self) -> float:
-        return self.boot + self.image_pull + self.model_download
+        return self.boot + self.image_pull + self.model_download + self.install
 
     @property
     def transfer(self) -> float:
@@ -166,6 +169,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
                                         t.gradient_checkpointing, trains_te, t.mixed_precision, quantization),
         gpu_count=spec.resources.gpu_count, disk_gb=spec.resources.disk_gb, model_ref=spec.model.base,
         quantization=quantization, ram_needed_gb=ram_needed_gb(family, quantization),
+        install_s=stock.INSTALL_SECONDS if stock.is_stock(spec.resources.image) else 0.0,
     )
 
 
@@ -244,7 +248,8 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
         sampling = inputs.sample_images * (inputs.sample_steps * bs1 * cal.sampling.denoise_step_share
                                            + cal.sampling.per_image_s)
     phases = Phases(boot=boot, image_pull=image_pull, model_download=model_download, upload=upload,
-                    prepare=prepare, train=train_s, sampling=sampling, download=download)
+                    prepare=prepare, train=train_s, sampling=sampling, download=download,
+                    install=inputs.install_s if offer.provider in stock.STOCK_IMAGES else 0.0)
     compute_cost, storage_cost = _costs(offer, phases.total, inputs.disk_gb)
     estimate = Estimate(offer=offer, phases=phases, seconds_per_step=step.seconds, step_source=step.source,
                         step_kind=step.kind, boot_source=boot_source, compute_cost=compute_cost,
@@ -275,6 +280,7 @@ def estimate_batch_offer(inputs_list: list[EstimateInputs], offer: Offer, calibr
         seen_models.add(inputs.model_ref)
         job_phases.append(dataclasses.replace(
             e.phases, boot=e.phases.boot if n == 0 else 0.0, image_pull=e.phases.image_pull if n == 0 else 0.0,
+            install=e.phases.install if n == 0 else 0.0,  # later jobs of a batch install from the pip cache
             model_download=0.0 if shared_model else e.phases.model_download))
     phases = Phases(**{f.name: sum(getattr(p, f.name) for p in job_phases) for f in dataclasses.fields(Phases)})
     disk = max(i.disk_gb for i in inputs_list)

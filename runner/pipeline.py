@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 import shutil
 import signal
 import socket
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from lorarun.image.agent import AgentConfig
 from lorarun.image.self_destroy import SelfDestroyConfig
+from lorarun.runner import startup_timing, stock
+from lorarun.runner.image_build import image_for_job
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
 
@@ -87,7 +90,8 @@ class Pipeline:
         self.connect = connect
         self.options = options
         self.clock = clock
-        self.image = image or runs[0].job.spec.resources.image
+        # The job's own image, else the user's configured one (LORARUN_IMAGE / user config), else the default.
+        self.image = image or image_for_job(runs[0].job.spec.resources.image)[0]
         self.max_cost = max_cost
         self.rental = Rental(provider=provider, offer=offer)
         self.runs = runs
@@ -182,7 +186,8 @@ class Pipeline:
         label = job_label(primary.state.job_id)
         ssh_dir = self.store.job_dir(primary.state.job_id) / "ssh"
         public_key = _job_public_key(ssh_dir, primary.state.job_id, self.provider.name)
-        spec = InstanceSpec(label=label, image=self.image, disk_gb=self.primary.job.spec.resources.disk_gb,
+        image = stock.stock_image(self.provider.name) if stock.is_stock(self.image) else self.image
+        spec = InstanceSpec(label=label, image=image, disk_gb=self.primary.job.spec.resources.disk_gb,
                             ssh_public_key=public_key, env=(("LORARUN_JOB_ID", primary.state.job_id),),
                             bid_price_per_hour=None)
         try:
@@ -316,8 +321,11 @@ class Pipeline:
         transport = self.rental.transport
         layout = RemoteLayout.resolve(transport, run.state.job_id)
         self._record(run, remote_dir=layout.root)
+        run.timings.update(startup_timing.read(transport))
         if not transport.exists(layout.status):
             self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
+            if stock.is_stock(self.image) and self.provider.name in stock.STOCK_IMAGES:
+                layout = self._install_lorarun(run, transport, layout)
             self._start_agent(run, transport, layout)
         monitor = self._monitor(run, transport, layout)
         self._finish(run, transport, layout, monitor)
@@ -361,6 +369,20 @@ class Pipeline:
         run.timings["upload_bytes"] = float(report_.bytes_sent)
         err_console.print(f"uploaded {report_.files_sent} file(s), skipped {report_.files_skipped} already there",
                           highlight=False)
+
+    def _install_lorarun(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> RemoteLayout:
+        """The stock path: lorarun as a wheel beside the dataset, pip-installed on the instance (runner/stock.py)."""
+        started = self.clock.now()
+        wheel = stock.build_wheel(self.store.job_dir(run.state.job_id) / "wheel")
+        remote_wheel = layout.path(wheel.name)
+        transport.put_file(wheel, remote_wheel)
+        err_console.print("installing lorarun on the stock image (pip)", highlight=False)
+        # One pip cache per machine, beside the job folders: later jobs of a batch install from it.
+        cache = posixpath.join(posixpath.dirname(layout.root), ".pip-cache")
+        out = transport.run(stock.install_command(remote_wheel, cache), timeout=1800)
+        run.timings["install"] = self.clock.now() - started
+        python = (out.stdout.strip().splitlines() or [layout.python])[-1]
+        return dataclasses.replace(layout, python=python)
 
     def _start_agent(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
         self._advance(run, "run")

@@ -1,0 +1,35 @@
+"""`lorarun submit` end to end where the instance is a container of our built image, started by the fake provider
+with that provider's start-up semantics (RunPod: our ENTRYPOINT with PUBLIC_KEY; Vast: Vast's start-up, ours from
+onstart). No LORARUN_PYTHON, no SetEnv: the session finds everything the way a real instance's would."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorarun.runner.cli import main
+from lorarun.runner.state import JobStore
+
+from support.cloud import tiny_job
+
+from .conftest import container_cloud
+
+
+@pytest.mark.parametrize("provider", ["vastai", "runpod"])
+def test_submit_runs_in_a_container_of_our_image(provider, built_image, tmp_path, monkeypatch, capsys):
+    with container_cloud(provider, monkeypatch) as (fake, host):
+        job = tiny_job(tmp_path, provider, epochs=1, extra_resources=f"  image: {built_image}")
+        code = main(["submit", str(job), "--yes"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err + captured.out
+
+        out = tmp_path / "out"
+        assert (out / "e2e_lora.safetensors").is_file()
+        (state,) = JobStore().all()
+        assert state.phase == "done" and state.instance_destroyed, state.message
+        # The instance was a container of the image the job named, and it is gone with the instance.
+        created = [r.json() for r in fake.requests if r.method in ("PUT", "POST") and b'"image"' in r.raw]
+        assert created and created[0]["image"] == built_image
+        assert not host.alive(state.instance_id) and state.instance_id not in host.containers
+        report = json.loads((out / "report.json").read_text())
+        assert report
