@@ -49,6 +49,18 @@ def flux_run(tmp_path_factory, dataset, asset_cache):
     return tmp / "out", read_events(tmp / "out")
 
 
+def test_flux_restart_after_finish_resumes_its_saved_state(flux_run):
+    """The resume state a Flux run saves (the transformer's LoRA, optimizer, RNG) is read back by a restart, which
+    then sees the run is complete and trains nothing."""
+    out, events = flux_run
+    before = len(events)
+    result = run_engine(out.parent / "engine_config.json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = read_events(out)[before:]
+    assert not [e for e in after if e["event"] == "step"]
+    assert after[-1]["event"] == "finished" and after[-1]["resumed"] is True
+
+
 def test_tiny_flux_trains_and_saves_comfyui_names(flux_run):
     out, events = flux_run
     kinds = [e["event"] for e in events]
