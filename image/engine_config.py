@@ -17,7 +17,9 @@ from .ranges import range_problems
 from .schema import ConfigError, from_mapping
 
 FAMILIES = ("sd15", "sdxl", "flux")
-OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor")
+OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit", "Lion", "Prodigy",
+              "DAdaptAdam", "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", "Adafactor")
+CUDA_ONLY_OPTIMIZERS = ("AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit")  # bitsandbytes
 SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -25,7 +27,10 @@ SCHEDULERS = (
     "cosine",
     "cosine_with_restarts",
     "polynomial",
+    "cosine_with_min_lr",
 )
+LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")
+HUBER_SCHEDULES = ("constant", "exponential", "snr")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 FAST_STEP_MODES = ("auto", "on", "off")
 # The fast training step's levers (image/engine/fast/), each of which `training.fast_step_off` can turn off to
@@ -71,6 +76,14 @@ class DatasetConfig:
     caption_dropout_rate: float = 0.0
     flip_aug: bool = False
     prior_loss_weight: float = 1.0
+    # kohya: tags before the separator stay first (and after a second one, last); only the rest shuffle / drop
+    keep_tokens_separator: str = ""
+    caption_tag_dropout_rate: float = 0.0  # kohya: drop each non-kept tag with this probability
+
+    @property
+    def caption_varies(self) -> bool:
+        """Whether a caption can change between steps (then text embeddings cannot be cached)."""
+        return self.shuffle_caption or self.caption_dropout_rate > 0 or self.caption_tag_dropout_rate > 0
 
     def validate(self, where: str = "dataset") -> None:
         w, h = self.resolution
@@ -96,6 +109,11 @@ class DatasetConfig:
             raise ConfigError(f"{where}.caption_dropout_rate: must be in [0, 1), got {self.caption_dropout_rate}")
         if self.keep_tokens < 0:
             raise ConfigError(f"{where}.keep_tokens: must be >= 0")
+        if not 0.0 <= self.caption_tag_dropout_rate < 1.0:  # also false for NaN
+            raise ConfigError(f"{where}.caption_tag_dropout_rate: must be in [0, 1), got {self.caption_tag_dropout_rate}")
+        if self.keep_tokens_separator.strip() in (",", "") and self.keep_tokens_separator:
+            raise ConfigError(f"{where}.keep_tokens_separator: {self.keep_tokens_separator!r} would split every tag; "
+                              "use a marker such as '|||'")
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,29 @@ class TrainingConfig:
     # "off" = the plain diffusers+peft step. Same math either way (tests/engine/test_fast_step.py).
     fast_step: str = "auto"
     fast_step_off: tuple[str, ...] = ()  # levers of FAST_STEP_LEVERS to leave out
+    # --- kohya options that change training (names, defaults and meaning as sd-scripts; see image/engine/step.py,
+    # lora.py, optim.py for the formulas). None / False / "l2" = off, as in kohya.
+    network_dropout: float | None = None  # dropout on each LoRA's down-projection output (kohya neuron dropout)
+    rank_dropout: float | None = None  # network_args rank_dropout
+    module_dropout: float | None = None  # network_args module_dropout
+    conv_dim: int | None = None  # network_args conv_dim: LoCon, LoRA on the UNet's 3x3 convs too
+    conv_alpha: float | None = None  # network_args conv_alpha (kohya: 1 when conv_dim is set without it)
+    scale_weight_norms: float | None = None  # max-norm regularisation of each LoRA's weight delta
+    noise_offset_random_strength: bool = False
+    adaptive_noise_scale: float | None = None
+    multires_noise_iterations: int | None = None  # pyramid noise levels (kohya suggests 6-10)
+    multires_noise_discount: float = 0.3
+    ip_noise_gamma: float | None = None  # input perturbation noise (kohya suggests 0.1)
+    ip_noise_gamma_random_strength: bool = False
+    zero_terminal_snr: bool = False
+    loss_type: str = "l2"  # l2, l1, huber, smooth_l1
+    huber_schedule: str = "snr"  # constant, exponential, snr
+    huber_c: float = 0.1
+    huber_scale: float = 1.0
+    debiased_estimation_loss: bool = False
+    save_last_n_epochs: int | None = None  # keep only the last N epoch checkpoints (the final file always stays)
+    lr_scheduler_args: tuple[str, ...] = ()  # kohya's "key=value" scheduler arguments
+    lr_scheduler_min_lr_ratio: float | None = None  # cosine_with_min_lr: the floor as a ratio of the base LR
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -179,6 +220,50 @@ class TrainingConfig:
             if lever not in FAST_STEP_LEVERS:
                 raise ConfigError(f"{where}.fast_step_off: unknown lever {lever!r}; use any of "
                                   f"{', '.join(FAST_STEP_LEVERS)}")
+        self._validate_kohya_options(where)
+
+    def _validate_kohya_options(self, where: str) -> None:
+        # Written as "not (lo <= x < hi)" so that NaN is refused too.
+        for name in ("network_dropout", "rank_dropout", "module_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"{where}.{name}: a dropout probability in [0, 1), got {value}")
+        if self.conv_dim is not None and not 1 <= self.conv_dim <= 1024:
+            raise ConfigError(f"{where}.conv_dim: must be between 1 and 1024, got {self.conv_dim}")
+        if self.conv_alpha is not None and not 0 < self.conv_alpha <= 1e4:
+            raise ConfigError(f"{where}.conv_alpha: must be > 0, got {self.conv_alpha}")
+        if self.conv_alpha is not None and self.conv_dim is None:
+            raise ConfigError(f"{where}.conv_alpha: set conv_dim too (conv_alpha alone does nothing in kohya)")
+        positive = {"scale_weight_norms": 1e6, "ip_noise_gamma": 10.0, "huber_scale": 1e6}
+        for name, top in positive.items():
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= top:
+                raise ConfigError(f"{where}.{name}: must be > 0 and at most {top:g}, got {value}")
+        if self.adaptive_noise_scale is not None and not -10 <= self.adaptive_noise_scale <= 10:
+            raise ConfigError(f"{where}.adaptive_noise_scale: must be between -10 and 10")
+        if self.adaptive_noise_scale is not None and not self.noise_offset:
+            raise ConfigError(f"{where}.adaptive_noise_scale: needs noise_offset (kohya adds it to the offset)")
+        if self.multires_noise_iterations is not None and not 1 <= self.multires_noise_iterations <= 64:
+            raise ConfigError(f"{where}.multires_noise_iterations: must be between 1 and 64")
+        if not 0 < self.multires_noise_discount <= 1:
+            raise ConfigError(f"{where}.multires_noise_discount: must be in (0, 1], got {self.multires_noise_discount}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ConfigError(f"{where}.loss_type: use one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
+        if self.huber_schedule not in HUBER_SCHEDULES:
+            raise ConfigError(f"{where}.huber_schedule: use one of {', '.join(HUBER_SCHEDULES)}")
+        if not 0 < self.huber_c <= 1:  # the exponential schedule takes log(huber_c); kohya's range is (0, 1]
+            raise ConfigError(f"{where}.huber_c: must be in (0, 1], got {self.huber_c}")
+        if self.save_last_n_epochs is not None and not 1 <= self.save_last_n_epochs <= 100000:
+            raise ConfigError(f"{where}.save_last_n_epochs: must be at least 1, got {self.save_last_n_epochs}")
+        if self.lr_scheduler_min_lr_ratio is not None and not 0 <= self.lr_scheduler_min_lr_ratio <= 1:
+            raise ConfigError(f"{where}.lr_scheduler_min_lr_ratio: must be in [0, 1], got {self.lr_scheduler_min_lr_ratio}")
+        for arg in self.lr_scheduler_args:
+            if "=" not in arg:
+                raise ConfigError(f"{where}.lr_scheduler_args: {arg!r} is not of the form key=value")
+        if self.lr_scheduler == "cosine_with_min_lr" or self.lr_scheduler_args:
+            from .scheduler_args import check_scheduler_args
+
+            check_scheduler_args(self, where)
 
 
 @dataclass(frozen=True)

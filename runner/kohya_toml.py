@@ -3,8 +3,10 @@
 kohya flattens every section and treats the keys as its argparse options (`library/train_util.py::
 read_config_from_file`), so section names carry no meaning and we flatten too. One table maps each key kohya
 users write to a place in the job; keys that only tune kohya internals we replace (attention kernel, data-loader
-flags) are accepted and reported; anything else is an error naming the closest known key. An optional
-`[lorarun]` section carries what kohya has no key for (provider, GPUs, budget).
+flags) are accepted and reported; a real kohya option lorarun does not implement is refused as exactly that
+("known kohya option, not supported by lorarun yet" — the names come from kohya's argparse, `kohya_options.py`);
+only a name kohya does not know gets "did you mean". An optional `[lorarun]` section carries what kohya has no key
+for (provider, GPUs, budget).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 from lorarun.image.schema import unknown_key_message
 
 from .errors import SpecError
+from .kohya_options import KOHYA_NETWORK_ARGS, KOHYA_OPTIMIZERS, KOHYA_OPTIONS, KOHYA_SCHEDULERS
 from .spec import build_job
 
 # kohya key → (section, field). Values are converted and validated by the job schema afterwards.
@@ -38,6 +41,8 @@ KOHYA_KEYS: dict[str, tuple[str, str]] = {
     "caption_dropout_rate": ("dataset", "caption_dropout_rate"),
     "flip_aug": ("dataset", "flip_aug"),
     "prior_loss_weight": ("dataset", "prior_loss_weight"),
+    "keep_tokens_separator": ("dataset", "keep_tokens_separator"),
+    "caption_tag_dropout_rate": ("dataset", "caption_tag_dropout_rate"),
     "output_dir": ("output", "dir"),
     "output_name": ("output", "name"),
     "max_train_epochs": ("training", "max_train_epochs"),
@@ -70,6 +75,24 @@ KOHYA_KEYS: dict[str, tuple[str, str]] = {
     "cache_text_encoder_outputs": ("training", "cache_text_encoder_outputs"),
     "cache_text_encoder_outputs_to_disk": ("training", "cache_text_encoder_outputs"),
     "max_data_loader_n_workers": ("training", "max_data_loader_n_workers"),
+    # kohya options that change training (issue #12.3); engine: step.py, lora.py, optim.py, data.py
+    "network_dropout": ("training", "network_dropout"),
+    "scale_weight_norms": ("training", "scale_weight_norms"),
+    "noise_offset_random_strength": ("training", "noise_offset_random_strength"),
+    "adaptive_noise_scale": ("training", "adaptive_noise_scale"),
+    "multires_noise_iterations": ("training", "multires_noise_iterations"),
+    "multires_noise_discount": ("training", "multires_noise_discount"),
+    "ip_noise_gamma": ("training", "ip_noise_gamma"),
+    "ip_noise_gamma_random_strength": ("training", "ip_noise_gamma_random_strength"),
+    "zero_terminal_snr": ("training", "zero_terminal_snr"),
+    "loss_type": ("training", "loss_type"),
+    "huber_schedule": ("training", "huber_schedule"),
+    "huber_c": ("training", "huber_c"),
+    "huber_scale": ("training", "huber_scale"),
+    "debiased_estimation_loss": ("training", "debiased_estimation_loss"),
+    "save_last_n_epochs": ("training", "save_last_n_epochs"),
+    "lr_scheduler_args": ("training", "lr_scheduler_args"),
+    "lr_scheduler_min_lr_ratio": ("training", "lr_scheduler_min_lr_ratio"),
     "sample_every_n_epochs": ("sample", "every_n_epochs"),
     # Flux (sd-scripts flux_train_network.py / library/flux_train_utils.py): image/flux_config.py
     "clip_l": ("flux", "clip_l"),
@@ -99,7 +122,7 @@ IGNORED_KEYS: dict[str, str] = {
     "save_state": "lorarun always saves resumable state with each checkpoint",
     "save_model_as": "lorarun always saves .safetensors",
     "network_module": "lorarun trains kohya-format LoRA (networks.lora)",
-    "training_comment": "kept in the report", "caption_tag_dropout_rate": "not supported; ignored",
+    "training_comment": "kept in the report",
     "max_token_length": "lorarun uses CLIP's 75-token window",
     "seed_everything": "seed is always set",
 }
@@ -107,7 +130,6 @@ IGNORED_KEYS: dict[str, str] = {
 UNSUPPORTED: dict[str, str] = {
     "dataset_config": "a dataset-config TOML is not supported; set train_data_dir to the kohya folder instead",
     "datasets": "a dataset-config TOML is not supported; set train_data_dir to the kohya folder instead",
-    "network_args": "network_args (LoCon/conv_dim, block weights) are not supported yet; remove the key",
     "color_aug": "color_aug cannot be combined with cached latents; remove the key",
     "random_crop": "random_crop cannot be combined with cached latents; remove the key",
     "fp8_base": "fp8 base weights are not supported; lorarun quantises Flux with bitsandbytes: remove the key and "
@@ -138,7 +160,7 @@ def load_kohya_toml(path: Path) -> Any:
     sections: dict[str, dict[str, Any]] = {"model": {}, "dataset": {}, "training": {}, "sample": {},
                                            "resources": {}, "output": {}, "flux": {}}
     notes: list[str] = []
-    known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts"])
+    known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts", "network_args"])
     for key, value in flat.items():
         if key in UNSUPPORTED:
             raise SpecError(f"{path}: {key}: {UNSUPPORTED[key]}")
@@ -153,10 +175,16 @@ def load_kohya_toml(path: Path) -> Any:
         if key == "sample_prompts":
             sections["sample"]["prompts"] = _read_prompts(path, value)
             continue
+        if key == "network_args":
+            sections["training"].update(_network_args(value, path))
+            continue
         if key not in KOHYA_KEYS:
+            if key in KOHYA_OPTIONS:
+                raise SpecError(f"{path}: {key}: known kohya option, not supported by lorarun yet; remove it "
+                                "(README: kohya options)")
             raise SpecError(f"{path}: {unknown_key_message('kohya key', key, known)}")
         section, name = KOHYA_KEYS[key]
-        sections[section][name] = _normalise(key, value)
+        sections[section][name] = _normalise(key, value, path)
     for key, value in lorarun_section.items():
         if key in LORARUN_FLUX_KEYS:
             sections["flux"][LORARUN_FLUX_KEYS[key]] = value
@@ -196,12 +224,58 @@ def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     return flat
 
 
-def _normalise(key: str, value: Any) -> Any:
+# networks.lora network_args lorarun implements → the training field (kohya's own names)
+NETWORK_ARGS = {"conv_dim": "conv_dim", "conv_alpha": "conv_alpha", "rank_dropout": "rank_dropout",
+                "module_dropout": "module_dropout"}
+
+
+def _network_args(value: Any, path: Path) -> dict[str, Any]:
+    """kohya's network_args: a list of "key=value" strings (`--network_args "conv_dim=4" "conv_alpha=1"`)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise SpecError(f"{path}: network_args: expected a list of \"key=value\" strings, e.g. [\"conv_dim=8\"]")
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep:
+            raise SpecError(f"{path}: network_args: {item!r} is not of the form key=value")
+        if key in NETWORK_ARGS:
+            out[NETWORK_ARGS[key]] = raw  # converted and range-checked by the job schema
+        elif key in KOHYA_NETWORK_ARGS:
+            raise SpecError(f"{path}: network_args: {key}: known kohya network argument, not supported by lorarun "
+                            f"yet; remove it (supported: {', '.join(NETWORK_ARGS)})")
+        else:
+            raise SpecError(f"{path}: network_args: {key!r} is not an argument of kohya's networks.lora "
+                            f"(lorarun supports {', '.join(NETWORK_ARGS)})")
+    return out
+
+
+# kohya matches optimizer names case-insensitively ("adamw8bit", "AdamW8bit", "Lion"): lower-case → lorarun name
+OPTIMIZER_NAMES = {name.lower(): name for name in (
+    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit", "Lion", "Prodigy", "DAdaptAdam",
+    "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", "Adafactor")}
+
+
+def _normalise(key: str, value: Any, path: Path) -> Any:
     if key == "optimizer_type" and isinstance(value, str):
-        # kohya matches optimizer names case-insensitively ("adamw8bit", "AdamW8bit", "Lion").
-        names = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "lion": "Lion", "prodigy": "Prodigy",
-                 "adafactor": "Adafactor", "": "AdamW"}
-        return names.get(value.lower(), value)
+        if value == "":
+            return "AdamW"  # kohya's default
+        if value.lower() in OPTIMIZER_NAMES:
+            return OPTIMIZER_NAMES[value.lower()]
+        if value.lower() in KOHYA_OPTIMIZERS or "." in value:
+            raise SpecError(f"{path}: optimizer_type: {value} is a known kohya optimizer, not supported by lorarun "
+                            f"yet; use one of {', '.join(OPTIMIZER_NAMES.values())}")
+        return value
+    if key == "lr_scheduler" and isinstance(value, str):
+        from lorarun.image.engine_config import SCHEDULERS
+
+        if value not in SCHEDULERS and value.split(":")[0] in KOHYA_SCHEDULERS:
+            raise SpecError(f"{path}: lr_scheduler: {value} is a known kohya scheduler, not supported by lorarun "
+                            f"yet; use one of {', '.join(SCHEDULERS)}")
+        return value
+    if key in ("lr_scheduler_args", "optimizer_args") and isinstance(value, str):
+        return value.split()  # kohya's command line takes them space-separated
     if key == "text_encoder_lr" and isinstance(value, list):
         return value[0] if value else None  # kohya allows one lr per text encoder; we use one for both
     if key == "lr_warmup_steps" and isinstance(value, float) and value >= 1:

@@ -101,17 +101,42 @@ def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[
     return padded[rank::world]
 
 
-def process_caption(caption: str, rng: random.Random, *, shuffle: bool, keep_tokens: int, dropout_rate: float) -> str:
-    """kohya: drop the whole caption with `caption_dropout_rate`; shuffle the comma-separated tags after the first
-    `keep_tokens`."""
+def process_caption(caption: str, rng: random.Random, *, shuffle: bool, keep_tokens: int, dropout_rate: float,
+                    tag_dropout_rate: float = 0.0, keep_tokens_separator: str = "") -> str:
+    """kohya `BaseDataset.process_caption` (train_util.py), the parts lorarun supports, in kohya's order: drop the
+    whole caption with `caption_dropout_rate`; else, when shuffling or tag dropout is on, split the comma-separated
+    tags into kept ones (the first `keep_tokens`, or everything before `keep_tokens_separator` — and after a second
+    separator, a kept suffix) and the rest; shuffle the rest, drop each of them with `caption_tag_dropout_rate`,
+    join with ", ". As in kohya, with neither shuffle nor tag dropout the caption (separator included) is unchanged.
+    `rng` stands in for kohya's module-level `random`, drawn in the same order."""
     if dropout_rate > 0 and rng.random() < dropout_rate:
         return ""
+    if not (shuffle or tag_dropout_rate > 0):
+        return caption
+    fixed, flex, suffix = [], [], []
+    if keep_tokens_separator and keep_tokens_separator in caption:
+        fixed_part, flex_part = caption.split(keep_tokens_separator, 1)
+        if keep_tokens_separator in flex_part:
+            flex_part, suffix_part = flex_part.split(keep_tokens_separator, 1)
+            suffix = [t.strip() for t in suffix_part.split(",") if t.strip()]
+        fixed = [t.strip() for t in fixed_part.split(",") if t.strip()]
+        flex = [t.strip() for t in flex_part.split(",") if t.strip()]
+    else:
+        tokens = [t.strip() for t in caption.strip().split(",")]
+        flex = tokens[:]
+        if keep_tokens > 0:
+            fixed, flex = flex[:keep_tokens], tokens[keep_tokens:]
     if shuffle:
-        tags = [t.strip() for t in caption.split(",")]
-        fixed, rest = tags[:keep_tokens], tags[keep_tokens:]
-        rng.shuffle(rest)
-        caption = ", ".join(t for t in fixed + rest if t)
-    return caption
+        rng.shuffle(flex)
+    if tag_dropout_rate > 0:
+        flex = [t for t in flex if rng.random() >= tag_dropout_rate]
+    return ", ".join(fixed + flex + suffix)
+
+
+def caption_options(d) -> dict:
+    """process_caption's keyword arguments from a DatasetConfig."""
+    return dict(shuffle=d.shuffle_caption, keep_tokens=d.keep_tokens, dropout_rate=d.caption_dropout_rate,
+                tag_dropout_rate=d.caption_tag_dropout_rate, keep_tokens_separator=d.keep_tokens_separator)
 
 
 def load_image(path: Path, bucket: Reso) -> tuple[torch.Tensor, tuple[int, int]]:

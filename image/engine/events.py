@@ -59,6 +59,17 @@ class EventLog:
         self._write_manifest()
         return self.emit(event, path=rel, sha256=entry["sha256"], size=entry["size"], **fields)
 
+    def remove_output(self, event: str, path: Path, **fields) -> dict:
+        """Delete an output this run wrote earlier (save_last_n_epochs): out of the manifest first, so the
+        controller stops asking for it, then the file. Copies already pulled home are the controller's business."""
+        if not self.enabled:
+            return {}
+        rel = Path(path).resolve().relative_to(self.output_dir.resolve()).as_posix()
+        self._files.pop(rel, None)
+        self._write_manifest()
+        Path(path).unlink(missing_ok=True)
+        return self.emit(event, path=rel, **fields)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -4,15 +4,19 @@
   (fused on CUDA); the choice is reported. AdamW8bit asked for explicitly without CUDA is a config error.
 - optimizer_args: kohya's "key=value" strings, values read as Python literals ("betas=0.9,0.999" → a tuple).
 - lr_warmup_steps below 1 is a ratio of the total steps (kohya).
+- Lion (lion-pytorch), Prodigy (prodigyopt), DAdapt* (dadaptation), PagedAdamW8bit / Lion8bit / PagedLion8bit
+  (bitsandbytes, CUDA only): the classes kohya's `train_util.get_optimizer` builds, from the same packages.
+- lr_scheduler_args: kohya passes them as keyword arguments to the scheduler function (transformers'
+  `get_*_schedule_with_warmup`); the ones those functions take are honoured here, others are a config error.
 """
 from __future__ import annotations
 
-import ast
 import importlib.util
 import math
 
 import torch
 
+from ..scheduler_args import parse_kohya_args, scheduler_kwargs
 from ..schema import ConfigError
 
 
@@ -20,32 +24,47 @@ def has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
+BNB_OPTIMIZERS = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit", "Lion8bit": "Lion8bit",
+                  "PagedLion8bit": "PagedLion8bit"}  # lorarun name → bitsandbytes.optim class
+DADAPT_OPTIMIZERS = ("DAdaptAdam", "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD")  # dadaptation.<name>
+ADAPTIVE_LR_OPTIMIZERS = ("Prodigy", *DADAPT_OPTIMIZERS)
+# optimizer → (import name, pip name) of the maintained package it comes from
+PACKAGES = {"Lion": ("lion_pytorch", "lion-pytorch"), "Prodigy": ("prodigyopt", "prodigyopt"),
+            **{name: ("dadaptation", "dadaptation") for name in DADAPT_OPTIMIZERS}}
+
+
 def resolve_optimizer(name: str, cuda: bool) -> str:
     """The optimizer that will actually run, or a ConfigError saying why the requested one cannot."""
     if name == "auto":
         return "AdamW8bit" if cuda and has_bitsandbytes() else "AdamW"
-    if name == "AdamW8bit":
+    if name in BNB_OPTIMIZERS:
         if not cuda:
-            raise ConfigError("training.optimizer_type: AdamW8bit needs a CUDA GPU (bitsandbytes); use AdamW or auto")
+            raise ConfigError(f"training.optimizer_type: {name} needs a CUDA GPU (bitsandbytes); use AdamW or auto "
+                              "on this machine")
         if not has_bitsandbytes():
-            raise ConfigError("training.optimizer_type: AdamW8bit needs the bitsandbytes package; pip install "
+            raise ConfigError(f"training.optimizer_type: {name} needs the bitsandbytes package; pip install "
                               "bitsandbytes, or use AdamW")
-    packages = {"Lion": ("lion_pytorch", "lion-pytorch"), "Prodigy": ("prodigyopt", "prodigyopt")}
-    if name in packages and importlib.util.find_spec(packages[name][0]) is None:
-        raise ConfigError(f"training.optimizer_type: {name} needs the {packages[name][1]} package; "
-                          f"pip install {packages[name][1]}, or use AdamW")
+    if name in PACKAGES and importlib.util.find_spec(PACKAGES[name][0]) is None:
+        raise ConfigError(f"training.optimizer_type: {name} needs the {PACKAGES[name][1]} package; "
+                          f"pip install {PACKAGES[name][1]}, or use AdamW")
     return name
 
 
+def adaptive_lr_warning(name: str, lrs: list[float]) -> str | None:
+    """kohya's warnings for D-Adaptation / Prodigy: they expect a learning rate around 1.0, and use only the first
+    group's rate when several are given."""
+    if name not in ADAPTIVE_LR_OPTIMIZERS or not lrs:
+        return None
+    notes = []
+    if lrs[0] <= 0.1:
+        notes.append(f"learning rate {lrs[0]} is low for {name}; these optimizers expect about 1.0")
+    if len(set(lrs)) > 1:
+        notes.append(f"{name} uses only the first learning rate ({lrs[0]}) when UNet and text encoder rates differ")
+    return "; ".join(notes) or None
+
+
 def parse_optimizer_args(args: tuple[str, ...]) -> dict:
-    kwargs = {}
-    for arg in args:
-        key, value = arg.split("=", 1)
-        try:
-            kwargs[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            kwargs[key.strip()] = value.strip()
-    return kwargs
+    return parse_kohya_args(args)
 
 
 def build_optimizer(name: str, param_groups: list[dict], lr: float, args: tuple[str, ...], cuda: bool):
@@ -54,10 +73,14 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, args: tuple[
         if cuda:
             kwargs.setdefault("fused", True)  # one kernel for all LoRA tensors instead of thousands
         return torch.optim.AdamW(param_groups, lr=lr, **kwargs)
-    if name == "AdamW8bit":
+    if name in BNB_OPTIMIZERS:
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(param_groups, lr=lr, **kwargs)
+        return getattr(bnb.optim, BNB_OPTIMIZERS[name])(param_groups, lr=lr, **kwargs)
+    if name in DADAPT_OPTIMIZERS:
+        import dadaptation
+
+        return getattr(dadaptation, name)(param_groups, lr=lr, **kwargs)
     if name == "Lion":
         from lion_pytorch import Lion
 
@@ -83,10 +106,18 @@ def warmup_steps(value: float, total_steps: int) -> int:
     return int(value)
 
 
-def lr_lambda(name: str, total: int, warmup: int, num_cycles: int = 1, power: float = 1.0):
-    """Multiplier of the base LR at optimizer step `step` — the formulas of diffusers.optimization, which kohya
-    calls (cosine_with_restarts = hard restarts with `lr_scheduler_num_cycles`; polynomial to lr_end 0)."""
+def lr_lambda(name: str, total: int, warmup: int, num_cycles: float | None = None, power: float = 1.0, *,
+              base_lr: float = 1.0, lr_end: float = 0.0, min_lr_rate: float | None = None,
+              min_lr: float | None = None):
+    """Multiplier of the base LR at optimizer step `step` — the formulas of transformers.optimization, which kohya
+    calls. num_cycles None = the function's default (0.5 half-waves for cosine / cosine_with_min_lr, 1 restart
+    cycle for cosine_with_restarts). polynomial decays to lr_end (0 unless lr_scheduler_args sets it);
+    cosine_with_min_lr to min_lr_rate x the base LR (or min_lr)."""
     total = max(total, 1)
+    if name == "cosine_with_min_lr" and min_lr_rate is None:
+        if min_lr is None:
+            raise ConfigError("training.lr_scheduler_min_lr_ratio: cosine_with_min_lr needs a minimum")
+        min_lr_rate = min_lr / base_lr
 
     def f(step: int) -> float:
         if name == "constant":
@@ -98,20 +129,29 @@ def lr_lambda(name: str, total: int, warmup: int, num_cycles: int = 1, power: fl
         progress = float(step - warmup) / float(max(1, total - warmup))
         if name == "linear":
             return max(0.0, float(total - step) / float(max(1, total - warmup)))
-        if name == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        if name in ("cosine", "cosine_with_min_lr"):
+            cycles = 0.5 if num_cycles is None else float(num_cycles)
+            factor = 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * progress))
+            if name == "cosine_with_min_lr":
+                factor = factor * (1 - min_lr_rate) + min_lr_rate
+            return max(0.0, factor)
         if name == "cosine_with_restarts":
             if progress >= 1.0:
                 return 0.0
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(num_cycles) * progress) % 1.0))))
+            cycles = 1.0 if num_cycles is None else float(num_cycles)
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((cycles * progress) % 1.0))))
         if name == "polynomial":
+            end = lr_end / base_lr
             if step > total:
-                return 0.0
-            return (1.0 - (step - warmup) / max(1, total - warmup)) ** power
+                return end
+            return (1.0 - end) * (1.0 - (step - warmup) / max(1, total - warmup)) ** power + end
         raise ConfigError(f"training.lr_scheduler: unknown scheduler {name!r}")
 
     return f
 
 
-def build_scheduler(optimizer, name: str, total: int, warmup: int, num_cycles: int, power: float):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(name, total, warmup, num_cycles, power))
+def build_scheduler(optimizer, name: str, total: int, warmup: int, num_cycles: int, power: float, *,
+                    args: tuple[str, ...] = (), min_lr_ratio: float | None = None):
+    kwargs = scheduler_kwargs(name, args, num_cycles=num_cycles, power=power, min_lr_ratio=min_lr_ratio)
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(name, total, warmup, base_lr=base_lr, **kwargs))

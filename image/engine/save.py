@@ -16,22 +16,26 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
-from .kohya_keys import kohya_tensor_keys, plan_modules
+from .kohya_keys import is_conv3x3_target, kohya_tensor_keys, plan_modules
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 MODELSPEC_VERSION = "1.0.1"
 
 
 def kohya_state_dict(components: list[tuple[str, dict[str, torch.Tensor]]], family: str, alpha: float,
-                     dtype: torch.dtype, layers_per_block: int = 2) -> dict[str, torch.Tensor]:
-    """components: (kohya component, PEFT state dict) pairs — ("unet", …), ("lora_te", …) / ("lora_te1", …)."""
+                     dtype: torch.dtype, layers_per_block: int = 2,
+                     conv_alpha: float | None = None) -> dict[str, torch.Tensor]:
+    """components: (kohya component, PEFT state dict) pairs — ("unet", …), ("lora_te", …) / ("lora_te1", …).
+    conv_alpha: the alpha of LoCon's 3x3 UNet convs (kohya stores each module's own alpha)."""
     out: dict[str, torch.Tensor] = {}
     for component, peft_sd in components:
         for module in plan_modules(list(peft_sd), component, family, layers_per_block):
             down_key, up_key, alpha_key = kohya_tensor_keys(module.name)
             out[down_key] = peft_sd[module.down_key].detach().to("cpu", dtype).contiguous()
             out[up_key] = peft_sd[module.up_key].detach().to("cpu", dtype).contiguous()
-            out[alpha_key] = torch.tensor(float(alpha), dtype=dtype)  # kohya saves alpha in the save dtype too
+            own = conv_alpha if conv_alpha is not None and component == "unet" and is_conv3x3_target(module.path) \
+                else alpha
+            out[alpha_key] = torch.tensor(float(own), dtype=dtype)  # kohya saves alpha in the save dtype too
     return out
 
 
@@ -138,8 +142,8 @@ def build_metadata(cfg, facts: RunFacts, *, steps: int, epoch: int, finished_at:
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(t.network_dim),
         "ss_network_alpha": _num(t.network_alpha),
-        "ss_network_dropout": "None",
-        "ss_network_args": json.dumps({}),
+        "ss_network_dropout": str(t.network_dropout),
+        "ss_network_args": json.dumps(_network_args(t)),
         "ss_network_train_unet_only": str(not t.trains_text_encoder),
         "ss_mixed_precision": facts.mixed_precision,
         "ss_full_fp16": "False",
@@ -155,9 +159,21 @@ def build_metadata(cfg, facts: RunFacts, *, steps: int, epoch: int, finished_at:
         "ss_optimizer": facts.optimizer + (f"({','.join(t.optimizer_args)})" if t.optimizer_args else ""),
         "ss_caption_dropout_rate": str(d.caption_dropout_rate),
         "ss_caption_dropout_every_n_epochs": "0",
-        "ss_caption_tag_dropout_rate": "0.0",
+        "ss_caption_tag_dropout_rate": str(d.caption_tag_dropout_rate),
         "ss_prior_loss_weight": str(d.prior_loss_weight),
-        "ss_loss_type": "l2",
+        "ss_loss_type": t.loss_type,
+        "ss_huber_schedule": t.huber_schedule,
+        "ss_huber_scale": str(t.huber_scale),
+        "ss_huber_c": str(t.huber_c),
+        "ss_multires_noise_iterations": str(t.multires_noise_iterations),
+        "ss_multires_noise_discount": str(t.multires_noise_discount),
+        "ss_adaptive_noise_scale": str(t.adaptive_noise_scale),
+        "ss_zero_terminal_snr": str(t.zero_terminal_snr),
+        "ss_scale_weight_norms": str(t.scale_weight_norms),
+        "ss_ip_noise_gamma": str(t.ip_noise_gamma),
+        "ss_debiased_estimation": str(t.debiased_estimation_loss),
+        "ss_noise_offset_random_strength": str(t.noise_offset_random_strength),
+        "ss_ip_noise_gamma_random_strength": str(t.ip_noise_gamma_random_strength),
         "ss_fp8_base": "False",
         "ss_training_comment": f"lorarun job {cfg.job_id}",
         "ss_sd_model_name": os.path.basename(facts.base_model.rstrip("/")) or facts.base_model,
@@ -193,6 +209,15 @@ def build_metadata(cfg, facts: RunFacts, *, steps: int, epoch: int, finished_at:
         "modelspec.encoder_layer": str(m.clip_skip),
     })
     return md
+
+
+def _network_args(t) -> dict[str, str]:
+    """kohya's ss_network_args: the network_args that were given, as strings (kohya stores them so)."""
+    args = {key: str(getattr(t, key)) for key in ("conv_dim", "conv_alpha", "rank_dropout", "module_dropout")
+            if getattr(t, key) is not None}
+    if t.conv_dim is not None and t.conv_alpha is None:
+        args["conv_alpha"] = "1.0"  # kohya's default, which is what was trained with
+    return args
 
 
 def _num(x: float) -> str:

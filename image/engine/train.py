@@ -23,10 +23,11 @@ import torch
 
 from ..engine_config import EngineConfig
 from ..schema import ConfigError
-from . import checks, data, state
+from . import checks, data, kohya_extras, state
 from .events import EventLog, PhaseProgress, one_line
 from .kohya_keys import te_prefixes
-from .lora import add_text_encoder_lora, add_unet_lora, load_lora_state_dict, lora_state_dict, unwrap
+from .lora import (add_dropout_hooks, add_text_encoder_lora, add_unet_lora, apply_max_norm_regularization,
+                   load_lora_state_dict, lora_state_dict, unwrap)
 from .memory_check import estimated_gb, memory_warning
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .step import NoiseSchedule, diffusion_loss
@@ -164,8 +165,7 @@ class Trainer:
             self.total_steps = t.max_train_steps
             self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.warmup = warmup_steps(t.lr_warmup_steps, self.total_steps)
-        self.cache_text = (t.cache_text_encoder_outputs and not self.trains_te and not d.shuffle_caption
-                           and d.caption_dropout_rate == 0)
+        self.cache_text = t.cache_text_encoder_outputs and not self.trains_te and not d.caption_varies
         self.global_step = 0
         self.position = (0, 0)  # (epoch, batch) being trained, for messages
         from .fast.trainer_glue import decide_for  # the fast step (fast/): same math, fewer kernels
@@ -268,7 +268,7 @@ class Trainer:
                                                   write=False)
         else:
             reason = ("the text encoder trains" if self.trains_te else
-                      "shuffle_caption / caption_dropout_rate change the caption every step"
+                      "shuffle_caption / caption (tag) dropout change the caption every step"
                       if cfg.training.cache_text_encoder_outputs else "cache_text_encoder_outputs is off")
             self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
         self._keep_caches_on_device()
@@ -293,8 +293,9 @@ class Trainer:
         cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
         unet = model.unet
         unet.to(dtype=self.weight_dtype)
-        groups = [{"params": add_unet_lora(unet, t.network_dim, t.network_alpha),
+        groups = [{"params": add_unet_lora(unet, t.network_dim, t.network_alpha, t.conv_dim, t.conv_alpha),
                    "lr": t.unet_lr if t.unet_lr is not None else t.learning_rate}]
+        add_dropout_hooks(unet, kohya_extras.lora_dropout(t))
         unet.to(self.device)
         self.channels_last = t.channels_last and self.device.type == "cuda"
         if self.channels_last:
@@ -310,6 +311,7 @@ class Trainer:
                 if self.trains_te:
                     groups.append({"params": add_text_encoder_lora(encoder, t.network_dim, t.network_alpha),
                                    "lr": te_lr})
+                    add_dropout_hooks(encoder, kohya_extras.lora_dropout(t))
                     encoder.to(self.device)
                     if t.gradient_checkpointing:
                         encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -327,14 +329,18 @@ class Trainer:
             optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
             self.params = [p for g in groups for p in g["params"]]
         self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
-                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power)
+                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power, args=t.lr_scheduler_args,
+                                         min_lr_ratio=t.lr_scheduler_min_lr_ratio)
+        if warning := kohya_extras.optimizer_warning(self.optimizer_name, groups):
+            self.events.emit("warning", message=warning)
         if self.fast is None and self.trains_te:
             prepared = accel.prepare(unet, *self.text_encoders, optimizer)
             self.unet, self.text_encoders, self.optimizer = prepared[0], list(prepared[1:-1]), prepared[-1]
         elif self.fast is None:
             self.unet, self.optimizer = accel.prepare(unet, optimizer)
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
-        self.schedule = NoiseSchedule.kohya(self.device)
+        self.schedule = NoiseSchedule.kohya(self.device, t.zero_terminal_snr)
+        self.loss_options = kohya_extras.loss_options(t)
         self.facts = RunFacts(
             session_id=self.session_id, started_at=self.started_at, family=self.family, v2=cfg.model.v2,
             v_parameterization=self.model.v_prediction, base_model=cfg.model.base,
@@ -366,7 +372,7 @@ class Trainer:
         t, d = self.cfg.training, self.cfg.dataset
         accum = t.gradient_accumulation_steps
         start_epoch, start_batch = (resumed.epoch, resumed.batch_in_epoch) if resumed else (0, 0)
-        caption_opts = dict(shuffle=d.shuffle_caption, keep_tokens=d.keep_tokens, dropout_rate=d.caption_dropout_rate)
+        caption_opts = data.caption_options(d)
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
         self.last_report = time.monotonic()
@@ -405,6 +411,8 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if t.scale_weight_norms:  # kohya: after the optimizer step, on the LoRA weights
+                    apply_max_norm_regularization([m for _, m in self._lora_modules()], t.scale_weight_norms)
                 self.global_step += 1
                 done = self.global_step >= self.total_steps
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
@@ -427,6 +435,7 @@ class Trainer:
                 self._save_on_stop(epoch, len(batches))
             if t.save_every_n_epochs and finished_epoch % t.save_every_n_epochs == 0:
                 self._save_checkpoint(self._epoch_path(finished_epoch), finished_epoch, (finished_epoch, 0))
+                kohya_extras.remove_old_checkpoint(self.events, self._epoch_path, finished_epoch, t)
             every = self.cfg.sample.every_n_epochs
             if every and finished_epoch % every == 0 and self.cfg.sample.prompts:
                 self._samples(f"e{finished_epoch:06d}")
@@ -434,15 +443,14 @@ class Trainer:
 
     def loss(self, batch: data.Batch) -> torch.Tensor:
         """One micro-batch: conditioning (cached, or encoded now), then the shared step math."""
-        t = self.cfg.training
         with self.accel.autocast():
             hidden, added = self._conditioning(batch)
         return diffusion_loss(
             self.unet, batch.latents.to(self.device, non_blocking=True), hidden, added,
             batch.loss_weight.to(self.device, non_blocking=True), self.schedule, self.generator,
-            v_prediction=self.model.v_prediction, noise_offset=t.noise_offset, min_snr_gamma=t.min_snr_gamma,
-            weight_dtype=self.weight_dtype, autocast=None if self.fast else self.accel.autocast(),
-            channels_last=self.channels_last,
+            v_prediction=self.model.v_prediction, weight_dtype=self.weight_dtype,
+            autocast=None if self.fast else self.accel.autocast(), channels_last=self.channels_last,
+            options=self.loss_options,
         )
 
     def _conditioning(self, batch: data.Batch):
@@ -526,7 +534,8 @@ class Trainer:
         if self.accel.is_main_process:
             components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
             tensors = kohya_state_dict(components, self.family, t.network_alpha, SAVE_DTYPES[t.save_precision],
-                                       self.model.layers_per_block)
+                                       self.model.layers_per_block,
+                                       conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None)
             metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch,
                                       finished_at=time.time())
             write_lora(path, tensors, metadata)

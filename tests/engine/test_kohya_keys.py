@@ -2,7 +2,7 @@
 import pytest
 
 from lorarun.image.engine.kohya_keys import (
-    plan_modules, sgm_unet_path, te_prefixes, text_encoder_module_name, unet_module_name,
+    is_conv3x3_target, plan_modules, sgm_unet_path, te_prefixes, text_encoder_module_name, unet_module_name,
 )
 
 
@@ -22,9 +22,54 @@ def test_sdxl_sgm_paths(diffusers_path, sgm):
     assert sgm_unet_path(diffusers_path, layers_per_block=2) == sgm
 
 
-def test_sgm_rejects_non_attention_paths():
+def _kohya_sdxl_layer_map() -> list[tuple[str, str]]:
+    """kohya sd-scripts library/sdxl_model_util.py::make_unet_conversion_map, the layer and resnet parts,
+    transcribed: (sgm prefix, diffusers prefix)."""
+    layer = []
+    for i in range(3):
+        for j in range(2):
+            layer.append((f"input_blocks.{3*i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+        for j in range(3):
+            layer.append((f"output_blocks.{3*i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+        layer.append((f"input_blocks.{3*(i+1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+        layer.append((f"output_blocks.{3*i + 2}.{2}.", f"up_blocks.{i}.upsamplers.0."))
+    for j in range(2):
+        layer.append((f"middle_block.{2*j}.", f"mid_block.resnets.{j}."))
+    return layer
+
+
+RESNET_MAP = [("in_layers.2.", "conv1."), ("out_layers.3.", "conv2."), ("emb_layers.1.", "time_emb_proj."),
+              ("skip_connection.", "conv_shortcut.")]
+
+
+def test_sdxl_resnet_and_sampler_paths_follow_kohyas_conversion_map():
+    """Every LoCon target path of the real SDXL UNet maps to the SGM name kohya's own conversion map gives."""
+    checked = 0
+    for sgm_prefix, hf_prefix in _kohya_sdxl_layer_map():
+        if "resnets" in hf_prefix:
+            for sgm_part, hf_part in RESNET_MAP:
+                path = (hf_prefix + hf_part).rstrip(".")
+                assert sgm_unet_path(path, 2) == (sgm_prefix + sgm_part).rstrip(".")
+                checked += 1
+        else:
+            path = hf_prefix.rstrip(".") + ("" if hf_prefix.endswith("conv.") else ".conv")
+            sgm = sgm_prefix.rstrip(".") + ("" if sgm_prefix.endswith("op.") else ".conv")
+            assert sgm_unet_path(path, 2) == sgm
+            checked += 1
+    assert checked == (6 + 9 + 2) * 4 + 6
+
+
+def test_locon_targets_and_names():
+    assert is_conv3x3_target("down_blocks.0.resnets.1.conv2") and is_conv3x3_target("up_blocks.1.upsamplers.0.conv")
+    assert not is_conv3x3_target("down_blocks.0.resnets.1.conv_shortcut")
+    assert not is_conv3x3_target("down_blocks.0.resnets.1.time_emb_proj")
+    assert unet_module_name("down_blocks.0.resnets.0.conv1", "sd15") == "lora_unet_down_blocks_0_resnets_0_conv1"
+    assert unet_module_name("down_blocks.1.downsamplers.0.conv", "sdxl") == "lora_unet_input_blocks_6_0_op"
+
+
+def test_sgm_rejects_paths_outside_the_blocks():
     with pytest.raises(ValueError):
-        sgm_unet_path("down_blocks.0.resnets.0.conv1")
+        sgm_unet_path("conv_in")
 
 
 def test_unet_names_per_family():

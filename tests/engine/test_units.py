@@ -105,16 +105,22 @@ def test_schedulers_follow_kohya():
     assert lr_lambda("polynomial", 100, 0, power=2)(50) == pytest.approx(0.25)
 
 
-def test_optimizer_choice():
+def test_optimizer_choice(monkeypatch):
     pytest.importorskip("torch")
+    import importlib.util
+
     from lorarun.image.engine.optim import build_optimizer, parse_optimizer_args, resolve_optimizer
     from lorarun.image.schema import ConfigError
 
     assert resolve_optimizer("auto", cuda=False) == "AdamW"
     with pytest.raises(ConfigError, match="CUDA"):
         resolve_optimizer("AdamW8bit", cuda=False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lion_pytorch"
+                        else real_find_spec(name, *a))
     with pytest.raises(ConfigError, match="lion-pytorch"):
-        resolve_optimizer("Lion", cuda=False)  # not installed here: a clear error, not an ImportError mid-run
+        resolve_optimizer("Lion", cuda=False)  # not installed: a clear error, not an ImportError mid-run
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
     assert parse_optimizer_args(("weight_decay=0.01", "betas=0.9,0.99")) == {"weight_decay": 0.01,
                                                                            "betas": (0.9, 0.99)}
     import torch

@@ -89,7 +89,7 @@ max_cost = 3.5
 
 @pytest.mark.parametrize("old, new, expected", [
     ('save_model_as = "safetensors"', 'save_model_as = "ckpt"', "only 'safetensors'"),
-    ("seed = 1234", 'network_args = ["conv_dim=4"]', "network_args"),
+    ("seed = 1234", 'network_args = ["block_dims=2,2,2"]', "block_dims: known kohya network argument, not supported"),
     ("seed = 1234", "color_aug = true", "cached latents"),
     ("network_dim = 32", 'network_dim = "big"', "training.network_dim: expected a whole number"),
 ])

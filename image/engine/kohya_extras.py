@@ -1,0 +1,39 @@
+"""The trainer's side of kohya's training options that are not step math: which LoRA layers and dropouts to set up,
+the loss options, max-norm after each optimizer step, and save_last_n_epochs. Kept here so `train.py` only calls in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .lora import LoraDropout
+from .optim import adaptive_lr_warning
+from .step import LossOptions
+
+
+def lora_dropout(t) -> LoraDropout:
+    return LoraDropout(t.network_dropout, t.rank_dropout, t.module_dropout)
+
+
+def loss_options(t) -> LossOptions:
+    return LossOptions.from_training(t)
+
+
+def checkpoint_to_remove(epoch: int, save_every: int | None, last_n: int | None) -> int | None:
+    """kohya `train_util.get_remove_epoch_no`: after saving epoch `epoch`, the epoch file to delete, if any."""
+    if last_n is None or not save_every:
+        return None
+    remove = epoch - save_every * last_n
+    return remove if remove > 0 else None  # kohya returns 0 too, whose file never exists
+
+
+def remove_old_checkpoint(events, path_for_epoch, epoch: int, t) -> None:
+    remove = checkpoint_to_remove(epoch, t.save_every_n_epochs, t.save_last_n_epochs)
+    if remove is None:
+        return
+    path = Path(path_for_epoch(remove))
+    if path.exists():
+        events.remove_output("removed", path, reason=f"save_last_n_epochs={t.save_last_n_epochs}", epoch=remove)
+
+
+def optimizer_warning(name: str, groups: list[dict]) -> str | None:
+    return adaptive_lr_warning(name, [g["lr"] for g in groups])
