@@ -244,6 +244,30 @@ class TrainingConfig:
             check_scheduler_args(self, where)
 
 
+# kohya options implemented in the SD1.5/SDXL trainer only; the Flux trainer (image/engine/flux/) has its own step,
+# LoRA and data path, so a Flux job with one of these set is refused instead of silently training without it.
+SD_ONLY_OPTIONS = {
+    "training": ("network_dropout", "rank_dropout", "module_dropout", "conv_dim", "conv_alpha", "scale_weight_norms",
+                 "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
+                 "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr", "loss_type",
+                 "debiased_estimation_loss", "save_last_n_epochs"),
+    "dataset": ("keep_tokens_separator", "caption_tag_dropout_rate"),
+}
+
+
+def family_option_problems(family: str, dataset: "DatasetConfig", training: "TrainingConfig") -> list[str]:
+    """One line per kohya option set for a family whose trainer does not implement it."""
+    if family != "flux":
+        return []
+    problems = []
+    for section, obj, default in (("training", training, TrainingConfig()), ("dataset", dataset, DatasetConfig())):
+        for name in SD_ONLY_OPTIONS[section]:
+            if getattr(obj, name) != getattr(default, name):
+                problems.append(f"{section}.{name}: lorarun implements it for sd15/sdxl; the Flux trainer does not "
+                                "support it yet (remove it)")
+    return problems
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     prompts: tuple[str, ...] = ()
@@ -291,6 +315,9 @@ class EngineConfig:
         self.training.validate()
         self.sample.validate()
         self.flux.validate()
+        family_problems = family_option_problems(self.model.family, self.dataset, self.training)
+        if family_problems:
+            raise ConfigError(family_problems[0], family_problems)
         name_problem = output_name_problem(self.output_name, "output_name")
         if name_problem:
             raise ConfigError(name_problem)

@@ -55,11 +55,15 @@ KOHYA_OPTIONS = frozenset({
     "zero3_save_16bit_model", "zero_stage", "zero_terminal_snr",
 })
 
-# networks/lora.py create_network(**kwargs): the keys it reads from network_args
+# networks/lora.py and networks/lora_flux.py create_network(**kwargs): the keys they read from network_args
 KOHYA_NETWORK_ARGS = frozenset({
     "block_alphas", "block_dims", "block_lr_zero_threshold", "conv_alpha", "conv_block_alphas", "conv_block_dims",
     "conv_dim", "down_lr_weight", "loraplus_lr_ratio", "loraplus_text_encoder_lr_ratio", "loraplus_unet_lr_ratio",
     "mid_lr_weight", "module_dropout", "rank_dropout", "up_lr_weight",
+    # lora_flux
+    "ggpo_beta", "ggpo_sigma", "img_attn_dim", "img_mlp_dim", "img_mod_dim", "in_dims", "network_reg_dims",
+    "network_reg_lrs", "single_dim", "single_mod_dim", "split_qkv", "train_blocks", "train_double_block_indices",
+    "train_single_block_indices", "train_t5xxl", "txt_attn_dim", "txt_mlp_dim", "txt_mod_dim", "verbose",
 })
 
 # train_util.get_optimizer: the names it matches (case-insensitively); a dotted class path is also accepted there

@@ -246,7 +246,7 @@ def _network_args(value: Any, path: Path) -> dict[str, Any]:
             raise SpecError(f"{path}: network_args: {key}: known kohya network argument, not supported by lorarun "
                             f"yet; remove it (supported: {', '.join(NETWORK_ARGS)})")
         else:
-            raise SpecError(f"{path}: network_args: {key!r} is not an argument of kohya's networks.lora "
+            raise SpecError(f"{path}: network_args: {key!r} is not an argument of kohya's networks.lora(_flux) "
                             f"(lorarun supports {', '.join(NETWORK_ARGS)})")
     return out
 

@@ -18,6 +18,7 @@ from lorarun.image.engine_config import (
     ModelConfig,
     SampleConfig,
     TrainingConfig,
+    family_option_problems,
 )
 from lorarun.image.flux_config import FluxConfig
 from lorarun.image.names import output_name_problem
@@ -143,6 +144,8 @@ class JobSpec:
         if self.flux != FluxConfig() and self.model.family != "flux" and "model" not in skip:
             found.append(f"flux: this section applies to model.family flux only (the job's family is "
                          f"{self.model.family}); remove it or set model.family: flux")
+        if not {"model", "dataset", "training"} & skip:
+            found.extend(family_option_problems(self.model.family, self.dataset, self.training))
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
         if name_problem:
             found.append(name_problem)

@@ -35,5 +35,19 @@ def remove_old_checkpoint(events, path_for_epoch, epoch: int, t) -> None:
         events.remove_output("removed", path, reason=f"save_last_n_epochs={t.save_last_n_epochs}", epoch=remove)
 
 
+def fast_step_levers_off(t) -> tuple[str, ...]:
+    """Levers of the fast step (image/engine/fast/) that would bypass a kohya option, so they are left out:
+    - LoRA dropouts act through a hook on each down projection, which the fused LoRA linear never calls, and module
+      dropout draws its coin on the host (a graph break, no CUDA graph);
+    - max-norm scales the LoRA weights in place after the step, which a bf16 copy refreshed from fp32 masters
+      would overwrite."""
+    off: list[str] = []
+    if t.network_dropout or t.rank_dropout or t.module_dropout:
+        off += ["fused_lora", "compile", "cuda_graphs"]
+    if t.scale_weight_norms:
+        off += ["master_weights"]
+    return tuple(off)
+
+
 def optimizer_warning(name: str, groups: list[dict]) -> str | None:
     return adaptive_lr_warning(name, [g["lr"] for g in groups])

@@ -334,3 +334,21 @@ def test_adaptive_optimizers_warn_like_kohya():
     assert "expect about 1.0" in adaptive_lr_warning("Prodigy", [1e-4])
     assert "only the first" in adaptive_lr_warning("DAdaptAdam", [1.0, 0.5])
     assert adaptive_lr_warning("DAdaptAdam", [1.0]) is None and adaptive_lr_warning("AdamW", [1e-4]) is None
+
+
+def test_fast_step_leaves_out_the_levers_a_kohya_option_needs_off():
+    """The fused LoRA linear never calls the down projection (where kohya's dropouts act), and fp32 masters would
+    overwrite max-norm's in-place scaling: those levers are off when the options are on, the rest stay."""
+    from lorarun.image.engine.fast.trainer_glue import decide_for
+    from lorarun.image.engine_config import EngineConfig, TrainingConfig
+
+    def levers(**training):
+        cfg = EngineConfig(job_id="j", output_dir="o", output_name="x", training=TrainingConfig(**training))
+        return set(decide_for(cfg, cuda=True, world=1, mixed="bf16", optimizer_name="AdamW").options.active())
+
+    plain = levers()
+    assert {"fused_lora", "master_weights", "compile"} <= plain
+    assert levers(network_dropout=0.1) == plain - {"fused_lora", "compile", "cuda_graphs"}
+    assert levers(module_dropout=0.1) == plain - {"fused_lora", "compile", "cuda_graphs"}
+    assert levers(scale_weight_norms=1.0) == plain - {"master_weights"}
+    assert levers(conv_dim=4, loss_type="huber", multires_noise_iterations=6) == plain

@@ -79,7 +79,7 @@ def test_every_implemented_option_is_a_real_kohya_option():
     ("v_pred_like_loss = 0.2", "v_pred_like_loss"),
     ("save_every_n_steps = 100", "save_every_n_steps"),
     ("masked_loss = true", "masked_loss"),
-    ("fp8_base = true", "fp8_base"),
+    ("scale_v_pred_loss_like_noise_pred = true", "scale_v_pred_loss_like_noise_pred"),
     ('lr_scheduler_type = "CosineAnnealingLR"', "lr_scheduler_type"),
 ])
 def test_known_unsupported_kohya_option_says_so(tmp_path, line, key):
@@ -97,6 +97,23 @@ def test_every_kohya_option_is_mapped_ignored_or_known_unsupported(tmp_path):
             load_job(tmp_path / "job.toml")
         except SpecError as exc:
             assert "did you mean" not in str(exc) and "unknown key" not in str(exc), (key, str(exc))
+
+
+def test_flux_job_refuses_the_options_only_the_sd_trainer_implements(tmp_path):
+    (tmp_path / "job.toml").write_text(BASE.replace("./model.safetensors", "./flux1-dev.safetensors") +
+                                       'network_dropout = 0.1\nloss_type = "huber"\nnetwork_args = ["train_blocks=single"]\n')
+    with pytest.raises(SpecError, match="train_blocks: known kohya network argument, not supported"):
+        load_job(tmp_path / "job.toml")
+    (tmp_path / "job.toml").write_text(BASE.replace("./model.safetensors", "./flux1-dev.safetensors") +
+                                       'network_dropout = 0.1\nloss_type = "huber"\n')
+    with pytest.raises(SpecError) as info:
+        load_job(tmp_path / "job.toml")
+    problems = getattr(info.value, "problems", [str(info.value)])
+    text = "\n".join(problems)
+    assert "training.network_dropout: lorarun implements it for sd15/sdxl; the Flux trainer does not" in text
+    assert "training.loss_type: lorarun implements it for sd15/sdxl" in text
+    spec = load(tmp_path, 'lr_scheduler = "cosine_with_min_lr"\nlr_scheduler_min_lr_ratio = 0.1\n')
+    assert spec.training.lr_scheduler == "cosine_with_min_lr"  # shared parts work for either family
 
 
 def test_typo_still_gets_did_you_mean(tmp_path):

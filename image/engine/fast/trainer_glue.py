@@ -16,7 +16,10 @@ def decide_for(cfg, *, cuda: bool, world: int, mixed: str, optimizer_name: str) 
     t = cfg.training
     if cfg.model.family not in ("sd15", "sdxl"):  # Flux has its own trainer and step (image/engine/flux/)
         return FastDecision(None, f"plain step: the fast step covers the SD1.5/SDXL UNet, not {cfg.model.family}")
-    return decide(t.fast_step, tuple(t.fast_step_off), cuda=cuda, world=world, mixed=mixed, optimizer=optimizer_name)
+    from ..kohya_extras import fast_step_levers_off  # kohya options some levers would bypass
+
+    off = tuple(dict.fromkeys((*t.fast_step_off, *fast_step_levers_off(t))))
+    return decide(t.fast_step, off, cuda=cuda, world=world, mixed=mixed, optimizer=optimizer_name)
 
 
 def prepare_for_trainer(trainer, unet, groups: list[dict]) -> FastStep:

@@ -124,7 +124,8 @@ class FluxTrainer(Trainer):
         self.channels_last = False
         optimizer = build_optimizer(self.optimizer_name, groups, lr, t.optimizer_args, self.device.type == "cuda")
         self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
-                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power)
+                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power, args=t.lr_scheduler_args,
+                                         min_lr_ratio=t.lr_scheduler_min_lr_ratio)
         self.params = params
         self.unet, self.optimizer = accel.prepare(transformer, optimizer)
         self.widths = out_features(unwrap(self.unet))
