@@ -175,7 +175,10 @@ def _grace_seconds(agent_json: Path) -> float:
 def _fmt(ts: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, ValueError, OSError):  # a deadline of 1e30: the watchdog must live to act on it
+        return f"{ts!r} (unix seconds)"
 
 
 def watchdog_main(argv: list[str]) -> int:

@@ -107,11 +107,9 @@ def cost_ceiling(max_cost: float | None) -> tuple[float, str]:
 
 
 def _user_config_ceiling() -> object | None:
-    try:  # the user config (runner/user_config.py, `lorarun config set cost_ceiling 200`), once it exists
-        from . import user_config  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(user_config.load(), "cost_ceiling", None)
+    from . import user_config  # `lorarun config set cost_ceiling 200`
+
+    return user_config.load().get("cost_ceiling")
 
 
 def refuse_over_budget(predicted: float, max_cost: float | None) -> None:
@@ -122,8 +120,8 @@ def refuse_over_budget(predicted: float, max_cost: float | None) -> None:
         return
     shown = f"${predicted:,.2f}" if math.isfinite(predicted) else str(predicted)
     fix = ("raise max_cost (job file or --max-cost) or make the job smaller" if where == "max_cost" else
-           f"set resources.max_cost (or --max-cost) to at least that, raise {where.split(' in ')[0]}, "
-           f"or make the job smaller")
+           "set resources.max_cost (or --max-cost) to at least that, raise the ceiling with `lorarun config set "
+           "cost_ceiling N`, or make the job smaller")
     raise BudgetError(f"predicted total {shown} is above {where} (${limit:,.2f}); nothing was rented; {fix}")
 
 

@@ -82,6 +82,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("max_price_per_hour", _dollars, "skip offers above this hourly price (dollars)"),
     Key("max_cost", _dollars, "refuse jobs predicted above this, stop a job when its spend reaches it (dollars)"),
     Key("image", _text, "the engine image instances run (lorarun image build --push makes one)"),
+    Key("cost_ceiling", _dollars, "refuse a job without max_cost predicted above this, even with --yes "
+                                  "(dollars; default 50, runner/budget.py)"),
 )}
 ALIASES = {"max_price": "max_price_per_hour", "gpu": "gpus"}
 

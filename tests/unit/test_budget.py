@@ -99,3 +99,39 @@ def test_lease_has_a_floor_but_the_cost_cap_wins():
     assert lease_seconds(tiny) == 600
     dear = make_estimate(total_s=30, price=36.0)
     assert lease_seconds(dear, max_cost=1.0) == pytest.approx(100)
+
+
+def test_the_cost_ceiling_refuses_above_it_and_nan(monkeypatch, tmp_path):
+    import math
+
+    from lorarun.runner.budget import DEFAULT_COST_CEILING, cost_ceiling, refuse_over_budget
+    from lorarun.runner.errors import BudgetError, UserInputError
+
+    monkeypatch.setenv("LORARUN_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.delenv("LORARUN_COST_CEILING", raising=False)
+    assert cost_ceiling(None)[0] == DEFAULT_COST_CEILING
+    refuse_over_budget(DEFAULT_COST_CEILING, None)
+    for predicted in (DEFAULT_COST_CEILING + 0.01, 1.9e25, math.nan, math.inf):
+        with pytest.raises(BudgetError, match="cost_ceiling"):
+            refuse_over_budget(predicted, None)
+    with pytest.raises(BudgetError, match="above max_cost"):
+        refuse_over_budget(10.5, 10.0)
+    refuse_over_budget(500.0, 1000.0)  # a job's own max_cost replaces the ceiling
+    (tmp_path / "config.toml").write_text("cost_ceiling = 200.0\n")
+    assert cost_ceiling(None) == (200.0, "cost_ceiling in the user config")
+    refuse_over_budget(150.0, None)
+    monkeypatch.setenv("LORARUN_COST_CEILING", "nan")
+    with pytest.raises(UserInputError, match="LORARUN_COST_CEILING"):
+        cost_ceiling(None)
+
+
+def test_the_lease_is_always_finite_and_bounded():
+    import math
+
+    from lorarun.runner.budget import MAX_LEASE_S, bounded_lease
+
+    assert bounded_lease(math.nan) == MAX_LEASE_S and bounded_lease(math.inf) == MAX_LEASE_S
+    assert bounded_lease(1e30) == MAX_LEASE_S and bounded_lease(3600) == 3600
+    import time
+
+    time.strftime("%Y", time.gmtime(time.time() + MAX_LEASE_S))  # formattable
