@@ -215,3 +215,32 @@ def test_engine_run_fast_vs_plain_same_losses_and_same_file(tmp_path, dataset, a
             x, y = a.get_tensor(key), b.get_tensor(key)
             assert x.dtype == y.dtype and x.shape == y.shape
             assert torch.allclose(x.float(), y.float(), atol=2e-3, rtol=1e-2), key
+
+
+def test_largest_batch_from_a_linear_memory_line():
+    from lorarun.image.engine.fast.autobatch import OOM, largest_batch
+
+    calls = []
+
+    def peak(batch):  # 3 GiB fixed + 1.25 GiB per sample, and a card that really has 20 GiB
+        calls.append(batch)
+        if 3 + 1.25 * batch > 20:
+            raise OOM("CUDA out of memory")
+        return 3 + 1.25 * batch
+
+    pick = largest_batch(peak, 18.0)
+    assert pick.batch == 12 and pick.checked_peak_gib == 18.0 and calls == [1, 2, 12]
+    assert largest_batch(peak, 100.0, cap=64).batch < 64  # the line says 77: the OOM steps it down
+    assert largest_batch(peak, 100.0, cap=8).batch == 8
+
+
+def test_fast_step_config_fields_are_checked():
+    from lorarun.image.engine_config import EngineConfig
+    from lorarun.image.schema import ConfigError
+
+    base = {"job_id": "j", "output_dir": "o", "output_name": "n"}
+    EngineConfig.from_dict({**base, "training": {"fast_step": "on", "fast_step_off": ["compile"]}}).validate()
+    with pytest.raises(ConfigError, match="training.fast_step: use one of auto, on, off"):
+        EngineConfig.from_dict({**base, "training": {"fast_step": "yes"}}).validate()
+    with pytest.raises(ConfigError, match="fast_step_off: unknown lever 'graphs'"):
+        EngineConfig.from_dict({**base, "training": {"fast_step_off": ["graphs"]}}).validate()
