@@ -352,3 +352,29 @@ def test_fast_step_leaves_out_the_levers_a_kohya_option_needs_off():
     assert levers(module_dropout=0.1) == plain - {"fused_lora", "compile", "cuda_graphs"}
     assert levers(scale_weight_norms=1.0) == plain - {"master_weights"}
     assert levers(conv_dim=4, loss_type="huber", multires_noise_iterations=6) == plain
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_locon_names_on_the_real_unet_are_comfyuis_keys(family):
+    """The real SD1.5 / SDXL UNet (from the shipped configs, on the meta device) with LoCon: every module lorarun
+    saves has a name ComfyUI's key map knows, and that name patches the very layer the LoRA was trained on."""
+    from diffusers import UNet2DConditionModel
+    from peft.tuners.lora import LoraLayer
+
+    from lorarun.image.engine.assets import CONFIGS
+    from lorarun.image.engine.kohya_keys import plan_modules
+    from lorarun.image.engine.lora import add_unet_lora
+
+    from .comfy_unet_keymap import SD15, SDXL, lora_key_map
+
+    config = UNet2DConditionModel.load_config(str(CONFIGS / family / "unet"))
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+        add_unet_lora(unet, 4, 2.0, conv_dim=2, conv_alpha=1.0)
+    peft_keys = [f"{path}.{which}.weight" for path, m in unet.named_modules() if isinstance(m, LoraLayer)
+                 for which in ("lora_A", "lora_B")]
+    modules = plan_modules(peft_keys, "unet", family, unet.config.layers_per_block)
+    comfy = lora_key_map(SD15 if family == "sd15" else SDXL)
+    assert len(modules) > 100 and any(m.path.endswith("resnets.0.conv1") for m in modules)
+    wrong = {m.name: (m.path, comfy.get(m.name)) for m in modules if comfy.get(m.name) != m.path + ".weight"}
+    assert not wrong, list(wrong.items())[:5]
