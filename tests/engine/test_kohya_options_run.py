@@ -8,6 +8,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # two tiny-model training runs
 
 from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
 
