@@ -41,7 +41,7 @@ def _delta(a, b, scale=1.0):
 def flux_run(tmp_path_factory, dataset, asset_cache):
     tmp = tmp_path_factory.mktemp("flux")
     cfg = engine_config(tmp, dataset, "flux", training={"network_dim": 4, "network_alpha": 2},
-                        sample={"grid_strengths": [0.0, 1.0], "grid_seeds": [1]},
+                        sample={"prompts": ["a red circle"], "grid_strengths": [0.0, 1.0], "grid_seeds": [1]},
                         flux={"save_diffusers_format": True, "apply_t5_attn_mask": True,
                               "t5xxl_max_token_length": 16, "guidance_scale": 1.0})
     result = run_engine(write_config(tmp, cfg))
@@ -65,6 +65,7 @@ def test_tiny_flux_trains_and_saves_comfyui_names(flux_run):
     out, events = flux_run
     kinds = [e["event"] for e in events]
     assert kinds[-1] == "finished" and "grid" in kinds
+    assert [e["path"] for e in events if e["event"] == "sample"] == ["samples/tiny_e000002_00.png"]
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 6 and all(0 < e["loss"] < 100 for e in steps)
     flux = next(e for e in events if e["event"] == "flux")

@@ -46,6 +46,9 @@ class FluxModel:
     sample_scheduler: object
     key: str  # identifies the weights; part of every cache key
     v_prediction: bool = False
+    # prompt → cached FluxText: set by the trainer once the sampling prompts are encoded; sampling then needs no
+    # text encoder (they are released after caching)
+    prompt_embeds: dict | None = None
 
     @property
     def unet(self):  # the trainer's name for the denoiser
@@ -56,12 +59,32 @@ class FluxModel:
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
 
     def pipeline(self):
-        """A FluxPipeline sharing these modules (no copies), for sampling."""
+        """A FluxPipeline sharing these modules (no copies), for sampling; with `prompt_embeds` set, one that takes
+        its prompts' embeddings from them instead of the text encoders."""
         from diffusers import FluxPipeline
 
+        if self.prompt_embeds is not None:
+            pipe = FluxPipeline(scheduler=self.sample_scheduler, vae=self.vae, text_encoder=None, tokenizer=None,
+                                text_encoder_2=None, tokenizer_2=None, transformer=self.transformer)
+            return CachedPromptPipeline(pipe, self.prompt_embeds)
         return FluxPipeline(scheduler=self.sample_scheduler, vae=self.vae, text_encoder=self.text_encoders[0],
                             tokenizer=self.tokenizers[0], text_encoder_2=self.text_encoders[1],
                             tokenizer_2=self.tokenizers[1], transformer=self.transformer)
+
+
+class CachedPromptPipeline:
+    """`pipe(prompt=…)` as `engine/sample.py` calls it, answered from cached CLIP pooled + T5 embeddings."""
+
+    def __init__(self, pipe, embeds: dict):
+        self.pipe, self.embeds = pipe, embeds
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        self.pipe.set_progress_bar_config(**kwargs)
+
+    def __call__(self, prompt: str, negative_prompt=None, **kwargs):
+        emb = self.embeds[prompt]
+        device = self.pipe._execution_device
+        return self.pipe(prompt_embeds=emb.t5.to(device), pooled_prompt_embeds=emb.pooled.to(device), **kwargs)
 
 
 def is_single_file(ref: str | None) -> bool:

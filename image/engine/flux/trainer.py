@@ -74,12 +74,15 @@ class FluxTrainer(Trainer):
         cache_root = self.work_dir / "cache"
         write = accel.is_main_process
         captions = [item.caption for item in self.items]
+        # the sampling prompts too: samples then need no text encoder after caching
+        prompts = list(cfg.sample.prompts) or [self.items[0].caption]
+        captions_and_prompts = captions + prompts
         if write:
             for encoder in model.text_encoders:
                 _to(encoder, self.device, self.weight_dtype)
             self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
-            text = flux_text.cache_text(captions, model.tokenizers, model.text_encoders, self.fcfg.t5_tokens,
-                                        model.key, cache_root / "text", self.device)
+            text = flux_text.cache_text(captions_and_prompts, model.tokenizers, model.text_encoders,
+                                        self.fcfg.t5_tokens, model.key, cache_root / "text", self.device)
             for encoder in model.text_encoders:
                 _to(encoder, "cpu")  # T5-XXL is 9 GB: off the GPU before the transformer arrives
             vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype
@@ -90,8 +93,8 @@ class FluxTrainer(Trainer):
             model.vae.to("cpu")
         accel.wait_for_everyone()
         if not write:
-            text = flux_text.cache_text(captions, model.tokenizers, model.text_encoders, self.fcfg.t5_tokens,
-                                        model.key, cache_root / "text", "cpu", write=False)
+            text = flux_text.cache_text(captions_and_prompts, model.tokenizers, model.text_encoders,
+                                        self.fcfg.t5_tokens, model.key, cache_root / "text", "cpu", write=False)
             latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
                                          flip=cfg.dataset.flip_aug, device="cpu", dtype=torch.float32, write=False)
         # data.cache_latents stores z·scale; Flux trains on (z - shift)·scale (FluxPipeline's decode inverts it)
@@ -100,6 +103,12 @@ class FluxTrainer(Trainer):
             entry.latents = entry.latents - offset
             entry.flipped = entry.flipped - offset if entry.flipped is not None else None
         self.latents, self.text_cache = latents, text
+        # Text encoders are not needed again (no TE training; samples use the cached prompts): release them, which
+        # also frees a bitsandbytes-quantised T5 that cannot leave the GPU.
+        model.prompt_embeds = text
+        model.text_encoders = []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         if self.device.type == "cuda":
             for entry in self.latents.values():
                 entry.latents = entry.latents.to(self.device)
@@ -120,7 +129,7 @@ class FluxTrainer(Trainer):
         if t.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         transformer.train()
-        self.text_encoders = list(self.model.text_encoders)
+        self.text_encoders = []
         self.channels_last = False
         optimizer = build_optimizer(self.optimizer_name, groups, lr, t.optimizer_args, self.device.type == "cuda")
         self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
@@ -181,6 +190,23 @@ class FluxTrainer(Trainer):
             state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
         self.accel.wait_for_everyone()
         self.last_saved_step = self.global_step
+
+    def _sampling_mode(self):
+        """The autoencoder onto the GPU for sampling and back after (no text encoder: prompts are cached)."""
+        trainer = self
+
+        class _Mode:
+            def __enter__(self):
+                vae_dtype = torch.float32 if trainer.weight_dtype == torch.float16 else trainer.weight_dtype
+                trainer.model.vae.to(trainer.device, vae_dtype)
+                unwrap(trainer.unet).eval()
+
+            def __exit__(self, *exc):
+                unwrap(trainer.unet).train()
+                trainer.model.vae.to("cpu")
+                return False
+
+        return _Mode()
 
     def _peft_state(self) -> dict[str, torch.Tensor]:
         from ..lora import lora_state_dict
