@@ -174,6 +174,10 @@ class TrainingConfig:
     save_last_n_epochs: int | None = None  # keep only the last N epoch checkpoints (the final file always stays)
     lr_scheduler_args: tuple[str, ...] = ()  # kohya's "key=value" scheduler arguments
     lr_scheduler_min_lr_ratio: float | None = None  # cosine_with_min_lr: the floor as a ratio of the base LR
+    min_timestep: int | None = None  # train on timesteps [min_timestep, max_timestep) only (kohya: 0 and 1000)
+    max_timestep: int | None = None
+    scale_v_pred_loss_like_noise_pred: bool = False  # v-prediction models only
+    v_pred_like_loss: float | None = None  # ε-prediction models only
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -231,6 +235,10 @@ class TrainingConfig:
             raise ConfigError(f"{where}.conv_alpha: set conv_dim too (conv_alpha alone does nothing in kohya)")
         if self.adaptive_noise_scale is not None and not self.noise_offset:
             raise ConfigError(f"{where}.adaptive_noise_scale: needs noise_offset (kohya adds it to the offset)")
+        low = 0 if self.min_timestep is None else self.min_timestep
+        high = 1000 if self.max_timestep is None else self.max_timestep
+        if not low < high:
+            raise ConfigError(f"{where}.min_timestep: must be below max_timestep ({low} >= {high})")
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"{where}.loss_type: use one of {', '.join(LOSS_TYPES)}, got {self.loss_type!r}")
         if self.huber_schedule not in HUBER_SCHEDULES:
@@ -250,16 +258,22 @@ SD_ONLY_OPTIONS = {
     "training": ("network_dropout", "rank_dropout", "module_dropout", "conv_dim", "conv_alpha", "scale_weight_norms",
                  "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
                  "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr", "loss_type",
-                 "debiased_estimation_loss", "save_last_n_epochs"),
+                 "debiased_estimation_loss", "save_last_n_epochs", "min_timestep", "max_timestep",
+                 "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss"),
     "dataset": ("keep_tokens_separator", "caption_tag_dropout_rate"),
 }
 
 
-def family_option_problems(family: str, dataset: "DatasetConfig", training: "TrainingConfig") -> list[str]:
-    """One line per kohya option set for a family whose trainer does not implement it."""
-    if family != "flux":
-        return []
+def family_option_problems(model: "ModelConfig", dataset: "DatasetConfig", training: "TrainingConfig") -> list[str]:
+    """One line per kohya option set for a family whose trainer does not implement it, or for the wrong prediction
+    type (kohya's `verify_training_args` refuses the same two combinations)."""
     problems = []
+    if training.scale_v_pred_loss_like_noise_pred and not model.v_parameterization:
+        problems.append("training.scale_v_pred_loss_like_noise_pred: needs model.v_parameterization (kohya)")
+    if training.v_pred_like_loss and model.v_parameterization:
+        problems.append("training.v_pred_like_loss: cannot be used with model.v_parameterization (kohya)")
+    if model.family != "flux":
+        return problems
     for section, obj, default in (("training", training, TrainingConfig()), ("dataset", dataset, DatasetConfig())):
         for name in SD_ONLY_OPTIONS[section]:
             if getattr(obj, name) != getattr(default, name):
@@ -315,7 +329,7 @@ class EngineConfig:
         self.training.validate()
         self.sample.validate()
         self.flux.validate()
-        family_problems = family_option_problems(self.model.family, self.dataset, self.training)
+        family_problems = family_option_problems(self.model, self.dataset, self.training)
         if family_problems:
             raise ConfigError(family_problems[0], family_problems)
         name_problem = output_name_problem(self.output_name, "output_name")

@@ -91,6 +91,9 @@ RANGES: dict[str, Range] = {
     "training.huber_scale": Range(0, 1e6, low_open=True),
     "training.save_last_n_epochs": Range(1, 10_000),
     "training.lr_scheduler_min_lr_ratio": Range(0, 1),
+    "training.min_timestep": Range(0, 999),
+    "training.max_timestep": Range(1, 1000),
+    "training.v_pred_like_loss": Range(0, 100),
     # sample
     "sample.every_n_epochs": Range(1, 10_000),
     "sample.steps": Range(1, 1000),

@@ -93,6 +93,10 @@ KOHYA_KEYS: dict[str, tuple[str, str]] = {
     "save_last_n_epochs": ("training", "save_last_n_epochs"),
     "lr_scheduler_args": ("training", "lr_scheduler_args"),
     "lr_scheduler_min_lr_ratio": ("training", "lr_scheduler_min_lr_ratio"),
+    "min_timestep": ("training", "min_timestep"),
+    "max_timestep": ("training", "max_timestep"),
+    "scale_v_pred_loss_like_noise_pred": ("training", "scale_v_pred_loss_like_noise_pred"),
+    "v_pred_like_loss": ("training", "v_pred_like_loss"),
     "sample_every_n_epochs": ("sample", "every_n_epochs"),
     # Flux (sd-scripts flux_train_network.py / library/flux_train_utils.py): image/flux_config.py
     "clip_l": ("flux", "clip_l"),

@@ -145,7 +145,7 @@ class JobSpec:
             found.append(f"flux: this section applies to model.family flux only (the job's family is "
                          f"{self.model.family}); remove it or set model.family: flux")
         if not {"model", "dataset", "training"} & skip:
-            found.extend(family_option_problems(self.model.family, self.dataset, self.training))
+            found.extend(family_option_problems(self.model, self.dataset, self.training))
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
         if name_problem:
             found.append(name_problem)

@@ -65,6 +65,10 @@ class LossOptions:
     huber_scale: float = 1.0
     min_snr_gamma: float | None = None
     debiased_estimation_loss: bool = False
+    min_timestep: int | None = None  # timesteps drawn from [min_timestep, max_timestep), kohya's get_timesteps
+    max_timestep: int | None = None
+    scale_v_pred_loss_like_noise_pred: bool = False
+    v_pred_like_loss: float | None = None
 
     @classmethod
     def from_training(cls, t) -> "LossOptions":
@@ -135,11 +139,19 @@ def conditional_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str,
 
 def timestep_weights(loss: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, opts: LossOptions,
                      v_prediction: bool) -> torch.Tensor:
-    """kohya `post_process_loss`: min-SNR weight (`apply_snr_weight`), then debiased estimation
-    (`apply_debiased_estimation`), on the per-sample loss."""
+    """kohya `post_process_loss`, in its order, on the per-sample loss: min-SNR weight (`apply_snr_weight`),
+    v-prediction scaled like noise prediction (`scale_v_prediction_loss_like_noise_prediction`), the v-prediction-like
+    term (`add_v_prediction_like_loss`), debiased estimation (`apply_debiased_estimation`)."""
     snr = schedule.snr[timesteps]
     if opts.min_snr_gamma:
         loss = loss * torch.clamp(snr, max=opts.min_snr_gamma) / (snr + 1 if v_prediction else snr)
+    if opts.scale_v_pred_loss_like_noise_pred or opts.v_pred_like_loss:
+        snr_t = torch.clamp(snr, max=1000)  # kohya get_snr_scale
+        scale = snr_t / (snr_t + 1)
+        if opts.scale_v_pred_loss_like_noise_pred:
+            loss = loss * scale
+        if opts.v_pred_like_loss:
+            loss = loss + loss / scale * opts.v_pred_like_loss
     if opts.debiased_estimation_loss:
         snr_t = torch.clamp(snr, max=1000)  # kohya's cap: SNR at timestep 0 is ~1e4
         loss = loss * (1 / (snr_t + 1) if v_prediction else 1 / torch.sqrt(snr_t))
@@ -172,7 +184,9 @@ def diffusion_loss(unet, latents: torch.Tensor, hidden: torch.Tensor, added: dic
     device = latents.device
     bsz = latents.shape[0]
     noise = make_noise(latents, opts, generator)
-    timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (bsz,), generator=generator, device=device)
+    low = 0 if opts.min_timestep is None else opts.min_timestep
+    high = NUM_TRAIN_TIMESTEPS if opts.max_timestep is None else opts.max_timestep
+    timesteps = torch.randint(low, high, (bsz,), generator=generator, device=device)  # validate keeps low < high
     a = schedule.sqrt_alpha[timesteps].view(-1, 1, 1, 1)
     s = schedule.sqrt_one_minus_alpha[timesteps].view(-1, 1, 1, 1)
     noised_with = noise

@@ -52,6 +52,21 @@ def apply_snr_weight(loss, timesteps, noise_scheduler, gamma, v_prediction=False
     return loss * snr_weight
 
 
+def get_snr_scale(timesteps, noise_scheduler):
+    snr_t = torch.stack([noise_scheduler.all_snr[t] for t in timesteps])
+    snr_t = torch.minimum(snr_t, torch.ones_like(snr_t) * 1000)
+    return snr_t / (snr_t + 1)
+
+
+def scale_v_prediction_loss_like_noise_prediction(loss, timesteps, noise_scheduler):
+    return loss * get_snr_scale(timesteps, noise_scheduler)
+
+
+def add_v_prediction_like_loss(loss, timesteps, noise_scheduler, v_pred_like_loss):
+    scale = get_snr_scale(timesteps, noise_scheduler)
+    return loss + loss / scale * v_pred_like_loss
+
+
 def apply_debiased_estimation(loss, timesteps, noise_scheduler, v_prediction=False):
     snr_t = torch.stack([noise_scheduler.all_snr[t] for t in timesteps])
     snr_t = torch.minimum(snr_t, torch.ones_like(snr_t) * 1000)
@@ -86,6 +101,14 @@ def apply_noise_offset(latents, noise, noise_offset, adaptive_noise_scale, *, g:
 
 # --- library/train_util.py ---------------------------------------------------------------------------------------
 
+def get_timesteps(min_timestep, max_timestep, b_size, *, g: torch.Generator):
+    if min_timestep < max_timestep:
+        timesteps = torch.randint(min_timestep, max_timestep, (b_size,), generator=g)  # source: device="cpu"
+    else:
+        timesteps = torch.full((b_size,), max_timestep)
+    return timesteps.long()
+
+
 def get_noise_noisy_latents_and_timesteps(args, noise_scheduler, latents, *, g: torch.Generator):
     noise = torch.randn(latents.shape, generator=g)  # source: torch.randn_like(latents)
     if args.noise_offset:
@@ -98,7 +121,9 @@ def get_noise_noisy_latents_and_timesteps(args, noise_scheduler, latents, *, g: 
         noise = pyramid_noise_like(noise, latents.device, args.multires_noise_iterations,
                                    args.multires_noise_discount, g=g)
     b_size = latents.shape[0]
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b_size,), generator=g)
+    min_timestep = 0 if args.min_timestep is None else args.min_timestep
+    max_timestep = noise_scheduler.config.num_train_timesteps if args.max_timestep is None else args.max_timestep
+    timesteps = get_timesteps(min_timestep, max_timestep, b_size, g=g)
     if args.ip_noise_gamma:
         if args.ip_noise_gamma_random_strength:
             strength = torch.rand(1, generator=g) * args.ip_noise_gamma

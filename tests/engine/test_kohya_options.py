@@ -31,7 +31,8 @@ def kohya_args(**kw):
     base = dict(noise_offset=None, noise_offset_random_strength=False, adaptive_noise_scale=None,
                 multires_noise_iterations=None, multires_noise_discount=0.3, ip_noise_gamma=None,
                 ip_noise_gamma_random_strength=False, loss_type="l2", huber_c=0.1, huber_schedule="snr",
-                huber_scale=1.0, min_snr_gamma=None, debiased_estimation_loss=False)
+                huber_scale=1.0, min_snr_gamma=None, debiased_estimation_loss=False, min_timestep=None,
+                max_timestep=None, scale_v_pred_loss_like_noise_pred=False, v_pred_like_loss=None)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -68,6 +69,10 @@ OPTION_SETS = [
     dict(debiased_estimation_loss=True),
     dict(debiased_estimation_loss=True, min_snr_gamma=5.0, multires_noise_iterations=4, ip_noise_gamma=0.05,
          loss_type="huber"),
+    dict(min_timestep=200, max_timestep=800),
+    dict(max_timestep=10, min_snr_gamma=5.0),
+    dict(scale_v_pred_loss_like_noise_pred=True, min_snr_gamma=5.0),
+    dict(v_pred_like_loss=0.2, debiased_estimation_loss=True),
 ]
 
 
@@ -112,6 +117,10 @@ def test_diffusion_loss_matches_kohyas_loss(opts, ztsnr, v_prediction):
     loss = loss.mean(dim=[1, 2, 3]) * weights
     if args.min_snr_gamma:
         loss = kohya.apply_snr_weight(loss, timesteps, sched, args.min_snr_gamma, v_prediction)
+    if args.scale_v_pred_loss_like_noise_pred:
+        loss = kohya.scale_v_prediction_loss_like_noise_prediction(loss, timesteps, sched)
+    if args.v_pred_like_loss:
+        loss = kohya.add_v_prediction_like_loss(loss, timesteps, sched, args.v_pred_like_loss)
     if args.debiased_estimation_loss:
         loss = kohya.apply_debiased_estimation(loss, timesteps, sched, v_prediction)
     assert ours.item() == pytest.approx(loss.mean().item(), rel=1e-4, abs=1e-7)
@@ -122,7 +131,8 @@ def test_huber_threshold_matches_kohya(schedule):
     timesteps = torch.tensor([0, 1, 250, 500, 999])
     args = kohya_args(loss_type="huber", huber_schedule=schedule, huber_c=0.15, huber_scale=1.5)
     ref = kohya.get_huber_threshold_if_needed(args, timesteps, kohya_scheduler())
-    ours = step.huber_threshold(LossOptions(**vars(args)), timesteps, NoiseSchedule.kohya("cpu"))
+    ours = step.huber_threshold(LossOptions(**{k: v for k, v in vars(args).items()}), timesteps,
+                                NoiseSchedule.kohya("cpu"))
     assert torch.allclose(ours.float(), ref.float(), rtol=1e-5)
     assert step.huber_threshold(LossOptions(), timesteps, NoiseSchedule.kohya("cpu")) is None  # l2: none
 

@@ -53,6 +53,11 @@ CASES = [
     ('network_args = ["conv_dim=8", "conv_alpha=4"]', ("training", "conv_alpha"), 4.0),
     ('network_args = ["rank_dropout=0.1", "module_dropout=0.05"]', ("training", "rank_dropout"), 0.1),
     ('network_args = ["rank_dropout=0.1", "module_dropout=0.05"]', ("training", "module_dropout"), 0.05),
+    ("min_timestep = 100\nmax_timestep = 900", ("training", "min_timestep"), 100),
+    ("min_timestep = 100\nmax_timestep = 900", ("training", "max_timestep"), 900),
+    ("v_parameterization = true\nv2 = true\nscale_v_pred_loss_like_noise_pred = true",
+     ("training", "scale_v_pred_loss_like_noise_pred"), True),
+    ("v_pred_like_loss = 0.2", ("training", "v_pred_like_loss"), 0.2),
     ('optimizer_type = "DAdaptAdam"', ("training", "optimizer_type"), "DAdaptAdam"),
     ('optimizer_type = "dadaptadam"', ("training", "optimizer_type"), "DAdaptAdam"),
     ('optimizer_type = "PagedAdamW8bit"', ("training", "optimizer_type"), "PagedAdamW8bit"),
@@ -76,10 +81,10 @@ def test_every_implemented_option_is_a_real_kohya_option():
 
 
 @pytest.mark.parametrize("line, key", [
-    ("v_pred_like_loss = 0.2", "v_pred_like_loss"),
+    ("caption_dropout_every_n_epochs = 2", "caption_dropout_every_n_epochs"),
     ("save_every_n_steps = 100", "save_every_n_steps"),
     ("masked_loss = true", "masked_loss"),
-    ("scale_v_pred_loss_like_noise_pred = true", "scale_v_pred_loss_like_noise_pred"),
+    ("token_warmup_step = 10", "token_warmup_step"),
     ('lr_scheduler_type = "CosineAnnealingLR"', "lr_scheduler_type"),
 ])
 def test_known_unsupported_kohya_option_says_so(tmp_path, line, key):
@@ -141,6 +146,9 @@ def test_typo_still_gets_did_you_mean(tmp_path):
     ("save_last_n_epochs = 0", "training.save_last_n_epochs: 0 is outside the range"),
     ("adaptive_noise_scale = 0.1", "adaptive_noise_scale: needs noise_offset"),
     ('keep_tokens_separator = ","', "keep_tokens_separator: ',' would split every tag"),
+    ("min_timestep = 500\nmax_timestep = 500", "training.min_timestep: must be below max_timestep"),
+    ("scale_v_pred_loss_like_noise_pred = true", "scale_v_pred_loss_like_noise_pred: needs model.v_parameterization"),
+    ("v_parameterization = true\nv2 = true\nv_pred_like_loss = 0.1", "v_pred_like_loss: cannot be used with"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, line, expected):
     with pytest.raises(SpecError) as info:
