@@ -32,12 +32,27 @@ from .self_destroy import PROC1_ENVIRON, SelfDestroyConfig, SelfDestroyer, looku
 log = logging.getLogger("lorarun.lease")
 
 DEADLINE_ENV = "LORARUN_DEADLINE"  # the hard deadline, unix seconds (integer), set at create time
-SELF_DESTRUCT_ENV = "LORARUN_SELF_DESTRUCT"  # JSON of SelfDestroyConfig (names of variables and URLs, no secret)
+# JSON of SelfDestroyConfig (names of variables and URLs, no secret), in numbered pieces: Vast refuses an env entry
+# longer than 256 characters (providers.md §1.3 x-input-validation), and RunPod's GraphQL way alone is longer.
+SELF_DESTRUCT_ENV = "LORARUN_SELF_DESTRUCT"
+ENV_PIECE = 200
 JOB_ID_ENV = "LORARUN_JOB_ID"
 LEASE_FILE = "lease"  # in the job folder: a renewed working-lease deadline written by the controller
 FINISH_ALLOWANCE = 3600.0  # past a deadline, how long a finished training may still save and sample
 DEFAULT_GRACE = 900.0  # the watchdog's wait for a controller after the agent is gone (agent.json's when present)
 WATCHDOG_TICK = 5.0
+
+
+def split_env(name: str, value: str, piece: int = ENV_PIECE) -> list[tuple[str, str]]:
+    """`value` as `name_0`, `name_1`, … each at most `piece` characters (read back by `joined_env`)."""
+    return [(f"{name}_{i}", value[start:start + piece]) for i, start in enumerate(range(0, len(value), piece))]
+
+
+def joined_env(name: str, lookup: Callable[[str], str | None]) -> str | None:
+    pieces = []
+    while (part := lookup(f"{name}_{len(pieces)}")) is not None:
+        pieces.append(part)
+    return "".join(pieces) or None
 
 
 def parse_deadline(raw: str | None) -> float | None:
@@ -113,7 +128,7 @@ class Watchdog:
         job_id = env(JOB_ID_ENV)
         workdir = Path(env("LORARUN_WORKDIR") or (home or Path.home()) / "lorarun")
         self.job_dir = workdir / job_id if job_id else None
-        raw = env(SELF_DESTRUCT_ENV)
+        raw = joined_env(SELF_DESTRUCT_ENV, env)
         self.self_destruct = SelfDestroyConfig.from_dict(json.loads(raw)) if raw else None
 
     def run(self) -> int:

@@ -2,6 +2,7 @@
 the agent's grace window open with a heartbeat. One `poll()` does one round; the pipeline decides the pace."""
 from __future__ import annotations
 
+import errno
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from .remote.layout import RemoteLayout
 from .remote.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
+# errno values that mean "this laptop could not write it" (see outputs_home.py)
+LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 # A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
 # dead once its process has been missing this long (the first seconds after the start have no pid file yet), or
 # once status.json — rewritten every 10 s by a live agent — has not changed this long. Read at call time, so
@@ -31,6 +34,8 @@ class MonitorProgress:
     reason: str = ""
     pulled: dict[str, str] = field(default_factory=dict)  # relative path → sha256 of what is on this laptop
     refused: list[str] = field(default_factory=list)  # manifest paths that would land outside the output folder
+    local_errors: dict[str, str] = field(default_factory=dict)  # relative path → why it could not be written here
+    marks: int = 0  # signs of progress: new engine events, or the job's processes using CPU (lease renewal)
     step_times: list[tuple[float, int]] = field(default_factory=list)  # (event time, step) for calibration
     # The engine's long phases other than steps, in the order they began: phase → (done, total or None, unit).
     # model_download (bytes), caching_latents, sampling, sampling_grid (images); see image/engine/events.py.
@@ -44,6 +49,7 @@ class JobMonitor:
         self.now = now
         self._agent_missing_since: float | None = None
         self._status_seen: tuple[object, float] | None = None  # (status.json "updated", when we first saw it)
+        self._cpu_ticks = 0
         self.layout = layout
         self.local_output = local_output
         self.local_events = local_events
@@ -82,6 +88,7 @@ class JobMonitor:
                     continue  # a line the engine did not finish writing before a crash; keep going
                 events.append(event)
                 self._apply(event)
+                self.progress.marks += 1
         self.events.extend(events)
         return events
 
@@ -133,7 +140,16 @@ class JobMonitor:
                 if rel not in self.progress.refused:
                     self.progress.refused.append(rel)
                 continue
-            self.transport.get_file(self.layout.path("output", rel), local)
+            try:
+                self.transport.get_file(self.layout.path("output", rel), local)
+            except OSError as exc:
+                # This machine's problem (disk full, no permission, read-only): the instance still has the file.
+                # Noted and retried next round; `outputs_home` decides what happens if it never works.
+                if exc.errno not in LOCAL_ERRNOS:
+                    raise
+                self.progress.local_errors[rel] = f"{exc.strerror or exc} writing {local}"
+                continue
+            self.progress.local_errors.pop(rel, None)
             self.progress.pulled[rel] = sha
             pulled.append(rel)
             if progress:
@@ -155,11 +171,23 @@ class JobMonitor:
 
         The agent reads the file's mtime; any write refreshes it. Never extends the lease, only the grace window."""
         pid_file = _q(self.layout.agent_pid)
+        # The agent leads its process group (engine and workers included): the CPU time of that group is the
+        # job's sign of life while it writes no events (import, model load, download). Fields 5, 14 and 15 of
+        # /proc/<pid>/stat are pgrp, utime and stime (a comm with spaces would shift them: ours is "python").
         result = self.transport.run(
-            f"touch {_q(self.layout.heartbeat)}; pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null",
+            f"touch {_q(self.layout.heartbeat)}; pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null;"
+            f" rc=$?; if [ $rc -eq 0 ]; then cat /proc/[0-9]*/stat 2>/dev/null |"
+            f" awk -v g=\"$pid\" '$5 == g {{s += $14 + $15}} END {{print s + 0}}'; fi; exit $rc",
             timeout=30, check=False)
         if result.exit_code == 0:
             self._agent_missing_since = None
+            try:
+                ticks = int(result.stdout.strip() or 0)
+            except ValueError:
+                ticks = 0
+            if ticks > self._cpu_ticks:
+                self._cpu_ticks = ticks
+                self.progress.marks += 1
         elif self._agent_missing_since is None:
             self._agent_missing_since = self.now()
 

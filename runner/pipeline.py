@@ -9,6 +9,7 @@ Phases follow DESIGN.md. Invariants kept here:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import posixpath
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorarun.image.agent import AgentConfig
+from lorarun.image.lease import DEADLINE_ENV, LEASE_FILE, SELF_DESTRUCT_ENV, split_env
 from lorarun.image.self_destroy import SelfDestroyConfig
 from lorarun.runner import startup_timing, stock
 from lorarun.runner.image_build import image_for_job
@@ -39,6 +41,8 @@ from .state import JobState, JobStore
 from .budget import SpendTracker
 from .estimate import Estimate
 from .offer_choice import create_cheapest
+from .lease import LeaseRenewer, hard_lease_seconds
+from .outputs_home import OutputsNotHome, bring_home
 from .teardown import TeardownResult, create_may_have_happened, destroy_and_confirm, report, sweep_label
 from .validate import ValidatedJob
 
@@ -55,6 +59,7 @@ class PipelineOptions:
     grace_seconds: float = 900.0  # the agent's wait for a controller after the lease or the end of training
     lease_seconds: float = 6 * 3600.0
     create_sweep_seconds: float = 90.0  # after an unclean create: how long to look for an instance it made
+    hard_lease_seconds: float | None = None  # override of the instance's hard deadline (default: from the budget)
 
 
 @dataclass
@@ -98,6 +103,8 @@ class Pipeline:
         self.ranked: list[Estimate] = []
         self.spend: SpendTracker | None = None
         self._stop_requested: str | None = None
+        self.hard_deadline: float | None = None  # the instance's LORARUN_DEADLINE (unknown on reattach)
+        self._held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
 
     @classmethod
     def start(cls, jobs: list[ValidatedJob], provider: Provider, ranked: list[Estimate], *, store: JobStore,
@@ -187,11 +194,23 @@ class Pipeline:
         ssh_dir = self.store.job_dir(primary.state.job_id) / "ssh"
         public_key = _job_public_key(ssh_dir, primary.state.job_id, self.provider.name)
         image = stock.stock_image(self.provider.name) if stock.is_stock(self.image) else self.image
-        spec = InstanceSpec(label=label, image=image, disk_gb=self.primary.job.spec.resources.disk_gb,
-                            ssh_public_key=public_key, env=(("LORARUN_JOB_ID", primary.state.job_id),),
-                            bid_price_per_hour=None)
+        destruct = self.provider.self_destruct()
+        hard_deadlines: dict[str, float] = {}
+
+        def spec_for(estimate: Estimate) -> InstanceSpec:
+            # The lease from the first second (#11.3): the image's watchdog reads these before any controller
+            # connects. Names of variables and URLs only; the instance's own key is the provider's to inject.
+            hard = int(self.clock.wall() + hard_lease_seconds(
+                estimate.total_seconds, estimate.offer.price_per_hour, self.max_cost, self.options.hard_lease_seconds))
+            hard_deadlines[estimate.offer.id] = float(hard)
+            env = [("LORARUN_JOB_ID", primary.state.job_id), (DEADLINE_ENV, str(hard))]
+            if destruct is not None:
+                env.extend(split_env(SELF_DESTRUCT_ENV, json.dumps(destruct.to_dict(), separators=(",", ":"))))
+            return InstanceSpec(label=label, image=image, disk_gb=self.primary.job.spec.resources.disk_gb,
+                                ssh_public_key=public_key, env=tuple(env), bid_price_per_hour=None)
+
         try:
-            estimate, instance = create_cheapest(self.provider, self.ranked, lambda _e: spec, self._on_leaked_instance)
+            estimate, instance = create_cheapest(self.provider, self.ranked, spec_for, self._on_leaked_instance)
         except BaseException as failure:
             # Ctrl-C while a create was in flight: an adapter that got an id puts it on the exception.
             leaked = getattr(failure, "instance_id", None)
@@ -202,6 +221,7 @@ class Pipeline:
                 self._sweep_after_failed_create(label, failure)
             raise
         self.rental.offer = estimate.offer
+        self.hard_deadline = hard_deadlines.get(estimate.offer.id)
         self._record_all(instance_label=label, offer_id=estimate.offer.id, gpu=self._gpu_text(),
                          price_per_hour=estimate.offer.price_per_hour)
         self._adopt(instance)
@@ -394,7 +414,7 @@ class Pipeline:
                   "--num-processes", "auto"]
         agent = AgentConfig(
             job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
-            lease_deadline=deadline, grace_seconds=self.options.grace_seconds,
+            lease_deadline=deadline, grace_seconds=self.options.grace_seconds, hard_deadline=self.hard_deadline,
             # The adapter's plan crosses to the engine side as JSON (image/self_destroy.py is the reader).
             self_destruct=SelfDestroyConfig.from_dict(destruct.to_dict()) if destruct else None,
         )
@@ -412,6 +432,8 @@ class Pipeline:
                              now=self.clock.now)
         started = self.clock.now()
         last_instance_check = started
+        renewer = LeaseRenewer(window=self.options.lease_seconds, hard_deadline=self.hard_deadline,
+                               wall=self.clock.wall)
         view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
         with view:
             while True:
@@ -430,7 +452,11 @@ class Pipeline:
                                       highlight=False)
                     self._stop_engine(transport, layout, monitor)
                     break
-                if self.spend and self.spend.over(self.max_cost) and not self._stop_requested:
+                if (renewed := renewer.due(monitor.progress.marks)) is not None:
+                    self._renew_lease(run, transport, layout, renewed)
+                trained = monitor.progress.total_steps > 0 and monitor.progress.step >= monitor.progress.total_steps
+                if (self.spend and self.spend.over(self.max_cost) and not self._stop_requested
+                        and not trained):  # a finished training's final save and samples are never cut
                     self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
                                             f" (keeping enough for the final pull and teardown); stopped cleanly"
                                             f" with the last checkpoint")
@@ -458,6 +484,27 @@ class Pipeline:
         except ConnectionLost:
             self._check_instance_alive()  # raises "vanished" when the provider no longer has it
             raise
+
+    def _extend_lease_to_hard(self, run: JobRun) -> None:
+        transport = self.rental.transport
+        if transport is None or not run.state.remote_dir:
+            return
+        hard = self.hard_deadline
+        try:
+            if hard is None:
+                raw = transport.read_bytes(run.state.remote_dir + "/status.json")
+                hard = json.loads(raw).get("hard_deadline") if raw else None
+            if hard is not None:
+                self._renew_lease(run, transport, RemoteLayout(root=run.state.remote_dir, python=""), float(hard))
+        except Exception:  # noqa: BLE001 - a dead link: the working lease then ends it, as if nobody came back
+            pass
+
+    def _renew_lease(self, run: JobRun, transport: Transport, layout: RemoteLayout, deadline: float) -> None:
+        """The job makes progress and we are attached: push the agent's working lease to `deadline` (#11.4)."""
+        lease = layout.path(LEASE_FILE)
+        transport.run(f"printf '%s' {deadline:.0f} > {_q(lease + '.tmp')} && mv {_q(lease + '.tmp')} {_q(lease)}",
+                      timeout=30, check=False)
+        self._record(run, lease_deadline=deadline)
 
     def _agent_died(self, run: JobRun, transport: Transport, monitor: JobMonitor, why: str) -> None:
         """The agent is gone (OOM killer, crashed container) and nothing on the instance will end the job: say so,
@@ -505,12 +552,18 @@ class Pipeline:
         started = self.clock.now()
         settled = monitor.settle()
         with pull_bar() as shown:
-            monitor.pull_outputs(progress=shown)
+            home = bring_home(monitor, run.job.spec.output_dir, sleep=self.clock.sleep, progress=shown)
         run.timings["download"] = self.clock.now() - started
-        from .verify import verify_outputs
-
-        verification = verify_outputs(run.job.spec.output_dir, monitor.manifest_dict())
+        verification = home.verification
         outcome = settled or ("stopped" if self._stop_requested else "failed")
+        if not home.complete:
+            # Never destroy what is not home yet (#11.5): the instance stays for its grace window, its agent armed.
+            self._held_for_pull = run
+            raise OutputsNotHome(
+                f"{len(home.problems)} output(s) could not be brought home: " + "; ".join(home.problems)
+                + f". Instance {self.rental.instance.id} is kept for its grace window (about "
+                f"{self.options.grace_seconds / 60:.0f} min) so nothing is lost: fix that, then run "
+                f"`lorarun attach {run.state.job_id}` to finish the pull and destroy it")
         self._write_report(run, monitor, verification, outcome)
         # No `collected` marker here: the agent keeps its grace window and self-destroy armed until teardown has
         # destroyed the instance (and the agent with it). Told earlier, a destroy that fails would leave nothing on
@@ -577,6 +630,7 @@ class Pipeline:
                 return False
         if choice == "detach":
             run = next(r for r in self.runs if r.outcome is None)
+            self._extend_lease_to_hard(run)  # left training on purpose: only the budget's hard deadline applies
             self._record(run, message="detached by the user")
             lease = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.state.lease_deadline or 0))
             err_console.print(f"detached: instance {self.rental.instance.id} keeps training; "
@@ -623,6 +677,9 @@ class Pipeline:
         for run in self.runs:
             if not run.state.is_final:
                 self._advance(run, "teardown", run.state.message)
+        if self._held_for_pull is not None and self.rental.instance is not None:
+            self._hold_for_pull(self._held_for_pull)
+            return
         if self.options.keep and self.rental.instance is not None:
             self._release_agents()  # kept on purpose: its agent must not destroy it after the grace window
         if self.rental.transport is not None:
@@ -647,6 +704,25 @@ class Pipeline:
         report(result)
         for run in self.runs:
             self._finalize(run, destroyed=result.confirmed, teardown_message=None if result.confirmed else result.message)
+
+    def _hold_for_pull(self, held: JobRun) -> None:
+        """Outputs are still on the instance and could not come home: keep it (said loudly, never silently); its
+        agent destroys it after the grace window unless `lorarun attach` finishes the pull first."""
+        instance = self.rental.instance
+        if self.rental.transport is not None:
+            try:
+                self.rental.transport.close()
+            except Exception:  # noqa: BLE001
+                pass
+        until = time.strftime("%H:%M", time.localtime(self.clock.wall() + self.options.grace_seconds))
+        err_console.print(f"[bold yellow]instance {instance.id} on {self.provider.name} is kept until about {until} "
+                          f"(billing {money(self.rental.offer.price_per_hour)}/h) because outputs are not home yet; "
+                          f"`lorarun attach {held.state.job_id}` finishes the pull and destroys it, or it destroys "
+                          f"itself after that. Kill it now (losing those outputs): "
+                          f"{self.provider.kill_hint(instance.id)}[/]", highlight=False)
+        for run in self.runs:
+            self._record(run, message=f"outputs not home; instance {instance.id} kept for the pull: "
+                                      f"{run.state.message}"[:500])
 
     def _release_agents(self) -> None:
         """`--keep`: tell each job's agent its outputs are collected, so it exits instead of self-destroying."""

@@ -42,12 +42,17 @@ def submit(
     max_cost: float = typer.Option(None, "--max-cost", help="Refuse offers predicted above this many dollars; "
                                                              "stop the job cleanly when spend reaches it."),
     keep: bool = typer.Option(False, "--keep", help="Leave the instance up afterwards (you destroy it)."),
-    lease_seconds: float = typer.Option(None, "--lease-seconds", hidden=True,
-                                        help="Override the agent's lease (default: estimate × 1.5, capped by max_cost)."),
+    lease_seconds: float = typer.Option(None, "--lease-seconds",
+                                        help="The working lease: how long the job runs with no controller attached "
+                                             "(default: estimate × 1.5; renewed while attached and progressing)."),
+    hard_lease_minutes: float = typer.Option(None, "--hard-lease-minutes",
+                                             help="The instance's hard deadline after create, in minutes (default: "
+                                                  "max_cost ÷ price; without max_cost 4× the estimate, ≥ +2 h)."),
     grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True,
                                         help="How long the agent waits for a controller before destroying itself."),
 ) -> None:
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
+    hard_lease = _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
     interactive = sys.stdin.isatty()
@@ -69,7 +74,8 @@ def submit(
     adapter = make_provider(validated[0].spec.resources)
     choice = choose_offer(adapter, validated, assume_yes=yes, interactive=interactive)
     options = PipelineOptions(assume_yes=yes, keep=keep, interactive=interactive,
-                              lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds)
+                              lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds,
+                              hard_lease_seconds=hard_lease)
     pipeline = Pipeline.start(validated, adapter, list(choice.ranked), store=JobStore(), connect=connect_transport,
                               options=options, max_cost=validated[0].spec.resources.max_cost)
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
@@ -89,3 +95,13 @@ def print_summary_of(run) -> None:
         err_console.print(f"{run.state.name}: {run.state.message}", highlight=False)
     for line in summary_lines(run.state, run.job.spec.output_dir, run.job.spec.output.name):
         console.print(f"  {line}", highlight=False)
+
+
+def _hard_lease(minutes: float | None) -> float | None:
+    import math
+
+    if minutes is None:
+        return None
+    if not math.isfinite(minutes) or minutes <= 0 or minutes > 7 * 24 * 60:
+        raise UserInputError(f"--hard-lease-minutes: {minutes} is outside 0 < minutes ≤ 10080 (7 days)")
+    return minutes * 60.0

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from lorarun.image import lease as lease_mod
-from lorarun.image.lease import LEASE_FILE, Watchdog, effective_deadline, training_finished
+from lorarun.image.lease import LEASE_FILE, Watchdog, effective_deadline, split_env, training_finished
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 from .test_agent import KEY, engine_started, make_agent, status, vast_like
@@ -89,7 +89,7 @@ def _watchdog(tmp_path, http_server, deadline, **kw) -> tuple[Watchdog, FakeCloc
     clock = FakeClock()
     env = {"LORARUN_DEADLINE": str(int(deadline)), "LORARUN_JOB_ID": "job42", "LORARUN_WORKDIR": str(tmp_path),
            "CONTAINER_ID": "99", "CONTAINER_API_KEY": KEY,
-           "LORARUN_SELF_DESTRUCT": json.dumps(vast_like(http_server.url).to_dict())}
+           **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()), piece=40))}
     dog = Watchdog(env, now=clock.now, sleep=clock.sleep, proc_environ=tmp_path / "none", tick=5.0, **kw)
     return dog, clock
 
@@ -146,7 +146,7 @@ def test_watchdog_without_a_deadline_says_so(tmp_path, http_server):
 def test_agent_cli_runs_the_watchdog(tmp_path, http_server):
     env = dict(os.environ, LORARUN_DEADLINE=str(int(time.time()) - 1), LORARUN_JOB_ID="job42",
                LORARUN_WORKDIR=str(tmp_path), CONTAINER_ID="5", CONTAINER_API_KEY=KEY,
-               LORARUN_SELF_DESTRUCT=json.dumps(vast_like(http_server.url).to_dict()))
+               **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()))))
     done = subprocess.run([sys.executable, "-m", "lorarun.image.agent", "watchdog", "--tick", "0.1"], env=env,
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()

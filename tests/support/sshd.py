@@ -94,6 +94,7 @@ class SshdServer:
         self.log = self.root / "sshd.log"
         self.pidfile = self.root / "sshd.pid"
         self._proc: subprocess.Popen | None = None
+        self._spawned: list[subprocess.Popen] = []
         self._log_fh = None
         self._make_host_key()
         client_pub = write_job_keypair(self.client_key_dir, f"client-{instance_id}")
@@ -123,6 +124,30 @@ class SshdServer:
             fh.write(public_key.strip() + "\n")
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
+    def spawn(self, argv: list[str] | tuple[str, ...]) -> subprocess.Popen:
+        """Start a process "on the instance" the way its image's start-up would: with the instance's environment
+        only (what SetEnv gives SSH sessions; never the test process's own variables, which hold account keys),
+        in its own session, marked so that `kill_processes()` and a destroy end it. Output goes to boot.log."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self._session_env()}
+        with open(self.root / "boot.log", "ab") as log:
+            proc = subprocess.Popen(list(argv), env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._spawned.append(proc)
+        return proc
+
+    def _session_env(self) -> dict[str, str]:
+        envs = dict(
+            [
+                ("HOME", str(self.home)),
+                ("LORARUN_WORKDIR", str(self.workdir)),
+                ("LORARUN_PYTHON", sys.executable),
+                ("LORARUN_FAKE_INSTANCE", self.instance_id),
+                ("LORARUN_FAKE_HOST", self.token),
+            ]
+        )
+        envs.update(self.env)  # the caller's pairs win (a test may point HOME or PATH elsewhere)
+        return envs
+
     def _write_config(self) -> None:
         sftp = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)), None)
         envs = dict(
@@ -261,7 +286,14 @@ class SshdServer:
 
     def kill_processes(self, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
         """Signal what this server's sessions started (only command lines containing `cmdline_contains`)."""
-        return kill_marked_processes(self.token, cmdline_contains=cmdline_contains, sig=sig)
+        killed = kill_marked_processes(self.token, cmdline_contains=cmdline_contains, sig=sig)
+        for proc in self._spawned:
+            if proc.pid in killed:
+                try:
+                    proc.wait(5)  # reap it: a zombie would still show in /proc
+                except subprocess.TimeoutExpired:
+                    pass
+        return killed
 
     def freeze_connections(self) -> list[int]:
         """SIGSTOP the per-connection processes: live links go silent (no reset, no FIN), like a peer behind a
@@ -287,6 +319,9 @@ class FakeInstanceHost:
         self._own_root = root is None
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lorarun-fakehost-"))
         self.servers: dict[str, SshdServer] = {}
+        # What the image's start-up runs at boot, before any controller connects (e.g. `lorarun-agent watchdog`,
+        # as image/startup/lorarun-startup.sh starts it); None: nothing.
+        self.boot_command: tuple[str, ...] | None = None
 
     def on_create(self, instance_id: str, env: tuple[tuple[str, str], ...] | dict, public_key: str) -> tuple[str, int]:
         items = tuple(env.items()) if isinstance(env, dict) else tuple(env)
@@ -295,6 +330,8 @@ class FakeInstanceHost:
         )
         self.servers[instance_id] = server
         info = server.start()
+        if self.boot_command:
+            server.spawn(self.boot_command)
         return info.host, info.port
 
     def on_destroy(self, instance_id: str) -> None:
