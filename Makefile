@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # torch pinned to the CPU build: a looser pin can pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-container install clean
+.PHONY: demo test faults test-container install clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -25,7 +25,13 @@ demo: install
 	@echo "demo state: $${LORARUN_HOME:-$$HOME/.lorarun}/jobs — see it with: $(VENV)/bin/lorarun status"
 
 test: install
-	$(PY) -m pytest -q -n 2  # two workers: CI has two cores; the engine runs one thread per tiny model
+	$(PY) -m pytest -q -n 2 --ignore=tests/faults  # two workers: CI has two cores; the engine runs one thread per tiny model
+
+# The fault suite (tests/faults): every fault scenario once, then a table fault → expected → observed and the totals
+# (faults injected ≥ 30, instances left alive 0, outputs lost 0; the run fails unless they read so). Not part of
+# `make test`, so nothing runs twice; .ci/run runs both.
+faults: install
+	$(PY) -m pytest -q -n 2 -p tests.support.fault_table tests/faults
 
 # Containers of the instance image as the instances (Docker; minutes): .ci/run starts the daemon and runs this after
 # `make test`. One worker: each test starts containers and the first one builds the image.

@@ -58,6 +58,7 @@ PID_FILE = "agent.pid"
 STATUS_FILE = "status.json"
 ENGINE_LOG = "engine.log"
 COLLECTED_FILE = "collected"
+KEPT_FILE = "kept"  # `--keep`: the user keeps the instance; the agent exits, only the watchdog's hard deadline remains
 EVENTS_FILE = "events.jsonl"
 
 # Phases written to status.json. The four outcomes are also what `status["outcome"]` holds once the engine is done.
@@ -350,6 +351,7 @@ class Agent:
         write_text_atomic(self.job_dir / PID_FILE, f"{os.getpid()}\n")
         # A `collected` marker from an earlier run of this job would make us leave before anyone pulled anything.
         (self.job_dir / COLLECTED_FILE).unlink(missing_ok=True)
+        (self.job_dir / KEPT_FILE).unlink(missing_ok=True)
         self._set(phase=STARTING, message="agent started")
         self._event("agent_started", pid=os.getpid(), job_id=self.config.job_id,
                     lease_deadline=self.config.lease_deadline, grace_seconds=self.config.grace_seconds,
@@ -419,7 +421,7 @@ class Agent:
         """Wait for a controller to collect the outputs; destroy the instance if nobody comes."""
         started = self.clock.now()
         while True:
-            if (self.job_dir / COLLECTED_FILE).exists():
+            if (self.job_dir / COLLECTED_FILE).exists() or (self.job_dir / KEPT_FILE).exists():
                 self._set(phase=outcome, grace_until=None, message="outputs collected; agent exited")
                 return 0
             if self._stop_requested:

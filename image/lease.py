@@ -110,7 +110,8 @@ class Watchdog:
       hangs past deadline + FINISH_ALLOWANCE + grace);
     - the agent is gone (ended or died) with nobody having collected → self-destroy once the grace window after
       its end, extended by the controller's heartbeat, has passed;
-    - `collected` in the job folder → the controller has the outputs (or `--keep` released the instance): exit.
+    - `collected` in the job folder → the controller has the outputs: exit;
+    - `kept` in the job folder (`--keep`) → the user keeps it: destroyed only at the hard deadline.
     """
 
     def __init__(self, environ: Mapping[str, str], *, now: Callable[[], float], sleep: Callable[[float], None],
@@ -132,7 +133,7 @@ class Watchdog:
         self.self_destruct = SelfDestroyConfig.from_dict(json.loads(raw)) if raw else None
 
     def run(self) -> int:
-        from .agent import COLLECTED_FILE, CONFIG_FILE, running_agent_pid
+        from .agent import COLLECTED_FILE, CONFIG_FILE, KEPT_FILE, running_agent_pid
 
         if self.deadline is None:
             log.error("%s is not set to a unix time: nothing to guard", DEADLINE_ENV)
@@ -145,6 +146,11 @@ class Watchdog:
             if self.job_dir is not None and (self.job_dir / COLLECTED_FILE).exists():
                 log.info("outputs collected: the watchdog exits")
                 return 0
+            if self.job_dir is not None and (self.job_dir / KEPT_FILE).exists():
+                if now >= self.deadline:  # `--keep`: the user has it, but never past the budget's deadline
+                    return self._destroy("kept on purpose, and now past its hard deadline")
+                self.sleep(self.tick)
+                continue
             agent = running_agent_pid(self.job_dir) if self.job_dir is not None else None
             grace = _grace_seconds(self.job_dir / CONFIG_FILE) if self.job_dir is not None else DEFAULT_GRACE
             if agent is not None:

@@ -693,8 +693,11 @@ class Pipeline:
                 self._finalize(run, destroyed=True)
             return
         if self.options.keep:
+            hard = (f"; it destroys itself at its hard deadline "
+                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(self.hard_deadline))}"
+                    if self.hard_deadline else "")
             err_console.print(f"[yellow]--keep: instance {instance.id} on {self.provider.name} is still up and "
-                              f"billing {money(self.rental.offer.price_per_hour)}/h. Kill it with: "
+                              f"billing {money(self.rental.offer.price_per_hour)}/h{hard}. Kill it with: "
                               f"{self.provider.kill_hint(instance.id)}[/]", highlight=False)
             for run in self.runs:
                 self._record(run, phase="kept", message=f"instance {instance.id} kept on purpose")
@@ -725,12 +728,13 @@ class Pipeline:
                                       f"{run.state.message}"[:500])
 
     def _release_agents(self) -> None:
-        """`--keep`: tell each job's agent its outputs are collected, so it exits instead of self-destroying."""
+        """`--keep`: tell each job's agent the instance is kept, so it exits instead of self-destroying (the
+        watchdog still ends it at the hard deadline, and the message says so)."""
         for run in self.runs:
             if self.rental.transport is None or not run.state.remote_dir:
                 continue
             try:
-                self.rental.transport.run(f"touch {_q(run.state.remote_dir + '/collected')}", timeout=30, check=False)
+                self.rental.transport.run(f"touch {_q(run.state.remote_dir + '/kept')}", timeout=30, check=False)
             except Exception:  # noqa: BLE001 - a dead link: the agent's grace window then ends the instance
                 pass
 

@@ -152,3 +152,21 @@ def test_agent_cli_runs_the_watchdog(tmp_path, http_server):
     assert done.returncode == 0, done.stderr.decode()
     assert [(r.method, r.path) for r in http_server.requests] == [("DELETE", "/api/v0/instances/5/")]
     assert KEY.encode() not in done.stderr
+
+
+def test_watchdog_with_a_kept_instance_waits_for_the_hard_deadline(tmp_path, http_server):
+    job_dir = tmp_path / "job42"
+    job_dir.mkdir()
+    (job_dir / "kept").write_text("")  # `--keep`: the agent has exited on purpose
+    dog, clock = _watchdog(tmp_path, http_server, T0 + 3600)
+    assert dog.run() == 0
+    assert T0 + 3600 <= clock.t <= T0 + 3606 and len(http_server.requests) == 1
+
+
+def test_agent_exits_in_its_grace_window_when_kept(tmp_path, http_server):
+    config = make_config(tmp_path, "finish", grace_seconds=600, self_destruct=vast_like(http_server.url))
+    clock = FakeClock()
+    job_dir = tmp_path / "job"
+    clock.on_sleep = lambda c: (job_dir / "kept").write_text("") if status(job_dir)["phase"] == "grace" else None
+    assert make_agent(tmp_path, config, clock).run() == 0
+    assert http_server.requests == []

@@ -18,7 +18,8 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-def test_budget_reached_mid_training_stops_cleanly(cloud, tmp_path, monkeypatch, capsys):
+def test_budget_reached_mid_training_stops_cleanly(cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("spend reaches max_cost mid-training", "clean stop, last checkpoint home, destroyed")
     # Predicted well under max_cost (a tiny job on a cheap offer), so the estimate lets it rent.
     job = tiny_job(tmp_path, cloud.name, epochs=30, extra_resources="  max_cost: 2.0")
     out = tmp_path / "out"

@@ -70,7 +70,8 @@ def _patch_monitor(monkeypatch, hook):
 
 # ---- Ctrl-C in every phase ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("phase", ["wait", "upload", "run", "finish"])
-def test_ctrl_c_at_phase_start_destroys_the_instance(vast_cloud, tmp_path, monkeypatch, capsys, phase):
+def test_ctrl_c_at_phase_start_destroys_the_instance(vast_cloud, tmp_path, monkeypatch, capsys, phase, fault):
+    fault.inject(f"Ctrl-C as phase {phase} starts", "exit 130, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
     original = JobStore.advance
 
@@ -89,8 +90,9 @@ def test_ctrl_c_at_phase_start_destroys_the_instance(vast_cloud, tmp_path, monke
     assert_torn_down(vast_cloud, state)
 
 
-def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, capsys, fault):
     """The worst moment: the provider rented the machine, our process is interrupted before using the answer."""
+    fault.inject("Ctrl-C right after create returned", "exit 130, the id recorded, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
     provider_cls = type(connect.make_provider(__import__("lorarun.runner.spec", fromlist=["Resources"]).Resources(
         provider=vast_cloud.name)))
@@ -110,7 +112,8 @@ def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, c
     assert_torn_down(vast_cloud, state)
 
 
-def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("Ctrl-C mid-training", "engine saves, checkpoints home, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     out = tmp_path / "out"
     pressed = {"done": False}
@@ -133,7 +136,8 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp
     assert any(e.get("event") == "stopped" for e in events)
 
 
-def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("SIGTERM to the controller mid-training", "stops without asking, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     sent = {"done": False}
 
@@ -149,7 +153,8 @@ def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, mo
 
 
 # ---- the link and the machine ---------------------------------------------------------------------------------
-def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("SSH connections dropped mid-upload", "reconnects, finishes, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1, images=12)
     dropped = {"n": 0}
     original = pipeline.transfer_bar
@@ -173,7 +178,8 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, mo
     assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
 
 
-def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("SSH connections dropped mid-training", "reconnects, finishes, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=3)
     dropped = {"n": 0}
 
@@ -192,7 +198,8 @@ def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, 
                                              "e2e_lora.safetensors"]
 
 
-def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("instance vanishes at the provider", "'vanished' said, checkpoints home, exit 1")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
 
     def hook(monitor, n):
@@ -210,7 +217,8 @@ def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, c
     assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
 
 
-def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("SIGKILL to the engine", "'training failed', outputs home, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     killed = {"done": False}
 
@@ -231,7 +239,9 @@ def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(vast_cloud, 
     assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
 
 
-def test_destroy_survives_a_429_and_5xx_storm(cloud, tmp_path, capsys):
+def test_destroy_survives_a_429_and_5xx_storm(cloud, tmp_path, capsys, fault):
+    for status in [429] * 4 + [503] * 2:
+        fault.inject(f"DELETE answers {status}", "destroy retried until confirmed, exit 0")
     job = tiny_job(tmp_path, cloud.name, epochs=1)
     prefix = "/api/v0/instances/" if cloud.name == "vastai" else "/v2/pods/"
     cloud.fake.fail_next("DELETE", prefix, status=429, times=4)
@@ -272,7 +282,8 @@ def _training(state) -> bool:
     return state.phase == "monitor" and events.exists() and b'"step"' in events.read_bytes()
 
 
-def test_controller_killed_then_attach_finishes_the_job(vast_cloud, tmp_path, capsys):
+def test_controller_killed_then_attach_finishes_the_job(vast_cloud, tmp_path, capsys, fault):
+    fault.inject("SIGKILL to the controller mid-training, then attach", "attach finishes, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=3)
     _kill_when(_controller(job), _training)
     state = only_state()
@@ -285,7 +296,8 @@ def test_controller_killed_then_attach_finishes_the_job(vast_cloud, tmp_path, ca
     assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
 
 
-def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, capsys):
+def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, capsys, fault):
+    fault.inject("SIGKILL to the controller mid-training, then gc", "gc destroys the orphan")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     _kill_when(_controller(job), _training)
     code = main(["gc", "--yes", "--provider", vast_cloud.name])
@@ -296,7 +308,8 @@ def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, cap
     assert_torn_down(vast_cloud, state)
 
 
-def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(cloud, tmp_path):
+def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(cloud, tmp_path, fault):
+    fault.inject("controller gone for good mid-training", "lease passes, agent self-destroys with its own key")
     job = tiny_job(tmp_path, cloud.name, epochs=200)
     _kill_when(_controller(job, "--lease-seconds", "25", "--grace-seconds", "2"), _training)
     state = only_state()
@@ -311,7 +324,8 @@ def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(c
     assert not cloud.host.alive(state.instance_id)
 
 
-def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(vast_cloud, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("Ctrl-C → detach, then down from another shell", "keeps training, down stops and destroys")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     pressed = {"done": False}
 
