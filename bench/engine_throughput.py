@@ -137,7 +137,7 @@ class EngineStep:
             unet.to(memory_format=torch.channels_last)
         self.channels_last = channels_last
         unet.train()
-        self.module = unet
+        self.module = self.unet = unet  # .unet: the uncompiled module (config for inputs, LoRA for saving)
         cuda = device.type == "cuda"
         build = lambda groups: build_optimizer(optimizer, groups, LR, (), cuda)  # noqa: E731
         groups = [{"params": params, "lr": LR}]
@@ -214,14 +214,14 @@ def timed(step, batch, steps: int, device) -> float:
     return dt
 
 
-def warm_and_peak(step, batch, warm: int, device) -> float | None:
-    """Warm-up steps (compiles happen here); peak GiB above what was allocated before (the other variants)."""
+def warm_and_peak(step, batch, warm: int, device, base: int) -> float | None:
+    """Warm-up steps (compiles and CUDA-graph captures happen here); peak GiB above `base`, the memory allocated
+    before this variant was built: its weights, LoRA, optimizer state, graph pools and the step's activations."""
     if device.type != "cuda":
         for _ in range(warm):
             step(*batch)
         return None
     sync(device)
-    base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warm):
         step(*batch)
@@ -230,20 +230,23 @@ def warm_and_peak(step, batch, warm: int, device) -> float | None:
 
 
 def host_syncs(step, batch, device) -> str:
-    """'none' when two steps run without a host synchronisation (CUDA), else the first sync's message."""
+    """'none' when two steps run without a host synchronisation (CUDA's sync debug mode, warning flavour: the
+    steps still complete), else the first warning."""
     if device.type != "cuda":
         return "n/a (CPU)"
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step(*batch)
-        step(*batch)
-        result = "none"
-    except RuntimeError as exc:
-        result = str(exc).splitlines()[0][:200]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(*batch)
+            step(*batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     sync(device)
-    return result
+    found = [str(w.message).splitlines()[0][:200] for w in caught if "synchroniz" in str(w.message)]
+    return "none" if not found else f"{len(found)}: {found[0]}"
 
 
 @dataclass
@@ -272,43 +275,48 @@ class Row:
 
 
 def run_model(model: str, batches: list[int], variants: dict, args, device, dtype, peak_flops: float) -> list[dict]:
-    """One UNet per variant, fed every batch size in turn (as the engine feeds its bucket shapes)."""
-    results = []
-    steps = {}
+    """One UNet per variant, fed every batch size in turn (as the engine feeds its bucket shapes). Each variant is
+    built and warmed up alone (its peak memory then counts only itself); timing rounds then alternate."""
+    cuda = device.type == "cuda"
+    steps, rows, results = {}, {}, []
     for name, make in variants.items():
+        base = torch.cuda.memory_allocated(device) if cuda else 0
         try:
-            steps[name] = make(len(batches))
+            step = make(len(batches))
         except Exception as exc:  # noqa: BLE001 — one variant failing must not lose the table
-            results.append({"model": model, "variant": name, "error": repr(exc)[:300]})
-    for bs in batches:
-        rows: dict[str, Row] = {}
-        data = None
-        for name, step in steps.items():
-            data = inputs(step.module if hasattr(step, "module") else step.unet, bs, device, dtype)
-            row = rows[name] = Row(model, bs, name)
+            results.append({"model": model, "variant": name, "error": f"build: {exc!r}"[:300]})
+            continue
+        steps[name] = step
+        for bs in batches:
+            row = rows[(name, bs)] = Row(model, bs, name)
             try:
-                row.peak_gib = warm_and_peak(step, data, args.warm, device)
-            except Exception as exc:  # noqa: BLE001
+                row.peak_gib = warm_and_peak(step, inputs(step.unet, bs, device, dtype), args.warm, device, base)
+            except Exception as exc:  # noqa: BLE001 — e.g. out of memory at the largest batch
                 row.note = f"error: {exc!r}"[:300]
-        alive = {n: s for n, s in steps.items() if not rows[n].note}
+                if cuda:
+                    torch.cuda.empty_cache()
+    for bs in batches:
+        data = inputs(next(iter(steps.values())).unet, bs, device, dtype) if steps else None
+        alive = {n: s for n, s in steps.items() if not rows[(n, bs)].note}
+        for step in alive.values():
+            step(*data)  # back to this batch size after the others' warm-up
         if "plain" in alive:
-            rows["plain"].flops = step_flops(alive["plain"], *data)
-            for row in rows.values():
-                row.flops = rows["plain"].flops  # same math → same FLOPs; counted on the uncompiled step
+            flops = step_flops(alive["plain"], *data)
+            for name in alive:
+                rows[(name, bs)].flops = flops  # same math → same FLOPs; counted on the uncompiled plain loop
         if "fast" in alive:
-            rows["fast"].note = f"host syncs in two steps: {host_syncs(alive['fast'], data, device)}"
+            rows[("fast", bs)].note = f"host syncs in two steps: {host_syncs(alive['fast'], data, device)}"
         for _ in range(args.rounds):  # alternate, so drift (clocks, other tenants) hits every variant alike
             for name, step in alive.items():
-                rows[name].step_s.append(timed(step, data, args.steps, device))
-        base = rows.get("plain")
-        for name, row in rows.items():
-            if row.step_s:
-                results.append(row.summary(peak_flops, base))
-            else:
-                results.append({"model": model, "batch": bs, "variant": name, "error": row.note})
+                rows[(name, bs)].step_s.append(timed(step, data, args.steps, device))
+        base_row = rows.get(("plain", bs))
+        for name in steps:
+            row = rows[(name, bs)]
+            results.append(row.summary(peak_flops, base_row if base_row and base_row.step_s else None)
+                           if row.step_s else {"model": model, "batch": bs, "variant": name, "error": row.note})
             print(json.dumps(results[-1]), flush=True)
     del steps
-    if device.type == "cuda":
+    if cuda:
         torch.cuda.empty_cache()
     return results
 
@@ -365,7 +373,7 @@ def same_math(model: str, bs: int, steps: int, args, device, dtype) -> dict:
     for name, dt, options in configs:
         step = EngineStep(model, device, dt, options, optimizer="AdamW", seed=123, name=name)
         start = step.lora_state()
-        batch = inputs(step.module, bs, device, dt, seed=7)
+        batch = inputs(step.unet, bs, device, dt, seed=7)
         losses = [float(step(*batch).detach()) for _ in range(steps)]
         runs[name] = (losses, step.lora_state())
         del step
@@ -407,7 +415,7 @@ def auto_batch(model: str, args, device, dtype) -> dict:
     step = EngineStep(model, device, dtype, FastOptions().without("compile", "cuda_graphs"), name="probe")
 
     def run(bs):
-        step(*inputs(step.module, bs, device, dtype))
+        step(*inputs(step.unet, bs, device, dtype))
 
     budget = torch.cuda.get_device_properties(device).total_memory / 2**30 * 0.9
     pick = largest_batch(cuda_peak_probe(run, device), budget, cap=args.max_auto_batch)
@@ -479,7 +487,7 @@ def reference_job(args, device, workdir: Path, batch: int, fast_step: str) -> di
         "dataset": {"train_data_dir": str(data_dir), "resolution": side,
                     **({"min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32} if tiny else {})},
         "training": {"max_train_epochs": epochs, "batch_size": batch, "save_every_n_epochs": 2,
-                     "optimizer_type": args.optimizer, "fast_step": fast_step,
+                     "optimizer_type": args.reference_optimizer, "fast_step": fast_step,
                      # CPU: inductor compiles the tiny UNet in minutes (bench/RESULTS.md); the step table measures it
                      "fast_step_off": (["compile"] if args.no_compile or tiny else [])},
         "sample": {"prompts": [], "grid_strengths": [], "grid_seeds": []},
@@ -548,7 +556,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levers", action="store_true", help="also the fast step with each lever off")
     parser.add_argument("--with-engine-plain", action="store_true", help="also the engine's plain step")
-    parser.add_argument("--optimizer", default="AdamW", help="engine optimizer for (b) and the reference job")
+    parser.add_argument("--optimizer", default="AdamW", help="engine optimizer for (b): fused AdamW, as (a)")
     parser.add_argument("--compile-backend", default="inductor", help="inductor | aot_eager (CPU: no codegen)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--same-math-steps", type=int, default=6)
@@ -556,6 +564,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--reference-plain", action="store_true", help="also the reference job with fast_step off")
     parser.add_argument("--reference-batch", type=int, default=None, help="default: the auto batch (CUDA), 2 (tiny)")
+    parser.add_argument("--reference-optimizer", default="auto", help="the engine's choice: AdamW8bit on CUDA")
     parser.add_argument("--max-auto-batch", type=int, default=16)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="default bf16 on CUDA, fp32 --tiny")
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ class FastStep:
 
 def prepare_fast(unet: nn.Module, groups: list[dict], build_optimizer, options: FastOptions, *,
                  weight_dtype: torch.dtype, num_shapes: int, other_lora_modules: tuple[nn.Module, ...] = (),
-                 checkpoint_every: int | None = None) -> FastStep:
+                 checkpoint_every: int | None = None, eager_on_error: bool = False) -> FastStep:
     """`groups`: the optimizer's parameter groups (LoRA parameters, fp32, already on the device).
     `build_optimizer(groups) -> Optimizer`: the run's optimizer, on whatever parameters it is given.
     `checkpoint_every`: None leaves gradient checkpointing as it is; 0 turns it off; n checkpoints every n-th block."""
@@ -51,6 +51,7 @@ def prepare_fast(unet: nn.Module, groups: list[dict], build_optimizer, options: 
         clip = [p for g in groups for p in g["params"]]
     step_unet = unet
     if options.compile:
-        step_unet = compile_unet(unet, num_shapes, backend=options.compile_backend, cuda_graphs=options.cuda_graphs)
+        step_unet = compile_unet(unet, num_shapes, backend=options.compile_backend, cuda_graphs=options.cuda_graphs,
+                                 eager_on_error=eager_on_error)
         notes["compiled_shapes"] = num_shapes
     return FastStep(step_unet, optimizer, clip, options, notes)

@@ -42,7 +42,7 @@ def prepare_for_trainer(trainer, unet, groups: list[dict]) -> FastStep:
 
     fast = prepare_fast(unet, groups, build, options, weight_dtype=trainer.weight_dtype, num_shapes=len(shapes),
                         other_lora_modules=tuple(trainer.text_encoders) if trainer.trains_te else (),
-                        checkpoint_every=checkpoint_every)
+                        checkpoint_every=checkpoint_every, eager_on_error=True)
     trainer.events.emit("fast_step", **fast.notes, batch_shapes=sorted(list(s) for s in shapes),
                         gradient_checkpointing=checkpoint_why)
     return fast
