@@ -244,3 +244,36 @@ def test_fast_step_config_fields_are_checked():
         EngineConfig.from_dict({**base, "training": {"fast_step": "yes"}}).validate()
     with pytest.raises(ConfigError, match="fast_step_off: unknown lever 'graphs'"):
         EngineConfig.from_dict({**base, "training": {"fast_step_off": ["graphs"]}}).validate()
+
+
+def test_layers_with_hooks_keep_peft_forward_and_the_same_math():
+    """kohya's LoRA dropout is a forward hook on lora_A (engine/lora.py): a fused layer would skip it."""
+    from lorarun.image.engine.fast.fused_lora import fuse_lora_layers, fusable
+
+    def doubled(module, inputs, output):
+        return output * 2
+
+    results = []
+    for fuse in (False, True):
+        unet, _ = _unet(torch.float32)
+        hooked = next(m for m in unet.modules() if fusable(m))
+        hooked.lora_A["default"].register_forward_hook(doubled)
+        assert not fusable(hooked)
+        if fuse:
+            assert fuse_lora_layers(unet) > 0 and not hasattr(hooked, "_peft_forward")
+        lat, enc = _inputs()
+        results.append(unet(lat, torch.tensor([10, 500]), enc).sample)
+    assert torch.allclose(results[0], results[1], atol=1e-6)
+
+
+def test_in_place_weight_edits_keep_fp32_weights():
+    """scale_weight_norms edits the model's LoRA weights after the step: no master copy may overwrite them."""
+    from lorarun.image.engine.fast.trainer_glue import decide_for
+    from lorarun.image.engine_config import EngineConfig
+
+    base = {"job_id": "j", "output_dir": "o", "output_name": "n"}
+    plain = EngineConfig.from_dict(base)
+    normed = EngineConfig.from_dict({**base, "training": {"scale_weight_norms": 1.0}})
+    kw = dict(cuda=True, world=1, mixed="bf16", optimizer_name="AdamW")
+    assert decide_for(plain, **kw).options.master_weights
+    assert not decide_for(normed, **kw).options.master_weights and decide_for(normed, **kw).options.flat_optimizer

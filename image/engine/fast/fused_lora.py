@@ -6,8 +6,8 @@ passes over activations per layer. Here the scale multiplies the tiny A (rank ×
 activations, the add happens inside the last GEMM (`addmm`, beta = 1), and nothing is cast. Under torch.compile the
 three GEMMs and the scale are one region of the UNet graph. Same math: (s·A) x = s·(A x).
 
-Only layers this is exactly equivalent for are patched: plain nn.Linear base, one active adapter, no dropout, no
-DoRA, not merged. Everything else keeps peft's forward.
+Only layers this is exactly equivalent for are patched: plain nn.Linear base, one active adapter, no dropout (module
+or hook), no DoRA, not merged. Everything else keeps peft's forward.
 """
 from __future__ import annotations
 
@@ -47,7 +47,12 @@ def fusable(module: nn.Module) -> bool:
     if module.use_dora.get(ADAPTER, False) or module.merged:
         return False
     dropout = module.lora_dropout[ADAPTER] if ADAPTER in module.lora_dropout else nn.Identity()
-    return isinstance(dropout, nn.Identity)
+    if not isinstance(dropout, nn.Identity):
+        return False
+    # Hooks change what a part computes (kohya's network/rank dropout is a forward hook on lora_A, lora.py), and
+    # the fused path calls no part: such a layer keeps peft's forward, which runs them.
+    parts = (module.lora_A[ADAPTER], module.lora_B[ADAPTER], module.get_base_layer(), module)
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
