@@ -63,6 +63,7 @@ class Offer:
     storage_price_gb_month: float = 0.0  # billed on top of price_per_hour (0 where already folded in)
     has_image_cached: bool = False
     ram_gb: float | None = None  # system memory of the machine (share) rented; None = the provider does not say
+    machine: str = ""  # the physical host where the provider says (Vast machine_id): a failed one is skipped
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ class Instance:
     status_message: str = ""
     started_at: float | None = None  # unix seconds, when the provider says so
     extra: tuple[tuple[str, str], ...] = field(default=())  # provider-specific facts worth showing the user
+    # Set when the provider's own fields say this instance will never come up (Vast "created" with an OCI error,
+    # outbid; RunPod running without a public IP): the controller destroys it at once and tries another offer
+    # instead of waiting out the boot timeout on the bill.
+    start_failure: str = ""
+    machine: str = ""  # as Offer.machine
+    ssh_fallbacks: tuple[SSHEndpoint, ...] = ()  # other ways to the same sshd (Vast's proxy gateway)
 
 
 @dataclass(frozen=True)

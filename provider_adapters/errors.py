@@ -21,6 +21,12 @@ class NoCapacityError(ProviderError):
     """No machine matches right now; another offer or a later try may work."""
 
 
+class PoolDeniedError(NoCapacityError):
+    """The key works, but this account may not rent this kind of machine (RunPod createPod 403: "Your account
+    cannot access the requested pool. Skip this candidate, keep going." — runpod/docs
+    `api-reference-v2/openapi.json` createPod). The next offer may well work, so it is not an AuthError."""
+
+
 class OfferGoneError(ProviderError):
     """The offer was taken between search and create (Vast `no_such_ask`)."""
 

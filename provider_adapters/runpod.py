@@ -113,6 +113,15 @@ class RunPodProvider:
     def create(self, offer: Offer, spec: InstanceSpec) -> Instance:
         if self._key and any(self._key in v for _, v in spec.env):
             raise ValueError("InstanceSpec.env carries the user's RunPod API key; it must never reach the pod")
+        _, cloud = parse_offer_id(offer.id)
+        if cloud == COMMUNITY:
+            # Community hosts often have no public IP; only GraphQL can ask for one (`supportPublicIp`), and
+            # without it SFTP has no way in (see build_deploy_input). The pod is then read through v2 as any other.
+            pod = self.client.deploy_on_demand(build_deploy_input(offer, spec))
+            return Instance(provider=self.name, id=str(pod["id"]), label=spec.label, status=InstanceStatus.PENDING,
+                            price_per_hour=_float(pod.get("costPerHr")) or offer.price_per_hour,
+                            gpu_name=offer.gpu_name, gpu_count=offer.gpu_count,
+                            machine=str(pod.get("machineId") or ""), extra=(("cloud", COMMUNITY),))
         pod = self.client.create_pod(build_create_body(offer, spec))
         inst = to_instance(pod, self.name)
         # The 201 body is the whole Pod; fill what an early answer may leave out.
@@ -201,8 +210,10 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
     v2 names (`gpu.count`, `cloud`, `disk`) replace v1's `gpuCount`, `cloudType`, `containerDiskInGb`; v2
     rejects unknown properties with 422, so v1-only fields (`volumeInGb`, `supportPublicIp`) are not sent.
     No `mounts` means no persistent volume: nothing keeps billing once the pod is terminated (v1 silently
-    added 20 GB). UNCONFIRMED: how v2 asks for a public IP on COMMUNITY; without one `ssh.direct` stays null
-    and `get()` reports no SSH endpoint, so the controller times out and destroys the pod.
+    added 20 GB). v2 has no way to ask for a public IP (no `supportPublicIp` in CreatePodRequest, runpod/docs
+    `api-reference-v2/openapi.json`), so this body is for SECURE pods, which "will always have a public IP"
+    (runpod/docs `api-reference/openapi.json` PodCreateInput.supportPublicIp); COMMUNITY pods go through
+    `build_deploy_input`.
     """
     gpu_type, cloud = parse_offer_id(offer.id)
     env = dict(spec.env)
@@ -220,6 +231,33 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
     if spec.onstart:
         body["args"] = spec.onstart  # a string handed to the image's ENTRYPOINT (§2.3)
     return body
+
+
+def build_deploy_input(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+    """The GraphQL `PodFindAndDeployOnDemandInput` for a COMMUNITY pod (dstackai/dstack
+    `backends/runpod/api_client.py::generate_pod_deployment_mutation`; runpod/runpod-python
+    `api/mutations/pods.py`): `supportPublicIp: true` — "If the created Pod is on Community Cloud, set to true if
+    you need the Pod to expose a public IP address. If null, the Pod might not have a public IP address."
+    (runpod/docs `api-reference/openapi.json` PodCreateInput.supportPublicIp). `ports` is a comma-separated
+    string and `env` a list of {key, value} here (providers.md §2.3); `volumeInGb: 0` so no volume outlives it."""
+    gpu_type, _ = parse_offer_id(offer.id)
+    env = dict(spec.env)
+    env["PUBLIC_KEY"] = spec.ssh_public_key
+    pod_input: dict[str, Any] = {
+        "cloudType": COMMUNITY,
+        "gpuTypeId": gpu_type,
+        "gpuCount": max(1, offer.gpu_count),
+        "name": spec.label,
+        "imageName": spec.image,
+        "containerDiskInGb": max(1, round(spec.disk_gb)),
+        "volumeInGb": 0,
+        "ports": "22/tcp",
+        "supportPublicIp": True,
+        "env": [{"key": k, "value": v} for k, v in env.items()],
+    }
+    if spec.onstart:
+        pod_input["dockerArgs"] = spec.onstart  # replaces the image's CMD, as v2's `args` does
+    return pod_input
 
 
 def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:
@@ -254,10 +292,26 @@ def _public(port: dict[str, Any]) -> bool:
         return True  # a host name
 
 
+def start_failure(pod: dict[str, Any], ssh: SSHEndpoint | None) -> str:
+    """A RUNNING pod whose port 22 is mapped only to a RunPod-internal address will never be reachable for SFTP:
+    `ssh.direct` is "Null unless `22/tcp` is in `ports` and the running pod has been assigned a public port"
+    and the proxy "carries an interactive shell only — SCP, SFTP, rsync … need `direct`" (runpod/docs
+    `api-reference-v2/openapi.json` PodSsh). While port 22 has no runtime entry yet, it may still come."""
+    if ssh is not None:
+        return ""
+    runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+    for port in runtime.get("ports") or []:
+        if isinstance(port, dict) and port.get("private", port.get("privatePort")) == 22:
+            return ("no public IP: port 22 is only reachable inside RunPod (Community hosts may lack a public IP), "
+                    "and uploads need direct SSH")
+    return ""
+
+
 def to_instance(pod: dict[str, Any], provider: str = "runpod") -> Instance:
     status = _STATUS.get(str(pod.get("status") or pod.get("desiredStatus") or "").upper(), InstanceStatus.PENDING)
     gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
     ssh = ssh_endpoint(pod) if status is InstanceStatus.RUNNING else None
+    failure = start_failure(pod, ssh) if status is InstanceStatus.RUNNING else ""
     extra = [(k, str(pod[k])) for k in ("cloud", "dataCenterId", "cudaVersion") if pod.get(k)]
     return Instance(
         provider=provider,
@@ -271,7 +325,12 @@ def to_instance(pod: dict[str, Any], provider: str = "runpod") -> Instance:
         status_message=str(pod.get("lastStatusChange") or pod.get("message") or ""),
         started_at=_epoch(pod.get("startedAt")),
         extra=tuple(extra),
+        start_failure=failure,
     )
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _epoch(value: Any) -> float | None:

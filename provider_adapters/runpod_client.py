@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 from typing import Any, Callable
 
 from . import http, retry
@@ -14,6 +15,7 @@ from .errors import (
     AuthError,
     InsufficientFundsError,
     NoCapacityError,
+    PoolDeniedError,
     ProviderError,
     RateLimitError,
     TransientError,
@@ -34,19 +36,34 @@ query GpuTypes($lowestPriceInput: GpuLowestPriceInput, $gpuTypesInput: GpuTypeFi
 }
 """.strip()
 
+DEPLOY_MUTATION = """
+mutation createPod($input: PodFindAndDeployOnDemandInput!) {
+  podFindAndDeployOnDemand(input: $input) {
+    id imageName machineId desiredStatus costPerHr lastStatusChange machine { podHostId }
+  }
+}
+""".strip()
+
 # GraphQL `extensions.code` values that mean the key is bad (standard Apollo codes). RunPod's own errors carry
 # the generic code "RUNPOD" (§2.9), so everything else is a plain ProviderError with RunPod's message.
 _GQL_AUTH_CODES = frozenset({"UNAUTHENTICATED", "FORBIDDEN"})
 
 
+# lorarun's own variables. `RUNPOD_API_URL` is runpodctl's, and holds a v1 base URL (`https://rest.runpod.io/v1`,
+# runpod/runpodctl `internal/api/client.go`): appending `/v2/pods` to a user's v1 URL would call a route that does
+# not exist, so it is deliberately not read here.
+REST_URL_ENV = "LORARUN_RUNPOD_URL"
+GRAPHQL_URL_ENV = "LORARUN_RUNPOD_GRAPHQL_URL"
+
+
 def rest_url_from_env(url: str | None = None) -> str:
-    """Constructor argument, else `RUNPOD_API_URL`, else the public host; a trailing `/v2` is tolerated."""
-    base = (url or os.environ.get("RUNPOD_API_URL") or DEFAULT_REST_URL).rstrip("/")
+    """Constructor argument, else `LORARUN_RUNPOD_URL`, else the public host; a trailing `/v2` is tolerated."""
+    base = (url or os.environ.get(REST_URL_ENV) or DEFAULT_REST_URL).rstrip("/")
     return base[: -len("/v2")] if base.endswith("/v2") else base
 
 
 def graphql_url_from_env(url: str | None = None) -> str:
-    return (url or os.environ.get("RUNPOD_GRAPHQL_URL") or DEFAULT_GRAPHQL_URL).rstrip("/")
+    return (url or os.environ.get(GRAPHQL_URL_ENV) or DEFAULT_GRAPHQL_URL).rstrip("/")
 
 
 def rest_error(resp: http.HttpResponse, where: str, secrets: tuple[str, ...] = (), *,
@@ -66,6 +83,10 @@ def rest_error(resp: http.HttpResponse, where: str, secrets: tuple[str, ...] = (
         return RateLimitError(text, retry_after=_retry_after(resp), **kw)
     if status >= 500:
         return TransientError(text, **kw)
+    if status == 403 and creating:
+        # createPod's 403: "Your account cannot access the requested pool. Skip this candidate, keep going."
+        # (runpod/docs `api-reference-v2/openapi.json` createPod): one GPU type, not the whole submit.
+        return PoolDeniedError(text, **kw)
     if status in (401, 403):
         return AuthError(text, **kw)
     if status == 402:
@@ -154,7 +175,9 @@ class RunPodClient:
             text = http.redact(f"RunPod graphql {op}: {first.get('message') or errors!r} [{code}]", self._secrets())
             if code in _GQL_AUTH_CODES:
                 raise AuthError(text, **kw)
-            raise ProviderError(text, **kw)
+            err = ProviderError(text, **kw)
+            err.gql_code = code  # type: ignore[attr-defined]
+            raise err
         return body.get("data")
 
     # -- REST v2: pods --------------------------------------------------------------------------------------
@@ -203,16 +226,64 @@ class RunPodClient:
         self._retry(once, "delete pod", policy=self._destroy_policy)
 
     def list_pods(self) -> list[dict[str, Any]]:
-        """`GET /v2/pods` → `{"pods": [...]}` (v1 answered a bare list; accept both). No name filter (§2.6)."""
+        """`GET /v2/pods` → `{"pods": [...]}` (v1 answered a bare list; accept both). No name filter (§2.6).
 
-        def once() -> list[dict[str, Any]]:
-            resp = self._rest("GET", "/v2/pods")
-            if resp.status != 200:
-                raise rest_error(resp, "GET /v2/pods", self._secrets())
-            body = resp.json()
-            pods = body.get("pods") if isinstance(body, dict) else body
-            if not isinstance(pods, list):
+        Follows `pagination.nextCursor` (sent back as `?cursor=`) while the answer carries one. The v2 spec read
+        (runpod/docs a900806e `api-reference-v2/openapi.json` ListPodsResponse) has no pagination yet; the issue
+        tracker reports paginated list answers, so a cursor is followed when present. UNCONFIRMED: the query
+        parameter's name. A repeated cursor ends the walk (it would loop forever)."""
+        pods: list[dict[str, Any]] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            path = "/v2/pods" + (f"?{urllib.parse.urlencode({'cursor': cursor})}" if cursor else "")
+
+            def once(path: str = path) -> Any:
+                resp = self._rest("GET", path)
+                if resp.status != 200:
+                    raise rest_error(resp, "GET /v2/pods", self._secrets())
+                return resp.json()
+
+            body = self._retry(once, "list pods")
+            page = body.get("pods") if isinstance(body, dict) else body
+            if not isinstance(page, list):
                 raise ProviderError("RunPod GET /v2/pods: no pods list", provider=PROVIDER)
-            return [p for p in pods if isinstance(p, dict)]
+            pods += [p for p in page if isinstance(p, dict)]
+            pagination = body.get("pagination") if isinstance(body, dict) else None
+            cursor = pagination.get("nextCursor") if isinstance(pagination, dict) else None
+            if not cursor or cursor in seen:
+                return pods
+            seen.add(cursor)
 
-        return self._retry(once, "list pods")
+    # -- GraphQL: Community pods with a public IP -----------------------------------------------------------------
+    def deploy_on_demand(self, pod_input: dict[str, Any]) -> dict[str, Any]:
+        """GraphQL `podFindAndDeployOnDemand` with typed variables, as runpodctl sends it (runpod/runpodctl
+        `api/pod.go`; fields: runpod/runpod-python `api/mutations/pods.py`, dstackai/dstack
+        `backends/runpod/api_client.py::generate_pod_deployment_mutation`). Used for COMMUNITY pods because only
+        this input has `supportPublicIp` (REST v2 createPod has no such field: runpod/docs
+        `api-reference-v2/openapi.json` CreatePodRequest), and without a public IP `ssh.direct` stays null.
+
+        GraphQL answers HTTP 200 with an `errors` list (providers.md §2.9); every documented error of this
+        mutation is a capacity one ("There are no longer any instances available…", code "RUNPOD"), so any
+        non-auth error means "try the next offer". Only 429s are retried (a 5xx may have created the pod)."""
+        if not self._key:
+            raise AuthError("RunPod API key missing", provider=PROVIDER)
+
+        def once() -> dict[str, Any]:
+            resp = http.request("POST", self.graphql_url, timeout=self._timeout,
+                                json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
+                                headers={"Authorization": f"Bearer {self._key}"}, secrets=self._secrets())
+            try:
+                data = self._graphql_data(resp, "podFindAndDeployOnDemand")
+            except ProviderError as err:
+                # RunPod's own errors carry extensions.code "RUNPOD" (providers.md §2.9); schema errors carry
+                # GraphQL's codes (GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT) and are our mistake: fatal.
+                if type(err) is ProviderError and resp.status == 200 and getattr(err, "gql_code", "") in ("", "RUNPOD"):
+                    raise NoCapacityError(str(err), provider=PROVIDER, status=resp.status) from None
+                raise
+            pod = data.get("podFindAndDeployOnDemand") if isinstance(data, dict) else None
+            if not isinstance(pod, dict) or not pod.get("id"):
+                raise ProviderError("RunPod podFindAndDeployOnDemand answered without a pod id", provider=PROVIDER)
+            return pod
+
+        return self._retry(once, "deploy pod", retry_if=lambda e: isinstance(e, RateLimitError))

@@ -98,9 +98,10 @@ class VastProvider:
             cuda_version=_float(o.get("cuda_max_good")),
             location=str(o.get("geolocation") or ""),
             interruptible=interruptible,
-            secure_cloud=bool(o["datacenter"]) if "datacenter" in o else None,
+            secure_cloud=secure_cloud(o),
             storage_price_gb_month=storage,
             ram_gb=_ram_gb(o),
+            machine=str(o["machine_id"]) if o.get("machine_id") is not None else "",
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -194,7 +195,9 @@ def build_query(req: ResourceRequest) -> dict[str, Any]:
     if req.regions:
         q["geolocation"] = {"in": list(req.regions)}
     if req.secure_cloud_only:
-        q["datacenter"] = {"eq": True}  # Vast's "secure cloud" = datacenter hosts
+        # Vast's "secure cloud" = datacenter hosts. The filter key is `datacenter` (vast-ai/vast-python
+        # `offers_fields`; the CLI's `datacenter=true`), while offers report it as `hosting_type` (see secure_cloud).
+        q["datacenter"] = {"eq": True}
     return q
 
 
@@ -202,6 +205,8 @@ def _matches(o: Offer, req: ResourceRequest) -> bool:
     if req.regions and o.location and o.location.strip()[-2:].upper() not in {r.upper() for r in req.regions}:
         return False
     if req.max_price_per_hour is not None and o.price_per_hour > req.max_price_per_hour:
+        return False
+    if req.secure_cloud_only and o.secure_cloud is False:
         return False
     return o.vram_gb >= req.min_vram_gb and o.gpu_count == req.gpu_count
 
@@ -215,7 +220,10 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
         "image": spec.image,
         "disk": max(MIN_DISK_GB, float(spec.disk_gb)),
         "label": spec.label,
-        "runtype": "ssh_direct",  # Vast's entrypoint sets up sshd on a direct port (§1.3, §1.4)
+        # Vast's entrypoint sets up sshd on a direct port and through its proxy gateway: the spelling the CLI
+        # sends for `--ssh --direct` (vast-ai/vast-cli `cli/commands/instances.py::get_runtype`, providers.md
+        # §1.3). The proxy is the way in when the direct port stays silent.
+        "runtype": "ssh_direc ssh_proxy",
         "env": env,
         "onstart": IMAGE_ONSTART + (f"\n{spec.onstart}" if spec.onstart else ""),
         # Fail rather than leave a stopped (storage-billing) instance when it cannot start (§1.3).
@@ -226,31 +234,85 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
     return body
 
 
-def ssh_endpoint(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, str]:
-    """(endpoint, "direct"|"proxy"|"") — direct `public_ipaddr` + `ports["22/tcp"][0].HostPort` first (SFTP
-    needs it, §1.4); the `ssh_host`/`ssh_port` gateway only when no direct port is reported."""
+def secure_cloud(o: dict[str, Any]) -> bool | None:
+    """Whether a Vast offer is on a datacenter ("secure cloud") host. Offers carry `hosting_type` (0 a consumer
+    host, 1 a datacenter) and no `datacenter` key (vast-ai/vast-cli `vastai/data/offer.py`; providers.md §1.2
+    field table); dstack's gpuhunt filters community vs secure the same way (dstackai/gpuhunt
+    `providers/vastai.py`, `community_cloud`). `datacenter` is read too, for older answers that had it."""
+    if isinstance(o.get("hosting_type"), (int, bool)):
+        return int(o["hosting_type"]) == 1
+    if "datacenter" in o and o["datacenter"] is not None:
+        return bool(o["datacenter"])
+    return None
+
+
+def ssh_endpoints(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, tuple[SSHEndpoint, ...], str]:
+    """(first choice, fallbacks, "direct"|"proxy"|"").
+
+    Direct first: `public_ipaddr` + `ports["22/tcp"][0].HostPort` (a string) — faster and what SFTP prefers
+    (vast-ai/docs `connect/ssh.mdx`; providers.md §1.4). The proxy gateway `ssh_host`/`ssh_port` (+1 with a
+    jupyter runtype, vast-ai/vast-cli `cli/commands/misc.py` ssh-url) "works on all machines"; SkyPilot
+    connects through it alone ("ssh_port is always set; ports['22/tcp'] may be None", skypilot-org/skypilot
+    `sky/provision/vast/instance.py::get_cluster_info`). So it is the fallback when the direct port is silent."""
+    direct = proxy = None
     ports = raw.get("ports") or {}
     mapping = ports.get("22/tcp") if isinstance(ports, dict) else None
     ip = str(raw.get("public_ipaddr") or "").strip()  # may carry whitespace (dstack strips it)
     if mapping and ip:
         try:
-            return SSHEndpoint(ip, int(mapping[0]["HostPort"])), "direct"  # HostPort is a string
+            direct = SSHEndpoint(ip, int(mapping[0]["HostPort"]))  # HostPort is a string
         except (KeyError, IndexError, TypeError, ValueError):
-            pass
+            direct = None
     host, port = raw.get("ssh_host"), raw.get("ssh_port")
     if host and port:
-        port = int(port) + (1 if "jupyter" in str(raw.get("image_runtype") or "") else 0)
-        return SSHEndpoint(str(host), port), "proxy"
-    return None, ""
+        try:
+            proxy = SSHEndpoint(str(host), int(port) + (1 if "jupyter" in str(raw.get("image_runtype") or "") else 0))
+        except (TypeError, ValueError):
+            proxy = None
+    if direct is not None:
+        return direct, (proxy,) if proxy is not None else (), "direct"
+    return proxy, (), "proxy" if proxy is not None else ""
+
+
+def ssh_endpoint(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, str]:
+    first, _, kind = ssh_endpoints(raw)
+    return first, kind
+
+
+# Statuses from which an instance "will never reach running" (vast-ai/docs `hello-world.mdx`; providers.md §1.4).
+_NEVER_RUNS = {"exited": "the container exited", "unknown": "no heartbeat from the host",
+               "offline": "the host went offline"}
+
+
+def start_failure(raw: dict[str, Any]) -> str:
+    """Why Vast's own fields say this instance will never come up, or "".
+
+    - `actual_status == "created"` with ": OCI runtime create failed:" in `status_msg`: the container could not be
+      created and Vast does not retry it (dstackai/dstack `backends/vastai/compute.py::update_provisioning_data`
+      raises ProvisioningError on exactly this); the official self-test treats "Error" in `status_msg` of a
+      non-running instance the same way (vast-ai/vast-python `vast.py::wait_for_instance`).
+    - outbid: `cur_state`, `intended_status` and `next_state` all "stopped" (dstack, providers.md §1.4). lorarun
+      never stops an instance, so an instance in that state was stopped by Vast; it keeps billing storage.
+    - `exited`, `unknown`, `offline`: never reach running (vast-ai/docs `hello-world.mdx`).
+    """
+    actual = raw.get("actual_status")
+    msg = str(raw.get("status_msg") or "").strip()
+    if actual in _NEVER_RUNS:
+        return f"{_NEVER_RUNS[actual]} ({actual}{': ' + msg[:200] if msg else ''})"
+    if raw.get("cur_state") == raw.get("intended_status") == raw.get("next_state") == "stopped":
+        return "outbid: Vast stopped the instance (cur_state, intended_status and next_state are all stopped)"
+    if actual in (None, "", "created", "loading") and (": OCI runtime create failed:" in msg or "Error" in msg):
+        return f"the container could not start: {msg[:300]}"
+    return ""
 
 
 def to_instance(raw: dict[str, Any], provider: str = "vastai") -> Instance:
     actual = raw.get("actual_status")
     status = _STATUS.get(actual, InstanceStatus.ERROR)
-    if status is InstanceStatus.PENDING and raw.get("intended_status") == "stopped" \
-            and raw.get("cur_state") == "stopped":
-        status = InstanceStatus.STOPPED  # outbid interruptible: stopped, storage billing (§1.4 dstack)
-    ssh, kind = ssh_endpoint(raw) if status is InstanceStatus.RUNNING else (None, "")
+    failure = start_failure(raw)
+    if failure and status in (InstanceStatus.PENDING, InstanceStatus.RUNNING):
+        status = InstanceStatus.STOPPED if failure.startswith("outbid") else InstanceStatus.ERROR
+    ssh, fallbacks, kind = ssh_endpoints(raw) if status is InstanceStatus.RUNNING else (None, (), "")
     extra = [("actual_status", str(actual)), ("intended_status", str(raw.get("intended_status")))]
     if kind:
         extra.append(("ssh", kind))
@@ -269,6 +331,9 @@ def to_instance(raw: dict[str, Any], provider: str = "vastai") -> Instance:
         status_message=str(raw.get("status_msg") or ""),
         started_at=_float(raw.get("start_date")),
         extra=tuple(extra),
+        start_failure=failure,
+        machine=str(raw["machine_id"]) if raw.get("machine_id") is not None else "",
+        ssh_fallbacks=fallbacks,
     )
 
 

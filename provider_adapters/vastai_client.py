@@ -205,8 +205,18 @@ class VastClient:
 
         def once() -> None:
             resp = self._send("DELETE", path, body={})
-            code, _ = _fields(resp.json())
-            if 200 <= resp.status < 300 or resp.status == 404 or code in GONE_INSTANCE_CODES:
+            body = resp.json()
+            code, msg = _fields(body)
+            if resp.status == 404 or code in GONE_INSTANCE_CODES:
+                return
+            if 200 <= resp.status < 300:
+                if isinstance(body, dict) and body.get("success") is False:
+                    # A 2xx that says it did not destroy (Vast's error shape can come with any status,
+                    # vast-ai/docs `rate-limits-and-errors.mdx`): billing goes on, so it is retried like a 5xx
+                    # under the destroy policy, and the caller still confirms through get().
+                    raise TransientError(http.redact(f"Vast.ai {resp.status} on DELETE {path} with success=false: "
+                                                     f"{code} {msg}".strip(), self._secrets()),
+                                         provider=PROVIDER, status=resp.status)
                 return
             raise error_for(resp, path, self._secrets())
 

@@ -57,6 +57,12 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
     console.print(table)
     console.print("minutes: start = boot + image pull + model download; xfer = upload + download; "
                   "train = caching + steps + samples", style="dim", highlight=False)
+    if any(_community(e.offer) for e in fitting):
+        # RunPod Community hosts may lack a public IP (uploads need direct SSH): lorarun asks for one, and falls
+        # back to the next offer, Secure Cloud first, when a pod comes up without it (runner/boot.py).
+        console.print("community: RunPod Community host, rented with a public IP requested; if it comes up "
+                      "without one it is destroyed at once and Secure Cloud offers are used instead",
+                      style="dim", highlight=False)
     if excluded:
         why = Table(title="excluded", title_justify="left")
         for column in (*(["provider"] if several else []), "GPU", "$/h", "total $", "why"):
@@ -81,8 +87,13 @@ def _source(e: Estimate) -> str:
     return e.step_source if e.step_source.startswith(e.step_kind) else f"{e.step_kind}: {e.step_source}"
 
 
+def _community(o: Offer) -> bool:
+    return o.provider == "runpod" and o.secure_cloud is False
+
+
 def _gpu(o: Offer) -> str:
-    return f"{o.gpu_count}× {o.gpu_name}" if o.gpu_count > 1 else (o.gpu_name or "-")
+    name = f"{o.gpu_count}× {o.gpu_name}" if o.gpu_count > 1 else (o.gpu_name or "-")
+    return f"{name} (community)" if _community(o) else name
 
 
 def _cells(e: Estimate, several: bool) -> list[str]:

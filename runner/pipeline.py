@@ -28,7 +28,7 @@ from lorarun.runner.image_build import image_for_job
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
 
-from . import flux_files
+from . import boot, flux_files
 from .console import err_console, money
 from .errors import Interrupted, PipelineError, TeardownUnconfirmed
 from .monitor import JobMonitor
@@ -159,10 +159,16 @@ class Pipeline:
         previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         self._record_all(controller_pid=os.getpid(), controller_host=socket.gethostname())
         try:
-            if self.rental.instance is None:
-                self._provision()
-            if self.rental.transport is None:
-                self._wait_ready()
+            while True:  # a failed start (runner/boot.py) is destroyed and the next offer rented
+                if self.rental.instance is None:
+                    self._provision()
+                try:
+                    if self.rental.transport is None:
+                        self._wait_ready()
+                    break
+                except boot.StartFailed as failed:
+                    if not boot.fall_back_after(self, failed):
+                        raise
             if stop:
                 self._graceful_stop("stopped by `lorarun down`")
             else:
@@ -271,9 +277,9 @@ class Pipeline:
             if instance is None or instance.status == InstanceStatus.TERMINATED:
                 raise PipelineError(f"instance {instance_id} is gone at {self.provider.name} (destroyed, or its "
                                     f"lease ran out); outputs pulled so far are in the output folder")
+            boot.check_start(instance)  # the provider's fields say it will never come up
             if instance.status in (InstanceStatus.ERROR, InstanceStatus.STOPPED):
-                why = instance.status_message or instance.status.value
-                raise PipelineError(f"instance {instance_id} failed to start ({why})")
+                raise boot.StartFailed(instance, instance.status_message or instance.status.value)
             last["status"] = instance.status.value
             if instance.status == InstanceStatus.RUNNING and (instance.ssh or self.provider.name == "local"):
                 return instance
@@ -298,6 +304,7 @@ class Pipeline:
         from .remote.errors import AuthenticationFailed, ConnectionLost, RemoteTimeout
 
         errors: list[str] = []
+        candidates = boot.SSHCandidates(self.rental.instance)  # direct first, then e.g. Vast's proxy
 
         def attempt() -> Transport | None:
             transport = None
@@ -309,6 +316,9 @@ class Pipeline:
                 errors.append(str(exc))
                 if transport is not None:
                     transport.close()  # never leave a half-open session behind on the instance
+                if (switch := candidates.failed()) is not None:
+                    self.rental.instance = boot.with_endpoint(self.rental.instance, switch)
+                    self._record_all(ssh_host=switch.host, ssh_port=switch.port, ssh_user=switch.username)
                 return None
 
         try:

@@ -14,6 +14,23 @@ import pytest
 
 from fakes.runpod_server import API_KEY as RP_KEY
 from fakes.vast_server import API_KEY as VAST_KEY
+from source_examples import (
+    RUNPOD_403,
+    RUNPOD_404,
+    RUNPOD_422_DETAIL,
+    RUNPOD_CREATE_EXAMPLE,
+    RUNPOD_DEPLOY_INPUT,
+    RUNPOD_DEPLOY_KEYS,
+    RUNPOD_DEPLOY_MUTATION,
+    RUNPOD_NO_CAPACITY,
+    RUNPOD_POD_EXAMPLE,
+    RUNPOD_V1_ONLY_FIELDS,
+    VAST_CREATE_EXAMPLE,
+    VAST_DESTROY_404,
+    VAST_FILTER_ONLY_KEYS,
+    VAST_OFFER_KEYS,
+    VAST_SEARCH_EXAMPLE,
+)
 
 
 def call(method: str, url: str, body=None, key: str | None = None, raw: bytes | None = None):
@@ -61,11 +78,7 @@ def test_vast_search_doc_body(vast):
     offers = body["offers"]
     assert [o["id"] for o in offers] == [1001]  # 1002 fails reliability, 1003 is in DE, 1006 has no port
     o = offers[0]
-    for f in ("id", "ask_contract_id", "machine_id", "gpu_name", "num_gpus", "gpu_ram", "gpu_total_ram",
-              "cuda_max_good", "dph_base", "dph_total", "min_bid", "storage_cost", "reliability", "reliability2",
-              "inet_up", "inet_down", "disk_space", "cpu_ram", "direct_port_count", "geolocation", "public_ipaddr",
-              "verification", "rentable", "rented", "is_bid", "duration"):
-        assert f in o, f
+    assert VAST_OFFER_KEYS <= set(o) and not VAST_FILTER_ONLY_KEYS & set(o)
     assert o["gpu_ram"] == 24564 and isinstance(o["driver_version"], str)  # MB; version is a string
     assert o["dph_total"] == pytest.approx(o["dph_base"] + 50 * o["storage_cost"] / 720)  # storage folded in
 
@@ -247,7 +260,7 @@ def test_runpod_create_doc_body_then_poll_and_delete(runpod):
     status, headers, pod = call("POST", f"{runpod.url}/v2/pods", DOC_POD, key=RP_KEY)
     assert status == 201 and pod["status"] == "PROVISIONING" and pod["name"] == "lorarun-7f3a"
     assert pod["ssh"]["direct"] is None and pod["ssh"]["proxy"]["host"] == "ssh.runpod.io"
-    assert pod["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1, "displayName": "RTX 4090"}
+    assert pod["gpu"] == {"id": "NVIDIA GeForce RTX 4090", "count": 1}  # GpuConfig: id and count only
     assert pod["runtime"] is None and pod["cost"] == 0.69 and "terminate" in pod["actions"]
     assert "ratelimit" in headers and "ratelimit-policy" in headers
     url = f"{runpod.url}/v2/pods/{pod['id']}"
@@ -295,3 +308,139 @@ def test_runpod_actions(runpod):
     assert call("POST", url, {"action": "stop"}, key=RP_KEY)[0] == 409
     assert call("POST", url, {"action": "terminate"}, key=RP_KEY)[0] == 204
     assert runpod.live_ids() == []
+
+
+# ============================ the sources' own examples, replayed (tests/contract/source_examples.py) ================
+def test_vast_docs_search_example(vast):
+    status, _, body = call("POST", f"{vast.url}/api/v0/bundles/", VAST_SEARCH_EXAMPLE)
+    assert status == 200
+    rows = body["offers"]
+    assert rows and all(r["verification"] == "verified" for r in rows)  # `verified` filters on `verification`
+    assert all(VAST_OFFER_KEYS <= set(r) and not VAST_FILTER_ONLY_KEYS & set(r) for r in rows)
+    secure = call("POST", f"{vast.url}/api/v0/bundles/", {"datacenter": {"eq": True}})[2]["offers"]
+    assert secure and all(r["hosting_type"] == 1 for r in secure)
+
+
+def test_vast_docs_create_example_then_destroy_twice(vast):
+    status, _, body = call("PUT", f"{vast.url}/api/v0/asks/1003/", VAST_CREATE_EXAMPLE, key=VAST_KEY)
+    assert status == 200 and body["success"] is True
+    iid = body["new_contract"]
+    assert call("DELETE", f"{vast.url}/api/v0/instances/{iid}/", {}, key=VAST_KEY)[2] == {"success": True}
+    status, _, body = call("DELETE", f"{vast.url}/api/v0/instances/{iid}/", {}, key=VAST_KEY)
+    # The docs' example says `not_found`; dstack's live code matches `no_such_instance` (providers.md §1.5).
+    assert status == 404 and set(body) == set(VAST_DESTROY_404) and body["error"] in ("not_found", "no_such_instance")
+
+
+def test_vast_destroy_can_answer_200_with_success_false(vast):
+    iid = call("PUT", f"{vast.url}/api/v0/asks/1001/", create_body(), key=VAST_KEY)[2]["new_contract"]
+    vast.destroy_refusals = 1
+    status, _, body = call("DELETE", f"{vast.url}/api/v0/instances/{iid}/", {}, key=VAST_KEY)
+    assert status == 200 and body["success"] is False and str(iid) in vast.live_ids()
+    assert call("DELETE", f"{vast.url}/api/v0/instances/{iid}/", {}, key=VAST_KEY)[2] == {"success": True}
+
+
+def test_vast_oci_failure_stays_created_with_the_runtime_error(vast):
+    vast.start_failures[1001] = "oci"
+    iid = call("PUT", f"{vast.url}/api/v0/asks/1001/", create_body(), key=VAST_KEY)[2]["new_contract"]
+    for _ in range(3):
+        inst = call("GET", f"{vast.url}/api/v0/instances/{iid}/", key=VAST_KEY)[2]["instances"]
+        assert inst["actual_status"] == "created" and ": OCI runtime create failed:" in inst["status_msg"]
+
+
+def test_vast_outbid_is_stopped_in_all_three_states(vast):
+    vast.start_failures[1002] = "outbid"
+    iid = call("PUT", f"{vast.url}/api/v0/asks/1002/", create_body(), key=VAST_KEY)[2]["new_contract"]
+    inst = call("GET", f"{vast.url}/api/v0/instances/{iid}/", key=VAST_KEY)[2]["instances"]
+    assert inst["cur_state"] == inst["intended_status"] == inst["next_state"] == "stopped"
+
+
+def test_vast_silent_direct_port_leaves_the_proxy(vast):
+    vast.direct_ssh_silent = True
+    iid = call("PUT", f"{vast.url}/api/v0/asks/1001/", create_body(), key=VAST_KEY)[2]["new_contract"]
+    vast.run_now(iid)
+    inst = call("GET", f"{vast.url}/api/v0/instances/{iid}/", key=VAST_KEY)[2]["instances"]
+    direct = int(inst["ports"]["22/tcp"][0]["HostPort"])
+    assert direct != inst["ssh_port"] and inst["ssh_host"] == vast.instances[iid].host
+
+
+def test_runpod_docs_create_example_and_pod_shape(runpod):
+    status, _, pod = call("POST", f"{runpod.url}/v2/pods", RUNPOD_CREATE_EXAMPLE, key=RP_KEY)
+    assert status == 201
+    runpod.run_now(pod["id"])
+    running = call("GET", f"{runpod.url}/v2/pods/{pod['id']}", key=RP_KEY)[2]
+    assert set(running) == set(RUNPOD_POD_EXAMPLE)  # every field of the spec's own example, no others
+    assert set(running["gpu"]) == set(RUNPOD_POD_EXAMPLE["gpu"]) and "uptime" in running["runtime"]
+    assert "uptimeInSeconds" not in running["runtime"]  # GraphQL's name, not v2's
+    assert set(running["ssh"]) == set(RUNPOD_POD_EXAMPLE["ssh"])
+
+
+@pytest.mark.parametrize("field", RUNPOD_V1_ONLY_FIELDS)
+def test_runpod_v2_create_refuses_v1_fields(runpod, field):
+    status, headers, body = call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, **{field: True}),
+                                 key=RP_KEY)
+    assert status == 422 and body["detail"] == RUNPOD_422_DETAIL
+    assert body["errors"] == [f"$: additional properties '{field}' not allowed"]
+    assert headers["content-type"] == "application/problem+json"
+
+
+def test_runpod_v2_create_takes_registry_and_refuses_extra_gpu_fields(runpod):
+    assert call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, registry="cred1"), key=RP_KEY)[0] == 201
+    bad_gpu = dict(RUNPOD_CREATE_EXAMPLE, gpu={"id": "NVIDIA GeForce RTX 4090", "count": 1, "displayName": "x"})
+    assert call("POST", f"{runpod.url}/v2/pods", bad_gpu, key=RP_KEY)[0] == 422
+
+
+def test_runpod_forbidden_pool_is_a_403_problem(runpod):
+    runpod.forbidden.add(("NVIDIA GeForce RTX 4090", "SECURE"))
+    status, _, body = call("POST", f"{runpod.url}/v2/pods", RUNPOD_CREATE_EXAMPLE, key=RP_KEY)
+    assert status == 403 and body == RUNPOD_403
+
+
+def test_runpod_community_pod_from_v2_has_no_public_ip(runpod):
+    body = dict(RUNPOD_CREATE_EXAMPLE, cloud="COMMUNITY", ports=["22/tcp"])
+    pod = call("POST", f"{runpod.url}/v2/pods", body, key=RP_KEY)[2]
+    runpod.run_now(pod["id"])
+    running = call("GET", f"{runpod.url}/v2/pods/{pod['id']}", key=RP_KEY)[2]
+    assert running["status"] == "RUNNING" and running["ssh"]["direct"] is None
+    [port] = running["runtime"]["ports"]
+    assert port["private"] == 22 and port["ip"].startswith("100.65.")  # RunPod-internal only
+
+
+def test_runpod_graphql_deploy_with_support_public_ip(runpod):
+    status, _, body = call("POST", f"{runpod.url}/graphql",
+                           {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}}, key=RP_KEY)
+    assert status == 200 and "errors" not in body
+    pod = body["data"]["podFindAndDeployOnDemand"]
+    assert RUNPOD_DEPLOY_KEYS <= set(pod) and pod["env"] == ["JUPYTER_PASSWORD=your-password"]
+    runpod.run_now(pod["id"])
+    running = call("GET", f"{runpod.url}/v2/pods/{pod['id']}", key=RP_KEY)[2]
+    assert running["cloud"] == "COMMUNITY" and running["ssh"]["direct"] is not None  # a public IP, as asked
+    runpod.set_capacity("NVIDIA GeForce RTX 3090", "COMMUNITY", 0)
+    body = call("POST", f"{runpod.url}/graphql",
+                {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}}, key=RP_KEY)[2]
+    assert body["errors"][0]["message"] == RUNPOD_NO_CAPACITY and body["data"] == {"podFindAndDeployOnDemand": None}
+    assert body["errors"][0]["extensions"]["code"] == "RUNPOD"
+    bad = dict(RUNPOD_DEPLOY_INPUT, gpuTypeIdList=["x"])
+    body = call("POST", f"{runpod.url}/graphql", {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": bad}},
+                key=RP_KEY)[2]
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_runpod_list_pages_with_next_cursor(runpod):
+    runpod.page_size = 2
+    ids = {call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, name=f"p{i}"), key=RP_KEY)[2]["id"]
+           for i in range(5)}
+    seen, cursor, pages = set(), None, 0
+    while True:
+        url = f"{runpod.url}/v2/pods" + (f"?cursor={cursor}" if cursor else "")
+        body = call("GET", url, key=RP_KEY)[2]
+        pages += 1
+        seen |= {p["id"] for p in body["pods"]}
+        cursor = body["pagination"]["nextCursor"]
+        if not cursor:
+            break
+    assert seen == ids and pages == 3
+
+
+def test_runpod_unknown_pod_is_the_specs_404(runpod):
+    status, _, body = call("GET", f"{runpod.url}/v2/pods/nope", key=RP_KEY)
+    assert status == 404 and body == RUNPOD_404

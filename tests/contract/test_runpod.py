@@ -12,6 +12,7 @@ from lorarun.provider_adapters.errors import (
     AuthError,
     InsufficientFundsError,
     NoCapacityError,
+    PoolDeniedError,
     ProviderError,
     RateLimitError,
     TransientError,
@@ -69,14 +70,41 @@ def test_offers_filters_vram_price_secure_and_stock(runpod, sleeper):
 
 def test_create_sends_v2_body_with_count_ports_and_per_job_key(runpod, sleeper):
     p = make(runpod, sleeper)
-    inst = p.create(offer("COMMUNITY"), spec(onstart="sleep infinity"))
+    inst = p.create(offer("SECURE"), spec(onstart="sleep infinity"))
     body = runpod.requests_to("POST", "/v2/pods")[0].json()
     assert body == {"name": "lorarun-9c1d", "image": "lorarun/trainer:1", "gpu": {"id": RTX4090, "count": 1},
-                    "cloud": "COMMUNITY", "disk": 40, "ports": ["22/tcp"],
+                    "cloud": "SECURE", "disk": 40, "ports": ["22/tcp"],
                     "env": {"LORARUN_JOB": "9c1d", "PUBLIC_KEY": PUBKEY}, "args": "sleep infinity"}
     assert "mounts" not in body  # no volume: nothing bills after terminate
     assert inst.id in runpod.live_ids() and inst.status is InstanceStatus.PENDING and inst.label == "lorarun-9c1d"
-    assert inst.price_per_hour == 0.34 and inst.gpu_count == 1
+    assert inst.price_per_hour == 0.69 and inst.gpu_count == 1
+
+
+def test_community_pods_ask_graphql_for_a_public_ip_and_get_direct_ssh(runpod, sleeper):
+    """v2 cannot ask for a public IP; GraphQL's `supportPublicIp: true` can (dstack does so). The fake's
+    Community pods have none unless asked, as RunPod documents."""
+    p = make(runpod, sleeper)
+    inst = p.create(offer("COMMUNITY"), spec(onstart="sleep infinity"))
+    assert runpod.requests_to("POST", "/v2/pods") == []
+    [call] = [r.json() for r in runpod.requests_to("POST", "/graphql")]
+    assert "podFindAndDeployOnDemand" in call["query"]
+    pod_input = call["variables"]["input"]
+    assert pod_input == {"cloudType": "COMMUNITY", "gpuTypeId": RTX4090, "gpuCount": 1, "name": "lorarun-9c1d",
+                         "imageName": "lorarun/trainer:1", "containerDiskInGb": 40, "volumeInGb": 0,
+                         "ports": "22/tcp", "supportPublicIp": True, "dockerArgs": "sleep infinity",
+                         "env": [{"key": "LORARUN_JOB", "value": "9c1d"}, {"key": "PUBLIC_KEY", "value": PUBKEY}]}
+    assert inst.status is InstanceStatus.PENDING and inst.price_per_hour == 0.34
+    runpod.run_now(inst.id)
+    got = p.get(inst.id)
+    assert got.status is InstanceStatus.RUNNING and got.ssh is not None and not got.start_failure
+    assert ("cloud", "COMMUNITY") in got.extra
+
+
+def test_community_capacity_error_from_graphql_is_no_capacity(runpod, sleeper):
+    runpod.set_capacity(RTX4090, "COMMUNITY", 0)
+    with pytest.raises(NoCapacityError) as e:
+        make(runpod, sleeper).create(offer("COMMUNITY"), spec())
+    assert "no longer any instances available" in str(e.value) and sleeper.waits == []
 
 
 def test_create_refuses_env_with_the_api_key(runpod, sleeper):
@@ -100,13 +128,16 @@ def test_poll_until_running_then_direct_ssh(runpod, sleeper):
     assert got.started_at is not None and ("cloud", "SECURE") in got.extra
 
 
-def test_runtime_ports_fallback_and_no_proxy_ssh(sleeper):
-    with FakeRunPod(community_public_ip=False, boot_polls=0) as fake:
+def test_running_without_a_public_ip_is_a_failed_start_not_a_wait(sleeper):
+    with FakeRunPod(boot_polls=0) as fake:
         p = make(fake, sleeper)
-        inst = p.create(offer("COMMUNITY"), spec())
-        got = p.get(inst.id)
-        # Only a private 100.65.x address and the interactive proxy: no SFTP-capable endpoint.
+        # A Community pod created through v2 (which cannot ask for a public IP), as RunPod would run it.
+        pod = p.client.create_pod({"name": "lorarun-x", "image": "i", "gpu": {"id": RTX4090, "count": 1},
+                                   "cloud": "COMMUNITY", "ports": ["22/tcp"]})
+        got = p.get(pod["id"])
+        # Only a private 100.65.x address and the interactive proxy: no SFTP-capable endpoint, ever.
         assert got.status is InstanceStatus.RUNNING and got.ssh is None
+        assert got.start_failure.startswith("no public IP")
 
 
 def test_runtime_ports_used_when_ssh_direct_is_null(runpod, sleeper):
@@ -277,12 +308,23 @@ def test_key_never_in_errors_or_logs(runpod, sleeper, caplog):
     assert API_KEY not in str(e.value) and API_KEY not in caplog.text and "***" in str(e.value)
 
 
-def test_403_is_auth_error(runpod, sleeper):
-    runpod.fail_next("POST", "/v2/pods", status=403, body={"title": "Forbidden", "status": 403,
-                                                             "detail": "access denied"})
-    with pytest.raises(AuthError) as e:
+def test_403_on_one_gpu_type_skips_it_but_elsewhere_is_auth(runpod, sleeper):
+    runpod.forbidden.add((RTX4090, "SECURE"))
+    with pytest.raises(PoolDeniedError) as e:  # a NoCapacityError: the next offer is tried
         make(runpod, sleeper).create(offer(), spec())
-    assert e.value.status == 403
+    assert e.value.status == 403 and isinstance(e.value, NoCapacityError)
+    runpod.fail_next("GET", "/v2/pods/x", status=403)
+    with pytest.raises(AuthError) as e:
+        make(runpod, sleeper).get("x")
+    assert not isinstance(e.value, NoCapacityError)
+
+
+def test_list_owned_follows_next_cursor(sleeper):
+    with FakeRunPod(page_size=2) as fake:
+        p = make(fake, sleeper)
+        mine = {p.create(offer(), spec(label=job_label(f"j{i}"))).id for i in range(5)}
+        assert {i.id for i in p.list_owned()} == mine
+        assert [r.query.get("cursor") for r in fake.requests_to("GET", "/v2/pods")] == [None, "2", "4"]
 
 
 def test_hooks_back_the_pod_with_a_real_endpoint(sleeper):
@@ -307,8 +349,12 @@ def test_hooks_back_the_pod_with_a_real_endpoint(sleeper):
 
 
 def test_urls_from_env(runpod, sleeper, monkeypatch):
-    monkeypatch.setenv("RUNPOD_API_URL", f"{runpod.url}/v2")
-    monkeypatch.setenv("RUNPOD_GRAPHQL_URL", f"{runpod.url}/graphql")
+    monkeypatch.setenv("LORARUN_RUNPOD_URL", f"{runpod.url}/v2")
+    monkeypatch.setenv("LORARUN_RUNPOD_GRAPHQL_URL", f"{runpod.url}/graphql")
+    # runpodctl's own variable holds a v1 URL (https://rest.runpod.io/v1): lorarun must not build v2 paths on it.
+    monkeypatch.setenv("RUNPOD_API_URL", "https://rest.runpod.io/v1")
     p = RunPodProvider(API_KEY, sleep=sleeper, clock=sleeper.clock)
     assert p.client.rest_url == runpod.url and p.offers(ResourceRequest())
     assert p.list_owned() == []
+    monkeypatch.delenv("LORARUN_RUNPOD_URL")
+    assert RunPodProvider(API_KEY).client.rest_url == "https://api.runpod.io"

@@ -86,7 +86,7 @@ def test_create_sends_documented_body_and_attaches_per_job_key(vast, sleeper):
     put = vast.requests_to("PUT", "/api/v0/asks/1002/")[0]
     body = put.json()
     assert put.headers["authorization"] == f"Bearer {API_KEY}"
-    assert body["image"] == "lorarun/trainer:1" and body["disk"] == 40 and body["runtype"] == "ssh_direct"
+    assert body["image"] == "lorarun/trainer:1" and body["disk"] == 40 and body["runtype"] == "ssh_direc ssh_proxy"
     assert body["env"] == {"LORARUN_JOB": "7f3a", "-p 22:22": "1"}
     assert body["label"] == "lorarun-7f3a" and body["onstart"].endswith("\ntouch ~/.no_auto_tmux")
     assert body["onstart"].startswith(IMAGE_ONSTART)  # the image's start-up, run from Vast's onstart
@@ -132,14 +132,61 @@ def test_proxy_ssh_only_without_direct_port(sleeper):
         assert (got.ssh.host, got.ssh.port) == (fake.instances[int(inst.id)].host, fake.instances[int(inst.id)].port)
 
 
-def test_status_mapping_exited_and_outbid(vast, sleeper):
+def test_status_mapping_exited_and_offline(vast, sleeper):
     p = make(vast, sleeper)
     inst = p.create(p.offers(rtx4090())[0], spec())
     vast.set_status(inst.id, "exited", status_msg="Error: OCI runtime create failed")
     got = p.get(inst.id)
     assert got.status is InstanceStatus.STOPPED and "OCI" in got.status_message and got.ssh is None
+    assert got.start_failure.startswith("the container exited")
     vast.set_status(inst.id, "offline")
-    assert p.get(inst.id).status is InstanceStatus.ERROR
+    assert p.get(inst.id).status is InstanceStatus.ERROR and "offline" in p.get(inst.id).start_failure
+
+
+def test_created_with_an_oci_error_is_a_failed_start_at_once(vast, sleeper):
+    """dstack's rule (backends/vastai/compute.py): `created` + ": OCI runtime create failed:" never boots."""
+    vast.start_failures[1002] = "oci"
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    got = p.get(inst.id)
+    assert got.status is InstanceStatus.ERROR and got.start_failure.startswith("the container could not start")
+    assert "OCI runtime create failed" in got.start_failure and got.machine == str(vast.offers[1002]["machine_id"])
+    vast.set_status(inst.id, "loading", status_msg=None)  # an ordinary pull is not a failure
+    assert p.get(inst.id).start_failure == "" and p.get(inst.id).status is InstanceStatus.PENDING
+
+
+def test_outbid_is_a_failed_start(vast, sleeper):
+    vast.start_failures[1002] = "outbid"
+    p = make(vast, sleeper)
+    got = p.get(p.create(p.offers(rtx4090())[0], spec()).id)
+    assert got.status is InstanceStatus.STOPPED and got.start_failure.startswith("outbid")
+
+
+def test_silent_direct_port_comes_with_the_proxy_as_fallback(sleeper):
+    with FakeVast(boot_polls=0, direct_ssh_silent=True) as fake:
+        p = make(fake, sleeper)
+        inst = p.create(p.offers(rtx4090())[0], spec())
+        got = p.get(inst.id)
+        fi = fake.instances[int(inst.id)]
+        assert ("ssh", "direct") in got.extra and got.ssh.port == fi.direct_port != fi.port
+        assert [(e.host, e.port) for e in got.ssh_fallbacks] == [(fi.host, fi.port)]  # where the sshd answers
+
+
+def test_secure_cloud_is_read_from_hosting_type(vast, sleeper):
+    offers = {o.id: o for o in make(vast, sleeper).offers(ResourceRequest(limit=50))}
+    assert offers["1004"].secure_cloud is True and offers["1001"].secure_cloud is False  # never None on real rows
+    assert offers["1001"].machine == str(vast.offers[1001]["machine_id"])
+    secure = make(vast, sleeper).offers(ResourceRequest(secure_cloud_only=True))
+    assert [o.id for o in secure] == ["1004"]
+
+
+def test_destroy_answering_200_success_false_is_retried_until_it_is_done(vast, sleeper):
+    p = make(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], spec())
+    vast.destroy_refusals = 2
+    p.destroy(inst.id)
+    assert inst.id not in vast.live_ids() and len(vast.requests_to("DELETE", f"/api/v0/instances/{inst.id}/")) == 3
+    assert len(sleeper.waits) == 2
 
 
 def test_destroy_twice_and_get_none(vast, sleeper):

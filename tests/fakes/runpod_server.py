@@ -22,11 +22,22 @@ from ._server import FakeAPI, Reply, Request
 
 API_KEY = "rpa_TESTKEY0123456789ABCDEFGHIJ"
 PROBLEM = "application/problem+json"
-# Top-level properties of the v2 createPod schema (§2.3); anything else is a 422 (unevaluatedProperties false).
-CREATE_PROPS = {"name", "image", "templateId", "gpu", "cpu", "cloud", "dataCenterIds", "countryCodes", "disk",
-                "mounts", "ports", "env", "startSsh", "args", "locked", "globalNetworking",
-                "containerRegistryAuthId"}
+# Top-level properties of v2's CreatePodRequest: its own (name, cloud, cpu, dataCenterIds, globalNetworking, gpu,
+# mounts, startJupyter, startSsh, templateId) plus ContainerConfig's (registry) and BaseContainerConfig's (args,
+# disk, env, image, ports) — runpod/docs a900806e `api-reference-v2/openapi.json` components.schemas. Anything else
+# (v1's countryCodes, locked, containerRegistryAuthId …) is a 422: `unevaluatedProperties: false`.
+CREATE_PROPS = {"name", "cloud", "cpu", "dataCenterIds", "globalNetworking", "gpu", "mounts", "startJupyter",
+                "startSsh", "templateId", "registry", "args", "disk", "env", "image", "ports"}
+# CreateGpuConfig = GpuConfig {id, count} + {allowedCudaVersions, minCudaVersion}, unevaluatedProperties false.
 GPU_PROPS = {"id", "count", "minCudaVersion", "allowedCudaVersions"}
+# GraphQL PodFindAndDeployOnDemandInput fields lorarun and the sources use (runpod/runpod-python
+# `api/mutations/pods.py`, runpod/runpodctl `api/pod.go`, dstackai/dstack `runpod/api_client.py`); the real
+# schema has more, an unknown one is a GRAPHQL_VALIDATION_FAILED error.
+DEPLOY_INPUT = {"cloudType", "gpuTypeId", "gpuCount", "name", "imageName", "containerDiskInGb", "volumeInGb",
+                "volumeMountPath", "ports", "env", "dockerArgs", "startSsh", "startJupyter", "supportPublicIp",
+                "minVcpuCount", "minMemoryInGb", "dataCenterId", "countryCode", "networkVolumeId", "templateId",
+                "allowedCudaVersions", "minCudaVersion", "minDownload", "minUpload", "containerRegistryAuthId",
+                "deployCost"}
 NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
                "Please refresh and try again.")
 
@@ -68,6 +79,8 @@ class FakePod:
     port: int = 0
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
     started_at: str | None = None
+    args: str = ""
+    public_ip: bool = True  # Secure Cloud always; Community only when asked (supportPublicIp) or by luck
 
 
 def problem(status: int, detail: str, **extra: Any) -> Reply:
@@ -81,7 +94,8 @@ def problem(status: int, detail: str, **extra: Any) -> Reply:
 class FakeRunPod(FakeAPI):
     def __init__(self, *, api_key: str = API_KEY, gpu_types: list[dict] | None = None, boot_polls: int = 2,
                  on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, balance: float = 50.0,
-                 community_public_ip: bool = True, pod_key_v2: bool = False, pod_key_graphql: bool = True):
+                 community_public_ip: bool = False, pod_key_v2: bool = False, pod_key_graphql: bool = True,
+                 page_size: int | None = None, support_public_ip_honoured: bool = True):
         super().__init__()
         self.api_key = api_key
         self.gpu_types = {g["id"]: g for g in (gpu_types or default_gpu_types())}
@@ -94,7 +108,19 @@ class FakeRunPod(FakeAPI):
         self.on_create = on_create
         self.on_destroy = on_destroy
         self.balance = balance
+        # Community pods without a public IP unless asked for one: "If the created Pod is on Community Cloud, set
+        # to true if you need the Pod to expose a public IP address. If null, the Pod might not have a public IP
+        # address. On Secure Cloud, the Pod will always have a public IP address." (runpod/docs
+        # `api-reference/openapi.json` PodCreateInput.supportPublicIp). v2 cannot ask (no such field), GraphQL can.
         self.community_public_ip = community_public_ip
+        # False: a Community host without a public IP takes the pod anyway (what lorarun must survive).
+        self.support_public_ip_honoured = support_public_ip_honoured
+        # GET /v2/pods answers `pagination.nextCursor` pages of this size (None: one page, as the v2 spec read has
+        # it). UNCONFIRMED: the shape is issue #10's report; the cursor comes back as `?cursor=`.
+        self.page_size = page_size
+        # (gpu id, cloud) pools this account may not use: createPod 403 "access denied" (v2 createPod: "Your
+        # account cannot access the requested pool. Skip this candidate").
+        self.forbidden: set[tuple[str, str]] = set()
         # The pod-scoped RUNPOD_API_KEY: whether REST v2 accepts it is undocumented (providers.md §2.7
         # UNCONFIRMED), so the fake refuses it there by default (403 "access denied", the v2 ForbiddenError
         # example in runpod/docs `api-reference-v2/openapi.json`). GraphQL takes it for its own pod: that is what
@@ -159,8 +185,7 @@ class FakeRunPod(FakeAPI):
             if req.method == "POST":
                 return self._with_limits(self._create(req))
             if req.method == "GET":
-                with self.lock:
-                    return self._with_limits(Reply(200, {"pods": [self._view(p) for p in self.pods.values()]}))
+                return self._with_limits(self._list(req))
         if len(parts) == 3:
             if req.method == "GET":
                 return self._with_limits(self._get(parts[2]))
@@ -178,6 +203,19 @@ class FakeRunPod(FakeAPI):
         return reply
 
     # -- REST v2 pods (§2.3-§2.6) ---------------------------------------------------------------------------
+    def _list(self, req: Request) -> Reply:
+        with self.lock:
+            rows = [self._view(p) for p in self.pods.values()]
+        if self.page_size is None:
+            return Reply(200, {"pods": rows})
+        try:
+            start = int(req.query.get("cursor") or 0)
+        except ValueError:
+            return problem(400, "invalid cursor")
+        end = start + self.page_size
+        return Reply(200, {"pods": rows[start:end],
+                           "pagination": {"nextCursor": str(end) if end < len(rows) else None}})
+
     def _create(self, req: Request) -> Reply:
         body = req.json()
         if not isinstance(body, dict):
@@ -217,6 +255,8 @@ class FakeRunPod(FakeAPI):
             gtype = self.gpu_types.get(gpu.get("id"))
             if gtype is None:
                 return problem(400, f"unknown gpu type {gpu.get('id')!r}")
+            if (gtype["id"], cloud) in self.forbidden:
+                return problem(403, "access denied")
             count = int(gpu["count"])
             price = gtype["securePrice" if cloud == "SECURE" else "communityPrice"]
             if price is None or self.capacity.get((gtype["id"], cloud), 0) < count:
@@ -227,7 +267,9 @@ class FakeRunPod(FakeAPI):
             pod = FakePod(id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
                           name=body["name"], image=body.get("image") or "", gpu_id=gtype["id"], gpu_count=count,
                           cloud=cloud, disk=int(body.get("disk") or 50), ports=list(body.get("ports") or []),
-                          env=dict(body.get("env") or {}), cost=cost, pod_key="rpa_pod_" + secrets.token_hex(16))
+                          env=dict(body.get("env") or {}), cost=cost, pod_key="rpa_pod_" + secrets.token_hex(16),
+                          args=str(body.get("args") or ""),
+                          public_ip=cloud == "SECURE" or self.community_public_ip)
             self.capacity[(gtype["id"], cloud)] -= count
             self.pods[pod.id] = pod
             if self.boot_polls <= 0:
@@ -235,7 +277,7 @@ class FakeRunPod(FakeAPI):
             return Reply(201, self._view(pod))
 
     def _public_ip(self, pod: FakePod) -> bool:
-        return pod.cloud == "SECURE" or self.community_public_ip  # Secure Cloud always has one (§2.4)
+        return pod.public_ip
 
     def _become_running(self, pod: FakePod) -> None:
         if pod.status == "RUNNING":
@@ -262,7 +304,9 @@ class FakeRunPod(FakeAPI):
         direct = None
         runtime = None
         if running:
-            runtime = {"uptimeInSeconds": 1, "ports": []}
+            # PodRuntime: uptime (seconds), gpus, cpu, memory, ports (v2 spec; not GraphQL's uptimeInSeconds).
+            runtime = {"uptime": 1, "gpus": [{"id": "GPU-0", "gpuUtilPercent": 0, "memoryUtilPercent": 0}],
+                       "cpu": {"percent": 1}, "memory": {"percent": 3}, "ports": []}
             if "22/tcp" in pod.ports:
                 public = self._public_ip(pod)
                 runtime["ports"].append({"private": 22, "public": pod.port, "type": "tcp",
@@ -273,11 +317,12 @@ class FakeRunPod(FakeAPI):
         actions = {"PROVISIONING": ["stop", "terminate"], "STARTING": ["stop", "terminate"],
                    "RUNNING": ["stop", "restart", "terminate"], "EXITED": ["start", "terminate"],
                    "ERROR": ["start", "terminate"]}.get(pod.status, [])
-        gtype = self.gpu_types[pod.gpu_id]
+        # Every `required` property of v2's Pod schema; `gpu` is a GpuConfig: id and count only.
         return {
             "id": pod.id, "name": pod.name, "status": pod.status, "actions": actions, "image": pod.image,
-            "gpu": {"id": pod.gpu_id, "count": pod.gpu_count, "displayName": gtype["displayName"]},
-            "cloud": pod.cloud, "dataCenterId": "US-KS-2", "cudaVersion": "12.8", "disk": pod.disk,
+            "args": pod.args, "disk": pod.disk, "mounts": {}, "env": pod.env, "registry": None, "template": None,
+            "gpu": {"id": pod.gpu_id, "count": pod.gpu_count},
+            "cloud": pod.cloud, "dataCenterId": "US-KS-2", "cudaVersion": "12.8",
             "ports": pod.ports,
             "ssh": {"proxy": {"host": "ssh.runpod.io", "port": 22, "username": f"{pod.id}-64411eb2",
                               "command": f"ssh {pod.id}-64411eb2@ssh.runpod.io"}, "direct": direct},
@@ -352,6 +397,10 @@ class FakeRunPod(FakeAPI):
                                                "extensions": {"code": "RUNPOD"}}], "data": {"podTerminate": None}})
             self._delete(pod_id)
             return Reply(200, {"data": {"podTerminate": None}})
+        if re.search(r"\bpodFindAndDeployOnDemand\b", query):
+            if token != self.api_key:
+                return Reply(401, "Unauthorized", content_type="text/plain")
+            return self._deploy(variables.get("input"))
         if re.search(r"\bpod\s*\(", query):
             # `pod(input: {podId: "…"}) { … }` → the pod, or null when RunPod does not know it (dstack guards
             # for null: dstackai/dstack `runpod/compute.py`). Fields as GraphQL names them (RPPY queries/pods.py).
@@ -375,6 +424,56 @@ class FakeRunPod(FakeAPI):
                                                         "spendLimit": 80, "pubKey": ""}}})
         return Reply(200, {"errors": [{"message": "Cannot query this operation on the fake",
                                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+
+    def _deploy(self, pod_input: Any) -> Reply:
+        """`podFindAndDeployOnDemand(input: $input)` with typed variables (runpodctl's form). Answers HTTP 200
+        with `data` or `errors` (providers.md §2.9); the capacity error is RunPod's own wording (runpod-python#21)."""
+        op = "podFindAndDeployOnDemand"
+
+        def error(message: str, code: str = "RUNPOD") -> Reply:
+            return Reply(200, {"errors": [{"message": message, "path": [op], "extensions": {"code": code}}],
+                               "data": {op: None}})
+
+        if not isinstance(pod_input, dict):
+            return error("Variable \"$input\" of required type \"PodFindAndDeployOnDemandInput!\" was not provided.",
+                         "BAD_USER_INPUT")
+        unknown = sorted(set(pod_input) - DEPLOY_INPUT)
+        if unknown:
+            return error(f'Variable "$input" got invalid value; Field "{unknown[0]}" is not defined by type '
+                         f'"PodFindAndDeployOnDemandInput".', "BAD_USER_INPUT")
+        if not isinstance(pod_input.get("ports", ""), str) or not isinstance(pod_input.get("env", []), list):
+            return error('Variable "$input" got invalid value; ports is a String, env a list of EnvironmentVariableInput',
+                         "BAD_USER_INPUT")
+        cloud = str(pod_input.get("cloudType") or "ALL")
+        count = int(pod_input.get("gpuCount") or 1)
+        with self.lock:
+            gtype = self.gpu_types.get(pod_input.get("gpuTypeId"))
+            clouds = ["SECURE", "COMMUNITY"] if cloud == "ALL" else [cloud]
+            place = next((c for c in clouds if gtype is not None
+                          and gtype["securePrice" if c == "SECURE" else "communityPrice"] is not None
+                          and self.capacity.get((gtype["id"], c), 0) >= count), None)
+            if place is None:
+                return error(NO_CAPACITY)
+            price = gtype["securePrice" if place == "SECURE" else "communityPrice"]
+            env = {e.get("key"): str(e.get("value")) for e in pod_input.get("env") or [] if isinstance(e, dict)}
+            public = place == "SECURE" or self.community_public_ip or (
+                bool(pod_input.get("supportPublicIp")) and self.support_public_ip_honoured)
+            pod = FakePod(id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
+                          name=str(pod_input.get("name") or ""), image=str(pod_input.get("imageName") or ""),
+                          gpu_id=gtype["id"], gpu_count=count, cloud=place,
+                          disk=int(pod_input.get("containerDiskInGb") or 50),
+                          ports=[p for p in str(pod_input.get("ports") or "").split(",") if p],
+                          env=env, cost=round(price * count, 4), pod_key="rpa_pod_" + secrets.token_hex(16),
+                          args=str(pod_input.get("dockerArgs") or ""), public_ip=public)
+            self.capacity[(gtype["id"], place)] -= count
+            self.pods[pod.id] = pod
+            if self.boot_polls <= 0:
+                self._become_running(pod)
+            return Reply(200, {"data": {op: {
+                "id": pod.id, "imageName": pod.image, "env": [f"{k}={v}" for k, v in env.items()],
+                "machineId": "m" + pod.id[:11], "desiredStatus": "RUNNING", "costPerHr": pod.cost,
+                "lastStatusChange": f"Rented by User: {dt.datetime.now(dt.timezone.utc):%a %b %d %Y %H:%M:%S} GMT",
+                "machine": {"podHostId": f"{pod.id}-64411eb2"}}}})
 
     def _gpu_types(self, query: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
         wanted = (variables.get("gpuTypesInput") or {}).get("id")

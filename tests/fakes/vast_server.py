@@ -15,6 +15,7 @@ import base64
 import itertools
 import json
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,7 +38,7 @@ def default_offers() -> list[dict[str, Any]]:
     def offer(oid, gpu, n, ram_mb, base, storage_cost, min_bid, rel, down, cuda, geo, direct=2, verified=True,
               datacenter=False):
         return {
-            "id": oid, "ask_contract_id": oid, "bundle_id": oid + 7, "machine_id": oid // 10,
+            "id": oid, "ask_contract_id": oid, "bundle_id": oid + 7, "machine_id": 30000 + oid % 1000,
             "host_id": 4000 + oid % 97,
             "gpu_name": gpu, "num_gpus": n, "gpu_ram": ram_mb, "gpu_total_ram": ram_mb * n, "gpu_frac": 1.0,
             "compute_cap": 890, "cuda_max_good": cuda, "driver_version": "550.54.15",
@@ -47,8 +48,13 @@ def default_offers() -> list[dict[str, Any]]:
             "inet_up": down / 2, "inet_down": down, "disk_space": 200.0, "disk_bw": 1500.0, "cpu_cores": 32,
             "cpu_cores_effective": 16.0, "cpu_ram": 64000, "direct_port_count": direct, "geolocation": geo,
             "public_ipaddr": f"198.51.100.{oid % 250}", "static_ip": True,
-            "verification": "verified" if verified else "unverified", "verified": verified, "rentable": True,
-            "rented": False, "external": False, "is_bid": False, "datacenter": datacenter, "hosting_type": 0,
+            # Rows carry `verification` (a string) and `hosting_type` (an integer code), not the `verified` and
+            # `datacenter` that queries filter on (vast-ai/docs c6246226 `api-reference/openapi/yaml/
+            # search_offers.yaml` example row; filter names: vast-ai/vast-python `offers_fields`). UNCONFIRMED: 1
+            # is a datacenter ("secure cloud") host — the docs' metrics filter has `secure_cloud | community`, the
+            # show_instance example has 1, the search example 0.
+            "verification": "verified" if verified else "unverified", "rentable": True,
+            "rented": False, "external": False, "is_bid": False, "hosting_type": 1 if datacenter else 0,
             "duration": 30 * 86400.0, "end_date": time.time() + 30 * 86400,
         }
     return [
@@ -83,9 +89,29 @@ class FakeInstance:
     host: str = ""
     port: int = 0
     start_date: float = field(default_factory=time.time)
+    cur_state: str = "stopped"
+    next_state: str = "running"
+    direct_port: int = 0  # where `ports["22/tcp"]` points (the sshd, or a silent port)
+    proxy_host: str = ""  # where `ssh_host`/`ssh_port` point (Vast's gateway)
+    proxy_port: int = 0
 
     def direct(self) -> bool:
         return int(self.offer.get("direct_port_count") or 0) >= 1
+
+
+# Filter names that are not row fields: what they test on the row (see default_offers).
+DERIVED_FILTERS = {
+    "verified": lambda row: row.get("verification") == "verified",
+    "datacenter": lambda row: row.get("hosting_type") == 1,
+}
+OCI_FAILURE = ("Error response from daemon: failed to create task for container: failed to create shim task: "
+               "OCI runtime create failed: runc create failed: unable to start container process: error during "
+               "container init: error running hook #0: exit status 1, stdout: , stderr: Auto-detected mode as "
+               "'legacy' nvidia-container-cli: initialization error: nvml error: driver/library version mismatch")
+
+
+def _value(row: dict[str, Any], key: str) -> Any:
+    return DERIVED_FILTERS[key](row) if key in DERIVED_FILTERS else row.get(key)
 
 
 def _op(value: Any, op: str, arg: Any, key: str = "") -> bool:
@@ -105,9 +131,17 @@ def _op(value: Any, op: str, arg: Any, key: str = "") -> bool:
     return {"gt": value > arg, "gte": value >= arg, "lt": value < arg, "lte": value <= arg}[op]
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed at once): a connect to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class FakeVast(FakeAPI):
     def __init__(self, *, api_key: str = API_KEY, offers: list[dict] | None = None, boot_polls: int = 2,
-                 on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, credit: float = 25.0):
+                 on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, credit: float = 25.0,
+                 direct_ssh_silent: bool = False):
         super().__init__()
         self.api_key = api_key
         self.offers: dict[int, dict[str, Any]] = {o["id"]: o for o in (offers or default_offers())}
@@ -117,6 +151,18 @@ class FakeVast(FakeAPI):
         self.on_destroy = on_destroy
         self.credit = credit
         self.destroyed: list[int] = []
+        # Failed starts by ask id: "oci" (stays `created` with the runtime's error in status_msg, as dstack sees
+        # it: dstackai/dstack `backends/vastai/compute.py::update_provisioning_data`) or "outbid" (stopped by
+        # Vast: cur_state, intended_status and next_state all "stopped", providers.md §1.4 DSTACK).
+        self.start_failures: dict[int, str] = {}
+        self.fail_next_starts: list[str] = []  # the same, for the next creates whatever their ask (one each)
+        # The direct port mapping answers nothing (a host firewall, a broken NAT): only the proxy gateway reaches
+        # the sshd, which Vast sets up for every ssh runtype (vast-ai/docs `connect/ssh.mdx`).
+        self.direct_ssh_silent = direct_ssh_silent
+        # DELETE answers 200 with {"success": false} this many times without destroying. Vast's general error
+        # shape can come with a 2xx (vast-ai/docs `rate-limits-and-errors.mdx`: some endpoints "send only msg");
+        # UNCONFIRMED which code it carries on destroy, so a generic one is used.
+        self.destroy_refusals = 0
         self._ids = itertools.count(8_000_001)
         self._ports = itertools.count(20000)
 
@@ -200,7 +246,7 @@ class FakeVast(FakeAPI):
                 o["dph_total"] = round(o["dph_base"] + storage * o["storage_cost"] / 30 / 24, 6)
                 o["is_bid"] = kind in ("bid", "interruptible")
                 try:
-                    ok = all(_op(o.get(k), op, arg, k) for k, cond in q.items() if k not in CONTROL_KEYS
+                    ok = all(_op(_value(o, k), op, arg, k) for k, cond in q.items() if k not in CONTROL_KEYS
                              for op, arg in cond.items())
                 except (KeyError, TypeError, AttributeError):
                     return Reply(400, {"error": "invalid_request", "msg": "Invalid query"})
@@ -243,6 +289,14 @@ class FakeVast(FakeAPI):
                 instance_api_key=secrets.token_hex(32), is_bid=price is not None)
             offer["rented"] = True
             self.instances[inst.id] = inst
+            failure = self.start_failures.get(offer["id"]) or (self.fail_next_starts.pop(0)
+                                                               if self.fail_next_starts else None)
+            if failure == "oci":
+                inst.actual_status, inst.status_msg, inst.polls = "created", OCI_FAILURE, 10**6
+            elif failure == "outbid":
+                inst.actual_status, inst.intended_status, inst.cur_state, inst.polls = "stopped", "stopped", \
+                    "stopped", 10**6
+                inst.status_msg = "Instance stopped: outbid"
             if price is not None and float(price) < offer["min_bid"]:
                 # Interruptible gotcha (§1.3): created stopped, error returned, new_contract still present.
                 # UNCONFIRMED status/code; dstack only relies on the presence of new_contract.
@@ -271,7 +325,7 @@ class FakeVast(FakeAPI):
     def _become_running(self, inst: FakeInstance) -> None:
         if inst.actual_status == "running":
             return
-        inst.actual_status = "running"
+        inst.actual_status = inst.cur_state = "running"
         inst.start_date = time.time()
         if self.on_create is not None:
             env = dict(inst.env, CONTAINER_ID=str(inst.id), CONTAINER_API_KEY=inst.instance_api_key,
@@ -279,6 +333,12 @@ class FakeVast(FakeAPI):
             inst.host, inst.port = self.on_create(str(inst.id), env, "\n".join(inst.ssh_keys))
         else:
             inst.host, inst.port = f"198.51.100.{inst.id % 250}", next(self._ports)
+        # The gateway's name is Vast's (ssh<N>.vast.ai, providers.md §1.4), unreachable from tests; with a silent
+        # direct port the gateway is where the sshd answers and the direct mapping leads nowhere.
+        inst.direct_port, inst.proxy_host, inst.proxy_port = inst.port, f"ssh{inst.id % 9 + 1}.vast.ai", \
+            10000 + inst.id % 50000
+        if self.direct_ssh_silent:
+            inst.direct_port, inst.proxy_host, inst.proxy_port = _closed_port(), inst.host, inst.port
 
     def _advance(self, inst: FakeInstance) -> None:
         if inst.polls >= 10**6:
@@ -295,11 +355,13 @@ class FakeVast(FakeAPI):
         runtype = "ssh ssh_direc ssh_proxy" if any(t.startswith("ssh_direc") for t in tokens) else inst.runtype
         view = {
             "id": inst.id, "machine_id": o["machine_id"], "actual_status": inst.actual_status,
-            "intended_status": inst.intended_status,
-            "cur_state": "running" if inst.actual_status == "running" else (inst.actual_status or "stopped"),
+            "intended_status": inst.intended_status, "cur_state": inst.cur_state,
             "next_state": inst.intended_status, "status_msg": inst.status_msg, "label": inst.label,
-            "image_uuid": inst.image, "image_runtype": runtype, "ssh_host": f"ssh{inst.id % 9 + 1}.vast.ai",
-            "ssh_port": 10000 + inst.id % 50000, "public_ipaddr": o["public_ipaddr"], "gpu_name": o["gpu_name"],
+            "image_uuid": inst.image, "image_runtype": runtype,
+            "ssh_host": inst.proxy_host or f"ssh{inst.id % 9 + 1}.vast.ai",
+            "ssh_port": inst.proxy_port or 10000 + inst.id % 50000,
+            "public_ipaddr": o["public_ipaddr"], "gpu_name": o["gpu_name"], "hosting_type": o["hosting_type"],
+            "verification": o["verification"],
             "num_gpus": o["num_gpus"], "gpu_ram": o["gpu_ram"], "dph_total": inst.dph_total, "disk_space": inst.disk,
             "start_date": inst.start_date, "extra_env": [[k, v] for k, v in inst.env.items()],
             "reliability2": o["reliability2"], "is_bid": inst.is_bid, "geolocation": o["geolocation"],
@@ -309,7 +371,7 @@ class FakeVast(FakeAPI):
             if inst.direct():
                 # `ports` only on running instances; HostPort is a string (§1.4).
                 view["public_ipaddr"] = f"{inst.host}\n"  # real rows may carry whitespace
-                view["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(inst.port)}]}
+                view["ports"] = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(inst.direct_port)}]}
             else:  # no open ports on this machine: only the proxy gateway
                 view["ssh_host"], view["ssh_port"] = inst.host, inst.port
         return view
@@ -377,6 +439,10 @@ class FakeVast(FakeAPI):
                 return Reply(401, {"success": False, "error": "auth_error", "msg": "Invalid user key"})
             if inst is None:
                 return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
+            if self.destroy_refusals > 0:
+                self.destroy_refusals -= 1
+                return Reply(200, {"success": False, "error": "server_error",
+                                   "msg": "Could not destroy the instance right now; try again."})
             del self.instances[inst.id]
             self.destroyed.append(inst.id)
         if self.on_destroy is not None:

@@ -43,8 +43,8 @@ def fake_cloud(name: str, tmp_path: Path, monkeypatch) -> Iterator[Cloud]:
     else:
         fake = FakeRunPod(boot_polls=2, on_create=host.on_create, on_destroy=host.on_destroy)
         fake.start()
-        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
-        monkeypatch.setenv("RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
+        monkeypatch.setenv("LORARUN_RUNPOD_URL", fake.url)
+        monkeypatch.setenv("LORARUN_RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
         monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
     try:
         yield Cloud(name, fake, host)
