@@ -61,6 +61,7 @@ class _Fault:
     reply: Reply | None  # None: answer normally (a delay-only fault)
     after_route: bool = False  # do what the request asks, then answer `reply` (a 502 although it was created)
     delay: float = 0.0  # seconds before the request is acted on and answered (a slow API)
+    body_contains: bytes = b""  # only requests whose body holds this (one GraphQL operation on /graphql)
 
 
 class FakeAPI:
@@ -131,8 +132,9 @@ class FakeAPI:
     # -- fault injection ---------------------------------------------------------------------------------
     def fail_next(self, method: str, path_prefix: str, *, status: int, times: int = 1, body: Any = None,
                   headers: dict[str, str] | None = None, content_type: str | None = None,
-                  after_route: bool = False) -> None:
-        """The next `times` requests of `method` whose path starts with `path_prefix` get this answer.
+                  after_route: bool = False, body_contains: bytes = b"") -> None:
+        """The next `times` requests of `method` whose path starts with `path_prefix` (and whose body holds
+        `body_contains`, e.g. b"podFindAndDeployOnDemand" on RunPod's one GraphQL path) get this answer.
 
         Without `body`, the provider's documented body for that status is used (`default_error`). With
         `after_route`, the request is first carried out (a create creates), then answered with the fault: a
@@ -146,13 +148,16 @@ class FakeAPI:
         if headers:
             reply.headers.update(headers)
         with self.lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, times, reply, after_route=after_route))
+            self._faults.append(_Fault(method.upper(), path_prefix, times, reply, after_route=after_route,
+                                       body_contains=body_contains))
 
-    def delay_next(self, method: str, path_prefix: str, *, seconds: float, times: int = 1) -> None:
+    def delay_next(self, method: str, path_prefix: str, *, seconds: float, times: int = 1,
+                   body_contains: bytes = b"") -> None:
         """The next `times` matching requests wait `seconds`, then are acted on and answered as usual: a client
         that gives up (or is interrupted) meanwhile still gets an instance made by a create."""
         with self.lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, times, None, delay=seconds))
+            self._faults.append(_Fault(method.upper(), path_prefix, times, None, delay=seconds,
+                                       body_contains=body_contains))
 
     def clear_faults(self) -> None:
         """Forget every injected fault not yet used up (the API "comes back")."""
@@ -171,7 +176,8 @@ class FakeAPI:
         with self.lock:
             self.requests.append(req)
             for fault in self._faults:
-                if fault.method == req.method and req.path.startswith(fault.path_prefix) and fault.times > 0:
+                if fault.method == req.method and req.path.startswith(fault.path_prefix) and fault.times > 0 \
+                        and fault.body_contains in req.raw:
                     fault.times -= 1
                     chosen = fault
                     break
