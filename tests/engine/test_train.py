@@ -66,8 +66,12 @@ def test_run_writes_outputs_events_and_manifest(trained):
 
     from PIL import Image
 
-    with Image.open(out / "tiny_grid.png") as im:  # 2 strengths x 1 seed of 64x64, plus the label row
-        assert im.size[0] == 128 and im.size[1] > 64
+    with Image.open(out / "tiny_grid.png") as im:  # 2 strengths x 1 seed of 64x64, a seed-label column, a header
+        w, h = im.size
+        assert w > 128 and h > 64
+        # the cells sit in the bottom-right corner: the last 64 rows hold both 64x64 samples side by side
+        cells = im.crop((w - 128, h - 64, w, h))
+        assert cells.getextrema() != ((255, 255),) * 3  # pictures, not the white background
 
 
 def test_lora_file_round_trips_through_diffusers_kohya_loader(trained):
