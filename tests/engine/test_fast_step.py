@@ -277,3 +277,46 @@ def test_in_place_weight_edits_keep_fp32_weights():
     kw = dict(cuda=True, world=1, mixed="bf16", optimizer_name="AdamW")
     assert decide_for(plain, **kw).options.master_weights
     assert not decide_for(normed, **kw).options.master_weights and decide_for(normed, **kw).options.flat_optimizer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_resume_state_of_the_fast_step_continues_the_same_run(tmp_path, dtype):
+    """Through engine/state.py as the trainer does it: save after 2 steps, load into a fresh model and optimizer,
+    2 more steps → the same weights as 4 uninterrupted steps (the fp32 masters travel in the optimizer state)."""
+    from lorarun.image.engine import state
+    from lorarun.image.engine.lora import load_lora_state_dict
+
+    lat, enc = _inputs()
+
+    def setup():
+        unet, params = _unet(dtype)
+        prepared = prepare_fast(unet, [{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
+                                EAGER, weight_dtype=dtype, num_shapes=1)
+        sched = torch.optim.lr_scheduler.LambdaLR(prepared.optimizer, lambda s: 1.0 / (1 + s))
+        return unet, prepared, sched, torch.Generator().manual_seed(5)
+
+    def steps(prepared, sched, gen, n):
+        for _ in range(n):
+            loss = diffusion_loss(prepared.unet, lat, enc, None, None, NoiseSchedule.kohya("cpu"), gen,
+                                  weight_dtype=dtype)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(prepared.clip_params, 1.0)
+            prepared.optimizer.step()
+            sched.step()
+            prepared.optimizer.zero_grad()
+
+    unet, prepared, sched, gen = setup()
+    steps(prepared, sched, gen, 2)
+    state.stage_rank(tmp_path, 2, 0, gen)
+    lora = prepared.full_precision(lora_state_dict(unet))
+    state.finalise(tmp_path, state.Progress(2, 0, 2, "f"), lora, prepared.optimizer, sched)
+    steps(prepared, sched, gen, 2)
+    straight = {k: v.float().clone() for k, v in prepared.full_precision(lora_state_dict(unet)).items()}
+
+    unet, prepared, sched, gen = setup()
+    folder, _ = state.find_latest(tmp_path)
+    load_lora_state_dict(unet, state.load(folder, 0, prepared.optimizer, sched, gen))
+    steps(prepared, sched, gen, 2)
+    resumed = prepared.full_precision(lora_state_dict(unet))
+    for key in straight:
+        assert torch.equal(resumed[key].float(), straight[key]), key
