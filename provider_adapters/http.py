@@ -1,24 +1,26 @@
-"""A tiny JSON-over-HTTP helper on the standard library (no new dependency for the laptop install).
+"""JSON over HTTP for the provider clients, on `requests` sessions (connection reuse, timeouts).
 
-`request()` returns every HTTP answer, 4xx and 5xx included, as `HttpResponse(status, headers, body)`: the
-provider clients decide what a status means. Only failures to get an answer at all (refused, reset, timeout,
-DNS) raise, as `TransientError`. API keys must never reach a log line or an exception message: every text
-that could echo a URL or a header goes through `redact()`.
+`HttpSession.request()` returns every HTTP answer, 4xx and 5xx included, as `HttpResponse(status, headers, body)`:
+the provider clients decide what a status means. Only failures to get an answer at all (refused, reset, timeout,
+DNS) raise, as `TransientError`. API keys must never reach a log line or an exception message: every text that
+could echo a URL or a header goes through `redact()`.
+
+Redirects are never followed: `requests` would re-send the Authorization header to wherever the Location
+points (it drops it only across hosts), and none of the provider APIs redirects a JSON call. Loopback (the test
+fakes) never goes through an HTTP proxy from the environment; other hosts honour it.
 """
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
 import logging
 import re
-import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from .errors import TransientError
+import requests
+
+from .errors import ProviderError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ REDACTED = "***"
 # `api_key=...` in a query string (Vast's and RunPod's older clients put the key there).
 _QUERY_KEY = re.compile(r"(?i)(api_key=)[^&\s'\"]+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection; `timeout` bounds each read
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -65,60 +68,63 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects come back as answers (3xx), never followed: urllib would re-send the Authorization header
-    to wherever the Location points, and none of the provider APIs redirects a JSON call."""
+class HttpSession:
+    """One provider client's connections: a keep-alive `requests.Session` per route kind (through the
+    environment's proxy settings, or straight to loopback)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's signature
-        return None
+    def __init__(self, *, timeout: float = 30.0, secrets: Iterable[str | None] = ()):
+        self.timeout = timeout
+        self.secrets = tuple(s for s in secrets if s)
+        self._default = requests.Session()
+        self._direct = requests.Session()
+        self._direct.trust_env = False  # no HTTP(S)_PROXY / .netrc for 127.0.0.1
 
+    def close(self) -> None:
+        self._default.close()
+        self._direct.close()
 
-# Loopback (the test fakes) never goes through an HTTP proxy from the environment; other hosts honour it.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
-_DEFAULT = urllib.request.build_opener(_NoRedirect)
-
-
-def request(
-    method: str,
-    url: str,
-    *,
-    json_body: Any = None,
-    headers: Mapping[str, str] | None = None,
-    query: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-    secrets: Iterable[str | None] = (),
-) -> HttpResponse:
-    """Send one request; return its answer whatever the status. Connection trouble → TransientError."""
-    secrets = tuple(secrets)
-    if query:
-        url = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(query)}"
-    data = None
-    all_headers = {"Accept": "application/json", "User-Agent": "lorarun"}
-    if json_body is not None:
-        data = json.dumps(json_body).encode()
-        all_headers["Content-Type"] = "application/json"
-    all_headers.update(headers or {})
-    req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
-    opener = _DIRECT if _is_loopback(url) else _DEFAULT
-    where = redact(f"{method} {url}", secrets)
-    try:
-        with opener.open(req, timeout=timeout) as resp:
-            answer = HttpResponse(resp.status, _lower(resp.headers.items()), resp.read())
-    except urllib.error.HTTPError as err:  # a real answer with a 4xx/5xx status
+    def request(self, method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
+                query: Mapping[str, str] | None = None, timeout: float | None = None,
+                secrets: Iterable[str | None] = ()) -> HttpResponse:
+        """Send one request; return its answer whatever the status. Connection trouble → TransientError."""
+        hidden = self.secrets + tuple(s for s in secrets if s)
+        if query:
+            url = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(query)}"
+        all_headers = {"Accept": "application/json", "User-Agent": "lorarun"}
+        all_headers.update(headers or {})
+        session = self._direct if _is_loopback(url) else self._default
+        where = redact(f"{method} {url}", hidden)
+        read_timeout = self.timeout if timeout is None else timeout
         try:
-            body = err.read()
-        except (OSError, http.client.HTTPException):
-            body = b""
-        answer = HttpResponse(err.code, _lower((err.headers or {}).items()), body)
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        # URLError wraps refused/DNS; socket.timeout and ConnectionResetError are OSErrors; a server that hangs
-        # up mid-answer raises RemoteDisconnected/IncompleteRead (HTTPException). All are worth another try.
-        reason = getattr(err, "reason", err)
-        kind = "timed out" if isinstance(reason, socket.timeout) else "failed"
-        raise TransientError(redact(f"{where} {kind}: {type(reason).__name__}: {reason}", secrets)) from None
-    log.debug("%s -> %d", where, answer.status)
-    return answer
+            resp = session.request(method, url, json=json_body, headers=all_headers, allow_redirects=False,
+                                   timeout=(min(CONNECT_TIMEOUT, read_timeout), read_timeout))
+            answer = HttpResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+            # Refused, reset, DNS, a server that hangs up mid-answer, a timeout: all worth another try.
+            kind = "timed out" if isinstance(err, requests.Timeout) else "failed"
+            raise TransientError(redact(f"{where} {kind}: {type(err).__name__}: {_reason(err)}", hidden)) from None
+        except requests.RequestException as err:  # a malformed URL or the like: no retry helps
+            raise ProviderError(redact(f"{where} failed: {type(err).__name__}: {err}", hidden)) from None
+        log.debug("%s -> %d", where, answer.status)
+        return answer
 
 
-def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    return {k.lower(): v for k, v in items}
+def _reason(err: Exception) -> str:
+    """The innermost cause (urllib3's message names the URL, which `redact` cleans, and the socket error)."""
+    inner: BaseException = err
+    while isinstance(getattr(inner, "args", None), tuple) and inner.args and isinstance(inner.args[0],
+                                                                                           BaseException):
+        inner = inner.args[0]
+    reason = getattr(inner, "reason", None)
+    return str(reason if reason is not None else inner)
+
+
+_SHARED = HttpSession()
+
+
+def request(method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
+            query: Mapping[str, str] | None = None, timeout: float = 30.0,
+            secrets: Iterable[str | None] = ()) -> HttpResponse:
+    """One request on a shared session (tests and one-off calls); the clients keep their own `HttpSession`."""
+    return _SHARED.request(method, url, json_body=json_body, headers=headers, query=query, timeout=timeout,
+                           secrets=secrets)

@@ -9,6 +9,7 @@ is a floor for the wait; Vast sends no Retry-After, so backoff alone paces it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -35,6 +36,24 @@ DEFAULT_POLICY = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=15.0, max
 # Destroy is what stops the billing: keep trying through a 429/5xx storm for several minutes. Vast's destroy
 # threshold is one call per 3 s per identity [providers.md §1.9], so the windows start at 2 s.
 DESTROY_POLICY = RetryPolicy(max_attempts=12, base_delay=2.0, max_delay=60.0, max_total=600.0)
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How a provider client calls its API, in one value: the HTTP read timeout, the retry policies for
+    ordinary calls and for destroys, and the sleep and clock the retries use (injected by tests)."""
+
+    timeout: float = 30.0
+    policy: RetryPolicy = DEFAULT_POLICY
+    destroy_policy: RetryPolicy = DESTROY_POLICY
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def of(cls, base: "CallPolicy | None" = None, **overrides) -> "CallPolicy":
+        """`base` (or the defaults) with some fields replaced: adapters take the fields as keywords too
+        (`VastProvider(key, sleep=..., destroy_policy=...)`); an unknown keyword is a TypeError."""
+        return dataclasses.replace(base or cls(), **overrides)
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, err: ProviderError, rand: Callable[[], float]) -> float:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import time
-from typing import Any, Callable
+from typing import Any
 
 from . import gpu_names, retry
 from .base import (
@@ -58,21 +57,12 @@ def parse_offer_id(value: str) -> tuple[str, str]:
 class RunPodProvider:
     name = "runpod"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        rest_url: str | None = None,
-        graphql_url: str | None = None,
-        timeout: float = 30.0,
-        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
-        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, api_key: str | None = None, *, rest_url: str | None = None, graphql_url: str | None = None,
+                 call: retry.CallPolicy | None = None, **overrides: Any):
+        """`overrides` are CallPolicy fields (timeout, policy, destroy_policy, sleep, clock)."""
         self._key = api_key
-        self.client = RunPodClient(api_key, rest_url=rest_url, graphql_url=graphql_url, timeout=timeout,
-                                   policy=policy, destroy_policy=destroy_policy, sleep=sleep, clock=clock)
+        self.client = RunPodClient(api_key, rest_url=rest_url, graphql_url=graphql_url,
+                                   call=retry.CallPolicy.of(call, **overrides))
 
     def __repr__(self) -> str:
         return f"RunPodProvider(rest_url={self.client.rest_url!r})"

@@ -6,7 +6,6 @@ even for errors, with an `errors` list (§2.9); we only use it for the public `g
 from __future__ import annotations
 
 import os
-import time
 import urllib.parse
 from typing import Any, Callable
 
@@ -107,26 +106,13 @@ def _retry_after(resp: http.HttpResponse) -> float | None:
 
 
 class RunPodClient:
-    def __init__(
-        self,
-        api_key: str | None,
-        *,
-        rest_url: str | None = None,
-        graphql_url: str | None = None,
-        timeout: float = 30.0,
-        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
-        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, api_key: str | None, *, rest_url: str | None = None, graphql_url: str | None = None,
+                 call: retry.CallPolicy | None = None, **overrides: Any):
         self.rest_url = rest_url_from_env(rest_url)
         self.graphql_url = graphql_url_from_env(graphql_url)
         self._key = api_key
-        self._timeout = timeout
-        self._policy = policy
-        self._destroy_policy = destroy_policy
-        self._sleep = sleep
-        self._clock = clock
+        self.call = retry.CallPolicy.of(call, **overrides)
+        self._http = http.HttpSession(timeout=self.call.timeout, secrets=(api_key,))  # keep-alive, both hosts
 
     def __repr__(self) -> str:
         return f"RunPodClient(rest_url={self.rest_url!r}, graphql_url={self.graphql_url!r})"
@@ -136,14 +122,14 @@ class RunPodClient:
 
     def _retry(self, fn: Callable[[], Any], what: str, *, policy: retry.RetryPolicy | None = None,
                retry_if: Callable[[ProviderError], bool] | None = None) -> Any:
-        return retry.call(policy or self._policy, fn, sleep=self._sleep, clock=self._clock, retry_if=retry_if,
-                          what=f"runpod {what}")
+        return retry.call(policy or self.call.policy, fn, sleep=self.call.sleep, clock=self.call.clock,
+                          retry_if=retry_if, what=f"runpod {what}")
 
     def _rest(self, method: str, path: str, body: Any = None) -> http.HttpResponse:
         if not self._key:
             raise AuthError("RunPod API key missing", provider=PROVIDER)
-        return http.request(method, self.rest_url + path, json_body=body, timeout=self._timeout,
-                            headers={"Authorization": f"Bearer {self._key}"}, secrets=self._secrets())
+        return self._http.request(method, self.rest_url + path, json_body=body,
+                                  headers={"Authorization": f"Bearer {self._key}"})
 
     # -- GraphQL: prices ------------------------------------------------------------------------------------
     def gpu_types(self, gpu_count: int, secure_cloud: bool) -> list[dict[str, Any]]:
@@ -152,8 +138,8 @@ class RunPodClient:
         variables = {"lowestPriceInput": {"gpuCount": gpu_count, "secureCloud": secure_cloud}}
 
         def once() -> list[dict[str, Any]]:
-            resp = http.request("POST", self.graphql_url, json_body={"query": GPU_TYPES_QUERY, "variables": variables},
-                                timeout=self._timeout, secrets=self._secrets())
+            resp = self._http.request("POST", self.graphql_url,
+                                      json_body={"query": GPU_TYPES_QUERY, "variables": variables})
             data = self._graphql_data(resp, "gpuTypes")
             types = data.get("gpuTypes") if isinstance(data, dict) else None
             return [t for t in types or [] if isinstance(t, dict)]
@@ -223,7 +209,7 @@ class RunPodClient:
                 return
             raise rest_error(resp, f"DELETE {path}", self._secrets())
 
-        self._retry(once, "delete pod", policy=self._destroy_policy)
+        self._retry(once, "delete pod", policy=self.call.destroy_policy)
 
     def list_pods(self) -> list[dict[str, Any]]:
         """`GET /v2/pods` → `{"pods": [...]}` (v1 answered a bare list; accept both). No name filter (§2.6).
@@ -270,9 +256,9 @@ class RunPodClient:
             raise AuthError("RunPod API key missing", provider=PROVIDER)
 
         def once() -> dict[str, Any]:
-            resp = http.request("POST", self.graphql_url, timeout=self._timeout,
-                                json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
-                                headers={"Authorization": f"Bearer {self._key}"}, secrets=self._secrets())
+            resp = self._http.request("POST", self.graphql_url,
+                                      json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
+                                      headers={"Authorization": f"Bearer {self._key}"})
             try:
                 data = self._graphql_data(resp, "podFindAndDeployOnDemand")
             except ProviderError as err:

@@ -4,8 +4,7 @@ All HTTP lives in `vastai_client.py`; facts are in /work/shared/reference/provid
 """
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 from . import gpu_names, retry
 from .base import (
@@ -50,20 +49,11 @@ _STATUS = {
 class VastProvider:
     name = "vastai"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        timeout: float = 30.0,
-        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
-        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
+                 call: retry.CallPolicy | None = None, **overrides: Any):
+        """`overrides` are CallPolicy fields (timeout, policy, destroy_policy, sleep, clock)."""
         self._key = api_key
-        self.client = VastClient(api_key, base_url=base_url, timeout=timeout, policy=policy,
-                                 destroy_policy=destroy_policy, sleep=sleep, clock=clock)
+        self.client = VastClient(api_key, base_url=base_url, call=retry.CallPolicy.of(call, **overrides))
 
     def __repr__(self) -> str:
         return f"VastProvider(base_url={self.client.base_url!r})"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any, Callable
 
 from . import http, retry
@@ -89,24 +88,13 @@ def _retry_after(resp: http.HttpResponse) -> float | None:
 class VastClient:
     """Thin, typed-error wrapper over Vast's REST API. Every public method is retried per `retry.py`."""
 
-    def __init__(
-        self,
-        api_key: str | None,
-        *,
-        base_url: str | None = None,
-        timeout: float = 30.0,
-        policy: retry.RetryPolicy = retry.DEFAULT_POLICY,
-        destroy_policy: retry.RetryPolicy = retry.DESTROY_POLICY,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, api_key: str | None, *, base_url: str | None = None, call: retry.CallPolicy | None = None,
+                 **overrides: Any):
         self.base_url = base_url_from_env(base_url)
         self._key = api_key
-        self._timeout = timeout
-        self._policy = policy
-        self._destroy_policy = destroy_policy
-        self._sleep = sleep
-        self._clock = clock
+        self.call = retry.CallPolicy.of(call, **overrides)
+        # One keep-alive session for every call of this client (a submit polls the same host for minutes).
+        self._http = http.HttpSession(timeout=self.call.timeout, secrets=(api_key,))
 
     def __repr__(self) -> str:  # never show the key
         return f"VastClient(base_url={self.base_url!r})"
@@ -118,8 +106,7 @@ class VastClient:
     def _send(self, method: str, path: str, *, body: Any = None, query: dict | None = None,
               auth: bool = True) -> http.HttpResponse:
         headers = {"Authorization": f"Bearer {self._key}"} if auth and self._key else {}
-        return http.request(method, self.base_url + path, json_body=body, headers=headers, query=query,
-                            timeout=self._timeout, secrets=self._secrets())
+        return self._http.request(method, self.base_url + path, json_body=body, headers=headers, query=query)
 
     def _json_ok(self, method: str, path: str, **kw) -> Any:
         resp = self._send(method, path, **kw)
@@ -129,7 +116,7 @@ class VastClient:
 
     def _retry(self, fn: Callable[[], Any], what: str, *, policy: retry.RetryPolicy | None = None,
                retry_if: Callable[[ProviderError], bool] | None = None) -> Any:
-        return retry.call(policy or self._policy, fn, sleep=self._sleep, clock=self._clock,
+        return retry.call(policy or self.call.policy, fn, sleep=self.call.sleep, clock=self.call.clock,
                           retry_if=retry_if, what=f"vastai {what}")
 
     # -- endpoints ------------------------------------------------------------------------------------------
@@ -220,7 +207,7 @@ class VastClient:
                 return
             raise error_for(resp, path, self._secrets())
 
-        self._retry(once, "destroy", policy=self._destroy_policy)
+        self._retry(once, "destroy", policy=self.call.destroy_policy)
 
     def list_instances(self, select_filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """`GET /api/v1/instances/` (§1.6), following `next_token` through every page of at most 25."""

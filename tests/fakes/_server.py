@@ -21,6 +21,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]  # names lower-cased
     raw: bytes
+    client_port: int = 0  # the caller's TCP port: the same one again means a reused (keep-alive) connection
 
     def json(self) -> Any:
         try:
@@ -96,18 +97,21 @@ class FakeAPI:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 req = Request(self.command, parts.path, dict(urllib.parse.parse_qsl(parts.query)),
-                              {k.lower(): v for k, v in self.headers.items()}, raw)
+                              {k.lower(): v for k, v in self.headers.items()}, raw, self.client_address[1])
                 reply = fake._dispatch(req)
                 data = reply.encode()
-                self.send_response(reply.status)
-                if data or reply.status not in (204, 304):
-                    self.send_header("Content-Type", reply.content_type)
-                for k, v in reply.headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if data:
-                    self.wfile.write(data)
+                try:
+                    self.send_response(reply.status)
+                    if data or reply.status not in (204, 304):
+                        self.send_header("Content-Type", reply.content_type)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if data:
+                        self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up (a timeout): as a real server, move on
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
