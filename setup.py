@@ -15,7 +15,8 @@ DATA_FILES = ["*.json", "*.txt", "*.txt.gz", "*.md", "*.sh", "*.conf", "LICENSE*
 
 # Every folder is listed, data-only ones too (image/assets/…, image/startup): setuptools warns, folder by folder,
 # about any importable-looking folder it ships as data without it being a package — ~600 lines before `make demo`.
-packages = ["lorarun"]
+# `lorarun/` itself holds the neutral packages both sides import (e.g. `lorarun.sshlink`).
+packages = ["lorarun"] + [f"lorarun.{sub}" for sub in find_packages("lorarun")]
 for package, folder in FOLDERS.items():
     packages += [package] + [f"{package}.{sub}" for sub in find_namespace_packages(folder, exclude=["*__pycache__*"])]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorarun.runner.remote.errors import (
+from lorarun.sshlink.errors import (
     AuthenticationFailed,
     ConnectionLost,
     HostKeyChanged,
@@ -29,9 +29,9 @@ from lorarun.runner.remote.errors import (
     RemoteError,
     RemoteTimeout,
 )
-from lorarun.runner.remote.session import RetryPolicy as LinkRetry
-from lorarun.runner.remote.session import SSHParams, SSHTransport
-from lorarun.runner.remote.transport import REMOTE_WORKDIR_EXPR
+from lorarun.sshlink.session import RetryPolicy as LinkRetry
+from lorarun.sshlink.session import SSHParams, SSHTransport
+from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR
 
 from .base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SSHEndpoint
 from .errors import AuthError, ProviderError, TransientError
