@@ -66,8 +66,8 @@ def container_cloud(name: str, monkeypatch) -> Iterator[tuple[object, ContainerH
     else:
         fake = FakeRunPod(boot_polls=2, on_create=host.on_create, on_destroy=host.on_destroy)
         fake.start()
-        monkeypatch.setenv("RUNPOD_API_URL", fake.url)
-        monkeypatch.setenv("RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
+        monkeypatch.setenv("LORARUN_RUNPOD_URL", fake.url)  # lorarun's own variable (runpod_client.py)
+        monkeypatch.setenv("LORARUN_RUNPOD_GRAPHQL_URL", fake.url + "/graphql")
         monkeypatch.setenv("RUNPOD_API_KEY", RUNPOD_KEY)
     try:
         yield fake, host

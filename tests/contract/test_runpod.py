@@ -358,3 +358,22 @@ def test_urls_from_env(runpod, sleeper, monkeypatch):
     assert p.list_owned() == []
     monkeypatch.delenv("LORARUN_RUNPOD_URL")
     assert RunPodProvider(API_KEY).client.rest_url == "https://api.runpod.io"
+
+
+def test_a_403_pool_is_skipped_by_the_offer_fallback_not_the_whole_submit(runpod, sleeper):
+    """createPod's 403 means "skip this candidate, keep going" (runpod/docs api-reference-v2 createPod)."""
+    from lorarun.runner.estimate import Estimate, Phases
+    from lorarun.runner.offer_choice import create_cheapest
+
+    p = make(runpod, sleeper)
+    offers = p.offers(ResourceRequest(gpu_names=("RTX 4090", "RTX 3090"), secure_cloud_only=True))
+    assert [o.id for o in offers] == ["NVIDIA GeForce RTX 3090::SECURE", f"{RTX4090}::SECURE"]
+    runpod.forbidden.add(("NVIDIA GeForce RTX 3090", "SECURE"))
+    phases = Phases(boot=60, image_pull=0, model_download=0, upload=0, prepare=0, train=600, sampling=0, download=0)
+    ranked = [Estimate(offer=o, phases=phases, seconds_per_step=0.3, step_source="t", step_kind="shipped",
+                       boot_source="t", compute_cost=o.price_per_hour, storage_cost=0.0, vram_needed_gb=6)
+              for o in offers]
+    chosen, inst = create_cheapest(p, ranked, lambda _e: spec(), on_instance_id=pytest.fail)
+    assert chosen.offer.id == f"{RTX4090}::SECURE" and inst.id in runpod.live_ids()
+    assert [r.json()["gpu"]["id"] for r in runpod.requests_to("POST", "/v2/pods")] == [
+        "NVIDIA GeForce RTX 3090", RTX4090]
