@@ -46,15 +46,26 @@ def compile_unet(unet: nn.Module, num_shapes: int, *, backend: str = "inductor",
     if eager_on_error:
         torch._dynamo.config.suppress_errors = True
 
-    limit = max(torch._dynamo.config.recompile_limit, num_shapes + RECOMPILE_MARGIN)
-    torch._dynamo.config.recompile_limit = limit
-    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
-                                                           limit * 4)
+    limit = _raise_limit(("recompile_limit", "cache_size_limit"), num_shapes + RECOMPILE_MARGIN)
+    _raise_limit(("accumulated_recompile_limit", "accumulated_cache_size_limit"), limit * 4)
     kwargs = {}
     if backend == "inductor":
         kwargs["mode"] = "reduce-overhead" if cuda_graphs else "default"
     compiled = torch.compile(unet, backend=backend, dynamic=False, **kwargs)
     return StepMarked(compiled) if cuda_graphs else compiled
+
+
+def _raise_limit(names: tuple[str, ...], at_least: int) -> int:
+    """Raise a dynamo limit to `at_least` under whichever name this torch has (renamed in torch 2.7)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    for name in names:
+        if hasattr(config, name):
+            value = max(getattr(config, name), at_least)
+            setattr(config, name, value)
+            return value
+    return at_least
 
 
 def compile_count() -> int:
