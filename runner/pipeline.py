@@ -353,9 +353,10 @@ class Pipeline:
         self._record(run, remote_dir=layout.root)
         run.timings.update(startup_timing.read(transport))
         if not transport.exists(layout.status):
-            self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
             if stock.is_stock(self.image) and self.provider.name in stock.STOCK_IMAGES:
+                # First: the upload's remote sha256 manifest runs on the instance's Python (lorarun-python).
                 layout = self._install_lorarun(run, transport, layout)
+            self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
             self._start_agent(run, transport, layout)
         monitor = self._monitor(run, transport, layout)
         self._finish(run, transport, layout, monitor)
@@ -405,6 +406,7 @@ class Pipeline:
         started = self.clock.now()
         wheel = stock.build_wheel(self.store.job_dir(run.state.job_id) / "wheel")
         remote_wheel = layout.path(wheel.name)
+        transport.run(f"mkdir -p {_q(layout.root)}", timeout=60)
         transport.put_file(wheel, remote_wheel)
         err_console.print("installing lorarun on the stock image (pip)", highlight=False)
         # One pip cache per machine, beside the job folders: later jobs of a batch install from it.

@@ -33,3 +33,24 @@ def test_submit_runs_in_a_container_of_our_image(provider, built_image, tmp_path
         assert not host.alive(state.instance_id) and state.instance_id not in host.containers
         report = json.loads((out / "report.json").read_text())
         assert report
+
+
+def test_stock_path_installs_lorarun_on_the_providers_image(base_image, tmp_path, monkeypatch, capsys):
+    """`image: stock`: the provider's plain PyTorch image (here the conda-style test base, no lorarun, Python only
+    on the container's ENV PATH) under Vast's start-up; lorarun goes up as a wheel and is pip-installed there."""
+    monkeypatch.setenv("LORARUN_STOCK_IMAGE", base_image)
+    with container_cloud("vastai", monkeypatch) as (fake, host):
+        job = tiny_job(tmp_path, "vastai", epochs=1, extra_resources="  image: stock")
+        code = main(["submit", str(job), "--yes"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err + captured.out
+        assert "installing lorarun on the stock image" in captured.err
+
+        assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
+        (state,) = JobStore().all()
+        assert state.phase == "done" and state.instance_destroyed, state.message
+        created = [r.json() for r in fake.requests if r.method == "PUT" and b'"image"' in r.raw]
+        assert created[0]["image"] == base_image  # the stock image itself, nothing of ours baked in
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        timings = json.dumps(report)
+        assert '"install"' in timings, timings[:2000]

@@ -155,7 +155,10 @@ class ContainerHost:
         for instance_id in list(self.containers):
             self.on_destroy(instance_id)
         for container in self.docker.containers.list(all=True, filters={"label": f"{TEST_LABEL}={self.token}"}):
-            container.remove(force=True, v=True)
+            try:
+                container.remove(force=True, v=True)
+            except Exception:  # noqa: BLE001 - already being removed by on_destroy, or gone
+                pass
 
     def _published_port(self, container, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
