@@ -74,6 +74,16 @@ class SSHEndpoint:
 
 
 @dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials the provider uses to pull a private image (never sent to the instance). From Docker's own
+    config on the laptop (runner/image_build.py `registry_login`); the token never shows in a repr or log."""
+
+    registry: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """How to start the machine. `ssh_public_key` is the per-job key; `env` must never carry the user's API key."""
 
@@ -84,6 +94,7 @@ class InstanceSpec:
     env: tuple[tuple[str, str], ...] = ()
     onstart: str = ""
     bid_price_per_hour: float | None = None  # interruptible only
+    registry_login: RegistryLogin | None = None  # a private image: the provider pulls with it (Vast image_login)
 
 
 @dataclass(frozen=True)

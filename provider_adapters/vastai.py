@@ -219,6 +219,9 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
         # Fail rather than leave a stopped (storage-billing) instance when it cannot start (§1.3).
         "cancel_unavail": True,
     }
+    if spec.registry_login is not None:  # private image: Vast's host pulls with `docker login` flags (§1.3)
+        login = spec.registry_login
+        body["image_login"] = f"-u {login.username} -p {login.password} {login.registry}"
     if offer.interruptible:
         body["price"] = spec.bid_price_per_hour or offer.price_per_hour  # leave out for on-demand (§1.3)
     return body

@@ -273,6 +273,26 @@ def image_for_job(job_image: str | None) -> tuple[str, str]:
     return DEFAULT_IMAGE, "default"
 
 
+def registry_login(image: str):
+    """Docker's own credentials (`docker login`, ~/.docker/config.json and its credential helpers) for the registry
+    of `image`, as the provider needs them to pull a private image; None when there are none."""
+    try:
+        from docker import auth
+    except ImportError:
+        return None
+    from lorarun.provider_adapters.base import RegistryLogin
+
+    try:
+        registry, _ = auth.resolve_repository_name(split_name(image)[0])
+        creds = auth.load_config().resolve_authconfig(registry) or {}
+    except Exception:  # noqa: BLE001 - an unreadable Docker config or a failing helper: pull without login
+        return None
+    user, password = creds.get("username") or creds.get("Username"), creds.get("password") or creds.get("Password")
+    if not user or not password:
+        return None
+    return RegistryLogin(registry=registry, username=str(user), password=str(password))
+
+
 def show(name: str, source: str) -> ImageStatus:
     """Whether `name` is in the local engine and in its registry (asked through the engine, with Docker's own
     credentials). Never raises for an absent engine or registry: the answer says what could not be checked."""

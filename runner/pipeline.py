@@ -24,7 +24,7 @@ from lorarun.image.agent import AgentConfig
 from lorarun.image.lease import DEADLINE_ENV, LEASE_FILE, SELF_DESTRUCT_ENV, split_env
 from lorarun.image.self_destroy import SelfDestroyConfig
 from lorarun.runner import startup_timing, stock
-from lorarun.runner.image_build import image_for_job
+from lorarun.runner.image_build import image_for_job, registry_login
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
 
@@ -203,6 +203,9 @@ class Pipeline:
         destruct = self.provider.self_destruct()
         hard_deadlines: dict[str, float] = {}
 
+        # A private image: the provider pulls it with the user's own `docker login` for its registry.
+        login = None if stock.is_stock(self.image) else registry_login(image)
+
         def spec_for(estimate: Estimate) -> InstanceSpec:
             # The lease from the first second (#11.3): the image's watchdog reads these before any controller
             # connects. Names of variables and URLs only; the instance's own key is the provider's to inject.
@@ -213,7 +216,8 @@ class Pipeline:
             if destruct is not None:
                 env.extend(split_env(SELF_DESTRUCT_ENV, json.dumps(destruct.to_dict(), separators=(",", ":"))))
             return InstanceSpec(label=label, image=image, disk_gb=self.primary.job.spec.resources.disk_gb,
-                                ssh_public_key=public_key, env=tuple(env), bid_price_per_hour=None)
+                                ssh_public_key=public_key, env=tuple(env), bid_price_per_hour=None,
+                                registry_login=login)
 
         try:
             estimate, instance = create_cheapest(self.provider, self.ranked, spec_for, self._on_leaked_instance)

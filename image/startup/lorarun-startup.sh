@@ -57,7 +57,7 @@ install_keys() {
 # Only the variables the agent needs (instance id and instance-scoped key for self-destroy, the lease deadline);
 # the agent also reads /proc/1/environ, which holds them under both start-ups. Other lines of the file are kept.
 save_environment() {
-  vars="$(env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_CONTAINERLABEL|RUNPOD_POD_ID|RUNPOD_API_KEY|LORARUN_DEADLINE|LORARUN_JOB_ID|GPU_COUNT|RUNPOD_GPU_COUNT)=' || true)"
+  vars="$(env | grep -E '^(CONTAINER_ID|CONTAINER_API_KEY|VAST_CONTAINERLABEL|RUNPOD_POD_ID|RUNPOD_API_KEY|LORARUN_DEADLINE|LORARUN_JOB_ID|LORARUN_SELF_DESTRUCT_[0-9]+|GPU_COUNT|RUNPOD_GPU_COUNT)=' || true)"
   [ -n "$vars" ] || return 0
   names="$(printf '%s\n' "$vars" | cut -d= -f1 | paste -sd'|' -)"
   tmp="$(mktemp /etc/environment.XXXXXX)" || return 0

@@ -146,3 +146,24 @@ def test_stock_adds_install_time_to_the_estimate():
     base = dict(boot=60, image_pull=30, model_download=10, upload=5, prepare=20, train=100, sampling=0, download=5)
     assert Phases(**base, install=stock.INSTALL_SECONDS).total == Phases(**base).total + stock.INSTALL_SECONDS
     assert stock.is_stock("stock") and stock.is_stock(" Stock ") and not stock.is_stock("ghcr.io/x/y:1")
+
+
+def test_private_image_login_comes_from_dockers_config_and_reaches_vast(tmp_path, monkeypatch):
+    import base64 as b64
+
+    from lorarun.provider_adapters.base import InstanceSpec, Offer
+    from lorarun.provider_adapters.vastai import build_create_body
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {"ghcr.io": {"auth": b64.b64encode(b"me:ghp_token123").decode()}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    login = image_build.registry_login("ghcr.io/me/lorarun-engine:0.1.0-abc")
+    assert (login.registry, login.username, login.password) == ("ghcr.io", "me", "ghp_token123")
+    assert image_build.registry_login("docker.io/someone/public:1") is None  # no login for that registry
+    spec = InstanceSpec(label="lorarun-j", image="ghcr.io/me/lorarun-engine:0.1.0-abc", disk_gb=20,
+                        ssh_public_key="ssh-ed25519 AAAA", registry_login=login)
+    assert "ghp_token123" not in repr(spec)  # never in a log line
+    offer = Offer(provider="vastai", id="1001", gpu_name="RTX 4090", gpu_count=1, vram_gb=24, price_per_hour=0.4)
+    body = build_create_body(offer, spec)
+    assert body["image_login"] == "-u me -p ghp_token123 ghcr.io"
+    assert "ghp_token123" not in json.dumps(body["env"])  # the registry token is for Vast's pull, not the instance
