@@ -4,7 +4,7 @@ DESIGN.md keeps `runner/`, `provider_adapters/` and `image/` at the top of the t
 packages would put modules named `runner` and `image` into site-packages, so each folder becomes a sub-package
 of `lorarun` instead. Sub-packages are discovered, so a new folder needs no edit here.
 """
-from setuptools import find_namespace_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 FOLDERS = {
     "lorarun.runner": "runner",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -191,17 +192,32 @@ def _follow_build(stream: Iterable[dict], progress: ProgressFn) -> str:
                 if line.startswith("Step "):
                     step = line.strip()
                 if line.strip():
-                    tail = (tail + [line.rstrip()])[-5:]
+                    tail = (tail + [line.rstrip()])[-20:]
                     progress(line.rstrip())
         elif "aux" in chunk and isinstance(chunk["aux"], dict):
             image_id = str(chunk["aux"].get("ID") or image_id)
         elif "error" in chunk or "errorDetail" in chunk:
             message = str(chunk.get("error") or (chunk.get("errorDetail") or {}).get("message") or "").strip()
-            where = step or "the build"
-            raise BuildFailed(f"docker build failed at {_clip(where)}: {_clip(message.splitlines()[-1] if message else 'unknown error')}")
+            # Docker's own line repeats the whole command; the cause is in the step's last output lines.
+            cause = _cause(tail)
+            said = message.splitlines()[-1] if message else "unknown error"
+            if "non-zero code" in said:
+                said = "exit code " + said.rsplit(":", 1)[-1].strip()
+            raise BuildFailed(f"docker build failed at {_clip(step or 'the build', 90)}: {_clip(said, 120)}"
+                              + (f" ({_clip(cause, 200)})" if cause else ""))
         elif "status" in chunk:  # pulling the base
             progress(f"{chunk.get('status')} {chunk.get('id', '')}".rstrip())
     return image_id
+
+
+def _cause(lines: list[str]) -> str:
+    """The line of a failed step's output that says why: a Python exception or apt's `E:` first, else the last
+    line mentioning an error (pip's `note:` lines and Docker's own summary are no cause)."""
+    for pattern in (r"^\s*(\w+(Error|Exception)|E):", r"(?i)error"):
+        for line in reversed(lines):
+            if re.search(pattern, line) and not line.strip().startswith("note:") and "non-zero code" not in line:
+                return line.strip()
+    return ""
 
 
 def check_pushable(name: str | None) -> None:

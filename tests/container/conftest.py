@@ -24,6 +24,8 @@ def pytest_collection_modifyitems(config, items):
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.container)
             item.add_marker(pytest.mark.slow)
+            # The first test may build the image (minutes; far more under the vfs storage driver).
+            item.add_marker(pytest.mark.timeout(3600))
 
 
 @pytest.fixture(scope="session")

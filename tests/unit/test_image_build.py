@@ -61,8 +61,14 @@ def test_a_failed_step_is_named():
                "error": "The command '/bin/sh -c apt-get update' returned a non-zero code: 100"}]
     with pytest.raises(image_build.BuildFailed) as err:
         image_build._follow_build(iter(stream), lambda line: None)
-    assert str(err.value) == ("docker build failed at Step 6/11 : RUN apt-get update: The command '/bin/sh -c "
-                              "apt-get update' returned a non-zero code: 100")
+    assert str(err.value) == "docker build failed at Step 6/11 : RUN apt-get update: exit code 100"
+    stream = [{"stream": "Step 11/13 : RUN pip install /src\n"}, {"stream": "  NameError: name 'x' is not defined\n"},
+              {"stream": "note: This error originates from a subprocess\n"}, {"stream": "[end of output]\n"},
+              {"error": "The command '/bin/sh -c pip install /src' returned a non-zero code: 1"}]
+    with pytest.raises(image_build.BuildFailed) as err:
+        image_build._follow_build(iter(stream), lambda line: None)
+    assert str(err.value) == ("docker build failed at Step 11/13 : RUN pip install /src: exit code 1 "
+                              "(NameError: name 'x' is not defined)")
 
 
 def test_push_errors_are_told_apart():
