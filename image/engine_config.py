@@ -259,8 +259,11 @@ SD_ONLY_OPTIONS = {
                  "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
                  "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr", "loss_type",
                  "debiased_estimation_loss", "save_last_n_epochs", "min_timestep", "max_timestep",
-                 "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss"),
-    "dataset": ("keep_tokens_separator", "caption_tag_dropout_rate"),
+                 "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss",
+                 # SD noise-schedule options with no meaning in Flux's flow matching (kohya's Flux trainer has none)
+                 "min_snr_gamma", "noise_offset"),
+    # Flux always caches the text embeddings of the captions as written: per-step caption changes cannot apply
+    "dataset": ("keep_tokens_separator", "caption_tag_dropout_rate", "shuffle_caption", "caption_dropout_rate"),
 }
 
 

@@ -141,7 +141,9 @@ class JobSpec:
                 obj.validate()
             except ConfigError as exc:
                 found.extend(exc.problems)
-        if self.flux != FluxConfig() and self.model.family != "flux" and "model" not in skip:
+        flux_said = any(p.startswith("flux.") for p in found)  # one line about a flux section is enough
+        if self.flux != FluxConfig() and self.model.family != "flux" and not {"model", "flux"} & skip \
+                and not flux_said:
             found.append(f"flux: this section applies to model.family flux only (the job's family is "
                          f"{self.model.family}); remove it or set model.family: flux")
         if not {"model", "dataset", "training"} & skip:

@@ -79,3 +79,9 @@ def test_flux_section_only_for_the_flux_family_and_its_numbers_ranged(tmp_path):
     job.write_text("model:\n  family: flux\n  base: black-forest-labs/FLUX.1-schnell\nflux:\n  flavour: schnell\n")
     flux = load_job(job).flux
     assert flux.sampling == "sigmoid" and flux.t5_tokens == 256 and flux.sample_guidance == 0.0
+    # captions are encoded once (cached) for Flux, and flow matching has no SD noise options: refused, not ignored
+    job.write_text("model:\n  family: flux\ndataset:\n  shuffle_caption: true\ntraining:\n  noise_offset: 0.05\n")
+    with pytest.raises(SpecError) as err:
+        load_job(job)
+    text = "\n".join(getattr(err.value, "problems", [str(err.value)]))
+    assert "dataset.shuffle_caption" in text and "training.noise_offset" in text
