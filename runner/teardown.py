@@ -68,10 +68,13 @@ def create_may_have_happened(exc: BaseException) -> bool:
     A definite refusal (a 4xx answer: bad key, no credit, offer gone, no capacity, rate limited, bad request)
     made nothing. Everything else might have: an interrupt or a timeout while the request was in flight, a 5xx
     from a gateway in front of an API that did the work, a connection reset after the request was sent."""
-    from lorarun.provider_adapters.errors import TransientError
+    from lorarun.provider_adapters import errors as perr
 
-    if isinstance(exc, (KeyboardInterrupt, OSError, TransientError)):
+    if isinstance(exc, (KeyboardInterrupt, OSError, perr.TransientError)):
         return True
+    if isinstance(exc, (perr.NoCapacityError, perr.OfferGoneError, perr.AuthError, perr.InsufficientFundsError,
+                        perr.RateLimitError, perr.CredentialsMissing)):
+        return False  # the provider said no (every offer tried, when several were): nothing was made
     if isinstance(exc, ProviderError):
         return exc.status is None or exc.status >= 500
     return not isinstance(exc, Exception) or type(exc).__module__.startswith(("urllib", "http", "requests", "socket"))

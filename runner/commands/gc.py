@@ -61,8 +61,9 @@ def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without aski
     console.print(table)
     for f in findings:
         if f.verdict == "controller gone":
-            console.print(f"job {f.job.job_id}'s controller is gone; `lorarun attach {f.job.job_id}` would resume "
-                          f"it instead of destroying it", highlight=False)
+            console.print(f"job {f.job.job_id}'s controller is gone; gc stops it and pulls what exists before "
+                          f"destroying it (as `lorarun down`); `lorarun attach {f.job.job_id}` would resume it "
+                          f"instead", highlight=False)
     orphans = [f for f in findings if f.orphan]
     if not orphans:
         return
@@ -74,10 +75,26 @@ def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without aski
         if not Confirm.ask(f"Destroy {len(orphans)} instance(s)?", default=False, console=err_console):
             return
     for f in orphans:
+        if f.job is not None and f.verdict == "controller gone" and _down_first(f.job):
+            continue  # stopped, pulled and destroyed (confirmed or said loudly) like `lorarun down`
         result = destroy_and_confirm(f.provider, f.instance.id)
         report(result)
         if f.job is not None:
             store.update(f.job, instance_destroyed=result.confirmed)
+
+
+def _down_first(job: JobState) -> bool:
+    """A job this laptop knows: bring its outputs home before its instance goes (no LoRA lost to a cleanup).
+    False when that could not be done; the caller then destroys the instance directly."""
+    from .attach import _resume
+
+    try:
+        _resume(job.job_id, stop=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - whatever stopped the pull, the instance must still go
+        err_console.print(f"[yellow]job {job.job_id}: could not pull its outputs first ({exc}); destroying[/]",
+                          highlight=False)
+        return False
 
 
 def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], now: float | None = None) -> Finding:

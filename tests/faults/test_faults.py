@@ -297,7 +297,7 @@ def test_controller_killed_then_attach_finishes_the_job(vast_cloud, tmp_path, ca
 
 
 def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, capsys, fault):
-    fault.inject("SIGKILL to the controller mid-training, then gc", "gc destroys the orphan")
+    fault.inject("SIGKILL to the controller mid-training, then gc", "gc pulls what exists, then destroys it")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
     _kill_when(_controller(job), _training)
     code = main(["gc", "--yes", "--provider", vast_cloud.name])
