@@ -260,8 +260,9 @@ def encode_text(family: str, text_encoders: list, token_ids: list[torch.Tensor],
 
 def cache_text(captions: list[str], family: str, tokenizers: list, text_encoders: list, clip_skip: int,
                model_key: str, cache_dir: Path, device, *, write: bool = True,
-               batch_size: int = 16) -> dict[str, TextEmbeds]:
-    """One embedding per distinct caption, on disk; returns caption → embeds (batch dim 1, on the CPU)."""
+               batch_size: int = 16, progress=None) -> dict[str, TextEmbeds]:
+    """One embedding per distinct caption, on disk; returns caption → embeds (batch dim 1, on the CPU).
+    `progress(done, total)` after each batch encoded (the controller shows "caching captions N/M")."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, TextEmbeds] = {}
     todo = []
@@ -286,6 +287,8 @@ def cache_text(captions: list[str], family: str, tokenizers: list, text_encoders
             save_file(tensors, str(tmp))
             tmp.replace(file)
             out[caption] = TextEmbeds(tensors["hidden"], tensors.get("pooled"))
+        if progress:
+            progress(min(start + batch_size, len(todo)), len(todo))
     return out
 
 

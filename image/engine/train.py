@@ -258,7 +258,9 @@ class Trainer:
                     encoder.to(self.device, self.weight_dtype)
                 self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
                 self.text_cache = data.cache_text(captions, self.family, model.tokenizers, model.text_encoders,
-                                                  cfg.model.clip_skip, model.key, cache_root / "text", self.device)
+                                                  cfg.model.clip_skip, model.key, cache_root / "text", self.device,
+                                                  progress=PhaseProgress(self.events, "caching_text",
+                                                                         unit="captions"))
                 for encoder in model.text_encoders:
                     encoder.to("cpu")  # not needed on the GPU until sampling
             accel.wait_for_everyone()
