@@ -104,6 +104,7 @@ class ContainerHost:
         self.details = details
         self.token = uuid.uuid4().hex[:12]
         self.containers: dict[str, object] = {}
+        self.started_images: list[str] = []  # the image of each container started, in order
         self.docker = client()
 
     # -- the fakes' hooks ------------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class ContainerHost:
             container.put_archive("/", _tar(files))
         container.start()
         self.containers[instance_id] = container
+        self.started_images.append(info.image)
         return "127.0.0.1", self._published_port(container)
 
     def on_destroy(self, instance_id: str) -> None:
