@@ -45,6 +45,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 def _register_commands() -> None:
+    if app.registered_commands or app.registered_groups:
+        return  # once per process: registering again would add every command again (and slow each call)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"lorarun.runner.commands.{name}")
