@@ -258,21 +258,17 @@ def _push_error(name: str, message: str) -> ImageError:
 
 # --- which image a job uses -------------------------------------------------------------------------------------
 def configured_image() -> tuple[str | None, str]:
-    """The user's configured image and where it was found.
-
-    Hook for the user configuration (runner's user config, when it carries an `image` key): today
-    `LORARUN_IMAGE`. A job's `resources.image` always wins over this."""
+    """The user's configured image and where it was found: `LORARUN_IMAGE`, else `image` in the user config
+    (`lorarun config set image …`). A job's `resources.image` always wins over both. An unreadable config is the
+    user's to fix, so its one-line error is not swallowed here."""
     value = os.environ.get("LORARUN_IMAGE", "").strip()
     if value:
         return value, "LORARUN_IMAGE"
-    try:  # the user config, once it exists (runner/user_config.py): `image = "..."`
-        from . import user_config  # type: ignore[attr-defined]
+    from . import user_config
 
-        value = str(getattr(user_config.load(), "image", "") or "").strip()
-        if value:
-            return value, "user config"
-    except Exception:  # noqa: BLE001 - absent or unreadable config: fall back to the default
-        pass
+    value = str(user_config.load().get("image") or "").strip()
+    if value:
+        return value, f"user config ({user_config.config_path()})"
     return None, ""
 
 

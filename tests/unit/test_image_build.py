@@ -112,6 +112,18 @@ def test_job_image_wins_over_the_configured_one(monkeypatch):
     assert image_build.image_for_job(DEFAULT_IMAGE) == (DEFAULT_IMAGE, "default")
 
 
+def test_the_user_config_image_is_used_when_the_job_and_environment_are_silent(monkeypatch):
+    from lorarun.runner import user_config
+    from lorarun.runner.spec import DEFAULT_IMAGE
+
+    monkeypatch.delenv("LORARUN_IMAGE", raising=False)
+    user_config.set_value("image", "ghcr.io/me/lorarun-engine:0.2.0")
+    name, source = image_build.image_for_job(DEFAULT_IMAGE)
+    assert name == "ghcr.io/me/lorarun-engine:0.2.0" and source.startswith("user config")
+    monkeypatch.setenv("LORARUN_IMAGE", "ghcr.io/you/engine:1")  # the environment wins over the config file
+    assert image_build.image_for_job(DEFAULT_IMAGE) == ("ghcr.io/you/engine:1", "LORARUN_IMAGE")
+
+
 def test_startup_timings_from_the_events_file():
     text = "\n".join(json.dumps(e) for e in [{"event": "container_started", "time": 100.0},
                                               {"event": "sshd_up", "time": 101.5},
