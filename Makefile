@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --upgrade pip 'setuptools>=77'  # 77: pyproject's SPDX license string
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[engine,dev]'
 	@touch $@
