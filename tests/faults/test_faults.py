@@ -310,6 +310,7 @@ def test_controller_killed_then_gc_destroys_the_orphan(vast_cloud, tmp_path, cap
 
 def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(cloud, tmp_path, fault):
     fault.inject("controller gone for good mid-training", "lease passes, agent self-destroys with its own key")
+    fault.nobody_returns()
     job = tiny_job(tmp_path, cloud.name, epochs=200)
     _kill_when(_controller(job, "--lease-seconds", "25", "--grace-seconds", "2"), _training)
     state = only_state()
