@@ -129,6 +129,8 @@ class Measured:
     download_bytes: int | None = None
     total_s: float | None = None  # create() → destroy confirmed
     cost: float | None = None  # from the instance's real price and running time
+    install_s: float | None = None  # `image: stock`: pip-installing lorarun on the instance
+    startup_s: float | None = None  # our image's own start-up: container started → engine importable (its log)
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -302,6 +304,15 @@ class Calibration:
                 return statistics.median(learned), f"measured ({what}, {len(pool)} job(s))"
         p = self.provider(provider)
         return p.boot_s, p.source
+
+    def install_seconds(self, provider: str, assumed: float) -> tuple[float, str]:
+        """Seconds to pip-install lorarun on `provider`'s stock image: the median of the latest measured installs
+        there (the pip cache and the provider's network decide it), else `assumed`."""
+        learned = [m.measured.install_s for m in reversed(self.measurements)
+                   if m.provider == provider and m.measured.install_s is not None][:RECENT]
+        if learned:
+            return statistics.median(learned), f"measured ({provider}, {len(learned)} job(s))"
+        return assumed, "assumed"
 
     def prepare_seconds(self, family: str, gpu_name: str) -> tuple[float, str] | None:
         """Seconds the engine spends outside its step loop and sampling (start, model load, caching).
@@ -524,6 +535,9 @@ def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = 
         training_wall_s=t.get("training"), download_s=t.get("download"),
         total_s=sum(measured_phases) if len(measured_phases) == 4 else None,
         cost=(sum(measured_phases) * offer.price_per_hour / 3600) if len(measured_phases) == 4 else None,
+        install_s=t.get("install"),
+        # The image's start-up milestones (runner/startup_timing.py): how much of `boot` is our image's own.
+        startup_s=t.get("startup_engine_importable", t.get("startup_sshd_up")),
     )
     return record_measurement(predicted, inputs, measured, job_id=str(run.state.job_id), home=home, clock=clock)
 

@@ -249,7 +249,8 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
                                            + cal.sampling.per_image_s)
     phases = Phases(boot=boot, image_pull=image_pull, model_download=model_download, upload=upload,
                     prepare=prepare, train=train_s, sampling=sampling, download=download,
-                    install=inputs.install_s if offer.provider in stock.STOCK_IMAGES else 0.0)
+                    install=(cal.install_seconds(offer.provider, inputs.install_s)[0]
+                             if inputs.install_s and offer.provider in stock.STOCK_IMAGES else 0.0))
     compute_cost, storage_cost = _costs(offer, phases.total, inputs.disk_gb)
     estimate = Estimate(offer=offer, phases=phases, seconds_per_step=step.seconds, step_source=step.source,
                         step_kind=step.kind, boot_source=boot_source, compute_cost=compute_cost,

@@ -269,6 +269,29 @@ def test_record_job_from_pipeline_timings(tmp_path, home, cal):
     assert record_job(run=SimpleNamespace(job=job, timings={}, state=run.state), offer=offer(), home=home) is None
 
 
+def test_stock_install_and_image_start_up_are_recorded_and_the_install_is_learned(tmp_path, home, cal):
+    from types import SimpleNamespace
+
+    from lorarun.runner import stock
+    from lorarun.runner.calibration import record_job
+
+    spec, scan = reference_job(tmp_path)
+    stock_spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, image="stock"))
+    inputs = inputs_from_job(stock_spec, scan, cal)
+    assert estimate_offer(inputs, offer(), cal).phases.install == pytest.approx(stock.INSTALL_SECONDS)
+    timings = {"boot": 300.0, "upload": 12.0, "training": 1400.0, "seconds_per_step": 0.45, "download": 20.0,
+               "install": 42.0, "startup_sshd_up": 1.5, "startup_engine_importable": 6.25}
+    run = SimpleNamespace(job=SimpleNamespace(spec=stock_spec, scan=scan), timings=timings,
+                          state=SimpleNamespace(job_id="stock-1"))
+    rec = record_job(run=run, offer=offer(), provider="vastai", home=home)
+    assert rec.measured.install_s == pytest.approx(42.0) and rec.measured.startup_s == pytest.approx(6.25)
+    learned = load_calibration(home)
+    assert learned.install_seconds("vastai", stock.INSTALL_SECONDS) == (42.0, "measured (vastai, 1 job(s))")
+    assert estimate_offer(inputs, offer(), learned).phases.install == pytest.approx(42.0)
+    # An image job installs nothing, measured or not.
+    assert estimate_offer(inputs_from_job(spec, scan, learned), offer(), learned).phases.install == 0.0
+
+
 def test_batch_on_one_rental_boots_once(tmp_path, cal):
     from lorarun.runner.estimate import estimate_batch_offer, rank_batch
 
