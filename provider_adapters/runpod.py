@@ -22,6 +22,7 @@ from .base import (
     SelfDestruct,
     SSHEndpoint,
 )
+from .errors import ProviderError
 from .runpod_client import RunPodClient
 
 SEP = "::"
@@ -63,6 +64,7 @@ class RunPodProvider:
         self._key = api_key
         self.client = RunPodClient(api_key, rest_url=rest_url, graphql_url=graphql_url,
                                    call=retry.CallPolicy.of(call, **overrides))
+        self._credentials: dict[str, str] = {}  # pod id → the registry credential made for it (private images)
 
     def __repr__(self) -> str:
         return f"RunPodProvider(rest_url={self.client.rest_url!r})"
@@ -104,15 +106,42 @@ class RunPodProvider:
         if self._key and any(self._key in v for _, v in spec.env):
             raise ValueError("InstanceSpec.env carries the user's RunPod API key; it must never reach the pod")
         _, cloud = parse_offer_id(offer.id)
+        registry = self._registry_credential(spec)
+        try:
+            instance = self._create(offer, spec, cloud, registry)
+        except BaseException:
+            if registry:  # no pod will pull with it (a pod a failed create left behind is swept and destroyed)
+                self._delete_credential(registry)
+            raise
+        if registry:
+            self._credentials[instance.id] = registry
+        return instance
+
+    def _registry_credential(self, spec: InstanceSpec) -> str | None:
+        """A private image: RunPod pulls it with a stored registry credential, made here from the laptop's Docker
+        login for this pod alone (named after its label) and deleted when the pod is destroyed."""
+        login = spec.registry_login
+        if login is None:
+            return None
+        return self.client.create_registry_credential(f"{spec.label}-{login.registry}"[:120], login.username,
+                                                      login.password)
+
+    def _delete_credential(self, credential_id: str) -> None:
+        try:
+            self.client.delete_registry_credential(credential_id)
+        except ProviderError:
+            pass  # a stored credential bills nothing; it is named after the job's label for the user to find
+
+    def _create(self, offer: Offer, spec: InstanceSpec, cloud: str, registry: str | None) -> Instance:
         if cloud == COMMUNITY:
             # Community hosts often have no public IP; only GraphQL can ask for one (`supportPublicIp`), and
             # without it SFTP has no way in (see build_deploy_input). The pod is then read through v2 as any other.
-            pod = self.client.deploy_on_demand(build_deploy_input(offer, spec))
+            pod = self.client.deploy_on_demand(build_deploy_input(offer, spec, registry))
             return Instance(provider=self.name, id=str(pod["id"]), label=spec.label, status=InstanceStatus.PENDING,
                             price_per_hour=_float(pod.get("costPerHr")) or offer.price_per_hour,
                             gpu_name=offer.gpu_name, gpu_count=offer.gpu_count,
                             machine=str(pod.get("machineId") or ""), extra=(("cloud", COMMUNITY),))
-        pod = self.client.create_pod(build_create_body(offer, spec))
+        pod = self.client.create_pod(build_create_body(offer, spec, registry))
         inst = to_instance(pod, self.name)
         # The 201 body is the whole Pod; fill what an early answer may leave out.
         return Instance(
@@ -130,6 +159,9 @@ class RunPodProvider:
 
     def destroy(self, instance_id: str) -> None:
         self.client.delete_pod(instance_id)  # terminate, never stop: stopped volumes bill (§2.5)
+        registry = self._credentials.pop(instance_id, None)
+        if registry:
+            self._delete_credential(registry)
 
     def list_owned(self) -> list[Instance]:
         # REST v2 has no name filter (§2.6): filter on the `lorarun-` prefix here.
@@ -194,7 +226,7 @@ def _matches(offer: Offer, t: dict[str, Any], req: ResourceRequest) -> bool:
     return True
 
 
-def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+def build_create_body(offer: Offer, spec: InstanceSpec, registry: str | None = None) -> dict[str, Any]:
     """The REST v2 `POST /v2/pods` body (§2.3).
 
     v2 names (`gpu.count`, `cloud`, `disk`) replace v1's `gpuCount`, `cloudType`, `containerDiskInGb`; v2
@@ -220,10 +252,12 @@ def build_create_body(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
     }
     if spec.onstart:
         body["args"] = spec.onstart  # a string handed to the image's ENTRYPOINT (§2.3)
+    if registry:
+        body["registry"] = registry  # "Container registry credential ID (for private images)" (v2 createPod)
     return body
 
 
-def build_deploy_input(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+def build_deploy_input(offer: Offer, spec: InstanceSpec, registry: str | None = None) -> dict[str, Any]:
     """The GraphQL `PodFindAndDeployOnDemandInput` for a COMMUNITY pod (dstackai/dstack
     `backends/runpod/api_client.py::generate_pod_deployment_mutation`; runpod/runpod-python
     `api/mutations/pods.py`): `supportPublicIp: true` — "If the created Pod is on Community Cloud, set to true if
@@ -247,6 +281,8 @@ def build_deploy_input(offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
     }
     if spec.onstart:
         pod_input["dockerArgs"] = spec.onstart  # replaces the image's CMD, as v2's `args` does
+    if registry:
+        pod_input["containerRegistryAuthId"] = registry  # PodFindAndDeployOnDemandInput (runpod-python, dstack)
     return pod_input
 
 

@@ -211,6 +211,37 @@ class RunPodClient:
 
         self._retry(once, "delete pod", policy=self.call.destroy_policy)
 
+    # -- REST v2: registry credentials (private images) -----------------------------------------------------
+    def create_registry_credential(self, name: str, username: str, password: str) -> str:
+        """`POST /v2/registries` {name, username, password} → the credential's id, which a pod create names in
+        `registry` (v2) or `containerRegistryAuthId` (GraphQL). Write-only: the password never comes back
+        (runpod/docs `api-reference-v2/registries/create-a-container-registry-credential`; v1 had
+        `POST /containerregistryauth`). Only 429s are retried, as for a pod create."""
+
+        def once() -> str:
+            resp = self._rest("POST", "/v2/registries", {"name": name, "username": username, "password": password})
+            if resp.status not in (200, 201):
+                raise rest_error(resp, "POST /v2/registries", self._secrets() + (password,))
+            body = resp.json()
+            if not isinstance(body, dict) or not body.get("id"):
+                raise ProviderError("RunPod answered a registry credential without an id", provider=PROVIDER,
+                                    status=resp.status)
+            return str(body["id"])
+
+        return self._retry(once, "create registry credential", retry_if=lambda e: isinstance(e, RateLimitError))
+
+    def delete_registry_credential(self, credential_id: str) -> None:
+        """`DELETE /v2/registries/{id}`; 404 means already gone."""
+        path = f"/v2/registries/{credential_id}"
+
+        def once() -> None:
+            resp = self._rest("DELETE", path)
+            if resp.status in (200, 202, 204, 404):
+                return
+            raise rest_error(resp, f"DELETE {path}", self._secrets())
+
+        self._retry(once, "delete registry credential", policy=self.call.destroy_policy)
+
     def list_pods(self) -> list[dict[str, Any]]:
         """`GET /v2/pods` → `{"pods": [...]}` (v1 answered a bare list; accept both). No name filter (§2.6).
 

@@ -107,6 +107,38 @@ def test_community_capacity_error_from_graphql_is_no_capacity(runpod, sleeper):
     assert "no longer any instances available" in str(e.value) and sleeper.waits == []
 
 
+@pytest.mark.parametrize("cloud", ["SECURE", "COMMUNITY"])
+def test_private_image_pulls_with_a_per_pod_registry_credential_deleted_with_the_pod(runpod, sleeper, cloud):
+    """RunPod pulls a private image with a stored credential (v2 `POST /v2/registries`), named in the create as
+    `registry` (v2) or `containerRegistryAuthId` (GraphQL); lorarun makes one per pod and deletes it on destroy."""
+    from lorarun.provider_adapters.base import RegistryLogin
+
+    p = make(runpod, sleeper)
+    login = RegistryLogin("ghcr.io", "me", "ghp_secret_token")
+    inst = p.create(offer(cloud), spec(image="ghcr.io/me/engine:1", registry_login=login))
+    [made] = runpod.requests_to("POST", "/v2/registries")
+    assert made.json() == {"name": "lorarun-9c1d-ghcr.io", "username": "me", "password": "ghp_secret_token"}
+    [credential] = runpod.registries
+    if cloud == "SECURE":
+        assert runpod.requests_to("POST", "/v2/pods")[0].json()["registry"] == credential
+    else:
+        [call] = [r.json() for r in runpod.requests_to("POST", "/graphql")]
+        assert call["variables"]["input"]["containerRegistryAuthId"] == credential
+    assert runpod.pods[inst.id].registry == credential
+    assert all("ghp_secret_token" not in v for v in runpod.pods[inst.id].env.values())  # never on the pod
+    p.destroy(inst.id)
+    assert runpod.registries == {} and inst.id not in runpod.live_ids()
+
+
+def test_a_failed_create_deletes_the_credential_it_made(runpod, sleeper):
+    from lorarun.provider_adapters.base import RegistryLogin
+
+    runpod.set_capacity(RTX4090, "SECURE", 0)
+    with pytest.raises(NoCapacityError):
+        make(runpod, sleeper).create(offer("SECURE"), spec(registry_login=RegistryLogin("ghcr.io", "me", "tok")))
+    assert len(runpod.requests_to("POST", "/v2/registries")) == 1 and runpod.registries == {}
+
+
 def test_create_refuses_env_with_the_api_key(runpod, sleeper):
     with pytest.raises(ValueError):
         make(runpod, sleeper).create(offer(), spec(env=(("K", f"x{API_KEY}"),)))

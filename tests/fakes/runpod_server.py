@@ -80,6 +80,7 @@ class FakePod:
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
     started_at: str | None = None
     args: str = ""
+    registry: str | None = None  # the registry credential id the image is pulled with (private images)
     public_ip: bool = True  # Secure Cloud always; Community only when asked (supportPublicIp) or by luck
 
 
@@ -128,6 +129,10 @@ class FakeRunPod(FakeAPI):
         # 60caf0ed: the pod's runpodctl key "is scoped to that pod").
         self.pod_key_v2 = pod_key_v2
         self.pod_key_graphql = pod_key_graphql
+        # Registry credentials (REST v2 `/v2/registries`, runpod/docs `api-reference-v2/registries/
+        # create-a-container-registry-credential`): write-only, so the fake keeps the password only to let tests
+        # check what was stored; answers carry id and name alone.
+        self.registries: dict[str, dict[str, str]] = {}
         self.destroyed: list[str] = []
         self.spent_pod_keys: list[str] = []  # keys of terminated pods (a key outlives its pod only as a token)
         self._ports = itertools.count(40000)
@@ -169,6 +174,10 @@ class FakeRunPod(FakeAPI):
         if req.path.rstrip("/") == "/graphql" and req.method == "POST":
             return self._graphql(req)
         parts = req.path.rstrip("/").split("/")[1:]
+        if parts[:2] == ["v2", "registries"]:
+            if req.token() != self.api_key:  # account-level: a pod-scoped key never reaches credentials
+                return problem(401 if req.token() is None else 403, "access denied")
+            return self._registries(req, parts[2] if len(parts) == 3 else None)
         if parts[:2] != ["v2", "pods"]:
             return problem(404, "resource not found")
         token = req.token()
@@ -201,6 +210,25 @@ class FakeRunPod(FakeAPI):
         reply.headers.setdefault("RateLimit", '"minute";r=59;t=60, "hour";r=2999;t=3600, "day";r=49999;t=86400')
         reply.headers.setdefault("RateLimit-Policy", '"minute";q=60;w=60, "hour";q=3000;w=3600, "day";q=50000;w=86400')
         return reply
+
+    # -- REST v2 registry credentials -------------------------------------------------------------------------
+    def _registries(self, req: Request, credential_id: str | None) -> Reply:
+        with self.lock:
+            if credential_id is None and req.method == "POST":
+                body = req.json()
+                fields = ("name", "username", "password")
+                if not isinstance(body, dict) or not all(isinstance(body.get(f), str) and body[f] for f in fields):
+                    return problem(422, "Request validation failed.", errors=["$: name, username and password are required"])
+                if any(r["name"] == body["name"] for r in self.registries.values()):
+                    return problem(409, "a registry credential with this name exists")
+                new_id = "reg_" + secrets.token_hex(6)
+                self.registries[new_id] = {f: body[f] for f in fields}
+                return Reply(200, {"id": new_id, "name": body["name"]})
+            if credential_id is None and req.method == "GET":
+                return Reply(200, [{"id": k, "name": v["name"]} for k, v in self.registries.items()])
+            if credential_id is not None and req.method == "DELETE":
+                return Reply(204, None) if self.registries.pop(credential_id, None) else problem(404, "not found")
+        return problem(405, "method not allowed")
 
     # -- REST v2 pods (§2.3-§2.6) ---------------------------------------------------------------------------
     def _list(self, req: Request) -> Reply:
@@ -245,6 +273,7 @@ class FakeRunPod(FakeAPI):
             return problem(422, "Request validation failed.", errors=errors)
         if "cpu" in body:
             return problem(400, "CPU pods are not offered by this fake")
+        # `registry` names a credential id; whether an unknown id is refused is not documented: recorded as given.
         if "count" not in gpu:
             # RunPod's MCP found that a create without gpu.count fails with this misleading 400 (§2.3).
             return problem(400, "no instances available with the requested specifications")
@@ -268,7 +297,7 @@ class FakeRunPod(FakeAPI):
                           name=body["name"], image=body.get("image") or "", gpu_id=gtype["id"], gpu_count=count,
                           cloud=cloud, disk=int(body.get("disk") or 50), ports=list(body.get("ports") or []),
                           env=dict(body.get("env") or {}), cost=cost, pod_key="rpa_pod_" + secrets.token_hex(16),
-                          args=str(body.get("args") or ""),
+                          args=str(body.get("args") or ""), registry=body.get("registry"),
                           public_ip=cloud == "SECURE" or self.community_public_ip)
             self.capacity[(gtype["id"], cloud)] -= count
             self.pods[pod.id] = pod
@@ -320,7 +349,7 @@ class FakeRunPod(FakeAPI):
         # Every `required` property of v2's Pod schema; `gpu` is a GpuConfig: id and count only.
         return {
             "id": pod.id, "name": pod.name, "status": pod.status, "actions": actions, "image": pod.image,
-            "args": pod.args, "disk": pod.disk, "mounts": {}, "env": pod.env, "registry": None, "template": None,
+            "args": pod.args, "disk": pod.disk, "mounts": {}, "env": pod.env, "registry": pod.registry, "template": None,
             "gpu": {"id": pod.gpu_id, "count": pod.gpu_count},
             "cloud": pod.cloud, "dataCenterId": "US-KS-2", "cudaVersion": "12.8",
             "ports": pod.ports,
@@ -464,7 +493,8 @@ class FakeRunPod(FakeAPI):
                           disk=int(pod_input.get("containerDiskInGb") or 50),
                           ports=[p for p in str(pod_input.get("ports") or "").split(",") if p],
                           env=env, cost=round(price * count, 4), pod_key="rpa_pod_" + secrets.token_hex(16),
-                          args=str(pod_input.get("dockerArgs") or ""), public_ip=public)
+                          args=str(pod_input.get("dockerArgs") or ""), public_ip=public,
+                          registry=pod_input.get("containerRegistryAuthId"))
             self.capacity[(gtype["id"], place)] -= count
             self.pods[pod.id] = pod
             if self.boot_polls <= 0:
