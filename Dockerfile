@@ -18,7 +18,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HOME=/workspace/.cache/huggingface
 WORKDIR /workspace
 EXPOSE 22
-# The start-up (image/startup/lorarun-startup.sh): keys from PUBLIC_KEY, provider variables for SSH sessions, the
+# The start-up (image/instance/startup/lorarun-startup.sh): keys from PUBLIC_KEY, provider variables for SSH sessions, the
 # lease watchdog, then sshd in the foreground. Vast's ssh run types replace it and call it from onstart instead.
 ENTRYPOINT ["/usr/local/bin/lorarun-startup"]
 
@@ -32,7 +32,7 @@ RUN apt-get update \
  && sed -i -E 's/^#?[[:space:]]*(PasswordAuthentication|PermitRootLogin|KbdInteractiveAuthentication|ChallengeResponseAuthentication)[[:space:]].*$/# lorarun: see sshd_config.d\/lorarun.conf/' /etc/ssh/sshd_config
 
 # The engine extra's dependencies, from pyproject.toml alone (torch comes from the base and satisfies the pin).
-COPY pyproject.toml image/startup/engine_requirements.py /opt/lorarun/deps/
+COPY pyproject.toml image/instance/startup/engine_requirements.py /opt/lorarun/deps/
 RUN PY="$(command -v python3 || command -v python)" \
  && "$PY" /opt/lorarun/deps/engine_requirements.py /opt/lorarun/deps/pyproject.toml > /opt/lorarun/deps/requirements.txt \
  && "$PY" -m pip install -r /opt/lorarun/deps/requirements.txt
@@ -42,8 +42,8 @@ RUN PY="$(command -v python3 || command -v python)" \
 # the PyTorch images), so the controller runs /usr/local/bin/lorarun-python, never a bare python3.
 COPY . /opt/lorarun/src/
 RUN PY="$(command -v python3 || command -v python)" \
- && install -m 755 /opt/lorarun/src/image/startup/lorarun-startup.sh /usr/local/bin/lorarun-startup \
- && install -m 644 /opt/lorarun/src/image/startup/sshd_lorarun.conf /etc/ssh/sshd_config.d/lorarun.conf \
+ && install -m 755 /opt/lorarun/src/image/instance/startup/lorarun-startup.sh /usr/local/bin/lorarun-startup \
+ && install -m 644 /opt/lorarun/src/image/instance/startup/sshd_lorarun.conf /etc/ssh/sshd_config.d/lorarun.conf \
  && printf '#!/bin/sh\n# the interpreter that has lorarun installed (see /usr/local/bin/lorarun-startup)\nexec %s "$@"\n' "$PY" > /usr/local/bin/lorarun-python \
  && chmod 755 /usr/local/bin/lorarun-python \
  && "$PY" -m pip install --no-deps /opt/lorarun/src \

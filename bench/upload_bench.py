@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support (the loopback sshd)
 
-from lorarun.runner.remote.session import UPLOAD_CHANNELS, SSHParams, SSHTransport  # noqa: E402
+from lorarun.sshlink.session import UPLOAD_CHANNELS, SSHParams, SSHTransport  # noqa: E402
 from tests.support.sshd import SshdServer  # noqa: E402
 
 

@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .buckets import BucketSpec, Reso, make_bucket_resolutions, select_bucket, steps_per_epoch
-from .ranges import RANGES
+from lorarun.image.buckets import BucketSpec, Reso, make_bucket_resolutions, select_bucket, steps_per_epoch
+from lorarun.image.ranges import RANGES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CAPTION_EXTENSIONS = (".txt", ".caption")

@@ -2,7 +2,7 @@
 
 Torch-free on purpose: the laptop validates a job with these same classes, so a config the controller accepted is
 one the engine accepts. Names follow kohya's sd-scripts where kohya has a name for the thing, so a kohya user
-recognises every field (and `runner/kohya_toml.py` maps their TOML onto these).
+recognises every field (and `runner/job/kohya_toml.py` maps their TOML onto these).
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .flux_config import FluxConfig
-from .names import output_name_problem
-from .optimizer_args import optimizer_args_problems
-from .ranges import range_problems
-from .schema import ConfigError, from_mapping
+from lorarun.image.flux_config import FluxConfig
+from lorarun.image.names import output_name_problem
+from lorarun.image.optimizer_args import optimizer_args_problems
+from lorarun.image.ranges import range_problems
+from lorarun.image.schema import ConfigError, from_mapping
 
 FAMILIES = ("sd15", "sdxl", "flux")
 OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit", "Lion", "Prodigy",
@@ -247,7 +247,7 @@ class TrainingConfig:
             if "=" not in arg:
                 raise ConfigError(f"{where}.lr_scheduler_args: {arg!r} is not of the form key=value")
         if self.lr_scheduler == "cosine_with_min_lr" or self.lr_scheduler_args:
-            from .scheduler_args import check_scheduler_args
+            from lorarun.image.scheduler_args import check_scheduler_args
 
             check_scheduler_args(self, where)
 

@@ -2,7 +2,7 @@
 
 Names follow kohya's sd-scripts `flux_train_network.py` where it has one (`guidance_scale`, `timestep_sampling`,
 `discrete_flow_shift`, `sigmoid_scale`, `model_prediction_type`, `t5xxl_max_token_length`, `apply_t5_attn_mask`,
-`clip_l`, `t5xxl`, `ae`), so a kohya Flux TOML maps onto it key for key (`runner/kohya_toml.py`).
+`clip_l`, `t5xxl`, `ae`), so a kohya Flux TOML maps onto it key for key (`runner/job/kohya_toml.py`).
 
 Defaults are the ones the kohya README recommends for Flux.1-dev LoRAs (`--timestep_sampling shift
 --discrete_flow_shift 3.1582 --model_prediction_type raw --guidance_scale 1.0`); schnell is a timestep-distilled
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .schema import ConfigError
+from lorarun.image.schema import ConfigError
 
 FLAVOURS = ("dev", "schnell", "krea")
 # The hub repositories the parts come from when a job names only a flavour or a single-file transformer.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import math
 
-from .schema import ConfigError
+from lorarun.image.schema import ConfigError
 
 
 def parse_kohya_args(args: tuple[str, ...]) -> dict:

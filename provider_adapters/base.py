@@ -76,7 +76,7 @@ class SSHEndpoint:
 @dataclass(frozen=True)
 class RegistryLogin:
     """Credentials the provider uses to pull a private image (never sent to the instance). From Docker's own
-    config on the laptop (runner/image_build.py `registry_login`); the token never shows in a repr or log."""
+    config on the laptop (runner/run/image_build.py `registry_login`); the token never shows in a repr or log."""
 
     registry: str
     username: str
@@ -131,7 +131,7 @@ class DestroyWay:
 
 @dataclass(frozen=True)
 class DestroyCheck:
-    """How the instance can look, with its own key, whether it still exists (see image/self_destroy.py styles)."""
+    """How the instance can look, with its own key, whether it still exists (see image/instance/self_destroy.py styles)."""
 
     style: str  # "vast_show" | "runpod_rest" | "runpod_graphql"
     url: str
@@ -143,7 +143,7 @@ class SelfDestruct:
 
     The agent tries `ways` in order and counts one only once a `checks` entry shows the instance gone. The id and
     key are read from `$<id_env>` / `$<key_env>` (environment or `/proc/1/environ`). `to_dict()` is the JSON the
-    controller hands to the agent (image/self_destroy.py reads it; the engine side never imports adapters).
+    controller hands to the agent (image/instance/self_destroy.py reads it; the engine side never imports adapters).
     """
 
     id_env: str

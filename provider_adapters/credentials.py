@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .errors import CredentialsMissing
+from lorarun.provider_adapters.errors import CredentialsMissing
 
 ENV_VARS = {"vastai": "VAST_API_KEY", "runpod": "RUNPOD_API_KEY"}
 CONSOLE_KEY_PAGES = {

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import requests
 
-from .errors import ProviderError, TransientError
+from lorarun.provider_adapters.errors import ProviderError, TransientError
 
 log = logging.getLogger(__name__)
 

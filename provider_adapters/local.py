@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SelfDestruct
+from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SelfDestruct
 
 
 def _local_gpu() -> tuple[str, int, float]:

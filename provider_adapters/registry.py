@@ -9,12 +9,12 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .base import Provider
-from .credentials import ENV_VARS, find_api_key
+from lorarun.provider_adapters.base import Provider
+from lorarun.provider_adapters.credentials import ENV_VARS, find_api_key
 
 _FACTORIES: dict[str, str] = {
-    "vastai": "lorarun.provider_adapters.vastai:VastProvider",
-    "runpod": "lorarun.provider_adapters.runpod:RunPodProvider",
+    "vastai": "lorarun.provider_adapters.vastai.adapter:VastProvider",
+    "runpod": "lorarun.provider_adapters.runpod.adapter:RunPodProvider",
     "ssh": "lorarun.provider_adapters.ssh:SSHProvider",
     "local": "lorarun.provider_adapters.local:LocalProvider",
 }

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from .errors import ProviderError, RateLimitError
+from lorarun.provider_adapters.errors import ProviderError, RateLimitError
 
 log = logging.getLogger(__name__)
 

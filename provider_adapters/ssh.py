@@ -21,21 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorarun.sshlink.errors import (
-    AuthenticationFailed,
-    ConnectionLost,
-    HostKeyChanged,
-    RemoteCommandError,
-    RemoteError,
-    RemoteTimeout,
-)
+from lorarun.sshlink.errors import AuthenticationFailed, ConnectionLost, HostKeyChanged, RemoteCommandError, RemoteError, RemoteTimeout
 from lorarun.sshlink.session import RetryPolicy as LinkRetry
 from lorarun.sshlink.session import SSHParams, SSHTransport
 from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR
 
-from .base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SSHEndpoint
-from .errors import AuthError, ProviderError, TransientError
-from .retry import DEFAULT_POLICY, RetryPolicy, call
+from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SSHEndpoint
+from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
+from lorarun.provider_adapters.retry import DEFAULT_POLICY, RetryPolicy, call
 
 CPU_ONLY = "none (CPU only)"
 # Killing a job on the user's machine is cheap to retry but the host may be asleep: about two minutes.

@@ -117,7 +117,7 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
             message = template.format(msg=msg, provider=getattr(exc, "provider", "") or "provider")
             return code, message
     try:
-        from .remote.errors import RemoteError
+        from lorarun.sshlink.errors import RemoteError
 
         if isinstance(exc, RemoteError):
             return 1, f"remote: {_first_line(exc)}"

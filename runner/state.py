@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import JobBusy, JobNotFound
+from lorarun.runner.errors import JobBusy, JobNotFound
 
 PHASES = ("created", "validate", "estimate", "provision", "wait", "upload", "run", "monitor", "finish",
           "teardown", "done", "failed", "kept")

@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..engine_config import EngineConfig
-from ..schema import ConfigError
+from lorarun.image.engine_config import EngineConfig
+from lorarun.image.schema import ConfigError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +32,7 @@ def _fail_config(path: Path, message: str) -> int:
     """A config that does not parse still gets its `failed` event, if the output_dir can be read from it."""
     try:
         output_dir = json.loads(path.read_text(encoding="utf-8"))["output_dir"]
-        from .events import EventLog, one_line
+        from lorarun.image.engine.events import EventLog, one_line
 
         log = EventLog(Path(output_dir))
         log.emit("failed", reason=one_line(message))
@@ -46,7 +46,7 @@ def _fail_config(path: Path, message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "prepare-assets":
-        from .assets import prepare_all
+        from lorarun.image.engine.assets import prepare_all
 
         for folder in prepare_all(args.dir):
             print(folder)
@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail_config(args.config, str(exc).splitlines()[0])
     except (OSError, ValueError) as exc:
         return _fail_config(args.config, f"cannot read {args.config}: {exc}".splitlines()[0])
-    from .launch import distributed_command, wanted_processes
+    from lorarun.image.engine.launch import distributed_command, wanted_processes
 
     processes = wanted_processes(args.num_processes, cfg.device)
     if processes > 1:
-        from .launch import run_distributed
+        from lorarun.image.engine.launch import run_distributed
 
         return run_distributed(distributed_command(processes, argv if argv is not None else sys.argv[1:]),
                                Path(cfg.output_dir))
-    from .train import train
+    from lorarun.image.engine.train import train
 
     return train(cfg, step_event_interval_s=args.step_event_interval)
 

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .tokenizer import ASSETS, default_cache_dir, write_tokenizer_files
+from lorarun.image.engine.tokenizer import ASSETS, default_cache_dir, write_tokenizer_files
 
 CONFIGS = ASSETS / "configs"
 # tokenizer folder → pad token: SD1.5 and SDXL's first tokenizer pad with <|endoftext|>; SD2 and SDXL's second
@@ -46,7 +46,7 @@ def pipeline_config_dir(family: str, *, v2: bool = False, v_pred: bool = False, 
 
 def prepare_all(cache_dir: Path | None = None) -> list[Path]:
     """Every folder the engine may need offline (for the Docker build)."""
-    from .tokenizer import tokenizer_dir
+    from lorarun.image.engine.tokenizer import tokenizer_dir
 
     folders = [tokenizer_dir("clip_l", cache_dir), tokenizer_dir("clip_g", cache_dir)]
     for family, v2 in (("sd15", False), ("sd15", True), ("sdxl", False)):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..buckets import BucketSpec
-from ..dataset_scan import DatasetScan, scan_dataset
-from ..schema import ConfigError
-from .optim import resolve_optimizer
+from lorarun.image.buckets import BucketSpec
+from lorarun.image.dataset_scan import DatasetScan, scan_dataset
+from lorarun.image.schema import ConfigError
+from lorarun.image.engine.optim import resolve_optimizer
 
 
 def scan(cfg) -> DatasetScan:
@@ -25,7 +25,7 @@ def scan(cfg) -> DatasetScan:
 def preflight(cfg, data: DatasetScan, cuda: bool) -> str:
     """Raise ConfigError for a job that cannot run here; return the optimizer that will run."""
     if cfg.model.family == "flux":
-        from .flux.models import check_quantization
+        from lorarun.image.engine.flux.models import check_quantization
 
         check_quantization(cfg.flux, cuda)
     if cfg.model.base.startswith("builtin:") and cfg.model.base != f"builtin:tiny-{cfg.model.family}":

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from ..dataset_scan import DatasetScan
+from lorarun.image.dataset_scan import DatasetScan
 
 Reso = tuple[int, int]
 
@@ -237,7 +237,7 @@ def encode_text(family: str, text_encoders: list, token_ids: list[torch.Tensor],
     """SD1.5: last layer, or layer -clip_skip followed by the final layer norm (kohya / A1111 clip skip).
     SDXL: penultimate layer of both encoders, concatenated; pooled = CLIP-G projection (as kohya and diffusers).
     The encoders may be DDP-wrapped (text-encoder training), hence `device` is passed and not read off them."""
-    from .lora import unwrap
+    from lorarun.image.engine.lora import unwrap
 
     if family == "sdxl":
         hidden, pooled = [], None

@@ -10,7 +10,7 @@ import os
 import threading
 from pathlib import Path
 
-from .events import EventLog, PhaseProgress
+from lorarun.image.engine.events import EventLog, PhaseProgress
 
 
 def hub_cache_dir() -> Path:

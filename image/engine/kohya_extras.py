@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .lora import LoraDropout
-from .optim import adaptive_lr_warning
-from .step import LossOptions
+from lorarun.image.engine.lora import LoraDropout
+from lorarun.image.engine.optim import adaptive_lr_warning
+from lorarun.image.engine.step import LossOptions
 
 
 def lora_dropout(t) -> LoraDropout:

@@ -61,7 +61,7 @@ def run_distributed(command: list[str], output_dir: Path) -> int:
     if code != 0 and last not in ("failed", "stopped", "finished"):
         # a non-main rank died (its own error is in the log) and took the run down: the controller still gets
         # its one `failed` event
-        from .events import EventLog
+        from lorarun.image.engine.events import EventLog
 
         log = EventLog(output_dir)
         log.emit("failed", reason=f"a training process exited with code {code}; see the engine log")

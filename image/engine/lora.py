@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 
-from .kohya_keys import TEXT_ENCODER_TARGETS, UNET_CONV3X3_TARGETS, UNET_RESNET_OTHER_TARGETS, UNET_TARGETS
+from lorarun.image.engine.kohya_keys import TEXT_ENCODER_TARGETS, UNET_CONV3X3_TARGETS, UNET_RESNET_OTHER_TARGETS, UNET_TARGETS
 
 ADAPTER = "default"
 

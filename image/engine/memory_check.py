@@ -5,12 +5,12 @@ from __future__ import annotations
 
 def memory_warning(cfg, available_gb: float) -> str | None:
     """None when the run should fit; otherwise what to change (lower batch_size, gradient checkpointing, …)."""
-    from .. import memory
+    from lorarun.image import memory
 
     return memory.suggest_for_config(cfg, available_gb) or None
 
 
 def estimated_gb(cfg) -> float:
-    from .. import memory
+    from lorarun.image import memory
 
     return memory.estimate_for_config(cfg)

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine_config import ModelConfig
+from lorarun.image.engine_config import ModelConfig
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -50,7 +50,7 @@ def load_model(mcfg: ModelConfig, asset_cache: Path | None = None) -> Model:
     base = mcfg.base
     v_pred = bool(mcfg.v_parameterization)
     if base.startswith("builtin:"):
-        from .tiny import build_tiny
+        from lorarun.image.engine.tiny import build_tiny
 
         family = base.split("-", 1)[1]
         parts = build_tiny(family)
@@ -97,7 +97,7 @@ def _load_single_file(mcfg: ModelConfig, path: Path, asset_cache: Path | None) -
     tokenizers, so nothing is fetched from the hub (`from_single_file(..., config=<local folder>)`)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from .assets import pipeline_config_dir
+    from lorarun.image.engine.assets import pipeline_config_dir
 
     if not path.is_file():
         raise FileNotFoundError(f"model.base: checkpoint {path} not found")

@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from ..scheduler_args import parse_kohya_args, scheduler_kwargs
-from ..schema import ConfigError
+from lorarun.image.scheduler_args import parse_kohya_args, scheduler_kwargs
+from lorarun.image.schema import ConfigError
 
 
 def has_bitsandbytes() -> bool:

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .grid import compose_grid
-from .lora import set_lora_strength
+from lorarun.image.engine.grid import compose_grid
+from lorarun.image.engine.lora import set_lora_strength
 
 
 def _size(cfg) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
-from .kohya_keys import is_conv3x3_target, kohya_tensor_keys, plan_modules
+from lorarun.image.engine.kohya_keys import is_conv3x3_target, kohya_tensor_keys, plan_modules
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 MODELSPEC_VERSION = "1.0.1"

@@ -40,7 +40,7 @@ SCHEDULER = dict(
 def _clip_config(hidden: int, layers: int, act: str, projection_dim: int | None = None):
     from transformers import CLIPTextConfig
 
-    from .tokenizer import VOCAB_SIZE
+    from lorarun.image.engine.tokenizer import VOCAB_SIZE
 
     return CLIPTextConfig(
         vocab_size=VOCAB_SIZE, hidden_size=hidden, intermediate_size=hidden * 2, num_attention_heads=4,
@@ -64,7 +64,7 @@ def build_tiny(family: str) -> TinyParts:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from .tokenizer import load_tokenizer
+    from lorarun.image.engine.tokenizer import load_tokenizer
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)

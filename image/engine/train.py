@@ -21,17 +21,16 @@ from pathlib import Path
 
 import torch
 
-from ..engine_config import EngineConfig
-from ..schema import ConfigError
-from . import checks, data, kohya_extras, state
-from .events import EventLog, PhaseProgress, one_line
-from .kohya_keys import te_prefixes
-from .lora import (add_dropout_hooks, add_text_encoder_lora, add_unet_lora, apply_max_norm_regularization,
-                   load_lora_state_dict, lora_state_dict, unwrap)
-from .memory_check import estimated_gb, memory_warning
-from .optim import build_optimizer, build_scheduler, warmup_steps
-from .step import NoiseSchedule, diffusion_loss
-from .save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
+from lorarun.image.engine_config import EngineConfig
+from lorarun.image.schema import ConfigError
+from lorarun.image.engine import checks, data, kohya_extras, state
+from lorarun.image.engine.events import EventLog, PhaseProgress, one_line
+from lorarun.image.engine.kohya_keys import te_prefixes
+from lorarun.image.engine.lora import add_dropout_hooks, add_text_encoder_lora, add_unet_lora, apply_max_norm_regularization, load_lora_state_dict, lora_state_dict, unwrap
+from lorarun.image.engine.memory_check import estimated_gb, memory_warning
+from lorarun.image.engine.optim import build_optimizer, build_scheduler, warmup_steps
+from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
+from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
 STOP_CHECK_EVERY = 4  # optimizer steps between stop checks in a data-parallel run
@@ -124,7 +123,7 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
 def _trainer_class(cfg):
     """Flux has its own trainer (image/engine/flux/); it reuses this one's loop and outputs."""
     if cfg.model.family == "flux":
-        from .flux.trainer import FluxTrainer
+        from lorarun.image.engine.flux.trainer import FluxTrainer
 
         return FluxTrainer
     return Trainer
@@ -168,7 +167,7 @@ class Trainer:
         self.cache_text = t.cache_text_encoder_outputs and not self.trains_te and not d.caption_varies
         self.global_step = 0
         self.position = (0, 0)  # (epoch, batch) being trained, for messages
-        from .fast.trainer_glue import decide_for  # the fast step (fast/): same math, fewer kernels
+        from lorarun.image.engine.fast.trainer_glue import decide_for  # the fast step (fast/): same math, fewer kernels
 
         self.fast_decision = decide_for(cfg, cuda=self.device.type == "cuda", world=self.world, mixed=mixed,
                                         optimizer_name=optimizer_name)
@@ -183,11 +182,11 @@ class Trainer:
         found = state.find_latest(self.work_dir / "state")
         self.resume_from_step = found[1].global_step if found else None
         self._emit_started()
-        from .models import load_model
+        from lorarun.image.engine.models import load_model
 
         torch.manual_seed(t.seed)
         if _is_hub_id(cfg.model.base):
-            from .download_watch import DownloadWatch
+            from lorarun.image.engine.download_watch import DownloadWatch
 
             with DownloadWatch(self.events, cfg.model.base):
                 self.model = load_model(cfg.model)
@@ -322,7 +321,7 @@ class Trainer:
                     encoder.requires_grad_(False)
         cuda = self.device.type == "cuda"
         if self.fast_decision.options is not None:  # one process: nothing for accelerate to prepare
-            from .fast.trainer_glue import prepare_for_trainer
+            from lorarun.image.engine.fast.trainer_glue import prepare_for_trainer
 
             self.fast = prepare_for_trainer(self, unet, groups)
             self.unet, self.optimizer, self.params = self.fast.unet, self.fast.optimizer, self.fast.clip_params
@@ -563,7 +562,7 @@ class Trainer:
 
     def _samples(self, label: str) -> None:
         if self.accel.is_main_process:
-            from .sample import render_samples
+            from lorarun.image.engine.sample import render_samples
 
             prompts = list(self.cfg.sample.prompts)
             with self._sampling_mode():
@@ -576,7 +575,7 @@ class Trainer:
 
     def _grid(self) -> None:
         if self.accel.is_main_process:
-            from .sample import render_grid
+            from lorarun.image.engine.sample import render_grid
 
             prompt = self.cfg.sample.prompts[0] if self.cfg.sample.prompts else self.items[0].caption
             path = self.output_dir / f"{self.cfg.output_name}_grid.png"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import HostKeyChanged
+from lorarun.sshlink.errors import HostKeyChanged
 
 log = logging.getLogger(__name__)
 

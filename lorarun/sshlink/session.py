@@ -34,34 +34,10 @@ from typing import TypeVar
 
 import paramiko
 
-from .errors import (
-    AuthenticationFailed,
-    ConnectionLost,
-    HostKeyChanged,
-    RemoteCommandError,
-    RemoteError,
-    RemoteTimeout,
-    command_summary,
-)
-from .hostkeys import algorithms_for, check_or_pin, pinned_keys
-from .sftp_io import (
-    CHUNK,
-    MANIFEST_COMMAND,
-    PART_SUFFIX,
-    Counters,
-    LocalFile,
-    check_upload_list,
-    RemoteState,
-    StreamVerifier,
-    download,
-    list_files,
-    manifest_request,
-    parse_manifest,
-    sha256_file,
-    sha256_prefix,
-    upload_file,
-)
-from .transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
+from lorarun.sshlink.errors import AuthenticationFailed, ConnectionLost, HostKeyChanged, RemoteCommandError, RemoteError, RemoteTimeout, command_summary
+from lorarun.sshlink.hostkeys import algorithms_for, check_or_pin, pinned_keys
+from lorarun.sshlink.sftp_io import CHUNK, MANIFEST_COMMAND, PART_SUFFIX, Counters, LocalFile, check_upload_list, RemoteState, StreamVerifier, download, list_files, manifest_request, parse_manifest, sha256_file, sha256_prefix, upload_file
+from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

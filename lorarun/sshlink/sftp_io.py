@@ -29,8 +29,8 @@ from typing import BinaryIO
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
-from .errors import RemoteError
-from .transport import REMOTE_PYTHON_EXPR, ProgressFn
+from lorarun.sshlink.errors import RemoteError
+from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR, ProgressFn
 
 PART_SUFFIX = ".lorarun-part"  # partial uploads/downloads live under this name until they are complete
 CHUNK = 1 << 20  # local read size

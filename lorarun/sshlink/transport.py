@@ -6,7 +6,7 @@ The pipeline only talks to a `Transport`; `LocalTransport` (runner/remote/local.
 runs the agent is `$LORARUN_PYTHON`, else the image's fixed `/usr/local/bin/lorarun-python`, else `python3`.
 The fixed path matters: an SSH session does not get the container's ENV, and the CUDA/PyTorch base images keep
 their Python in /opt/conda/bin, on PATH only through that ENV, so a bare `python3` finds nothing (or the wrong
-interpreter) there. Our image and the stock-path install both create the fixed path (image/startup/).
+interpreter) there. Our image and the stock-path install both create the fixed path (image/instance/startup/).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .sftp_io import LocalFile
+    from lorarun.sshlink.sftp_io import LocalFile
 
 # progress(bytes_done, bytes_total) — fed to a rich progress bar by the caller.
 ProgressFn = Callable[[int, int], None]

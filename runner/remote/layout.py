@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from .transport import REMOTE_PYTHON_EXPR, REMOTE_WORKDIR_EXPR, Transport
+from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR, REMOTE_WORKDIR_EXPR, Transport
 
 
 @dataclass(frozen=True)

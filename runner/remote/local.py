@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import RemoteCommandError, RemoteTimeout
-from .sftp_io import LocalFile, check_upload_list, local_files, sha256_file
-from .transport import CommandResult, ProgressFn, TransferReport
+from lorarun.sshlink.errors import RemoteCommandError, RemoteTimeout
+from lorarun.sshlink.sftp_io import LocalFile, check_upload_list, local_files, sha256_file
+from lorarun.sshlink.transport import CommandResult, ProgressFn, TransferReport
 
 
 class LocalTransport:

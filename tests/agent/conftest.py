@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.image.agent import AgentConfig
+from lorarun.image.instance.agent import AgentConfig
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 T0 = 1_700_000_000.0  # fake "now" at the start of every test

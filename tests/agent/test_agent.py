@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.image import agent as agent_mod
-from lorarun.image.agent import Agent, AgentConfig
-from lorarun.image.self_destroy import SelfDestroyConfig, Way
+from lorarun.image.instance import agent as agent_mod
+from lorarun.image.instance.agent import Agent, AgentConfig
+from lorarun.image.instance.self_destroy import SelfDestroyConfig, Way
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 

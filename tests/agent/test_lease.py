@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from lorarun.image import lease as lease_mod
-from lorarun.image.lease import LEASE_FILE, Watchdog, effective_deadline, split_env, training_finished
+from lorarun.image.instance import lease as lease_mod
+from lorarun.image.instance.lease import LEASE_FILE, Watchdog, effective_deadline, split_env, training_finished
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 from .test_agent import KEY, engine_started, make_agent, status, vast_like
@@ -105,7 +105,7 @@ def test_watchdog_destroys_an_instance_no_agent_ever_reached(tmp_path, http_serv
 def test_watchdog_stands_by_while_the_agent_runs_and_exits_when_collected(tmp_path, http_server):
     job_dir = tmp_path / "job42"
     job_dir.mkdir()
-    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorarun.image.agent"])
+    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorarun.image.instance.agent"])
     try:
         (job_dir / "agent.pid").write_text(f"{agent.pid}\n")
         dog, clock = _watchdog(tmp_path, http_server, T0 + 60)
@@ -121,7 +121,7 @@ def test_watchdog_ends_the_instance_when_the_agent_died_and_nobody_collected(tmp
     job_dir = tmp_path / "job42"
     job_dir.mkdir()
     (job_dir / "agent.json").write_text(json.dumps({"grace_seconds": 30}))
-    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorarun.image.agent"])
+    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lorarun.image.instance.agent"])
     (job_dir / "agent.pid").write_text(f"{agent.pid}\n")
     dog, clock = _watchdog(tmp_path, http_server, T0 + 10_000)
     died = {}
@@ -147,7 +147,7 @@ def test_agent_cli_runs_the_watchdog(tmp_path, http_server):
     env = dict(os.environ, LORARUN_DEADLINE=str(int(time.time()) - 1), LORARUN_JOB_ID="job42",
                LORARUN_WORKDIR=str(tmp_path), CONTAINER_ID="5", CONTAINER_API_KEY=KEY,
                **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()))))
-    done = subprocess.run([sys.executable, "-m", "lorarun.image.agent", "watchdog", "--tick", "0.1"], env=env,
+    done = subprocess.run([sys.executable, "-m", "lorarun.image.instance.agent", "watchdog", "--tick", "0.1"], env=env,
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert [(r.method, r.path) for r in http_server.requests] == [("DELETE", "/api/v0/instances/5/")]

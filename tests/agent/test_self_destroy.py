@@ -1,4 +1,4 @@
-"""The instance destroying itself (image/self_destroy.py): several ways in order, each confirmed by reading the
+"""The instance destroying itself (image/instance/self_destroy.py): several ways in order, each confirmed by reading the
 instance back, against a recording server, the fake Vast and the fake RunPod APIs over real HTTP on 127.0.0.1,
 and an old-style `runpodctl` script on PATH."""
 from __future__ import annotations
@@ -16,10 +16,10 @@ from fakes.runpod_server import API_KEY as RP_KEY
 from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
-from lorarun.image import self_destroy as sd
-from lorarun.image.self_destroy import Check, HttpResult, SelfDestroyConfig, SelfDestroyer, Way
-from lorarun.provider_adapters.runpod import RunPodProvider
-from lorarun.provider_adapters.vastai import VastProvider
+from lorarun.image.instance import self_destroy as sd
+from lorarun.image.instance.self_destroy import Check, HttpResult, SelfDestroyConfig, SelfDestroyer, Way
+from lorarun.provider_adapters.runpod.adapter import RunPodProvider
+from lorarun.provider_adapters.vastai.adapter import VastProvider
 
 from .conftest import FakeClock, make_config, read_events
 
@@ -27,7 +27,7 @@ KEY = "instance-key-s3cr3t-0123456789"
 
 
 def plan(provider) -> SelfDestroyConfig:
-    """What the controller hands the agent: the adapter's plan through its JSON contract (runner/pipeline.py)."""
+    """What the controller hands the agent: the adapter's plan through its JSON contract (runner/run/pipeline.py)."""
     return SelfDestroyConfig.from_dict(json.loads(json.dumps(provider.self_destruct().to_dict())))
 
 

@@ -19,8 +19,8 @@ from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
 from helpers_dataset import make_dataset, write_job
 from lorarun.image.ranges import RANGES
-from lorarun.runner.cli import main
-from lorarun.runner.spec import SECTIONS
+from lorarun.runner.cli.app import main
+from lorarun.runner.job.spec import SECTIONS
 
 SPEC_FIELDS = sorted(k for k in RANGES if k.split(".")[0] in SECTIONS
                      and k.split(".")[1] in {f.name for f in dataclasses.fields(SECTIONS[k.split(".")[0]])})

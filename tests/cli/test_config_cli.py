@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner import user_config
-from lorarun.runner.cli import main
-from lorarun.runner.validate import validate_job
+from lorarun.runner.job import user_config
+from lorarun.runner.cli.app import main
+from lorarun.runner.job.validate import validate_job
 
 from helpers_dataset import make_dataset, write_job
 from support.pty_run import PtyProcess

@@ -9,10 +9,10 @@ import pytest
 from fakes.vast_server import API_KEY, FakeVast
 from helpers_dataset import make_dataset
 from lorarun.provider_adapters.base import Offer
-from lorarun.runner.calibration import Measured, load_calibration, record_measurement
-from lorarun.runner.cli import main
-from lorarun.runner.estimate import estimate_offer, inputs_from_job
-from lorarun.runner.validate import validate_job
+from lorarun.runner.price.calibration import Measured, load_calibration, record_measurement
+from lorarun.runner.cli.app import main
+from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
+from lorarun.runner.job.validate import validate_job
 
 DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"
 

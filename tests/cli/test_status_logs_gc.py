@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobState, JobStore
 
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 
 from helpers_dataset import make_dataset, make_image, write_job
 

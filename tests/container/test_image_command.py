@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 
 from support.container import client
 

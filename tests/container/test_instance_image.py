@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from lorarun.provider_adapters.vastai import IMAGE_ONSTART
+from lorarun.provider_adapters.vastai.adapter import IMAGE_ONSTART
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
-from lorarun.runner.remote.transport import REMOTE_PYTHON_EXPR
+from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR
 
 from support.container import ContainerHost, InstanceDetails, ssh_run, wait_for_ssh
 

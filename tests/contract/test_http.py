@@ -12,8 +12,8 @@ from fakes.vast_server import API_KEY as VAST_KEY
 from lorarun.provider_adapters import http, retry
 from lorarun.provider_adapters.base import InstanceSpec, ResourceRequest
 from lorarun.provider_adapters.errors import TransientError
-from lorarun.provider_adapters.runpod import RunPodProvider
-from lorarun.provider_adapters.vastai import VastProvider
+from lorarun.provider_adapters.runpod.adapter import RunPodProvider
+from lorarun.provider_adapters.vastai.adapter import VastProvider
 
 SPEC = InstanceSpec(label="lorarun-http1", image="lorarun/trainer:1", disk_gb=20, ssh_public_key="ssh-ed25519 AAAA x")
 

@@ -8,16 +8,8 @@ import pytest
 from fakes.runpod_server import API_KEY, FakeRunPod
 from lorarun.provider_adapters import http, retry
 from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Offer, Provider, ResourceRequest, job_label
-from lorarun.provider_adapters.errors import (
-    AuthError,
-    InsufficientFundsError,
-    NoCapacityError,
-    PoolDeniedError,
-    ProviderError,
-    RateLimitError,
-    TransientError,
-)
-from lorarun.provider_adapters.runpod import RunPodProvider, parse_offer_id
+from lorarun.provider_adapters.errors import AuthError, InsufficientFundsError, NoCapacityError, PoolDeniedError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.runpod.adapter import RunPodProvider, parse_offer_id
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRunpodJobKey lorarun-job"
 RTX4090 = "NVIDIA GeForce RTX 4090"
@@ -394,8 +386,8 @@ def test_urls_from_env(runpod, sleeper, monkeypatch):
 
 def test_a_403_pool_is_skipped_by_the_offer_fallback_not_the_whole_submit(runpod, sleeper):
     """createPod's 403 means "skip this candidate, keep going" (runpod/docs api-reference-v2 createPod)."""
-    from lorarun.runner.estimate import Estimate, Phases
-    from lorarun.runner.offer_choice import create_cheapest
+    from lorarun.runner.price.estimate import Estimate, Phases
+    from lorarun.runner.price.offer_choice import create_cheapest
 
     p = make(runpod, sleeper)
     offers = p.offers(ResourceRequest(gpu_names=("RTX 4090", "RTX 3090"), secure_cloud_only=True))

@@ -8,16 +8,8 @@ import pytest
 from fakes.vast_server import API_KEY, FakeVast
 from lorarun.provider_adapters import retry
 from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Provider, ResourceRequest, job_label
-from lorarun.provider_adapters.errors import (
-    AuthError,
-    CreateFailed,
-    InsufficientFundsError,
-    OfferGoneError,
-    ProviderError,
-    RateLimitError,
-    TransientError,
-)
-from lorarun.provider_adapters.vastai import IMAGE_ONSTART, VastProvider
+from lorarun.provider_adapters.errors import AuthError, CreateFailed, InsufficientFundsError, OfferGoneError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.vastai.adapter import IMAGE_ONSTART, VastProvider
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJobkeyjobkeyjobkey lorarun-job"
 

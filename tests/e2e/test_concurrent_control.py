@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 from lorarun.runner.errors import JobBusy, JobNotFound
 from lorarun.runner.state import JobState, JobStore
 
@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 
 
 def _submit_process(job: Path) -> subprocess.Popen:
-    code = "import sys; from lorarun.runner.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, "submit", str(job), "--yes"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
                             start_new_session=True)

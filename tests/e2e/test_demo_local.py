@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
 
 torch = pytest.importorskip("torch")

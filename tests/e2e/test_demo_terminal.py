@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.monitor import read_jsonl
+from lorarun.runner.run.monitor import read_jsonl
 from lorarun.runner.state import JobStore
 
 from support.pty_run import PtyProcess

@@ -1,9 +1,7 @@
 """kohya key conversion: pure functions, no torch."""
 import pytest
 
-from lorarun.image.engine.kohya_keys import (
-    is_conv3x3_target, plan_modules, sgm_unet_path, te_prefixes, text_encoder_module_name, unet_module_name,
-)
+from lorarun.image.engine.kohya_keys import is_conv3x3_target, plan_modules, sgm_unet_path, te_prefixes, text_encoder_module_name, unet_module_name
 
 
 @pytest.mark.parametrize("diffusers_path, sgm", [

@@ -35,7 +35,7 @@ def test_a_non_finite_loss_stops_the_run_with_a_failed_event(tmp_path, dataset, 
     assert steps and all(e["loss"] == e["loss"] for e in steps), "a NaN loss was reported as progress"
     assert f"by step {steps[-1]['step'] + 1} " in failed["reason"]  # stopped at the first step whose loss was NaN
     # Nothing after the loss turned NaN was saved, no final LoRA; what was saved before is finite.
-    from lorarun.runner.verify import inspect_safetensors
+    from lorarun.runner.run.verify import inspect_safetensors
 
     assert not (tmp_path / "out" / "tiny.safetensors").exists()
     for saved in (tmp_path / "out").glob("*.safetensors"):

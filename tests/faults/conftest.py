@@ -58,7 +58,7 @@ def _instances_alive(clouds) -> int:
 
 def _outputs_lost(home: Path) -> int:
     """Outputs the engine announced (events the controller pulled) that are not in the output folder intact."""
-    from lorarun.runner.remote.sftp_io import sha256_file
+    from lorarun.sshlink.sftp_io import sha256_file
 
     lost = 0
     jobs = home / "jobs"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner import connect
-from lorarun.runner.cli import main
-from lorarun.runner.monitor import JobMonitor
+from lorarun.runner.run import connect
+from lorarun.runner.cli.app import main
+from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.state import JobStore
 

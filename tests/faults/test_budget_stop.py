@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from lorarun.runner.budget import SpendTracker
-from lorarun.runner.cli import main
-from lorarun.runner.monitor import JobMonitor
+from lorarun.runner.price.budget import SpendTracker
+from lorarun.runner.cli.app import main
+from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 
 from support.cloud import tiny_job

@@ -20,7 +20,7 @@ from .test_faults import only_state, submit
 pytestmark = pytest.mark.slow
 
 # RunPod's cheapest offers are Community ones, rented through GraphQL podFindAndDeployOnDemand (it alone can ask
-# for a public IP: provider_adapters/runpod.py); the fault is put on that one operation of /graphql.
+# for a public IP: provider_adapters/runpod/adapter.py); the fault is put on that one operation of /graphql.
 CREATE_PATH = {"vastai": ("PUT", "/api/v0/asks/", b""), "runpod": ("POST", "/graphql", b"podFindAndDeployOnDemand")}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorarun.runner import monitor as monitor_mod
+from lorarun.runner.run import monitor as monitor_mod
 
 from support.cloud import tiny_job
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 def _kill_agent_and_engine(cloud, fault) -> None:
     iid = only_state().instance_id
-    for what in ("lorarun.image.agent", "lorarun.image.engine"):
+    for what in ("lorarun.image.instance.agent", "lorarun.image.engine"):
         killed = cloud.host.kill_processes(iid, what)
         assert killed, f"nothing matched {what} on the instance"
         fault.inject(f"SIGKILL {what.rsplit('.', 1)[1]} on the instance")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from lorarun.provider_adapters import retry
-from lorarun.runner import connect, pipeline
-from lorarun.runner.cli import main
-from lorarun.runner.monitor import JobMonitor
-from lorarun.runner.remote.session import RetryPolicy
+from lorarun.runner.run import connect, pipeline
+from lorarun.runner.cli.app import main
+from lorarun.runner.run.monitor import JobMonitor
+from lorarun.sshlink.session import RetryPolicy
 from lorarun.runner.state import JobStore
 
 from support.cloud import tiny_job
@@ -94,7 +94,7 @@ def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, c
     """The worst moment: the provider rented the machine, our process is interrupted before using the answer."""
     fault.inject("Ctrl-C right after create returned", "exit 130, the id recorded, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
-    provider_cls = type(connect.make_provider(__import__("lorarun.runner.spec", fromlist=["Resources"]).Resources(
+    provider_cls = type(connect.make_provider(__import__("lorarun.runner.job.spec", fromlist=["Resources"]).Resources(
         provider=vast_cloud.name)))
     original = provider_cls.create
 
@@ -256,7 +256,7 @@ def test_destroy_survives_a_429_and_5xx_storm(cloud, tmp_path, capsys, fault):
 
 # ---- the controller dies ------------------------------------------------------------------------------------
 def _controller(job: Path, *extra: str) -> subprocess.Popen:
-    code = "import sys; from lorarun.runner.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, "submit", str(job), "--yes", *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ), start_new_session=True)

@@ -2,7 +2,7 @@
 
 - The controller dies between create() and the agent's start: before, nothing on the instance would ever destroy
   it. Now the instance gets LORARUN_DEADLINE at create time and its start-up runs `lorarun-agent watchdog`
-  (modelled here by the fake host's boot command, as image/startup/lorarun-startup.sh does it), which destroys it.
+  (modelled here by the fake host's boot command, as image/instance/startup/lorarun-startup.sh does it), which destroys it.
 - A working lease much shorter than the healthy run: before, the agent stopped the job at the lease ("training
   failed: lease passed"); now the attached controller renews it while the job makes progress, and it finishes.
 """
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lorarun.runner import connect
+from lorarun.runner.run import connect
 from lorarun.runner.state import JobStore
 
 from support.cloud import tiny_job
@@ -25,7 +25,7 @@ from .test_faults import FAST_DESTROY, _controller, _kill_when, assert_torn_down
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
-WATCHDOG = (sys.executable, "-m", "lorarun.image.agent", "watchdog", "--tick", "0.5")
+WATCHDOG = (sys.executable, "-m", "lorarun.image.instance.agent", "watchdog", "--tick", "0.5")
 
 
 def test_controller_killed_before_the_agent_starts(cloud, tmp_path, fault):

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from lorarun.runner.cli import main
-from lorarun.runner.remote import session
+from lorarun.runner.cli.app import main
+from lorarun.sshlink import session
 
 from support.cloud import tiny_job
 

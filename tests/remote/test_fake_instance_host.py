@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lorarun.runner.remote.errors import ConnectionLost
+from lorarun.sshlink.errors import ConnectionLost
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
-from lorarun.runner.remote.session import RetryPolicy, SSHParams, SSHTransport
+from lorarun.sshlink.session import RetryPolicy, SSHParams, SSHTransport
 
 
 def _transport(host, port, key, tmp_path, name="kh") -> SSHTransport:

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from lorarun.runner.remote.errors import HostKeyChanged
-from lorarun.runner.remote.session import SSHTransport
+from lorarun.sshlink.errors import HostKeyChanged
+from lorarun.sshlink.session import SSHTransport
 
 
 def test_first_key_is_pinned_in_the_job_file(ssh_transport, ssh_params, sshd_server):

@@ -9,7 +9,7 @@ import paramiko
 import pytest
 
 from lorarun.runner.remote.keys import private_key_path, public_key_path, write_job_keypair
-from lorarun.runner.remote.session import SSHTransport
+from lorarun.sshlink.session import SSHTransport
 
 from support.fixtures import make_ssh_params
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lorarun.runner.remote.errors import ConnectionLost
-from lorarun.runner.remote.session import RetryPolicy, SSHTransport
+from lorarun.sshlink.errors import ConnectionLost
+from lorarun.sshlink.session import RetryPolicy, SSHTransport
 
 
 def test_command_after_a_dropped_connection_reconnects(ssh_transport, sshd_server):

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.remote.errors import RemoteCommandError, RemoteTimeout
-from lorarun.runner.remote.transport import REMOTE_WORKDIR_EXPR, Transport
+from lorarun.sshlink.errors import RemoteCommandError, RemoteTimeout
+from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, Transport
 
 
 def test_implements_every_transport_method_with_its_parameters():
-    from lorarun.runner.remote.session import SSHTransport
+    from lorarun.sshlink.session import SSHTransport
 
     for name, fn in vars(Transport).items():
         if name.startswith("_") or not callable(fn):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.remote.errors import RemoteError
-from lorarun.runner.remote.session import PART_SUFFIX
-from lorarun.runner.remote.transport import REMOTE_WORKDIR_EXPR
+from lorarun.sshlink.errors import RemoteError
+from lorarun.sshlink.session import PART_SUFFIX
+from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR
 
 
 def _make_tree(root: Path) -> dict[str, bytes]:

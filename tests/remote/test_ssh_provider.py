@@ -15,8 +15,8 @@ from lorarun.provider_adapters.base import LABEL_PREFIX, InstanceSpec, InstanceS
 from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
 from lorarun.provider_adapters.ssh import CPU_ONLY, SSHHostConfig, SSHProvider, parse_nvidia_smi
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
-from lorarun.runner.remote.session import SSHTransport
-from lorarun.runner.spec import Resources
+from lorarun.sshlink.session import SSHTransport
+from lorarun.runner.job.spec import Resources
 
 from support.fixtures import make_ssh_params
 from support.sshd import SshdServer, sshd_available

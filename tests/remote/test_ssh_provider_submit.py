@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
 
 from support.cloud import tiny_job

@@ -65,7 +65,7 @@ def test_base_image() -> str:
 
 def engine_image(base: str) -> str:
     """The real Dockerfile on `base`, built through `lorarun image build`'s code; reused while the tree is unchanged."""
-    from lorarun.runner import image_build
+    from lorarun.runner.run import image_build
 
     tag = image_build.resolve_tag("lorarun-test-engine", None, image_build.content_hash(REPO, base))
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.remote.session import RetryPolicy, SSHParams, SSHTransport
+from lorarun.sshlink.session import RetryPolicy, SSHParams, SSHTransport
 
 from .sshd import FakeInstanceHost, SshdInfo, SshdServer, sshd_available
 

@@ -24,7 +24,7 @@ class PtyProcess:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         full_env = {**os.environ, **(env or {}), "TERM": "xterm-256color", "COLUMNS": str(columns)}
         full_env.pop("NO_COLOR", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "lorarun.runner.cli", *args], stdin=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "lorarun.runner.cli.app", *args], stdin=slave,
                                      stdout=slave, stderr=slave, env=full_env, cwd=cwd, close_fds=True,
                                      start_new_session=True)
         os.close(slave)

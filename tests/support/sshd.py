@@ -320,7 +320,7 @@ class FakeInstanceHost:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="lorarun-fakehost-"))
         self.servers: dict[str, SshdServer] = {}
         # What the image's start-up runs at boot, before any controller connects (e.g. `lorarun-agent watchdog`,
-        # as image/startup/lorarun-startup.sh starts it); None: nothing.
+        # as image/instance/startup/lorarun-startup.sh starts it); None: nothing.
         self.boot_command: tuple[str, ...] | None = None
 
     def on_create(self, instance_id: str, env: tuple[tuple[str, str], ...] | dict, public_key: str) -> tuple[str, int]:

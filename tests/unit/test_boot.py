@@ -1,4 +1,4 @@
-"""Failed starts and silent SSH ports (runner/boot.py) with an in-memory provider and a stand-in pipeline."""
+"""Failed starts and silent SSH ports (runner/run/boot.py) with an in-memory provider and a stand-in pipeline."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from lorarun.provider_adapters.base import Instance, InstanceStatus, Offer, SSHEndpoint
 from lorarun.provider_adapters.errors import ProviderError
-from lorarun.runner import boot
-from lorarun.runner.estimate import Estimate, Phases
-from lorarun.runner.poller import Clock
+from lorarun.runner.run import boot
+from lorarun.runner.price.estimate import Estimate, Phases
+from lorarun.runner.run.poller import Clock
 
 
 class Provider:

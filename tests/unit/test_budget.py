@@ -2,8 +2,8 @@
 import pytest
 
 from lorarun.provider_adapters.base import Instance, InstanceStatus, Offer
-from lorarun.runner.budget import SpendTracker, lease_seconds
-from lorarun.runner.estimate import Estimate, Phases
+from lorarun.runner.price.budget import SpendTracker, lease_seconds
+from lorarun.runner.price.estimate import Estimate, Phases
 
 
 class Clock:
@@ -104,7 +104,7 @@ def test_lease_has_a_floor_but_the_cost_cap_wins():
 def test_the_cost_ceiling_refuses_above_it_and_nan(monkeypatch, tmp_path):
     import math
 
-    from lorarun.runner.budget import DEFAULT_COST_CEILING, cost_ceiling, refuse_over_budget
+    from lorarun.runner.price.budget import DEFAULT_COST_CEILING, cost_ceiling, refuse_over_budget
     from lorarun.runner.errors import BudgetError, UserInputError
 
     monkeypatch.setenv("LORARUN_CONFIG", str(tmp_path / "config.toml"))
@@ -128,7 +128,7 @@ def test_the_cost_ceiling_refuses_above_it_and_nan(monkeypatch, tmp_path):
 def test_the_lease_is_always_finite_and_bounded():
     import math
 
-    from lorarun.runner.budget import MAX_LEASE_S, bounded_lease
+    from lorarun.runner.price.budget import MAX_LEASE_S, bounded_lease
 
     assert bounded_lease(math.nan) == MAX_LEASE_S and bounded_lease(math.inf) == MAX_LEASE_S
     assert bounded_lease(1e30) == MAX_LEASE_S and bounded_lease(3600) == 3600

@@ -12,7 +12,7 @@ import pytest
 
 from lorarun.image.checkpoint_probe import NotACheckpoint, probe_checkpoint
 from lorarun.runner.errors import SpecError
-from lorarun.runner.validate import validate_job
+from lorarun.runner.job.validate import validate_job
 
 from helpers_dataset import make_dataset, write_job
 

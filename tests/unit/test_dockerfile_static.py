@@ -13,8 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "Dockerfile").read_text()
-STARTUP = REPO / "image" / "startup" / "lorarun-startup.sh"
-SSHD_CONF = (REPO / "image" / "startup" / "sshd_lorarun.conf").read_text()
+STARTUP = REPO / "image" / "instance" / "startup" / "lorarun-startup.sh"
+SSHD_CONF = (REPO / "image" / "instance" / "startup" / "sshd_lorarun.conf").read_text()
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -70,14 +70,14 @@ def test_sshd_key_only_for_root():
     assert settings["passwordauthentication"] == "no"
     assert settings["kbdinteractiveauthentication"] == "no"
     assert settings["permitemptypasswords"] == "no"
-    assert "image/startup/sshd_lorarun.conf /etc/ssh/sshd_config.d/lorarun.conf" in DOCKERFILE
+    assert "image/instance/startup/sshd_lorarun.conf /etc/ssh/sshd_config.d/lorarun.conf" in DOCKERFILE
     assert ("EXPOSE", "22") in instructions()
 
 
 def test_entrypoint_is_the_startup_file_in_the_repo():
     ins = instructions()
     assert [a for w, a in ins if w == "ENTRYPOINT"] == ['["/usr/local/bin/lorarun-startup"]']
-    assert "image/startup/lorarun-startup.sh /usr/local/bin/lorarun-startup" in DOCKERFILE
+    assert "image/instance/startup/lorarun-startup.sh /usr/local/bin/lorarun-startup" in DOCKERFILE
     assert "/usr/local/bin/lorarun-python" in DOCKERFILE
 
 
@@ -92,10 +92,10 @@ def test_code_is_the_last_layer():
 def test_build_context_is_small():
     """.dockerignore keeps the virtualenv, git and the tests out of the context the SDK uploads."""
     pytest.importorskip("docker")
-    from lorarun.runner.image_build import context_files
+    from lorarun.runner.run.image_build import context_files
 
     files = context_files(REPO)
-    assert "Dockerfile" in files and "pyproject.toml" in files and "image/startup/lorarun-startup.sh" in files
+    assert "Dockerfile" in files and "pyproject.toml" in files and "image/instance/startup/lorarun-startup.sh" in files
     assert not [f for f in files if f.startswith((".venv", ".git/", "tests/", "bench/", "jobs/"))]
 
 

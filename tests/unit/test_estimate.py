@@ -9,16 +9,9 @@ from lorarun.image.buckets import BucketSpec
 from lorarun.image.dataset_scan import scan_dataset
 from lorarun.image.engine_config import ModelConfig, SampleConfig, TrainingConfig
 from lorarun.provider_adapters.base import Offer
-from lorarun.runner.calibration import (
-    Measured,
-    StepOptions,
-    gpu_key,
-    load_calibration,
-    read_measurements,
-    record_measurement,
-)
-from lorarun.runner.estimate import estimate_offer, inputs_from_job, rank
-from lorarun.runner.spec import JobSpec, Resources
+from lorarun.runner.price.calibration import Measured, StepOptions, gpu_key, load_calibration, read_measurements, record_measurement
+from lorarun.runner.price.estimate import estimate_offer, inputs_from_job, rank
+from lorarun.runner.job.spec import JobSpec, Resources
 
 
 @pytest.fixture
@@ -253,7 +246,7 @@ def test_gpu_names_are_canonical(name, key):
 def test_record_job_from_pipeline_timings(tmp_path, home, cal):
     from types import SimpleNamespace
 
-    from lorarun.runner.calibration import record_job
+    from lorarun.runner.price.calibration import record_job
 
     spec, scan = reference_job(tmp_path)
     job = SimpleNamespace(spec=spec, scan=scan)
@@ -272,8 +265,8 @@ def test_record_job_from_pipeline_timings(tmp_path, home, cal):
 def test_stock_install_and_image_start_up_are_recorded_and_the_install_is_learned(tmp_path, home, cal):
     from types import SimpleNamespace
 
-    from lorarun.runner import stock
-    from lorarun.runner.calibration import record_job
+    from lorarun.runner.run import stock
+    from lorarun.runner.price.calibration import record_job
 
     spec, scan = reference_job(tmp_path)
     stock_spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, image="stock"))
@@ -293,7 +286,7 @@ def test_stock_install_and_image_start_up_are_recorded_and_the_install_is_learne
 
 
 def test_batch_on_one_rental_boots_once(tmp_path, cal):
-    from lorarun.runner.estimate import estimate_batch_offer, rank_batch
+    from lorarun.runner.price.estimate import estimate_batch_offer, rank_batch
 
     spec, scan = reference_job(tmp_path)
     inputs = inputs_from_job(spec, scan, cal)

@@ -9,8 +9,8 @@ import time
 from PIL import Image
 
 from lorarun.image.engine.grid import MIN_FONT_PX, compose_grid
-from lorarun.runner.cli import main
-from lorarun.runner.commands.logs import format_event
+from lorarun.runner.cli.app import main
+from lorarun.runner.cli.logs import format_event
 
 
 def _cells(rows: int, cols: int, size: int = 64):
@@ -68,7 +68,7 @@ def test_piped_tables_are_not_cut_at_80_columns(tmp_path):
                           message="training: step 40 of 400, loss 0.1234, and a message that runs on for a while"))
     env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
     env["LORARUN_HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "lorarun.runner.cli", "status"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lorarun.runner.cli.app", "status"], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert any(job_id in line and "123456789" in line for line in out.splitlines()), out
     assert "…" not in out

@@ -14,8 +14,9 @@ import pytest
 
 pytest.importorskip("docker")
 
-from lorarun.runner import image_build, startup_timing, stock  # noqa: E402
-from lorarun.runner.cli import main  # noqa: E402
+from lorarun.runner.run import image_build, stock
+from lorarun.runner.price import startup_timing  # noqa: E402
+from lorarun.runner.cli.app import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def test_content_hash_follows_the_context_and_the_base(tmp_path):
     first = image_build.content_hash(root, "base:1")
     assert image_build.content_hash(root, "base:1") == first
     assert image_build.content_hash(root, "base:2") != first
-    (root / "runner" / "spec.py").write_text((root / "runner" / "spec.py").read_text() + "\n# changed\n")
+    (root / "runner" / "job" / "spec.py").write_text((root / "runner" / "job" / "spec.py").read_text() + "\n# changed\n")
     assert image_build.content_hash(root, "base:1") != first
     (root / "jobs").mkdir(exist_ok=True)
     second = image_build.content_hash(root, "base:1")
@@ -105,7 +106,7 @@ def test_show_without_an_engine_says_what_it_could_not_check(monkeypatch, capsys
 def test_job_image_wins_over_the_configured_one(monkeypatch):
     monkeypatch.setenv("LORARUN_IMAGE", "ghcr.io/you/engine:1")
     assert image_build.image_for_job("ghcr.io/job/own:2") == ("ghcr.io/job/own:2", "job file")
-    from lorarun.runner.spec import DEFAULT_IMAGE
+    from lorarun.runner.job.spec import DEFAULT_IMAGE
 
     assert image_build.image_for_job(DEFAULT_IMAGE) == ("ghcr.io/you/engine:1", "LORARUN_IMAGE")
     monkeypatch.delenv("LORARUN_IMAGE")
@@ -113,8 +114,8 @@ def test_job_image_wins_over_the_configured_one(monkeypatch):
 
 
 def test_the_user_config_image_is_used_when_the_job_and_environment_are_silent(monkeypatch):
-    from lorarun.runner import user_config
-    from lorarun.runner.spec import DEFAULT_IMAGE
+    from lorarun.runner.job import user_config
+    from lorarun.runner.job.spec import DEFAULT_IMAGE
 
     monkeypatch.delenv("LORARUN_IMAGE", raising=False)
     user_config.set_value("image", "ghcr.io/me/lorarun-engine:0.2.0")
@@ -136,14 +137,14 @@ def test_startup_timings_from_the_events_file():
 def test_stock_wheel_installs_and_imports(tmp_path):
     wheel = stock.build_wheel(tmp_path / "w")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "lorarun/runner/pipeline.py" in names and "lorarun/image/engine/train.py" in names
+    assert "lorarun/runner/run/pipeline.py" in names and "lorarun/image/engine/train.py" in names
     assert any(n.startswith("lorarun/image/assets/") for n in names)
     assert not [n for n in names if "__pycache__" in n]
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
                     str(target), str(wheel)], check=True)
     # -S: without site-packages, so the editable install of this checkout cannot answer instead of the wheel.
-    out = subprocess.run([sys.executable, "-S", "-c", "import lorarun.runner.stock as s, lorarun.image.engine_config; "
+    out = subprocess.run([sys.executable, "-S", "-c", "import lorarun.runner.run.stock as s, lorarun.image.engine_config; "
                                                 "print(s.__file__)"],
                          env={"PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip().startswith(str(target))
@@ -159,7 +160,7 @@ def test_stock_install_script_is_posix_sh():
 
 
 def test_stock_adds_install_time_to_the_estimate():
-    from lorarun.runner.estimate import Phases
+    from lorarun.runner.price.estimate import Phases
 
     base = dict(boot=60, image_pull=30, model_download=10, upload=5, prepare=20, train=100, sampling=0, download=5)
     assert Phases(**base, install=stock.INSTALL_SECONDS).total == Phases(**base).total + stock.INSTALL_SECONDS
@@ -170,7 +171,7 @@ def test_private_image_login_comes_from_dockers_config_and_reaches_vast(tmp_path
     import base64 as b64
 
     from lorarun.provider_adapters.base import InstanceSpec, Offer
-    from lorarun.provider_adapters.vastai import build_create_body
+    from lorarun.provider_adapters.vastai.adapter import build_create_body
 
     (tmp_path / "config.json").write_text(json.dumps(
         {"auths": {"ghcr.io": {"auth": b64.b64encode(b"me:ghp_token123").decode()}}}))

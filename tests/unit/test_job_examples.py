@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.spec import load_job
+from lorarun.runner.job.spec import load_job
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 

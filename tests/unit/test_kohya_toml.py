@@ -2,8 +2,8 @@
 import pytest
 
 from lorarun.runner.errors import SpecError
-from lorarun.runner.kohya_toml import IGNORED_KEYS, KOHYA_KEYS
-from lorarun.runner.spec import load_job
+from lorarun.runner.job.kohya_toml import IGNORED_KEYS, KOHYA_KEYS
+from lorarun.runner.job.spec import load_job
 
 GUIDE_TOML = """
 [model]

@@ -1,12 +1,12 @@
 """Each kohya option lorarun implements parses from a kohya TOML onto its field; each real kohya option it does not
 implement is refused as "known kohya option, not supported by lorarun yet" (never "did you mean"); a typo still gets
-"did you mean". The option names come from kohya's argparse (runner/kohya_options.py)."""
+"did you mean". The option names come from kohya's argparse (runner/job/kohya_options.py)."""
 import pytest
 
 from lorarun.runner.errors import SpecError
-from lorarun.runner.kohya_options import KOHYA_OPTIONS
-from lorarun.runner.kohya_toml import IGNORED_KEYS, KOHYA_KEYS, UNSUPPORTED
-from lorarun.runner.spec import load_job
+from lorarun.runner.job.kohya_options import KOHYA_OPTIONS
+from lorarun.runner.job.kohya_toml import IGNORED_KEYS, KOHYA_KEYS, UNSUPPORTED
+from lorarun.runner.job.spec import load_job
 
 BASE = """
 pretrained_model_name_or_path = "./model.safetensors"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from lorarun.runner.lease import MAX_HARD_LEASE_S, MIN_HARD_LEASE_S, LeaseRenewer, hard_lease_seconds
+from lorarun.runner.run.lease import MAX_HARD_LEASE_S, MIN_HARD_LEASE_S, LeaseRenewer, hard_lease_seconds
 
 
 def test_hard_limit_is_the_budget_divided_by_the_price():

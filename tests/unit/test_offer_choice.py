@@ -2,15 +2,10 @@
 import pytest
 
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider
-from lorarun.provider_adapters.errors import (
-    AuthError,
-    CreateFailed,
-    NoCapacityError,
-    OfferGoneError,
-)
+from lorarun.provider_adapters.errors import AuthError, CreateFailed, NoCapacityError, OfferGoneError
 from lorarun.runner.errors import BudgetError
-from lorarun.runner.estimate import Estimate, Phases
-from lorarun.runner.offer_choice import create_cheapest
+from lorarun.runner.price.estimate import Estimate, Phases
+from lorarun.runner.price.offer_choice import create_cheapest
 
 
 class MemoryProvider:

@@ -27,6 +27,6 @@ def test_the_wheel_builds_without_package_data_warnings(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("lorarun/image/assets/configs/sd15/unet/config.json",
                    "lorarun/image/assets/clip/bpe_simple_vocab_16e6.txt.gz",
-                   "lorarun/runner/calibration_table.json", "lorarun/image/checkpoint_probe.py"):
+                   "lorarun/runner/price/calibration_table.json", "lorarun/image/checkpoint_probe.py"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from lorarun.runner.cli import main
+from lorarun.runner.cli.app import main
 from lorarun.runner.errors import InvalidJob, SpecError
-from lorarun.runner.hub_check import check_hub_model
-from lorarun.runner.prerent import Machine, machine_problems
-from lorarun.runner.validate import validate_job
+from lorarun.runner.job.hub_check import check_hub_model
+from lorarun.runner.job.prerent import Machine, machine_problems
+from lorarun.runner.job.validate import validate_job
 
 from helpers_dataset import make_dataset, write_job
 from unit.test_checkpoint_probe import SD1, write_safetensors
@@ -49,7 +49,7 @@ def test_machine_rules():
     from dataclasses import replace
 
     from lorarun.image.engine_config import TrainingConfig
-    from lorarun.runner.spec import JobSpec
+    from lorarun.runner.job.spec import JobSpec
 
     job = JobSpec(name="x", source="/nonexistent/job.yaml",
                   training=replace(TrainingConfig(), optimizer_type="AdamW8bit", mixed_precision="bf16"))

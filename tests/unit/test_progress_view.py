@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 
 from lorarun.image.engine.events import EventLog, PhaseProgress
-from lorarun.runner import progress as progress_module
-from lorarun.runner.monitor import MonitorProgress, read_jsonl
+from lorarun.runner.run import progress as progress_module
+from lorarun.runner.run.monitor import MonitorProgress, read_jsonl
 
 
 def _recording(monkeypatch) -> Console:
@@ -16,7 +16,7 @@ def _recording(monkeypatch) -> Console:
 
 
 def _apply(state: MonitorProgress, *events: dict) -> None:
-    from lorarun.runner.monitor import JobMonitor
+    from lorarun.runner.run.monitor import JobMonitor
 
     for event in events:
         JobMonitor._apply(type("M", (), {"progress": state})(), event)

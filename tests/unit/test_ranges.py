@@ -11,7 +11,7 @@ import pytest
 from lorarun.image.engine_config import EngineConfig
 from lorarun.image.ranges import LEASE_SECONDS, RANGES, Range, out_of_range, range_problems
 from lorarun.image.schema import ConfigError, convert
-from lorarun.runner.spec import SECTIONS
+from lorarun.runner.job.spec import SECTIONS
 
 
 def _is_numeric(tp) -> bool:

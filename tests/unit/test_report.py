@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-from lorarun.runner.report import downsample, fmt_duration, fmt_money, loss_points, write_report
+from lorarun.runner.run.report import downsample, fmt_duration, fmt_money, loss_points, write_report
 
 
 def events(n_steps: int = 40) -> list[dict]:

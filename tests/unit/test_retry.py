@@ -4,14 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lorarun.provider_adapters import retry
-from lorarun.provider_adapters.errors import (
-    AuthError,
-    CreateFailed,
-    NoCapacityError,
-    ProviderError,
-    RateLimitError,
-    TransientError,
-)
+from lorarun.provider_adapters.errors import AuthError, CreateFailed, NoCapacityError, ProviderError, RateLimitError, TransientError
 from lorarun.provider_adapters.retry import DEFAULT_POLICY, DESTROY_POLICY, RetryPolicy
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from lorarun.runner.errors import SpecError
-from lorarun.runner.spec import load_job
+from lorarun.runner.job.spec import load_job
 
 from helpers_dataset import make_dataset, write_job
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lorarun.runner.remote.local import LocalTransport
-from lorarun.runner.remote.sftp_io import LocalFile, check_upload_list, local_files
+from lorarun.sshlink.sftp_io import LocalFile, check_upload_list, local_files
 
 
 @pytest.mark.parametrize("rel", ["../x.png", "/etc/x.png", "a/../../x.png", "", "a\\..\\x.png"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lorarun.runner.verify import OutputsCorrupt, inspect_safetensors, verify_outputs
+from lorarun.runner.run.verify import OutputsCorrupt, inspect_safetensors, verify_outputs
 
 
 def make_lora(path: Path, dim: int = 4) -> None:

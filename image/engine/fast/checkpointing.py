@@ -39,7 +39,7 @@ def apply_checkpointing(unet: nn.Module, every: int) -> int:
 def fits(cfg, available_gb: float, fraction: float) -> bool:
     """Whether the run fits with `fraction` of the blocks checkpointed, by the shared memory estimate
     (interpolating between none and all)."""
-    from ... import memory
+    from lorarun.image import memory
 
     none = memory.estimate_for_config(replace(cfg, training=replace(cfg.training, gradient_checkpointing=False)))
     full = memory.estimate_for_config(replace(cfg, training=replace(cfg.training, gradient_checkpointing=True)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...engine_config import FAST_STEP_LEVERS
+from lorarun.image.engine_config import FAST_STEP_LEVERS
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .compiled import compile_unet
-from .fused_lora import fuse_lora_layers
-from .master import MasterWeightsOptimizer
-from .options import FastOptions
+from lorarun.image.engine.fast.compiled import compile_unet
+from lorarun.image.engine.fast.fused_lora import fuse_lora_layers
+from lorarun.image.engine.fast.master import MasterWeightsOptimizer
+from lorarun.image.engine.fast.options import FastOptions
 
 
 @dataclass
@@ -34,7 +34,7 @@ def prepare_fast(unet: nn.Module, groups: list[dict], build_optimizer, options: 
     """`groups`: the optimizer's parameter groups (LoRA parameters, fp32, already on the device).
     `build_optimizer(groups) -> Optimizer`: the run's optimizer, on whatever parameters it is given.
     `checkpoint_every`: None leaves gradient checkpointing as it is; 0 turns it off; n checkpoints every n-th block."""
-    from .checkpointing import apply_checkpointing
+    from lorarun.image.engine.fast.checkpointing import apply_checkpointing
 
     notes: dict = {"levers": options.active()}
     if options.fused_lora:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from .. import data
-from ..optim import build_optimizer
-from .checkpointing import plan as checkpoint_plan, unet_blocks
-from .compiled import batch_shapes
-from .options import FastDecision, decide
-from .setup import FastStep, prepare_fast
+from lorarun.image.engine import data
+from lorarun.image.engine.optim import build_optimizer
+from lorarun.image.engine.fast.checkpointing import plan as checkpoint_plan, unet_blocks
+from lorarun.image.engine.fast.compiled import batch_shapes
+from lorarun.image.engine.fast.options import FastDecision, decide
+from lorarun.image.engine.fast.setup import FastStep, prepare_fast
 
 
 def decide_for(cfg, *, cuda: bool, world: int, mixed: str, optimizer_name: str) -> FastDecision:
     t = cfg.training
     if cfg.model.family not in ("sd15", "sdxl"):  # Flux has its own trainer and step (image/engine/flux/)
         return FastDecision(None, f"plain step: the fast step covers the SD1.5/SDXL UNet, not {cfg.model.family}")
-    from ..kohya_extras import fast_step_levers_off  # kohya options some levers would bypass
+    from lorarun.image.engine.kohya_extras import fast_step_levers_off  # kohya options some levers would bypass
 
     off = tuple(dict.fromkeys((*t.fast_step_off, *fast_step_levers_off(t))))
     return decide(t.fast_step, off, cuda=cuda, world=world, mixed=mixed, optimizer=optimizer_name)

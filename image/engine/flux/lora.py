@@ -14,8 +14,8 @@ import re
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from ..lora import ADAPTER
-from .keys import bfl_target, target_regex
+from lorarun.image.engine.lora import ADAPTER
+from lorarun.image.engine.flux.keys import bfl_target, target_regex
 
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.(?P<which>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
 

@@ -21,9 +21,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...engine_config import ModelConfig
-from ...flux_config import FLAVOUR_REPOS, FluxConfig
-from ...schema import ConfigError
+from lorarun.image.engine_config import ModelConfig
+from lorarun.image.flux_config import FLAVOUR_REPOS, FluxConfig
+from lorarun.image.schema import ConfigError
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt")
 T5_TOKENIZER_REPO = "google/t5-v1_1-xxl"
@@ -31,7 +31,7 @@ T5_TOKENIZER_REPO = "google/t5-v1_1-xxl"
 
 def config_dir(flavour: str) -> Path:
     """The shipped diffusers configs of a flavour (krea is dev's architecture)."""
-    from ..tokenizer import ASSETS
+    from lorarun.image.engine.tokenizer import ASSETS
 
     return ASSETS / "configs" / ("flux-schnell" if flavour == "schnell" else "flux-dev")
 
@@ -130,7 +130,7 @@ def _transformers_quant(fcfg: FluxConfig):
 def load_flux(mcfg: ModelConfig, fcfg: FluxConfig) -> FluxModel:
     base = mcfg.base
     if base.startswith("builtin:"):
-        from .tiny import build_tiny_flux
+        from lorarun.image.engine.flux.tiny import build_tiny_flux
 
         parts = build_tiny_flux(fcfg.flavour)
         return FluxModel("flux", parts.transformer, parts.vae, parts.text_encoders, parts.tokenizers,
@@ -147,7 +147,7 @@ def load_flux(mcfg: ModelConfig, fcfg: FluxConfig) -> FluxModel:
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     if single:
-        from ..tokenizer import load_tokenizer
+        from lorarun.image.engine.tokenizer import load_tokenizer
 
         tokenizers = [load_tokenizer("clip_l"), T5TokenizerFast.from_pretrained(T5_TOKENIZER_REPO,
                                                                                 model_max_length=512)]

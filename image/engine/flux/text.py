@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data import _key
+from lorarun.image.engine.data import _key
 
 
 @dataclass

@@ -59,7 +59,7 @@ def build_tiny_flux(flavour: str = "dev") -> TinyFluxParts:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from ..tokenizer import VOCAB_SIZE, load_tokenizer
+    from lorarun.image.engine.tokenizer import VOCAB_SIZE, load_tokenizer
 
     t5_tok = t5_tokenizer()
     with torch.random.fork_rng(devices=[]):

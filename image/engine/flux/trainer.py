@@ -15,15 +15,15 @@ import time
 
 import torch
 
-from .. import data, state
-from ..lora import unwrap
-from ..optim import build_optimizer, build_scheduler
-from ..save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
-from ..train import Trainer
-from . import text as flux_text
-from .lora import add_flux_lora, diffusers_flux_state_dict, kohya_flux_state_dict, out_features
-from .models import load_flux
-from .step import flow_loss
+from lorarun.image.engine import data, state
+from lorarun.image.engine.lora import unwrap
+from lorarun.image.engine.optim import build_optimizer, build_scheduler
+from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
+from lorarun.image.engine.train import Trainer
+from lorarun.image.engine.flux import text as flux_text
+from lorarun.image.engine.flux.lora import add_flux_lora, diffusers_flux_state_dict, kohya_flux_state_dict, out_features
+from lorarun.image.engine.flux.models import load_flux
+from lorarun.image.engine.flux.step import flow_loss
 
 MODELSPEC = {"dev": "flux-1-dev", "schnell": "flux-1-schnell", "krea": "flux-1-dev"}
 
@@ -209,7 +209,7 @@ class FluxTrainer(Trainer):
         return _Mode()
 
     def _peft_state(self) -> dict[str, torch.Tensor]:
-        from ..lora import lora_state_dict
+        from lorarun.image.engine.lora import lora_state_dict
 
         return lora_state_dict(unwrap(self.unet))
 

@@ -1,0 +1,124 @@
+"""`lorarun gc [--yes]`: find every `lorarun-*` instance on every configured provider, mark the ones no local
+job owns or whose lease has expired, and destroy them when confirmed. The safety net for a laptop that died."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import typer
+from rich.table import Table
+
+from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, Provider
+from lorarun.provider_adapters.errors import CredentialsMissing, ProviderError
+
+from lorarun.runner.run.connect import make_provider
+from lorarun.runner.console import console, err_console, money
+from lorarun.runner.errors import UserInputError
+from lorarun.runner.job.spec import Resources
+from lorarun.runner.state import JobState, JobStore, controller_alive
+from lorarun.runner.run.teardown import destroy_and_confirm, report
+
+
+@dataclass(frozen=True)
+class Finding:
+    provider: Provider
+    instance: Instance
+    job: JobState | None
+    verdict: str  # why it should go, or "" when a live job owns it
+
+    @property
+    def orphan(self) -> bool:
+        return bool(self.verdict)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gc", help="Find lorarun instances nothing owns any more, and destroy them.")(gc)
+
+
+def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
+       provider: list[str] = typer.Option(None, "--provider", "-p", help="Only these providers.")) -> None:
+    store = JobStore()
+    jobs = {s.job_id: s for s in store.all()}
+    findings: list[Finding] = []
+    for adapter in _configured_providers(provider):
+        try:
+            owned = adapter.list_owned()
+        except ProviderError as exc:
+            err_console.print(f"[yellow]{adapter.name}: could not list instances ({exc})[/]", highlight=False)
+            continue
+        findings += [classify(adapter, instance, jobs) for instance in owned]
+    if not findings:
+        console.print("no lorarun instances found")
+        return
+    table = Table(title="lorarun instances", title_justify="left")
+    for column in ("provider", "instance", "label", "status", "$/h", "job", "verdict"):
+        table.add_column(column)
+    for f in findings:
+        table.add_row(f.provider.name, f.instance.id, f.instance.label, f.instance.status.value,
+                      money(f.instance.price_per_hour), f.job.job_id if f.job else "-",
+                      f"[red]{f.verdict}[/]" if f.orphan else "[green]live job[/]")
+    console.print(table)
+    for f in findings:
+        if f.verdict == "controller gone":
+            console.print(f"job {f.job.job_id}'s controller is gone; gc stops it and pulls what exists before "
+                          f"destroying it (as `lorarun down`); `lorarun attach {f.job.job_id}` would resume it "
+                          f"instead", highlight=False)
+    orphans = [f for f in findings if f.orphan]
+    if not orphans:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserInputError(f"{len(orphans)} instance(s) to destroy; pass --yes to confirm without a prompt")
+        from rich.prompt import Confirm
+
+        if not Confirm.ask(f"Destroy {len(orphans)} instance(s)?", default=False, console=err_console):
+            return
+    for f in orphans:
+        if f.job is not None and f.verdict == "controller gone" and _down_first(f.job):
+            continue  # stopped, pulled and destroyed (confirmed or said loudly) like `lorarun down`
+        result = destroy_and_confirm(f.provider, f.instance.id)
+        report(result)
+        if f.job is not None:
+            store.update(f.job, instance_destroyed=result.confirmed)
+
+
+def _down_first(job: JobState) -> bool:
+    """A job this laptop knows: bring its outputs home before its instance goes (no LoRA lost to a cleanup).
+    False when that could not be done; the caller then destroys the instance directly."""
+    from lorarun.runner.cli.attach import _resume
+
+    try:
+        _resume(job.job_id, stop=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - whatever stopped the pull, the instance must still go
+        err_console.print(f"[yellow]job {job.job_id}: could not pull its outputs first ({exc}); destroying[/]",
+                          highlight=False)
+        return False
+
+
+def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], now: float | None = None) -> Finding:
+    now = time.time() if now is None else now
+    job_id = instance.label.removeprefix(LABEL_PREFIX)
+    job = jobs.get(job_id)
+    if job is None:
+        return Finding(provider, instance, None, "no local job owns it")
+    if job.is_final and job.phase != "kept":
+        return Finding(provider, instance, job, f"its job is {job.phase}")
+    if job.lease_deadline is not None and now > job.lease_deadline:
+        return Finding(provider, instance, job, "lease expired")
+    if not controller_alive(job):
+        return Finding(provider, instance, job, "controller gone")
+    return Finding(provider, instance, job, "")
+
+
+def _configured_providers(names: list[str] | None) -> list[Provider]:
+    wanted = names or ["local", "vastai", "runpod"]
+    adapters = []
+    for name in wanted:
+        try:
+            adapters.append(make_provider(Resources(provider=name)))
+        except CredentialsMissing:
+            if names:  # asked for by name: say why it is missing
+                raise
+    return adapters

@@ -1,0 +1,284 @@
+"""The job file: YAML in lorarun's own shape, or a kohya training TOML (mapped in `kohya_toml.py`).
+
+parse (YAML/TOML → mapping) → build (mapping → frozen `JobSpec`, precise errors) → validate (cross-field rules).
+Nothing here touches the network or the dataset; `runner/job/validate.py` adds the dataset scan.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorarun.image.engine_config import DatasetConfig, EngineConfig, ModelConfig, SampleConfig, TrainingConfig, family_option_problems
+from lorarun.image.flux_config import FluxConfig
+from lorarun.image.names import output_name_problem
+from lorarun.image.ranges import range_problems
+from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
+
+from lorarun.runner.errors import InvalidJob, SpecError
+
+PROVIDERS = ("local", "ssh", "vastai", "runpod")
+DEFAULT_IMAGE = "ghcr.io/lorarun/engine:0.1.0"
+
+
+@dataclass(frozen=True)
+class Resources:
+    # "" = not chosen: the job inherits the user's `lorarun config set provider …`, else `submit` asks (never a
+    # silent default: a job that quietly ran on the laptop, or rented, surprised users both ways)
+    provider: str = ""
+    gpus: tuple[str, ...] = ()  # acceptable GPU names, e.g. ["RTX 4090", "RTX 3090"]; empty = any that fits
+    gpu_count: int = 1
+    min_vram_gb: float = 0.0
+    max_price_per_hour: float | None = None
+    max_cost: float | None = None  # refuse offers predicted above it; stop the job cleanly when spend reaches it
+    min_reliability: float = 0.0
+    min_inet_down_mbps: float = 0.0
+    disk_gb: float = 40.0
+    interruptible: bool = False
+    secure_cloud_only: bool = False
+    regions: tuple[str, ...] = ()
+    image: str = DEFAULT_IMAGE
+    # provider "ssh": a machine you own
+    ssh_host: str | None = None
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_key: str | None = None
+    price_per_hour: float = 0.0  # what your own machine costs you, for the estimate
+
+    def validate(self, where: str = "resources") -> None:
+        if self.provider and self.provider not in PROVIDERS:
+            raise ConfigError(f"{where}.provider: unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}")
+        if self.gpu_count < 1:
+            raise ConfigError(f"{where}.gpu_count: must be at least 1")
+        for name in ("max_price_per_hour", "max_cost"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{where}.{name}: must be a positive number of dollars, got {value}")
+        if self.disk_gb < 10:
+            raise ConfigError(f"{where}.disk_gb: {self.disk_gb} GB is too small for a base model and outputs; use 10+")
+        if not 0 <= self.min_reliability <= 1:
+            raise ConfigError(f"{where}.min_reliability: must be between 0 and 1")
+        if self.provider == "ssh" and not self.ssh_host:
+            raise ConfigError(f"{where}.ssh_host: provider 'ssh' needs the host to run on")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "output"  # relative paths are relative to the job file
+    name: str = "lora"  # file name of the LoRA, without .safetensors
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    source: str  # the job file, absolute
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)  # Flux.1 options; only for model.family flux
+    resources: Resources = field(default_factory=Resources)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    notes: tuple[str, ...] = ()  # things the loader wants the user to know (kohya keys ignored, guesses made)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.resolve(self.dataset.train_data_dir)
+
+    @property
+    def reg_dir(self) -> Path | None:
+        return self.resolve(self.dataset.reg_data_dir) if self.dataset.reg_data_dir else None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.output.dir)
+
+    def with_overrides(self, *, provider: str | None = None, out: Path | None = None,
+                       max_cost: float | None = None, validate: bool = True) -> "JobSpec":
+        spec = self
+        if provider:
+            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, provider=provider))
+        if max_cost is not None:
+            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, max_cost=max_cost))
+        if out is not None:
+            spec = dataclasses.replace(spec, output=dataclasses.replace(spec.output, dir=str(out.resolve())))
+        if validate:
+            spec.validate()
+        return spec
+
+    def problems(self, skip: frozenset[str] = frozenset()) -> list[str]:
+        """Every problem with this spec, one line each, prefixed with the job file: ranges and finiteness from
+        the one table (`image/ranges.py`), then each section's own rules, then the output name. Sections in
+        `skip` are not judged (they failed to parse and hold defaults)."""
+        found: list[str] = []
+        for section in ("model", "dataset", "training", "sample", "flux", "resources"):
+            if section in skip:
+                continue
+            obj = getattr(self, section)
+            out_of_range = range_problems(obj, section)
+            found.extend(out_of_range)
+            if out_of_range:
+                continue  # the section's own rules assume sane numbers (a 1e12 resolution would build 1e12 buckets)
+            try:
+                obj.validate()
+            except ConfigError as exc:
+                found.extend(exc.problems)
+        flux_said = any(p.startswith("flux.") for p in found)  # one line about a flux section is enough
+        if self.flux != FluxConfig() and self.model.family != "flux" and not {"model", "flux"} & skip \
+                and not flux_said:
+            found.append(f"flux: this section applies to model.family flux only (the job's family is "
+                         f"{self.model.family}); remove it or set model.family: flux")
+        if not {"model", "dataset", "training"} & skip:
+            found.extend(family_option_problems(self.model, self.dataset, self.training))
+        name_problem = None if "output" in skip else output_name_problem(self.output.name)
+        if name_problem:
+            found.append(name_problem)
+        return [f"{self.source}: {p}" for p in found]
+
+    def validate(self) -> None:
+        """Raises `InvalidJob` listing every problem (not just the first)."""
+        problems = self.problems()
+        if problems:
+            raise InvalidJob(problems)
+
+    def engine_config(self, *, job_id: str, dataset_dir: str, reg_dir: str | None, output_dir: str,
+                      work_dir: str = "", device: str = "auto") -> EngineConfig:
+        """The engine's view of this job, with paths as the engine will see them."""
+        dataset = dataclasses.replace(self.dataset, train_data_dir=dataset_dir, reg_data_dir=reg_dir)
+        return EngineConfig(
+            job_id=job_id, output_dir=output_dir, output_name=self.output.name, model=self.model,
+            dataset=dataset, training=self.training, sample=self.sample, flux=self.flux, work_dir=work_dir,
+            device=device,
+        )
+
+
+# Friendly names a YAML job may use for kohya's longer ones. One table, so docs and errors stay in step.
+YAML_ALIASES: dict[str, dict[str, str]] = {
+    "dataset": {"path": "train_data_dir", "reg_path": "reg_data_dir"},
+    "training": {
+        "epochs": "max_train_epochs",
+        "steps": "max_train_steps",
+        "optimizer": "optimizer_type",
+        "scheduler": "lr_scheduler",
+        "warmup_steps": "lr_warmup_steps",
+    },
+    "sample": {},
+    "flux": {},
+    "model": {},
+    "resources": {},
+    "output": {},
+}
+SECTIONS = {
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "training": TrainingConfig,
+    "sample": SampleConfig,
+    "flux": FluxConfig,
+    "resources": Resources,
+    "output": OutputConfig,
+}
+
+
+def load_job(path: Path) -> JobSpec:
+    """Read a job file (YAML or kohya TOML), build and validate it. Raises SpecError with one line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SpecError(f"{path}: job file not found")
+    if path.suffix.lower() == ".toml":
+        from lorarun.runner.job.kohya_toml import load_kohya_toml
+
+        return _with_user_config(load_kohya_toml(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SpecError(f"{path}:{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
+    return _with_user_config(build_job(data, path))
+
+
+def _with_user_config(spec: JobSpec) -> JobSpec:
+    """The user's own defaults (`lorarun config`) wherever the job file is silent."""
+    from lorarun.runner.job.user_config import inherit
+
+    return inherit(spec)  # values checked as the config was read; ranges by validate_job's spec.problems()
+
+
+def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
+    """Mapping → validated `JobSpec`. Collects every problem of every section into one `InvalidJob`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    known = ["name", *SECTIONS]
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    failed: set[str] = set()
+    for key, raw in data.items():
+        if key == "name":
+            if not isinstance(raw, str) or not raw.strip():
+                problems.append(f"{path}: name: expected a non-empty text")
+            else:
+                values["name"] = raw.strip()
+            continue
+        if key not in SECTIONS:
+            problems.append(f"{path}: {unknown_key_message('(top level)', str(key), known)}")
+            continue
+        try:
+            section = _apply_aliases(key, raw, path)
+            values[key] = from_mapping(SECTIONS[key], section, key)
+        except SpecError as exc:
+            problems.append(str(exc))
+            failed.add(key)
+        except ConfigError as exc:
+            problems.extend(f"{path}: {p}" for p in exc.problems)
+            failed.add(key)
+            partial = _partial_section(SECTIONS[key], exc.partial)
+            if partial is not None:
+                values[key] = partial
+                problems.extend(f"{path}: {p}" for p in range_problems(partial, key))
+    values.setdefault("name", path.stem)
+    # Sections that parsed are still judged (a failed one keeps its defaults and is skipped), so one run of
+    # `validate` lists every problem in the file.
+    spec = JobSpec(source=str(path.resolve()), notes=notes, **values)
+    problems += spec.problems(skip=frozenset(failed))
+    if problems:
+        error = InvalidJob(problems)
+        error.spec, error.failed_sections = spec, frozenset(failed)  # `validate_job` goes on with the rest
+        raise error
+    return spec
+
+
+def _partial_section(cls: type, converted: dict[str, Any] | None) -> Any:
+    """A section built from the keys that converted (defaults elsewhere), so their ranges can still be judged."""
+    if not converted:
+        return None
+    try:
+        return cls(**converted)
+    except (TypeError, ValueError):
+        return None
+
+
+def _apply_aliases(section: str, raw: Any, path: Path) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    aliases = YAML_ALIASES.get(section, {})
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        canonical = aliases.get(str(key), str(key))
+        if canonical in out:
+            raise SpecError(f"{path}: {section}.{key}: given twice (as {canonical!r} too)")
+        out[canonical] = value
+    return out

@@ -1,0 +1,213 @@
+"""The user's own defaults (`lorarun config set provider vastai`): where jobs go and what they may cost.
+
+A job inherits each of these unless its own file sets it; a command-line flag beats both:
+`--provider` > the job file (`resources:` / kohya `[lorarun]`) > this file > lorarun's built-in default.
+
+Where it lives: `$LORARUN_CONFIG` when set (tests, several setups); otherwise the platform's configuration folder:
+`$XDG_CONFIG_HOME/lorarun/config.toml` (default `~/.config/lorarun/config.toml`) on Linux and BSD,
+`~/Library/Application Support/lorarun/config.toml` on macOS, `%APPDATA%\\lorarun\\config.toml` on Windows.
+API keys do not go here: they stay in the environment or the providers' own files (see credentials.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from lorarun.runner.errors import UserInputError
+
+
+def _provider(value: str) -> str:
+    from lorarun.runner.job.spec import PROVIDERS
+
+    value = value.strip()
+    if value not in PROVIDERS:
+        raise ValueError(f"unknown provider {value!r}; use one of {', '.join(PROVIDERS)}")
+    return value
+
+
+def _gpus(value: str | list) -> list[str]:
+    names = value if isinstance(value, list) else value.split(",")
+    out = [str(n).strip() for n in names if str(n).strip()]
+    if not out:
+        raise ValueError("give one or more GPU names, comma-separated, e.g. \"RTX 4090,RTX 3090\"")
+    return out
+
+
+def _dollars(value: str | float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number of dollars") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"must be a positive number of dollars, got {value}")
+    return number
+
+
+def _count(value: str | int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 16:
+        raise ValueError(f"must be between 1 and 16, got {number}")
+    return number
+
+
+def _text(value: str) -> str:
+    value = str(value).strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("give an image reference without spaces, e.g. ghcr.io/me/lorarun-engine:0.2.0")
+    return value
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str  # as in the job's resources section, so one name means one thing everywhere
+    parse: Callable[[Any], Any]
+    help: str
+
+
+KEYS: dict[str, Key] = {k.name: k for k in (
+    Key("provider", _provider, "where jobs run when the job file does not say: local, ssh, vastai or runpod"),
+    Key("gpus", _gpus, "acceptable GPU names, comma-separated (e.g. \"RTX 4090,RTX 3090\")"),
+    Key("gpu_count", _count, "GPUs per instance"),
+    Key("max_price_per_hour", _dollars, "skip offers above this hourly price (dollars)"),
+    Key("max_cost", _dollars, "refuse jobs predicted above this, stop a job when its spend reaches it (dollars)"),
+    Key("image", _text, "the engine image instances run (lorarun image build --push makes one)"),
+    Key("cost_ceiling", _dollars, "refuse a job without max_cost predicted above this, even with --yes "
+                                  "(dollars; default 50, runner/price/budget.py)"),
+)}
+ALIASES = {"max_price": "max_price_per_hour", "gpu": "gpus"}
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("LORARUN_CONFIG"):
+        return Path(env["LORARUN_CONFIG"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "lorarun" / "config.toml"
+    if os.name == "nt" and env.get("APPDATA"):
+        return Path(env["APPDATA"]) / "lorarun" / "config.toml"
+    base = Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "lorarun" / "config.toml"
+
+
+def canonical(key: str) -> str:
+    name = ALIASES.get(key, key)
+    if name not in KEYS:
+        from lorarun.image.schema import closest
+
+        hint = closest(key, list(KEYS))
+        raise UserInputError(f"config: unknown key {key!r}" + (f"; did you mean {hint!r}?" if hint else
+                                                                 f"; known keys: {', '.join(KEYS)}"))
+    return name
+
+
+def load(path: Path | None = None) -> dict[str, Any]:
+    """The settings in the file, each checked; a missing file is no settings. A bad file is one line to fix."""
+    path = path or config_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read the lorarun config ({exc}); fix or remove the file") from None
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in KEYS:
+            continue  # a newer lorarun's key, or a table of the user's own: left alone, never an error
+        try:
+            settings[key] = KEYS[key].parse(value)
+        except ValueError as exc:
+            raise UserInputError(f"{path}: {key}: {exc}; fix it with `lorarun config set {key} …`") from None
+    return settings
+
+
+def set_value(key: str, value: str, path: Path | None = None) -> Any:
+    path = path or config_path()
+    name = canonical(key)
+    try:
+        parsed = KEYS[name].parse(value)
+    except ValueError as exc:
+        raise UserInputError(f"config {name}: {exc}") from None
+    data = _read_raw(path)
+    data[name] = parsed
+    _write(path, data)
+    return parsed
+
+
+def unset_value(key: str, path: Path | None = None) -> bool:
+    path = path or config_path()
+    name = canonical(key)
+    data = _read_raw(path)
+    if name not in data:
+        return False
+    del data[name]
+    _write(path, data)
+    return True
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read the lorarun config ({exc}); fix or remove the file") from None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    """Plain TOML: top-level keys first, then any tables the user keeps there (written back unchanged)."""
+    lines = ["# lorarun's user settings: `lorarun config list` shows them, `lorarun config set KEY VALUE` changes them"]
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if k not in tables]
+    for name, table in tables.items():
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    import json
+
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def job_resource_keys(source: str | Path) -> set[str]:
+    """The resources keys the job file itself sets (YAML `resources:`, kohya TOML `[lorarun]`)."""
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".toml":
+            section = tomllib.loads(text).get("lorarun") or {}
+        else:
+            section = (yaml.safe_load(text) or {}).get("resources") or {}
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return set()
+    return {str(k) for k in section} if isinstance(section, dict) else set()
+
+
+def inherit(spec, settings: Mapping[str, Any] | None = None):
+    """`spec` with the user's settings filled in wherever its own file is silent."""
+    settings = load() if settings is None else settings
+    own = job_resource_keys(spec.source)
+    changes = {k: (tuple(v) if k == "gpus" else v) for k, v in settings.items() if k not in own}
+    if not changes:
+        return spec
+    return dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **changes))
