@@ -7,6 +7,7 @@ ever reaches site-packages.
 Every folder is listed, data-only ones too (image/assets/…, image/instance/startup): setuptools warns, folder by
 folder, about any importable-looking folder it ships as data without it being a package.
 """
+
 from setuptools import find_namespace_packages, setup
 
 DATA_FILES = ["*.json", "*.txt", "*.txt.gz", "*.md", "*.sh", "*.conf", "LICENSE*"]
@@ -16,6 +17,6 @@ packages = ["lorarun"] + [f"lorarun.{sub}" for sub in find_namespace_packages("l
 
 setup(
     packages=packages,
-    package_data={package: DATA_FILES for package in packages},
+    package_data=dict.fromkeys(packages, DATA_FILES),
     include_package_data=False,  # package_data says exactly what ships (no stray files from the working tree)
 )

@@ -13,6 +13,7 @@ embeddings (only the UNet runs). "naive" is the baseline's step verbatim (global
     python bench/engine_bench.py --tiny          # CPU smoke check with the built-in tiny UNet
 Writes engine_bench.json into $OUT (or the current folder).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,10 @@ def inputs(unet, bs: int, device, dtype):
     if c.addition_embed_type == "text_time":
         pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
         px = side * 8
-        add = {"text_embeds": torch.randn(bs, pooled, device=device, dtype=dtype),
-               "time_ids": torch.tensor([[px, px, 0, 0, px, px]] * bs, device=device, dtype=dtype)}
+        add = {
+            "text_embeds": torch.randn(bs, pooled, device=device, dtype=dtype),
+            "time_ids": torch.tensor([[px, px, 0, 0, px, px]] * bs, device=device, dtype=dtype),
+        }
     return lat, enc, add
 
 
@@ -196,8 +199,10 @@ def main(argv=None) -> None:
         if "error" in r:
             print(r["model"], r["batch"], "ERROR", r["error"])
             continue
-        print(f'{r["model"]} {r["batch"]} | {r["naive_it_s"]:.2f} {r["engine_it_s"]:.2f} '
-              f'{r["engine_vs_naive_speed"]:.2f}x | {r["naive_peak_gib"]}/{r["engine_peak_gib"]}')
+        print(
+            f"{r['model']} {r['batch']} | {r['naive_it_s']:.2f} {r['engine_it_s']:.2f} "
+            f"{r['engine_vs_naive_speed']:.2f}x | {r['naive_peak_gib']}/{r['engine_peak_gib']}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ dtype), and (b)/(a). Also:
     python bench/engine_throughput.py --tiny               # CPU: tiny UNets, fp32, a tiny reference job
 Writes engine_throughput.json into $OUT (or the current folder). Not a CI test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ TINY_PLAN = {"tiny-sd15": [1, 2, 4], "tiny-sdxl": [1, 2]}
 
 # --- models and inputs ------------------------------------------------------------------------------------------
 
+
 def build_unet(model: str, device, dtype):
     """Random-weight UNet with the real architecture (from the configs shipped in image/assets/configs)."""
     from diffusers import UNet2DConditionModel
@@ -59,8 +60,9 @@ def build_unet(model: str, device, dtype):
         from lorarun.image.engine.tokenizer import ASSETS
 
         with torch.device(device):  # initialising 2.6 B parameters on the CPU takes a minute; on the GPU, seconds
-            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(ASSETS / "configs" / model
-                                                                                     / "unet"))
+            unet = UNet2DConditionModel.from_config(
+                UNet2DConditionModel.load_config(ASSETS / "configs" / model / "unet")
+            )
     return unet.to(device, dtype)
 
 
@@ -74,8 +76,10 @@ def inputs(unet, bs: int, device, dtype, seed: int = 0):
     if c.addition_embed_type == "text_time":
         pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
         px = side * 8
-        add = {"text_embeds": torch.randn(bs, pooled, device=device, dtype=dtype, generator=g),
-               "time_ids": torch.tensor([[px, px, 0, 0, px, px]] * bs, device=device, dtype=dtype)}
+        add = {
+            "text_embeds": torch.randn(bs, pooled, device=device, dtype=dtype, generator=g),
+            "time_ids": torch.tensor([[px, px, 0, 0, px, px]] * bs, device=device, dtype=dtype),
+        }
     return lat, enc, add
 
 
@@ -85,6 +89,7 @@ def sync(device):
 
 
 # --- (a) the plain loop, as ../shared/bench/unet_lora_bench.py -------------------------------------------------
+
 
 class PlainLoop:
     name = "plain"
@@ -117,12 +122,25 @@ class PlainLoop:
 
 # --- (b) the engine's step ----------------------------------------------------------------------------------------
 
+
 class EngineStep:
     """The engine's per-step work: diffusion_loss (kohya's noise schedule, device RNG), backward, clip 1.0, the
     engine's optimizer; `options` None = the plain engine step (fast_step off: fp32 LoRA under autocast)."""
 
-    def __init__(self, model: str, device, dtype, options, *, optimizer="AdamW", num_shapes=1, seed=0,
-                 channels_last=False, checkpoint_every=None, name="fast"):
+    def __init__(
+        self,
+        model: str,
+        device,
+        dtype,
+        options,
+        *,
+        optimizer="AdamW",
+        num_shapes=1,
+        seed=0,
+        channels_last=False,
+        checkpoint_every=None,
+        name="fast",
+    ):
         from lorarun.image.engine.fast.setup import prepare_fast
         from lorarun.image.engine.lora import add_unet_lora
         from lorarun.image.engine.optim import build_optimizer
@@ -146,8 +164,15 @@ class EngineStep:
                 unet.enable_gradient_checkpointing()
             self.net, self.opt, self.clip, self.fast = unet, build(groups), params, None
         else:
-            self.fast = prepare_fast(unet, groups, build, options, weight_dtype=dtype, num_shapes=num_shapes,
-                                     checkpoint_every=checkpoint_every)
+            self.fast = prepare_fast(
+                unet,
+                groups,
+                build,
+                options,
+                weight_dtype=dtype,
+                num_shapes=num_shapes,
+                checkpoint_every=checkpoint_every,
+            )
             self.net, self.opt, self.clip = self.fast.unet, self.fast.optimizer, self.fast.clip_params
         self.schedule = NoiseSchedule.kohya(device)
         self.generator = torch.Generator(device).manual_seed(seed + 1)
@@ -159,8 +184,18 @@ class EngineStep:
         autocast = None
         if self.options is None and self.dtype != torch.float32:
             autocast = torch.autocast(self.device.type, dtype=self.dtype)
-        loss = diffusion_loss(self.net, lat, enc, add, None, self.schedule, self.generator, weight_dtype=self.dtype,
-                              autocast=autocast, channels_last=self.channels_last)
+        loss = diffusion_loss(
+            self.net,
+            lat,
+            enc,
+            add,
+            None,
+            self.schedule,
+            self.generator,
+            weight_dtype=self.dtype,
+            autocast=autocast,
+            channels_last=self.channels_last,
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.clip, 1.0)
         self.opt.step()
@@ -178,6 +213,7 @@ class EngineStep:
 
 
 # --- measuring ----------------------------------------------------------------------------------------------------
+
 
 def step_flops(step, lat, enc, add) -> int:
     from torch.utils.flop_counter import FlopCounterMode
@@ -259,10 +295,17 @@ class Row:
     flops: int | None = None
     note: str = ""
 
-    def summary(self, peak_flops: float, baseline: "Row | None") -> dict:
+    def summary(self, peak_flops: float, baseline: Row | None) -> dict:
         best = min(self.step_s)
-        out = {"model": self.model, "batch": self.batch, "variant": self.variant, "step_ms": round(best * 1e3, 2),
-               "it_s": round(1 / best, 3), "samples_s": round(self.batch / best, 2), "peak_gib": self.peak_gib}
+        out = {
+            "model": self.model,
+            "batch": self.batch,
+            "variant": self.variant,
+            "step_ms": round(best * 1e3, 2),
+            "it_s": round(1 / best, 3),
+            "samples_s": round(self.batch / best, 2),
+            "peak_gib": self.peak_gib,
+        }
         if self.flops:
             achieved = self.flops / best
             out["tflop_s"] = float(f"{achieved / 1e12:.4g}")
@@ -283,7 +326,7 @@ def run_model(model: str, batches: list[int], variants: dict, args, device, dtyp
         base = torch.cuda.memory_allocated(device) if cuda else 0
         try:
             step = make(len(batches))
-        except Exception as exc:  # noqa: BLE001 — one variant failing must not lose the table
+        except Exception as exc:
             results.append({"model": model, "variant": name, "error": f"build: {exc!r}"[:300]})
             continue
         steps[name] = step
@@ -291,7 +334,7 @@ def run_model(model: str, batches: list[int], variants: dict, args, device, dtyp
             row = rows[(name, bs)] = Row(model, bs, name)
             try:
                 row.peak_gib = warm_and_peak(step, inputs(step.unet, bs, device, dtype), args.warm, device, base)
-            except Exception as exc:  # noqa: BLE001 — e.g. out of memory at the largest batch
+            except Exception as exc:
                 row.note = f"error: {exc!r}"[:300]
                 if cuda:
                     torch.cuda.empty_cache()
@@ -312,8 +355,11 @@ def run_model(model: str, batches: list[int], variants: dict, args, device, dtyp
         base_row = rows.get(("plain", bs))
         for name in steps:
             row = rows[(name, bs)]
-            results.append(row.summary(peak_flops, base_row if base_row and base_row.step_s else None)
-                           if row.step_s else {"model": model, "batch": bs, "variant": name, "error": row.note})
+            results.append(
+                row.summary(peak_flops, base_row if base_row and base_row.step_s else None)
+                if row.step_s
+                else {"model": model, "batch": bs, "variant": name, "error": row.note}
+            )
             print(json.dumps(results[-1]), flush=True)
     del steps
     if cuda:
@@ -334,8 +380,9 @@ def variants_for(model: str, args, device, dtype, levers: bool) -> dict:
         full = full.without("compile", "cuda_graphs")
 
     def fast(options, name, **kw):
-        return lambda n: EngineStep(model, device, dtype, options, optimizer=args.optimizer, num_shapes=n,
-                                    name=name, **kw)
+        return lambda n: EngineStep(
+            model, device, dtype, options, optimizer=args.optimizer, num_shapes=n, name=name, **kw
+        )
 
     out = {"plain": lambda n: PlainLoop(model, device, dtype), "fast": fast(full, "fast")}
     if args.with_engine_plain or levers:
@@ -353,6 +400,7 @@ def variants_for(model: str, args, device, dtype, levers: bool) -> dict:
 
 
 # --- same math ----------------------------------------------------------------------------------------------------
+
 
 def same_math(model: str, bs: int, steps: int, args, device, dtype) -> dict:
     """The engine's plain step vs the fast step (and vs an fp32 plain step, bf16's own noise) from one seed."""
@@ -386,26 +434,33 @@ def same_math(model: str, bs: int, steps: int, args, device, dtype) -> dict:
 
     plain_losses, plain = runs["plain"]
     fast_losses, fast = runs["fast"]
-    result["loss_max_rel_diff"] = round(max(abs(f - p) / max(abs(p), 1e-12)
-                                            for f, p in zip(fast_losses, plain_losses)), 6)
+    result["loss_max_rel_diff"] = round(
+        max(abs(f - p) / max(abs(p), 1e-12) for f, p in zip(fast_losses, plain_losses)), 6
+    )
     result["update_gap_fast_vs_plain"] = round(gap(fast, plain), 5)
-    result["same_keys_and_shapes"] = fast.keys() == plain.keys() and all(fast[k].shape == plain[k].shape
-                                                                         for k in plain)
+    result["same_keys_and_shapes"] = fast.keys() == plain.keys() and all(fast[k].shape == plain[k].shape for k in plain)
     if "plain-fp32" in runs:
         reference = runs["plain-fp32"][1]
         result["update_gap_plain_vs_fp32"] = round(gap(plain, reference), 5)  # bf16's own noise
         result["update_gap_fast_vs_fp32"] = round(gap(fast, reference), 5)
         noise = result["update_gap_plain_vs_fp32"]
-        result["ok"] = (result["same_keys_and_shapes"] and result["update_gap_fast_vs_plain"] <= 1.5 * noise + 0.02
-                        and result["loss_max_rel_diff"] < 0.05)
+        result["ok"] = (
+            result["same_keys_and_shapes"]
+            and result["update_gap_fast_vs_plain"] <= 1.5 * noise + 0.02
+            and result["loss_max_rel_diff"] < 0.05
+        )
     else:
-        result["ok"] = (result["same_keys_and_shapes"] and result["update_gap_fast_vs_plain"] < 1e-3
-                        and result["loss_max_rel_diff"] < 1e-4)
+        result["ok"] = (
+            result["same_keys_and_shapes"]
+            and result["update_gap_fast_vs_plain"] < 1e-3
+            and result["loss_max_rel_diff"] < 1e-4
+        )
     print(json.dumps(result), flush=True)
     return result
 
 
 # --- the largest batch ----------------------------------------------------------------------------------------------
+
 
 def auto_batch(model: str, args, device, dtype) -> dict:
     """The batch the fast step (eager: compiled uses less memory, so this errs low) fits into 90 % of the GPU."""
@@ -428,6 +483,7 @@ def auto_batch(model: str, args, device, dtype) -> dict:
 
 # --- the reference job through the engine ---------------------------------------------------------------------------
 
+
 def make_random_sd15(folder: Path, device) -> Path:
     """A diffusers SD1.5 folder with random weights (real architecture): what the engine loads as `model.base`."""
     import shutil
@@ -439,9 +495,11 @@ def make_random_sd15(folder: Path, device) -> Path:
 
     shutil.copytree(pipeline_config_dir("sd15"), folder, dirs_exist_ok=True)
     with torch.device(device):
-        parts = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
-                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
-                 "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))}
+        parts = {
+            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+            "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")),
+        }
     for sub, module in parts.items():
         module.save_pretrained(folder / sub, safe_serialization=True)
     return folder
@@ -481,15 +539,26 @@ def reference_job(args, device, workdir: Path, batch: int, fast_step: str) -> di
             make_random_sd15(base_dir, device)
         base = str(base_dir)
     cfg = {
-        "job_id": "bench", "output_dir": str(root / "out"), "output_name": "ref", "work_dir": str(root / "work"),
+        "job_id": "bench",
+        "output_dir": str(root / "out"),
+        "output_name": "ref",
+        "work_dir": str(root / "work"),
         "device": "cpu" if device.type == "cpu" else "auto",
         "model": {"family": "sd15", "base": base},
-        "dataset": {"train_data_dir": str(data_dir), "resolution": side,
-                    **({"min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32} if tiny else {})},
-        "training": {"max_train_epochs": epochs, "batch_size": batch, "save_every_n_epochs": 2,
-                     "optimizer_type": args.reference_optimizer, "fast_step": fast_step,
-                     # CPU: inductor compiles the tiny UNet in minutes (bench/RESULTS.md); the step table measures it
-                     "fast_step_off": (["compile"] if args.no_compile or tiny else [])},
+        "dataset": {
+            "train_data_dir": str(data_dir),
+            "resolution": side,
+            **({"min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 32} if tiny else {}),
+        },
+        "training": {
+            "max_train_epochs": epochs,
+            "batch_size": batch,
+            "save_every_n_epochs": 2,
+            "optimizer_type": args.reference_optimizer,
+            "fast_step": fast_step,
+            # CPU: inductor compiles the tiny UNet in minutes (bench/RESULTS.md); the step table measures it
+            "fast_step_off": (["compile"] if args.no_compile or tiny else []),
+        },
         "sample": {"prompts": [], "grid_strengths": [], "grid_seeds": []},
     }
     config = root / "engine_config.json"
@@ -498,12 +567,21 @@ def reference_job(args, device, workdir: Path, batch: int, fast_step: str) -> di
     if tiny:
         env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "lorarun.image.engine", "train", "--config", str(config),
-                           "--step-event-interval", "5"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorarun.image.engine", "train", "--config", str(config), "--step-event-interval", "5"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.time() - t0
     events = [json.loads(line) for line in (root / "out" / "events.jsonl").read_text().splitlines() if line.strip()]
-    result = {"job": f"{images} images x {repeats} repeats x {epochs} epochs @ {side}", "fast_step": fast_step,
-              "batch": batch, "returncode": proc.returncode, "wall_s": round(wall, 1)}
+    result = {
+        "job": f"{images} images x {repeats} repeats x {epochs} epochs @ {side}",
+        "fast_step": fast_step,
+        "batch": batch,
+        "returncode": proc.returncode,
+        "wall_s": round(wall, 1),
+    }
     if proc.returncode != 0:
         result["stderr_tail"] = proc.stderr[-1500:]
         print(json.dumps(result), flush=True)
@@ -515,32 +593,42 @@ def reference_job(args, device, workdir: Path, batch: int, fast_step: str) -> di
     started, finished = first("started"), first("finished")
     caching = [e for e in events if e["event"] == "caching"]
     steps = [e for e in events if e["event"] == "step"]
-    train_start = next((e["t"] for e in events if e["event"] == "fast_step"), caching[-1]["t"] if caching else
-                       started["t"])
-    result.update({
-        "total_steps": started["total_steps"], "fast_step_reason": started.get("fast_step"),
-        "process_start_to_started_s": round(started["t"] - t0, 1),
-        "model_load_s": round((caching[0]["t"] if caching else train_start) - started["t"], 1),
-        "caching_s": round(train_start - caching[0]["t"], 1) if caching else 0.0,
-        "training_s": round(finished["t"] - train_start, 1),  # includes compiles and checkpoint writes
-        "samples_per_s_training": round(started["total_steps"] * batch / max(finished["t"] - train_start, 1e-9), 2),
-        "last_it_s": steps[-1]["it_s"] if steps else None,
-    })
+    train_start = next(
+        (e["t"] for e in events if e["event"] == "fast_step"), caching[-1]["t"] if caching else started["t"]
+    )
+    result.update(
+        {
+            "total_steps": started["total_steps"],
+            "fast_step_reason": started.get("fast_step"),
+            "process_start_to_started_s": round(started["t"] - t0, 1),
+            "model_load_s": round((caching[0]["t"] if caching else train_start) - started["t"], 1),
+            "caching_s": round(train_start - caching[0]["t"], 1) if caching else 0.0,
+            "training_s": round(finished["t"] - train_start, 1),  # includes compiles and checkpoint writes
+            "samples_per_s_training": round(started["total_steps"] * batch / max(finished["t"] - train_start, 1e-9), 2),
+            "last_it_s": steps[-1]["it_s"] if steps else None,
+        }
+    )
     print(json.dumps(result), flush=True)
     return result
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
 
+
 def versions(device) -> dict:
     import diffusers
     import peft
 
-    out = {"torch": torch.__version__, "diffusers": diffusers.__version__, "peft": peft.__version__,
-           "python": platform.python_version(), "device": (torch.cuda.get_device_name(device)
-                                                           if device.type == "cuda" else platform.processor()
-                                                           or platform.machine()),
-           "cpu_threads": torch.get_num_threads()}
+    out = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+        "device": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        ),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         out["cuda"] = torch.version.cuda
     return out
@@ -572,8 +660,11 @@ def main(argv=None) -> int:
     if args.tiny:
         device = torch.device("cpu")
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        plan = {m: args.batches or b for m, b in TINY_PLAN.items() if not args.models or m in args.models
-                or m.split("-", 1)[1] in args.models}
+        plan = {
+            m: args.batches or b
+            for m, b in TINY_PLAN.items()
+            if not args.models or m in args.models or m.split("-", 1)[1] in args.models
+        }
         args.steps, args.warm = args.steps or 3, args.warm or 2
     else:
         if not torch.cuda.is_available():
@@ -587,19 +678,26 @@ def main(argv=None) -> int:
         args.steps, args.warm = args.steps or 20, args.warm or 5
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype or ("fp32" if args.tiny else "bf16")]
     out_dir = Path(os.environ.get("OUT", "."))
-    report: dict = {"versions": versions(device), "dtype": str(dtype).replace("torch.", ""),
-                    "mode": "tiny CPU check (NOT the target figures)" if args.tiny else "GPU", "rows": []}
+    report: dict = {
+        "versions": versions(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "mode": "tiny CPU check (NOT the target figures)" if args.tiny else "GPU",
+        "rows": [],
+    }
     peak = matmul_peak(device, dtype, 1024 if args.tiny else 8192)
     report["measured_matmul_peak_tflop_s"] = round(peak / 1e12, 3)
-    print(json.dumps({"versions": report["versions"], "matmul_peak_tflop_s": report["measured_matmul_peak_tflop_s"]}),
-          flush=True)
+    print(
+        json.dumps({"versions": report["versions"], "matmul_peak_tflop_s": report["measured_matmul_peak_tflop_s"]}),
+        flush=True,
+    )
 
     def save():
         (out_dir / "engine_throughput.json").write_text(json.dumps(report, indent=1))
 
     for model, batches in plan.items():
-        report["rows"] += run_model(model, batches, variants_for(model, args, device, dtype, args.levers), args,
-                                    device, dtype, peak)
+        report["rows"] += run_model(
+            model, batches, variants_for(model, args, device, dtype, args.levers), args, device, dtype, peak
+        )
         save()
     if not args.no_same_math:
         report["same_math"] = [same_math(m, min(b), args.same_math_steps, args, device, dtype) for m, b in plan.items()]
@@ -620,15 +718,19 @@ def main(argv=None) -> int:
 
 def print_table(report: dict) -> None:
     v = report["versions"]
-    print(f"\n{report['mode']}: {v['device']}, torch {v['torch']}, diffusers {v['diffusers']}, peft {v['peft']}, "
-          f"{report['dtype']}; measured matmul peak {report['measured_matmul_peak_tflop_s']} TFLOP/s")
+    print(
+        f"\n{report['mode']}: {v['device']}, torch {v['torch']}, diffusers {v['diffusers']}, peft {v['peft']}, "
+        f"{report['dtype']}; measured matmul peak {report['measured_matmul_peak_tflop_s']} TFLOP/s"
+    )
     print("model batch variant | step ms  samples/s  peak GiB | TFLOP/s  share | vs plain")
     for r in report["rows"]:
         if "error" in r:
             print(r.get("model"), r.get("batch", ""), r["variant"], "ERROR", r["error"])
             continue
-        print(f'{r["model"]} {r["batch"]} {r["variant"]} | {r["step_ms"]} {r["samples_s"]} {r["peak_gib"]} | '
-              f'{r.get("tflop_s", "")} {r.get("share_of_peak", "")} | {r.get("vs_plain", "")}')
+        print(
+            f"{r['model']} {r['batch']} {r['variant']} | {r['step_ms']} {r['samples_s']} {r['peak_gib']} | "
+            f"{r.get('tflop_s', '')} {r.get('share_of_peak', '')} | {r.get('vs_plain', '')}"
+        )
     for s in report.get("same_math", []):
         print("same math:", json.dumps(s))
     for j in report.get("reference_job", []):

@@ -13,6 +13,7 @@ weights, AdamW, gradient checkpointing, bf16 autocast, cached-style inputs (rand
     python bench/flux_bench.py --tiny                  # CPU smoke check on the built-in tiny Flux
 Writes flux_bench.json into $OUT (or the current folder). Not a CI test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,12 +55,14 @@ def _quantise_blocks(model, quant: str) -> None:
             parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
             bias = child.bias is not None
             if quant == "nf4":
-                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias,
-                                        compute_dtype=torch.bfloat16, quant_type="nf4")
+                new = bnb.nn.Linear4bit(
+                    child.in_features, child.out_features, bias=bias, compute_dtype=torch.bfloat16, quant_type="nf4"
+                )
                 new.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, quant_type="nf4")
             else:
-                new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False,
-                                          threshold=6.0)
+                new = bnb.nn.Linear8bitLt(
+                    child.in_features, child.out_features, bias=bias, has_fp16_weights=False, threshold=6.0
+                )
                 new.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
             if bias:
                 new.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
@@ -92,8 +95,21 @@ def run_case(args, quant: str, side: int, device) -> dict:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
     def step():
-        loss = flow_loss(transformer, latents, t5.to(dtype), pooled.to(dtype), None, None, gen, sampling="shift",
-                         shift=3.1582, sigmoid_scale=1.0, guidance=1.0, weight_dtype=dtype, autocast=autocast)
+        loss = flow_loss(
+            transformer,
+            latents,
+            t5.to(dtype),
+            pooled.to(dtype),
+            None,
+            None,
+            gen,
+            sampling="shift",
+            shift=3.1582,
+            sigmoid_scale=1.0,
+            guidance=1.0,
+            weight_dtype=dtype,
+            autocast=autocast,
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -112,13 +128,18 @@ def run_case(args, quant: str, side: int, device) -> dict:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    predicted = memory.peak_allocated_gib("flux", (side, side), args.batch, args.rank, True, False,
-                                          quantization=quant)
-    row = {"quantization": quant, "resolution": side, "batch": args.batch, "rank": args.rank,
-           "seconds_per_step": round(seconds, 4), "peak_gib": round(peak, 2) if peak is not None else None,
-           "predicted_peak_gib": round(predicted, 2),
-           "peak_over_predicted": round(peak / predicted, 3) if peak is not None else None,
-           "loss": round(float(loss), 4)}
+    predicted = memory.peak_allocated_gib("flux", (side, side), args.batch, args.rank, True, False, quantization=quant)
+    row = {
+        "quantization": quant,
+        "resolution": side,
+        "batch": args.batch,
+        "rank": args.rank,
+        "seconds_per_step": round(seconds, 4),
+        "peak_gib": round(peak, 2) if peak is not None else None,
+        "predicted_peak_gib": round(predicted, 2),
+        "peak_over_predicted": round(peak / predicted, 3) if peak is not None else None,
+        "loss": round(float(loss), 4),
+    }
     print(json.dumps(row), flush=True)
     del transformer, opt, params
     return row
@@ -147,8 +168,11 @@ def main() -> None:
             except torch.cuda.OutOfMemoryError as exc:  # report and go on: the table says which did not fit
                 rows.append({"quantization": quant, "resolution": side, "error": f"out of memory: {exc}"[:300]})
                 print(json.dumps(rows[-1]), flush=True)
-    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "rows": rows}
+    info = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     out = os.environ.get("OUT") or "."
     with open(os.path.join(out, "flux_bench.json"), "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=2)

@@ -14,6 +14,7 @@ second is what the throughput becomes when the CPU is the bottleneck, and it bar
 
 Needs OpenSSH's `sshd` and `scp`. Nothing listens anywhere but 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support (the loopback sshd)
 
-from lorarun.sshlink.session import UPLOAD_CHANNELS, SSHParams, SSHTransport  # noqa: E402
-from tests.support.sshd import SshdServer  # noqa: E402
+from lorarun.sshlink.session import UPLOAD_CHANNELS, SSHParams, SSHTransport
+from tests.support.sshd import SshdServer
 
 
 def make_dataset(root: Path, total_mb: int, seed: int = 0) -> tuple[int, int]:
@@ -93,9 +94,21 @@ def run_put_tree(params: SSHParams, dataset: Path, dest: str, channels: int) -> 
 
 def run_scp(server: SshdServer, known_hosts: Path, dataset: Path, dest: str) -> float:
     cmd = [
-        "scp", "-q", "-r", "-P", str(server.port), "-i", str(server.client_key),
-        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known_hosts}",
-        str(dataset), f"{server.username}@127.0.0.1:{dest}",
+        "scp",
+        "-q",
+        "-r",
+        "-P",
+        str(server.port),
+        "-i",
+        str(server.client_key),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        str(dataset),
+        f"{server.username}@127.0.0.1:{dest}",
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -117,11 +130,18 @@ def main() -> int:
     server = SshdServer(root / "sshd", instance_id="upload-bench")
     try:
         files, total = make_dataset(root / "dataset", args.mb)
-        print(f"dataset: {files} files, {total / 1e6:.1f} MB; {args.reps} repetitions, "
-              f"put_tree with {args.channels} SFTP channel(s)")
+        print(
+            f"dataset: {files} files, {total / 1e6:.1f} MB; {args.reps} repetitions, "
+            f"put_tree with {args.channels} SFTP channel(s)"
+        )
         server.start()
-        params = SSHParams(host="127.0.0.1", port=server.port, username=server.username,
-                           key_path=server.client_key, known_hosts=root / "pins")
+        params = SSHParams(
+            host="127.0.0.1",
+            port=server.port,
+            username=server.username,
+            key_path=server.client_key,
+            known_hosts=root / "pins",
+        )
         results: dict[str, list[float]] = {"put_tree": [], "scp": []}
         cpu: dict[str, list[float]] = {"put_tree": [], "scp": []}
         for rep in range(args.reps):
@@ -137,21 +157,40 @@ def main() -> int:
                 cpu[tool].append(client_cpu(children=is_scp) + server_cpu(server) - cpu0)
                 results[tool].append(total / secs / 1e6)
                 shutil.rmtree(dest, ignore_errors=True)
-            print(f"  rep {rep + 1}: put_tree {results['put_tree'][-1]:7.1f} MB/s ({cpu['put_tree'][-1]:.2f} CPU s)"
-                  f"   scp {results['scp'][-1]:7.1f} MB/s ({cpu['scp'][-1]:.2f} CPU s)")
+            print(
+                f"  rep {rep + 1}: put_tree {results['put_tree'][-1]:7.1f} MB/s ({cpu['put_tree'][-1]:.2f} CPU s)"
+                f"   scp {results['scp'][-1]:7.1f} MB/s ({cpu['scp'][-1]:.2f} CPU s)"
+            )
         med = {k: statistics.median(v) for k, v in results.items()}
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         ratio = med["put_tree"] / med["scp"]
         cpu_ratio = med_cpu["scp"] / med_cpu["put_tree"]
-        print(f"median: put_tree {med['put_tree']:.1f} MB/s, scp {med['scp']:.1f} MB/s, ratio {ratio:.2f} "
-              f"({'meets' if ratio >= 0.8 else 'BELOW'} the 0.8 target)")
-        print(f"CPU per upload (client + server side): put_tree {med_cpu['put_tree']:.2f} s, scp {med_cpu['scp']:.2f} s; "
-              f"MB per CPU second: put_tree {total / 1e6 / med_cpu['put_tree']:.0f}, "
-              f"scp {total / 1e6 / med_cpu['scp']:.0f} (ratio {cpu_ratio:.2f})")
+        print(
+            f"median: put_tree {med['put_tree']:.1f} MB/s, scp {med['scp']:.1f} MB/s, ratio {ratio:.2f} "
+            f"({'meets' if ratio >= 0.8 else 'BELOW'} the 0.8 target)"
+        )
+        print(
+            f"CPU per upload (client + server side): put_tree {med_cpu['put_tree']:.2f} s, scp {med_cpu['scp']:.2f} s; "
+            f"MB per CPU second: put_tree {total / 1e6 / med_cpu['put_tree']:.0f}, "
+            f"scp {total / 1e6 / med_cpu['scp']:.0f} (ratio {cpu_ratio:.2f})"
+        )
         if args.json:
-            args.json.write_text(json.dumps({"files": files, "bytes": total, "mb_per_s": results, "cpu_s": cpu,
-                                             "median": med, "median_cpu_s": med_cpu, "ratio": ratio,
-                                             "cpu_ratio": cpu_ratio, "channels": args.channels}, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "files": files,
+                        "bytes": total,
+                        "mb_per_s": results,
+                        "cpu_s": cpu,
+                        "median": med,
+                        "median_cpu_s": med_cpu,
+                        "ratio": ratio,
+                        "cpu_ratio": cpu_ratio,
+                        "channels": args.channels,
+                    },
+                    indent=2,
+                )
+            )
         return 0
     finally:
         server.stop()

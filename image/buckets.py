@@ -1,6 +1,7 @@
 """Aspect-ratio buckets exactly as kohya's sd-scripts makes them (`library/model_util.py::make_bucket_resolutions`,
 `library/train_util.py::BucketManager`). Pure functions: the laptop uses them to count steps, the engine to batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 Reso = tuple[int, int]  # (width, height)
 
 
-def make_bucket_resolutions(max_reso: Reso, min_size: int = 256, max_size: int = 1024, divisible: int = 64) -> list[Reso]:
+def make_bucket_resolutions(
+    max_reso: Reso, min_size: int = 256, max_size: int = 1024, divisible: int = 64
+) -> list[Reso]:
     max_width, max_height = max_reso
     max_area = max_width * max_height
     resos: set[Reso] = set()

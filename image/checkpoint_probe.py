@@ -20,6 +20,7 @@ Key patterns (where each family's checkpoints come from):
   `text_encoders.*` and `vae.*`); diffusers' layout uses `transformer_blocks.*` + `single_transformer_blocks.*`.
   `guidance_in.*` exists in guidance-distilled models (dev, krea) and not in schnell.
 """
+
 from __future__ import annotations
 
 import io
@@ -83,7 +84,8 @@ def _safetensors_keys(path: Path, head: bytes, size: int) -> tuple[list[str], di
     if length == 0 or length > SAFETENSORS_HEADER_LIMIT or length > size - 8:
         raise NotACheckpoint(
             f"{path.name} is not a safetensors file: its first 8 bytes give a header length of {length} bytes "
-            f"but the file has {size}{_text_hint(path)}")
+            f"but the file has {size}{_text_hint(path)}"
+        )
     with path.open("rb") as fh:
         fh.seek(8)
         raw = fh.read(length)
@@ -106,8 +108,10 @@ def _safetensors_keys(path: Path, head: bytes, size: int) -> tuple[list[str], di
         except (TypeError, ValueError, IndexError):
             raise NotACheckpoint(f"{path.name} is not a valid safetensors file: entry {name!r} is malformed") from None
     if 8 + length + end > size:
-        raise NotACheckpoint(f"{path.name} is truncated: its header describes {8 + length + end} bytes but the file "
-                             f"has {size} (an interrupted download? fetch it again)")
+        raise NotACheckpoint(
+            f"{path.name} is truncated: its header describes {8 + length + end} bytes but the file "
+            f"has {size} (an interrupted download? fetch it again)"
+        )
     return list(shapes), shapes
 
 
@@ -138,8 +142,15 @@ def _pickle_strings(stream, name: str, max_pickles: int) -> list[str]:
     for _ in range(max_pickles):
         try:
             for opcode, arg, _pos in pickletools.genops(stream):
-                if isinstance(arg, str) and opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
-                                                             "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                if isinstance(arg, str) and opcode.name in (
+                    "SHORT_BINUNICODE",
+                    "BINUNICODE",
+                    "BINUNICODE8",
+                    "UNICODE",
+                    "SHORT_BINSTRING",
+                    "BINSTRING",
+                    "STRING",
+                ):
                     strings.append(arg)
         except (ValueError, EOFError) as exc:
             if strings:
@@ -185,8 +196,10 @@ def classify(keys: list[str], shapes: dict[str, list[int]], name: str, file_form
         return CheckpointInfo(family=family, file_format=file_format, tensor_count=len(keyset), **base)
 
     if has("lora_unet_") or has("lora_te") or any(".lora_down." in k or ".lora_A." in k for k in keyset):
-        raise NotACheckpoint(f"{name} is a LoRA, not a base model; give the checkpoint it was trained on as "
-                             f"model.base (a LoRA cannot be trained from)")
+        raise NotACheckpoint(
+            f"{name} is a LoRA, not a base model; give the checkpoint it was trained on as "
+            f"model.base (a LoRA cannot be trained from)"
+        )
     # Flux: BFL layout (bare or under ComfyUI's model.diffusion_model.) or diffusers' transformer layout.
     for prefix in ("", "model.diffusion_model."):
         if has(prefix + "double_blocks.") and has(prefix + "single_blocks."):
@@ -196,8 +209,10 @@ def classify(keys: list[str], shapes: dict[str, list[int]], name: str, file_form
         return info("flux", transformer_only=True, guidance_embed=has("time_text_embed.guidance_embedder."))
     if has("conditioner.embedders.") or has("model.diffusion_model.label_emb."):
         if not has("conditioner.embedders.1.") and has("conditioner.embedders.0.model."):
-            raise NotACheckpoint(f"{name} is the SDXL refiner, not a base model; train on the SDXL base "
-                                 f"(e.g. sd_xl_base_1.0.safetensors)")
+            raise NotACheckpoint(
+                f"{name} is the SDXL refiner, not a base model; train on the SDXL base "
+                f"(e.g. sd_xl_base_1.0.safetensors)"
+            )
         return info("sdxl")
     if has("model.diffusion_model.input_blocks."):
         if has("cond_stage_model.model."):
@@ -216,8 +231,10 @@ def classify(keys: list[str], shapes: dict[str, list[int]], name: str, file_form
         width = _context_width(shapes)
         return info("sd15", sd2={768: False, 1024: True}.get(width) if width else None)
     sample = ", ".join(sorted(keyset)[:3])
-    raise NotACheckpoint(f"{name} has {len(keyset)} tensors but none of an SD1.x/SD2.x, SDXL or Flux model "
-                         f"(first names: {sample}); is it a VAE, an upscaler or another model type?")
+    raise NotACheckpoint(
+        f"{name} has {len(keyset)} tensors but none of an SD1.x/SD2.x, SDXL or Flux model "
+        f"(first names: {sample}); is it a VAE, an upscaler or another model type?"
+    )
 
 
 def _context_width(shapes: dict[str, list[int]]) -> int | None:

@@ -9,6 +9,7 @@ only to a regular image (for an image) or caption file (for a caption) and is re
 scanned like any other, and its files are uploaded under the link's name.
 Torch-free: only Pillow.
 """
+
 from __future__ import annotations
 
 import math
@@ -133,8 +134,9 @@ class DatasetScan:
     def steps_per_epoch(self, batch_size: int) -> int:
         return steps_per_epoch(self.bucket_counts(), batch_size)
 
-    def total_steps(self, batch_size: int, epochs: int | None, max_steps: int | None = None,
-                    grad_accum: int = 1) -> int:
+    def total_steps(
+        self, batch_size: int, epochs: int | None, max_steps: int | None = None, grad_accum: int = 1
+    ) -> int:
         """Optimizer steps for the run: epochs win over max_steps, as in kohya."""
         per_epoch = math.ceil(self.steps_per_epoch(batch_size) / grad_accum)
         if epochs is not None:
@@ -168,8 +170,9 @@ def _reg_fill(subsets: tuple[Subset, ...], num_train_images: int) -> Counter[Res
     return counts
 
 
-def scan_dataset(root: Path, bucket_spec: BucketSpec, *, reg_root: Path | None = None,
-                 caption_extension: str = ".txt") -> DatasetScan:
+def scan_dataset(
+    root: Path, bucket_spec: BucketSpec, *, reg_root: Path | None = None, caption_extension: str = ".txt"
+) -> DatasetScan:
     """Scan `root` (and `reg_root`), collecting every problem rather than stopping at the first."""
     problems: list[Problem] = []
     predefined = (
@@ -187,46 +190,80 @@ def scan_dataset(root: Path, bucket_spec: BucketSpec, *, reg_root: Path | None =
             continue
         loose = sorted(p.name for p in folder_root.iterdir() if _is_image(p))
         if loose:
-            problems.append(Problem(
-                "error", str(folder_root / loose[0]),
-                f"image directly in the {label}; kohya layout needs sub-folders like '10_mychar' (10 repeats)",
-            ))
+            problems.append(
+                Problem(
+                    "error",
+                    str(folder_root / loose[0]),
+                    f"image directly in the {label}; kohya layout needs sub-folders like '10_mychar' (10 repeats)",
+                )
+            )
         for sub in sorted(p for p in folder_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             subset = _scan_subset(sub, folder_root, is_reg, bucket_spec, predefined, caption_extension, problems)
             if subset is not None:
                 subsets.append(subset)
     if not any(s.images for s in subsets if not s.is_reg) and not any(p.severity == "error" for p in problems):
-        problems.append(Problem("error", str(root), "no training images found (.png .jpg .jpeg .webp .bmp) "
-                                                    "in any '<repeats>_<name>' sub-folder"))
-    return DatasetScan(root=str(root), subsets=tuple(subsets), problems=tuple(problems),
-                       reg_root=str(reg_root) if reg_root is not None else None)
+        problems.append(
+            Problem(
+                "error",
+                str(root),
+                "no training images found (.png .jpg .jpeg .webp .bmp) in any '<repeats>_<name>' sub-folder",
+            )
+        )
+    return DatasetScan(
+        root=str(root),
+        subsets=tuple(subsets),
+        problems=tuple(problems),
+        reg_root=str(reg_root) if reg_root is not None else None,
+    )
 
 
 def _is_image(path: Path) -> bool:
     return (path.is_file() or path.is_symlink()) and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, predefined: list[Reso] | None,
-                 caption_extension: str, problems: list[Problem]) -> Subset | None:
+def _scan_subset(
+    folder: Path,
+    root: Path,
+    is_reg: bool,
+    spec: BucketSpec,
+    predefined: list[Reso] | None,
+    caption_extension: str,
+    problems: list[Problem],
+) -> Subset | None:
     images = sorted(p for p in folder.iterdir() if _is_image(p))
     match = _FOLDER_RE.match(folder.name)
     if not match:
         if images:
-            problems.append(Problem(
-                "error", str(folder),
-                f"folder name has no repeat prefix; rename it to e.g. '10_{folder.name}' (10 repeats per epoch)",
-            ))
+            problems.append(
+                Problem(
+                    "error",
+                    str(folder),
+                    f"folder name has no repeat prefix; rename it to e.g. '10_{folder.name}' (10 repeats per epoch)",
+                )
+            )
         return None
     repeats, class_tokens = int(match.group(1)), match.group(2).strip()
     allowed = RANGES["dataset.repeats"]
     if not allowed.contains(repeats):
         shown = str(repeats) if len(str(repeats)) <= 12 else f"{repeats:.3g}"
-        problems.append(Problem("error", str(folder), f"repeat count {shown} is outside the range a real job has; "
-                                                      f"rename the folder with a count {allowed.describe()}"))
+        problems.append(
+            Problem(
+                "error",
+                str(folder),
+                f"repeat count {shown} is outside the range a real job has; "
+                f"rename the folder with a count {allowed.describe()}",
+            )
+        )
         return None
     if folder.is_symlink():
-        problems.append(Problem("warning", str(folder), f"folder is a symbolic link to {os.path.realpath(folder)}; "
-                                                        f"its images are scanned and uploaded as {folder.name}/"))
+        problems.append(
+            Problem(
+                "warning",
+                str(folder),
+                f"folder is a symbolic link to {os.path.realpath(folder)}; "
+                f"its images are scanned and uploaded as {folder.name}/",
+            )
+        )
     entries: list[ImageEntry] = []
     missing: list[str] = []
     for path in images:
@@ -241,22 +278,29 @@ def _scan_subset(folder: Path, root: Path, is_reg: bool, spec: BucketSpec, prede
         if not from_file:
             missing.append(path.name)
             caption = class_tokens
-        entries.append(ImageEntry(
-            path=path.relative_to(root).as_posix(), size=size, caption=caption, caption_from_file=from_file,
-            bucket=select_bucket(size, spec, predefined),
-            caption_file=caption_path.relative_to(root).as_posix() if caption_path else None,
-        ))
+        entries.append(
+            ImageEntry(
+                path=path.relative_to(root).as_posix(),
+                size=size,
+                caption=caption,
+                caption_from_file=from_file,
+                bucket=select_bucket(size, spec, predefined),
+                caption_file=caption_path.relative_to(root).as_posix() if caption_path else None,
+            )
+        )
     if missing:
         example = folder / missing[0]
-        problems.append(Problem(
-            "warning", str(example),
-            f"no caption file; using the class tokens {class_tokens!r} as its caption"
-            + (f" (and for {len(missing) - 1} more image(s) in this folder)" if len(missing) > 1 else ""),
-        ))
+        problems.append(
+            Problem(
+                "warning",
+                str(example),
+                f"no caption file; using the class tokens {class_tokens!r} as its caption"
+                + (f" (and for {len(missing) - 1} more image(s) in this folder)" if len(missing) > 1 else ""),
+            )
+        )
     if not images:
         problems.append(Problem("warning", str(folder), "folder has no images; it is ignored"))
-    return Subset(folder=folder.name, repeats=repeats, class_tokens=class_tokens, is_reg=is_reg,
-                  images=tuple(entries))
+    return Subset(folder=folder.name, repeats=repeats, class_tokens=class_tokens, is_reg=is_reg, images=tuple(entries))
 
 
 def _link_target_ok(path: Path, suffixes: tuple[str, ...], what: str, problems: list[Problem]) -> bool:
@@ -268,8 +312,14 @@ def _link_target_ok(path: Path, suffixes: tuple[str, ...], what: str, problems: 
     if target.is_file() and target.suffix.lower() in suffixes:
         problems.append(Problem("warning", str(path), f"symbolic link to {target}; that file is uploaded"))
         return True
-    problems.append(Problem("error", str(path), f"symbolic link to {target}, which is not {what} file "
-                                                f"({', '.join(suffixes)}); replace the link with the file itself"))
+    problems.append(
+        Problem(
+            "error",
+            str(path),
+            f"symbolic link to {target}, which is not {what} file "
+            f"({', '.join(suffixes)}); replace the link with the file itself",
+        )
+    )
     return False
 
 
@@ -282,15 +332,28 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
             with Image.open(path) as im:
                 size = im.size
                 if size[0] * size[1] > MAX_IMAGE_PIXELS:  # from the header alone: never decode a bomb
-                    problems.append(Problem(
-                        "error", str(path), f"image claims {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:,.0f} "
-                                            f"Mpx), more than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; resize it"))
+                    problems.append(
+                        Problem(
+                            "error",
+                            str(path),
+                            f"image claims {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:,.0f} "
+                            f"Mpx), more than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; resize it",
+                        )
+                    )
                     return None
                 im.load()  # decode every pixel: a truncated file fails here, not on the GPU
     except Image.DecompressionBombError as exc:
-        reason = str(exc).split(" could be")[0].rstrip(", ")  # Pillow: "Image size (W x H pixels) exceeds limit of N pixels, ..."
-        problems.append(Problem("error", str(path), f"image is larger than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx, too "
-                                                    f"large to decode safely ({reason}); resize it"))
+        reason = (
+            str(exc).split(" could be")[0].rstrip(", ")
+        )  # Pillow: "Image size (W x H pixels) exceeds limit of N pixels, ..."
+        problems.append(
+            Problem(
+                "error",
+                str(path),
+                f"image is larger than {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx, too "
+                f"large to decode safely ({reason}); resize it",
+            )
+        )
         return None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -302,8 +365,7 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
     return size
 
 
-def _read_caption(image: Path, caption_extension: str,
-                  problems: list[Problem]) -> tuple[str | None, bool, Path | None]:
+def _read_caption(image: Path, caption_extension: str, problems: list[Problem]) -> tuple[str | None, bool, Path | None]:
     """(caption, whether it came from a file, the caption file read). None as the caption: an error was recorded."""
     candidates = [image.with_suffix(caption_extension)]
     candidates += [image.with_suffix(ext) for ext in CAPTION_EXTENSIONS if ext != caption_extension]
@@ -314,10 +376,13 @@ def _read_caption(image: Path, caption_extension: str,
             try:
                 text = candidate.read_bytes().decode("utf-8-sig")
             except UnicodeDecodeError as exc:
-                problems.append(Problem(
-                    "error", str(candidate),
-                    f"caption is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8",
-                ))
+                problems.append(
+                    Problem(
+                        "error",
+                        str(candidate),
+                        f"caption is not UTF-8 (bad byte at offset {exc.start}); re-save it as UTF-8",
+                    )
+                )
                 return None, False, None
             first_line = text.splitlines()[0].strip() if text.strip() else ""
             # kohya uses the first line; an empty file counts as missing (but is still the file the engine reads)

@@ -4,6 +4,7 @@ Torch-free on purpose: the laptop validates a job with these same classes, so a 
 one the engine accepts. Names follow kohya's sd-scripts where kohya has a name for the thing, so a kohya user
 recognises every field (and `runner/job/kohya_toml.py` maps their TOML onto these).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,22 @@ from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping
 
 FAMILIES = ("sd15", "sdxl", "flux")
-OPTIMIZERS = ("auto", "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit", "Lion", "Prodigy",
-              "DAdaptAdam", "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", "Adafactor")
+OPTIMIZERS = (
+    "auto",
+    "AdamW",
+    "AdamW8bit",
+    "PagedAdamW8bit",
+    "Lion8bit",
+    "PagedLion8bit",
+    "Lion",
+    "Prodigy",
+    "DAdaptAdam",
+    "DAdaptLion",
+    "DAdaptAdaGrad",
+    "DAdaptAdan",
+    "DAdaptSGD",
+    "Adafactor",
+)
 SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -52,7 +67,9 @@ class ModelConfig:
         if self.family not in FAMILIES:
             raise ConfigError(f"{where}.family: unknown family {self.family!r}; use one of {', '.join(FAMILIES)}")
         if self.base.startswith(BUILTIN_PREFIX) and self.base not in BUILTIN_MODELS:
-            raise ConfigError(f"{where}.base: unknown built-in model {self.base!r}; use one of {', '.join(BUILTIN_MODELS)}")
+            raise ConfigError(
+                f"{where}.base: unknown built-in model {self.base!r}; use one of {', '.join(BUILTIN_MODELS)}"
+            )
         if self.family == "sdxl" and (self.v2 or self.v_parameterization):
             raise ConfigError(f"{where}.v2: SD2.x flags (v2, v_parameterization) do not apply to family sdxl")
         if not 1 <= self.clip_skip <= 12:
@@ -111,8 +128,10 @@ class DatasetConfig:
         if not self.caption_tag_dropout_rate < 1.0:  # the range table has [0, 1]; 1 would drop every tag
             raise ConfigError(f"{where}.caption_tag_dropout_rate: must be below 1, got {self.caption_tag_dropout_rate}")
         if self.keep_tokens_separator.strip() in (",", "") and self.keep_tokens_separator:
-            raise ConfigError(f"{where}.keep_tokens_separator: {self.keep_tokens_separator!r} would split every tag; "
-                              "use a marker such as '|||'")
+            raise ConfigError(
+                f"{where}.keep_tokens_separator: {self.keep_tokens_separator!r} would split every tag; "
+                "use a marker such as '|||'"
+            )
 
 
 @dataclass(frozen=True)
@@ -221,8 +240,9 @@ class TrainingConfig:
             raise ConfigError(f"{where}.fast_step: use one of {', '.join(FAST_STEP_MODES)}, got {self.fast_step!r}")
         for lever in self.fast_step_off:
             if lever not in FAST_STEP_LEVERS:
-                raise ConfigError(f"{where}.fast_step_off: unknown lever {lever!r}; use any of "
-                                  f"{', '.join(FAST_STEP_LEVERS)}")
+                raise ConfigError(
+                    f"{where}.fast_step_off: unknown lever {lever!r}; use any of {', '.join(FAST_STEP_LEVERS)}"
+                )
         self._validate_kohya_options(where)
 
     def _validate_kohya_options(self, where: str) -> None:
@@ -255,19 +275,36 @@ class TrainingConfig:
 # kohya options implemented in the SD1.5/SDXL trainer only; the Flux trainer (image/engine/flux/) has its own step,
 # LoRA and data path, so a Flux job with one of these set is refused instead of silently training without it.
 SD_ONLY_OPTIONS = {
-    "training": ("network_dropout", "rank_dropout", "module_dropout", "conv_dim", "conv_alpha", "scale_weight_norms",
-                 "noise_offset_random_strength", "adaptive_noise_scale", "multires_noise_iterations",
-                 "ip_noise_gamma", "ip_noise_gamma_random_strength", "zero_terminal_snr", "loss_type",
-                 "debiased_estimation_loss", "save_last_n_epochs", "min_timestep", "max_timestep",
-                 "scale_v_pred_loss_like_noise_pred", "v_pred_like_loss",
-                 # SD noise-schedule options with no meaning in Flux's flow matching (kohya's Flux trainer has none)
-                 "min_snr_gamma", "noise_offset"),
+    "training": (
+        "network_dropout",
+        "rank_dropout",
+        "module_dropout",
+        "conv_dim",
+        "conv_alpha",
+        "scale_weight_norms",
+        "noise_offset_random_strength",
+        "adaptive_noise_scale",
+        "multires_noise_iterations",
+        "ip_noise_gamma",
+        "ip_noise_gamma_random_strength",
+        "zero_terminal_snr",
+        "loss_type",
+        "debiased_estimation_loss",
+        "save_last_n_epochs",
+        "min_timestep",
+        "max_timestep",
+        "scale_v_pred_loss_like_noise_pred",
+        "v_pred_like_loss",
+        # SD noise-schedule options with no meaning in Flux's flow matching (kohya's Flux trainer has none)
+        "min_snr_gamma",
+        "noise_offset",
+    ),
     # Flux always caches the text embeddings of the captions as written: per-step caption changes cannot apply
     "dataset": ("keep_tokens_separator", "caption_tag_dropout_rate", "shuffle_caption", "caption_dropout_rate"),
 }
 
 
-def family_option_problems(model: "ModelConfig", dataset: "DatasetConfig", training: "TrainingConfig") -> list[str]:
+def family_option_problems(model: ModelConfig, dataset: DatasetConfig, training: TrainingConfig) -> list[str]:
     """One line per kohya option set for a family whose trainer does not implement it, or for the wrong prediction
     type (kohya's `verify_training_args` refuses the same two combinations)."""
     problems = []
@@ -280,8 +317,10 @@ def family_option_problems(model: "ModelConfig", dataset: "DatasetConfig", train
     for section, obj, default in (("training", training, TrainingConfig()), ("dataset", dataset, DatasetConfig())):
         for name in SD_ONLY_OPTIONS[section]:
             if getattr(obj, name) != getattr(default, name):
-                problems.append(f"{section}.{name}: lorarun implements it for sd15/sdxl; the Flux trainer does not "
-                                "support it yet (remove it)")
+                problems.append(
+                    f"{section}.{name}: lorarun implements it for sd15/sdxl; the Flux trainer does not "
+                    "support it yet (remove it)"
+                )
     return problems
 
 
@@ -346,11 +385,11 @@ class EngineConfig:
         path.write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "engine_config") -> "EngineConfig":
+    def from_dict(cls, data: dict, where: str = "engine_config") -> EngineConfig:
         return from_mapping(cls, data, where)
 
     @classmethod
-    def read(cls, path: Path) -> "EngineConfig":
+    def read(cls, path: Path) -> EngineConfig:
         cfg = cls.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
         cfg.validate()
         return cfg

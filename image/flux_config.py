@@ -9,6 +9,7 @@ Defaults are the ones the kohya README recommends for Flux.1-dev LoRAs (`--times
 model that BFL samples without a schedule shift, so its default sampling is the unshifted sigmoid (x-flux) with
 4-step, guidance-free samples.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,16 +74,19 @@ class FluxConfig:
         if self.flavour not in FLAVOURS:
             raise ConfigError(f"{where}.flavour: unknown flavour {self.flavour!r}; use one of {', '.join(FLAVOURS)}")
         if self.quantization not in QUANTIZATIONS:
-            raise ConfigError(f"{where}.quantization: use one of {', '.join(QUANTIZATIONS)}, "
-                              f"got {self.quantization!r}")
+            raise ConfigError(f"{where}.quantization: use one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         if self.timestep_sampling is not None and self.timestep_sampling not in TIMESTEP_SAMPLING:
-            raise ConfigError(f"{where}.timestep_sampling: use one of {', '.join(TIMESTEP_SAMPLING)}, "
-                              f"got {self.timestep_sampling!r}")
+            raise ConfigError(
+                f"{where}.timestep_sampling: use one of {', '.join(TIMESTEP_SAMPLING)}, got {self.timestep_sampling!r}"
+            )
         if self.model_prediction_type not in MODEL_PREDICTION_TYPES:
-            raise ConfigError(f"{where}.model_prediction_type: {self.model_prediction_type!r} is not supported; "
-                              "lorarun trains the raw flow prediction (kohya's recommended 'raw') — remove the key "
-                              "or set it to raw")
+            raise ConfigError(
+                f"{where}.model_prediction_type: {self.model_prediction_type!r} is not supported; "
+                "lorarun trains the raw flow prediction (kohya's recommended 'raw') — remove the key "
+                "or set it to raw"
+            )
         if self.network_target not in NETWORK_TARGETS:
-            raise ConfigError(f"{where}.network_target: use one of {', '.join(NETWORK_TARGETS)}, "
-                              f"got {self.network_target!r}")
+            raise ConfigError(
+                f"{where}.network_target: use one of {', '.join(NETWORK_TARGETS)}, got {self.network_target!r}"
+            )
         # numbers: ranges and finiteness are checked with every other field's (image/ranges.py, "flux.*")

@@ -13,6 +13,7 @@ taken as linear in pixels: SDPA keeps attention memory linear in tokens, and the
 linear in pixels by construction. Flux has no measurement yet: its constants are arithmetic from parameter counts
 (engine.md §6) and say so.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,21 +38,25 @@ FAMILIES: dict[str, FamilyMemory] = {
     "sd15": FamilyMemory(
         # (12.1 - 3.1) / 7 samples = 1.286 GiB per 512² sample (0.262 MP) → 4.905 GiB/MP;
         # intercept 3.1 - 1.286 = 1.81.
-        resident_gib=1.81, per_megapixel_gib=4.905,
+        resident_gib=1.81,
+        per_megapixel_gib=4.905,
         # A kohya SD1.5 LoRA at dim 128 is ~151 MB in fp16: ~0.59 M params per rank, ~0.09 M of them in the TE.
         lora_params_per_rank=0.5e6,
         base_weights_gib=859_520_964 * 2 / GIB,
-        text_encoders_gib=123_060_480 * 2 / GIB, te_lora_params_per_rank=0.09e6,
+        text_encoders_gib=123_060_480 * 2 / GIB,
+        te_lora_params_per_rank=0.09e6,
         vae_encode_gib_per_megapixel=2.0,
         source="fitted to baselines.md (H100, SD1.5@512, bs 1/4/8, rank 32)",
     ),
     "sdxl": FamilyMemory(
         # (39.4 - 14.4) / 3 samples = 8.33 GiB per 1024² sample (1.049 MP) → 7.95 GiB/MP;
         # intercept 14.4 - 8.33 = 6.07.
-        resident_gib=6.07, per_megapixel_gib=7.95,
+        resident_gib=6.07,
+        per_megapixel_gib=7.95,
         lora_params_per_rank=2.9e6,  # a kohya SDXL LoRA at dim 32 is ~200 MB in fp16 with both TEs
         base_weights_gib=2_567_463_684 * 2 / GIB,
-        text_encoders_gib=817_720_320 * 2 / GIB, te_lora_params_per_rank=0.5e6,
+        text_encoders_gib=817_720_320 * 2 / GIB,
+        te_lora_params_per_rank=0.5e6,
         vae_encode_gib_per_megapixel=3.5,
         source="fitted to baselines.md (H100, SDXL@1024, bs 1/4, rank 32)",
     ),
@@ -59,17 +64,23 @@ FAMILIES: dict[str, FamilyMemory] = {
         # Not measured here. resident_gib is the bf16 figure below (FLUX_QUANTIZATION); activations without
         # checkpointing are arithmetic (57 blocks over 4096 + 512 tokens of width 3072), with checkpointing only
         # the block inputs and one block's working set stay (FLUX_CHECKPOINTING_FACTOR).
-        resident_gib=23.5, per_megapixel_gib=24.0,
+        resident_gib=23.5,
+        per_megapixel_gib=24.0,
         lora_params_per_rank=5_369_856,  # every linear of the 19 double + 38 single blocks (target `all`), counted
         base_weights_gib=11_901_408_320 * 2 / GIB,
-        text_encoders_gib=(4_762_310_656 + 123_060_480) * 2 / GIB, te_lora_params_per_rank=0.0,
+        text_encoders_gib=(4_762_310_656 + 123_060_480) * 2 / GIB,
+        te_lora_params_per_rank=0.0,
         vae_encode_gib_per_megapixel=3.5,
         source="figures users report for each quantisation (FLUX_QUANTIZATION); not measured here",
     ),
     "tiny": FamilyMemory(
         # The built-in test models (diffusers' tiny configs): a few MB of weights; everything is noise here.
-        resident_gib=0.15, per_megapixel_gib=0.5, lora_params_per_rank=2e3,
-        base_weights_gib=0.01, text_encoders_gib=0.01, te_lora_params_per_rank=1e3,
+        resident_gib=0.15,
+        per_megapixel_gib=0.5,
+        lora_params_per_rank=2e3,
+        base_weights_gib=0.01,
+        text_encoders_gib=0.01,
+        te_lora_params_per_rank=1e3,
         vae_encode_gib_per_megapixel=0.2,
         source="built-in tiny model: a few MB",
     ),
@@ -115,9 +126,16 @@ def family_key(family: str, base: str = "") -> str:
     return "tiny" if base.startswith("builtin:tiny") else family
 
 
-def peak_allocated_gib(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
-                       gradient_checkpointing: bool, trains_text_encoder: bool,
-                       mixed_precision: str = "bf16", quantization: str = "bf16") -> float:
+def peak_allocated_gib(
+    family: str,
+    resolution: tuple[int, int],
+    batch_size: int,
+    network_dim: int,
+    gradient_checkpointing: bool,
+    trains_text_encoder: bool,
+    mixed_precision: str = "bf16",
+    quantization: str = "bf16",
+) -> float:
     """Predicted `torch.cuda.max_memory_allocated()` of a training run, in GiB (what baselines.md reports).
     `quantization` (bf16 | int8 | nf4) applies to Flux's base weights only."""
     if family == "flux":
@@ -140,8 +158,7 @@ def peak_allocated_gib(family: str, resolution: tuple[int, int], batch_size: int
     training_peak = resident + activations
     # Before training, latents and text embeddings are cached with the VAE and text encoders loaded beside the
     # denoiser; at high resolution the VAE encoder's activations can make this the peak.
-    caching_peak = (f.base_weights_gib + f.text_encoders_gib + 0.16
-                    + f.vae_encode_gib_per_megapixel * megapixels)
+    caching_peak = f.base_weights_gib + f.text_encoders_gib + 0.16 + f.vae_encode_gib_per_megapixel * megapixels
     return max(training_peak, caching_peak)
 
 
@@ -159,14 +176,20 @@ def flux_resident_gib(quantization: str) -> float:
     q = _quant(quantization)
     fit = FLUX_FIT
     peak = (q.reported_gb - CUDA_CONTEXT_GIB) / FRAGMENTATION
-    return peak - _flux_activations_gib(fit["resolution"], fit["batch_size"], fit["gradient_checkpointing"]) \
+    return (
+        peak
+        - _flux_activations_gib(fit["resolution"], fit["batch_size"], fit["gradient_checkpointing"])
         - _flux_lora_gib(fit["network_dim"])
+    )
 
 
 def _flux_peak_gib(resolution, batch_size, network_dim, ckpt, quantization) -> float:
     q = _quant(quantization)
-    training = flux_resident_gib(quantization) + _flux_lora_gib(network_dim) + \
-        _flux_activations_gib(resolution, batch_size, ckpt)
+    training = (
+        flux_resident_gib(quantization)
+        + _flux_lora_gib(network_dim)
+        + _flux_activations_gib(resolution, batch_size, ckpt)
+    )
     # The Flux trainer caches with the text encoders alone on the GPU, then the autoencoder alone (engine/flux).
     megapixels = resolution[0] * resolution[1] / 1e6
     caching = max(q.t5_gib + 0.25, 0.16 + FAMILIES["flux"].vae_encode_gib_per_megapixel * megapixels)
@@ -189,60 +212,107 @@ def ram_needed_gb(family: str, quantization: str = "bf16") -> float:
     return {"sdxl": 16.0, "sd15": 8.0}.get(family, 0.0)
 
 
-def estimate_vram_gb(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
-                     gradient_checkpointing: bool, trains_text_encoder: bool,
-                     mixed_precision: str = "bf16", quantization: str = "bf16") -> float:
+def estimate_vram_gb(
+    family: str,
+    resolution: tuple[int, int],
+    batch_size: int,
+    network_dim: int,
+    gradient_checkpointing: bool,
+    trains_text_encoder: bool,
+    mixed_precision: str = "bf16",
+    quantization: str = "bf16",
+) -> float:
     """GB of GPU memory a card must have for this run (the number offers are compared with)."""
-    peak = peak_allocated_gib(family, resolution, batch_size, network_dim, gradient_checkpointing,
-                              trains_text_encoder, mixed_precision, quantization)
+    peak = peak_allocated_gib(
+        family,
+        resolution,
+        batch_size,
+        network_dim,
+        gradient_checkpointing,
+        trains_text_encoder,
+        mixed_precision,
+        quantization,
+    )
     # Offers list VRAM in roughly GiB (Vast's MiB/1000: a 4090 shows 24.6; RunPod says "24 GB" for 24 GiB),
     # so the GiB-based need is compared with them directly.
     return round(peak * FRAGMENTATION + CUDA_CONTEXT_GIB, 2)
 
 
-def suggest_fit(family: str, resolution: tuple[int, int], batch_size: int, network_dim: int,
-                gradient_checkpointing: bool, trains_text_encoder: bool, available_gb: float,
-                mixed_precision: str = "bf16", quantization: str = "bf16") -> str:
+def suggest_fit(
+    family: str,
+    resolution: tuple[int, int],
+    batch_size: int,
+    network_dim: int,
+    gradient_checkpointing: bool,
+    trains_text_encoder: bool,
+    available_gb: float,
+    mixed_precision: str = "bf16",
+    quantization: str = "bf16",
+) -> str:
     """What to change so the run fits in `available_gb`, cheapest change in quality first; "" when it fits."""
     args = dict(family=family, resolution=resolution, network_dim=network_dim, mixed_precision=mixed_precision)
 
-    def need(batch: int, ckpt: bool, te: bool, reso: tuple[int, int] = resolution, mp: str = mixed_precision,
-             quant: str = quantization):
-        return estimate_vram_gb(**{**args, "resolution": reso, "mixed_precision": mp}, batch_size=batch,
-                                gradient_checkpointing=ckpt, trains_text_encoder=te, quantization=quant)
+    def need(
+        batch: int,
+        ckpt: bool,
+        te: bool,
+        reso: tuple[int, int] = resolution,
+        mp: str = mixed_precision,
+        quant: str = quantization,
+    ):
+        return estimate_vram_gb(
+            **{**args, "resolution": reso, "mixed_precision": mp},
+            batch_size=batch,
+            gradient_checkpointing=ckpt,
+            trains_text_encoder=te,
+            quantization=quant,
+        )
 
     needed = need(batch_size, gradient_checkpointing, trains_text_encoder)
     if needed <= available_gb:
         return ""
     head = f"needs ~{needed:.1f} GB of GPU memory, {available_gb:.1f} GB available"
     ideas: list[str] = []
-    if mixed_precision == "no" and need(batch_size, gradient_checkpointing, trains_text_encoder, mp="bf16") \
-            <= available_gb:
+    if (
+        mixed_precision == "no"
+        and need(batch_size, gradient_checkpointing, trains_text_encoder, mp="bf16") <= available_gb
+    ):
         ideas.append("use mixed_precision: bf16")
     if not gradient_checkpointing and need(batch_size, True, trains_text_encoder) <= available_gb:
         ideas.append("turn on gradient_checkpointing (slower steps, same result)")
-    fitting_batch = next((b for b in range(batch_size - 1, 0, -1)
-                          if need(b, gradient_checkpointing, trains_text_encoder) <= available_gb), None)
+    fitting_batch = next(
+        (
+            b
+            for b in range(batch_size - 1, 0, -1)
+            if need(b, gradient_checkpointing, trains_text_encoder) <= available_gb
+        ),
+        None,
+    )
     if fitting_batch:
         ideas.append(f"lower batch_size to {fitting_batch}")
     elif not gradient_checkpointing:
-        fitting_batch = next((b for b in range(batch_size, 0, -1)
-                              if need(b, True, trains_text_encoder) <= available_gb), None)
+        fitting_batch = next(
+            (b for b in range(batch_size, 0, -1) if need(b, True, trains_text_encoder) <= available_gb), None
+        )
         if fitting_batch and fitting_batch != batch_size:
             ideas.append(f"turn on gradient_checkpointing and lower batch_size to {fitting_batch}")
     if trains_text_encoder and need(batch_size, gradient_checkpointing, False) <= available_gb:
         ideas.append("train the UNet only (network_train_unet_only: true)")
     if family == "flux":
-        smaller = [q for q in QUANTIZATIONS[QUANTIZATIONS.index(quantization) + 1:]
-                   if need(batch_size, gradient_checkpointing, False, quant=q) <= available_gb]
+        smaller = [
+            q
+            for q in QUANTIZATIONS[QUANTIZATIONS.index(quantization) + 1 :]
+            if need(batch_size, gradient_checkpointing, False, quant=q) <= available_gb
+        ]
         if smaller:
             ideas.append(f"quantise the base (flux.quantization: {smaller[0]})")
     if not ideas:
         for side in (768, 640, 512, 384, 256):
             smaller = _scaled_resolution(resolution, side)
             if smaller != resolution and need(1, True, False, smaller) <= available_gb:
-                ideas.append(f"train at {smaller[0]}x{smaller[1]} with batch_size 1, gradient_checkpointing "
-                             f"and the UNet only")
+                ideas.append(
+                    f"train at {smaller[0]}x{smaller[1]} with batch_size 1, gradient_checkpointing and the UNet only"
+                )
                 break
     if not ideas:
         if family == "flux":
@@ -257,8 +327,16 @@ def estimate_for_config(cfg) -> float:
     """`estimate_vram_gb` for an `EngineConfig` (or a `JobSpec`: anything with .model, .dataset, .training)."""
     t = cfg.training
     family, te, quant = config_memory_keys(cfg)
-    return estimate_vram_gb(family, tuple(cfg.dataset.resolution), t.batch_size, t.network_dim,
-                            t.gradient_checkpointing, te, t.mixed_precision, quant)
+    return estimate_vram_gb(
+        family,
+        tuple(cfg.dataset.resolution),
+        t.batch_size,
+        t.network_dim,
+        t.gradient_checkpointing,
+        te,
+        t.mixed_precision,
+        quant,
+    )
 
 
 def config_memory_keys(cfg) -> tuple[str, bool, str]:
@@ -275,8 +353,17 @@ def suggest_for_config(cfg, available_gb: float) -> str:
     """`suggest_fit` for an `EngineConfig` or `JobSpec`; "" when the run fits in `available_gb`."""
     t = cfg.training
     family, te, quant = config_memory_keys(cfg)
-    return suggest_fit(family, tuple(cfg.dataset.resolution), t.batch_size, t.network_dim, t.gradient_checkpointing,
-                       te, available_gb, t.mixed_precision, quant)
+    return suggest_fit(
+        family,
+        tuple(cfg.dataset.resolution),
+        t.batch_size,
+        t.network_dim,
+        t.gradient_checkpointing,
+        te,
+        available_gb,
+        t.mixed_precision,
+        quant,
+    )
 
 
 def _scaled_resolution(resolution: tuple[int, int], longest: int) -> tuple[int, int]:

@@ -3,6 +3,7 @@ engine's suffixes (`-000004.safetensors`, `-samples/`) fit in, and never `.`/`..
 
 Checked at `validate` on the laptop and again by the engine, so a name that cannot be saved never reaches a rented
 GPU (`'..'` lost the LoRA at pull; a NUL or a 250-character name failed the save on the instance)."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,10 @@ def output_name_problem(name: str, field: str = "output.name") -> str | None:
     if not _PORTABLE.match(name):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9._-]", c)})
         shown = ", ".join(repr(c) for c in bad[:5])
-        return (f"{field}: {name!r} has characters that are not portable in file names ({shown}); use letters, "
-                f"digits, '.', '_' and '-'")
+        return (
+            f"{field}: {name!r} has characters that are not portable in file names ({shown}); use letters, "
+            f"digits, '.', '_' and '-'"
+        )
     if name[0] in ".-":
         return f"{field}: {name!r} must not start with {name[0]!r} (hidden file / command-line option)"
     return None

@@ -6,6 +6,7 @@ tuple). Each optimizer accepts the keyword arguments of its constructor (torch.o
 AdamW8bit, lion_pytorch.Lion, prodigyopt.Prodigy, transformers' Adafactor); a key it does not take would raise
 TypeError there, so it is refused here with the closest known key.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,35 +16,105 @@ from typing import Any
 
 # kind: "unit" = a number in [0, 1]; "beta" = in [0, 1); "pos" = finite > 0; "nonneg" = finite >= 0;
 # "betas" = a tuple of betas; "bool"; "int"; "eps2" = a tuple of two positive numbers (Adafactor's eps).
-_ADAMW = {"weight_decay": "nonneg", "betas": "betas", "eps": "pos", "amsgrad": "bool", "maximize": "bool",
-          "foreach": "bool", "capturable": "bool", "differentiable": "bool", "fused": "bool"}
-_ADAMW8BIT = {"weight_decay": "nonneg", "betas": "betas", "eps": "pos", "amsgrad": "bool", "optim_bits": "int",
-              "min_8bit_size": "int", "percentile_clipping": "int", "block_wise": "bool", "is_paged": "bool"}
+_ADAMW = {
+    "weight_decay": "nonneg",
+    "betas": "betas",
+    "eps": "pos",
+    "amsgrad": "bool",
+    "maximize": "bool",
+    "foreach": "bool",
+    "capturable": "bool",
+    "differentiable": "bool",
+    "fused": "bool",
+}
+_ADAMW8BIT = {
+    "weight_decay": "nonneg",
+    "betas": "betas",
+    "eps": "pos",
+    "amsgrad": "bool",
+    "optim_bits": "int",
+    "min_8bit_size": "int",
+    "percentile_clipping": "int",
+    "block_wise": "bool",
+    "is_paged": "bool",
+}
 OPTIMIZER_KEYS: dict[str, dict[str, str]] = {
     "AdamW": _ADAMW,
     "AdamW8bit": _ADAMW8BIT,
     "auto": {k: v for k, v in _ADAMW.items() if k in _ADAMW8BIT},  # either may run: only keys both take
     "Lion": {"weight_decay": "nonneg", "betas": "betas", "use_triton": "bool", "decoupled_weight_decay": "bool"},
-    "Prodigy": {"weight_decay": "nonneg", "betas": "betas", "beta3": "beta", "eps": "pos", "d0": "pos",
-                "d_coef": "pos", "growth_rate": "pos", "decouple": "bool", "use_bias_correction": "bool",
-                "safeguard_warmup": "bool", "fsdp_in_use": "bool", "slice_p": "int"},
+    "Prodigy": {
+        "weight_decay": "nonneg",
+        "betas": "betas",
+        "beta3": "beta",
+        "eps": "pos",
+        "d0": "pos",
+        "d_coef": "pos",
+        "growth_rate": "pos",
+        "decouple": "bool",
+        "use_bias_correction": "bool",
+        "safeguard_warmup": "bool",
+        "fsdp_in_use": "bool",
+        "slice_p": "int",
+    },
     # bitsandbytes (CUDA only) and dadaptation: their constructors' keyword arguments (bitsandbytes 0.45+, dadaptation 3.2)
-    "PagedAdamW8bit": {"weight_decay": "nonneg", "betas": "betas", "eps": "pos", "amsgrad": "bool", "optim_bits": "int",
-                       "min_8bit_size": "int"},
+    "PagedAdamW8bit": {
+        "weight_decay": "nonneg",
+        "betas": "betas",
+        "eps": "pos",
+        "amsgrad": "bool",
+        "optim_bits": "int",
+        "min_8bit_size": "int",
+    },
     "Lion8bit": {"weight_decay": "nonneg", "betas": "betas", "min_8bit_size": "int", "is_paged": "bool"},
     "PagedLion8bit": {"weight_decay": "nonneg", "betas": "betas", "min_8bit_size": "int"},
-    "DAdaptAdam": {"betas": "betas", "eps": "pos", "weight_decay": "nonneg", "log_every": "int", "decouple": "bool",
-                   "use_bias_correction": "bool", "d0": "pos", "growth_rate": "pos", "fsdp_in_use": "bool"},
+    "DAdaptAdam": {
+        "betas": "betas",
+        "eps": "pos",
+        "weight_decay": "nonneg",
+        "log_every": "int",
+        "decouple": "bool",
+        "use_bias_correction": "bool",
+        "d0": "pos",
+        "growth_rate": "pos",
+        "fsdp_in_use": "bool",
+    },
     "DAdaptLion": {"betas": "betas", "weight_decay": "nonneg", "log_every": "int", "d0": "pos", "fsdp_in_use": "bool"},
-    "DAdaptAdaGrad": {"momentum": "beta", "log_every": "int", "weight_decay": "nonneg", "eps": "pos", "d0": "pos",
-                      "growth_rate": "pos"},
-    "DAdaptAdan": {"betas": "betas", "eps": "pos", "weight_decay": "nonneg", "no_prox": "bool", "log_every": "int",
-                   "d0": "pos", "growth_rate": "pos"},
-    "DAdaptSGD": {"momentum": "beta", "weight_decay": "nonneg", "log_every": "int", "d0": "pos", "growth_rate": "pos",
-                  "fsdp_in_use": "bool"},
-    "Adafactor": {"eps": "eps2", "clip_threshold": "pos", "decay_rate": "decay", "beta1": "beta",
-                  "weight_decay": "nonneg", "scale_parameter": "bool", "relative_step": "bool",
-                  "warmup_init": "bool"},
+    "DAdaptAdaGrad": {
+        "momentum": "beta",
+        "log_every": "int",
+        "weight_decay": "nonneg",
+        "eps": "pos",
+        "d0": "pos",
+        "growth_rate": "pos",
+    },
+    "DAdaptAdan": {
+        "betas": "betas",
+        "eps": "pos",
+        "weight_decay": "nonneg",
+        "no_prox": "bool",
+        "log_every": "int",
+        "d0": "pos",
+        "growth_rate": "pos",
+    },
+    "DAdaptSGD": {
+        "momentum": "beta",
+        "weight_decay": "nonneg",
+        "log_every": "int",
+        "d0": "pos",
+        "growth_rate": "pos",
+        "fsdp_in_use": "bool",
+    },
+    "Adafactor": {
+        "eps": "eps2",
+        "clip_threshold": "pos",
+        "decay_rate": "decay",
+        "beta1": "beta",
+        "weight_decay": "nonneg",
+        "scale_parameter": "bool",
+        "relative_step": "bool",
+        "warmup_init": "bool",
+    },
 }
 
 
@@ -86,8 +157,11 @@ def _value_problem(kind: str, value: Any) -> str | None:
     if kind == "bool":
         return None if isinstance(value, bool) else "expected True or False"
     if kind == "int":
-        return None if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31 else \
-            "expected a whole number"
+        return (
+            None
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**31
+            else "expected a whole number"
+        )
     if kind in ("betas", "eps2"):
         if not isinstance(value, tuple) or len(value) not in (2, 3) or (kind == "eps2" and len(value) != 2):
             return "expected numbers separated by commas, e.g. 0.9,0.999"

@@ -9,6 +9,7 @@ Keys are `<section>.<field>` of the job spec (the kohya TOML maps onto the same 
 row here; `tests/unit/test_ranges.py` fails for a numeric spec field without one. Tuples (resolution, grid seeds)
 are checked element by element. Torch-free: the laptop and the engine import it.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -3,6 +3,7 @@
 Every error names the dotted field path (`training.unet_lr`) and what to do; an unknown key names the closest
 known one. Shared by the job spec (laptop) and the engine config (instance), so both reject the same things.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,9 +63,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     missing = [
         name
         for name, f in known.items()
-        if name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise ConfigError(f"{where}: missing required key {missing[0]!r}")

@@ -2,6 +2,7 @@
 
 The shipped copy is what `make demo` trains on; run this only to change it. Deterministic (no randomness).
 """
+
 from pathlib import Path
 
 from PIL import Image, ImageDraw

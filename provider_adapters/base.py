@@ -3,6 +3,7 @@
 Adapters know nothing of jobs: they rent, describe and destroy machines. They return fast and never sleep
 (retries with backoff live in `retry.py`, waiting lives in the controller's poller).
 """
+
 from __future__ import annotations
 
 import enum
@@ -152,10 +153,12 @@ class SelfDestruct:
     checks: tuple[DestroyCheck, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"id_env": self.id_env, "key_env": self.key_env,
-                "ways": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(w).items() if v}
-                         for w in self.ways],
-                "checks": [{"style": c.style, "url": c.url} for c in self.checks]}
+        return {
+            "id_env": self.id_env,
+            "key_env": self.key_env,
+            "ways": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(w).items() if v} for w in self.ways],
+            "checks": [{"style": c.style, "url": c.url} for c in self.checks],
+        }
 
 
 @runtime_checkable

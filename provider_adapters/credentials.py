@@ -12,13 +12,14 @@ Order (first hit wins):
 
 `home` and `env` are injectable so tests run against temporary folders.
 """
+
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from lorarun.provider_adapters.errors import CredentialsMissing
 
@@ -65,9 +66,10 @@ def find_api_key(provider: str, *, env: Mapping[str, str] | None = None, home: P
             return ApiKey(provider, key, where)
     cfg = lorarun_home(env, home) / "config.toml"
     raise CredentialsMissing(
-        f"No {provider} API key found. Looked in:\n  - " + "\n  - ".join(looked) +
-        f"\nCreate a key at {CONSOLE_KEY_PAGES[provider]} and either export {ENV_VARS[provider]}=<key> "
-        f"or add it to {cfg} as:\n  [{provider}]\n  api_key = \"<key>\"",
+        f"No {provider} API key found. Looked in:\n  - "
+        + "\n  - ".join(looked)
+        + f"\nCreate a key at {CONSOLE_KEY_PAGES[provider]} and either export {ENV_VARS[provider]}=<key> "
+        f'or add it to {cfg} as:\n  [{provider}]\n  api_key = "<key>"',
         provider=provider,
     )
 
@@ -85,8 +87,12 @@ def _sources(provider: str, env: Mapping[str, str], home: Path) -> list[tuple[st
             sources.append((f"{path} (vastai CLI)", lambda p=path: _plain_key(p)))
     else:
         path = home / ".runpod" / "config.toml"
-        sources.append((f"{path} (runpodctl `apikey`, runpod-python [default] api_key)",
-                        lambda: _toml_key(path, ("apikey",), ("apiKey",), ("default", "api_key"))))
+        sources.append(
+            (
+                f"{path} (runpodctl `apikey`, runpod-python [default] api_key)",
+                lambda: _toml_key(path, ("apikey",), ("apiKey",), ("default", "api_key")),
+            )
+        )
     return sources
 
 

@@ -1,4 +1,5 @@
 """Typed provider errors. Adapters decide which one by status codes and error fields, never by matching prose."""
+
 from __future__ import annotations
 
 

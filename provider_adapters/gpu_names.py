@@ -19,6 +19,7 @@ Sources for the provider names (read 2026-11):
 A name the table does not know is passed on as written (underscores read as spaces, as Vast's CLI does:
 vast-ai/vast-python `vast.py::parse_query` `value.replace('_', ' ')`), and `match()` says it was not in the table.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,15 +51,32 @@ def _rtx_a(num: str) -> GpuModel:
 def _ada(num: str) -> GpuModel:
     """Ada workstation cards: Vast "RTX 6000Ada" (gpuhunt RTXAdaMappingRule), RunPod "NVIDIA RTX 6000 Ada
     Generation" (SKY)."""
-    return GpuModel(f"RTX {num} Ada", (f"RTX {num} Ada Generation", f"{num} Ada"), (f"RTX {num}Ada",),
-                    (f"NVIDIA RTX {num} Ada Generation",))
+    return GpuModel(
+        f"RTX {num} Ada",
+        (f"RTX {num} Ada Generation", f"{num} Ada"),
+        (f"RTX {num}Ada",),
+        (f"NVIDIA RTX {num} Ada Generation",),
+    )
 
 
 TABLE: tuple[GpuModel, ...] = (
-    _rtx("3060", runpod=False), _rtx("3070"), _rtx("3080"), _rtx("3080 Ti"), _rtx("3090"), _rtx("3090 Ti"),
-    _rtx("4070 Ti"), _rtx("4080"), _rtx("4090"), _rtx("5080"), _rtx("5090"),
-    _rtx_a("4000"), _rtx_a("4500"), _rtx_a("5000"), _rtx_a("6000"),
-    _ada("4000"), _ada("6000"),
+    _rtx("3060", runpod=False),
+    _rtx("3070"),
+    _rtx("3080"),
+    _rtx("3080 Ti"),
+    _rtx("3090"),
+    _rtx("3090 Ti"),
+    _rtx("4070 Ti"),
+    _rtx("4080"),
+    _rtx("4090"),
+    _rtx("5080"),
+    _rtx("5090"),
+    _rtx_a("4000"),
+    _rtx_a("4500"),
+    _rtx_a("5000"),
+    _rtx_a("6000"),
+    _ada("4000"),
+    _ada("6000"),
     GpuModel("A10", (), ("A10",), ()),
     GpuModel("A40", (), ("A40",), ("NVIDIA A40",)),
     GpuModel("L4", (), ("L4",), ("NVIDIA L4",)),
@@ -67,8 +85,7 @@ TABLE: tuple[GpuModel, ...] = (
     # "A100" means either form factor; the 80 GB PCIe and SXM4 are what RunPod rents (SKY GPU_NAME_MAP).
     GpuModel("A100", ("A100 80GB",), ("A100 PCIE", "A100 SXM4"), ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB")),
     GpuModel("A100 PCIE", ("A100 PCIe 80GB", "A100 80GB PCIe"), ("A100 PCIE",), ("NVIDIA A100 80GB PCIe",)),
-    GpuModel("A100 SXM4", ("A100 SXM", "A100 SXM4 80GB", "A100 80GB SXM"), ("A100 SXM4",),
-             ("NVIDIA A100-SXM4-80GB",)),
+    GpuModel("A100 SXM4", ("A100 SXM", "A100 SXM4 80GB", "A100 80GB SXM"), ("A100 SXM4",), ("NVIDIA A100-SXM4-80GB",)),
     GpuModel("A100X", (), ("A100X",), ()),
     # "H100" means PCIe or SXM; NVL is a different card (gpuhunt keeps "H100NVL" apart; SKY 'H100-NVL').
     GpuModel("H100", ("H100 80GB",), ("H100 PCIE", "H100 SXM"), ("NVIDIA H100 PCIe", "NVIDIA H100 80GB HBM3")),

@@ -9,6 +9,7 @@ Redirects are never followed: `requests` would re-send the Authorization header 
 points (it drops it only across hosts), and none of the provider APIs redirects a JSON call. Loopback (the test
 fakes) never goes through an HTTP proxy from the environment; other hosts honour it.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,7 +17,8 @@ import json
 import logging
 import re
 import urllib.parse
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import requests
 
@@ -83,9 +85,17 @@ class HttpSession:
         self._default.close()
         self._direct.close()
 
-    def request(self, method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
-                query: Mapping[str, str] | None = None, timeout: float | None = None,
-                secrets: Iterable[str | None] = ()) -> HttpResponse:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        secrets: Iterable[str | None] = (),
+    ) -> HttpResponse:
         """Send one request; return its answer whatever the status. Connection trouble → TransientError."""
         hidden = self.secrets + tuple(s for s in secrets if s)
         if query:
@@ -96,8 +106,14 @@ class HttpSession:
         where = redact(f"{method} {url}", hidden)
         read_timeout = self.timeout if timeout is None else timeout
         try:
-            resp = session.request(method, url, json=json_body, headers=all_headers, allow_redirects=False,
-                                   timeout=(min(CONNECT_TIMEOUT, read_timeout), read_timeout))
+            resp = session.request(
+                method,
+                url,
+                json=json_body,
+                headers=all_headers,
+                allow_redirects=False,
+                timeout=(min(CONNECT_TIMEOUT, read_timeout), read_timeout),
+            )
             answer = HttpResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
             # Refused, reset, DNS, a server that hangs up mid-answer, a timeout: all worth another try.
@@ -112,8 +128,7 @@ class HttpSession:
 def _reason(err: Exception) -> str:
     """The innermost cause (urllib3's message names the URL, which `redact` cleans, and the socket error)."""
     inner: BaseException = err
-    while isinstance(getattr(inner, "args", None), tuple) and inner.args and isinstance(inner.args[0],
-                                                                                           BaseException):
+    while isinstance(getattr(inner, "args", None), tuple) and inner.args and isinstance(inner.args[0], BaseException):
         inner = inner.args[0]
     reason = getattr(inner, "reason", None)
     return str(reason if reason is not None else inner)
@@ -122,9 +137,17 @@ def _reason(err: Exception) -> str:
 _SHARED = HttpSession()
 
 
-def request(method: str, url: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None,
-            query: Mapping[str, str] | None = None, timeout: float = 30.0,
-            secrets: Iterable[str | None] = ()) -> HttpResponse:
+def request(
+    method: str,
+    url: str,
+    *,
+    json_body: Any = None,
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    secrets: Iterable[str | None] = (),
+) -> HttpResponse:
     """One request on a shared session (tests and one-off calls); the clients keep their own `HttpSession`."""
-    return _SHARED.request(method, url, json_body=json_body, headers=headers, query=query, timeout=timeout,
-                           secrets=secrets)
+    return _SHARED.request(
+        method, url, json_body=json_body, headers=headers, query=query, timeout=timeout, secrets=secrets
+    )

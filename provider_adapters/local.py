@@ -1,5 +1,6 @@
 """The `local` provider: this machine, at no cost. An "instance" is a staging folder under the lorarun home;
 destroying it ends the job's processes and removes the folder, exactly like a rented machine going away."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,28 @@ import subprocess
 import time
 from pathlib import Path
 
-from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SelfDestruct
+from lorarun.provider_adapters.base import (
+    LABEL_PREFIX,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SelfDestruct,
+)
 
 
 def _local_gpu() -> tuple[str, int, float]:
     """(name, count, VRAM GB) from nvidia-smi, or a CPU description when there is no NVIDIA GPU."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
             rows = [r.split(",") for r in out.strip().splitlines() if r.strip()]
             if rows:
                 return rows[0][0].strip(), len(rows), float(rows[0][1]) / 1024
@@ -37,8 +51,19 @@ class LocalProvider:
 
     def offers(self, req: ResourceRequest) -> list[Offer]:
         gpu, count, vram = _local_gpu()
-        return [Offer(provider=self.name, id="localhost", gpu_name=gpu, gpu_count=count, vram_gb=vram,
-                      price_per_hour=0.0, reliability=1.0, location="this machine", has_image_cached=True)]
+        return [
+            Offer(
+                provider=self.name,
+                id="localhost",
+                gpu_name=gpu,
+                gpu_count=count,
+                vram_gb=vram,
+                price_per_hour=0.0,
+                reliability=1.0,
+                location="this machine",
+                has_image_cached=True,
+            )
+        ]
 
     def create(self, offer: Offer, spec: InstanceSpec) -> Instance:
         instance_id = spec.label
@@ -61,8 +86,11 @@ class LocalProvider:
     def list_owned(self) -> list[Instance]:
         if not self.root.is_dir():
             return []
-        return [self._instance(p.name) for p in sorted(self.root.iterdir())
-                if p.is_dir() and p.name.startswith(LABEL_PREFIX)]
+        return [
+            self._instance(p.name)
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and p.name.startswith(LABEL_PREFIX)
+        ]
 
     def self_destruct(self) -> SelfDestruct | None:
         return None  # nothing bills; the agent simply exits after its grace window
@@ -74,9 +102,17 @@ class LocalProvider:
         gpu, count, _ = _local_gpu()
         folder = self.instance_dir(instance_id)
         started = folder.stat().st_mtime if folder.exists() else None
-        return Instance(provider=self.name, id=instance_id, label=instance_id, status=InstanceStatus.RUNNING,
-                        price_per_hour=0.0, gpu_name=gpu, gpu_count=count, started_at=started,
-                        extra=(("workdir", str(folder)),))
+        return Instance(
+            provider=self.name,
+            id=instance_id,
+            label=instance_id,
+            status=InstanceStatus.RUNNING,
+            price_per_hour=0.0,
+            gpu_name=gpu,
+            gpu_count=count,
+            started_at=started,
+            extra=(("workdir", str(folder)),),
+        )
 
 
 def _kill_group(pid_file: Path) -> None:

@@ -3,11 +3,13 @@
 Factories are imported lazily (`"module:Class"` strings), so a provider whose module is missing or broken
 only fails when someone asks for it. To add a provider, add one line to `_FACTORIES`.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from lorarun.provider_adapters.base import Provider
 from lorarun.provider_adapters.credentials import ENV_VARS, find_api_key
@@ -35,8 +37,9 @@ def _resolve(name: str) -> Callable[..., Provider]:
     return getattr(importlib.import_module(module), attr)
 
 
-def make_provider(name: str, *, env: Mapping[str, str] | None = None, home: Path | None = None,
-                  **options: Any) -> Provider:
+def make_provider(
+    name: str, *, env: Mapping[str, str] | None = None, home: Path | None = None, **options: Any
+) -> Provider:
     """Build the adapter for `name`. For vastai/runpod without `api_key=`, the key is looked up with
     `credentials.find_api_key` (raising CredentialsMissing). Other options go to the adapter's constructor."""
     factory = _resolve(name)

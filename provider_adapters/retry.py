@@ -7,14 +7,16 @@ is a floor for the wait; Vast sends no Retry-After, so backoff alone paces it.
 
 `sleep`, `clock` and `rand` are injectable so tests never really wait and can check the waits chosen.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from lorarun.provider_adapters.errors import ProviderError, RateLimitError
 
@@ -50,7 +52,7 @@ class CallPolicy:
     clock: Callable[[], float] = time.monotonic
 
     @classmethod
-    def of(cls, base: "CallPolicy | None" = None, **overrides) -> "CallPolicy":
+    def of(cls, base: CallPolicy | None = None, **overrides) -> CallPolicy:
         """`base` (or the defaults) with some fields replaced: adapters take the fields as keywords too
         (`VastProvider(key, sleep=..., destroy_policy=...)`); an unknown keyword is a TypeError."""
         return dataclasses.replace(base or cls(), **overrides)

@@ -11,6 +11,7 @@ The host key is pinned in `known_hosts` (lorarun's own file, not ~/.ssh/known_ho
 
 Instance ids are job labels (`lorarun-<job_id>`), like the `local` provider's.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,14 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorarun.sshlink.errors import AuthenticationFailed, ConnectionLost, HostKeyChanged, RemoteCommandError, RemoteError, RemoteTimeout
+from lorarun.provider_adapters.base import (
+    LABEL_PREFIX,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SSHEndpoint,
+)
+from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
+from lorarun.provider_adapters.retry import DEFAULT_POLICY, RetryPolicy, call
+from lorarun.sshlink.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    HostKeyChanged,
+    RemoteCommandError,
+    RemoteError,
+    RemoteTimeout,
+)
 from lorarun.sshlink.session import RetryPolicy as LinkRetry
 from lorarun.sshlink.session import SSHParams, SSHTransport
 from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR
-
-from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, SSHEndpoint
-from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
-from lorarun.provider_adapters.retry import DEFAULT_POLICY, RetryPolicy, call
 
 CPU_ONLY = "none (CPU only)"
 # Killing a job on the user's machine is cheap to retry but the host may be asleep: about two minutes.
@@ -174,9 +189,8 @@ class SSHProvider:
 
     def kill_hint(self, instance_id: str) -> str:
         c = self.config
-        return (
-            f"ssh -p {c.port} -i {shlex.quote(str(c.key_path))} {c.user}@{c.host} "
-            + shlex.quote(destroy_script(job_id_of(instance_id), wait_steps=10))
+        return f"ssh -p {c.port} -i {shlex.quote(str(c.key_path))} {c.user}@{c.host} " + shlex.quote(
+            destroy_script(job_id_of(instance_id), wait_steps=10)
         )
 
     # --- internals ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """The two rich consoles: results on stdout, progress and messages on stderr (so `--json` stays clean)."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ carries `.problems` (everything `validate` found) is shown one problem per line.
 `error_lines` returns and exits with the table's code. Anything else is a bug: it gets a short line plus
 "run with --debug for the traceback".
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ phase starts, so a crash at any point leaves a record that `status`, `attach` an
 Layout of `$LORARUN_HOME/jobs/<job_id>/`: state.json, job file copy, engine_config.json, events.jsonl (local copy
 of the engine's events), ssh/ (the per-job key and pinned host key), report files once finished.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,25 @@ from pathlib import Path
 
 from lorarun.runner.errors import JobBusy, JobNotFound
 
-PHASES = ("created", "validate", "estimate", "provision", "wait", "upload", "run", "monitor", "finish",
-          "teardown", "done", "failed", "kept")
+PHASES = (
+    "created",
+    "validate",
+    "estimate",
+    "provision",
+    "wait",
+    "upload",
+    "run",
+    "monitor",
+    "finish",
+    "teardown",
+    "done",
+    "failed",
+    "kept",
+)
 FINAL_PHASES = ("done", "failed", "kept")
 
 
-def controller_alive(state: "JobState") -> bool:
+def controller_alive(state: JobState) -> bool:
     """Is the `lorarun` process that drives this job still running? Unknowable for another machine: assume so."""
     import socket
 
@@ -43,6 +57,7 @@ def controller_alive(state: "JobState") -> bool:
 @dataclass(frozen=True)
 class LockHolder:
     """Who drives a job: one controller at a time (submit, attach or down), named so a second one can say who."""
+
     pid: int
     host: str
     command: str
@@ -155,8 +170,9 @@ class JobStore:
     def lock_holder(self, job_id: str) -> LockHolder | None:
         try:
             data = json.loads(self.lock_path(job_id).read_text(encoding="utf-8"))
-            return LockHolder(int(data["pid"]), str(data["host"]), str(data.get("command", "?")),
-                              float(data.get("since", 0.0)))
+            return LockHolder(
+                int(data["pid"]), str(data["host"]), str(data.get("command", "?")), float(data.get("since", 0.0))
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -178,8 +194,11 @@ class JobStore:
                 if (holder.pid, holder.host) == (me.pid, me.host):
                     return holder  # this process holds it already (a pipeline inside a command that locked)
                 if holder.pid and holder.alive():
-                    raise JobBusy(f"job {job_id} is driven by {holder.describe()}; follow it there, or stop it "
-                                  f"from here with `lorarun down {job_id}`", holder=holder)
+                    raise JobBusy(
+                        f"job {job_id} is driven by {holder.describe()}; follow it there, or stop it "
+                        f"from here with `lorarun down {job_id}`",
+                        holder=holder,
+                    )
                 # A dead holder: move its lock aside atomically, so two takers cannot both win.
                 try:
                     os.replace(path, path.with_name(f"controller.lock.stale-{me.pid}"))
@@ -231,8 +250,11 @@ class JobStore:
     def load(self, job_id: str) -> JobState:
         path = self.job_dir(job_id) / "state.json"
         if not path.is_file():
-            matches = sorted(p.name for p in self.jobs_dir.glob(f"{job_id}*")
-                             if (p / "state.json").is_file()) if self.jobs_dir.is_dir() and job_id else []
+            matches = (
+                sorted(p.name for p in self.jobs_dir.glob(f"{job_id}*") if (p / "state.json").is_file())
+                if self.jobs_dir.is_dir() and job_id
+                else []
+            )
             if len(matches) == 1:
                 return self.load(matches[0])
             if len(matches) > 1:

@@ -1,4 +1,5 @@
 """Suite-wide guards: every test gets its own lorarun home, and no test reaches past 127.0.0.1."""
+
 from __future__ import annotations
 
 import ipaddress

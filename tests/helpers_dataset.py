@@ -1,4 +1,5 @@
 """Make small kohya-layout datasets with real image files for tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,8 @@ def make_dataset(root: Path, folders: dict[str, int] | None = None, *, size=(64,
 
 
 def write_job(path: Path, dataset: Path, extra: str = "", *, resolution: int = 64) -> Path:
-    path.write_text(f"""
+    path.write_text(
+        f"""
 name: testjob
 model:
   base: builtin:tiny-sd15
@@ -39,5 +41,7 @@ training:
   optimizer: AdamW
   mixed_precision: "no"
 {extra}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path

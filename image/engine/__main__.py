@@ -3,6 +3,7 @@
 parse → validate → train(cfg). Exit codes: 0 finished or stopped, 2 config error (one line on stderr and a `failed`
 event), 1 training failure. `prepare-assets` writes the tokenizer/config folders (the Docker image bakes them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train from an engine config written by the controller")
     train.add_argument("--config", required=True, type=Path, help="engine_config.json")
-    train.add_argument("--step-event-interval", type=float, default=2.0, metavar="SECONDS",
-                       help="at most one step event per this many seconds (0 = every optimizer step)")
-    train.add_argument("--num-processes", default="auto",
-                       help="data-parallel processes; auto = one per visible GPU (through accelerate launch)")
+    train.add_argument(
+        "--step-event-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="at most one step event per this many seconds (0 = every optimizer step)",
+    )
+    train.add_argument(
+        "--num-processes",
+        default="auto",
+        help="data-parallel processes; auto = one per visible GPU (through accelerate launch)",
+    )
     assets = sub.add_parser("prepare-assets", help="write tokenizer and model-config folders into the asset cache")
     assets.add_argument("--dir", type=Path, default=None, help="default: $LORARUN_ASSET_CACHE or ~/.cache/lorarun")
     return parser.parse_args(argv)
@@ -37,7 +46,7 @@ def _fail_config(path: Path, message: str) -> int:
         log = EventLog(Path(output_dir))
         log.emit("failed", reason=one_line(message))
         log.close()
-    except Exception:  # noqa: BLE001 — the stderr line below is the guaranteed channel
+    except Exception:
         pass
     print(f"lorarun-engine: {message}", file=sys.stderr)
     return 2
@@ -63,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if processes > 1:
         from lorarun.image.engine.launch import run_distributed
 
-        return run_distributed(distributed_command(processes, argv if argv is not None else sys.argv[1:]),
-                               Path(cfg.output_dir))
+        return run_distributed(
+            distributed_command(processes, argv if argv is not None else sys.argv[1:]), Path(cfg.output_dir)
+        )
     from lorarun.image.engine.train import train
 
     return train(cfg, step_event_interval_s=args.step_event_interval)

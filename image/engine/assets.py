@@ -2,6 +2,7 @@
 hub: the model configs we ship (`image/assets/configs/<variant>/`, the published SD1.5 / SD2-v / SDXL-base configs)
 plus tokenizer folders generated from the shipped CLIP BPE file. Built once into the asset cache (the Docker image
 bakes them with `lorarun-engine prepare-assets`)."""
+
 from __future__ import annotations
 
 import os

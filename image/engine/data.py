@@ -5,6 +5,7 @@ Latents (and, with flip_aug, the flipped latents — kohya's `latents_flipped`) 
 and kept on disk under `<work_dir>/cache/`, keyed by the model and the exact input, so a resumed or repeated run
 skips the VAE and text encoders entirely.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,11 @@ def items_from_scan(scan: DatasetScan, train_root: Path, reg_root: Path | None) 
     for subset in scan.subsets:
         root = reg_root if subset.is_reg else train_root
         for image in subset.images:
-            items.append(Item(len(items), root / image.path, image.caption, image.size, image.bucket, subset.is_reg,
-                              subset.folder))
+            items.append(
+                Item(
+                    len(items), root / image.path, image.caption, image.size, image.bucket, subset.is_reg, subset.folder
+                )
+            )
     return items
 
 
@@ -101,8 +105,16 @@ def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[
     return padded[rank::world]
 
 
-def process_caption(caption: str, rng: random.Random, *, shuffle: bool, keep_tokens: int, dropout_rate: float,
-                    tag_dropout_rate: float = 0.0, keep_tokens_separator: str = "") -> str:
+def process_caption(
+    caption: str,
+    rng: random.Random,
+    *,
+    shuffle: bool,
+    keep_tokens: int,
+    dropout_rate: float,
+    tag_dropout_rate: float = 0.0,
+    keep_tokens_separator: str = "",
+) -> str:
     """kohya `BaseDataset.process_caption` (train_util.py), the parts lorarun supports, in kohya's order: drop the
     whole caption with `caption_dropout_rate`; else, when shuffling or tag dropout is on, split the comma-separated
     tags into kept ones (the first `keep_tokens`, or everything before `keep_tokens_separator` — and after a second
@@ -135,8 +147,13 @@ def process_caption(caption: str, rng: random.Random, *, shuffle: bool, keep_tok
 
 def caption_options(d) -> dict:
     """process_caption's keyword arguments from a DatasetConfig."""
-    return dict(shuffle=d.shuffle_caption, keep_tokens=d.keep_tokens, dropout_rate=d.caption_dropout_rate,
-                tag_dropout_rate=d.caption_tag_dropout_rate, keep_tokens_separator=d.keep_tokens_separator)
+    return dict(
+        shuffle=d.shuffle_caption,
+        keep_tokens=d.keep_tokens,
+        dropout_rate=d.caption_dropout_rate,
+        tag_dropout_rate=d.caption_tag_dropout_rate,
+        keep_tokens_separator=d.keep_tokens_separator,
+    )
 
 
 def load_image(path: Path, bucket: Reso) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -167,8 +184,19 @@ class LatentEntry:
     crop: tuple[int, int]
 
 
-def cache_latents(items: list[Item], vae, model_key: str, cache_dir: Path, *, flip: bool, device, dtype,
-                  batch_size: int = 4, write: bool = True, progress=None) -> dict[int, LatentEntry]:
+def cache_latents(
+    items: list[Item],
+    vae,
+    model_key: str,
+    cache_dir: Path,
+    *,
+    flip: bool,
+    device,
+    dtype,
+    batch_size: int = 4,
+    write: bool = True,
+    progress=None,
+) -> dict[int, LatentEntry]:
     """Encode every image once (flip-aware) and keep the result on disk; reuse what a previous run stored.
     `write=False` (non-main ranks) only reads, after the main rank has written everything."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -177,11 +205,15 @@ def cache_latents(items: list[Item], vae, model_key: str, cache_dir: Path, *, fl
     todo: dict[Reso, list[tuple[Item, Path]]] = {}
     for item in items:
         stat = item.path.stat()
-        file = cache_dir / f"{_key(model_key, item.path.resolve(), stat.st_size, stat.st_mtime_ns, item.bucket, flip)}.safetensors"
+        file = (
+            cache_dir
+            / f"{_key(model_key, item.path.resolve(), stat.st_size, stat.st_mtime_ns, item.bucket, flip)}.safetensors"
+        )
         if file.exists():
             data = load_file(str(file))
-            out[item.index] = LatentEntry(data["latents"], data.get("latents_flipped"),
-                                          tuple(int(x) for x in data["crop"].tolist()))
+            out[item.index] = LatentEntry(
+                data["latents"], data.get("latents_flipped"), tuple(int(x) for x in data["crop"].tolist())
+            )
         else:
             todo.setdefault(item.bucket, []).append((item, file))
     if todo and not write:
@@ -221,6 +253,7 @@ def _encode(vae, pixels: torch.Tensor, generator, device, dtype) -> torch.Tensor
 
 # --- text ---------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class TextEmbeds:
     hidden: torch.Tensor  # (B, 77, D): SD1.5 → CLIP-L; SDXL → concat(CLIP-L, CLIP-G) penultimate layers
@@ -228,12 +261,15 @@ class TextEmbeds:
 
 
 def tokenize(tokenizers: list, captions: list[str]) -> list[torch.Tensor]:
-    return [tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                return_tensors="pt").input_ids for tok in tokenizers]
+    return [
+        tok(
+            captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        for tok in tokenizers
+    ]
 
 
-def encode_text(family: str, text_encoders: list, token_ids: list[torch.Tensor], clip_skip: int,
-                device) -> TextEmbeds:
+def encode_text(family: str, text_encoders: list, token_ids: list[torch.Tensor], clip_skip: int, device) -> TextEmbeds:
     """SD1.5: last layer, or layer -clip_skip followed by the final layer norm (kohya / A1111 clip skip).
     SDXL: penultimate layer of both encoders, concatenated; pooled = CLIP-G projection (as kohya and diffusers).
     The encoders may be DDP-wrapped (text-encoder training), hence `device` is passed and not read off them."""
@@ -258,9 +294,20 @@ def encode_text(family: str, text_encoders: list, token_ids: list[torch.Tensor],
     return TextEmbeds(hidden, None)
 
 
-def cache_text(captions: list[str], family: str, tokenizers: list, text_encoders: list, clip_skip: int,
-               model_key: str, cache_dir: Path, device, *, write: bool = True,
-               batch_size: int = 16, progress=None) -> dict[str, TextEmbeds]:
+def cache_text(
+    captions: list[str],
+    family: str,
+    tokenizers: list,
+    text_encoders: list,
+    clip_skip: int,
+    model_key: str,
+    cache_dir: Path,
+    device,
+    *,
+    write: bool = True,
+    batch_size: int = 16,
+    progress=None,
+) -> dict[str, TextEmbeds]:
     """One embedding per distinct caption, on disk; returns caption → embeds (batch dim 1, on the CPU).
     `progress(done, total)` after each batch encoded (the controller shows "caching captions N/M")."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -294,6 +341,7 @@ def cache_text(captions: list[str], family: str, tokenizers: list, text_encoders
 
 # --- batches ------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Batch:
     latents: torch.Tensor  # (B, 4, h, w)
@@ -302,8 +350,17 @@ class Batch:
     time_ids: torch.Tensor | None  # SDXL (B, 6): original size, crop top-left, target size — all (h, w)
 
 
-def make_batch(indices: list[int], items: list[Item], latents: dict[int, LatentEntry], rng: random.Random, *,
-               flip_aug: bool, prior_loss_weight: float, caption_opts: dict, sdxl: bool) -> Batch:
+def make_batch(
+    indices: list[int],
+    items: list[Item],
+    latents: dict[int, LatentEntry],
+    rng: random.Random,
+    *,
+    flip_aug: bool,
+    prior_loss_weight: float,
+    caption_opts: dict,
+    sdxl: bool,
+) -> Batch:
     lats, captions, weights, time_ids = [], [], [], []
     for index in indices:
         item, entry = items[index], latents[index]
@@ -316,22 +373,34 @@ def make_batch(indices: list[int], items: list[Item], latents: dict[int, LatentE
             top, left = entry.crop
             bw, bh = item.bucket
             time_ids.append([h, w, top, left, bh, bw])
-    return Batch(torch.stack(lats), captions, torch.tensor(weights),
-                 torch.tensor(time_ids, dtype=torch.float32) if sdxl else None)
+    return Batch(
+        torch.stack(lats),
+        captions,
+        torch.tensor(weights),
+        torch.tensor(time_ids, dtype=torch.float32) if sdxl else None,
+    )
 
 
 def describe(scan: DatasetScan) -> dict:
     """The kohya metadata views of the dataset: dirs, tag frequency, buckets."""
     dirs, reg_dirs, tags = {}, {}, {}
     for subset in scan.subsets:
-        (reg_dirs if subset.is_reg else dirs)[subset.folder] = {"n_repeats": subset.repeats,
-                                                                "img_count": len(subset.images)}
+        (reg_dirs if subset.is_reg else dirs)[subset.folder] = {
+            "n_repeats": subset.repeats,
+            "img_count": len(subset.images),
+        }
         if not subset.is_reg:
             counter: Counter[str] = Counter()
             for image in subset.images:
                 counter.update(t.strip() for t in image.caption.split(",") if t.strip())
             tags[subset.folder] = dict(counter)
-    buckets = {str(i): {"resolution": list(reso), "count": n}
-               for i, (reso, n) in enumerate(sorted(scan.bucket_counts().items()))}
-    return {"dataset_dirs": dirs, "reg_dataset_dirs": reg_dirs, "tag_frequency": tags,
-            "bucket_info": {"buckets": buckets}}
+    buckets = {
+        str(i): {"resolution": list(reso), "count": n}
+        for i, (reso, n) in enumerate(sorted(scan.bucket_counts().items()))
+    }
+    return {
+        "dataset_dirs": dirs,
+        "reg_dataset_dirs": reg_dirs,
+        "tag_frequency": tags,
+        "bucket_info": {"buckets": buckets},
+    }

@@ -4,6 +4,7 @@ and reports through `progress` events (phase model_download), so a multi-GB down
 The hub cache (huggingface_hub `constants.py`): `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`; files land as `blobs/<hash>.incomplete` and are
 renamed when complete, so the folder's size is what has arrived."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,7 @@ class DownloadWatch:
         self._start_bytes = 0
         self._reported = False
 
-    def __enter__(self) -> "DownloadWatch":
+    def __enter__(self) -> DownloadWatch:
         self._start_bytes = folder_bytes(self.root) if self.root.exists() else 0
         self._thread.start()
         return self

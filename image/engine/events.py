@@ -6,6 +6,7 @@ output file with its sha256; it is rewritten atomically (tmp + os.replace) after
 pull whatever it lists the moment it appears. Torch-free. Only the main process writes (data-parallel runs pass
 enabled=False elsewhere).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,8 +105,15 @@ class PhaseProgress:
     Event: {"event": "progress", "phase": <name>, "done": n, "total": m or null, "unit": "images"|"bytes"|…}.
     Phases: model_download, caching_latents, caching_text, sampling."""
 
-    def __init__(self, events: EventLog, phase: str, total: int | None = None, unit: str = "items",
-                 min_interval: float = 1.0, clock=time.monotonic):
+    def __init__(
+        self,
+        events: EventLog,
+        phase: str,
+        total: int | None = None,
+        unit: str = "items",
+        min_interval: float = 1.0,
+        clock=time.monotonic,
+    ):
         self.events, self.phase, self.total, self.unit = events, phase, total, unit
         self.min_interval, self.clock = min_interval, clock
         self._last: float | None = None

@@ -1,6 +1,7 @@
 """The final grid's layout: LoRA strengths across, seeds down, every cell labelled, and the prompt on top, in a font
 large enough to read at any image size (the tiny demo's 64-pixel cells included). Torch-free, so it is testable
 without rendering anything."""
+
 from __future__ import annotations
 
 import textwrap

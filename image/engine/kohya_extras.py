@@ -1,6 +1,7 @@
 """The trainer's side of kohya's training options that are not step math: which LoRA layers and dropouts to set up,
 the loss options, max-norm after each optimizer step, and save_last_n_epochs. Kept here so `train.py` only calls in.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

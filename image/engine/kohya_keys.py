@@ -9,6 +9,7 @@ kohya names a LoRA module `<prefix>_<module path with "." → "_">` and stores `
   dropped the `text_model.` level from CLIPTextModel, so it is put back here, or no UI would match the keys.
 We write the true alpha ourselves; diffusers' `convert_state_dict_to_kohya` writes alpha = rank (trap 1).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,14 @@ _UP_RES = re.compile(r"^up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)$")
 _DOWNSAMPLE = re.compile(r"^down_blocks\.(\d+)\.downsamplers\.0\.conv$")
 _UPSAMPLE = re.compile(r"^up_blocks\.(\d+)\.upsamplers\.0\.conv$")
 # kohya sdxl_model_util.make_unet_conversion_map, resnet part: (diffusers, SGM)
-_RESNET_SGM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_RESNET_SGM = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def is_conv3x3_target(path: str) -> bool:
@@ -86,7 +93,7 @@ def text_encoder_module_name(path: str, prefix: str) -> str:
     """`encoder.layers.0.self_attn.q_proj` (transformers ≥ 5) or `text_model.encoder…` (< 5) →
     `<prefix>_text_model_encoder_layers_0_self_attn_q_proj`."""
     if path.startswith("text_model."):
-        path = path[len("text_model."):]
+        path = path[len("text_model.") :]
     return f"{prefix}_text_model_" + path.replace(".", "_")
 
 

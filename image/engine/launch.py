@@ -1,6 +1,7 @@
 """Data-parallel launch: `lorarun-engine train` on a machine with several GPUs re-runs itself under
 `accelerate launch --multi_gpu` (torch.distributed underneath), so the agent and the local provider start the engine
 the same way everywhere. Inside a launched rank (LOCAL_RANK set) nothing is re-launched."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,25 @@ def distributed_command(processes: int, engine_args: list[str]) -> list[str]:
     """The `accelerate launch` command for `processes` GPUs running the engine with `engine_args`.
     Mixed precision is not given here: the engine passes the job's choice to its Accelerator itself."""
     args = [a for i, a in enumerate(engine_args) if not _is_num_processes(engine_args, i)]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "lorarun.image.engine", *args, "--num-processes", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lorarun.image.engine",
+        *args,
+        "--num-processes",
+        "1",
+    ]
 
 
 def _is_num_processes(args: list[str], i: int) -> bool:

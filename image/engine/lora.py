@@ -8,6 +8,7 @@ kohya's `networks.lora` extras live here too: LoCon (conv_dim / conv_alpha on th
 `LoRAModule.forward` does, not to the input as peft's lora_dropout would), and `apply_max_norm_regularization`
 (scale_weight_norms).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,12 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 
-from lorarun.image.engine.kohya_keys import TEXT_ENCODER_TARGETS, UNET_CONV3X3_TARGETS, UNET_RESNET_OTHER_TARGETS, UNET_TARGETS
+from lorarun.image.engine.kohya_keys import (
+    TEXT_ENCODER_TARGETS,
+    UNET_CONV3X3_TARGETS,
+    UNET_RESNET_OTHER_TARGETS,
+    UNET_TARGETS,
+)
 
 ADAPTER = "default"
 
@@ -25,6 +31,7 @@ ADAPTER = "default"
 @dataclass(frozen=True)
 class LoraDropout:
     """kohya LoRAModule.forward's dropouts; None = off (kohya's default)."""
+
     dropout: float | None = None  # network_dropout: F.dropout on the down projection's output
     rank_dropout: float | None = None  # zero whole ranks per sample, rescale by 1/(1-p)
     module_dropout: float | None = None  # skip the whole LoRA of a module for this forward
@@ -43,7 +50,9 @@ def kohya_dropout(lx: torch.Tensor, drop: LoraDropout) -> torch.Tensor:
     if drop.dropout is not None:
         lx = F.dropout(lx, p=drop.dropout)
     if drop.rank_dropout is not None:
-        mask = torch.rand((lx.size(0), lx.size(1) if lx.dim() == 4 else lx.size(-1)), device=lx.device) > drop.rank_dropout
+        mask = (
+            torch.rand((lx.size(0), lx.size(1) if lx.dim() == 4 else lx.size(-1)), device=lx.device) > drop.rank_dropout
+        )
         if lx.dim() == 3:
             mask = mask.unsqueeze(1)  # text encoder / transformer tokens: (B, N, r)
         elif lx.dim() == 4:
@@ -68,14 +77,26 @@ def add_dropout_hooks(model: torch.nn.Module, drop: LoraDropout) -> int:
     return count
 
 
-def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets: tuple[str, ...], *,
-             rank_pattern: dict[str, int] | None = None,
-             alpha_pattern: dict[str, float] | None = None) -> list[torch.nn.Parameter]:
+def add_lora(
+    model: torch.nn.Module,
+    rank: int,
+    alpha: float,
+    targets: tuple[str, ...],
+    *,
+    rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
+) -> list[torch.nn.Parameter]:
     """Freeze `model`, inject LoRA on `targets`, keep the LoRA parameters in fp32 (the base may be bf16/fp16:
     fp32 LoRA weights keep small updates from rounding away). Returns the trainable parameters."""
     model.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=True,
-                        rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {})
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        init_lora_weights=True,
+        rank_pattern=rank_pattern or {},
+        alpha_pattern=alpha_pattern or {},
+    )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:
@@ -93,8 +114,14 @@ def add_unet_lora(unet, rank: int, alpha: float, conv_dim: int | None = None, co
         return add_lora(unet, rank, alpha, UNET_TARGETS)
     conv_alpha = 1.0 if conv_alpha is None else conv_alpha
     patterns = [t.replace(".", r"\.") for t in UNET_CONV3X3_TARGETS]  # peft matches these as regular expressions
-    return add_lora(unet, rank, alpha, UNET_TARGETS + UNET_RESNET_OTHER_TARGETS + UNET_CONV3X3_TARGETS,
-                    rank_pattern={p: conv_dim for p in patterns}, alpha_pattern={p: conv_alpha for p in patterns})
+    return add_lora(
+        unet,
+        rank,
+        alpha,
+        UNET_TARGETS + UNET_RESNET_OTHER_TARGETS + UNET_CONV3X3_TARGETS,
+        rank_pattern=dict.fromkeys(patterns, conv_dim),
+        alpha_pattern=dict.fromkeys(patterns, conv_alpha),
+    )
 
 
 def add_text_encoder_lora(text_encoder, rank: int, alpha: float):

@@ -1,5 +1,6 @@
 """Will the job fit the GPU it landed on? Asked before any weight is loaded, using the shared torch-free estimator
 (`lorarun.image.memory`, the same numbers the controller used to pick the offer)."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 Only the parts training needs are kept (UNet, VAE, text encoders, tokenizers, a sampling scheduler). The training
 noise schedule is kohya's (DDPM, scaled-linear betas 0.00085…0.012, 1000 steps) whatever the checkpoint ships.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,13 +36,22 @@ class Model:
 
         if self.family == "sdxl":
             return StableDiffusionXLPipeline(
-                vae=self.vae, text_encoder=self.text_encoders[0], text_encoder_2=self.text_encoders[1],
-                tokenizer=self.tokenizers[0], tokenizer_2=self.tokenizers[1], unet=self.unet,
+                vae=self.vae,
+                text_encoder=self.text_encoders[0],
+                text_encoder_2=self.text_encoders[1],
+                tokenizer=self.tokenizers[0],
+                tokenizer_2=self.tokenizers[1],
+                unet=self.unet,
                 scheduler=self.sample_scheduler,
             )
         return StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoders[0], tokenizer=self.tokenizers[0], unet=self.unet,
-            scheduler=self.sample_scheduler, safety_checker=None, feature_extractor=None,
+            vae=self.vae,
+            text_encoder=self.text_encoders[0],
+            tokenizer=self.tokenizers[0],
+            unet=self.unet,
+            scheduler=self.sample_scheduler,
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
 
@@ -54,8 +64,16 @@ def load_model(mcfg: ModelConfig, asset_cache: Path | None = None) -> Model:
 
         family = base.split("-", 1)[1]
         parts = build_tiny(family)
-        model = Model(family, parts.unet, parts.vae, parts.text_encoders, parts.tokenizers, parts.scheduler,
-                      v_pred, key=f"{base}@1")
+        model = Model(
+            family,
+            parts.unet,
+            parts.vae,
+            parts.text_encoders,
+            parts.tokenizers,
+            parts.scheduler,
+            v_pred,
+            key=f"{base}@1",
+        )
     elif Path(base).suffix.lower() in SINGLE_FILE_SUFFIXES:
         model = _load_single_file(mcfg, Path(base), asset_cache)
     else:
@@ -64,13 +82,17 @@ def load_model(mcfg: ModelConfig, asset_cache: Path | None = None) -> Model:
         from diffusers import AutoencoderKL
 
         vae_path = Path(mcfg.vae)
-        model.vae = (AutoencoderKL.from_single_file(str(vae_path)) if vae_path.suffix.lower() in SINGLE_FILE_SUFFIXES
-                     else AutoencoderKL.from_pretrained(mcfg.vae))
+        model.vae = (
+            AutoencoderKL.from_single_file(str(vae_path))
+            if vae_path.suffix.lower() in SINGLE_FILE_SUFFIXES
+            else AutoencoderKL.from_pretrained(mcfg.vae)
+        )
         model.key += f"+vae:{mcfg.vae}"
     if mcfg.v_parameterization:
         # SD2.x-v: sample with the objective we train, whatever scheduler config came with the checkpoint
-        model.sample_scheduler = type(model.sample_scheduler).from_config(model.sample_scheduler.config,
-                                                                         prediction_type="v_prediction")
+        model.sample_scheduler = type(model.sample_scheduler).from_config(
+            model.sample_scheduler.config, prediction_type="v_prediction"
+        )
         model.v_prediction = True
     return model
 
@@ -109,5 +131,13 @@ def _load_single_file(mcfg: ModelConfig, path: Path, asset_cache: Path | None) -
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if mcfg.family == "sdxl" else [])
     stat = path.stat()
     digest = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return Model(mcfg.family, pipe.unet, pipe.vae, encoders, tokenizers, pipe.scheduler,
-                 bool(mcfg.v_parameterization), key=f"file:{digest}")
+    return Model(
+        mcfg.family,
+        pipe.unet,
+        pipe.vae,
+        encoders,
+        tokenizers,
+        pipe.scheduler,
+        bool(mcfg.v_parameterization),
+        key=f"file:{digest}",
+    )

@@ -9,6 +9,7 @@
 - lr_scheduler_args: kohya passes them as keyword arguments to the scheduler function (transformers'
   `get_*_schedule_with_warmup`); the ones those functions take are honoured here, others are a config error.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,13 +25,20 @@ def has_bitsandbytes() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-BNB_OPTIMIZERS = {"AdamW8bit": "AdamW8bit", "PagedAdamW8bit": "PagedAdamW8bit", "Lion8bit": "Lion8bit",
-                  "PagedLion8bit": "PagedLion8bit"}  # lorarun name → bitsandbytes.optim class
+BNB_OPTIMIZERS = {
+    "AdamW8bit": "AdamW8bit",
+    "PagedAdamW8bit": "PagedAdamW8bit",
+    "Lion8bit": "Lion8bit",
+    "PagedLion8bit": "PagedLion8bit",
+}  # lorarun name → bitsandbytes.optim class
 DADAPT_OPTIMIZERS = ("DAdaptAdam", "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD")  # dadaptation.<name>
 ADAPTIVE_LR_OPTIMIZERS = ("Prodigy", *DADAPT_OPTIMIZERS)
 # optimizer → (import name, pip name) of the maintained package it comes from
-PACKAGES = {"Lion": ("lion_pytorch", "lion-pytorch"), "Prodigy": ("prodigyopt", "prodigyopt"),
-            **{name: ("dadaptation", "dadaptation") for name in DADAPT_OPTIMIZERS}}
+PACKAGES = {
+    "Lion": ("lion_pytorch", "lion-pytorch"),
+    "Prodigy": ("prodigyopt", "prodigyopt"),
+    **dict.fromkeys(DADAPT_OPTIMIZERS, ("dadaptation", "dadaptation")),
+}
 
 
 def resolve_optimizer(name: str, cuda: bool) -> str:
@@ -39,14 +47,19 @@ def resolve_optimizer(name: str, cuda: bool) -> str:
         return "AdamW8bit" if cuda and has_bitsandbytes() else "AdamW"
     if name in BNB_OPTIMIZERS:
         if not cuda:
-            raise ConfigError(f"training.optimizer_type: {name} needs a CUDA GPU (bitsandbytes); use AdamW or auto "
-                              "on this machine")
+            raise ConfigError(
+                f"training.optimizer_type: {name} needs a CUDA GPU (bitsandbytes); use AdamW or auto on this machine"
+            )
         if not has_bitsandbytes():
-            raise ConfigError(f"training.optimizer_type: {name} needs the bitsandbytes package; pip install "
-                              "bitsandbytes, or use AdamW")
+            raise ConfigError(
+                f"training.optimizer_type: {name} needs the bitsandbytes package; pip install "
+                "bitsandbytes, or use AdamW"
+            )
     if name in PACKAGES and importlib.util.find_spec(PACKAGES[name][0]) is None:
-        raise ConfigError(f"training.optimizer_type: {name} needs the {PACKAGES[name][1]} package; "
-                          f"pip install {PACKAGES[name][1]}, or use AdamW")
+        raise ConfigError(
+            f"training.optimizer_type: {name} needs the {PACKAGES[name][1]} package; "
+            f"pip install {PACKAGES[name][1]}, or use AdamW"
+        )
     return name
 
 
@@ -106,9 +119,18 @@ def warmup_steps(value: float, total_steps: int) -> int:
     return int(value)
 
 
-def lr_lambda(name: str, total: int, warmup: int, num_cycles: float | None = None, power: float = 1.0, *,
-              base_lr: float = 1.0, lr_end: float = 0.0, min_lr_rate: float | None = None,
-              min_lr: float | None = None):
+def lr_lambda(
+    name: str,
+    total: int,
+    warmup: int,
+    num_cycles: float | None = None,
+    power: float = 1.0,
+    *,
+    base_lr: float = 1.0,
+    lr_end: float = 0.0,
+    min_lr_rate: float | None = None,
+    min_lr: float | None = None,
+):
     """Multiplier of the base LR at optimizer step `step` — the formulas of transformers.optimization, which kohya
     calls. num_cycles None = the function's default (0.5 half-waves for cosine / cosine_with_min_lr, 1 restart
     cycle for cosine_with_restarts). polynomial decays to lr_end (0 unless lr_scheduler_args sets it);
@@ -150,8 +172,17 @@ def lr_lambda(name: str, total: int, warmup: int, num_cycles: float | None = Non
     return f
 
 
-def build_scheduler(optimizer, name: str, total: int, warmup: int, num_cycles: int, power: float, *,
-                    args: tuple[str, ...] = (), min_lr_ratio: float | None = None):
+def build_scheduler(
+    optimizer,
+    name: str,
+    total: int,
+    warmup: int,
+    num_cycles: int,
+    power: float,
+    *,
+    args: tuple[str, ...] = (),
+    min_lr_ratio: float | None = None,
+):
     kwargs = scheduler_kwargs(name, args, num_cycles=num_cycles, power=power, min_lr_ratio=min_lr_ratio)
     base_lr = optimizer.param_groups[0]["lr"]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(name, total, warmup, base_lr=base_lr, **kwargs))

@@ -3,6 +3,7 @@
 The pipeline shares the training modules (no copies); the LoRA strength is changed by rescaling the peft layers,
 the same as a UI's LoRA weight. Called on the main process only.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -25,9 +26,16 @@ def _render(pipe, prompt: str, cfg, seed: int, device, autocast_dtype) -> Image.
     generator = torch.Generator("cpu").manual_seed(seed)  # CPU generator: the same image on any GPU
     ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     with torch.no_grad(), ctx:
-        return pipe(prompt=prompt, negative_prompt=cfg.sample.negative_prompt or None, width=width, height=height,
-                    num_inference_steps=cfg.sample.steps, guidance_scale=cfg.sample.guidance_scale,
-                    generator=generator, output_type="pil").images[0]
+        return pipe(
+            prompt=prompt,
+            negative_prompt=cfg.sample.negative_prompt or None,
+            width=width,
+            height=height,
+            num_inference_steps=cfg.sample.steps,
+            guidance_scale=cfg.sample.guidance_scale,
+            generator=generator,
+            output_type="pil",
+        ).images[0]
 
 
 def _pipeline(model, device):
@@ -36,8 +44,9 @@ def _pipeline(model, device):
     return pipe
 
 
-def render_samples(model, cfg, prompts: list[str], out_dir: Path, label: str, device, autocast_dtype,
-                   progress=None) -> list[Path]:
+def render_samples(
+    model, cfg, prompts: list[str], out_dir: Path, label: str, device, autocast_dtype, progress=None
+) -> list[Path]:
     """One PNG per prompt: `<output_name>_<label>_<i>.png` (kohya names samples `<name>_e000002_00.png`).
     `progress(done, total)` after each image (the controller shows "sampling k/n")."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,8 +64,7 @@ def render_samples(model, cfg, prompts: list[str], out_dir: Path, label: str, de
     return paths
 
 
-def render_grid(model, cfg, prompt: str, path: Path, lora_modules: list, device, autocast_dtype,
-                progress=None) -> Path:
+def render_grid(model, cfg, prompt: str, path: Path, lora_modules: list, device, autocast_dtype, progress=None) -> Path:
     """Rows = seeds, columns = LoRA strengths (0 = the base model), labelled; the strength is reset to 1 after."""
     strengths, seeds = list(cfg.sample.grid_strengths), list(cfg.sample.grid_seeds)
     pipe = _pipeline(model, device)

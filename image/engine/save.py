@@ -3,6 +3,7 @@ SAI ModelSpec keys, and `sshs_model_hash` / `sshs_legacy_hash` computed exactly 
 (`train_util.precalculate_safetensors_hashes`: serialise with only the `ss_*` metadata, hash the bytes after the
 header; legacy = sha256 of 64 KiB at offset 1 MiB, first 8 hex). A1111 shows sshs_model_hash as the LoRA's hash.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -22,9 +23,14 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.flo
 MODELSPEC_VERSION = "1.0.1"
 
 
-def kohya_state_dict(components: list[tuple[str, dict[str, torch.Tensor]]], family: str, alpha: float,
-                     dtype: torch.dtype, layers_per_block: int = 2,
-                     conv_alpha: float | None = None) -> dict[str, torch.Tensor]:
+def kohya_state_dict(
+    components: list[tuple[str, dict[str, torch.Tensor]]],
+    family: str,
+    alpha: float,
+    dtype: torch.dtype,
+    layers_per_block: int = 2,
+    conv_alpha: float | None = None,
+) -> dict[str, torch.Tensor]:
     """components: (kohya component, PEFT state dict) pairs — ("unet", …), ("lora_te", …) / ("lora_te1", …).
     conv_alpha: the alpha of LoCon's 3x3 UNet convs (kohya stores each module's own alpha)."""
     out: dict[str, torch.Tensor] = {}
@@ -33,8 +39,11 @@ def kohya_state_dict(components: list[tuple[str, dict[str, torch.Tensor]]], fami
             down_key, up_key, alpha_key = kohya_tensor_keys(module.name)
             out[down_key] = peft_sd[module.down_key].detach().to("cpu", dtype).contiguous()
             out[up_key] = peft_sd[module.up_key].detach().to("cpu", dtype).contiguous()
-            own = conv_alpha if conv_alpha is not None and component == "unet" and is_conv3x3_target(module.path) \
+            own = (
+                conv_alpha
+                if conv_alpha is not None and component == "unet" and is_conv3x3_target(module.path)
                 else alpha
+            )
             out[alpha_key] = torch.tensor(float(own), dtype=dtype)  # kohya saves alpha in the save dtype too
     return out
 
@@ -76,6 +85,7 @@ def write_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
 @dataclass(frozen=True)
 class RunFacts:
     """What the metadata says about the run; fixed when training starts."""
+
     session_id: str
     started_at: float
     family: str
@@ -196,25 +206,31 @@ def build_metadata(cfg, facts: RunFacts, *, steps: int, epoch: int, finished_at:
         "ss_tag_frequency": json.dumps(facts.tag_frequency),
         "ss_bucket_info": json.dumps(facts.bucket_info),
     }
-    md.update({
-        "modelspec.sai_model_spec": MODELSPEC_VERSION,
-        "modelspec.architecture": modelspec_architecture(facts.family, m.v2, m.v_parameterization),
-        # kohya: SDXL LoRA → Stability's implementation; SD1/2 LoRA → diffusers.
-        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models" if facts.family == "sdxl"
-                                     else "diffusers"),
-        "modelspec.title": cfg.output_name,
-        "modelspec.date": datetime.datetime.fromtimestamp(int(facts.started_at)).isoformat(),
-        "modelspec.resolution": f"{facts.resolution[0]}x{facts.resolution[1]}",
-        "modelspec.prediction_type": "v" if m.v_parameterization else "epsilon",
-        "modelspec.encoder_layer": str(m.clip_skip),
-    })
+    md.update(
+        {
+            "modelspec.sai_model_spec": MODELSPEC_VERSION,
+            "modelspec.architecture": modelspec_architecture(facts.family, m.v2, m.v_parameterization),
+            # kohya: SDXL LoRA → Stability's implementation; SD1/2 LoRA → diffusers.
+            "modelspec.implementation": (
+                "https://github.com/Stability-AI/generative-models" if facts.family == "sdxl" else "diffusers"
+            ),
+            "modelspec.title": cfg.output_name,
+            "modelspec.date": datetime.datetime.fromtimestamp(int(facts.started_at)).isoformat(),
+            "modelspec.resolution": f"{facts.resolution[0]}x{facts.resolution[1]}",
+            "modelspec.prediction_type": "v" if m.v_parameterization else "epsilon",
+            "modelspec.encoder_layer": str(m.clip_skip),
+        }
+    )
     return md
 
 
 def _network_args(t) -> dict[str, str]:
     """kohya's ss_network_args: the network_args that were given, as strings (kohya stores them so)."""
-    args = {key: str(getattr(t, key)) for key in ("conv_dim", "conv_alpha", "rank_dropout", "module_dropout")
-            if getattr(t, key) is not None}
+    args = {
+        key: str(getattr(t, key))
+        for key in ("conv_dim", "conv_alpha", "rank_dropout", "module_dropout")
+        if getattr(t, key) is not None
+    }
     if t.conv_dim is not None and t.conv_alpha is None:
         args["conv_alpha"] = "1.0"  # kohya's default, which is what was trained with
     return args

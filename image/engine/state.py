@@ -4,6 +4,7 @@ Layout: `state/step-00000012/` (complete folders only: written as `.tmp` and ren
 naming the newest one. A state whose config fingerprint differs from the current run is not used (the run starts
 fresh and says so), so changing hyper-parameters never silently continues an unrelated run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,16 @@ class Progress:
 
 def fingerprint(cfg, world_size: int) -> str:
     """What must match for a resume to be the same run: model, data, training settings and the process count."""
-    body = json.dumps({"model": asdict(cfg.model), "dataset": asdict(cfg.dataset), "training": asdict(cfg.training),
-                       "world": world_size}, sort_keys=True, default=str)
+    body = json.dumps(
+        {
+            "model": asdict(cfg.model),
+            "dataset": asdict(cfg.dataset),
+            "training": asdict(cfg.training),
+            "world": world_size,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

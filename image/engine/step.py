@@ -6,6 +6,7 @@ noise offset (+ random strength, adaptive scale), multi-resolution (pyramid) noi
 (ip_noise_gamma), zero terminal SNR, loss types l2/l1/huber/smooth_l1 with kohya's huber_c schedules, min-SNR and
 debiased-estimation weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,13 +33,14 @@ def enforce_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class NoiseSchedule:
     """kohya's training schedule (DDPM, scaled-linear betas 0.00085 → 0.012, 1000 steps), on the device."""
+
     sqrt_alpha: torch.Tensor
     sqrt_one_minus_alpha: torch.Tensor
     snr: torch.Tensor
     alphas_cumprod: torch.Tensor | None = None
 
     @classmethod
-    def kohya(cls, device, zero_terminal_snr: bool = False) -> "NoiseSchedule":
+    def kohya(cls, device, zero_terminal_snr: bool = False) -> NoiseSchedule:
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, NUM_TRAIN_TIMESTEPS, dtype=torch.float64) ** 2
         acp = torch.cumprod(1.0 - betas, dim=0).float()
         # kohya computes all_snr (min-SNR / debiased weights) BEFORE fixing the betas (train_network.py
@@ -52,6 +54,7 @@ class NoiseSchedule:
 @dataclass(frozen=True)
 class LossOptions:
     """The kohya options of the noise and the loss; defaults are kohya's argparse defaults (all off, l2)."""
+
     noise_offset: float | None = None
     noise_offset_random_strength: bool = False
     adaptive_noise_scale: float | None = None
@@ -71,7 +74,7 @@ class LossOptions:
     v_pred_like_loss: float | None = None
 
     @classmethod
-    def from_training(cls, t) -> "LossOptions":
+    def from_training(cls, t) -> LossOptions:
         return cls(**{name: getattr(t, name) for name in cls.__dataclass_fields__ if hasattr(t, name)})
 
 
@@ -84,12 +87,14 @@ def apply_noise_offset(latents, noise, noise_offset, adaptive_noise_scale, gener
     if adaptive_noise_scale is not None:
         latent_mean = torch.abs(latents.mean(dim=(2, 3), keepdim=True))
         noise_offset = torch.clamp(noise_offset + adaptive_noise_scale * latent_mean, 0.0, None)
-    return noise + noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator,
-                                              device=latents.device)
+    return noise + noise_offset * torch.randn(
+        (latents.shape[0], latents.shape[1], 1, 1), generator=generator, device=latents.device
+    )
 
 
-def pyramid_noise_like(noise: torch.Tensor, iterations: int = 6, discount: float = 0.4,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def pyramid_noise_like(
+    noise: torch.Tensor, iterations: int = 6, discount: float = 0.4, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """kohya `custom_train_functions.pyramid_noise_like` (multi-resolution noise): add bilinearly upsampled noise at
     random scales r ∈ [2, 4) per level, weighted discount**i, then rescale to unit std. kohya draws r from Python's
     `random`; here it comes from the step's generator so a run is reproducible — same distribution."""
@@ -123,8 +128,9 @@ def huber_threshold(opts: LossOptions, timesteps: torch.Tensor, schedule: NoiseS
     raise ValueError(f"unknown huber_schedule {opts.huber_schedule!r}")
 
 
-def conditional_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str,
-                     huber_c: torch.Tensor | None = None) -> torch.Tensor:
+def conditional_loss(
+    pred: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: torch.Tensor | None = None
+) -> torch.Tensor:
     """kohya `train_util.conditional_loss` with reduction "none" (element-wise)."""
     if loss_type == "l2":
         return F.mse_loss(pred, target, reduction="none")
@@ -137,8 +143,9 @@ def conditional_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str,
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
-def timestep_weights(loss: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, opts: LossOptions,
-                     v_prediction: bool) -> torch.Tensor:
+def timestep_weights(
+    loss: torch.Tensor, timesteps: torch.Tensor, schedule: NoiseSchedule, opts: LossOptions, v_prediction: bool
+) -> torch.Tensor:
     """kohya `post_process_loss`, in its order, on the per-sample loss: min-SNR weight (`apply_snr_weight`),
     v-prediction scaled like noise prediction (`scale_v_prediction_loss_like_noise_prediction`), the v-prediction-like
     term (`add_v_prediction_like_loss`), debiased estimation (`apply_debiased_estimation`)."""
@@ -172,11 +179,23 @@ def make_noise(latents: torch.Tensor, opts: LossOptions, generator: torch.Genera
     return noise
 
 
-def diffusion_loss(unet, latents: torch.Tensor, hidden: torch.Tensor, added: dict | None,
-                   loss_weight: torch.Tensor | None, schedule: NoiseSchedule, generator: torch.Generator | None, *,
-                   v_prediction: bool = False, noise_offset: float | None = None, min_snr_gamma: float | None = None,
-                   weight_dtype: torch.dtype = torch.float32, autocast=None,
-                   channels_last: bool = False, options: LossOptions | None = None) -> torch.Tensor:
+def diffusion_loss(
+    unet,
+    latents: torch.Tensor,
+    hidden: torch.Tensor,
+    added: dict | None,
+    loss_weight: torch.Tensor | None,
+    schedule: NoiseSchedule,
+    generator: torch.Generator | None,
+    *,
+    v_prediction: bool = False,
+    noise_offset: float | None = None,
+    min_snr_gamma: float | None = None,
+    weight_dtype: torch.dtype = torch.float32,
+    autocast=None,
+    channels_last: bool = False,
+    options: LossOptions | None = None,
+) -> torch.Tensor:
     """kohya's loss: noise the latents at a uniform random timestep, predict ε (or v), per-sample loss (l2 by
     default) × weight (prior_loss_weight for regularisation images) × min-SNR / debiased weight, mean over the batch.
     `options` carries every kohya noise/loss option; `noise_offset` / `min_snr_gamma` are the older shorthand."""

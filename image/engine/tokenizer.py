@@ -4,12 +4,13 @@
 `SimpleTokenizer` builds its vocabulary from `bpe_simple_vocab_16e6.txt.gz`, so no hub access is needed and the
 ids match the real SD tokenizers. The two files are written once into a cache folder and reused.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -26,7 +27,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lorarun" / "assets"
 
 
-@lru_cache(maxsize=None)
+@cache
 def bytes_to_unicode() -> dict[int, str]:
     """open_clip's / GPT-2's reversible byte → printable-unicode map (copied: open_clip is not a dependency)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -61,16 +62,28 @@ def write_tokenizer_files(folder: Path, pad_token: str = "<|endoftext|>") -> Pat
     files = {
         "vocab.json": json.dumps(vocab, ensure_ascii=False),
         "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n",
-        "special_tokens_map.json": json.dumps({
-            "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-            "pad_token": pad_token,
-        }),
+        "special_tokens_map.json": json.dumps(
+            {
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "pad_token": pad_token,
+            }
+        ),
         # Written last: its presence marks the folder complete (several processes may race here).
-        "tokenizer_config.json": json.dumps({
-            "tokenizer_class": "CLIPTokenizer", "model_max_length": MODEL_MAX_LENGTH, "do_lower_case": True,
-            "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-            "pad_token": pad_token, "errors": "replace", "add_prefix_space": False,
-        }),
+        "tokenizer_config.json": json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": MODEL_MAX_LENGTH,
+                "do_lower_case": True,
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+                "pad_token": pad_token,
+                "errors": "replace",
+                "add_prefix_space": False,
+            }
+        ),
     }
     for name, text in files.items():
         tmp = folder / (name + tmp_suffix)

@@ -6,6 +6,7 @@ processor); fused AdamW on CUDA; noise and timesteps drawn on the device; the lo
 back only when a step event is due (no per-step host sync). `Trainer.loss` is the whole step's math, kept small so
 torch.compile can wrap it later.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,16 +22,24 @@ from pathlib import Path
 
 import torch
 
-from lorarun.image.engine_config import EngineConfig
-from lorarun.image.schema import ConfigError
 from lorarun.image.engine import checks, data, kohya_extras, state
 from lorarun.image.engine.events import EventLog, PhaseProgress, one_line
 from lorarun.image.engine.kohya_keys import te_prefixes
-from lorarun.image.engine.lora import add_dropout_hooks, add_text_encoder_lora, add_unet_lora, apply_max_norm_regularization, load_lora_state_dict, lora_state_dict, unwrap
+from lorarun.image.engine.lora import (
+    add_dropout_hooks,
+    add_text_encoder_lora,
+    add_unet_lora,
+    apply_max_norm_regularization,
+    load_lora_state_dict,
+    lora_state_dict,
+    unwrap,
+)
 from lorarun.image.engine.memory_check import estimated_gb, memory_warning
 from lorarun.image.engine.optim import build_optimizer, build_scheduler, warmup_steps
-from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
 from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
+from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
+from lorarun.image.engine_config import EngineConfig
+from lorarun.image.schema import ConfigError
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
 STOP_CHECK_EVERY = 4  # optimizer steps between stop checks in a data-parallel run
@@ -52,7 +61,7 @@ class StopFlag:
         self.requested = False
         self._previous = {}
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -111,7 +120,7 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
         events.emit("failed", reason=reason)
         print(f"lorarun-engine: {reason}", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 — the controller needs a failed event for every crash
+    except Exception as exc:
         traceback.print_exc()
         events.emit("failed", reason=one_line(f"{type(exc).__name__}: {exc}"))
         return 1
@@ -140,8 +149,17 @@ def _mixed_precision(requested: str, cuda: bool) -> tuple[str, str | None]:
 
 
 class Trainer:
-    def __init__(self, cfg: EngineConfig, accel, events: EventLog, stop: StopFlag, scan, optimizer_name: str,
-                 mixed: str, step_event_interval_s: float):
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        accel,
+        events: EventLog,
+        stop: StopFlag,
+        scan,
+        optimizer_name: str,
+        mixed: str,
+        step_event_interval_s: float,
+    ):
         self.cfg, self.accel, self.events, self.stop = cfg, accel, events, stop
         self.scan, self.optimizer_name, self.mixed = scan, optimizer_name, mixed
         self.interval = step_event_interval_s
@@ -153,7 +171,9 @@ class Trainer:
         self.output_dir = Path(cfg.output_dir)
         self.trains_te = t.trains_text_encoder
         d = cfg.dataset
-        self.items = data.items_from_scan(scan, Path(d.train_data_dir), Path(d.reg_data_dir) if d.reg_data_dir else None)
+        self.items = data.items_from_scan(
+            scan, Path(d.train_data_dir), Path(d.reg_data_dir) if d.reg_data_dir else None
+        )
         self.samples = data.epoch_samples(scan, self.items)
         batches = data.epoch_batches(self.samples, self.items, t.batch_size, t.seed, 0)
         self.batches_per_epoch = len(data.shard_batches(batches, self.rank, self.world))
@@ -169,8 +189,9 @@ class Trainer:
         self.position = (0, 0)  # (epoch, batch) being trained, for messages
         from lorarun.image.engine.fast.trainer_glue import decide_for  # the fast step (fast/): same math, fewer kernels
 
-        self.fast_decision = decide_for(cfg, cuda=self.device.type == "cuda", world=self.world, mixed=mixed,
-                                        optimizer_name=optimizer_name)
+        self.fast_decision = decide_for(
+            cfg, cuda=self.device.type == "cuda", world=self.world, mixed=mixed, optimizer_name=optimizer_name
+        )
         self.fast = None
         self.last_saved_step = 0
 
@@ -212,20 +233,32 @@ class Trainer:
         available = self.cfg.max_vram_gb or torch.cuda.get_device_properties(self.device).total_memory / 2**30
         tip = memory_warning(self.cfg, available)
         if tip:
-            self.events.emit("warning", message=tip, estimated_gb=estimated_gb(self.cfg),
-                             available_gb=round(available, 1))
+            self.events.emit(
+                "warning", message=tip, estimated_gb=estimated_gb(self.cfg), available_gb=round(available, 1)
+            )
 
     def _emit_started(self) -> None:
         cfg = self.cfg
         self.session_id = uuid.uuid4().hex
         self.started_at = time.time()
         self.events.emit(
-            "started", job_id=cfg.job_id, family=cfg.model.family, base=cfg.model.base, device=str(self.device),
-            num_processes=self.world, mixed_precision=self.mixed, optimizer=self.optimizer_name,
-            requested_optimizer=cfg.training.optimizer_type, total_steps=self.total_steps, epochs=self.epochs,
-            steps_per_epoch=self.steps_per_epoch, num_train_images=self.scan.num_train_images,
-            num_reg_images=self.scan.num_reg_images, train_text_encoder=self.trains_te,
-            cache_text_encoder_outputs=self.cache_text, resume_from_step=self.resume_from_step,
+            "started",
+            job_id=cfg.job_id,
+            family=cfg.model.family,
+            base=cfg.model.base,
+            device=str(self.device),
+            num_processes=self.world,
+            mixed_precision=self.mixed,
+            optimizer=self.optimizer_name,
+            requested_optimizer=cfg.training.optimizer_type,
+            total_steps=self.total_steps,
+            epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            num_train_images=self.scan.num_train_images,
+            num_reg_images=self.scan.num_reg_images,
+            train_text_encoder=self.trains_te,
+            cache_text_encoder_outputs=self.cache_text,
+            resume_from_step=self.resume_from_step,
             fast_step=self.fast_decision.reason,
         )
 
@@ -240,15 +273,29 @@ class Trainer:
         if write:
             model.vae.to(self.device, vae_dtype)
             self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
-            self.latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
-                                              flip=cfg.dataset.flip_aug, device=self.device, dtype=vae_dtype,
-                                              progress=PhaseProgress(self.events, "caching_latents", unit="images"))
+            self.latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=cfg.dataset.flip_aug,
+                device=self.device,
+                dtype=vae_dtype,
+                progress=PhaseProgress(self.events, "caching_latents", unit="images"),
+            )
             model.vae.to("cpu")
         accel.wait_for_everyone()
         if not write:
-            self.latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
-                                              flip=cfg.dataset.flip_aug, device="cpu", dtype=torch.float32,
-                                              write=False)
+            self.latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=cfg.dataset.flip_aug,
+                device="cpu",
+                dtype=torch.float32,
+                write=False,
+            )
         self.text_cache: dict[str, data.TextEmbeds] = {}
         if self.cache_text:
             captions = [item.caption for item in self.items]
@@ -256,21 +303,40 @@ class Trainer:
                 for encoder in model.text_encoders:
                     encoder.to(self.device, self.weight_dtype)
                 self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
-                self.text_cache = data.cache_text(captions, self.family, model.tokenizers, model.text_encoders,
-                                                  cfg.model.clip_skip, model.key, cache_root / "text", self.device,
-                                                  progress=PhaseProgress(self.events, "caching_text",
-                                                                         unit="captions"))
+                self.text_cache = data.cache_text(
+                    captions,
+                    self.family,
+                    model.tokenizers,
+                    model.text_encoders,
+                    cfg.model.clip_skip,
+                    model.key,
+                    cache_root / "text",
+                    self.device,
+                    progress=PhaseProgress(self.events, "caching_text", unit="captions"),
+                )
                 for encoder in model.text_encoders:
                     encoder.to("cpu")  # not needed on the GPU until sampling
             accel.wait_for_everyone()
             if not write:
-                self.text_cache = data.cache_text(captions, self.family, model.tokenizers, model.text_encoders,
-                                                  cfg.model.clip_skip, model.key, cache_root / "text", "cpu",
-                                                  write=False)
+                self.text_cache = data.cache_text(
+                    captions,
+                    self.family,
+                    model.tokenizers,
+                    model.text_encoders,
+                    cfg.model.clip_skip,
+                    model.key,
+                    cache_root / "text",
+                    "cpu",
+                    write=False,
+                )
         else:
-            reason = ("the text encoder trains" if self.trains_te else
-                      "shuffle_caption / caption (tag) dropout change the caption every step"
-                      if cfg.training.cache_text_encoder_outputs else "cache_text_encoder_outputs is off")
+            reason = (
+                "the text encoder trains"
+                if self.trains_te
+                else "shuffle_caption / caption (tag) dropout change the caption every step"
+                if cfg.training.cache_text_encoder_outputs
+                else "cache_text_encoder_outputs is off"
+            )
             self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
         self._keep_caches_on_device()
 
@@ -294,8 +360,12 @@ class Trainer:
         cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
         unet = model.unet
         unet.to(dtype=self.weight_dtype)
-        groups = [{"params": add_unet_lora(unet, t.network_dim, t.network_alpha, t.conv_dim, t.conv_alpha),
-                   "lr": t.unet_lr if t.unet_lr is not None else t.learning_rate}]
+        groups = [
+            {
+                "params": add_unet_lora(unet, t.network_dim, t.network_alpha, t.conv_dim, t.conv_alpha),
+                "lr": t.unet_lr if t.unet_lr is not None else t.learning_rate,
+            }
+        ]
         add_dropout_hooks(unet, kohya_extras.lora_dropout(t))
         unet.to(self.device)
         self.channels_last = t.channels_last and self.device.type == "cuda"
@@ -310,8 +380,9 @@ class Trainer:
             for encoder in self.text_encoders:
                 encoder.to(self.device, self.weight_dtype)
                 if self.trains_te:
-                    groups.append({"params": add_text_encoder_lora(encoder, t.network_dim, t.network_alpha),
-                                   "lr": te_lr})
+                    groups.append(
+                        {"params": add_text_encoder_lora(encoder, t.network_dim, t.network_alpha), "lr": te_lr}
+                    )
                     add_dropout_hooks(encoder, kohya_extras.lora_dropout(t))
                     encoder.to(self.device)
                     if t.gradient_checkpointing:
@@ -329,9 +400,16 @@ class Trainer:
         else:
             optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
             self.params = [p for g in groups for p in g["params"]]
-        self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
-                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power, args=t.lr_scheduler_args,
-                                         min_lr_ratio=t.lr_scheduler_min_lr_ratio)
+        self.scheduler = build_scheduler(
+            optimizer,
+            t.lr_scheduler,
+            self.total_steps,
+            self.warmup,
+            t.lr_scheduler_num_cycles,
+            t.lr_scheduler_power,
+            args=t.lr_scheduler_args,
+            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
+        )
         if warning := kohya_extras.optimizer_warning(self.optimizer_name, groups):
             self.events.emit("warning", message=warning)
         if self.fast is None and self.trains_te:
@@ -343,12 +421,22 @@ class Trainer:
         self.schedule = NoiseSchedule.kohya(self.device, t.zero_terminal_snr)
         self.loss_options = kohya_extras.loss_options(t)
         self.facts = RunFacts(
-            session_id=self.session_id, started_at=self.started_at, family=self.family, v2=cfg.model.v2,
-            v_parameterization=self.model.v_prediction, base_model=cfg.model.base,
-            resolution=tuple(cfg.dataset.resolution), num_train_images=self.scan.num_train_images,
-            num_reg_images=self.scan.num_reg_images, num_batches_per_epoch=self.batches_per_epoch,
-            num_epochs=self.epochs, max_train_steps=self.total_steps, warmup_steps=self.warmup,
-            optimizer=self.optimizer_name, mixed_precision=self.mixed, num_processes=self.world,
+            session_id=self.session_id,
+            started_at=self.started_at,
+            family=self.family,
+            v2=cfg.model.v2,
+            v_parameterization=self.model.v_prediction,
+            base_model=cfg.model.base,
+            resolution=tuple(cfg.dataset.resolution),
+            num_train_images=self.scan.num_train_images,
+            num_reg_images=self.scan.num_reg_images,
+            num_batches_per_epoch=self.batches_per_epoch,
+            num_epochs=self.epochs,
+            max_train_steps=self.total_steps,
+            warmup_steps=self.warmup,
+            optimizer=self.optimizer_name,
+            mixed_precision=self.mixed,
+            num_processes=self.world,
             **data.describe(self.scan),
         )
 
@@ -363,7 +451,7 @@ class Trainer:
         lora = state.load(folder, self.rank, self.optimizer, self.scheduler, self.generator)
         for component, module in self._lora_modules():
             prefix = component + "."
-            load_lora_state_dict(module, {k[len(prefix):]: v for k, v in lora.items() if k.startswith(prefix)})
+            load_lora_state_dict(module, {k[len(prefix) :]: v for k, v in lora.items() if k.startswith(prefix)})
         self.global_step = self.last_saved_step = progress.global_step
         return progress
 
@@ -383,16 +471,24 @@ class Trainer:
         for epoch in range(start_epoch, self.epochs):
             if self.global_step >= self.total_steps:
                 break
-            batches = data.shard_batches(data.epoch_batches(self.samples, self.items, t.batch_size, t.seed, epoch),
-                                         self.rank, self.world)
+            batches = data.shard_batches(
+                data.epoch_batches(self.samples, self.items, t.batch_size, t.seed, epoch), self.rank, self.world
+            )
             epoch_loss = torch.zeros((), device=self.device)
             epoch_count = 0
             for b in range(start_batch if epoch == start_epoch else 0, len(batches)):
                 self.position = (epoch, b)
                 rng = random.Random(f"{t.seed}:{epoch}:{b}:{self.rank}")
-                batch = data.make_batch(batches[b], self.items, self.latents, rng, flip_aug=d.flip_aug,
-                                        prior_loss_weight=d.prior_loss_weight, caption_opts=caption_opts,
-                                        sdxl=self.family == "sdxl")
+                batch = data.make_batch(
+                    batches[b],
+                    self.items,
+                    self.latents,
+                    rng,
+                    flip_aug=d.flip_aug,
+                    prior_loss_weight=d.prior_loss_weight,
+                    caption_opts=caption_opts,
+                    sdxl=self.family == "sdxl",
+                )
                 boundary = (b + 1) % accum == 0 or b == len(batches) - 1
                 with ExitStack() as sync:
                     if not boundary and self.world > 1:  # accumulate locally; all-reduce once per optimizer step
@@ -427,8 +523,9 @@ class Trainer:
                     break
             mean_loss = float(epoch_loss / max(epoch_count, 1))
             self._check_finite(mean_loss, epoch)  # before any checkpoint of this epoch is written
-            self.events.emit("epoch", epoch=epoch + 1, epochs=self.epochs, step=self.global_step,
-                             loss=round(mean_loss, 6))
+            self.events.emit(
+                "epoch", epoch=epoch + 1, epochs=self.epochs, step=self.global_step, loss=round(mean_loss, 6)
+            )
             finished_epoch = epoch + 1
             if self.global_step >= self.total_steps:
                 break
@@ -447,10 +544,17 @@ class Trainer:
         with self.accel.autocast():
             hidden, added = self._conditioning(batch)
         return diffusion_loss(
-            self.unet, batch.latents.to(self.device, non_blocking=True), hidden, added,
-            batch.loss_weight.to(self.device, non_blocking=True), self.schedule, self.generator,
-            v_prediction=self.model.v_prediction, weight_dtype=self.weight_dtype,
-            autocast=None if self.fast else self.accel.autocast(), channels_last=self.channels_last,
+            self.unet,
+            batch.latents.to(self.device, non_blocking=True),
+            hidden,
+            added,
+            batch.loss_weight.to(self.device, non_blocking=True),
+            self.schedule,
+            self.generator,
+            v_prediction=self.model.v_prediction,
+            weight_dtype=self.weight_dtype,
+            autocast=None if self.fast else self.accel.autocast(),
+            channels_last=self.channels_last,
             options=self.loss_options,
         )
 
@@ -468,13 +572,17 @@ class Trainer:
             hidden, pooled = emb.hidden, emb.pooled
         if self.family != "sdxl":
             return hidden, None
-        return hidden, {"text_embeds": pooled.to(self.weight_dtype),
-                        "time_ids": batch.time_ids.to(device, self.weight_dtype)}
+        return hidden, {
+            "text_embeds": pooled.to(self.weight_dtype),
+            "time_ids": batch.time_ids.to(device, self.weight_dtype),
+        }
 
     def _check_finite(self, loss: float, epoch: int) -> None:
         if not math.isfinite(loss):
-            raise LossNotFinite(f"the loss became {loss} by step {self.global_step} (epoch {epoch + 1}): training "
-                                f"diverged, so it stopped; lower the learning rate or network_alpha, or use bf16")
+            raise LossNotFinite(
+                f"the loss became {loss} by step {self.global_step} (epoch {epoch + 1}): training "
+                f"diverged, so it stopped; lower the learning rate or network_alpha, or use bf16"
+            )
 
     def _report_step(self, epoch: int) -> None:
         now = time.monotonic()
@@ -482,8 +590,15 @@ class Trainer:
         self._check_finite(loss, epoch)
         steps = self.global_step - self.last_report_step
         it_s = steps / (now - self.last_report) if now > self.last_report else 0.0
-        self.events.emit("step", step=self.global_step, total_steps=self.total_steps, epoch=epoch + 1,
-                         loss=round(loss, 6), lr=self.scheduler.get_last_lr()[0], it_s=round(it_s, 3))
+        self.events.emit(
+            "step",
+            step=self.global_step,
+            total_steps=self.total_steps,
+            epoch=epoch + 1,
+            loss=round(loss, 6),
+            lr=self.scheduler.get_last_lr()[0],
+            it_s=round(it_s, 3),
+        )
         self.loss_sum.zero_()
         self.loss_count = 0
         self.last_report, self.last_report_step = now, self.global_step
@@ -491,8 +606,12 @@ class Trainer:
     def _stop_if_requested(self) -> None:
         """Between the long phases before training (download, caching): nothing to save yet, just stop."""
         if self._stop_requested():
-            self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
-                             reason="stop signal received before training")
+            self.events.emit(
+                "stopped",
+                step=self.global_step,
+                total_steps=self.total_steps,
+                reason="stop signal received before training",
+            )
             raise Stopped()
 
     def _stop_requested(self) -> bool:
@@ -534,19 +653,26 @@ class Trainer:
         t = self.cfg.training
         if self.accel.is_main_process:
             components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
-            tensors = kohya_state_dict(components, self.family, t.network_alpha, SAVE_DTYPES[t.save_precision],
-                                       self.model.layers_per_block,
-                                       conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None)
-            metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch,
-                                      finished_at=time.time())
+            tensors = kohya_state_dict(
+                components,
+                self.family,
+                t.network_alpha,
+                SAVE_DTYPES[t.save_precision],
+                self.model.layers_per_block,
+                conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None,
+            )
+            metadata = build_metadata(
+                self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()
+            )
             write_lora(path, tensors, metadata)
             self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
         state_root = self.work_dir / "state"
         state.stage_rank(state_root, self.global_step, self.rank, self.generator)
         self.accel.wait_for_everyone()
         if self.accel.is_main_process:
-            progress = state.Progress(self.global_step, resume_at[0], resume_at[1],
-                                      state.fingerprint(self.cfg, self.world))
+            progress = state.Progress(
+                self.global_step, resume_at[0], resume_at[1], state.fingerprint(self.cfg, self.world)
+            )
             lora = {f"{c}.{k}": v for c, m in self._lora_modules() for k, v in self._lora_state(m).items()}
             state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
         self.accel.wait_for_everyone()
@@ -556,8 +682,9 @@ class Trainer:
         if self.global_step > self.last_saved_step:
             path = self.output_dir / f"{self.cfg.output_name}-step{self.global_step:08d}.safetensors"
             self._save_checkpoint(path, epoch + 1, (epoch, next_batch))  # epoch+1: the one in progress, kohya-style
-        self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
-                         reason="stop signal received; state saved")
+        self.events.emit(
+            "stopped", step=self.global_step, total_steps=self.total_steps, reason="stop signal received; state saved"
+        )
         raise Stopped()
 
     def _samples(self, label: str) -> None:
@@ -566,9 +693,16 @@ class Trainer:
 
             prompts = list(self.cfg.sample.prompts)
             with self._sampling_mode():
-                paths = render_samples(self.model, self.cfg, prompts, self.output_dir / "samples", label,
-                                       self.device, self._autocast_dtype(),
-                                       progress=PhaseProgress(self.events, "sampling", len(prompts), unit="images"))
+                paths = render_samples(
+                    self.model,
+                    self.cfg,
+                    prompts,
+                    self.output_dir / "samples",
+                    label,
+                    self.device,
+                    self._autocast_dtype(),
+                    progress=PhaseProgress(self.events, "sampling", len(prompts), unit="images"),
+                )
             for path in paths:
                 self.events.output("sample", path, kind="sample", step=self.global_step)
         self.accel.wait_for_everyone()
@@ -581,11 +715,24 @@ class Trainer:
             path = self.output_dir / f"{self.cfg.output_name}_grid.png"
             cells = len(self.cfg.sample.grid_strengths) * len(self.cfg.sample.grid_seeds)
             with self._sampling_mode():
-                render_grid(self.model, self.cfg, prompt, path, [m for _, m in self._lora_modules()], self.device,
-                            self._autocast_dtype(),
-                            progress=PhaseProgress(self.events, "sampling_grid", cells, unit="images"))
-            self.events.output("grid", path, kind="grid", strengths=list(self.cfg.sample.grid_strengths),
-                               seeds=list(self.cfg.sample.grid_seeds), prompt=prompt)
+                render_grid(
+                    self.model,
+                    self.cfg,
+                    prompt,
+                    path,
+                    [m for _, m in self._lora_modules()],
+                    self.device,
+                    self._autocast_dtype(),
+                    progress=PhaseProgress(self.events, "sampling_grid", cells, unit="images"),
+                )
+            self.events.output(
+                "grid",
+                path,
+                kind="grid",
+                strengths=list(self.cfg.sample.grid_strengths),
+                seeds=list(self.cfg.sample.grid_seeds),
+                prompt=prompt,
+            )
         self.accel.wait_for_everyone()
 
     def _autocast_dtype(self):
@@ -629,14 +776,19 @@ class Trainer:
         if self.cfg.sample.grid_strengths and self.cfg.sample.grid_seeds and not stop_now:
             self._grid()
         if stop_now:
-            self.events.emit("stopped", step=self.global_step, total_steps=self.total_steps,
-                             path=self._rel(final), reason="stop signal received; final LoRA saved, samples skipped")
+            self.events.emit(
+                "stopped",
+                step=self.global_step,
+                total_steps=self.total_steps,
+                path=self._rel(final),
+                reason="stop signal received; final LoRA saved, samples skipped",
+            )
             return
-        self.events.emit("finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps,
-                         epoch=epoch)
+        self.events.emit(
+            "finished", path=self._rel(final), step=self.global_step, total_steps=self.total_steps, epoch=epoch
+        )
 
 
 def _is_hub_id(base: str) -> bool:
     """`org/name` that is not a path on this machine: the model comes from the hub (and may be downloaded)."""
-    return (base.count("/") == 1 and not base.startswith((".", "/", "~")) and ":" not in base
-            and not Path(base).exists())
+    return base.count("/") == 1 and not base.startswith((".", "/", "~")) and ":" not in base and not Path(base).exists()

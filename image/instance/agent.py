@@ -21,6 +21,7 @@ descriptor, so they interleave with the engine's lines without tearing.
 It runs before (and without) torch: stdlib, plus `requests` for the self-destroy calls (image/instance/self_destroy.py,
 which also holds the instance-id/key lookup); its unit tests drive it with a fake clock.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,29 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lorarun.image.instance.lease import DEADLINE_ENV, FINISH_ALLOWANCE, effective_deadline, parse_deadline, renewed_lease, training_finished, watchdog_main
+from lorarun.image.instance.lease import (
+    DEADLINE_ENV,
+    FINISH_ALLOWANCE,
+    effective_deadline,
+    parse_deadline,
+    renewed_lease,
+    training_finished,
+    watchdog_main,
+)
+from lorarun.image.instance.self_destroy import (
+    PROC1_ENVIRON,
+    HttpFn,
+    Runner,
+    SelfDestroyConfig,
+    SelfDestroyer,
+    lookup_env,
+)
 from lorarun.image.ranges import LEASE_SECONDS
-from lorarun.image.instance.self_destroy import PROC1_ENVIRON, HttpFn, HttpResult, Runner, SelfDestroyConfig, SelfDestroyer, lookup_env, read_proc_environ
 
 log = logging.getLogger("lorarun.agent")
 
@@ -113,7 +129,8 @@ class AgentConfig:
             if not isinstance(sd, Mapping):
                 raise ValueError("agent config: self_destruct must be an object")
             known["self_destruct"] = SelfDestroyConfig.from_dict(sd).with_commands(
-                tuple(str(a) for a in data.get("self_destruct_fallback") or ()))  # older agent.json files
+                tuple(str(a) for a in data.get("self_destruct_fallback") or ())
+            )  # older agent.json files
         known["engine_command"] = tuple(str(a) for a in known["engine_command"])
         known["lease_deadline"] = _sane_deadline(float(known["lease_deadline"]))
         if known.get("hard_deadline") is not None:
@@ -206,7 +223,7 @@ def process_tree(pid: int, proc: Path = Path("/proc")) -> list[int]:
         except OSError:
             continue
         # Field 2 (comm) may hold spaces and parentheses; the fields after the last ')' are plain.
-        after = stat[stat.rfind(")") + 2:].split()
+        after = stat[stat.rfind(")") + 2 :].split()
         if len(after) >= 2:
             children.setdefault(int(after[1]), []).append(int(entry.name))
     tree, todo = [], [pid]
@@ -300,8 +317,11 @@ class Agent:
         if training_finished(self.events_path) and now < deadline + FINISH_ALLOWANCE:
             if not self._finishing_noted:
                 self._finishing_noted = True
-                self._event("lease_passed_finishing", lease_deadline=deadline,
-                            message="lease passed after training finished: the final save and samples go on")
+                self._event(
+                    "lease_passed_finishing",
+                    lease_deadline=deadline,
+                    message="lease passed after training finished: the final save and samples go on",
+                )
                 self._set(message="lease passed after training finished; saving and sampling go on")
             return False
         return True
@@ -343,11 +363,17 @@ class Agent:
         (self.job_dir / COLLECTED_FILE).unlink(missing_ok=True)
         (self.job_dir / KEPT_FILE).unlink(missing_ok=True)
         self._set(phase=STARTING, message="agent started")
-        self._event("agent_started", pid=os.getpid(), job_id=self.config.job_id,
-                    lease_deadline=self.config.lease_deadline, grace_seconds=self.config.grace_seconds,
-                    self_destruct=self.config.self_destruct is not None)
-        log.info("agent %d for job %s: lease until %s", os.getpid(), self.config.job_id,
-                 _fmt_ts(self.config.lease_deadline))
+        self._event(
+            "agent_started",
+            pid=os.getpid(),
+            job_id=self.config.job_id,
+            lease_deadline=self.config.lease_deadline,
+            grace_seconds=self.config.grace_seconds,
+            self_destruct=self.config.self_destruct is not None,
+        )
+        log.info(
+            "agent %d for job %s: lease until %s", os.getpid(), self.config.job_id, _fmt_ts(self.config.lease_deadline)
+        )
 
     def _start_engine(self) -> None:
         env = dict(self.environ)
@@ -356,8 +382,13 @@ class Agent:
             env.pop(self.config.self_destruct.key_env, None)
         with open(self.job_dir / ENGINE_LOG, "ab") as engine_log:
             self._engine = subprocess.Popen(
-                list(self.config.engine_command), cwd=self.job_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=engine_log, stderr=subprocess.STDOUT)
+                list(self.config.engine_command),
+                cwd=self.job_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=engine_log,
+                stderr=subprocess.STDOUT,
+            )
         log.info("engine started: pid %d", self._engine.pid)
         self._set(phase=TRAINING, engine_pid=self._engine.pid, message="engine running")
 
@@ -385,8 +416,9 @@ class Agent:
         give_up_at = self.clock.now() + self.config.stop_timeout
         while (code := self._engine.poll()) is None:
             if self.clock.now() >= give_up_at:
-                log.warning("engine %d still running %.0f s after SIGTERM: SIGKILL", self._engine.pid,
-                            self.config.stop_timeout)
+                log.warning(
+                    "engine %d still running %.0f s after SIGTERM: SIGKILL", self._engine.pid, self.config.stop_timeout
+                )
                 for pid in reversed(process_tree(self._engine.pid)):
                     _signal(pid, signal.SIGKILL)
                 return self._engine.wait()
@@ -422,8 +454,11 @@ class Agent:
             if now >= grace_until:
                 break
             if grace_until != self._state.grace_until:
-                self._set(phase=GRACE, grace_until=grace_until,
-                          message=f"{outcome}; waiting for the controller to collect outputs")
+                self._set(
+                    phase=GRACE,
+                    grace_until=grace_until,
+                    message=f"{outcome}; waiting for the controller to collect outputs",
+                )
             self._refresh()
             self.clock.sleep(self.tick)
         if self.config.self_destruct is None:
@@ -443,19 +478,39 @@ class Agent:
     def _self_destruct(self, how: SelfDestroyConfig) -> int:
         """Every configured way in order, each confirmed (image/instance/self_destroy.py); a loud event when none worked."""
         self._set(phase=SELF_DESTROYING, grace_until=None, message="grace window over: destroying this instance")
-        outcome = SelfDestroyer(how, environ=self.environ, proc_environ=self.proc_environ, sleep=self.clock.sleep,
-                                http=self.http, run=self.run_command).destroy()
+        outcome = SelfDestroyer(
+            how,
+            environ=self.environ,
+            proc_environ=self.proc_environ,
+            sleep=self.clock.sleep,
+            http=self.http,
+            run=self.run_command,
+        ).destroy()
         if outcome.ok:
-            self._event("self_destroy", ok=True, confirmed=outcome.confirmed, via=outcome.via,
-                        attempts=outcome.attempts, tried=list(outcome.tried))
+            self._event(
+                "self_destroy",
+                ok=True,
+                confirmed=outcome.confirmed,
+                via=outcome.via,
+                attempts=outcome.attempts,
+                tried=list(outcome.tried),
+            )
             if not outcome.confirmed:
                 log.warning("self-destroy accepted (%s) but nothing could confirm the instance is gone", outcome.via)
-            self._set(phase=SELF_DESTROYING, message=f"self-destruct accepted ({outcome.via})"
-                      + ("" if outcome.confirmed else ", unconfirmed"))
+            self._set(
+                phase=SELF_DESTROYING,
+                message=f"self-destruct accepted ({outcome.via})" + ("" if outcome.confirmed else ", unconfirmed"),
+            )
             return 0
         log.error("SELF-DESTRUCT FAILED, the instance may still be billing: %s", outcome.error)
-        self._event("self_destroy", ok=False, confirmed=False, error=outcome.error, attempts=outcome.attempts,
-                    tried=list(outcome.tried))
+        self._event(
+            "self_destroy",
+            ok=False,
+            confirmed=False,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            tried=list(outcome.tried),
+        )
         self._set(phase=SELF_DESTROYING, message=f"self-destruct failed: {outcome.error}")
         return 1
 
@@ -472,12 +527,22 @@ class Agent:
     def _write_status(self) -> None:
         now = self.clock.now()
         s = self._state
-        write_json_atomic(self.job_dir / STATUS_FILE, {
-            "job_id": self.config.job_id, "agent_pid": os.getpid(), "phase": s.phase, "outcome": s.outcome,
-            "engine_pid": s.engine_pid, "engine_exit_code": s.engine_exit_code,
-            "lease_deadline": self._lease_deadline(), "hard_deadline": self._hard, "grace_until": s.grace_until,
-            "updated": round(now, 3), "message": s.message,
-        })
+        write_json_atomic(
+            self.job_dir / STATUS_FILE,
+            {
+                "job_id": self.config.job_id,
+                "agent_pid": os.getpid(),
+                "phase": s.phase,
+                "outcome": s.outcome,
+                "engine_pid": s.engine_pid,
+                "engine_exit_code": s.engine_exit_code,
+                "lease_deadline": self._lease_deadline(),
+                "hard_deadline": self._hard,
+                "grace_until": s.grace_until,
+                "updated": round(now, 3),
+                "message": s.message,
+            },
+        )
         s.last_write = now
 
     def _event(self, event: str, **fields: Any) -> None:

@@ -16,6 +16,7 @@ grace window for the pull is extended by the controller's heartbeat as always.
 
 Stdlib only, like the agent: it runs before (and without) torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,8 @@ import logging
 import math
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
 
 from lorarun.image.instance.self_destroy import PROC1_ENVIRON, SelfDestroyConfig, SelfDestroyer, lookup_env
 
@@ -45,7 +45,7 @@ WATCHDOG_TICK = 5.0
 
 def split_env(name: str, value: str, piece: int = ENV_PIECE) -> list[tuple[str, str]]:
     """`value` as `name_0`, `name_1`, … each at most `piece` characters (read back by `joined_env`)."""
-    return [(f"{name}_{i}", value[start:start + piece]) for i, start in enumerate(range(0, len(value), piece))]
+    return [(f"{name}_{i}", value[start : start + piece]) for i, start in enumerate(range(0, len(value), piece))]
 
 
 def joined_env(name: str, lookup: Callable[[str], str | None]) -> str | None:
@@ -114,9 +114,18 @@ class Watchdog:
     - `kept` in the job folder (`--keep`) → the user keeps it: destroyed only at the hard deadline.
     """
 
-    def __init__(self, environ: Mapping[str, str], *, now: Callable[[], float], sleep: Callable[[float], None],
-                 proc_environ: Path = PROC1_ENVIRON, http=None, run=subprocess.run, tick: float = WATCHDOG_TICK,
-                 home: Path | None = None):
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        *,
+        now: Callable[[], float],
+        sleep: Callable[[float], None],
+        proc_environ: Path = PROC1_ENVIRON,
+        http=None,
+        run=subprocess.run,
+        tick: float = WATCHDOG_TICK,
+        home: Path | None = None,
+    ):
         self.environ = environ
         self.now = now
         self.sleep = sleep
@@ -176,8 +185,14 @@ class Watchdog:
             log.warning("%s; no self-destroy on this machine: exiting", why)
             return 0
         log.warning("%s: destroying this instance", why)
-        outcome = SelfDestroyer(self.self_destruct, environ=self.environ, proc_environ=self.proc_environ,
-                                sleep=self.sleep, http=self.http, run=self.run_command).destroy()
+        outcome = SelfDestroyer(
+            self.self_destruct,
+            environ=self.environ,
+            proc_environ=self.proc_environ,
+            sleep=self.sleep,
+            http=self.http,
+            run=self.run_command,
+        ).destroy()
         if outcome.ok:
             log.info("self-destroy accepted (%s)%s", outcome.via, "" if outcome.confirmed else ", unconfirmed")
             return 0
@@ -206,8 +221,10 @@ def watchdog_main(argv: list[str]) -> int:
     import argparse
     import time
 
-    parser = argparse.ArgumentParser(prog="lorarun-agent watchdog",
-                                     description="Destroy this instance past LORARUN_DEADLINE unless the agent took over.")
+    parser = argparse.ArgumentParser(
+        prog="lorarun-agent watchdog",
+        description="Destroy this instance past LORARUN_DEADLINE unless the agent took over.",
+    )
     parser.add_argument("--tick", type=float, default=WATCHDOG_TICK, help="seconds between checks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s watchdog %(levelname)s %(message)s")

@@ -18,6 +18,7 @@ Why several ways, and why a confirmation:
 - A destroy that worked usually kills this very process (the container goes away); then nothing is reported,
   and the controller's teardown confirms from the laptop.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,10 +82,12 @@ class SelfDestroyConfig:
     checks: tuple[Check, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id_env": self.id_env, "key_env": self.key_env,
-                "ways": [{k: list(v) if isinstance(v, tuple) else v for k, v in vars(w).items() if v}
-                         for w in self.ways],
-                "checks": [vars(c).copy() for c in self.checks]}
+        return {
+            "id_env": self.id_env,
+            "key_env": self.key_env,
+            "ways": [{k: list(v) if isinstance(v, tuple) else v for k, v in vars(w).items() if v} for w in self.ways],
+            "checks": [vars(c).copy() for c in self.checks],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SelfDestroyConfig:
@@ -96,14 +99,22 @@ class SelfDestroyConfig:
                 if data.get("fallback_command"):
                     ways.append(Way(COMMAND, argv=tuple(str(a) for a in data["fallback_command"])))
                 return cls(str(data["id_env"]), str(data["key_env"]), tuple(ways))
-            ways = tuple(Way(kind=str(w["kind"]), method=str(w.get("method", "")).upper(), url=str(w.get("url", "")),
-                             query=str(w.get("query", "")), argv=tuple(str(a) for a in w.get("argv") or ()))
-                         for w in data["ways"])
+            ways = tuple(
+                Way(
+                    kind=str(w["kind"]),
+                    method=str(w.get("method", "")).upper(),
+                    url=str(w.get("url", "")),
+                    query=str(w.get("query", "")),
+                    argv=tuple(str(a) for a in w.get("argv") or ()),
+                )
+                for w in data["ways"]
+            )
             checks = tuple(Check(str(c["style"]), str(c["url"])) for c in data.get("checks") or ())
             config = cls(str(data["id_env"]), str(data["key_env"]), ways, checks)
         except (KeyError, TypeError, AttributeError):
-            raise ValueError("agent config: self_destruct needs id_env, key_env and ways "
-                             "(or method, url, id_env and key_env)") from None
+            raise ValueError(
+                "agent config: self_destruct needs id_env, key_env and ways (or method, url, id_env and key_env)"
+            ) from None
         bad = [w.kind for w in config.ways if w.kind not in (HTTP, GRAPHQL, COMMAND)]
         bad += [c.style for c in config.checks if c.style not in (VAST_SHOW, RUNPOD_REST, RUNPOD_GRAPHQL)]
         if bad:
@@ -111,8 +122,9 @@ class SelfDestroyConfig:
         return config
 
     def with_commands(self, *argvs: tuple[str, ...]) -> SelfDestroyConfig:
-        return SelfDestroyConfig(self.id_env, self.key_env,
-                                 self.ways + tuple(Way(COMMAND, argv=tuple(a)) for a in argvs if a), self.checks)
+        return SelfDestroyConfig(
+            self.id_env, self.key_env, self.ways + tuple(Way(COMMAND, argv=tuple(a)) for a in argvs if a), self.checks
+        )
 
 
 @dataclass(frozen=True)
@@ -178,8 +190,15 @@ class RequestsHttp:
         host = urllib.parse.urlsplit(url).hostname or ""
         proxies = {"http": "", "https": ""} if host in ("127.0.0.1", "localhost", "::1") else None
         try:
-            resp = self._session.request(method, url, headers=dict(headers), json=json_body, timeout=self._timeout,
-                                         allow_redirects=False, proxies=proxies)
+            resp = self._session.request(
+                method,
+                url,
+                headers=dict(headers),
+                json=json_body,
+                timeout=self._timeout,
+                allow_redirects=False,
+                proxies=proxies,
+            )
         except requests.RequestException as exc:
             return HttpResult(None, f"{type(exc).__name__}")
         try:
@@ -190,7 +209,7 @@ class RequestsHttp:
 
 
 def destroy_outcome(result: HttpResult) -> str:
-    """"accepted", "retry", "not_found" or "give_up" for one answer to a destroy request. A 404 is only a hint
+    """ "accepted", "retry", "not_found" or "give_up" for one answer to a destroy request. A 404 is only a hint
     (a wrong route answers 404 too): a check must show the instance gone before it counts."""
     if result.status is None or result.status == 429 or result.status >= 500:
         return "retry"
@@ -206,8 +225,16 @@ Runner = Callable[..., subprocess.CompletedProcess]
 
 
 class SelfDestroyer:
-    def __init__(self, config: SelfDestroyConfig, *, environ: Mapping[str, str], proc_environ: Path = PROC1_ENVIRON,
-                 sleep: Callable[[float], None], http: HttpFn | None = None, run: Runner = subprocess.run):
+    def __init__(
+        self,
+        config: SelfDestroyConfig,
+        *,
+        environ: Mapping[str, str],
+        proc_environ: Path = PROC1_ENVIRON,
+        sleep: Callable[[float], None],
+        http: HttpFn | None = None,
+        run: Runner = subprocess.run,
+    ):
         self.config = config
         self.environ = environ
         self.proc_environ = proc_environ
@@ -250,8 +277,9 @@ class SelfDestroyer:
         return self._done(False, False, "", tried, why)
 
     def _done(self, ok: bool, confirmed: bool, via: str, tried: list[str], error: str = "") -> Outcome:
-        return Outcome(ok, confirmed, via, self._attempts, tuple(_redact(t, self.key) for t in tried),
-                       _redact(error, self.key))
+        return Outcome(
+            ok, confirmed, via, self._attempts, tuple(_redact(t, self.key) for t in tried), _redact(error, self.key)
+        )
 
     # -- ways -----------------------------------------------------------------------------------------------------
     def _fill(self, text: str, *, quote: bool) -> str:
@@ -309,12 +337,16 @@ class SelfDestroyer:
 
     def _command(self, way: Way) -> tuple[str, str]:
         argv = [a.replace("{instance_id}", self.instance_id) for a in way.argv]
-        env = dict(self.environ, **{self.config.id_env: self.instance_id},
-                   **({self.config.key_env: self.key} if self.key else {}))
+        env = dict(
+            self.environ,
+            **{self.config.id_env: self.instance_id},
+            **({self.config.key_env: self.key} if self.key else {}),
+        )
         self._attempts += 1
         try:
-            done = self.run_command(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                    timeout=COMMAND_TIMEOUT)
+            done = self.run_command(
+                argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=COMMAND_TIMEOUT
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return "give_up", f"{type(exc).__name__}: {exc}"
         log.info("self-destroy command %s → exit %d", argv[0], done.returncode)

@@ -4,6 +4,7 @@ The pipeline decides what to do by type, never by matching messages: a `Connecti
 (the instance may still be booting or the link blipped), a `HostKeyChanged` never is (someone else answers on that
 address), a `RemoteCommandError` carries the exit code and the end of stderr so the user sees why.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ machine we uploaded the dataset to is the one we later pull the LoRA from and st
 `host:port` is appended to the job's file; any other key later raises `HostKeyChanged`. There is no
 accept-anything policy: tests pin too.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,9 +57,7 @@ def check_or_pin(known_hosts: Path, host: str, port: int, key: paramiko.PKey) ->
         if pins:
             if any(p.get_name() == key.get_name() and p.asbytes() == key.asbytes() for p in pins):
                 return
-            raise HostKeyChanged(
-                host, port, ", ".join(p.fingerprint for p in pins), key.fingerprint, str(known_hosts)
-            )
+            raise HostKeyChanged(host, port, ", ".join(p.fingerprint for p in pins), key.fingerprint, str(known_hosts))
         known_hosts.parent.mkdir(parents=True, exist_ok=True)
         line = f"{host_entry(host, port)} {key.get_name()} {key.get_base64()}\n"
         fd = os.open(known_hosts, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

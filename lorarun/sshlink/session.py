@@ -14,6 +14,7 @@ Remote paths are POSIX strings, absolute or relative to the login folder. A path
 `REMOTE_WORKDIR_EXPR` (`"${LORARUN_WORKDIR:-$HOME/lorarun}"`) is expanded on the remote side, for shell commands
 and SFTP alike.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,33 @@ from typing import TypeVar
 
 import paramiko
 
-from lorarun.sshlink.errors import AuthenticationFailed, ConnectionLost, HostKeyChanged, RemoteCommandError, RemoteError, RemoteTimeout, command_summary
+from lorarun.sshlink.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    HostKeyChanged,
+    RemoteCommandError,
+    RemoteError,
+    RemoteTimeout,
+    command_summary,
+)
 from lorarun.sshlink.hostkeys import algorithms_for, check_or_pin, pinned_keys
-from lorarun.sshlink.sftp_io import CHUNK, MANIFEST_COMMAND, PART_SUFFIX, Counters, LocalFile, check_upload_list, RemoteState, StreamVerifier, download, list_files, manifest_request, parse_manifest, sha256_file, sha256_prefix, upload_file
+from lorarun.sshlink.sftp_io import (
+    CHUNK,
+    MANIFEST_COMMAND,
+    PART_SUFFIX,
+    Counters,
+    LocalFile,
+    RemoteState,
+    StreamVerifier,
+    check_upload_list,
+    download,
+    list_files,
+    manifest_request,
+    parse_manifest,
+    sha256_file,
+    sha256_prefix,
+    upload_file,
+)
 from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
 
 log = logging.getLogger(__name__)
@@ -204,9 +229,7 @@ class SSHTransport:
             return self._sftp
 
     def _new_sftp(self, t: paramiko.Transport) -> paramiko.SFTPClient:
-        sftp = paramiko.SFTPClient.from_transport(
-            t, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET
-        )
+        sftp = paramiko.SFTPClient.from_transport(t, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET)
         if sftp is None:
             raise _Dropped("could not open an SFTP channel")
         sftp.get_channel().settimeout(self.params.io_timeout)
@@ -262,8 +285,11 @@ class SSHTransport:
                     out += chan.recv(1 << 16)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(1 << 16)
-                if chan.exit_status_ready() and chan.eof_received and not chan.recv_ready() and not (
-                    chan.recv_stderr_ready()
+                if (
+                    chan.exit_status_ready()
+                    and chan.eof_received
+                    and not chan.recv_ready()
+                    and not (chan.recv_stderr_ready())
                 ):
                     break
                 if not t.is_active():
@@ -312,7 +338,7 @@ class SSHTransport:
         """
         q_cwd, q_log = _shell_path(cwd), _shell_path(log_path)
         script = (
-            f"mkdir -p {q_cwd} && cd {q_cwd} && mkdir -p \"$(dirname {q_log})\" && "
+            f'mkdir -p {q_cwd} && cd {q_cwd} && mkdir -p "$(dirname {q_log})" && '
             f"{{ setsid nohup sh -c {shlex.quote(command)} </dev/null >>{q_log} 2>&1 & }} && echo $!"
         )
         out = self.run(script, timeout=60, idempotent=False).stdout.strip()
@@ -326,8 +352,9 @@ class SSHTransport:
         """Upload every regular file under the folder `local` into `remote` (see `put_files`)."""
         return self.put_files(list_files(Path(local)), remote, progress=progress, what=str(local))
 
-    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
-                  what: str = "files") -> TransferReport:
+    def put_files(
+        self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None, what: str = "files"
+    ) -> TransferReport:
         """Upload exactly `files` (each to `remote`/`rel`, folders created): one remote command lists what is
         already there (sha256 of same-size files, size and hash of partial uploads); identical files are skipped,
         partial ones resumed, the rest sent; every sent file is hashed remotely and compared. A dropped link
@@ -566,8 +593,12 @@ def _tune_socket(sock: socket.socket, p: SSHParams) -> None:
     unacknowledged. Either ends the socket, which paramiko reports as a dropped link, which we reconnect."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3),
-                        ("TCP_USER_TIMEOUT", int(max(30.0, p.io_timeout) * 1000))):
+    for name, value in (
+        ("TCP_KEEPIDLE", 30),
+        ("TCP_KEEPINTVL", 10),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", int(max(30.0, p.io_timeout) * 1000)),
+    ):
         if hasattr(socket, name):  # Linux names; other systems keep their defaults
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

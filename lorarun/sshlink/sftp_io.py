@@ -13,6 +13,7 @@ Speed matters here (a 200 MB dataset is the common case, on hosts with slow link
 The pipelined reader uses paramiko's `SFTPClient._async_request` / `_read_response`, the same calls its
 `SFTPFile` makes; they have been stable across paramiko 2.x to 5.x.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -242,9 +243,7 @@ class Counters:
                 self.progress(self.done, self.total)
 
 
-def upload_file(
-    sftp: paramiko.SFTPClient, local: Path, rpath: str, offset: int, hasher, counters: Counters
-) -> str:
+def upload_file(sftp: paramiko.SFTPClient, local: Path, rpath: str, offset: int, hasher, counters: Counters) -> str:
     """Send `local` from `offset` to `rpath + PART_SUFFIX`, rename it to `rpath`, return the local sha256.
 
     `hasher` already holds the first `offset` bytes; the rest is hashed as it is read, so the hash describes
@@ -277,12 +276,7 @@ class _Responses:
 
 
 def download(
-    sftp: paramiko.SFTPClient,
-    rpath: str,
-    sink: BinaryIO,
-    offset: int,
-    size: int,
-    on_bytes: Callable[[int], None],
+    sftp: paramiko.SFTPClient, rpath: str, sink: BinaryIO, offset: int, size: int, on_bytes: Callable[[int], None]
 ) -> None:
     """Write bytes `offset..size` of `rpath` to `sink`, keeping PREFETCH_REQUESTS reads in flight."""
     with sftp.open(rpath, "rb") as rf:

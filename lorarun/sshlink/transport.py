@@ -8,6 +8,7 @@ The fixed path matters: an SSH session does not get the container's ENV, and the
 their Python in /opt/conda/bin, on PATH only through that ENV, so a bare `python3` finds nothing (or the wrong
 interpreter) there. Our image and the stock-path install both create the fixed path (image/instance/startup/).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -56,8 +57,9 @@ class Transport(Protocol):
         """Upload a folder; skip files whose sha256 already matches; resume a partial file; verify."""
         ...
 
-    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
-                  what: str = "files") -> TransferReport:
+    def put_files(
+        self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None, what: str = "files"
+    ) -> TransferReport:
         """Upload exactly these files, each to `remote`/`rel` — the dataset goes this way, as the scan listed
         it, so nothing else in the user's folder leaves the laptop. Same skip/resume/verify as put_tree."""
         ...

@@ -3,6 +3,7 @@
 An Offer's id is `"<gpuTypeId>::<SECURE|COMMUNITY>"`: RunPod rents a GPU type in a cloud, not a machine, and
 the gpuTypeId itself contains spaces but never "::" (e.g. "NVIDIA GeForce RTX 4090").
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +11,18 @@ import ipaddress
 from typing import Any
 
 from lorarun.provider_adapters import gpu_names, retry
-from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, DestroyCheck, DestroyWay, SelfDestruct, SSHEndpoint
+from lorarun.provider_adapters.base import (
+    LABEL_PREFIX,
+    DestroyCheck,
+    DestroyWay,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SelfDestruct,
+    SSHEndpoint,
+)
 from lorarun.provider_adapters.errors import ProviderError
 from lorarun.provider_adapters.runpod.client import RunPodClient
 
@@ -47,12 +59,20 @@ def parse_offer_id(value: str) -> tuple[str, str]:
 class RunPodProvider:
     name = "runpod"
 
-    def __init__(self, api_key: str | None = None, *, rest_url: str | None = None, graphql_url: str | None = None,
-                 call: retry.CallPolicy | None = None, **overrides: Any):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        rest_url: str | None = None,
+        graphql_url: str | None = None,
+        call: retry.CallPolicy | None = None,
+        **overrides: Any,
+    ):
         """`overrides` are CallPolicy fields (timeout, policy, destroy_policy, sleep, clock)."""
         self._key = api_key
-        self.client = RunPodClient(api_key, rest_url=rest_url, graphql_url=graphql_url,
-                                   call=retry.CallPolicy.of(call, **overrides))
+        self.client = RunPodClient(
+            api_key, rest_url=rest_url, graphql_url=graphql_url, call=retry.CallPolicy.of(call, **overrides)
+        )
         self._credentials: dict[str, str] = {}  # pod id → the registry credential made for it (private images)
 
     def __repr__(self) -> str:
@@ -112,8 +132,9 @@ class RunPodProvider:
         login = spec.registry_login
         if login is None:
             return None
-        return self.client.create_registry_credential(f"{spec.label}-{login.registry}"[:120], login.username,
-                                                      login.password)
+        return self.client.create_registry_credential(
+            f"{spec.label}-{login.registry}"[:120], login.username, login.password
+        )
 
     def _delete_credential(self, credential_id: str) -> None:
         try:
@@ -126,18 +147,32 @@ class RunPodProvider:
             # Community hosts often have no public IP; only GraphQL can ask for one (`supportPublicIp`), and
             # without it SFTP has no way in (see build_deploy_input). The pod is then read through v2 as any other.
             pod = self.client.deploy_on_demand(build_deploy_input(offer, spec, registry))
-            return Instance(provider=self.name, id=str(pod["id"]), label=spec.label, status=InstanceStatus.PENDING,
-                            price_per_hour=_float(pod.get("costPerHr")) or offer.price_per_hour,
-                            gpu_name=offer.gpu_name, gpu_count=offer.gpu_count,
-                            machine=str(pod.get("machineId") or ""), extra=(("cloud", COMMUNITY),))
+            return Instance(
+                provider=self.name,
+                id=str(pod["id"]),
+                label=spec.label,
+                status=InstanceStatus.PENDING,
+                price_per_hour=_float(pod.get("costPerHr")) or offer.price_per_hour,
+                gpu_name=offer.gpu_name,
+                gpu_count=offer.gpu_count,
+                machine=str(pod.get("machineId") or ""),
+                extra=(("cloud", COMMUNITY),),
+            )
         pod = self.client.create_pod(build_create_body(offer, spec, registry))
         inst = to_instance(pod, self.name)
         # The 201 body is the whole Pod; fill what an early answer may leave out.
         return Instance(
-            provider=self.name, id=inst.id, label=inst.label or spec.label, status=inst.status, ssh=inst.ssh,
-            price_per_hour=inst.price_per_hour or offer.price_per_hour, gpu_name=inst.gpu_name or offer.gpu_name,
-            gpu_count=inst.gpu_count or offer.gpu_count, status_message=inst.status_message,
-            started_at=inst.started_at, extra=inst.extra,
+            provider=self.name,
+            id=inst.id,
+            label=inst.label or spec.label,
+            status=inst.status,
+            ssh=inst.ssh,
+            price_per_hour=inst.price_per_hour or offer.price_per_hour,
+            gpu_name=inst.gpu_name or offer.gpu_name,
+            gpu_count=inst.gpu_count or offer.gpu_count,
+            status_message=inst.status_message,
+            started_at=inst.started_at,
+            extra=inst.extra,
         )
 
     def get(self, instance_id: str) -> Instance | None:
@@ -154,8 +189,11 @@ class RunPodProvider:
 
     def list_owned(self) -> list[Instance]:
         # REST v2 has no name filter (§2.6): filter on the `lorarun-` prefix here.
-        return [to_instance(p, self.name) for p in self.client.list_pods()
-                if str(p.get("name") or "").startswith(LABEL_PREFIX)]
+        return [
+            to_instance(p, self.name)
+            for p in self.client.list_pods()
+            if str(p.get("name") or "").startswith(LABEL_PREFIX)
+        ]
 
     def self_destruct(self) -> SelfDestruct:
         """Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (runpod/docs
@@ -169,13 +207,19 @@ class RunPodProvider:
         Each is confirmed by reading the pod back (v2 GET, else GraphQL `pod`), never by a status code alone."""
         rest, gql = self.client.rest_url, self.client.graphql_url
         return SelfDestruct(
-            id_env="RUNPOD_POD_ID", key_env="RUNPOD_API_KEY",
-            ways=(DestroyWay("http", method="DELETE", url=f"{rest}/v2/pods/{{instance_id}}"),
-                  DestroyWay("graphql", url=gql, query='mutation { podTerminate(input: {podId: "{instance_id}"}) }'),
-                  DestroyWay("command", argv=("runpodctl", "remove", "pod", "{instance_id}")),
-                  DestroyWay("command", argv=("runpodctl", "pod", "delete", "{instance_id}"))),
-            checks=(DestroyCheck("runpod_rest", f"{rest}/v2/pods/{{instance_id}}"),
-                    DestroyCheck("runpod_graphql", gql)))
+            id_env="RUNPOD_POD_ID",
+            key_env="RUNPOD_API_KEY",
+            ways=(
+                DestroyWay("http", method="DELETE", url=f"{rest}/v2/pods/{{instance_id}}"),
+                DestroyWay("graphql", url=gql, query='mutation { podTerminate(input: {podId: "{instance_id}"}) }'),
+                DestroyWay("command", argv=("runpodctl", "remove", "pod", "{instance_id}")),
+                DestroyWay("command", argv=("runpodctl", "pod", "delete", "{instance_id}")),
+            ),
+            checks=(
+                DestroyCheck("runpod_rest", f"{rest}/v2/pods/{{instance_id}}"),
+                DestroyCheck("runpod_graphql", gql),
+            ),
+        )
 
     def kill_hint(self, instance_id: str) -> str:
         # `remove pod` works in old and new runpodctl builds; `pod delete` only in new ones (see self_destruct).
@@ -191,8 +235,10 @@ def wanted_gpu_type(t: dict[str, Any], wanted: tuple[str, ...]) -> bool:
         m = gpu_names.match(name, gpu_names.RUNPOD)
         if gid in m.names:
             return True
-        if not m.known and gpu_names.normalise(name) in (gpu_names.normalise(gid),
-                                                         gpu_names.normalise(str(t.get("displayName") or ""))):
+        if not m.known and gpu_names.normalise(name) in (
+            gpu_names.normalise(gid),
+            gpu_names.normalise(str(t.get("displayName") or "")),
+        ):
             return True
     return False
 
@@ -287,8 +333,7 @@ def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:
             continue
         private = port.get("private", port.get("privatePort"))
         public = port.get("public", port.get("publicPort"))
-        if private == 22 and public and port.get("ip") and port.get("type", "tcp") == "tcp" \
-                and _public(port):
+        if private == 22 and public and port.get("ip") and port.get("type", "tcp") == "tcp" and _public(port):
             return SSHEndpoint(str(port["ip"]), int(public))
     return None
 
@@ -317,8 +362,10 @@ def start_failure(pod: dict[str, Any], ssh: SSHEndpoint | None) -> str:
     runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
     for port in runtime.get("ports") or []:
         if isinstance(port, dict) and port.get("private", port.get("privatePort")) == 22:
-            return ("no public IP: port 22 is only reachable inside RunPod (Community hosts may lack a public IP), "
-                    "and uploads need direct SSH")
+            return (
+                "no public IP: port 22 is only reachable inside RunPod (Community hosts may lack a public IP), "
+                "and uploads need direct SSH"
+            )
     return ""
 
 

@@ -3,14 +3,24 @@
 REST v2 answers errors as RFC 9457 problem+json and decides by status (§2.3, §2.9). GraphQL answers HTTP 200
 even for errors, with an `errors` list (§2.9); we only use it for the public `gpuTypes` price query.
 """
+
 from __future__ import annotations
 
 import os
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lorarun.provider_adapters import http, retry
-from lorarun.provider_adapters.errors import AuthError, InsufficientFundsError, NoCapacityError, PoolDeniedError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    InsufficientFundsError,
+    NoCapacityError,
+    PoolDeniedError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
 
 PROVIDER = "runpod"
 DEFAULT_REST_URL = "https://api.runpod.io"  # REST v2 lives under /v2 on this host (§2.0)
@@ -57,8 +67,9 @@ def graphql_url_from_env(url: str | None = None) -> str:
     return (url or os.environ.get(GRAPHQL_URL_ENV) or DEFAULT_GRAPHQL_URL).rstrip("/")
 
 
-def rest_error(resp: http.HttpResponse, where: str, secrets: tuple[str, ...] = (), *,
-               creating: bool = False) -> ProviderError:
+def rest_error(
+    resp: http.HttpResponse, where: str, secrets: tuple[str, ...] = (), *, creating: bool = False
+) -> ProviderError:
     """The typed error for a non-2xx REST v2 answer, by status (§2.3 createPod table, §2.9)."""
     body = resp.json()
     status = resp.status
@@ -98,8 +109,15 @@ def _retry_after(resp: http.HttpResponse) -> float | None:
 
 
 class RunPodClient:
-    def __init__(self, api_key: str | None, *, rest_url: str | None = None, graphql_url: str | None = None,
-                 call: retry.CallPolicy | None = None, **overrides: Any):
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        rest_url: str | None = None,
+        graphql_url: str | None = None,
+        call: retry.CallPolicy | None = None,
+        **overrides: Any,
+    ):
         self.rest_url = rest_url_from_env(rest_url)
         self.graphql_url = graphql_url_from_env(graphql_url)
         self._key = api_key
@@ -112,16 +130,29 @@ class RunPodClient:
     def _secrets(self) -> tuple[str, ...]:
         return (self._key,) if self._key else ()
 
-    def _retry(self, fn: Callable[[], Any], what: str, *, policy: retry.RetryPolicy | None = None,
-               retry_if: Callable[[ProviderError], bool] | None = None) -> Any:
-        return retry.call(policy or self.call.policy, fn, sleep=self.call.sleep, clock=self.call.clock,
-                          retry_if=retry_if, what=f"runpod {what}")
+    def _retry(
+        self,
+        fn: Callable[[], Any],
+        what: str,
+        *,
+        policy: retry.RetryPolicy | None = None,
+        retry_if: Callable[[ProviderError], bool] | None = None,
+    ) -> Any:
+        return retry.call(
+            policy or self.call.policy,
+            fn,
+            sleep=self.call.sleep,
+            clock=self.call.clock,
+            retry_if=retry_if,
+            what=f"runpod {what}",
+        )
 
     def _rest(self, method: str, path: str, body: Any = None) -> http.HttpResponse:
         if not self._key:
             raise AuthError("RunPod API key missing", provider=PROVIDER)
-        return self._http.request(method, self.rest_url + path, json_body=body,
-                                  headers={"Authorization": f"Bearer {self._key}"})
+        return self._http.request(
+            method, self.rest_url + path, json_body=body, headers={"Authorization": f"Bearer {self._key}"}
+        )
 
     # -- GraphQL: prices ------------------------------------------------------------------------------------
     def gpu_types(self, gpu_count: int, secure_cloud: bool) -> list[dict[str, Any]]:
@@ -130,8 +161,9 @@ class RunPodClient:
         variables = {"lowestPriceInput": {"gpuCount": gpu_count, "secureCloud": secure_cloud}}
 
         def once() -> list[dict[str, Any]]:
-            resp = self._http.request("POST", self.graphql_url,
-                                      json_body={"query": GPU_TYPES_QUERY, "variables": variables})
+            resp = self._http.request(
+                "POST", self.graphql_url, json_body={"query": GPU_TYPES_QUERY, "variables": variables}
+            )
             data = self._graphql_data(resp, "gpuTypes")
             types = data.get("gpuTypes") if isinstance(data, dict) else None
             return [t for t in types or [] if isinstance(t, dict)]
@@ -216,8 +248,9 @@ class RunPodClient:
                 raise rest_error(resp, "POST /v2/registries", self._secrets() + (password,))
             body = resp.json()
             if not isinstance(body, dict) or not body.get("id"):
-                raise ProviderError("RunPod answered a registry credential without an id", provider=PROVIDER,
-                                    status=resp.status)
+                raise ProviderError(
+                    "RunPod answered a registry credential without an id", provider=PROVIDER, status=resp.status
+                )
             return str(body["id"])
 
         return self._retry(once, "create registry credential", retry_if=lambda e: isinstance(e, RateLimitError))
@@ -279,9 +312,12 @@ class RunPodClient:
             raise AuthError("RunPod API key missing", provider=PROVIDER)
 
         def once() -> dict[str, Any]:
-            resp = self._http.request("POST", self.graphql_url,
-                                      json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
-                                      headers={"Authorization": f"Bearer {self._key}"})
+            resp = self._http.request(
+                "POST",
+                self.graphql_url,
+                json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
+                headers={"Authorization": f"Bearer {self._key}"},
+            )
             try:
                 data = self._graphql_data(resp, "podFindAndDeployOnDemand")
             except ProviderError as err:

@@ -2,12 +2,24 @@
 
 All HTTP lives in `vastai_client.py`; facts are in /work/shared/reference/providers.md §1.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from lorarun.provider_adapters import gpu_names, retry
-from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest, DestroyCheck, DestroyWay, SelfDestruct, SSHEndpoint
+from lorarun.provider_adapters.base import (
+    LABEL_PREFIX,
+    DestroyCheck,
+    DestroyWay,
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    Offer,
+    ResourceRequest,
+    SelfDestruct,
+    SSHEndpoint,
+)
 from lorarun.provider_adapters.errors import CreateFailed, ProviderError
 from lorarun.provider_adapters.vastai.client import VastClient
 
@@ -38,8 +50,14 @@ _STATUS = {
 class VastProvider:
     name = "vastai"
 
-    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
-                 call: retry.CallPolicy | None = None, **overrides: Any):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        call: retry.CallPolicy | None = None,
+        **overrides: Any,
+    ):
         """`overrides` are CallPolicy fields (timeout, policy, destroy_policy, sleep, clock)."""
         self._key = api_key
         self.client = VastClient(api_key, base_url=base_url, call=retry.CallPolicy.of(call, **overrides))
@@ -95,12 +113,17 @@ class VastProvider:
             # instance of the user and outlive the job.
             self.client.attach_ssh_key(instance_id, spec.ssh_public_key)
         except ProviderError as err:
-            raise CreateFailed(f"instance {instance_id} was created but its SSH key could not be attached: {err}",
-                               instance_id=instance_id, provider=self.name, status=err.status) from err
+            raise CreateFailed(
+                f"instance {instance_id} was created but its SSH key could not be attached: {err}",
+                instance_id=instance_id,
+                provider=self.name,
+                status=err.status,
+            ) from err
         except BaseException as err:  # Ctrl-C or a bug between create and attach: the id must not be lost
             err.instance_id = instance_id  # type: ignore[attr-defined]
-            err.add_note(f"lorarun: Vast.ai instance {instance_id} was created and may be billing; "
-                         f"{self.kill_hint(instance_id)}")
+            err.add_note(
+                f"lorarun: Vast.ai instance {instance_id} was created and may be billing; {self.kill_hint(instance_id)}"
+            )
             raise
         return Instance(
             provider=self.name,
@@ -132,13 +155,14 @@ class VastProvider:
         # instance`). UNCONFIRMED whether the instance key may read it; if not, the destroy is reported unconfirmed.
         base = self.client.base_url
         return SelfDestruct(
-            id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY",
+            id_env="CONTAINER_ID",
+            key_env="CONTAINER_API_KEY",
             ways=(DestroyWay("http", method="DELETE", url=f"{base}/api/v0/instances/{{instance_id}}/"),),
-            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/"),))
+            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/"),),
+        )
 
     def kill_hint(self, instance_id: str) -> str:
-        return (f"vastai destroy instance {instance_id}   "
-                f"(or delete it at https://cloud.vast.ai/instances/)")
+        return f"vastai destroy instance {instance_id}   (or delete it at https://cloud.vast.ai/instances/)"
 
 
 # -- pure mapping helpers (tested directly and through the fake) ----------------------------------------------
@@ -262,8 +286,11 @@ def ssh_endpoint(raw: dict[str, Any]) -> tuple[SSHEndpoint | None, str]:
 
 
 # Statuses from which an instance "will never reach running" (vast-ai/docs `hello-world.mdx`; providers.md §1.4).
-_NEVER_RUNS = {"exited": "the container exited", "unknown": "no heartbeat from the host",
-               "offline": "the host went offline"}
+_NEVER_RUNS = {
+    "exited": "the container exited",
+    "unknown": "no heartbeat from the host",
+    "offline": "the host went offline",
+}
 
 
 def start_failure(raw: dict[str, Any]) -> str:

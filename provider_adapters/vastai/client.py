@@ -3,14 +3,24 @@
 Facts (endpoints, bodies, error shapes) come from /work/shared/reference/providers.md §1; section numbers are
 cited where a choice depends on them. The client speaks Vast's dicts; `vastai.py` turns them into dataclasses.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lorarun.provider_adapters import http, retry
-from lorarun.provider_adapters.errors import AuthError, CreateFailed, InsufficientFundsError, OfferGoneError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    CreateFailed,
+    InsufficientFundsError,
+    OfferGoneError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
 
 DEFAULT_BASE_URL = "https://console.vast.ai"
 PROVIDER = "vastai"
@@ -80,8 +90,14 @@ def _retry_after(resp: http.HttpResponse) -> float | None:
 class VastClient:
     """Thin, typed-error wrapper over Vast's REST API. Every public method is retried per `retry.py`."""
 
-    def __init__(self, api_key: str | None, *, base_url: str | None = None, call: retry.CallPolicy | None = None,
-                 **overrides: Any):
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        base_url: str | None = None,
+        call: retry.CallPolicy | None = None,
+        **overrides: Any,
+    ):
         self.base_url = base_url_from_env(base_url)
         self._key = api_key
         self.call = retry.CallPolicy.of(call, **overrides)
@@ -95,8 +111,9 @@ class VastClient:
     def _secrets(self) -> tuple[str, ...]:
         return (self._key,) if self._key else ()
 
-    def _send(self, method: str, path: str, *, body: Any = None, query: dict | None = None,
-              auth: bool = True) -> http.HttpResponse:
+    def _send(
+        self, method: str, path: str, *, body: Any = None, query: dict | None = None, auth: bool = True
+    ) -> http.HttpResponse:
         headers = {"Authorization": f"Bearer {self._key}"} if auth and self._key else {}
         return self._http.request(method, self.base_url + path, json_body=body, headers=headers, query=query)
 
@@ -106,16 +123,29 @@ class VastClient:
             raise error_for(resp, path, self._secrets())
         return resp.json()
 
-    def _retry(self, fn: Callable[[], Any], what: str, *, policy: retry.RetryPolicy | None = None,
-               retry_if: Callable[[ProviderError], bool] | None = None) -> Any:
-        return retry.call(policy or self.call.policy, fn, sleep=self.call.sleep, clock=self.call.clock,
-                          retry_if=retry_if, what=f"vastai {what}")
+    def _retry(
+        self,
+        fn: Callable[[], Any],
+        what: str,
+        *,
+        policy: retry.RetryPolicy | None = None,
+        retry_if: Callable[[ProviderError], bool] | None = None,
+    ) -> Any:
+        return retry.call(
+            policy or self.call.policy,
+            fn,
+            sleep=self.call.sleep,
+            clock=self.call.clock,
+            retry_if=retry_if,
+            what=f"vastai {what}",
+        )
 
     # -- endpoints ------------------------------------------------------------------------------------------
     def search_offers(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """`POST /api/v0/bundles/` (§1.2). Works without a key, so it is sent only when we have one."""
-        body = self._retry(lambda: self._json_ok("POST", "/api/v0/bundles/", body=query, auth=bool(self._key)),
-                           "search offers")
+        body = self._retry(
+            lambda: self._json_ok("POST", "/api/v0/bundles/", body=query, auth=bool(self._key)), "search offers"
+        )
         offers = body.get("offers") if isinstance(body, dict) else None
         if not isinstance(offers, list):
             raise ProviderError("Vast.ai /bundles/ answered without an offers list", provider=PROVIDER)
@@ -139,12 +169,22 @@ class VastClient:
                 return data
             if contract is not None:
                 code, msg = _fields(data)
-                raise CreateFailed(http.redact(f"Vast.ai create on ask {ask_id} failed ({resp.status} {code}: "
-                                               f"{msg}) but returned instance {contract}", self._secrets()),
-                                   instance_id=str(contract), provider=PROVIDER, status=resp.status)
+                raise CreateFailed(
+                    http.redact(
+                        f"Vast.ai create on ask {ask_id} failed ({resp.status} {code}: "
+                        f"{msg}) but returned instance {contract}",
+                        self._secrets(),
+                    ),
+                    instance_id=str(contract),
+                    provider=PROVIDER,
+                    status=resp.status,
+                )
             if ok:  # 2xx without an id: nothing to record, nothing we can manage
-                raise ProviderError(f"Vast.ai create on ask {ask_id} answered without new_contract",
-                                    provider=PROVIDER, status=resp.status)
+                raise ProviderError(
+                    f"Vast.ai create on ask {ask_id} answered without new_contract",
+                    provider=PROVIDER,
+                    status=resp.status,
+                )
             raise error_for(resp, path, self._secrets())
 
         return self._retry(once, "create", retry_if=lambda e: isinstance(e, RateLimitError))
@@ -193,9 +233,14 @@ class VastClient:
                     # A 2xx that says it did not destroy (Vast's error shape can come with any status,
                     # vast-ai/docs `rate-limits-and-errors.mdx`): billing goes on, so it is retried like a 5xx
                     # under the destroy policy, and the caller still confirms through get().
-                    raise TransientError(http.redact(f"Vast.ai {resp.status} on DELETE {path} with success=false: "
-                                                     f"{code} {msg}".strip(), self._secrets()),
-                                         provider=PROVIDER, status=resp.status)
+                    raise TransientError(
+                        http.redact(
+                            f"Vast.ai {resp.status} on DELETE {path} with success=false: {code} {msg}".strip(),
+                            self._secrets(),
+                        ),
+                        provider=PROVIDER,
+                        status=resp.status,
+                    )
                 return
             raise error_for(resp, path, self._secrets())
 
@@ -212,8 +257,7 @@ class VastClient:
                 query["select_filters"] = json.dumps(select_filters)
             if token:
                 query["after_token"] = token
-            page = self._retry(lambda q=query: self._json_ok("GET", "/api/v1/instances/", query=q),
-                               "list instances")
+            page = self._retry(lambda q=query: self._json_ok("GET", "/api/v1/instances/", query=q), "list instances")
             if not isinstance(page, dict):
                 raise ProviderError("Vast.ai /api/v1/instances/: body is not JSON", provider=PROVIDER)
             instances += [i for i in (page.get("instances") or []) if isinstance(i, dict)]

@@ -1,5 +1,6 @@
 """The `lorarun` command. Thin on purpose: each command lives in `runner/cli/<name>.py` and registers
 itself; errors become short lines and an exit code through `errors.error_lines`."""
+
 from __future__ import annotations
 
 import importlib
@@ -38,9 +39,12 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
-                                       callback=_print_version)) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
     """Options common to every command (`--debug` is read in `main`, before typer runs)."""
 
 
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:  # click's own usage errors exit 2 with a message already printed
         return exc.code if isinstance(exc.code, int) else 1
-    except BaseException as exc:  # noqa: BLE001 - the one place every error becomes a line and an exit code
+    except BaseException as exc:
         usage_errors, aborts = _click_exception_types()
         if type(exc).__name__ == "NoArgsIsHelpError":
             return 0  # `lorarun` alone: the help was printed, nothing went wrong
@@ -80,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         code, lines = error_lines(exc)
         for line in lines:
             # Text, not markup: messages carry brackets of their own ("[vastai] api_key").
-            text = (Text.assemble(("error:", "bold red"), line[len("error:"):]) if line.startswith("error:")
-                    else Text(line))
+            text = (
+                Text.assemble(("error:", "bold red"), line[len("error:") :])
+                if line.startswith("error:")
+                else Text(line)
+            )
             err_console.print(text, highlight=False, soft_wrap=True)
         if debug:
             import traceback

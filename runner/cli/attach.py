@@ -4,6 +4,7 @@
 One controller drives a job at a time (the lock in `state.py`). A second `attach` says who holds it; `down` while a
 live controller holds it asks that controller to stop (a request file it polls) and waits for the outcome; when the
 holder is dead, `down` and `attach` take the job over."""
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import typer
 
-from lorarun.runner.run.connect import connect_transport, make_provider
 from lorarun.runner.console import console, err_console
+from lorarun.runner.job.spec import Resources
+from lorarun.runner.job.validate import ValidatedJob, validate_job
+from lorarun.runner.run.connect import connect_transport, make_provider
 from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.run.report import summary_lines
-from lorarun.runner.job.spec import Resources
 from lorarun.runner.state import JobState, JobStore
-from lorarun.runner.job.validate import ValidatedJob, validate_job
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +33,12 @@ def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is en
     _resume(job_id, stop=False)
 
 
-def down(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
-         wait_seconds: float = typer.Option(1800.0, "--wait-seconds", hidden=True,
-                                            help="How long to wait for the controller holding the job.")) -> None:
+def down(
+    job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
+    wait_seconds: float = typer.Option(
+        1800.0, "--wait-seconds", hidden=True, help="How long to wait for the controller holding the job."
+    ),
+) -> None:
     store = JobStore()
     state = store.load(job_id)
     holder = store.lock_holder(state.job_id)
@@ -47,8 +51,11 @@ def down(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
 def _delivered(store: JobStore, state: JobState, holder, wait_seconds: float) -> bool:
     """Ask the live holder to stop and follow it to the end. False when it died first (the caller takes over)."""
     store.request_stop(state.job_id, f"stopped by `lorarun down` (pid {os.getpid()} on {socket.gethostname()})")
-    err_console.print(f"job {state.job_id} is driven by {holder.describe()}; asked it to stop: the engine saves "
-                      f"a checkpoint, outputs come home, the instance is destroyed", highlight=False)
+    err_console.print(
+        f"job {state.job_id} is driven by {holder.describe()}; asked it to stop: the engine saves "
+        f"a checkpoint, outputs come home, the instance is destroyed",
+        highlight=False,
+    )
     deadline = time.monotonic() + wait_seconds
     with err_console.status("waiting for it") as status:
         while time.monotonic() < deadline:
@@ -62,8 +69,11 @@ def _delivered(store: JobStore, state: JobState, holder, wait_seconds: float) ->
                 return False
             status.update(f"waiting for pid {current.pid}: {state.phase}")
             time.sleep(0.5)
-    err_console.print(f"[yellow]still running after {wait_seconds:.0f} s; the request stands, and {holder.describe()}"
-                      f" acts on it when training is being monitored[/]", highlight=False)
+    err_console.print(
+        f"[yellow]still running after {wait_seconds:.0f} s; the request stands, and {holder.describe()}"
+        f" acts on it when training is being monitored[/]",
+        highlight=False,
+    )
     raise typer.Exit(1)
 
 
@@ -94,12 +104,21 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         report(result)
         store.advance(store.update(state, instance_destroyed=result.confirmed), "failed", result.message)
         return
-    pipeline = Pipeline.reattach(job, state, provider, store=store, connect=connect_transport,
-                                 options=PipelineOptions(interactive=sys.stdin.isatty()),
-                                 max_cost=job.spec.resources.max_cost)
+    pipeline = Pipeline.reattach(
+        job,
+        state,
+        provider,
+        store=store,
+        connect=connect_transport,
+        options=PipelineOptions(interactive=sys.stdin.isatty()),
+        max_cost=job.spec.resources.max_cost,
+    )
     if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
-        err_console.print(f"[yellow]instance {state.instance_id} is gone at {provider.name}; outputs pulled so far "
-                          f"are in {state.output_dir}[/]", highlight=False)
+        err_console.print(
+            f"[yellow]instance {state.instance_id} is gone at {provider.name}; outputs pulled so far "
+            f"are in {state.output_dir}[/]",
+            highlight=False,
+        )
     runs = pipeline.run(stop=stop)
     for run in runs:
         console.print(f"{run.state.job_id}: {run.state.phase} — {run.state.message}", highlight=False)
@@ -111,5 +130,5 @@ def _job_for(state: JobState) -> ValidatedJob | None:
     """The job as submitted, re-validated (its dataset paths are relative to the original job file)."""
     try:
         return validate_job(Path(state.job_file), provider=state.provider, out=Path(state.output_dir))
-    except Exception:  # noqa: BLE001 - an unusable job file is handled by the caller: destroy, don't follow
+    except Exception:
         return None

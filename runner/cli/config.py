@@ -1,14 +1,16 @@
 """`lorarun config set/get/list/unset`: the user's defaults that every job inherits unless it says otherwise
 (provider, gpus, gpu_count, max_price_per_hour, max_cost, image). The rules are in `runner/job/user_config.py`."""
+
 from __future__ import annotations
 
 import typer
 
-from lorarun.runner.job import user_config
 from lorarun.runner.console import console
+from lorarun.runner.job import user_config
 
-config_app = typer.Typer(help="Your defaults for every job: provider, GPUs, price and cost limits, image.",
-                         no_args_is_help=True)
+config_app = typer.Typer(
+    help="Your defaults for every job: provider, GPUs, price and cost limits, image.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +22,10 @@ def _show(value) -> str:
 
 
 @config_app.command("set", help="Set a default, e.g. `lorarun config set provider vastai`.")
-def set_(key: str = typer.Argument(..., help=f"One of: {', '.join(user_config.KEYS)}."),
-         value: str = typer.Argument(..., help="The value (gpus: comma-separated names).")) -> None:
+def set_(
+    key: str = typer.Argument(..., help=f"One of: {', '.join(user_config.KEYS)}."),
+    value: str = typer.Argument(..., help="The value (gpus: comma-separated names)."),
+) -> None:
     name = user_config.canonical(key)
     parsed = user_config.set_value(name, value)
     console.print(f"{name} = {_show(parsed)}  [dim]({user_config.config_path()})[/]", highlight=False)

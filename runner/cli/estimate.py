@@ -3,6 +3,7 @@
 Offers come from the adapters (`offers()` has no side effects); the arithmetic is `runner/price/estimate.py`; the
 seconds per step come from `runner/price/calibration.py` (measured runs first). Nothing is rented.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,26 +17,26 @@ import typer
 from lorarun.provider_adapters import gpu_names
 from lorarun.provider_adapters.base import Offer
 from lorarun.provider_adapters.errors import ProviderError
-
-from lorarun.runner.price.calibration import Calibration, load_calibration
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError, exit_code_and_message
-from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
-from lorarun.runner.price.offer_choice import no_fit_message
-from lorarun.runner.price.offer_table import offer_request, print_table, shown
 from lorarun.runner.job.provider_choice import how_to_choose
 from lorarun.runner.job.spec import PROVIDERS, Resources
 from lorarun.runner.job.validate import validate_job
+from lorarun.runner.price.calibration import Calibration, load_calibration
+from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
+from lorarun.runner.price.offer_choice import no_fit_message
+from lorarun.runner.price.offer_table import offer_request, print_table, shown
+
 
 def register(app: typer.Typer) -> None:
-    app.command("estimate", help="Predict the whole job's time and cost on each live offer (rents nothing).")(
-        estimate)
+    app.command("estimate", help="Predict the whole job's time and cost on each live offer (rents nothing).")(estimate)
 
 
 def estimate(
     job: Path = typer.Argument(..., help="Job file: lorarun YAML or a kohya training TOML."),
-    provider: list[str] = typer.Option(None, "--provider", "-p",
-                                       help="Provider(s) to ask: repeat or comma-separate (default: the job's)."),
+    provider: list[str] = typer.Option(
+        None, "--provider", "-p", help="Provider(s) to ask: repeat or comma-separate (default: the job's)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     top: int = typer.Option(10, "--top", "-n", min=1, help="Show the N cheapest fitting (and N excluded) offers."),
     max_cost: float = typer.Option(None, "--max-cost", help="Exclude offers predicted above this many dollars."),
@@ -49,8 +50,11 @@ def estimate(
     ranked = rank(inputs, offers, calibration, spec.resources)
     if as_json:
         data = to_json(spec.name, spec.source, names, inputs, ranked, calibration, failures, top)
-        data["gpu_names"] = {name: {g: list(gpu_names.match(g, name).names) for g in spec.resources.gpus}
-                             for name in names if name in (gpu_names.VAST, gpu_names.RUNPOD)}
+        data["gpu_names"] = {
+            name: {g: list(gpu_names.match(g, name).names) for g in spec.resources.gpus}
+            for name in names
+            if name in (gpu_names.VAST, gpu_names.RUNPOD)
+        }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     for failure in failures:
@@ -63,8 +67,11 @@ def estimate(
 
 def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
     """Which of each provider's exact GPU names the job's `gpus` matched (providers name cards differently)."""
-    return [f"gpus on {name}: {gpu_names.describe(gpus, name)}" for name in providers
-            if gpus and name in (gpu_names.VAST, gpu_names.RUNPOD)]
+    return [
+        f"gpus on {name}: {gpu_names.describe(gpus, name)}"
+        for name in providers
+        if gpus and name in (gpu_names.VAST, gpu_names.RUNPOD)
+    ]
 
 
 def provider_names(given: list[str] | None, default: str, what: str = "the job") -> list[str]:
@@ -102,8 +109,16 @@ def accuracy_line(calibration: Calibration) -> str:
     return f"calibration: {accuracy.text()}"
 
 
-def to_json(name: str, source: str, providers: list[str], inputs: EstimateInputs, ranked: list[Estimate],
-            calibration: Calibration, failures: list[str], top: int) -> dict[str, Any]:
+def to_json(
+    name: str,
+    source: str,
+    providers: list[str],
+    inputs: EstimateInputs,
+    ranked: list[Estimate],
+    calibration: Calibration,
+    failures: list[str],
+    top: int,
+) -> dict[str, Any]:
     fitting, excluded = shown(ranked, top)
     accuracy = calibration.accuracy()
     return {
@@ -114,7 +129,7 @@ def to_json(name: str, source: str, providers: list[str], inputs: EstimateInputs
         "steps": inputs.steps,
         "vram_needed_gb": inputs.vram_needed_gb,
         "offers": [{"rank": i, **e.to_dict()} for i, e in enumerate(fitting, 1)]
-                  + [{"rank": None, **e.to_dict()} for e in excluded],
+        + [{"rank": None, **e.to_dict()} for e in excluded],
         "fitting_count": sum(1 for e in ranked if e.fits),
         "excluded_count": sum(1 for e in ranked if not e.fits),
         "cheapest": fitting[0].to_dict() if fitting else None,

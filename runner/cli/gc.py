@@ -1,5 +1,6 @@
 """`lorarun gc [--yes]`: find every `lorarun-*` instance on every configured provider, mark the ones no local
 job owns or whose lease has expired, and destroy them when confirmed. The safety net for a laptop that died."""
+
 from __future__ import annotations
 
 import sys
@@ -11,13 +12,12 @@ from rich.table import Table
 
 from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, Provider
 from lorarun.provider_adapters.errors import CredentialsMissing, ProviderError
-
-from lorarun.runner.run.connect import make_provider
 from lorarun.runner.console import console, err_console, money
 from lorarun.runner.errors import UserInputError
 from lorarun.runner.job.spec import Resources
-from lorarun.runner.state import JobState, JobStore, controller_alive
+from lorarun.runner.run.connect import make_provider
 from lorarun.runner.run.teardown import destroy_and_confirm, report
+from lorarun.runner.state import JobState, JobStore, controller_alive
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,10 @@ def register(app: typer.Typer) -> None:
     app.command("gc", help="Find lorarun instances nothing owns any more, and destroy them.")(gc)
 
 
-def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
-       provider: list[str] = typer.Option(None, "--provider", "-p", help="Only these providers.")) -> None:
+def gc(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without asking."),
+    provider: list[str] = typer.Option(None, "--provider", "-p", help="Only these providers."),
+) -> None:
     store = JobStore()
     jobs = {s.job_id: s for s in store.all()}
     findings: list[Finding] = []
@@ -55,15 +57,24 @@ def gc(yes: bool = typer.Option(False, "--yes", "-y", help="Destroy without aski
     for column in ("provider", "instance", "label", "status", "$/h", "job", "verdict"):
         table.add_column(column)
     for f in findings:
-        table.add_row(f.provider.name, f.instance.id, f.instance.label, f.instance.status.value,
-                      money(f.instance.price_per_hour), f.job.job_id if f.job else "-",
-                      f"[red]{f.verdict}[/]" if f.orphan else "[green]live job[/]")
+        table.add_row(
+            f.provider.name,
+            f.instance.id,
+            f.instance.label,
+            f.instance.status.value,
+            money(f.instance.price_per_hour),
+            f.job.job_id if f.job else "-",
+            f"[red]{f.verdict}[/]" if f.orphan else "[green]live job[/]",
+        )
     console.print(table)
     for f in findings:
         if f.verdict == "controller gone":
-            console.print(f"job {f.job.job_id}'s controller is gone; gc stops it and pulls what exists before "
-                          f"destroying it (as `lorarun down`); `lorarun attach {f.job.job_id}` would resume it "
-                          f"instead", highlight=False)
+            console.print(
+                f"job {f.job.job_id}'s controller is gone; gc stops it and pulls what exists before "
+                f"destroying it (as `lorarun down`); `lorarun attach {f.job.job_id}` would resume it "
+                f"instead",
+                highlight=False,
+            )
     orphans = [f for f in findings if f.orphan]
     if not orphans:
         return
@@ -91,9 +102,10 @@ def _down_first(job: JobState) -> bool:
     try:
         _resume(job.job_id, stop=True)
         return True
-    except Exception as exc:  # noqa: BLE001 - whatever stopped the pull, the instance must still go
-        err_console.print(f"[yellow]job {job.job_id}: could not pull its outputs first ({exc}); destroying[/]",
-                          highlight=False)
+    except Exception as exc:
+        err_console.print(
+            f"[yellow]job {job.job_id}: could not pull its outputs first ({exc}); destroying[/]", highlight=False
+        )
         return False
 
 

@@ -1,13 +1,13 @@
 """`lorarun image build|show`: the instance image, built on this machine with Docker (controller: image_build)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from lorarun.runner.run import image_build
 from lorarun.runner.console import console, err_console
+from lorarun.runner.run import image_build
 
 image_app = typer.Typer(help="Build, push and inspect the instance image (needs Docker).", no_args_is_help=True)
 
@@ -18,14 +18,17 @@ def register(app: typer.Typer) -> None:
 
 @image_app.command("build", help="Build the instance image from this checkout's Dockerfile; --push to a registry.")
 def build(
-    tag: Optional[str] = typer.Option(None, "--tag", help="REGISTRY/NAME[:TAG]; the tag defaults to "
-                                                          "<version>-<content hash>."),
+    tag: str | None = typer.Option(
+        None, "--tag", help="REGISTRY/NAME[:TAG]; the tag defaults to <version>-<content hash>."
+    ),
     push: bool = typer.Option(False, "--push", help="Push with Docker's own credentials (docker login)."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base image (a CUDA runtime with torch); default: "
-                                                            "the Dockerfile's BASE_IMAGE."),
+    base: str | None = typer.Option(
+        None, "--base", help="Base image (a CUDA runtime with torch); default: the Dockerfile's BASE_IMAGE."
+    ),
 ) -> None:
     configured, _ = image_build.configured_image()
     with err_console.status("docker build", spinner="dots") as status:
+
         def progress(line: str) -> None:
             if line.startswith(("Step ", "building ", "pushing ")):
                 err_console.print(f"[dim]{line}[/]", highlight=False)
@@ -34,14 +37,16 @@ def build(
                 status.update(line[:100])
 
         result = image_build.build(base=base, tag=tag, configured=configured, push=push, progress=progress)
-    console.print(f"[green]built[/] {result.tag} ({result.size_bytes / 1e9:.2f} GB, {result.seconds:.0f} s)"
-                  + (" [green]pushed[/]" if result.pushed else ""))
+    console.print(
+        f"[green]built[/] {result.tag} ({result.size_bytes / 1e9:.2f} GB, {result.seconds:.0f} s)"
+        + (" [green]pushed[/]" if result.pushed else "")
+    )
     if not result.pushed:
         console.print(f"use it: resources.image: {result.tag} (a provider can only pull it once it is pushed)")
 
 
 @image_app.command("show", help="Print the image a job will use and whether the registry has it.")
-def show(job: Optional[Path] = typer.Argument(None, help="Job file (default: the configured image).")) -> None:
+def show(job: Path | None = typer.Argument(None, help="Job file (default: the configured image).")) -> None:
     job_image = None
     if job is not None:
         from lorarun.runner.job.spec import load_job

@@ -1,4 +1,5 @@
 """`lorarun logs JOB_ID [-f]`: the job's events, one line each; `-f` follows a running job on its instance."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,11 @@ def register(app: typer.Typer) -> None:
     app.command("logs", help="Show a job's events; -f follows a running job.")(logs)
 
 
-def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
-         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
-         interval: float = typer.Option(2.0, "--interval", hidden=True)) -> None:
+def logs(
+    job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
+    interval: float = typer.Option(2.0, "--interval", hidden=True),
+) -> None:
     store = JobStore()
     state = store.load(job_id)
     local_events = store.job_dir(state.job_id) / "events.jsonl"
@@ -26,10 +29,10 @@ def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
         console.print(format_event(event), highlight=False)
     if not follow or state.is_final:
         return
+    from lorarun.runner.remote.layout import RemoteLayout
     from lorarun.runner.run.connect import connect_transport, provider_for_state
     from lorarun.runner.run.monitor import JobMonitor
     from lorarun.runner.run.pipeline import Rental
-    from lorarun.runner.remote.layout import RemoteLayout
 
     provider = provider_for_state(state)
     instance = provider.get(state.instance_id) if state.instance_id else None
@@ -40,8 +43,7 @@ def logs(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enou
 
     rental = Rental(provider=provider, offer=Offer(provider.name, "", state.gpu or "", 1, 0.0, 0.0), instance=instance)
     transport = connect_transport(rental, state, store.job_dir(state.job_id))
-    monitor = JobMonitor(transport, RemoteLayout.resolve(transport, state.job_id), Path(state.output_dir),
-                         local_events)
+    monitor = JobMonitor(transport, RemoteLayout.resolve(transport, state.job_id), Path(state.output_dir), local_events)
     try:
         while True:
             for event in monitor.read_new_events():
@@ -66,8 +68,12 @@ TIME_FIELDS = ("deadline", "_at", "_until", "expires")
 
 
 def _short(value, key: str = "") -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(TIME_FIELDS) \
-            and 1e9 <= value < 1e11:  # unix seconds: shown as the local clock time the user lives in
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and key.endswith(TIME_FIELDS)
+        and 1e9 <= value < 1e11
+    ):  # unix seconds: shown as the local clock time the user lives in
         return local_time(value)
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -1,4 +1,5 @@
 """`lorarun status [JOB_ID]`: the jobs this laptop knows, their phase, and any instance still up."""
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,27 @@ def status(job_id: str = typer.Argument(None, help="A job id (a unique prefix is
         # Ids and times stay whole (a broken id cannot be pasted into `lorarun attach`); the message gives way.
         table.add_column(column, overflow="fold", no_wrap=column != "message", min_width=len(column))
     for state in states:
-        table.add_row(state.job_id, state.name, state.provider, _phase(state), _instance(state),
-                      time.strftime("%Y-%m-%d %H:%M", time.localtime(state.created_at)), state.message[:80])
+        table.add_row(
+            state.job_id,
+            state.name,
+            state.provider,
+            _phase(state),
+            _instance(state),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(state.created_at)),
+            state.message[:80],
+        )
     console.print(table)
 
 
 def show_job(store: JobStore, state: JobState) -> None:
-    console.print(f"[bold]{state.job_id}[/] ({state.name}) · provider {state.provider} · phase {_phase(state)}",
-                  highlight=False)
+    console.print(
+        f"[bold]{state.job_id}[/] ({state.name}) · provider {state.provider} · phase {_phase(state)}", highlight=False
+    )
     console.print(f"job file {state.job_file}\noutput   {state.output_dir}", highlight=False)
     if state.instance_id:
-        console.print(f"instance {_instance(state)} · {state.gpu or ''} · {money(state.price_per_hour)}/h",
-                      highlight=False)
+        console.print(
+            f"instance {_instance(state)} · {state.gpu or ''} · {money(state.price_per_hour)}/h", highlight=False
+        )
     if state.message:
         console.print(f"message  {state.message}", highlight=False)
     for phase, t in state.history:
@@ -53,8 +63,11 @@ def show_job(store: JobStore, state: JobState) -> None:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            console.print(f"  last event: {event.get('event')} "
-                          + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event")), highlight=False)
+            console.print(
+                f"  last event: {event.get('event')} "
+                + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event")),
+                highlight=False,
+            )
 
 
 def _phase(state: JobState) -> str:

@@ -1,5 +1,6 @@
 """`lorarun submit JOB [JOB ...]`: validate → estimate and confirm → rent → upload → train → pull → verify →
 destroy. Several job files share one rental, one after another (the guides' "batch 3-5 LoRAs per rental")."""
+
 from __future__ import annotations
 
 import sys
@@ -7,25 +8,30 @@ from pathlib import Path
 
 import typer
 
-from lorarun.runner.price.choose import choose_offer
-from lorarun.runner.run.connect import connect_transport, make_provider
+from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError
-from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.job.provider_choice import ask_provider
-from lorarun.runner.state import JobStore
 from lorarun.runner.job.validate import validate_job
-from lorarun.runner.cli.validate import print_summary
+from lorarun.runner.price.choose import choose_offer
+from lorarun.runner.run.connect import connect_transport, make_provider
+from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
+from lorarun.runner.state import JobStore
 
 
 def check_flags(*, lease_seconds: float | None, grace_seconds: float) -> None:
     """The hidden timing flags go into the agent's clock: finite and bounded, or exit 2 naming the flag."""
     from lorarun.image.ranges import GRACE_SECONDS, LEASE_SECONDS, out_of_range
-
     from lorarun.runner.errors import InvalidJob
 
-    problems = [p for p in (out_of_range("--lease-seconds", lease_seconds, LEASE_SECONDS),
-                            out_of_range("--grace-seconds", grace_seconds, GRACE_SECONDS)) if p]
+    problems = [
+        p
+        for p in (
+            out_of_range("--lease-seconds", lease_seconds, LEASE_SECONDS),
+            out_of_range("--grace-seconds", grace_seconds, GRACE_SECONDS),
+        )
+        if p
+    ]
     if problems:
         raise InvalidJob(problems)
 
@@ -39,45 +45,71 @@ def submit(
     provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod (overrides the job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (overrides the job's output.dir)."),
-    max_cost: float = typer.Option(None, "--max-cost", help="Refuse offers predicted above this many dollars; "
-                                                             "stop the job cleanly when spend reaches it."),
+    max_cost: float = typer.Option(
+        None,
+        "--max-cost",
+        help="Refuse offers predicted above this many dollars; stop the job cleanly when spend reaches it.",
+    ),
     keep: bool = typer.Option(False, "--keep", help="Leave the instance up afterwards (you destroy it)."),
-    lease_seconds: float = typer.Option(None, "--lease-seconds",
-                                        help="The working lease: how long the job runs with no controller attached "
-                                             "(default: estimate × 1.5; renewed while attached and progressing)."),
-    hard_lease_minutes: float = typer.Option(None, "--hard-lease-minutes",
-                                             help="The instance's hard deadline after create, in minutes (default: "
-                                                  "max_cost ÷ price; without max_cost 4× the estimate, ≥ +2 h)."),
-    grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True,
-                                        help="How long the agent waits for a controller before destroying itself."),
+    lease_seconds: float = typer.Option(
+        None,
+        "--lease-seconds",
+        help="The working lease: how long the job runs with no controller attached "
+        "(default: estimate × 1.5; renewed while attached and progressing).",
+    ),
+    hard_lease_minutes: float = typer.Option(
+        None,
+        "--hard-lease-minutes",
+        help="The instance's hard deadline after create, in minutes (default: "
+        "max_cost ÷ price; without max_cost 4× the estimate, ≥ +2 h).",
+    ),
+    grace_seconds: float = typer.Option(
+        900.0,
+        "--grace-seconds",
+        hidden=True,
+        help="How long the agent waits for a controller before destroying itself.",
+    ),
 ) -> None:
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
     hard_lease = _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
     interactive = sys.stdin.isatty()
-    validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True)
-                 for j in jobs]
+    validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True) for j in jobs]
     unchosen = [v for v in validated if not v.spec.resources.provider]
     if unchosen:
         # Checked after the jobs themselves, so bad input is still reported first; then once more against the
         # machine that was chosen (optimizer, precision, credentials).
         provider = ask_provider(str(unchosen[0].spec.source), interactive=interactive)
-        validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True)
-                     for j in jobs]
+        validated = [
+            validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True) for j in jobs
+        ]
     providers = {v.spec.resources.provider for v in validated}
     if len(providers) > 1:
-        raise UserInputError(f"a batch must use one provider, got {', '.join(sorted(providers))}; "
-                             f"pass --provider to choose")
+        raise UserInputError(
+            f"a batch must use one provider, got {', '.join(sorted(providers))}; pass --provider to choose"
+        )
     for job in validated:
         print_summary(job)
     adapter = make_provider(validated[0].spec.resources)
     choice = choose_offer(adapter, validated, assume_yes=yes, interactive=interactive)
-    options = PipelineOptions(assume_yes=yes, keep=keep, interactive=interactive,
-                              lease_seconds=lease_seconds or choice.lease_seconds, grace_seconds=grace_seconds,
-                              hard_lease_seconds=hard_lease)
-    pipeline = Pipeline.start(validated, adapter, list(choice.ranked), store=JobStore(), connect=connect_transport,
-                              options=options, max_cost=validated[0].spec.resources.max_cost)
+    options = PipelineOptions(
+        assume_yes=yes,
+        keep=keep,
+        interactive=interactive,
+        lease_seconds=lease_seconds or choice.lease_seconds,
+        grace_seconds=grace_seconds,
+        hard_lease_seconds=hard_lease,
+    )
+    pipeline = Pipeline.start(
+        validated,
+        adapter,
+        list(choice.ranked),
+        store=JobStore(),
+        connect=connect_transport,
+        options=options,
+        max_cost=validated[0].spec.resources.max_cost,
+    )
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
         runs = pipeline.run()
     for run in runs:

@@ -1,4 +1,5 @@
 """`lorarun validate JOB`: spec + dataset, no network; a summary table a kohya user recognises."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,14 @@ def print_summary(job: ValidatedJob) -> None:
         table.add_column(column, justify="left" if column == "folder" else "right")
     for subset in scan.subsets:
         folder = f"{subset.folder} (reg)" if subset.is_reg else subset.folder
-        table.add_row(folder, str(len(subset.images)), str(subset.repeats), str(len(subset.images) * subset.repeats),
-                      str(subset.captions_found), str(subset.captions_missing))
+        table.add_row(
+            folder,
+            str(len(subset.images)),
+            str(subset.repeats),
+            str(len(subset.images) * subset.repeats),
+            str(subset.captions_found),
+            str(subset.captions_missing),
+        )
     console.print(table)
     t = spec.training
     buckets = scan.bucket_counts()

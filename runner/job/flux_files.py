@@ -5,13 +5,13 @@ single files kohya users keep (`flux.clip_l`, `flux.t5xxl`, `flux.ae`). Local on
 (`image/checkpoint_probe.py`: no torch, no full load) so a wrong file — an SDXL model as the transformer, a
 schnell transformer under `flavour: dev`, a missing T5 — is one line at `validate`, not a failure after boot.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
 from lorarun.image.checkpoint_probe import NotACheckpoint, probe_checkpoint
-
 from lorarun.runner.job.spec import JobSpec
 
 FILE_FIELDS = ("transformer", "clip_l", "t5xxl", "ae")
@@ -26,8 +26,7 @@ def local_files(spec: JobSpec) -> dict[str, Path]:
     """flux field → local path, for the fields that name a file or folder on this machine."""
     if spec.model.family != "flux":
         return {}
-    return {name: spec.resolve(getattr(spec.flux, name)) for name in FILE_FIELDS
-            if _is_local(getattr(spec.flux, name))}
+    return {name: spec.resolve(getattr(spec.flux, name)) for name in FILE_FIELDS if _is_local(getattr(spec.flux, name))}
 
 
 def flux_problems(spec: JobSpec, cuda: bool | None) -> list[str]:
@@ -37,8 +36,10 @@ def flux_problems(spec: JobSpec, cuda: bool | None) -> list[str]:
     f, src = spec.flux, spec.source
     problems: list[str] = []
     if f.quantization != "bf16" and cuda is False:
-        problems.append(f"{src}: flux.quantization: {f.quantization} needs a CUDA GPU (bitsandbytes) but this job "
-                        f"runs without one; use quantization: bf16, or choose a GPU provider")
+        problems.append(
+            f"{src}: flux.quantization: {f.quantization} needs a CUDA GPU (bitsandbytes) but this job "
+            f"runs without one; use quantization: bf16, or choose a GPU provider"
+        )
     for name, path in local_files(spec).items():
         if not path.exists():
             problems.append(f"{src}: flux.{name}: {path} does not exist")
@@ -59,14 +60,19 @@ def _transformer_problems(spec: JobSpec, field: str, path: Path, family_checked:
     except NotACheckpoint as exc:
         return [] if family_checked else [f"{src}: {field}: {exc}"]  # model.base: reported by check_base_model
     if info.family != "flux":
-        return [] if family_checked else [f"{src}: {field}: {path.name} is a {info.describe()}, not a Flux.1 "
-                                          f"transformer"]
+        return (
+            [] if family_checked else [f"{src}: {field}: {path.name} is a {info.describe()}, not a Flux.1 transformer"]
+        )
     if info.guidance_embed is False and flavour != "schnell":
-        return [f"{src}: {field}: {path.name} has no guidance input (a schnell model) but flux.flavour is "
-                f"{flavour}; set flux.flavour: schnell"]
+        return [
+            f"{src}: {field}: {path.name} has no guidance input (a schnell model) but flux.flavour is "
+            f"{flavour}; set flux.flavour: schnell"
+        ]
     if info.guidance_embed and flavour == "schnell":
-        return [f"{src}: {field}: {path.name} is guidance-distilled (dev/krea) but flux.flavour is schnell; set "
-                f"flux.flavour: dev (or krea)"]
+        return [
+            f"{src}: {field}: {path.name} is guidance-distilled (dev/krea) but flux.flavour is schnell; set "
+            f"flux.flavour: dev (or krea)"
+        ]
     return []
 
 

@@ -10,12 +10,13 @@ Facts relied on (huggingface_hub, `hf_api.py` `model_info` and `constants.py`):
 - The cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
   `~/.cache/huggingface/hub`; a repo lives in `models--{org}--{name}/snapshots/<revision>/`.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 5.0
@@ -62,9 +63,12 @@ def check_hub_model(repo_id: str, *, needed_here: bool, env: Mapping[str, str] |
     if cached_snapshot(repo_id, env) is not None:
         return HubCheck(True, "")
     if needed_here:
-        return HubCheck(False, f"{repo_id} is not in the local Hugging Face cache ({hub_cache_dir(env)}) and "
-                               f"{reason}; connect to the network once so it can be downloaded, or give a local "
-                               f"folder or .safetensors file")
+        return HubCheck(
+            False,
+            f"{repo_id} is not in the local Hugging Face cache ({hub_cache_dir(env)}) and "
+            f"{reason}; connect to the network once so it can be downloaded, or give a local "
+            f"folder or .safetensors file",
+        )
     return HubCheck(True, f"could not check {repo_id} on the hub ({reason}); the instance will download it")
 
 
@@ -80,8 +84,11 @@ def _ask_hub(repo_id: str, env: Mapping[str, str]) -> HubCheck | None:
         return None
     if resp.status_code in (401, 404):
         private = " (or it is private: set HF_TOKEN)" if resp.status_code == 401 and not headers else ""
-        return HubCheck(False, f"{repo_id} does not exist on the Hugging Face hub{private}; check the spelling "
-                               f"(org/name, as in the model page's address)")
+        return HubCheck(
+            False,
+            f"{repo_id} does not exist on the Hugging Face hub{private}; check the spelling "
+            f"(org/name, as in the model page's address)",
+        )
     if resp.status_code >= 500 or resp.status_code == 429:
         return None  # the hub is having trouble: fall back to the cache rather than blame the id
     if resp.status_code != 200:
@@ -92,7 +99,10 @@ def _ask_hub(repo_id: str, env: Mapping[str, str]) -> HubCheck | None:
         return None
     if "model_index.json" not in files:
         singles = sorted(f for f in files if f and f.endswith((".safetensors", ".ckpt")) and "/" not in f)
-        hint = (f"; download a single-file checkpoint such as {singles[0]} and give its path"
-                if singles else "; give a diffusers model repository")
+        hint = (
+            f"; download a single-file checkpoint such as {singles[0]} and give its path"
+            if singles
+            else "; give a diffusers model repository"
+        )
         return HubCheck(False, f"{repo_id} is on the hub but is not a diffusers model (no model_index.json){hint}")
     return HubCheck(True, "")

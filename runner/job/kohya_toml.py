@@ -8,6 +8,7 @@ flags) are accepted and reported; a real kohya option lorarun does not implement
 only a name kohya does not know gets "did you mean". An optional `[lorarun]` section carries what kohya has no key
 for (provider, GPUs, budget).
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from lorarun.image.schema import unknown_key_message
-
 from lorarun.runner.errors import SpecError
 from lorarun.runner.job.kohya_options import KOHYA_NETWORK_ARGS, KOHYA_OPTIMIZERS, KOHYA_OPTIONS, KOHYA_SCHEDULERS
 from lorarun.runner.job.spec import build_job
@@ -117,10 +117,13 @@ IGNORED_KEYS: dict[str, str] = {
     "sdpa": "lorarun always uses PyTorch SDPA attention",
     "mem_eff_attn": "lorarun always uses PyTorch SDPA attention",
     "persistent_data_loader_workers": "latents are cached, so loader workers do not restart",
-    "lowram": "not needed", "highvram": "not needed",
+    "lowram": "not needed",
+    "highvram": "not needed",
     "no_half_vae": "the VAE runs in fp32 while caching latents",
-    "full_fp16": "LoRA weights train in fp32 under autocast", "full_bf16": "LoRA weights train in fp32 under autocast",
-    "logging_dir": "events are written to events.jsonl", "log_prefix": "events are written to events.jsonl",
+    "full_fp16": "LoRA weights train in fp32 under autocast",
+    "full_bf16": "LoRA weights train in fp32 under autocast",
+    "logging_dir": "events are written to events.jsonl",
+    "log_prefix": "events are written to events.jsonl",
     "log_with": "events are written to events.jsonl",
     "sample_sampler": "samples use the base model's scheduler",
     "save_state": "lorarun always saves resumable state with each checkpoint",
@@ -137,19 +140,43 @@ UNSUPPORTED: dict[str, str] = {
     "color_aug": "color_aug cannot be combined with cached latents; remove the key",
     "random_crop": "random_crop cannot be combined with cached latents; remove the key",
     "fp8_base": "fp8 base weights are not supported; lorarun quantises Flux with bitsandbytes: remove the key and "
-                "set flux_quantization = \"int8\" (or \"nf4\") under [lorarun]",
-    "blocks_to_swap": "block swapping to the CPU is not supported; use flux_quantization = \"nf4\" under "
-                      "[lorarun] to fit a small GPU",
+    'set flux_quantization = "int8" (or "nf4") under [lorarun]',
+    "blocks_to_swap": 'block swapping to the CPU is not supported; use flux_quantization = "nf4" under '
+    "[lorarun] to fit a small GPU",
     "cpu_offload_checkpointing": "CPU offload of checkpoints is not supported; remove the key",
 }
 
-LORARUN_SECTION_KEYS = {"provider", "gpus", "gpu_count", "min_vram_gb", "max_price_per_hour", "max_cost",
-                        "min_reliability", "min_inet_down_mbps", "disk_gb", "interruptible",
-                        "secure_cloud_only", "regions", "image", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
-                        "price_per_hour", "model_family", "sample_prompts_list", "name"}
+LORARUN_SECTION_KEYS = {
+    "provider",
+    "gpus",
+    "gpu_count",
+    "min_vram_gb",
+    "max_price_per_hour",
+    "max_cost",
+    "min_reliability",
+    "min_inet_down_mbps",
+    "disk_gb",
+    "interruptible",
+    "secure_cloud_only",
+    "regions",
+    "image",
+    "ssh_host",
+    "ssh_port",
+    "ssh_user",
+    "ssh_key",
+    "price_per_hour",
+    "model_family",
+    "sample_prompts_list",
+    "name",
+}
 # [lorarun] keys for Flux that kohya has no key for → the job's `flux` section (image/flux_config.py)
-LORARUN_FLUX_KEYS = {"flux_flavour": "flavour", "flux_quantization": "quantization", "flux_transformer": "transformer",
-                     "flux_network_target": "network_target", "flux_save_diffusers_format": "save_diffusers_format"}
+LORARUN_FLUX_KEYS = {
+    "flux_flavour": "flavour",
+    "flux_quantization": "quantization",
+    "flux_transformer": "transformer",
+    "flux_network_target": "network_target",
+    "flux_save_diffusers_format": "save_diffusers_format",
+}
 
 
 def load_kohya_toml(path: Path) -> Any:
@@ -161,8 +188,15 @@ def load_kohya_toml(path: Path) -> Any:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
     lorarun_section = raw.pop("lorarun", {}) or {}
     flat = _flatten(raw, path)
-    sections: dict[str, dict[str, Any]] = {"model": {}, "dataset": {}, "training": {}, "sample": {},
-                                           "resources": {}, "output": {}, "flux": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "model": {},
+        "dataset": {},
+        "training": {},
+        "sample": {},
+        "resources": {},
+        "output": {},
+        "flux": {},
+    }
     notes: list[str] = []
     known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts", "network_args"])
     for key, value in flat.items():
@@ -184,8 +218,10 @@ def load_kohya_toml(path: Path) -> Any:
             continue
         if key not in KOHYA_KEYS:
             if key in KOHYA_OPTIONS:
-                raise SpecError(f"{path}: {key}: known kohya option, not supported by lorarun yet; remove it "
-                                "(README: kohya options)")
+                raise SpecError(
+                    f"{path}: {key}: known kohya option, not supported by lorarun yet; remove it "
+                    "(README: kohya options)"
+                )
             raise SpecError(f"{path}: {unknown_key_message('kohya key', key, known)}")
         section, name = KOHYA_KEYS[key]
         sections[section][name] = _normalise(key, value, path)
@@ -210,8 +246,10 @@ def load_kohya_toml(path: Path) -> Any:
     if sections["model"]["family"] == "flux" and "flavour" not in sections["flux"]:
         base = str(sections["model"].get("base", "")).lower()
         sections["flux"]["flavour"] = "schnell" if "schnell" in base else "krea" if "krea" in base else "dev"
-    data = {"name": lorarun_section.get("name") or flat.get("output_name") or path.stem,
-            **{k: v for k, v in sections.items() if v}}
+    data = {
+        "name": lorarun_section.get("name") or flat.get("output_name") or path.stem,
+        **{k: v for k, v in sections.items() if v},
+    }
     return build_job(data, path, notes=tuple(notes))
 
 
@@ -229,15 +267,19 @@ def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 # networks.lora network_args lorarun implements → the training field (kohya's own names)
-NETWORK_ARGS = {"conv_dim": "conv_dim", "conv_alpha": "conv_alpha", "rank_dropout": "rank_dropout",
-                "module_dropout": "module_dropout"}
+NETWORK_ARGS = {
+    "conv_dim": "conv_dim",
+    "conv_alpha": "conv_alpha",
+    "rank_dropout": "rank_dropout",
+    "module_dropout": "module_dropout",
+}
 
 
 def _network_args(value: Any, path: Path) -> dict[str, Any]:
     """kohya's network_args: a list of "key=value" strings (`--network_args "conv_dim=4" "conv_alpha=1"`)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise SpecError(f"{path}: network_args: expected a list of \"key=value\" strings, e.g. [\"conv_dim=8\"]")
+        raise SpecError(f'{path}: network_args: expected a list of "key=value" strings, e.g. ["conv_dim=8"]')
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -247,18 +289,37 @@ def _network_args(value: Any, path: Path) -> dict[str, Any]:
         if key in NETWORK_ARGS:
             out[NETWORK_ARGS[key]] = raw  # converted and range-checked by the job schema
         elif key in KOHYA_NETWORK_ARGS:
-            raise SpecError(f"{path}: network_args: {key}: known kohya network argument, not supported by lorarun "
-                            f"yet; remove it (supported: {', '.join(NETWORK_ARGS)})")
+            raise SpecError(
+                f"{path}: network_args: {key}: known kohya network argument, not supported by lorarun "
+                f"yet; remove it (supported: {', '.join(NETWORK_ARGS)})"
+            )
         else:
-            raise SpecError(f"{path}: network_args: {key!r} is not an argument of kohya's networks.lora(_flux) "
-                            f"(lorarun supports {', '.join(NETWORK_ARGS)})")
+            raise SpecError(
+                f"{path}: network_args: {key!r} is not an argument of kohya's networks.lora(_flux) "
+                f"(lorarun supports {', '.join(NETWORK_ARGS)})"
+            )
     return out
 
 
 # kohya matches optimizer names case-insensitively ("adamw8bit", "AdamW8bit", "Lion"): lower-case → lorarun name
-OPTIMIZER_NAMES = {name.lower(): name for name in (
-    "AdamW", "AdamW8bit", "PagedAdamW8bit", "Lion8bit", "PagedLion8bit", "Lion", "Prodigy", "DAdaptAdam",
-    "DAdaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", "Adafactor")}
+OPTIMIZER_NAMES = {
+    name.lower(): name
+    for name in (
+        "AdamW",
+        "AdamW8bit",
+        "PagedAdamW8bit",
+        "Lion8bit",
+        "PagedLion8bit",
+        "Lion",
+        "Prodigy",
+        "DAdaptAdam",
+        "DAdaptLion",
+        "DAdaptAdaGrad",
+        "DAdaptAdan",
+        "DAdaptSGD",
+        "Adafactor",
+    )
+}
 
 
 def _normalise(key: str, value: Any, path: Path) -> Any:
@@ -268,15 +329,19 @@ def _normalise(key: str, value: Any, path: Path) -> Any:
         if value.lower() in OPTIMIZER_NAMES:
             return OPTIMIZER_NAMES[value.lower()]
         if value.lower() in KOHYA_OPTIMIZERS or "." in value:
-            raise SpecError(f"{path}: optimizer_type: {value} is a known kohya optimizer, not supported by lorarun "
-                            f"yet; use one of {', '.join(OPTIMIZER_NAMES.values())}")
+            raise SpecError(
+                f"{path}: optimizer_type: {value} is a known kohya optimizer, not supported by lorarun "
+                f"yet; use one of {', '.join(OPTIMIZER_NAMES.values())}"
+            )
         return value
     if key == "lr_scheduler" and isinstance(value, str):
         from lorarun.image.engine_config import SCHEDULERS
 
         if value not in SCHEDULERS and value.split(":")[0] in KOHYA_SCHEDULERS:
-            raise SpecError(f"{path}: lr_scheduler: {value} is a known kohya scheduler, not supported by lorarun "
-                            f"yet; use one of {', '.join(SCHEDULERS)}")
+            raise SpecError(
+                f"{path}: lr_scheduler: {value} is a known kohya scheduler, not supported by lorarun "
+                f"yet; use one of {', '.join(SCHEDULERS)}"
+            )
         return value
     if key in ("lr_scheduler_args", "optimizer_args") and isinstance(value, str):
         return value.split()  # kohya's command line takes them space-separated
@@ -291,8 +356,10 @@ def _check_ignored_value(key: str, value: Any, path: Path) -> None:
     if key == "save_model_as" and value not in ("safetensors", None):
         raise SpecError(f"{path}: save_model_as: only 'safetensors' is supported, got {value!r}")
     if key == "network_module" and value not in ("networks.lora", "networks.lora_flux", None):
-        raise SpecError(f"{path}: network_module: only 'networks.lora' (and 'networks.lora_flux' for Flux) is "
-                        f"supported, got {value!r}")
+        raise SpecError(
+            f"{path}: network_module: only 'networks.lora' (and 'networks.lora_flux' for Flux) is "
+            f"supported, got {value!r}"
+        )
 
 
 def _read_prompts(path: Path, value: Any) -> list[str]:

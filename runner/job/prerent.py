@@ -5,6 +5,7 @@ The machine each provider gives: Vast.ai and RunPod rent CUDA GPUs running our i
 `local` is this machine (its GPUs from nvidia-smi, bitsandbytes from this Python, which runs the local engine);
 `ssh` is a host the user owns, unknown until connected, so nothing is assumed there.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,8 +18,16 @@ import yaml
 from lorarun.runner.job.spec import YAML_ALIASES, JobSpec
 
 # kohya optimizers that run only on CUDA through bitsandbytes (sd-scripts library/train_util.py get_optimizer).
-BITSANDBYTES_OPTIMIZERS = ("AdamW8bit", "PagedAdamW8bit", "PagedAdamW32bit", "Lion8bit", "PagedLion8bit",
-                           "SGDNesterov8bit", "AdEMAMix8bit", "PagedAdEMAMix8bit")
+BITSANDBYTES_OPTIMIZERS = (
+    "AdamW8bit",
+    "PagedAdamW8bit",
+    "PagedAdamW32bit",
+    "Lion8bit",
+    "PagedLion8bit",
+    "SGDNesterov8bit",
+    "AdEMAMix8bit",
+    "PagedAdEMAMix8bit",
+)
 
 
 @dataclass(frozen=True)
@@ -48,15 +57,21 @@ def machine_problems(spec: JobSpec, machine: Machine) -> list[str]:
     opt = t.optimizer_type
     if opt in BITSANDBYTES_OPTIMIZERS or opt.lower().endswith("8bit"):
         if machine.cuda is False:
-            problems.append(f"{spec.source}: training.optimizer_type: {opt} needs a CUDA GPU (bitsandbytes) but the "
-                            f"job runs on {machine.where}; use AdamW (or auto), or choose a GPU provider")
+            problems.append(
+                f"{spec.source}: training.optimizer_type: {opt} needs a CUDA GPU (bitsandbytes) but the "
+                f"job runs on {machine.where}; use AdamW (or auto), or choose a GPU provider"
+            )
         elif machine.bitsandbytes is False:
-            problems.append(f"{spec.source}: training.optimizer_type: {opt} needs the bitsandbytes package on "
-                            f"{machine.where}; pip install bitsandbytes, or use AdamW")
+            problems.append(
+                f"{spec.source}: training.optimizer_type: {opt} needs the bitsandbytes package on "
+                f"{machine.where}; pip install bitsandbytes, or use AdamW"
+            )
     if t.mixed_precision in ("fp16", "bf16") and machine.cuda is False and _set_by_user(spec, "mixed_precision"):
-        problems.append(f"{spec.source}: training.mixed_precision: {t.mixed_precision} needs a CUDA GPU but the job "
-                        f"runs on {machine.where}, where it would silently train in fp32; set mixed_precision "
-                        f"\"no\", or choose a GPU provider")
+        problems.append(
+            f"{spec.source}: training.mixed_precision: {t.mixed_precision} needs a CUDA GPU but the job "
+            f"runs on {machine.where}, where it would silently train in fp32; set mixed_precision "
+            f'"no", or choose a GPU provider'
+        )
     return problems
 
 

@@ -3,6 +3,7 @@
 parse (YAML/TOML → mapping) → build (mapping → frozen `JobSpec`, precise errors) → validate (cross-field rules).
 Nothing here touches the network or the dataset; `runner/job/validate.py` adds the dataset scan.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,12 +13,18 @@ from typing import Any
 
 import yaml
 
-from lorarun.image.engine_config import DatasetConfig, EngineConfig, ModelConfig, SampleConfig, TrainingConfig, family_option_problems
+from lorarun.image.engine_config import (
+    DatasetConfig,
+    EngineConfig,
+    ModelConfig,
+    SampleConfig,
+    TrainingConfig,
+    family_option_problems,
+)
 from lorarun.image.flux_config import FluxConfig
 from lorarun.image.names import output_name_problem
 from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
-
 from lorarun.runner.errors import InvalidJob, SpecError
 
 PROVIDERS = ("local", "ssh", "vastai", "runpod")
@@ -50,7 +57,9 @@ class Resources:
 
     def validate(self, where: str = "resources") -> None:
         if self.provider and self.provider not in PROVIDERS:
-            raise ConfigError(f"{where}.provider: unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}")
+            raise ConfigError(
+                f"{where}.provider: unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}"
+            )
         if self.gpu_count < 1:
             raise ConfigError(f"{where}.gpu_count: must be at least 1")
         for name in ("max_price_per_hour", "max_cost"):
@@ -104,8 +113,14 @@ class JobSpec:
     def output_dir(self) -> Path:
         return self.resolve(self.output.dir)
 
-    def with_overrides(self, *, provider: str | None = None, out: Path | None = None,
-                       max_cost: float | None = None, validate: bool = True) -> "JobSpec":
+    def with_overrides(
+        self,
+        *,
+        provider: str | None = None,
+        out: Path | None = None,
+        max_cost: float | None = None,
+        validate: bool = True,
+    ) -> JobSpec:
         spec = self
         if provider:
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, provider=provider))
@@ -135,10 +150,11 @@ class JobSpec:
             except ConfigError as exc:
                 found.extend(exc.problems)
         flux_said = any(p.startswith("flux.") for p in found)  # one line about a flux section is enough
-        if self.flux != FluxConfig() and self.model.family != "flux" and not {"model", "flux"} & skip \
-                and not flux_said:
-            found.append(f"flux: this section applies to model.family flux only (the job's family is "
-                         f"{self.model.family}); remove it or set model.family: flux")
+        if self.flux != FluxConfig() and self.model.family != "flux" and not {"model", "flux"} & skip and not flux_said:
+            found.append(
+                f"flux: this section applies to model.family flux only (the job's family is "
+                f"{self.model.family}); remove it or set model.family: flux"
+            )
         if not {"model", "dataset", "training"} & skip:
             found.extend(family_option_problems(self.model, self.dataset, self.training))
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
@@ -152,13 +168,28 @@ class JobSpec:
         if problems:
             raise InvalidJob(problems)
 
-    def engine_config(self, *, job_id: str, dataset_dir: str, reg_dir: str | None, output_dir: str,
-                      work_dir: str = "", device: str = "auto") -> EngineConfig:
+    def engine_config(
+        self,
+        *,
+        job_id: str,
+        dataset_dir: str,
+        reg_dir: str | None,
+        output_dir: str,
+        work_dir: str = "",
+        device: str = "auto",
+    ) -> EngineConfig:
         """The engine's view of this job, with paths as the engine will see them."""
         dataset = dataclasses.replace(self.dataset, train_data_dir=dataset_dir, reg_data_dir=reg_dir)
         return EngineConfig(
-            job_id=job_id, output_dir=output_dir, output_name=self.output.name, model=self.model,
-            dataset=dataset, training=self.training, sample=self.sample, flux=self.flux, work_dir=work_dir,
+            job_id=job_id,
+            output_dir=output_dir,
+            output_name=self.output.name,
+            model=self.model,
+            dataset=dataset,
+            training=self.training,
+            sample=self.sample,
+            flux=self.flux,
+            work_dir=work_dir,
             device=device,
         )
 

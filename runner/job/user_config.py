@@ -8,6 +8,7 @@ Where it lives: `$LORARUN_CONFIG` when set (tests, several setups); otherwise th
 `~/Library/Application Support/lorarun/config.toml` on macOS, `%APPDATA%\\lorarun\\config.toml` on Windows.
 API keys do not go here: they stay in the environment or the providers' own files (see credentials.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,10 @@ import math
 import os
 import sys
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -37,7 +39,7 @@ def _gpus(value: str | list) -> list[str]:
     names = value if isinstance(value, list) else value.split(",")
     out = [str(n).strip() for n in names if str(n).strip()]
     if not out:
-        raise ValueError("give one or more GPU names, comma-separated, e.g. \"RTX 4090,RTX 3090\"")
+        raise ValueError('give one or more GPU names, comma-separated, e.g. "RTX 4090,RTX 3090"')
     return out
 
 
@@ -75,16 +77,23 @@ class Key:
     help: str
 
 
-KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("provider", _provider, "where jobs run when the job file does not say: local, ssh, vastai or runpod"),
-    Key("gpus", _gpus, "acceptable GPU names, comma-separated (e.g. \"RTX 4090,RTX 3090\")"),
-    Key("gpu_count", _count, "GPUs per instance"),
-    Key("max_price_per_hour", _dollars, "skip offers above this hourly price (dollars)"),
-    Key("max_cost", _dollars, "refuse jobs predicted above this, stop a job when its spend reaches it (dollars)"),
-    Key("image", _text, "the engine image instances run (lorarun image build --push makes one)"),
-    Key("cost_ceiling", _dollars, "refuse a job without max_cost predicted above this, even with --yes "
-                                  "(dollars; default 50, runner/price/budget.py)"),
-)}
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key("provider", _provider, "where jobs run when the job file does not say: local, ssh, vastai or runpod"),
+        Key("gpus", _gpus, 'acceptable GPU names, comma-separated (e.g. "RTX 4090,RTX 3090")'),
+        Key("gpu_count", _count, "GPUs per instance"),
+        Key("max_price_per_hour", _dollars, "skip offers above this hourly price (dollars)"),
+        Key("max_cost", _dollars, "refuse jobs predicted above this, stop a job when its spend reaches it (dollars)"),
+        Key("image", _text, "the engine image instances run (lorarun image build --push makes one)"),
+        Key(
+            "cost_ceiling",
+            _dollars,
+            "refuse a job without max_cost predicted above this, even with --yes "
+            "(dollars; default 50, runner/price/budget.py)",
+        ),
+    )
+}
 ALIASES = {"max_price": "max_price_per_hour", "gpu": "gpus"}
 
 
@@ -106,8 +115,10 @@ def canonical(key: str) -> str:
         from lorarun.image.schema import closest
 
         hint = closest(key, list(KEYS))
-        raise UserInputError(f"config: unknown key {key!r}" + (f"; did you mean {hint!r}?" if hint else
-                                                                 f"; known keys: {', '.join(KEYS)}"))
+        raise UserInputError(
+            f"config: unknown key {key!r}"
+            + (f"; did you mean {hint!r}?" if hint else f"; known keys: {', '.join(KEYS)}")
+        )
     return name
 
 

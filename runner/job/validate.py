@@ -1,5 +1,6 @@
 """Phase 1: everything that can be checked for free — spec, dataset, base model reference, credentials, budget.
 No network. Raises `InvalidJob` listing every problem, each one line naming the file/field and what to do."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,6 @@ from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
 from lorarun.image.ranges import RANGES, TOTAL_STEPS, out_of_range, range_problems
 from lorarun.image.schema import ConfigError
-
 from lorarun.runner.errors import InvalidJob, SpecError, UserInputError
 from lorarun.runner.job.flux_files import flux_problems
 from lorarun.runner.job.hub_check import check_hub_model
@@ -48,12 +48,24 @@ class ValidatedJob:
 
 def bucket_spec(spec: JobSpec) -> BucketSpec:
     d = spec.dataset
-    return BucketSpec(resolution=d.resolution, enable_bucket=d.enable_bucket, min_size=d.min_bucket_reso,
-                      max_size=d.max_bucket_reso, steps=d.bucket_reso_steps, no_upscale=d.bucket_no_upscale)
+    return BucketSpec(
+        resolution=d.resolution,
+        enable_bucket=d.enable_bucket,
+        min_size=d.min_bucket_reso,
+        max_size=d.max_bucket_reso,
+        steps=d.bucket_reso_steps,
+        no_upscale=d.bucket_no_upscale,
+    )
 
 
-def validate_job(path: Path, *, provider: str | None = None, out: Path | None = None,
-                 max_cost: float | None = None, check_credentials: bool = False) -> ValidatedJob:
+def validate_job(
+    path: Path,
+    *,
+    provider: str | None = None,
+    out: Path | None = None,
+    max_cost: float | None = None,
+    check_credentials: bool = False,
+) -> ValidatedJob:
     """Everything free to check, collected: raises one `InvalidJob` whose `problems` lists every line found
     (spec fields and ranges, command-line values, base model, machine, output name and folder, dataset)."""
     problems: list[str] = []
@@ -87,14 +99,18 @@ def validate_job(path: Path, *, provider: str | None = None, out: Path | None = 
         machine = machine_for(spec.resources.provider)
         problems += machine_problems(spec, machine)
         problems += flux_problems(spec, machine.cuda)
-    dir_problem = (output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
-                   if "output" not in failed_sections or out is not None else None)
+    dir_problem = (
+        output_dir_problem(spec.output_dir, "--out" if out is not None else "output.dir")
+        if "output" not in failed_sections or out is not None
+        else None
+    )
     if dir_problem:
         problems.append(dir_problem if out is not None else f"{spec.source}: {dir_problem}")
     scan = None
     if "dataset" not in failed_sections and _dataset_section_ok(spec):
-        scan = scan_dataset(spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir,
-                            caption_extension=spec.dataset.caption_extension)
+        scan = scan_dataset(
+            spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir, caption_extension=spec.dataset.caption_extension
+        )
         problems += [str(p) for p in scan.errors]
     if problems:
         raise InvalidJob(problems)
@@ -160,13 +176,16 @@ def check_base_model(spec: JobSpec) -> str:
     if looks_like_path:
         path = spec.resolve(base)
         if not path.exists():
-            raise SpecError(f"{spec.source}: model.base: {path} does not exist; give a diffusers folder, a "
-                            f".safetensors/.ckpt file, or a Hugging Face id like runwayml/stable-diffusion-v1-5")
+            raise SpecError(
+                f"{spec.source}: model.base: {path} does not exist; give a diffusers folder, a "
+                f".safetensors/.ckpt file, or a Hugging Face id like runwayml/stable-diffusion-v1-5"
+            )
         if path.is_file() and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
             raise SpecError(f"{spec.source}: model.base: {path.name} is not a .safetensors or .ckpt checkpoint")
         if path.is_dir() and not (path / "model_index.json").is_file():
-            raise SpecError(f"{spec.source}: model.base: {path} is a folder without model_index.json "
-                            f"(not a diffusers model folder)")
+            raise SpecError(
+                f"{spec.source}: model.base: {path} is a folder without model_index.json (not a diffusers model folder)"
+            )
         if path.is_file():
             check_checkpoint_file(spec, path)
         return ""
@@ -186,12 +205,16 @@ def check_checkpoint_file(spec: JobSpec, path: Path) -> CheckpointInfo:
         raise SpecError(f"{spec.source}: model.base: {exc}") from None
     model = spec.model
     if info.family != model.family:
-        raise SpecError(f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.family is "
-                        f"{model.family!r}; set model.family: {info.family} or give a {model.family} checkpoint")
+        raise SpecError(
+            f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.family is "
+            f"{model.family!r}; set model.family: {info.family} or give a {model.family} checkpoint"
+        )
     if info.family == "sd15" and info.sd2 is not None and info.sd2 != model.v2:
         fix = "set model.v2: true (and v_parameterization: true for a 768-v model)" if info.sd2 else "remove model.v2"
-        raise SpecError(f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.v2 is "
-                        f"{str(model.v2).lower()}; {fix}")
+        raise SpecError(
+            f"{spec.source}: model.base: {path.name} is {_article(info.describe())} but model.v2 is "
+            f"{str(model.v2).lower()}; {fix}"
+        )
     return info
 
 

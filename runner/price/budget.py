@@ -3,17 +3,17 @@
 Spend is computed from the instance's real price and its running time (never from the estimate), so a job that
 runs slower than predicted is still stopped at the user's limit. The clock is injected: tests drive time.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lorarun.image.ranges import LEASE_SECONDS
 from lorarun.provider_adapters.base import Instance
-
 from lorarun.runner.errors import BudgetError, UserInputError
 from lorarun.runner.price.estimate import Estimate
 
@@ -42,14 +42,22 @@ class SpendTracker:
     training_started_at: float | None = field(default=None)
 
     @classmethod
-    def for_instance(cls, instance: Instance, *, created_at: float, fallback_price: float,
-                     clock: Callable[[], float] = time.time, storage_per_hour: float = 0.0) -> "SpendTracker":
+    def for_instance(
+        cls,
+        instance: Instance,
+        *,
+        created_at: float,
+        fallback_price: float,
+        clock: Callable[[], float] = time.time,
+        storage_per_hour: float = 0.0,
+    ) -> SpendTracker:
         """From the instance as the provider reports it; the offer's price only if the instance has none."""
         price = instance.price_per_hour if instance.price_per_hour is not None else fallback_price
         start = instance.started_at if instance.started_at is not None else created_at
         # A provider clock ahead of ours must not hide spend: billing started no later than create() returned.
-        return cls(price_per_hour=price, started_at=min(start, created_at), clock=clock,
-                   storage_per_hour=storage_per_hour)
+        return cls(
+            price_per_hour=price, started_at=min(start, created_at), clock=clock, storage_per_hour=storage_per_hour
+        )
 
     def elapsed(self) -> float:
         return max(0.0, self.clock() - self.started_at)
@@ -119,9 +127,12 @@ def refuse_over_budget(predicted: float, max_cost: float | None) -> None:
     if predicted <= limit:
         return
     shown = f"${predicted:,.2f}" if math.isfinite(predicted) else str(predicted)
-    fix = ("raise max_cost (job file or --max-cost) or make the job smaller" if where == "max_cost" else
-           "set resources.max_cost (or --max-cost) to at least that, raise the ceiling with `lorarun config set "
-           "cost_ceiling N`, or make the job smaller")
+    fix = (
+        "raise max_cost (job file or --max-cost) or make the job smaller"
+        if where == "max_cost"
+        else "set resources.max_cost (or --max-cost) to at least that, raise the ceiling with `lorarun config set "
+        "cost_ceiling N`, or make the job smaller"
+    )
     raise BudgetError(f"predicted total {shown} is above {where} (${limit:,.2f}); nothing was rented; {fix}")
 
 
@@ -132,8 +143,13 @@ def bounded_lease(seconds: float) -> float:
     return max(seconds, LEASE_SECONDS.low)
 
 
-def lease_seconds(estimate: Estimate, safety_factor: float = 1.5, max_cost: float | None = None,
-                  price: float | None = None, minimum: float = MIN_LEASE_S) -> float:
+def lease_seconds(
+    estimate: Estimate,
+    safety_factor: float = 1.5,
+    max_cost: float | None = None,
+    price: float | None = None,
+    minimum: float = MIN_LEASE_S,
+) -> float:
     """How long the on-instance agent may run before it stops and destroys its own machine.
 
     The estimate × a safety factor (estimates are off by up to ~1.6× run to run, baselines.md), never less than

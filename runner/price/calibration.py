@@ -11,6 +11,7 @@ Where the numbers come from, in the order a lookup prefers them:
 
 Loading is the only I/O; `Calibration` itself is immutable data with pure lookups.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -167,16 +168,24 @@ class Measurement:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
         return cls(
-            recorded_at=float(data["recorded_at"]), job_id=str(data["job_id"]), provider=str(data["provider"]),
-            gpu_name=str(data["gpu_name"]), gpu=str(data["gpu"]), gpu_count=int(data.get("gpu_count", 1)),
-            family=str(data["family"]), resolution=_reso(data["resolution"]), batch=int(data["batch"]),
-            options=StepOptions(**data.get("options", {})), steps=int(data.get("steps", 0)),
+            recorded_at=float(data["recorded_at"]),
+            job_id=str(data["job_id"]),
+            provider=str(data["provider"]),
+            gpu_name=str(data["gpu_name"]),
+            gpu=str(data["gpu"]),
+            gpu_count=int(data.get("gpu_count", 1)),
+            family=str(data["family"]),
+            resolution=_reso(data["resolution"]),
+            batch=int(data["batch"]),
+            options=StepOptions(**data.get("options", {})),
+            steps=int(data.get("steps", 0)),
             measured=Measured(**data.get("measured", {})),
             predicted_phases=tuple((str(k), float(v)) for k, v in data.get("predicted_phases", ())),
             predicted_seconds_per_step=data.get("predicted_seconds_per_step"),
-            predicted_total_s=data.get("predicted_total_s"), predicted_cost=data.get("predicted_cost"),
+            predicted_total_s=data.get("predicted_total_s"),
+            predicted_cost=data.get("predicted_cost"),
         )
 
 
@@ -213,16 +222,37 @@ class Calibration:
             if sps is None:
                 continue
             when = time.strftime("%Y-%m-%d", time.localtime(m.recorded_at))
-            rows.append(StepRow(m.gpu, m.family, m.resolution, m.batch, m.options, sps,
-                                f"measured: job {m.job_id} on {when}", measured=True, gpu_count=m.gpu_count))
+            rows.append(
+                StepRow(
+                    m.gpu,
+                    m.family,
+                    m.resolution,
+                    m.batch,
+                    m.options,
+                    sps,
+                    f"measured: job {m.job_id} on {when}",
+                    measured=True,
+                    gpu_count=m.gpu_count,
+                )
+            )
         return rows
 
-    def seconds_per_step(self, gpu_name: str, family: str, resolution: tuple[int, int], batch: int,
-                         options: StepOptions, gpu_count: int = 1) -> StepTime:
+    def seconds_per_step(
+        self,
+        gpu_name: str,
+        family: str,
+        resolution: tuple[int, int],
+        batch: int,
+        options: StepOptions,
+        gpu_count: int = 1,
+    ) -> StepTime:
         gpu = gpu_key(gpu_name)
         measured = self.measured_rows()
-        same = [r for r in measured if _same_setting(r, gpu, family, resolution, batch, options)
-                and r.gpu_count == gpu_count][:RECENT]
+        same = [
+            r
+            for r in measured
+            if _same_setting(r, gpu, family, resolution, batch, options) and r.gpu_count == gpu_count
+        ][:RECENT]
         if same:
             seconds = statistics.median(r.seconds_per_step for r in same)
             runs = f"median of {len(same)} runs, latest " if len(same) > 1 else ""
@@ -238,8 +268,9 @@ class Calibration:
         what = f"{ref.gpu} {ref.family}@{ref.resolution[0]}x{ref.resolution[1]} bs{ref.batch}"
         return StepTime(seconds, f"scaled from {what} ({ref.source})", "scaled")
 
-    def _reference(self, rows: list[StepRow], gpu: str, family: str, resolution: tuple[int, int], batch: int,
-                   options: StepOptions) -> StepRow:
+    def _reference(
+        self, rows: list[StepRow], gpu: str, family: str, resolution: tuple[int, int], batch: int, options: StepOptions
+    ) -> StepRow:
         same_family = [r for r in rows if r.family == family]
         if not same_family:
             raise ValueError(f"no calibration row for model family {family!r}")
@@ -259,13 +290,16 @@ class Calibration:
 
         return min(same_family, key=distance)
 
-    def compute_seconds(self, gpu: str, family: str, resolution: tuple[int, int], batch: int,
-                        options: StepOptions) -> float:
+    def compute_seconds(
+        self, gpu: str, family: str, resolution: tuple[int, int], batch: int, options: StepOptions
+    ) -> float:
         """The arithmetic part of a step: FLOPs / (peak × efficiency)."""
         fam = self.family(family)
         ref_pixels = fam.reference_resolution[0] * fam.reference_resolution[1]
-        tflop = fam.train_tflop_per_sample * (resolution[0] * resolution[1] / ref_pixels) ** \
-            self.factors.resolution_exponent
+        tflop = (
+            fam.train_tflop_per_sample
+            * (resolution[0] * resolution[1] / ref_pixels) ** self.factors.resolution_exponent
+        )
         if options.gradient_checkpointing:
             tflop *= fam.checkpointing_flops
         seconds = tflop * batch / (self.tflops(gpu)[0] * self.factors.efficiency)
@@ -308,8 +342,11 @@ class Calibration:
     def install_seconds(self, provider: str, assumed: float) -> tuple[float, str]:
         """Seconds to pip-install lorarun on `provider`'s stock image: the median of the latest measured installs
         there (the pip cache and the provider's network decide it), else `assumed`."""
-        learned = [m.measured.install_s for m in reversed(self.measurements)
-                   if m.provider == provider and m.measured.install_s is not None][:RECENT]
+        learned = [
+            m.measured.install_s
+            for m in reversed(self.measurements)
+            if m.provider == provider and m.measured.install_s is not None
+        ][:RECENT]
         if learned:
             return statistics.median(learned), f"measured ({provider}, {len(learned)} job(s))"
         return assumed, "assumed"
@@ -345,11 +382,11 @@ class Calibration:
                 break
         return statistics.median(rates) if rates else None
 
-    def accuracy(self, last: int = 5) -> "Accuracy | None":
+    def accuracy(self, last: int = 5) -> Accuracy | None:
         rows = [m for m in self.measurements if m.predicted_total_s and m.measured.total_s][-last:]
         return Accuracy(tuple(rows)) if rows else None
 
-    def with_measurements(self, measurements: tuple[Measurement, ...]) -> "Calibration":
+    def with_measurements(self, measurements: tuple[Measurement, ...]) -> Calibration:
         return dataclasses.replace(self, measurements=measurements)
 
 
@@ -363,8 +400,11 @@ class Accuracy:
         return [m.measured.total_s / m.predicted_total_s for m in self.rows]
 
     def step_ratios(self) -> list[float]:
-        return [m.measured.seconds_per_step / m.predicted_seconds_per_step for m in self.rows
-                if m.measured.seconds_per_step and m.predicted_seconds_per_step]
+        return [
+            m.measured.seconds_per_step / m.predicted_seconds_per_step
+            for m in self.rows
+            if m.measured.seconds_per_step and m.predicted_seconds_per_step
+        ]
 
     def text(self) -> str:
         def span(values: list[float]) -> str:
@@ -376,8 +416,9 @@ class Accuracy:
         steps = self.step_ratios()
         if steps:
             parts.append(f"steps ran at {span(steps)} the estimated seconds per step")
-        costs = [(m.predicted_cost, m.measured.cost) for m in self.rows
-                 if m.predicted_cost and m.measured.cost is not None]
+        costs = [
+            (m.predicted_cost, m.measured.cost) for m in self.rows if m.predicted_cost and m.measured.cost is not None
+        ]
         if costs:
             parts.append(f"cost ${sum(c for _, c in costs):.2f} against ${sum(p for p, _ in costs):.2f} estimated")
         return "; ".join(parts)
@@ -442,24 +483,42 @@ def parse_table(data: dict[str, Any]) -> Calibration:
     f, t, s = data["factors"], data["transfer"], data["sampling"]
     return Calibration(
         gpus=tuple((k, float(v["bf16_tflops"]), v["source"]) for k, v in data["gpus"].items()),
-        families=tuple((k, FamilyCosts(
-            train_tflop_per_sample=float(v["train_tflop_per_sample"]),
-            reference_resolution=_reso(v["reference_resolution"]), checkpointing_flops=float(v["checkpointing_flops"]),
-            load_s=float(v["load_s"]), cache_s_per_image=float(v["cache_s_per_image"]),
-            model_gb=float(v["model_gb"]), source=v["source"],
-        )) for k, v in data["families"].items()),
-        providers=tuple((k, ProviderCosts(float(v["boot_s"]), bool(v["pulls_image"]), v["source"]))
-                        for k, v in data["providers"].items()),
+        families=tuple(
+            (
+                k,
+                FamilyCosts(
+                    train_tflop_per_sample=float(v["train_tflop_per_sample"]),
+                    reference_resolution=_reso(v["reference_resolution"]),
+                    checkpointing_flops=float(v["checkpointing_flops"]),
+                    load_s=float(v["load_s"]),
+                    cache_s_per_image=float(v["cache_s_per_image"]),
+                    model_gb=float(v["model_gb"]),
+                    source=v["source"],
+                ),
+            )
+            for k, v in data["families"].items()
+        ),
+        providers=tuple(
+            (k, ProviderCosts(float(v["boot_s"]), bool(v["pulls_image"]), v["source"]))
+            for k, v in data["providers"].items()
+        ),
         factors=Factors(
-            efficiency=float(data["efficiency"]["value"]), checkpointing_overhead=f["checkpointing_overhead"],
-            text_encoder_overhead=f["text_encoder_overhead"], fp32_compute=f["fp32_compute"],
-            multi_gpu_step=f["multi_gpu_step"], resolution_exponent=f["resolution_exponent"],
+            efficiency=float(data["efficiency"]["value"]),
+            checkpointing_overhead=f["checkpointing_overhead"],
+            text_encoder_overhead=f["text_encoder_overhead"],
+            fp32_compute=f["fp32_compute"],
+            multi_gpu_step=f["multi_gpu_step"],
+            resolution_exponent=f["resolution_exponent"],
             min_overhead_share=f["min_overhead_share"],
         ),
-        transfer=Transfer(image_gb=t["image_gb"], laptop_up_mbps=t["laptop_up_mbps"],
-                          laptop_down_mbps=t["laptop_down_mbps"], network_efficiency=t["network_efficiency"],
-                          image_extract_s_per_gb=t["image_extract_s_per_gb"],
-                          slow_network_mbps=t["slow_network_mbps"]),
+        transfer=Transfer(
+            image_gb=t["image_gb"],
+            laptop_up_mbps=t["laptop_up_mbps"],
+            laptop_down_mbps=t["laptop_down_mbps"],
+            network_efficiency=t["network_efficiency"],
+            image_extract_s_per_gb=t["image_extract_s_per_gb"],
+            slow_network_mbps=t["slow_network_mbps"],
+        ),
         sampling=Sampling(denoise_step_share=s["denoise_step_share"], per_image_s=s["per_image_s"]),
         shipped=tuple(_row(r) for r in data["steps"]),
     )
@@ -484,9 +543,16 @@ def read_measurements(home: Path | None = None) -> list[Measurement]:
     return out
 
 
-def record_measurement(estimate: "Estimate", inputs: "EstimateInputs", measured: Measured, *, job_id: str,
-                       gpu_name: str | None = None, home: Path | None = None,
-                       clock=time.time) -> Measurement:
+def record_measurement(
+    estimate: Estimate,
+    inputs: EstimateInputs,
+    measured: Measured,
+    *,
+    job_id: str,
+    gpu_name: str | None = None,
+    home: Path | None = None,
+    clock=time.time,
+) -> Measurement:
     """Append what one finished job measured, beside what was predicted for it, to calibration.jsonl.
 
     `estimate` and `inputs` are the ones the job was launched with; `gpu_name` is the instance's real GPU when
@@ -495,11 +561,21 @@ def record_measurement(estimate: "Estimate", inputs: "EstimateInputs", measured:
     offer = estimate.offer
     name = gpu_name or offer.gpu_name
     record = Measurement(
-        recorded_at=clock(), job_id=job_id, provider=offer.provider, gpu_name=name, gpu=gpu_key(name),
+        recorded_at=clock(),
+        job_id=job_id,
+        provider=offer.provider,
+        gpu_name=name,
+        gpu=gpu_key(name),
         gpu_count=max(1, min(offer.gpu_count or 1, inputs.gpu_count)),
-        family=inputs.family, resolution=inputs.resolution, batch=inputs.batch_size, options=inputs.options,
-        steps=inputs.steps, measured=measured, predicted_phases=estimate.phases.items(),
-        predicted_seconds_per_step=estimate.seconds_per_step, predicted_total_s=estimate.total_seconds,
+        family=inputs.family,
+        resolution=inputs.resolution,
+        batch=inputs.batch_size,
+        options=inputs.options,
+        steps=inputs.steps,
+        measured=measured,
+        predicted_phases=estimate.phases.items(),
+        predicted_seconds_per_step=estimate.seconds_per_step,
+        predicted_total_s=estimate.total_seconds,
         predicted_cost=estimate.total_cost,
     )
     path = measurements_path(home)
@@ -509,8 +585,9 @@ def record_measurement(estimate: "Estimate", inputs: "EstimateInputs", measured:
     return record
 
 
-def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = None,
-               clock=time.time) -> Measurement | None:
+def record_job(
+    *, run: Any, offer: Any, provider: str = "", home: Path | None = None, clock=time.time
+) -> Measurement | None:
     """`record_measurement` from the pipeline's own bookkeeping: `run.job` (ValidatedJob), `run.timings`
     (boot, upload, upload_bytes, training, seconds_per_step, download — seconds) and the rented `offer`.
 
@@ -528,11 +605,14 @@ def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = 
     sps = t.get("seconds_per_step")
     measured_phases = [t[k] for k in ("boot", "upload", "training", "download") if k in t]
     measured = Measured(
-        boot_s=t.get("boot"), upload_s=t.get("upload"),
+        boot_s=t.get("boot"),
+        upload_s=t.get("upload"),
         upload_bytes=int(t["upload_bytes"]) if "upload_bytes" in t else None,
         # The monitor measures seconds per step directly (slope of the second half); stored as steps × s/step.
-        train_s=sps * inputs.steps if sps else None, steps_done=inputs.steps if sps else None,
-        training_wall_s=t.get("training"), download_s=t.get("download"),
+        train_s=sps * inputs.steps if sps else None,
+        steps_done=inputs.steps if sps else None,
+        training_wall_s=t.get("training"),
+        download_s=t.get("download"),
         total_s=sum(measured_phases) if len(measured_phases) == 4 else None,
         cost=(sum(measured_phases) * offer.price_per_hour / 3600) if len(measured_phases) == 4 else None,
         install_s=t.get("install"),
@@ -543,10 +623,16 @@ def record_job(*, run: Any, offer: Any, provider: str = "", home: Path | None = 
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-def _same_setting(r: StepRow, gpu: str, family: str, resolution: tuple[int, int], batch: int,
-                  options: StepOptions) -> bool:
-    return (r.gpu == gpu and r.family == family and tuple(r.resolution) == tuple(resolution)
-            and r.batch == batch and r.options.key == options.key)
+def _same_setting(
+    r: StepRow, gpu: str, family: str, resolution: tuple[int, int], batch: int, options: StepOptions
+) -> bool:
+    return (
+        r.gpu == gpu
+        and r.family == family
+        and tuple(r.resolution) == tuple(resolution)
+        and r.batch == batch
+        and r.options.key == options.key
+    )
 
 
 def _pull_part(m: Measurement) -> float:
@@ -564,9 +650,15 @@ def _reso(value: Any) -> tuple[int, int]:
 
 def _row(r: dict[str, Any]) -> StepRow:
     return StepRow(
-        gpu=r["gpu"], family=r["family"], resolution=_reso(r["resolution"]), batch=int(r["batch"]),
-        options=StepOptions(gradient_checkpointing=bool(r.get("gradient_checkpointing", False)),
-                            trains_text_encoder=bool(r.get("trains_text_encoder", False)),
-                            mixed_precision=str(r.get("mixed_precision", "bf16"))),
-        seconds_per_step=float(r["seconds_per_step"]), source=r["source"],
+        gpu=r["gpu"],
+        family=r["family"],
+        resolution=_reso(r["resolution"]),
+        batch=int(r["batch"]),
+        options=StepOptions(
+            gradient_checkpointing=bool(r.get("gradient_checkpointing", False)),
+            trains_text_encoder=bool(r.get("trains_text_encoder", False)),
+            mixed_precision=str(r.get("mixed_precision", "bf16")),
+        ),
+        seconds_per_step=float(r["seconds_per_step"]),
+        source=r["source"],
     )

@@ -6,6 +6,7 @@
 Users compare dollars per LoRA, not dollars per hour: a $0.70/h H100 can beat a $0.30/h 3090 once boot,
 transfers and step time are counted. Every time comes with where it came from (`calibration.py`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,11 +20,10 @@ from lorarun.image.engine_config import BUILTIN_PREFIX
 from lorarun.image.memory import FAMILIES as MEMORY_FAMILIES
 from lorarun.image.memory import config_memory_keys, estimate_vram_gb, ram_needed_gb, suggest_fit
 from lorarun.provider_adapters.base import Offer
-
-from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
 from lorarun.runner.job.flux_files import local_files as flux_local_files
+from lorarun.runner.job.spec import JobSpec, Resources
+from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
 from lorarun.runner.run import stock
-from lorarun.runner.job.spec import Resources, JobSpec
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
 UNKNOWN_LINK_MBPS = 200.0  # an offer that does not state its bandwidth: a middling datacenter link
@@ -123,18 +123,35 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         o = self.offer
         return {
-            "provider": o.provider, "offer_id": o.id, "gpu": o.gpu_name, "gpu_count": o.gpu_count,
-            "vram_gb": o.vram_gb, "price_per_hour": o.price_per_hour, "reliability": o.reliability,
-            "inet_down_mbps": o.inet_down_mbps, "location": o.location, "interruptible": o.interruptible,
-            "seconds": {**dict(self.phases.items()), "startup": self.phases.startup,
-                        "transfer": self.phases.transfer, "training": self.phases.training,
-                        "total": self.total_seconds},
+            "provider": o.provider,
+            "offer_id": o.id,
+            "gpu": o.gpu_name,
+            "gpu_count": o.gpu_count,
+            "vram_gb": o.vram_gb,
+            "price_per_hour": o.price_per_hour,
+            "reliability": o.reliability,
+            "inet_down_mbps": o.inet_down_mbps,
+            "location": o.location,
+            "interruptible": o.interruptible,
+            "seconds": {
+                **dict(self.phases.items()),
+                "startup": self.phases.startup,
+                "transfer": self.phases.transfer,
+                "training": self.phases.training,
+                "total": self.total_seconds,
+            },
             "minutes_total": round(self.total_seconds / 60, 2),
-            "seconds_per_step": self.seconds_per_step, "step_source": self.step_source,
-            "step_kind": self.step_kind, "boot_source": self.boot_source,
-            "compute_cost": round(self.compute_cost, 4), "storage_cost": round(self.storage_cost, 4),
-            "total_cost": round(self.total_cost, 4), "vram_needed_gb": self.vram_needed_gb,
-            "fits": self.fits, "excluded": self.excluded, "per_job_costs": list(self.per_job_costs),
+            "seconds_per_step": self.seconds_per_step,
+            "step_source": self.step_source,
+            "step_kind": self.step_kind,
+            "boot_source": self.boot_source,
+            "compute_cost": round(self.compute_cost, 4),
+            "storage_cost": round(self.storage_cost, 4),
+            "total_cost": round(self.total_cost, 4),
+            "vram_needed_gb": self.vram_needed_gb,
+            "fits": self.fits,
+            "excluded": self.excluded,
+            "per_job_costs": list(self.per_job_costs),
         }
 
 
@@ -146,29 +163,52 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     family, trains_te, quantization = config_memory_keys(spec)
     steps = scan.total_steps(t.batch_size, t.max_train_epochs, t.max_train_steps, t.gradient_accumulation_steps)
     epochs = scan.epochs_for(t.batch_size, t.max_train_epochs, t.max_train_steps, t.gradient_accumulation_steps)
-    options = StepOptions(gradient_checkpointing=t.gradient_checkpointing,
-                          trains_text_encoder=trains_te, mixed_precision=t.mixed_precision)
+    options = StepOptions(
+        gradient_checkpointing=t.gradient_checkpointing,
+        trains_text_encoder=trains_te,
+        mixed_precision=t.mixed_precision,
+    )
     download_gb, upload_bytes = _model_transfer(spec, cal.family(family).model_gb)
     upload_bytes += sum(_folder_bytes(p) for p in flux_local_files(spec).values())  # flux.transformer, t5xxl, …
     dataset_bytes = _folder_bytes(spec.dataset_dir) + (_folder_bytes(spec.reg_dir) if spec.reg_dir else 0)
-    sample_images = _sample_images(len(s.prompts), epochs, s.every_n_epochs, len(s.grid_strengths) *
-                                   len(s.grid_seeds))
+    sample_images = _sample_images(len(s.prompts), epochs, s.every_n_epochs, len(s.grid_strengths) * len(s.grid_seeds))
     w, h = s.width or spec.dataset.resolution[0], s.height or spec.dataset.resolution[1]
     # One file per save epoch, plus the final one unless the last epoch was itself a save epoch.
     every = t.save_every_n_epochs
     saves = (epochs // every + (1 if epochs % every else 0)) if every else 1
-    output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + \
-        int(sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL)
+    output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + int(
+        sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL
+    )
     return EstimateInputs(
-        steps=steps, family=family, resolution=tuple(spec.dataset.resolution), batch_size=t.batch_size,
-        options=options, network_dim=t.network_dim, num_images=scan.num_images + scan.num_reg_images,
-        dataset_bytes=dataset_bytes, model_download_gb=download_gb, model_upload_bytes=upload_bytes,
-        image_gb=cal.transfer.image_gb, sample_images=sample_images, sample_steps=s.steps,
+        steps=steps,
+        family=family,
+        resolution=tuple(spec.dataset.resolution),
+        batch_size=t.batch_size,
+        options=options,
+        network_dim=t.network_dim,
+        num_images=scan.num_images + scan.num_reg_images,
+        dataset_bytes=dataset_bytes,
+        model_download_gb=download_gb,
+        model_upload_bytes=upload_bytes,
+        image_gb=cal.transfer.image_gb,
+        sample_images=sample_images,
+        sample_steps=s.steps,
         output_bytes=output_bytes,
-        vram_needed_gb=estimate_vram_gb(family, tuple(spec.dataset.resolution), t.batch_size, t.network_dim,
-                                        t.gradient_checkpointing, trains_te, t.mixed_precision, quantization),
-        gpu_count=spec.resources.gpu_count, disk_gb=spec.resources.disk_gb, model_ref=spec.model.base,
-        quantization=quantization, ram_needed_gb=ram_needed_gb(family, quantization),
+        vram_needed_gb=estimate_vram_gb(
+            family,
+            tuple(spec.dataset.resolution),
+            t.batch_size,
+            t.network_dim,
+            t.gradient_checkpointing,
+            trains_te,
+            t.mixed_precision,
+            quantization,
+        ),
+        gpu_count=spec.resources.gpu_count,
+        disk_gb=spec.resources.disk_gb,
+        model_ref=spec.model.base,
+        quantization=quantization,
+        ram_needed_gb=ram_needed_gb(family, quantization),
         install_s=stock.INSTALL_SECONDS if stock.is_stock(spec.resources.image) else 0.0,
     )
 
@@ -212,8 +252,9 @@ def is_cpu_offer(offer: Offer) -> bool:
     return offer.gpu_count == 0 or gpu_key(offer.gpu_name) == "cpu"
 
 
-def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibration,
-                   resources: Resources | None = None) -> Estimate:
+def estimate_offer(
+    inputs: EstimateInputs, offer: Offer, calibration: Calibration, resources: Resources | None = None
+) -> Estimate:
     """Predicted time and cost of the whole job on `offer`; `excluded` says why it may not be chosen.
 
     Without `resources` only the job's own needs (memory, CUDA, network) exclude an offer.
@@ -222,8 +263,9 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     cpu = is_cpu_offer(offer)
     gpu_name = "cpu" if cpu else offer.gpu_name  # a machine without a GPU trains on its CPU, whatever it is called
     gpus_used = 1 if cpu else max(1, min(offer.gpu_count, inputs.gpu_count))
-    step = cal.seconds_per_step(gpu_name, inputs.family, inputs.resolution, inputs.batch_size,
-                                inputs.options, gpus_used)
+    step = cal.seconds_per_step(
+        gpu_name, inputs.family, inputs.resolution, inputs.batch_size, inputs.options, gpus_used
+    )
     # With data parallelism each GPU takes a batch per step, so the run has 1/n the steps (kohya does the same).
     train_s = math.ceil(inputs.steps / gpus_used) * step.seconds
     provider = cal.provider(offer.provider)
@@ -243,19 +285,40 @@ def estimate_offer(inputs: EstimateInputs, offer: Offer, calibration: Calibratio
     sampling = 0.0
     if inputs.sample_images:
         # Sampling runs the denoiser forward only, at batch 1 (two with CFG): about half a training step each.
-        bs1 = cal.seconds_per_step(gpu_name, inputs.family, inputs.resolution, 1,
-                                   StepOptions(mixed_precision=inputs.options.mixed_precision)).seconds
-        sampling = inputs.sample_images * (inputs.sample_steps * bs1 * cal.sampling.denoise_step_share
-                                           + cal.sampling.per_image_s)
-    phases = Phases(boot=boot, image_pull=image_pull, model_download=model_download, upload=upload,
-                    prepare=prepare, train=train_s, sampling=sampling, download=download,
-                    install=(cal.install_seconds(offer.provider, inputs.install_s)[0]
-                             if inputs.install_s and offer.provider in stock.STOCK_IMAGES else 0.0))
+        bs1 = cal.seconds_per_step(
+            gpu_name, inputs.family, inputs.resolution, 1, StepOptions(mixed_precision=inputs.options.mixed_precision)
+        ).seconds
+        sampling = inputs.sample_images * (
+            inputs.sample_steps * bs1 * cal.sampling.denoise_step_share + cal.sampling.per_image_s
+        )
+    phases = Phases(
+        boot=boot,
+        image_pull=image_pull,
+        model_download=model_download,
+        upload=upload,
+        prepare=prepare,
+        train=train_s,
+        sampling=sampling,
+        download=download,
+        install=(
+            cal.install_seconds(offer.provider, inputs.install_s)[0]
+            if inputs.install_s and offer.provider in stock.STOCK_IMAGES
+            else 0.0
+        ),
+    )
     compute_cost, storage_cost = _costs(offer, phases.total, inputs.disk_gb)
-    estimate = Estimate(offer=offer, phases=phases, seconds_per_step=step.seconds, step_source=step.source,
-                        step_kind=step.kind, boot_source=boot_source, compute_cost=compute_cost,
-                        storage_cost=storage_cost, vram_needed_gb=inputs.vram_needed_gb,
-                        per_job_costs=(compute_cost + storage_cost,))
+    estimate = Estimate(
+        offer=offer,
+        phases=phases,
+        seconds_per_step=step.seconds,
+        step_source=step.source,
+        step_kind=step.kind,
+        boot_source=boot_source,
+        compute_cost=compute_cost,
+        storage_cost=storage_cost,
+        vram_needed_gb=inputs.vram_needed_gb,
+        per_job_costs=(compute_cost + storage_cost,),
+    )
     reasons = exclusion_reasons(inputs, estimate, cal.transfer.slow_network_mbps, provider.pulls_image, resources)
     return dataclasses.replace(estimate, excluded="; ".join(reasons) or None)
 
@@ -265,8 +328,9 @@ def _costs(offer: Offer, seconds: float, disk_gb: float) -> tuple[float, float]:
     return offer.price_per_hour * hours, offer.storage_price_gb_month * disk_gb * hours / HOURS_PER_MONTH
 
 
-def estimate_batch_offer(inputs_list: list[EstimateInputs], offer: Offer, calibration: Calibration,
-                         resources: Resources | None = None) -> Estimate:
+def estimate_batch_offer(
+    inputs_list: list[EstimateInputs], offer: Offer, calibration: Calibration, resources: Resources | None = None
+) -> Estimate:
     """Several jobs one after another on one rental (`submit a.yaml b.yaml`): the machine boots and pulls the
     image once, a base model shared by jobs is downloaded once; everything else adds up. `per_job_costs` splits
     the total, the shared start-up charged to the first job. `max_cost` applies to the batch's total."""
@@ -279,10 +343,15 @@ def estimate_batch_offer(inputs_list: list[EstimateInputs], offer: Offer, calibr
     for n, (inputs, e) in enumerate(zip(inputs_list, singles)):
         shared_model = inputs.model_ref in seen_models
         seen_models.add(inputs.model_ref)
-        job_phases.append(dataclasses.replace(
-            e.phases, boot=e.phases.boot if n == 0 else 0.0, image_pull=e.phases.image_pull if n == 0 else 0.0,
-            install=e.phases.install if n == 0 else 0.0,  # later jobs of a batch install from the pip cache
-            model_download=0.0 if shared_model else e.phases.model_download))
+        job_phases.append(
+            dataclasses.replace(
+                e.phases,
+                boot=e.phases.boot if n == 0 else 0.0,
+                image_pull=e.phases.image_pull if n == 0 else 0.0,
+                install=e.phases.install if n == 0 else 0.0,  # later jobs of a batch install from the pip cache
+                model_download=0.0 if shared_model else e.phases.model_download,
+            )
+        )
     phases = Phases(**{f.name: sum(getattr(p, f.name) for p in job_phases) for f in dataclasses.fields(Phases)})
     disk = max(i.disk_gb for i in inputs_list)
     per_job = tuple(sum(_costs(offer, p.total, disk)) for p in job_phases)
@@ -293,33 +362,52 @@ def estimate_batch_offer(inputs_list: list[EstimateInputs], offer: Offer, calibr
         reasons.append(f"predicted ${compute_cost + storage_cost:.2f} is over max_cost ${resources.max_cost:.2f}")
     first = singles[0]
     return Estimate(
-        offer=offer, phases=phases, seconds_per_step=phases.train / max(steps, 1),
+        offer=offer,
+        phases=phases,
+        seconds_per_step=phases.train / max(steps, 1),
         step_source="; ".join(dict.fromkeys(e.step_source for e in singles)),
         step_kind=first.step_kind if all(e.step_kind == first.step_kind for e in singles) else "mixed",
-        boot_source=first.boot_source, compute_cost=compute_cost, storage_cost=storage_cost,
-        vram_needed_gb=max(i.vram_needed_gb for i in inputs_list), excluded="; ".join(reasons) or None,
+        boot_source=first.boot_source,
+        compute_cost=compute_cost,
+        storage_cost=storage_cost,
+        vram_needed_gb=max(i.vram_needed_gb for i in inputs_list),
+        excluded="; ".join(reasons) or None,
         per_job_costs=per_job,
     )
 
 
-def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_mbps: float, pulls_image: bool,
-                      resources: Resources | None) -> list[str]:
+def exclusion_reasons(
+    inputs: EstimateInputs, estimate: Estimate, slow_network_mbps: float, pulls_image: bool, resources: Resources | None
+) -> list[str]:
     """Every reason `estimate.offer` may not run this job, most fundamental first."""
     o, r = estimate.offer, resources
     reasons: list[str] = []
     cpu = is_cpu_offer(o)
     # A CPU "offer" (the local provider without a GPU) trains in system memory: no VRAM limit applies.
     if not cpu and o.vram_gb < inputs.vram_needed_gb:
-        advice = suggest_fit(inputs.family, inputs.resolution, inputs.batch_size, inputs.network_dim,
-                             inputs.options.gradient_checkpointing, inputs.options.trains_text_encoder, o.vram_gb,
-                             inputs.options.mixed_precision, inputs.quantization).partition("; to fit: ")[2]
-        reasons.append(f"too little VRAM for this job (needs ~{inputs.vram_needed_gb:.1f} GB, "
-                       f"{o.gpu_name} has {o.vram_gb:.1f} GB" + (f" — to fit: {advice}" if advice else "") + ")")
+        advice = suggest_fit(
+            inputs.family,
+            inputs.resolution,
+            inputs.batch_size,
+            inputs.network_dim,
+            inputs.options.gradient_checkpointing,
+            inputs.options.trains_text_encoder,
+            o.vram_gb,
+            inputs.options.mixed_precision,
+            inputs.quantization,
+        ).partition("; to fit: ")[2]
+        reasons.append(
+            f"too little VRAM for this job (needs ~{inputs.vram_needed_gb:.1f} GB, "
+            f"{o.gpu_name} has {o.vram_gb:.1f} GB" + (f" — to fit: {advice}" if advice else "") + ")"
+        )
     if o.ram_gb is not None and inputs.ram_needed_gb and o.ram_gb < inputs.ram_needed_gb:
         what = f"the {inputs.quantization} Flux base" if inputs.family == "flux" else "the base model"
-        reasons.append(f"too little system RAM to load {what} (needs ~{inputs.ram_needed_gb:.0f} GB, the machine "
-                       f"has {o.ram_gb:.0f} GB" + ("; quantising passes the bf16 weights through host memory"
-                                                   if inputs.quantization != "bf16" else "") + ")")
+        reasons.append(
+            f"too little system RAM to load {what} (needs ~{inputs.ram_needed_gb:.0f} GB, the machine "
+            f"has {o.ram_gb:.0f} GB"
+            + ("; quantising passes the bf16 weights through host memory" if inputs.quantization != "bf16" else "")
+            + ")"
+        )
     if o.cuda_version is not None and o.cuda_version < inputs.min_cuda:
         reasons.append(f"CUDA {o.cuda_version:g} too old (the image needs {inputs.min_cuda:g}+)")
     floor = max(slow_network_mbps if pulls_image else 0.0, r.min_inet_down_mbps if r else 0.0)
@@ -346,14 +434,16 @@ def exclusion_reasons(inputs: EstimateInputs, estimate: Estimate, slow_network_m
     return reasons
 
 
-def rank(inputs: EstimateInputs, offers: list[Offer], calibration: Calibration,
-         resources: Resources | None = None) -> list[Estimate]:
+def rank(
+    inputs: EstimateInputs, offers: list[Offer], calibration: Calibration, resources: Resources | None = None
+) -> list[Estimate]:
     """All offers, estimated: those that fit first, cheapest total first (then fastest), then the excluded."""
     return _sorted([estimate_offer(inputs, o, calibration, resources) for o in offers])
 
 
-def rank_batch(inputs_list: list[EstimateInputs], offers: list[Offer], calibration: Calibration,
-               resources: Resources | None = None) -> list[Estimate]:
+def rank_batch(
+    inputs_list: list[EstimateInputs], offers: list[Offer], calibration: Calibration, resources: Resources | None = None
+) -> list[Estimate]:
     """`rank` for several jobs sharing one rental (see `estimate_batch_offer`)."""
     return _sorted([estimate_batch_offer(inputs_list, o, calibration, resources) for o in offers])
 

@@ -6,25 +6,28 @@ is tried. A failed create that still produced an instance id (Vast's `new_contra
 billing: the id goes to `on_instance_id` at once, so the caller records and destroys it, and the next offer is
 tried. Every other error (bad key, no credit, rate limit after retries) is the user's to see: it propagates.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from lorarun.provider_adapters.base import Instance, InstanceSpec, Provider
 from lorarun.provider_adapters.errors import CreateFailed, NoCapacityError, OfferGoneError
-
 from lorarun.runner.errors import BudgetError
 from lorarun.runner.price.estimate import Estimate
 
 DEFAULT_MAX_ATTEMPTS = 5  # Vast allows ~4.5 creates in its rate window; five misses in a row means "try later"
 
 
-def create_cheapest(provider: Provider, ranked_estimates: list[Estimate],
-                    make_spec: Callable[[Estimate], InstanceSpec],
-                    on_instance_id: Callable[[str], None],
-                    max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> tuple[Estimate, Instance]:
+def create_cheapest(
+    provider: Provider,
+    ranked_estimates: list[Estimate],
+    make_spec: Callable[[Estimate], InstanceSpec],
+    on_instance_id: Callable[[str], None],
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> tuple[Estimate, Instance]:
     """Create an instance from the first fitting estimate that can be rented; returns it with its estimate.
 
     `ranked_estimates` is `estimate.rank(...)`'s output (for this provider); `make_spec(estimate)` builds the
@@ -34,8 +37,11 @@ def create_cheapest(provider: Provider, ranked_estimates: list[Estimate],
     mine = [e for e in ranked_estimates if e.offer.provider == provider.name]
     fitting = [e for e in mine if e.fits]
     if not fitting:
-        raise BudgetError(no_fit_message(mine) if mine or not ranked_estimates
-                          else f"no offer from {provider.name} among the {len(ranked_estimates)} estimated")
+        raise BudgetError(
+            no_fit_message(mine)
+            if mine or not ranked_estimates
+            else f"no offer from {provider.name} among the {len(ranked_estimates)} estimated"
+        )
     misses: list[str] = []
     for estimate in fitting[:max_attempts]:
         try:
@@ -44,12 +50,15 @@ def create_cheapest(provider: Provider, ranked_estimates: list[Estimate],
             misses.append(f"{_label(estimate)}: {err}")
         except CreateFailed as err:
             on_instance_id(err.instance_id)
-            misses.append(f"{_label(estimate)}: create failed ({err}); instance {err.instance_id} handed over "
-                          f"for destruction")
+            misses.append(
+                f"{_label(estimate)}: create failed ({err}); instance {err.instance_id} handed over for destruction"
+            )
     more = len(fitting) - max_attempts
     tail = f" ({more} more fitting offer(s) not tried; run again in a minute)" if more > 0 else ""
-    raise NoCapacityError(f"none of the {len(misses)} cheapest fitting offers could be rented{tail}: "
-                          + "; ".join(misses), provider=provider.name)
+    raise NoCapacityError(
+        f"none of the {len(misses)} cheapest fitting offers could be rented{tail}: " + "; ".join(misses),
+        provider=provider.name,
+    )
 
 
 def no_fit_message(ranked_estimates: list[Estimate]) -> str:
@@ -63,8 +72,10 @@ def no_fit_message(ranked_estimates: list[Estimate]) -> str:
                 reasons[_reason_kind(reason)] += 1
     top = ", ".join(f"{kind} ({n})" for kind, n in reasons.most_common(4))
     cheapest = min(ranked_estimates, key=lambda e: e.total_cost)
-    return (f"none of {len(ranked_estimates)} offer(s) fits this job: {top}; the cheapest predicted total was "
-            f"${cheapest.total_cost:.2f} on {_label(cheapest)} ({cheapest.excluded})")
+    return (
+        f"none of {len(ranked_estimates)} offer(s) fits this job: {top}; the cheapest predicted total was "
+        f"${cheapest.total_cost:.2f} on {_label(cheapest)} ({cheapest.excluded})"
+    )
 
 
 def _reason_kind(reason: str) -> str:

@@ -3,16 +3,16 @@
 Shared by the `estimate` command and the controller's offer choice (`choose.py`), so it lives below both: the
 controller never imports a CLI command module.
 """
+
 from __future__ import annotations
 
 from rich.table import Table
 
 from lorarun.provider_adapters.base import Offer, ResourceRequest
-
 from lorarun.runner.console import console, minutes, money
+from lorarun.runner.job.spec import Resources
 from lorarun.runner.price.estimate import Estimate, EstimateInputs
 from lorarun.runner.price.offer_choice import no_fit_message
-from lorarun.runner.job.spec import Resources
 
 # Offers asked for per provider. Filters that explain an exclusion (VRAM near the need, CUDA, price, network)
 # are applied here rather than by the provider, so the table can say why an offer was left out; the list is
@@ -25,11 +25,18 @@ VRAM_FETCH_SHARE = 0.75
 
 def offer_request(resources: Resources, inputs: EstimateInputs) -> ResourceRequest:
     return ResourceRequest(
-        gpu_names=resources.gpus, gpu_count=resources.gpu_count,
+        gpu_names=resources.gpus,
+        gpu_count=resources.gpu_count,
         min_vram_gb=max(resources.min_vram_gb, inputs.vram_needed_gb * VRAM_FETCH_SHARE),
-        max_price_per_hour=None, min_reliability=resources.min_reliability, min_inet_down_mbps=0.0,
-        min_cuda=0.0, disk_gb=resources.disk_gb, interruptible=resources.interruptible,
-        secure_cloud_only=resources.secure_cloud_only, regions=resources.regions, limit=OFFER_LIMIT,
+        max_price_per_hour=None,
+        min_reliability=resources.min_reliability,
+        min_inet_down_mbps=0.0,
+        min_cuda=0.0,
+        disk_gb=resources.disk_gb,
+        interruptible=resources.interruptible,
+        secure_cloud_only=resources.secure_cloud_only,
+        regions=resources.regions,
+        limit=OFFER_LIMIT,
     )
 
 
@@ -43,41 +50,73 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
     fitting, excluded = shown(ranked, top)
     several = len({e.offer.provider for e in ranked}) > 1
     w, h = inputs.resolution
-    title = (f"{name}: {inputs.steps} steps, batch {inputs.batch_size}, {w}x{h} {inputs.family}, "
-             f"~{inputs.vram_needed_gb:.1f} GB VRAM")
+    title = (
+        f"{name}: {inputs.steps} steps, batch {inputs.batch_size}, {w}x{h} {inputs.family}, "
+        f"~{inputs.vram_needed_gb:.1f} GB VRAM"
+    )
     table = Table(title=title, title_justify="left")
-    columns = ["#", *(["provider"] if several else []), "GPU", "VRAM", "$/h", "rel.", "start", "xfer",
-               "train", "total", "total $"]
+    columns = [
+        "#",
+        *(["provider"] if several else []),
+        "GPU",
+        "VRAM",
+        "$/h",
+        "rel.",
+        "start",
+        "xfer",
+        "train",
+        "total",
+        "total $",
+    ]
     for column in columns:
         # GPU names stay on one line (a wrapped "RTX / 4090" reads as two cards); numbers give way first.
-        table.add_column(column, justify="left" if column in ("provider", "GPU") else "right",
-                         no_wrap=column in ("GPU", "total $"), min_width=len(column))  # headers never cut ("tra…")
+        table.add_column(
+            column,
+            justify="left" if column in ("provider", "GPU") else "right",
+            no_wrap=column in ("GPU", "total $"),
+            min_width=len(column),
+        )  # headers never cut ("tra…")
     for i, e in enumerate(fitting, 1):
         table.add_row(str(i), *_cells(e, several))
     console.print(table)
-    console.print("minutes: start = boot + image pull + model download; xfer = upload + download; "
-                  "train = caching + steps + samples", style="dim", highlight=False)
+    console.print(
+        "minutes: start = boot + image pull + model download; xfer = upload + download; "
+        "train = caching + steps + samples",
+        style="dim",
+        highlight=False,
+    )
     if any(_community(e.offer) for e in fitting):
         # RunPod Community hosts may lack a public IP (uploads need direct SSH): lorarun asks for one, and falls
         # back to the next offer, Secure Cloud first, when a pod comes up without it (runner/run/boot.py).
-        console.print("community: RunPod Community host, rented with a public IP requested; if it comes up "
-                      "without one it is destroyed at once and Secure Cloud offers are used instead",
-                      style="dim", highlight=False)
+        console.print(
+            "community: RunPod Community host, rented with a public IP requested; if it comes up "
+            "without one it is destroyed at once and Secure Cloud offers are used instead",
+            style="dim",
+            highlight=False,
+        )
     if excluded:
         why = Table(title="excluded", title_justify="left")
         for column in (*(["provider"] if several else []), "GPU", "$/h", "total $", "why"):
             why.add_column(column, justify="right" if "$" in column else "left")
         for e in excluded:
-            why.add_row(*([e.offer.provider] if several else []), _gpu(e.offer), money(e.offer.price_per_hour),
-                        money(e.total_cost), e.excluded)
+            why.add_row(
+                *([e.offer.provider] if several else []),
+                _gpu(e.offer),
+                money(e.offer.price_per_hour),
+                money(e.total_cost),
+                e.excluded,
+            )
         console.print(why)
     if not ranked:
         console.print("[yellow]no offers returned[/]; widen resources (gpus, regions, max_price_per_hour)")
     elif fitting:
         best = fitting[0]
-        console.print(f"cheapest that fits: [bold]{best.offer.provider} {_gpu(best.offer)}[/] "
-                      f"≈ {money(best.total_cost)} in {minutes(best.total_seconds)}; "
-                      f"{best.seconds_per_step:.2f} s/step ({_source(best)})", highlight=False)
+        console.print(
+            f"cheapest that fits: [bold]{best.offer.provider} {_gpu(best.offer)}[/] "
+            f"≈ {money(best.total_cost)} in {minutes(best.total_seconds)}; "
+            f"{best.seconds_per_step:.2f} s/step ({_source(best)})",
+            highlight=False,
+        )
     else:
         console.print(f"[yellow]{no_fit_message(ranked)}[/]", highlight=False)
 
@@ -98,9 +137,18 @@ def _gpu(o: Offer) -> str:
 
 def _cells(e: Estimate, several: bool) -> list[str]:
     o, p = e.offer, e.phases
-    return [*([o.provider] if several else []), _gpu(o), f"{o.vram_gb:.0f}G" if o.vram_gb else "-",
-            f"{o.price_per_hour:.2f}", f"{o.reliability:.2f}" if o.reliability is not None else "-",
-            _min(p.startup), _min(p.transfer), _min(p.training), _min(e.total_seconds), money(e.total_cost)]
+    return [
+        *([o.provider] if several else []),
+        _gpu(o),
+        f"{o.vram_gb:.0f}G" if o.vram_gb else "-",
+        f"{o.price_per_hour:.2f}",
+        f"{o.reliability:.2f}" if o.reliability is not None else "-",
+        _min(p.startup),
+        _min(p.transfer),
+        _min(p.training),
+        _min(e.total_seconds),
+        money(e.total_cost),
+    ]
 
 
 def _min(seconds: float) -> str:

@@ -2,6 +2,7 @@
 /var/log/lorarun/startup.jsonl (image/instance/startup/lorarun-startup.sh): container started, sshd up, engine importable.
 The engine's own events carry model loaded and first step. The pipeline keeps the gaps in the job's timings
 (seconds), next to boot/upload/training, where the estimate's calibration reads them."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,17 @@ def timings(events: dict[str, float]) -> dict[str, float]:
     start = events.get("container_started")
     if start is None:
         return {}
-    return {f"startup_{name}": round(t - start, 3) for name, t in events.items()
-            if name != "container_started" and t >= start}
+    return {
+        f"startup_{name}": round(t - start, 3)
+        for name, t in events.items()
+        if name != "container_started" and t >= start
+    }
 
 
 def read(transport) -> dict[str, float]:
     """The timings of this instance's start-up; {} where the image writes none (stock images, own hosts)."""
     try:
         raw = transport.read_bytes(STARTUP_EVENTS)
-    except Exception:  # noqa: BLE001 - timing is a nicety; never fail a job over it
+    except Exception:
         return {}
     return timings(parse(raw.decode(errors="replace"))) if raw else {}

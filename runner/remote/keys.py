@@ -3,6 +3,7 @@
 A fresh key per job means a leaked key opens at most one short-lived machine, and the user's own keys never leave
 the laptop. ed25519 through `cryptography` (already a dependency of paramiko): no `ssh-keygen` needed.
 """
+
 from __future__ import annotations
 
 import os

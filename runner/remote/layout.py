@@ -1,5 +1,6 @@
 """Where a job's files live on the machine it runs on. One place, so the controller, `attach`, `down` and `gc`
 agree with the agent about every path."""
+
 from __future__ import annotations
 
 import posixpath
@@ -14,7 +15,7 @@ class RemoteLayout:
     python: str  # the interpreter that has lorarun's engine installed
 
     @classmethod
-    def resolve(cls, transport: Transport, job_id: str) -> "RemoteLayout":
+    def resolve(cls, transport: Transport, job_id: str) -> RemoteLayout:
         out = transport.run(f'printf "%s\\n%s" {REMOTE_WORKDIR_EXPR} {REMOTE_PYTHON_EXPR}', timeout=60).stdout
         workdir, python = (out.splitlines() + ["", ""])[:2]
         return cls(root=posixpath.join(workdir.strip(), job_id), python=python.strip() or "python3")

@@ -1,6 +1,7 @@
 """`LocalTransport`: the `Transport` for the `local` provider — this machine, a staging folder in place of the
 instance, subprocesses in place of SSH. The pipeline cannot tell the difference, which is the point: the demo
 exercises the same code path as a rented GPU."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ class LocalTransport:
 
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> CommandResult:
         try:
-            proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
-                                  env=self.env)
+            proc = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=timeout, env=self.env
+            )
         except subprocess.TimeoutExpired:
             raise RemoteTimeout(command, timeout) from None
         result = CommandResult(proc.returncode, proc.stdout, proc.stderr)
@@ -35,16 +37,24 @@ class LocalTransport:
     def start_detached(self, command: str, *, cwd: str, log_path: str) -> int:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", command],
+                cwd=cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return proc.pid
 
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
         files = local_files((p.relative_to(local).as_posix(), p) for p in sorted(local.rglob("*")) if p.is_file())
         return self.put_files(files, remote, progress=progress)
 
-    def put_files(self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None,
-                  what: str = "files") -> TransferReport:
+    def put_files(
+        self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None, what: str = "files"
+    ) -> TransferReport:
         files = check_upload_list(files)
         total = sum(f.size for f in files)
         done = sent = sent_files = skipped = 0

@@ -14,13 +14,13 @@ tries on the direct port the proxy is tried before giving up (`SSHCandidates`).
 The pipeline calls in here from two small hooks (`_wait_ready` raises `StartFailed`; `run` asks
 `fall_back_after` whether to provision again).
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import TYPE_CHECKING
 
 from lorarun.provider_adapters.base import Instance, SSHEndpoint
-
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import PipelineError
 from lorarun.runner.run.teardown import destroy_and_confirm, report
@@ -70,13 +70,20 @@ def fall_back_after(pipeline: Pipeline, failed: StartFailed) -> bool:
     # A pod that came up without a public IP although one was asked for says that tier cannot promise one
     # (RunPod Community, runpod/docs PodCreateInput.supportPublicIp): prefer Secure Cloud from here on.
     no_ip = failed.reason.startswith(NO_PUBLIC_IP)
-    pipeline.ranked = [e for e in pipeline.ranked
-                       if e.offer.id != offer.id and not (machine and e.offer.machine == machine)
-                       and not (no_ip and e.offer.provider == offer.provider and e.offer.secure_cloud is False)]
+    pipeline.ranked = [
+        e
+        for e in pipeline.ranked
+        if e.offer.id != offer.id
+        and not (machine and e.offer.machine == machine)
+        and not (no_ip and e.offer.provider == offer.provider and e.offer.secure_cloud is False)
+    ]
     left = [e for e in pipeline.ranked if e.fits and e.offer.provider == pipeline.provider.name]
     where = f" on machine {machine}" if machine else ""
-    err_console.print(f"[yellow]instance {instance.id}{where} failed to start[/] ({failed.reason}); "
-                      f"{before - len(pipeline.ranked)} offer(s) excluded", highlight=False)
+    err_console.print(
+        f"[yellow]instance {instance.id}{where} failed to start[/] ({failed.reason}); "
+        f"{before - len(pipeline.ranked)} offer(s) excluded",
+        highlight=False,
+    )
     if not before or not left or failures > MAX_FALLBACKS:
         return False
     err_console.print(f"renting the next offer ({len(left)} left)", highlight=False)
@@ -106,4 +113,3 @@ class SSHCandidates:
 
 def with_endpoint(instance: Instance, endpoint: SSHEndpoint) -> Instance:
     return dataclasses.replace(instance, ssh=endpoint)
-

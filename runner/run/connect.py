@@ -1,14 +1,13 @@
 """Turn a job's resources into a provider adapter, and a rented instance into a `Transport`."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from lorarun.provider_adapters.base import Provider
-
-from lorarun.sshlink.transport import Transport
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.state import JobState, lorarun_home
-
+from lorarun.sshlink.transport import Transport
 
 # Injection points for tests (and nothing else): options for cloud adapters (e.g. a faster retry policy) and the
 # SSH reconnect policy. Production uses the adapters' and the session's own defaults.
@@ -38,7 +37,7 @@ def provider_for_state(state: JobState) -> Provider:
 
     try:
         resources = load_job(Path(state.job_file)).resources
-    except Exception:  # noqa: BLE001 - the job file moved or broke; a cloud provider needs nothing from it
+    except Exception:
         resources = Resources(provider=state.provider)
     if resources.provider != state.provider:
         resources = Resources(provider=state.provider)
@@ -53,12 +52,19 @@ def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
 
         workdir = dict(instance.extra).get("workdir")
         return LocalTransport(Path(workdir))
-    return ssh_transport(state, job_dir, host=instance.ssh.host, port=instance.ssh.port,
-                         username=instance.ssh.username, provider=rental.provider)
+    return ssh_transport(
+        state,
+        job_dir,
+        host=instance.ssh.host,
+        port=instance.ssh.port,
+        username=instance.ssh.username,
+        provider=rental.provider,
+    )
 
 
-def ssh_transport(state: JobState, job_dir: Path, *, host: str, port: int, username: str,
-                  provider: Provider | None = None) -> Transport:
+def ssh_transport(
+    state: JobState, job_dir: Path, *, host: str, port: int, username: str, provider: Provider | None = None
+) -> Transport:
     from lorarun.runner.remote.keys import private_key_path
     from lorarun.sshlink.session import SSHParams, SSHTransport
 
@@ -66,8 +72,9 @@ def ssh_transport(state: JobState, job_dir: Path, *, host: str, port: int, usern
     user_key = getattr(provider, "key_path", None)
     if state.provider == "ssh" and user_key:
         key = Path(user_key)  # a machine the user owns: their own key (no per-job key can be installed there)
-    params = SSHParams(host=host, port=port, username=username, key_path=key,
-                       known_hosts=job_dir / "ssh" / "known_hosts")
+    params = SSHParams(
+        host=host, port=port, username=username, key_path=key, known_hosts=job_dir / "ssh" / "known_hosts"
+    )
     transport = SSHTransport(params, retry=SSH_RETRY) if SSH_RETRY is not None else SSHTransport(params)
     transport.connect()
     return transport

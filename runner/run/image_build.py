@@ -10,6 +10,7 @@ tag and a changed one never reuses an old tag. Pushing uses Docker's own credent
 Every failure a user can fix is one line and exit 2 (`ImageError`): no Docker engine, a failed build step (named),
 push denied, nowhere to push.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,8 +77,10 @@ def source_root() -> Path:
     for candidate in (Path(lorarun.__file__).resolve().parent.parent, Path.cwd()):
         if (candidate / "Dockerfile").is_file() and (candidate / "pyproject.toml").is_file():
             return candidate
-    raise ImageError("lorarun image build needs lorarun's source tree (its Dockerfile): run it from a checkout "
-                     "of lorarun installed with `pip install -e .`")
+    raise ImageError(
+        "lorarun image build needs lorarun's source tree (its Dockerfile): run it from a checkout "
+        "of lorarun installed with `pip install -e .`"
+    )
 
 
 def context_files(root: Path) -> list[str]:
@@ -85,8 +88,11 @@ def context_files(root: Path) -> list[str]:
     from docker.utils.build import exclude_paths
 
     ignore = root / ".dockerignore"
-    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] \
-        if ignore.is_file() else []
+    patterns = (
+        [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")]
+        if ignore.is_file()
+        else []
+    )
     return sorted(p for p in exclude_paths(str(root), patterns, dockerfile="Dockerfile") if (root / p).is_file())
 
 
@@ -141,17 +147,26 @@ def docker_client():
         client = docker.from_env(timeout=600)
         client.ping()
     except DockerException as exc:
-        raise DockerUnavailable(f"no Docker engine answers at {where}: start Docker (or set DOCKER_HOST) and "
-                                f"retry ({_short(exc)})") from None
+        raise DockerUnavailable(
+            f"no Docker engine answers at {where}: start Docker (or set DOCKER_HOST) and retry ({_short(exc)})"
+        ) from None
     except Exception as exc:  # requests' connection errors surface unwrapped from ping()
-        raise DockerUnavailable(f"no Docker engine answers at {where}: start Docker (or set DOCKER_HOST) and "
-                                f"retry ({_short(exc)})") from None
+        raise DockerUnavailable(
+            f"no Docker engine answers at {where}: start Docker (or set DOCKER_HOST) and retry ({_short(exc)})"
+        ) from None
     return client
 
 
-def build(*, base: str | None = None, tag: str | None = None, configured: str | None = None, push: bool = False,
-          progress: ProgressFn = lambda line: None, root: Path | None = None,
-          network_mode: str | None = None) -> BuildResult:
+def build(
+    *,
+    base: str | None = None,
+    tag: str | None = None,
+    configured: str | None = None,
+    push: bool = False,
+    progress: ProgressFn = lambda line: None,
+    root: Path | None = None,
+    network_mode: str | None = None,
+) -> BuildResult:
     """Build the Dockerfile (on `base` when given), tag it, and push it when asked."""
     root = root or source_root()
     if push:
@@ -164,8 +179,14 @@ def build(*, base: str | None = None, tag: str | None = None, configured: str | 
     progress(f"building {name} from {root}" + (f" on {base}" if base else ""))
     try:
         stream = client.api.build(
-            path=str(root), dockerfile="Dockerfile", tag=name, buildargs=buildargs, rm=True, forcerm=True,
-            decode=True, network_mode=network_mode or os.environ.get("LORARUN_DOCKER_NETWORK") or None,
+            path=str(root),
+            dockerfile="Dockerfile",
+            tag=name,
+            buildargs=buildargs,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            network_mode=network_mode or os.environ.get("LORARUN_DOCKER_NETWORK") or None,
             labels={VERSION_LABEL: version(), CONTENT_LABEL: content},
         )
         image_id = _follow_build(stream, progress)
@@ -174,8 +195,14 @@ def build(*, base: str | None = None, tag: str | None = None, configured: str | 
     except Exception as exc:  # the engine refused the request itself (bad base name, daemon gone mid-build)
         raise BuildFailed(f"docker build failed: {_short(exc)}") from None
     image = client.images.get(name)
-    result = BuildResult(tag=name, image_id=image_id or image.id, size_bytes=int(image.attrs.get("Size") or 0),
-                         seconds=time.monotonic() - started, pushed=False, base=base or "(Dockerfile default)")
+    result = BuildResult(
+        tag=name,
+        image_id=image_id or image.id,
+        size_bytes=int(image.attrs.get("Size") or 0),
+        seconds=time.monotonic() - started,
+        pushed=False,
+        base=base or "(Dockerfile default)",
+    )
     if push:
         push_image(client, name, progress)
         result = BuildResult(**{**result.__dict__, "pushed": True})
@@ -203,8 +230,10 @@ def _follow_build(stream: Iterable[dict], progress: ProgressFn) -> str:
             said = message.splitlines()[-1] if message else "unknown error"
             if "non-zero code" in said:
                 said = "exit code " + said.rsplit(":", 1)[-1].strip()
-            raise BuildFailed(f"docker build failed at {_clip(step or 'the build', 90)}: {_clip(said, 120)}"
-                              + (f" ({_clip(cause, 200)})" if cause else ""))
+            raise BuildFailed(
+                f"docker build failed at {_clip(step or 'the build', 90)}: {_clip(said, 120)}"
+                + (f" ({_clip(cause, 200)})" if cause else "")
+            )
         elif "status" in chunk:  # pulling the base
             progress(f"{chunk.get('status')} {chunk.get('id', '')}".rstrip())
     return image_id
@@ -222,12 +251,15 @@ def _cause(lines: list[str]) -> str:
 
 def check_pushable(name: str | None) -> None:
     if not name:
-        raise NoRegistry("nowhere to push: pass --tag REGISTRY/NAME[:TAG] (e.g. ghcr.io/you/lorarun-engine) or set "
-                         "LORARUN_IMAGE to your image's name")
+        raise NoRegistry(
+            "nowhere to push: pass --tag REGISTRY/NAME[:TAG] (e.g. ghcr.io/you/lorarun-engine) or set "
+            "LORARUN_IMAGE to your image's name"
+        )
     repo, _ = split_name(name)
     if "/" not in repo:
-        raise NoRegistry(f"--tag {name}: name a registry or account to push to, e.g. ghcr.io/you/{repo} or "
-                         f"docker.io/you/{repo}")
+        raise NoRegistry(
+            f"--tag {name}: name a registry or account to push to, e.g. ghcr.io/you/{repo} or docker.io/you/{repo}"
+        )
 
 
 def push_image(client, name: str, progress: ProgressFn) -> None:
@@ -249,10 +281,14 @@ def push_image(client, name: str, progress: ProgressFn) -> None:
 def _push_error(name: str, message: str) -> ImageError:
     registry = split_name(name)[0].split("/", 1)[0]
     lowered = message.lower()
-    if any(word in lowered for word in ("denied", "unauthorized", "authentication required", "no basic auth",
-                                        "forbidden", "401", "403")):
-        return PushDenied(f"push of {name} denied by {registry}: run `docker login {registry}` with an account that "
-                          f"may write there ({_clip(message)})")
+    if any(
+        word in lowered
+        for word in ("denied", "unauthorized", "authentication required", "no basic auth", "forbidden", "401", "403")
+    ):
+        return PushDenied(
+            f"push of {name} denied by {registry}: run `docker login {registry}` with an account that "
+            f"may write there ({_clip(message)})"
+        )
     return ImageError(f"push of {name} failed: {_clip(message)}")
 
 
@@ -297,7 +333,7 @@ def registry_login(image: str):
     try:
         registry, _ = auth.resolve_repository_name(split_name(image)[0])
         creds = auth.load_config().resolve_authconfig(registry) or {}
-    except Exception:  # noqa: BLE001 - an unreadable Docker config or a failing helper: pull without login
+    except Exception:
         return None
     user, password = creds.get("username") or creds.get("Username"), creds.get("password") or creds.get("Password")
     if not user or not password:
@@ -327,7 +363,7 @@ def show(name: str, source: str) -> ImageStatus:
         if any(w in text.lower() for w in ("not found", "manifest unknown", "does not exist")):
             return ImageStatus(name, source, local, False, text)
         return ImageStatus(name, source, local, None, text)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return ImageStatus(name, source, local, None, _short(exc))
 
 

@@ -8,6 +8,7 @@ image/instance/lease.py).
 - `LeaseRenewer`: while a controller is attached and the job makes progress (new engine events), it pushes the
   agent's working lease forward, one `lease` file write at a time; the agent caps it at the hard deadline.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ MIN_HARD_LEASE_S = 30 * 60.0  # a budget for a few minutes still leaves time to 
 RENEW_EVERY_S = 60.0
 
 
-def hard_lease_seconds(estimate_seconds: float, price_per_hour: float, max_cost: float | None,
-                       override: float | None = None) -> float:
+def hard_lease_seconds(
+    estimate_seconds: float, price_per_hour: float, max_cost: float | None, override: float | None = None
+) -> float:
     """Seconds from create to the instance's hard deadline."""
     if override is not None:
         return min(override, MAX_HARD_LEASE_S)

@@ -1,5 +1,6 @@
 """Follow a running job: tail the engine's events, pull every output as soon as the manifest lists it, and keep
 the agent's grace window open with a heartbeat. One `poll()` does one round; the pipeline decides the pace."""
+
 from __future__ import annotations
 
 import errno
@@ -43,8 +44,9 @@ class MonitorProgress:
 
 
 class JobMonitor:
-    def __init__(self, transport: Transport, layout: RemoteLayout, local_output: Path, local_events: Path,
-                 now=time.monotonic):
+    def __init__(
+        self, transport: Transport, layout: RemoteLayout, local_output: Path, local_events: Path, now=time.monotonic
+    ):
         self.transport = transport
         self.now = now
         self._agent_missing_since: float | None = None
@@ -106,8 +108,11 @@ class JobMonitor:
             p.total_steps = int(event.get("total_steps", p.total_steps) or 0)
         elif kind == "progress" and event.get("phase"):
             total = event.get("total")
-            p.phases[str(event["phase"])] = (int(event.get("done") or 0), int(total) if total is not None else None,
-                                             str(event.get("unit") or "items"))
+            p.phases[str(event["phase"])] = (
+                int(event.get("done") or 0),
+                int(total) if total is not None else None,
+                str(event.get("unit") or "items"),
+            )
         elif kind in TERMINAL_EVENTS:
             p.outcome = kind
             p.reason = str(event.get("reason", "") or event.get("message", ""))
@@ -175,10 +180,12 @@ class JobMonitor:
         # job's sign of life while it writes no events (import, model load, download). Fields 5, 14 and 15 of
         # /proc/<pid>/stat are pgrp, utime and stime (a comm with spaces would shift them: ours is "python").
         result = self.transport.run(
-            f"touch {_q(self.layout.heartbeat)}; pid=$(cat {pid_file} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null;"
+            f'touch {_q(self.layout.heartbeat)}; pid=$(cat {pid_file} 2>/dev/null) && kill -0 "$pid" 2>/dev/null;'
             f" rc=$?; if [ $rc -eq 0 ]; then cat /proc/[0-9]*/stat 2>/dev/null |"
             f" awk -v g=\"$pid\" '$5 == g {{s += $14 + $15}} END {{print s + 0}}'; fi; exit $rc",
-            timeout=30, check=False)
+            timeout=30,
+            check=False,
+        )
         if result.exit_code == 0:
             self._agent_missing_since = None
             try:
@@ -223,8 +230,11 @@ class JobMonitor:
             return phase
         if phase in AGENT_DONE_PHASES:
             code = status.get("engine_exit_code")
-            self.progress.reason = status.get("message") or (f"the engine exited with code {code}" if code is not None
-                                                             else "the engine stopped without a final event")
+            self.progress.reason = status.get("message") or (
+                f"the engine exited with code {code}"
+                if code is not None
+                else "the engine stopped without a final event"
+            )
             return "failed"
         return None
 
@@ -234,7 +244,7 @@ class JobMonitor:
         times = self.progress.step_times
         if len(times) < 2:
             return None
-        window = times[len(times) // 2:] if len(times) >= 6 else (times[1:] if len(times) >= 3 else times)
+        window = times[len(times) // 2 :] if len(times) >= 6 else (times[1:] if len(times) >= 3 else times)
         (t0, s0), (t1, s1) = window[0], window[-1]
         return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 > t0 else None
 

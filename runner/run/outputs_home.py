@@ -7,6 +7,7 @@ agent's self-destroy stays armed) and says exactly what to free or fix and that 
 A file whose bytes are what the engine wrote but that does not load is the engine's problem, not a transfer's:
 it is reported by verification as before, and pulling it again would change nothing.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -36,8 +37,9 @@ class HomeResult:
         return not self.problems
 
 
-def bring_home(monitor: JobMonitor, output_dir: Path, *, sleep: Callable[[float], None],
-               attempts: int = ATTEMPTS, progress=None) -> HomeResult:
+def bring_home(
+    monitor: JobMonitor, output_dir: Path, *, sleep: Callable[[float], None], attempts: int = ATTEMPTS, progress=None
+) -> HomeResult:
     """Pull, verify, pull again what differs; up to `attempts` rounds. `progress` goes to `pull_outputs`."""
     for attempt in range(1, attempts + 1):
         monitor.pull_outputs(progress=progress)
@@ -85,4 +87,3 @@ def _existing(path: Path) -> Path:
 
 def _mb(n: int) -> str:
     return f"{max(n, 1) / 1e6:.1f} MB"
-

@@ -6,6 +6,7 @@ Phases follow DESIGN.md. Invariants kept here:
 - every way out — success, error, Ctrl-C, SIGTERM — goes through `_teardown()` unless the user chose to detach
   or `--keep`, and teardown confirms the instance is gone or says loudly that it is not.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,30 +24,34 @@ from pathlib import Path
 from lorarun.image.instance.agent import AgentConfig
 from lorarun.image.instance.lease import DEADLINE_ENV, LEASE_FILE, SELF_DESTRUCT_ENV, split_env
 from lorarun.image.instance.self_destroy import SelfDestroyConfig
-from lorarun.runner.price import startup_timing
-from lorarun.runner.run import stock
-from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider, job_label
 from lorarun.provider_adapters.errors import ProviderError
-
-from lorarun.runner.run import boot
-from lorarun.runner.job import flux_files
 from lorarun.runner.console import err_console, money
 from lorarun.runner.errors import Interrupted, PipelineError, TeardownUnconfirmed
-from lorarun.runner.run.monitor import JobMonitor
-from lorarun.runner.run.poller import REAL_CLOCK, Clock, PollTimeout, poll
-from lorarun.runner.run.progress import TrainingView, pull_bar, transfer_bar
-from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.sshlink.sftp_io import local_files
-from lorarun.sshlink.transport import Transport
-from lorarun.runner.state import JobState, JobStore
+from lorarun.runner.job import flux_files
+from lorarun.runner.job.validate import ValidatedJob
+from lorarun.runner.price import startup_timing
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.price.offer_choice import create_cheapest
+from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run import boot, stock
+from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.runner.run.lease import LeaseRenewer, hard_lease_seconds
+from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
-from lorarun.runner.run.teardown import TeardownResult, create_may_have_happened, destroy_and_confirm, report, sweep_label
-from lorarun.runner.job.validate import ValidatedJob
+from lorarun.runner.run.poller import REAL_CLOCK, Clock, PollTimeout, poll
+from lorarun.runner.run.progress import TrainingView, pull_bar, transfer_bar
+from lorarun.runner.run.teardown import (
+    TeardownResult,
+    create_may_have_happened,
+    destroy_and_confirm,
+    report,
+    sweep_label,
+)
+from lorarun.runner.state import JobState, JobStore
+from lorarun.sshlink.sftp_io import local_files
+from lorarun.sshlink.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,19 @@ ConnectFn = Callable[[Rental, JobState, Path], Transport]
 
 
 class Pipeline:
-    def __init__(self, runs: list[JobRun], provider: Provider, offer: Offer, *, store: JobStore,
-                 connect: ConnectFn, options: PipelineOptions = PipelineOptions(), clock: Clock = REAL_CLOCK,
-                 image: str | None = None, max_cost: float | None = None):
+    def __init__(
+        self,
+        runs: list[JobRun],
+        provider: Provider,
+        offer: Offer,
+        *,
+        store: JobStore,
+        connect: ConnectFn,
+        options: PipelineOptions = PipelineOptions(),
+        clock: Clock = REAL_CLOCK,
+        image: str | None = None,
+        max_cost: float | None = None,
+    ):
         self.provider = provider
         self.store = store
         self.connect = connect
@@ -109,34 +124,50 @@ class Pipeline:
         self._held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
 
     @classmethod
-    def start(cls, jobs: list[ValidatedJob], provider: Provider, ranked: list[Estimate], *, store: JobStore,
-              **kwargs) -> "Pipeline":
+    def start(
+        cls, jobs: list[ValidatedJob], provider: Provider, ranked: list[Estimate], *, store: JobStore, **kwargs
+    ) -> Pipeline:
         """A new submission: one job folder and state per job, written before anything is rented. `ranked` are
         the fitting estimates, cheapest first; provisioning falls back along them when an offer is taken."""
         best = ranked[0]
-        costs = list(best.per_job_costs) if len(best.per_job_costs) == len(jobs) else [best.total_cost] + [None] * (len(jobs) - 1)
-        runs = [JobRun(job=j, state=_new_state(store, j, provider.name, c), predicted_cost=c)
-                for j, c in zip(jobs, costs)]
+        costs = (
+            list(best.per_job_costs)
+            if len(best.per_job_costs) == len(jobs)
+            else [best.total_cost] + [None] * (len(jobs) - 1)
+        )
+        runs = [
+            JobRun(job=j, state=_new_state(store, j, provider.name, c), predicted_cost=c) for j, c in zip(jobs, costs)
+        ]
         pipeline = cls(runs, provider, best.offer, store=store, **kwargs)
         pipeline.ranked = list(ranked)
         return pipeline
 
     @classmethod
-    def reattach(cls, job: ValidatedJob, state: JobState, provider: Provider, *, store: JobStore,
-                 **kwargs) -> "Pipeline":
+    def reattach(cls, job: ValidatedJob, state: JobState, provider: Provider, *, store: JobStore, **kwargs) -> Pipeline:
         """Pick up a job recorded on disk (`attach`, `down`): the rental is rebuilt from the state file."""
-        offer = Offer(provider=provider.name, id=state.offer_id or "", gpu_name=state.gpu or "", gpu_count=1,
-                      vram_gb=0.0, price_per_hour=state.price_per_hour or 0.0)
-        pipeline = cls([JobRun(job=job, state=state, predicted_cost=state.predicted_cost)], provider, offer,
-                       store=store, **kwargs)
+        offer = Offer(
+            provider=provider.name,
+            id=state.offer_id or "",
+            gpu_name=state.gpu or "",
+            gpu_count=1,
+            vram_gb=0.0,
+            price_per_hour=state.price_per_hour or 0.0,
+        )
+        pipeline = cls(
+            [JobRun(job=job, state=state, predicted_cost=state.predicted_cost)], provider, offer, store=store, **kwargs
+        )
         provisioned = [t for phase, t in state.history if phase == "provision"]
         pipeline.rental.started_at = provisioned[0] if provisioned else state.created_at
-        pipeline.spend = SpendTracker(price_per_hour=offer.price_per_hour, started_at=pipeline.rental.started_at,
-                                      clock=pipeline.clock.wall)
+        pipeline.spend = SpendTracker(
+            price_per_hour=offer.price_per_hour, started_at=pipeline.rental.started_at, clock=pipeline.clock.wall
+        )
         if state.instance_id:
             pipeline.rental.instance = provider.get(state.instance_id) or Instance(
-                provider=provider.name, id=state.instance_id, label=state.instance_label or "",
-                status=InstanceStatus.TERMINATED)
+                provider=provider.name,
+                id=state.instance_id,
+                label=state.instance_label or "",
+                status=InstanceStatus.TERMINATED,
+            )
         return pipeline
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -211,15 +242,28 @@ class Pipeline:
         def spec_for(estimate: Estimate) -> InstanceSpec:
             # The lease from the first second (#11.3): the image's watchdog reads these before any controller
             # connects. Names of variables and URLs only; the instance's own key is the provider's to inject.
-            hard = int(self.clock.wall() + hard_lease_seconds(
-                estimate.total_seconds, estimate.offer.price_per_hour, self.max_cost, self.options.hard_lease_seconds))
+            hard = int(
+                self.clock.wall()
+                + hard_lease_seconds(
+                    estimate.total_seconds,
+                    estimate.offer.price_per_hour,
+                    self.max_cost,
+                    self.options.hard_lease_seconds,
+                )
+            )
             hard_deadlines[estimate.offer.id] = float(hard)
             env = [("LORARUN_JOB_ID", primary.state.job_id), (DEADLINE_ENV, str(hard))]
             if destruct is not None:
                 env.extend(split_env(SELF_DESTRUCT_ENV, json.dumps(destruct.to_dict(), separators=(",", ":"))))
-            return InstanceSpec(label=label, image=image, disk_gb=self.primary.job.spec.resources.disk_gb,
-                                ssh_public_key=public_key, env=tuple(env), bid_price_per_hour=None,
-                                registry_login=login)
+            return InstanceSpec(
+                label=label,
+                image=image,
+                disk_gb=self.primary.job.spec.resources.disk_gb,
+                ssh_public_key=public_key,
+                env=tuple(env),
+                bid_price_per_hour=None,
+                registry_login=login,
+            )
 
         try:
             estimate, instance = create_cheapest(self.provider, self.ranked, spec_for, self._on_leaked_instance)
@@ -227,32 +271,44 @@ class Pipeline:
             # Ctrl-C while a create was in flight: an adapter that got an id puts it on the exception.
             leaked = getattr(failure, "instance_id", None)
             if leaked:
-                self._adopt(Instance(provider=self.provider.name, id=str(leaked), label=label,
-                                     status=InstanceStatus.PENDING))
+                self._adopt(
+                    Instance(provider=self.provider.name, id=str(leaked), label=label, status=InstanceStatus.PENDING)
+                )
             elif create_may_have_happened(failure):
                 self._sweep_after_failed_create(label, failure)
             raise
         self.rental.offer = estimate.offer
         self.hard_deadline = hard_deadlines.get(estimate.offer.id)
-        self._record_all(instance_label=label, offer_id=estimate.offer.id, gpu=self._gpu_text(),
-                         price_per_hour=estimate.offer.price_per_hour)
+        self._record_all(
+            instance_label=label,
+            offer_id=estimate.offer.id,
+            gpu=self._gpu_text(),
+            price_per_hour=estimate.offer.price_per_hour,
+        )
         self._adopt(instance)
-        err_console.print(f"rented [bold]{self._gpu_text()}[/] on {self.provider.name} as instance "
-                          f"[bold]{instance.id}[/] at {money(self.rental.offer.price_per_hour)}/h", highlight=False)
+        err_console.print(
+            f"rented [bold]{self._gpu_text()}[/] on {self.provider.name} as instance "
+            f"[bold]{instance.id}[/] at {money(self.rental.offer.price_per_hour)}/h",
+            highlight=False,
+        )
 
     def _sweep_after_failed_create(self, label: str, failure: BaseException) -> None:
         """The create did not return cleanly, yet the provider may have made (or be making) the instance: find it
         by the job's label and destroy it before exiting (#11.2). What is found is recorded like a leaked id."""
         why = "interrupted" if isinstance(failure, KeyboardInterrupt) else f"failed ({type(failure).__name__})"
-        err_console.print(f"the create {why}; checking for up to {self.options.create_sweep_seconds:.0f} s that "
-                          f"{self.provider.name} made no instance labelled {label}", highlight=False)
+        err_console.print(
+            f"the create {why}; checking for up to {self.options.create_sweep_seconds:.0f} s that "
+            f"{self.provider.name} made no instance labelled {label}",
+            highlight=False,
+        )
 
         def found(instance_id: str) -> None:
             for run in self.runs:
                 self._record(run, leaked_instance_ids=run.state.leaked_instance_ids + (instance_id,))
 
-        results = sweep_label(self.provider, label, window=self.options.create_sweep_seconds, clock=self.clock,
-                              on_found=found)
+        results = sweep_label(
+            self.provider, label, window=self.options.create_sweep_seconds, clock=self.clock, on_found=found
+        )
         if any(not r.confirmed for r in results):
             self.rental.teardown = next(r for r in results if not r.confirmed)
 
@@ -261,8 +317,12 @@ class Pipeline:
         self._record_all(instance_id=instance.id)
         self.rental.instance = instance
         self.rental.started_at = self.clock.wall()
-        self.spend = SpendTracker.for_instance(instance, created_at=self.rental.started_at,
-                                               fallback_price=self.rental.offer.price_per_hour, clock=self.clock.wall)
+        self.spend = SpendTracker.for_instance(
+            instance,
+            created_at=self.rental.started_at,
+            fallback_price=self.rental.offer.price_per_hour,
+            clock=self.clock.wall,
+        )
 
     def _on_leaked_instance(self, instance_id: str) -> None:
         """A create that failed but returned an id (Vast `new_contract`): record it, destroy it, confirm it."""
@@ -281,8 +341,10 @@ class Pipeline:
         def ready() -> Instance | None:
             instance = self.provider.get(instance_id)
             if instance is None or instance.status == InstanceStatus.TERMINATED:
-                raise PipelineError(f"instance {instance_id} is gone at {self.provider.name} (destroyed, or its "
-                                    f"lease ran out); outputs pulled so far are in the output folder")
+                raise PipelineError(
+                    f"instance {instance_id} is gone at {self.provider.name} (destroyed, or its "
+                    f"lease ran out); outputs pulled so far are in the output folder"
+                )
             boot.check_start(instance)  # the provider's fields say it will never come up
             if instance.status in (InstanceStatus.ERROR, InstanceStatus.STOPPED):
                 raise boot.StartFailed(instance, instance.status_message or instance.status.value)
@@ -294,9 +356,14 @@ class Pipeline:
         started = self.clock.now()
         with err_console.status(f"waiting for instance {instance_id} to boot"):
             try:
-                self.rental.instance = poll(ready, what=f"instance {instance_id} to boot",
-                                            timeout=self.options.boot_timeout, interval=1.0, clock=self.clock,
-                                            describe=lambda: last["status"])
+                self.rental.instance = poll(
+                    ready,
+                    what=f"instance {instance_id} to boot",
+                    timeout=self.options.boot_timeout,
+                    interval=1.0,
+                    clock=self.clock,
+                    describe=lambda: last["status"],
+                )
             except PollTimeout as exc:
                 raise PipelineError(str(exc)) from None
             ssh = self.rental.instance.ssh
@@ -328,8 +395,14 @@ class Pipeline:
                 return None
 
         try:
-            return poll(attempt, what="SSH to answer", timeout=self.options.ssh_timeout, interval=2.0,
-                        clock=self.clock, describe=lambda: errors[-1] if errors else "")
+            return poll(
+                attempt,
+                what="SSH to answer",
+                timeout=self.options.ssh_timeout,
+                interval=2.0,
+                clock=self.clock,
+                describe=lambda: errors[-1] if errors else "",
+            )
         except PollTimeout as exc:
             raise PipelineError(str(exc)) from None
 
@@ -374,20 +447,35 @@ class Pipeline:
         transport.run(f"mkdir -p {_q(layout.output)} {_q(layout.work)}", timeout=60)
         # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
         with transfer_bar(f"uploading {spec.dataset_dir.name}") as progress:
-            report_ = transport.put_files(local_files((f.rel, f.path) for f in run.job.scan.files()),
-                                          layout.dataset, progress=progress, what=str(spec.dataset_dir))
+            report_ = transport.put_files(
+                local_files((f.rel, f.path) for f in run.job.scan.files()),
+                layout.dataset,
+                progress=progress,
+                what=str(spec.dataset_dir),
+            )
         uploaded = {"dataset": report_.manifest}
         reg_dir = None
         if spec.reg_dir:
             with transfer_bar(f"uploading {spec.reg_dir.name}") as progress:
-                uploaded["reg"] = transport.put_files(local_files((f.rel, f.path) for f in run.job.scan.files(reg=True)),
-                                                      layout.reg, progress=progress, what=str(spec.reg_dir)).manifest
+                uploaded["reg"] = transport.put_files(
+                    local_files((f.rel, f.path) for f in run.job.scan.files(reg=True)),
+                    layout.reg,
+                    progress=progress,
+                    what=str(spec.reg_dir),
+                ).manifest
             reg_dir = layout.reg
         write_upload_manifest(self.store.job_dir(run.state.job_id), uploaded)
-        engine_cfg = spec.engine_config(job_id=run.state.job_id, dataset_dir=layout.dataset, reg_dir=reg_dir,
-                                        output_dir=layout.output, work_dir=layout.work)
+        engine_cfg = spec.engine_config(
+            job_id=run.state.job_id,
+            dataset_dir=layout.dataset,
+            reg_dir=reg_dir,
+            output_dir=layout.output,
+            work_dir=layout.work,
+        )
         base = spec.model.base
-        local_model = spec.resolve(base) if base.startswith((".", "/", "~")) or base.endswith((".safetensors", ".ckpt")) else None
+        local_model = (
+            spec.resolve(base) if base.startswith((".", "/", "~")) or base.endswith((".safetensors", ".ckpt")) else None
+        )
         if local_model is not None and local_model.exists():
             if local_model.is_dir():
                 with transfer_bar(f"uploading {local_model.name}") as progress:
@@ -396,16 +484,19 @@ class Pipeline:
                 err_console.print(f"uploading {local_model.name} ({local_model.stat().st_size / 1e9:.1f} GB)")
                 transport.put_file(local_model, layout.path("model", local_model.name))
             engine_cfg = dataclasses.replace(
-                engine_cfg, model=dataclasses.replace(engine_cfg.model, base=layout.path("model", local_model.name)))
-        engine_cfg = flux_files.upload(spec, engine_cfg, transport, layout,
-                                       lambda line: err_console.print(line, highlight=False))
+                engine_cfg, model=dataclasses.replace(engine_cfg.model, base=layout.path("model", local_model.name))
+            )
+        engine_cfg = flux_files.upload(
+            spec, engine_cfg, transport, layout, lambda line: err_console.print(line, highlight=False)
+        )
         job_dir = self.store.job_dir(run.state.job_id)
         engine_cfg.write(job_dir / "engine_config.json")
         transport.put_file(job_dir / "engine_config.json", layout.engine_config)
         run.timings["upload"] = self.clock.now() - started
         run.timings["upload_bytes"] = float(report_.bytes_sent)
-        err_console.print(f"uploaded {report_.files_sent} file(s), skipped {report_.files_skipped} already there",
-                          highlight=False)
+        err_console.print(
+            f"uploaded {report_.files_sent} file(s), skipped {report_.files_skipped} already there", highlight=False
+        )
 
     def _install_lorarun(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> RemoteLayout:
         """The stock path: lorarun as a wheel beside the dataset, pip-installed on the instance (runner/run/stock.py)."""
@@ -428,30 +519,45 @@ class Pipeline:
         destruct = self.provider.self_destruct()
         # The engine runs data-parallel over every visible GPU by itself (`--num-processes auto`, through
         # `accelerate launch`), so the command is the same on one GPU, eight, or a CPU.
-        engine = [layout.python, "-m", "lorarun.image.engine", "train", "--config", layout.engine_config,
-                  "--num-processes", "auto"]
+        engine = [
+            layout.python,
+            "-m",
+            "lorarun.image.engine",
+            "train",
+            "--config",
+            layout.engine_config,
+            "--num-processes",
+            "auto",
+        ]
         agent = AgentConfig(
-            job_id=run.state.job_id, engine_command=tuple(engine), output_dir=layout.output,
-            lease_deadline=deadline, grace_seconds=self.options.grace_seconds, hard_deadline=self.hard_deadline,
+            job_id=run.state.job_id,
+            engine_command=tuple(engine),
+            output_dir=layout.output,
+            lease_deadline=deadline,
+            grace_seconds=self.options.grace_seconds,
+            hard_deadline=self.hard_deadline,
             # The adapter's plan crosses to the engine side as JSON (image/instance/self_destroy.py is the reader).
             self_destruct=SelfDestroyConfig.from_dict(destruct.to_dict()) if destruct else None,
         )
         job_dir = self.store.job_dir(run.state.job_id)
         (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")
         transport.put_file(job_dir / "agent.json", layout.agent_config)
-        transport.start_detached(f"exec {_q(layout.python)} -m lorarun.image.instance.agent --job-dir {_q(layout.root)}",
-                                 cwd=layout.root, log_path=layout.agent_log)
+        transport.start_detached(
+            f"exec {_q(layout.python)} -m lorarun.image.instance.agent --job-dir {_q(layout.root)}",
+            cwd=layout.root,
+            log_path=layout.agent_log,
+        )
         self._record(run, lease_deadline=deadline)
 
     def _monitor(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> JobMonitor:
         self._advance(run, "monitor")
         job_dir = self.store.job_dir(run.state.job_id)
-        monitor = JobMonitor(transport, layout, run.job.spec.output_dir, job_dir / "events.jsonl",
-                             now=self.clock.now)
+        monitor = JobMonitor(transport, layout, run.job.spec.output_dir, job_dir / "events.jsonl", now=self.clock.now)
         started = self.clock.now()
         last_instance_check = started
-        renewer = LeaseRenewer(window=self.options.lease_seconds, hard_deadline=self.hard_deadline,
-                               wall=self.clock.wall)
+        renewer = LeaseRenewer(
+            window=self.options.lease_seconds, hard_deadline=self.hard_deadline, wall=self.clock.wall
+        )
         view = TrainingView(run.job.total_steps, self.rental.offer.price_per_hour, self.max_cost)
         with view:
             while True:
@@ -466,18 +572,22 @@ class Pipeline:
                 asked = self.store.take_stop_request(run.state.job_id)  # `lorarun down` from another terminal
                 if asked and not self._stop_requested:
                     self._stop_requested = asked
-                    err_console.print(f"[yellow]{asked}: the engine saves a checkpoint, then outputs come home[/]",
-                                      highlight=False)
+                    err_console.print(
+                        f"[yellow]{asked}: the engine saves a checkpoint, then outputs come home[/]", highlight=False
+                    )
                     self._stop_engine(transport, layout, monitor)
                     break
                 if (renewed := renewer.due(monitor.progress.marks)) is not None:
                     self._renew_lease(run, transport, layout, renewed)
                 trained = monitor.progress.total_steps > 0 and monitor.progress.step >= monitor.progress.total_steps
-                if (self.spend and self.spend.over(self.max_cost) and not self._stop_requested
-                        and not trained):  # a finished training's final save and samples are never cut
-                    self._stop_requested = (f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
-                                            f" (keeping enough for the final pull and teardown); stopped cleanly"
-                                            f" with the last checkpoint")
+                if (
+                    self.spend and self.spend.over(self.max_cost) and not self._stop_requested and not trained
+                ):  # a finished training's final save and samples are never cut
+                    self._stop_requested = (
+                        f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)}"
+                        f" (keeping enough for the final pull and teardown); stopped cleanly"
+                        f" with the last checkpoint"
+                    )
                     err_console.print(f"[yellow]{self._stop_requested}[/]", highlight=False)
                     self._stop_engine(transport, layout, monitor)
                     break
@@ -514,14 +624,17 @@ class Pipeline:
                 hard = json.loads(raw).get("hard_deadline") if raw else None
             if hard is not None:
                 self._renew_lease(run, transport, RemoteLayout(root=run.state.remote_dir, python=""), float(hard))
-        except Exception:  # noqa: BLE001 - a dead link: the working lease then ends it, as if nobody came back
+        except Exception:
             pass
 
     def _renew_lease(self, run: JobRun, transport: Transport, layout: RemoteLayout, deadline: float) -> None:
         """The job makes progress and we are attached: push the agent's working lease to `deadline` (#11.4)."""
         lease = layout.path(LEASE_FILE)
-        transport.run(f"printf '%s' {deadline:.0f} > {_q(lease + '.tmp')} && mv {_q(lease + '.tmp')} {_q(lease)}",
-                      timeout=30, check=False)
+        transport.run(
+            f"printf '%s' {deadline:.0f} > {_q(lease + '.tmp')} && mv {_q(lease + '.tmp')} {_q(lease)}",
+            timeout=30,
+            check=False,
+        )
         self._record(run, lease_deadline=deadline)
 
     def _agent_died(self, run: JobRun, transport: Transport, monitor: JobMonitor, why: str) -> None:
@@ -530,8 +643,11 @@ class Pipeline:
         follows as on every failure (#11.1)."""
         self._check_instance_alive()  # a vanished instance explains it better
         engine_pid = (monitor.agent_status() or {}).get("engine_pid")
-        err_console.print(f"[red]the agent on instance {self.rental.instance.id} died ({why}); pulling what exists "
-                          f"and tearing down[/]", highlight=False)
+        err_console.print(
+            f"[red]the agent on instance {self.rental.instance.id} died ({why}); pulling what exists "
+            f"and tearing down[/]",
+            highlight=False,
+        )
         if isinstance(engine_pid, int):
             transport.run(f"kill -TERM {engine_pid} 2>/dev/null || true", timeout=30, check=False)
         monitor.progress.reason = f"the agent on the instance died ({why})"
@@ -543,8 +659,10 @@ class Pipeline:
         except ProviderError:
             return  # the API is flaky; the SSH link is the real test
         if instance is None or instance.status == InstanceStatus.TERMINATED:
-            raise PipelineError(f"instance {self.rental.instance.id} vanished at {self.provider.name}; "
-                                f"outputs pulled so far are in the output folder")
+            raise PipelineError(
+                f"instance {self.rental.instance.id} vanished at {self.provider.name}; "
+                f"outputs pulled so far are in the output folder"
+            )
 
     def _stop_engine(self, transport: Transport, layout: RemoteLayout, monitor: JobMonitor) -> None:
         """Ask the agent to stop (it forwards SIGTERM to the engine, which saves a checkpoint), then wait."""
@@ -560,8 +678,14 @@ class Pipeline:
             return None
 
         try:
-            poll(stopped, what="the engine to save its checkpoint and stop", timeout=self.options.stop_timeout,
-                 interval=1.0, max_interval=3.0, clock=self.clock)
+            poll(
+                stopped,
+                what="the engine to save its checkpoint and stop",
+                timeout=self.options.stop_timeout,
+                interval=1.0,
+                max_interval=3.0,
+                clock=self.clock,
+            )
         except PollTimeout as exc:
             err_console.print(f"[yellow]{exc}; pulling what exists[/]", highlight=False)
 
@@ -578,24 +702,31 @@ class Pipeline:
             # Never destroy what is not home yet (#11.5): the instance stays for its grace window, its agent armed.
             self._held_for_pull = run
             raise OutputsNotHome(
-                f"{len(home.problems)} output(s) could not be brought home: " + "; ".join(home.problems)
+                f"{len(home.problems)} output(s) could not be brought home: "
+                + "; ".join(home.problems)
                 + f". Instance {self.rental.instance.id} is kept for its grace window (about "
                 f"{self.options.grace_seconds / 60:.0f} min) so nothing is lost: fix that, then run "
-                f"`lorarun attach {run.state.job_id}` to finish the pull and destroy it")
+                f"`lorarun attach {run.state.job_id}` to finish the pull and destroy it"
+            )
         self._write_report(run, monitor, verification, outcome)
         # No `collected` marker here: the agent keeps its grace window and self-destroy armed until teardown has
         # destroyed the instance (and the agent with it). Told earlier, a destroy that fails would leave nothing on
         # the instance to end the billing (#15.5).
         if monitor.progress.refused:
-            err_console.print(f"[yellow]refused {len(monitor.progress.refused)} manifest path(s) that would land "
-                              f"outside {run.job.spec.output_dir}: {', '.join(map(repr, monitor.progress.refused[:3]))}"
-                              f"[/]", highlight=False)
+            err_console.print(
+                f"[yellow]refused {len(monitor.progress.refused)} manifest path(s) that would land "
+                f"outside {run.job.spec.output_dir}: {', '.join(map(repr, monitor.progress.refused[:3]))}"
+                f"[/]",
+                highlight=False,
+            )
         verification.raise_if_bad()  # after the report: the user sees which file is wrong and why
         if outcome == "failed":
             from lorarun.runner.errors import EngineFailed
 
-            raise EngineFailed(f"training failed: {monitor.progress.reason or 'see ' + str(run.job.spec.output_dir)}"
-                               f" (outputs saved so far are in {run.job.spec.output_dir})")
+            raise EngineFailed(
+                f"training failed: {monitor.progress.reason or 'see ' + str(run.job.spec.output_dir)}"
+                f" (outputs saved so far are in {run.job.spec.output_dir})"
+            )
         if outcome == "finished":
             self._record_calibration(run)
         run.outcome = outcome
@@ -607,11 +738,17 @@ class Pipeline:
         from lorarun.runner.run.report import write_report
 
         summary = {
-            "job_id": run.state.job_id, "name": run.state.name, "provider": self.provider.name,
-            "instance_id": self.rental.instance.id if self.rental.instance else None, "gpu": self._gpu_text(),
-            "price_per_hour": self.rental.offer.price_per_hour, "timings": run.timings,
-            "predicted_cost": run.predicted_cost, "actual_cost": self._spent(),
-            "outcome": outcome, "stop_reason": self._stop_requested,
+            "job_id": run.state.job_id,
+            "name": run.state.name,
+            "provider": self.provider.name,
+            "instance_id": self.rental.instance.id if self.rental.instance else None,
+            "gpu": self._gpu_text(),
+            "price_per_hour": self.rental.offer.price_per_hour,
+            "timings": run.timings,
+            "predicted_cost": run.predicted_cost,
+            "actual_cost": self._spent(),
+            "outcome": outcome,
+            "stop_reason": self._stop_requested,
             "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
         }
         write_report(run.job.spec.output_dir, summary, monitor.events)
@@ -640,9 +777,13 @@ class Pipeline:
 
             err_console.print()
             try:
-                choice = Prompt.ask("Interrupted. [bold]stop[/] (pull outputs, destroy the instance) or "
-                                    "[bold]detach[/] (leave it training; `lorarun attach` later)",
-                                    choices=["stop", "detach"], default="stop", console=err_console)
+                choice = Prompt.ask(
+                    "Interrupted. [bold]stop[/] (pull outputs, destroy the instance) or "
+                    "[bold]detach[/] (leave it training; `lorarun attach` later)",
+                    choices=["stop", "detach"],
+                    default="stop",
+                    console=err_console,
+                )
             except (KeyboardInterrupt, EOFError):
                 err_console.print("\nsecond interrupt: destroying the instance now")
                 return False
@@ -651,10 +792,12 @@ class Pipeline:
             self._extend_lease_to_hard(run)  # left training on purpose: only the budget's hard deadline applies
             self._record(run, message="detached by the user")
             lease = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.state.lease_deadline or 0))
-            err_console.print(f"detached: instance {self.rental.instance.id} keeps training; "
-                              f"`lorarun attach {run.state.job_id}` to follow it, `lorarun down {run.state.job_id}` "
-                              f"to stop it. It destroys itself after its lease ({lease}) if nobody comes back.",
-                              highlight=False)
+            err_console.print(
+                f"detached: instance {self.rental.instance.id} keeps training; "
+                f"`lorarun attach {run.state.job_id}` to follow it, `lorarun down {run.state.job_id}` "
+                f"to stop it. It destroys itself after its lease ({lease}) if nobody comes back.",
+                highlight=False,
+            )
             return True
         try:
             self._graceful_stop()
@@ -669,8 +812,13 @@ class Pipeline:
         err_console.print("stopping: the engine saves a checkpoint, then outputs come home")
         self._stop_requested = reason
         layout = RemoteLayout.resolve(self.rental.transport, run.state.job_id)
-        monitor = JobMonitor(self.rental.transport, layout, run.job.spec.output_dir,
-                             self.store.job_dir(run.state.job_id) / "events.jsonl", now=self.clock.now)
+        monitor = JobMonitor(
+            self.rental.transport,
+            layout,
+            run.job.spec.output_dir,
+            self.store.job_dir(run.state.job_id) / "events.jsonl",
+            now=self.clock.now,
+        )
         self._stop_engine(self.rental.transport, layout, monitor)
         monitor.pull_outputs()
         run.outcome = "stopped"
@@ -687,8 +835,9 @@ class Pipeline:
                 self._teardown()
                 return
             except KeyboardInterrupt:
-                err_console.print("teardown in progress; press Ctrl-C again only if you will destroy the "
-                                  "instance yourself")
+                err_console.print(
+                    "teardown in progress; press Ctrl-C again only if you will destroy the instance yourself"
+                )
                 continue
 
     def _teardown(self) -> None:
@@ -703,7 +852,7 @@ class Pipeline:
         if self.rental.transport is not None:
             try:
                 self.rental.transport.close()
-            except Exception:  # noqa: BLE001 - closing a dead link must not stop the destroy
+            except Exception:
                 pass
         instance = self.rental.instance
         if instance is None:
@@ -711,12 +860,18 @@ class Pipeline:
                 self._finalize(run, destroyed=True)
             return
         if self.options.keep:
-            hard = (f"; it destroys itself at its hard deadline "
-                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(self.hard_deadline))}"
-                    if self.hard_deadline else "")
-            err_console.print(f"[yellow]--keep: instance {instance.id} on {self.provider.name} is still up and "
-                              f"billing {money(self.rental.offer.price_per_hour)}/h{hard}. Kill it with: "
-                              f"{self.provider.kill_hint(instance.id)}[/]", highlight=False)
+            hard = (
+                f"; it destroys itself at its hard deadline "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(self.hard_deadline))}"
+                if self.hard_deadline
+                else ""
+            )
+            err_console.print(
+                f"[yellow]--keep: instance {instance.id} on {self.provider.name} is still up and "
+                f"billing {money(self.rental.offer.price_per_hour)}/h{hard}. Kill it with: "
+                f"{self.provider.kill_hint(instance.id)}[/]",
+                highlight=False,
+            )
             for run in self.runs:
                 self._record(run, phase="kept", message=f"instance {instance.id} kept on purpose")
             return
@@ -724,7 +879,9 @@ class Pipeline:
         self.rental.teardown = result
         report(result)
         for run in self.runs:
-            self._finalize(run, destroyed=result.confirmed, teardown_message=None if result.confirmed else result.message)
+            self._finalize(
+                run, destroyed=result.confirmed, teardown_message=None if result.confirmed else result.message
+            )
 
     def _hold_for_pull(self, held: JobRun) -> None:
         """Outputs are still on the instance and could not come home: keep it (said loudly, never silently); its
@@ -733,17 +890,21 @@ class Pipeline:
         if self.rental.transport is not None:
             try:
                 self.rental.transport.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         until = time.strftime("%H:%M", time.localtime(self.clock.wall() + self.options.grace_seconds))
-        err_console.print(f"[bold yellow]instance {instance.id} on {self.provider.name} is kept until about {until} "
-                          f"(billing {money(self.rental.offer.price_per_hour)}/h) because outputs are not home yet; "
-                          f"`lorarun attach {held.state.job_id}` finishes the pull and destroys it, or it destroys "
-                          f"itself after that. Kill it now (losing those outputs): "
-                          f"{self.provider.kill_hint(instance.id)}[/]", highlight=False)
+        err_console.print(
+            f"[bold yellow]instance {instance.id} on {self.provider.name} is kept until about {until} "
+            f"(billing {money(self.rental.offer.price_per_hour)}/h) because outputs are not home yet; "
+            f"`lorarun attach {held.state.job_id}` finishes the pull and destroys it, or it destroys "
+            f"itself after that. Kill it now (losing those outputs): "
+            f"{self.provider.kill_hint(instance.id)}[/]",
+            highlight=False,
+        )
         for run in self.runs:
-            self._record(run, message=f"outputs not home; instance {instance.id} kept for the pull: "
-                                      f"{run.state.message}"[:500])
+            self._record(
+                run, message=f"outputs not home; instance {instance.id} kept for the pull: {run.state.message}"[:500]
+            )
 
     def _release_agents(self) -> None:
         """`--keep`: tell each job's agent the instance is kept, so it exits instead of self-destroying (the
@@ -753,7 +914,7 @@ class Pipeline:
                 continue
             try:
                 self.rental.transport.run(f"touch {_q(run.state.remote_dir + '/kept')}", timeout=30, check=False)
-            except Exception:  # noqa: BLE001 - a dead link: the agent's grace window then ends the instance
+            except Exception:
                 pass
 
     def _finalize(self, run: JobRun, *, destroyed: bool, teardown_message: str | None = None) -> None:
@@ -770,8 +931,14 @@ class Pipeline:
 def _new_state(store: JobStore, job: ValidatedJob, provider_name: str, predicted_cost: float | None) -> JobState:
     from lorarun.runner.state import new_job_id
 
-    state = JobState(job_id=new_job_id(job.spec.name), name=job.spec.name, job_file=job.spec.source,
-                     provider=provider_name, output_dir=str(job.spec.output_dir), predicted_cost=predicted_cost)
+    state = JobState(
+        job_id=new_job_id(job.spec.name),
+        name=job.spec.name,
+        job_file=job.spec.source,
+        provider=provider_name,
+        output_dir=str(job.spec.output_dir),
+        predicted_cost=predicted_cost,
+    )
     state = store.create(state)
     shutil.copyfile(job.spec.source, store.job_dir(state.job_id) / Path(job.spec.source).name)
     return store.advance(state, "validate")
@@ -781,7 +948,7 @@ class TerminateRequested(KeyboardInterrupt):
     """SIGTERM: stop cleanly without asking (a service manager or `kill` sent it, not a person)."""
 
 
-def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+def _sigterm_as_interrupt(signum, frame):
     raise TerminateRequested
 
 
@@ -789,8 +956,10 @@ def write_upload_manifest(job_dir: Path, uploaded: dict) -> None:
     """What left the laptop for this job, file by file (relative path, sha256, size), for the user to audit."""
     import json
 
-    data = {part: [{"path": rel, "sha256": sha, "size": size} for rel, sha, size in files]
-            for part, files in uploaded.items()}
+    data = {
+        part: [{"path": rel, "sha256": sha, "size": size} for rel, sha, size in files]
+        for part, files in uploaded.items()
+    }
     (job_dir / "upload_manifest.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
@@ -805,4 +974,3 @@ def _job_public_key(ssh_dir: Path, job_id: str, provider_name: str) -> str:
 
 def _q(path: str) -> str:
     return "'" + path.replace("'", "'\\''") + "'"
-

@@ -1,5 +1,6 @@
 """The one poller: call a probe until it returns a value or a deadline passes. The clock and sleep are injected,
 so tests drive time instead of waiting for it."""
+
 from __future__ import annotations
 
 import time
@@ -28,9 +29,16 @@ class PollTimeout(Exception):
         self.waited = waited
 
 
-def poll(probe: Callable[[], T | None], *, what: str, timeout: float, interval: float = 2.0,
-         max_interval: float = 10.0, clock: Clock = REAL_CLOCK,
-         describe: Callable[[], str] = lambda: "") -> T:
+def poll(
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 2.0,
+    max_interval: float = 10.0,
+    clock: Clock = REAL_CLOCK,
+    describe: Callable[[], str] = lambda: "",
+) -> T:
     """Return the first non-None value of `probe()`. The interval grows gently (×1.5) up to `max_interval`:
     fast answers for fast hosts, fewer API calls (Vast asks for ~10 s) for slow ones."""
     start = clock.now()

@@ -1,4 +1,5 @@
 """Progress displays (rich): bytes for transfers; steps, loss, it/s, ETA and dollars for training."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -23,8 +24,15 @@ from lorarun.sshlink.transport import ProgressFn
 
 @contextmanager
 def transfer_bar(description: str) -> Iterator[ProgressFn]:
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TimeRemainingColumn(), console=err_console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
     with progress:
         task = progress.add_task(description, total=None)
 
@@ -58,14 +66,17 @@ class TrainingView:
         self.price_per_hour = price_per_hour
         self.max_cost = max_cost
         self.progress = Progress(
-            SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("[bold]{task.description:<16}[/]"), BarColumn(),
-            TextColumn("{task.fields[detail]}"), console=err_console,
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("[bold]{task.description:<16}[/]"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=err_console,
         )
         self.tasks: dict[str, TaskID] = {}
         self.seen: dict[str, tuple[int, int | None]] = {}
         self.total_steps = total_steps
 
-    def __enter__(self) -> "TrainingView":
+    def __enter__(self) -> TrainingView:
         self.progress.__enter__()
         self._task("starting", "engine starting", None, "")
         return self
@@ -101,8 +112,9 @@ class TrainingView:
         total = state.total_steps or self.total_steps
         if state.step or (total and "training" in self.tasks):
             task = self._task("training", "training", total or None, "")
-            self.progress.update(task, completed=state.step, total=total or None,
-                                 detail=self._training_detail(state, total, spent))
+            self.progress.update(
+                task, completed=state.step, total=total or None, detail=self._training_detail(state, total, spent)
+            )
         pulled = list(getattr(state, "pulled", {}) or {})
         if pulled:  # outputs come home while training goes on: say so, with the latest one's name
             task = self._task("outputs", "outputs home", None, "")
@@ -139,8 +151,14 @@ def _clock(seconds: int) -> str:
 @contextmanager
 def pull_bar(description: str = "pulling files") -> Iterator:
     """`progress(done, total, name)` for the final pull of the outputs (k/n files, and which one)."""
-    progress = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("[bold]{task.description:<16}[/]"),
-                        BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"), console=err_console)
+    progress = Progress(
+        SpinnerColumn(finished_text="[green]✓[/]"),
+        TextColumn("[bold]{task.description:<16}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[name]}"),
+        console=err_console,
+    )
     with progress:
         task: list[TaskID] = []
 

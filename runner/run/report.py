@@ -4,6 +4,7 @@ Built from what the controller knows (`job_summary`: provider, GPU, price, timin
 engine's events (steps, losses, checkpoints, samples). The HTML is self-contained: inline CSS, the loss curve as
 inline SVG (no matplotlib on the laptop), and the sample grid by relative link, since it sits in the same folder.
 """
+
 from __future__ import annotations
 
 import html
@@ -49,7 +50,7 @@ def downsample(points: Sequence[LossPoint], limit: int = MAX_CURVE_POINTS) -> li
     size = math.ceil(len(points) / limit)
     out = []
     for i in range(0, len(points), size):
-        bucket = points[i:i + size]
+        bucket = points[i : i + size]
         out.append(LossPoint(bucket[-1].step, sum(p.loss for p in bucket) / len(bucket)))
     return out
 
@@ -57,14 +58,16 @@ def downsample(points: Sequence[LossPoint], limit: int = MAX_CURVE_POINTS) -> li
 def _training(events: Sequence[Mapping[str, Any]], points: Sequence[LossPoint]) -> dict[str, Any]:
     steps = [e for e in events if e.get("event") == "step"]
     last = steps[-1] if steps else {}
-    tail = points[-max(1, len(points) // 10):] if points else []
+    tail = points[-max(1, len(points) // 10) :] if points else []
     terminal = next((e for e in reversed(events) if e.get("event") in ("finished", "failed", "stopped")), None)
     return {
         "steps": last.get("step"),
-        "total_steps": last.get("total_steps") or next(
-            (e.get("total_steps") for e in events if e.get("event") == "started"), None),
-        "epochs": max((e["epoch"] for e in events if e.get("event") in ("epoch", "step")
-                       and isinstance(e.get("epoch"), int)), default=None),
+        "total_steps": last.get("total_steps")
+        or next((e.get("total_steps") for e in events if e.get("event") == "started"), None),
+        "epochs": max(
+            (e["epoch"] for e in events if e.get("event") in ("epoch", "step") and isinstance(e.get("epoch"), int)),
+            default=None,
+        ),
         "final_loss": points[-1].loss if points else None,
         # The last step's loss is one noisy sample; the mean of the last tenth says more.
         "final_loss_mean_last_10pct": sum(p.loss for p in tail) / len(tail) if tail else None,
@@ -81,16 +84,31 @@ def _files(summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> l
         rows = []
         for f in verified:
             st = f.get("safetensors") or {}
-            rows.append({"path": f.get("path"), "kind": f.get("kind"), "size": f.get("size"),
-                         "sha256": f.get("sha256"), "ok": f.get("error") is None, "error": f.get("error"),
-                         "tensors": st.get("tensors"), "network_dim": st.get("network_dim"),
-                         "network_alpha": st.get("network_alpha")})
+            rows.append(
+                {
+                    "path": f.get("path"),
+                    "kind": f.get("kind"),
+                    "size": f.get("size"),
+                    "sha256": f.get("sha256"),
+                    "ok": f.get("error") is None,
+                    "error": f.get("error"),
+                    "tensors": st.get("tensors"),
+                    "network_dim": st.get("network_dim"),
+                    "network_alpha": st.get("network_alpha"),
+                }
+            )
         return rows
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e.get("event") in OUTPUT_EVENTS and e.get("path"):
-            latest[str(e["path"])] = {"path": e["path"], "kind": e["event"], "size": e.get("size"),
-                                      "sha256": e.get("sha256"), "ok": None, "error": None}
+            latest[str(e["path"])] = {
+                "path": e["path"],
+                "kind": e["event"],
+                "size": e.get("size"),
+                "sha256": e.get("sha256"),
+                "ok": None,
+                "error": None,
+            }
     return list(latest.values())
 
 
@@ -122,10 +140,16 @@ def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, A
         "price_per_hour": job_summary.get("price_per_hour"),
         "cost": _cost(job_summary),
         # Durations only; sizes and rates (upload_bytes, seconds_per_step) are quantities of their own.
-        "timings": {k: v for k, v in (job_summary.get("timings") or {}).items()
-                    if isinstance(v, (int, float)) and not k.endswith("_bytes") and k != "seconds_per_step"},
-        "transfer": {k: v for k, v in (job_summary.get("timings") or {}).items()
-                     if isinstance(v, (int, float)) and k.endswith("_bytes")},
+        "timings": {
+            k: v
+            for k, v in (job_summary.get("timings") or {}).items()
+            if isinstance(v, (int, float)) and not k.endswith("_bytes") and k != "seconds_per_step"
+        },
+        "transfer": {
+            k: v
+            for k, v in (job_summary.get("timings") or {}).items()
+            if isinstance(v, (int, float)) and k.endswith("_bytes")
+        },
         "seconds_per_step": (job_summary.get("timings") or {}).get("seconds_per_step"),
         "training": _training(events, points),
         "files": files,
@@ -179,19 +203,36 @@ def _facts(r: Mapping[str, Any]) -> list[tuple[str, str]]:
     diff = c["difference_fraction"]
     loss = t["final_loss"]
     return [
-        ("Outcome", str(r["outcome"] or t["engine_outcome"] or "unknown") +
-         (f" ({r['stop_reason']})" if r["stop_reason"] else "")),
+        (
+            "Outcome",
+            str(r["outcome"] or t["engine_outcome"] or "unknown")
+            + (f" ({r['stop_reason']})" if r["stop_reason"] else ""),
+        ),
         ("Provider", f"{r['provider'] or '–'}" + (f", instance {r['instance_id']}" if r["instance_id"] else "")),
         ("GPU", f"{r['gpu'] or '–'} at {fmt_money(r['price_per_hour'])}/h"),
-        ("Cost", f"{fmt_money(c['actual'])} actual, {fmt_money(c['predicted'])} predicted" +
-         (f" ({diff:+.0%})" if diff is not None else "")),
-        ("Steps", f"{t['steps'] if t['steps'] is not None else '–'} of {t['total_steps'] or '–'}" +
-         (f", {r['seconds_per_step']:.3f} s/step" if isinstance(r.get("seconds_per_step"), (int, float)) else "")),
+        (
+            "Cost",
+            f"{fmt_money(c['actual'])} actual, {fmt_money(c['predicted'])} predicted"
+            + (f" ({diff:+.0%})" if diff is not None else ""),
+        ),
+        (
+            "Steps",
+            f"{t['steps'] if t['steps'] is not None else '–'} of {t['total_steps'] or '–'}"
+            + (f", {r['seconds_per_step']:.3f} s/step" if isinstance(r.get("seconds_per_step"), (int, float)) else ""),
+        ),
         *[(TRANSFER_LABELS.get(name, name), fmt_bytes(value)) for name, value in (r.get("transfer") or {}).items()],
-        ("Final loss", "–" if loss is None else
-         f"{loss:.4f} (mean of the last tenth {t['final_loss_mean_last_10pct']:.4f})"),
-        ("Verified", {True: "every file matches its sha256 and loads", False: "PROBLEMS, see the files table",
-                      None: "not verified"}[r["verified"]]),
+        (
+            "Final loss",
+            "–" if loss is None else f"{loss:.4f} (mean of the last tenth {t['final_loss_mean_last_10pct']:.4f})",
+        ),
+        (
+            "Verified",
+            {
+                True: "every file matches its sha256 and loads",
+                False: "PROBLEMS, see the files table",
+                None: "not verified",
+            }[r["verified"]],
+        ),
     ]
 
 
@@ -208,16 +249,18 @@ def _md_cell(text: Any) -> str:
 
 
 def render_markdown(r: Mapping[str, Any]) -> str:
-    lines = [f"# LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else ""), "",
-             "| | |", "|---|---|"]
+    lines = [f"# LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else ""), "", "| | |", "|---|---|"]
     lines += [f"| {k} | {_md_cell(v)} |" for k, v in _facts(r)]
     if r["timings"]:
         lines += ["", "## Timings", "", "| phase | value |", "|---|---|"]
         lines += [f"| {k} | {fmt_timing(k, v)} |" for k, v in r["timings"].items()]
     if r["files"]:
         lines += ["", "## Files", "", "| file | kind | size | sha256 | notes |", "|---|---|---|---|---|"]
-        lines += [f"| {_md_cell(f['path'])} | {f['kind'] or ''} | {fmt_bytes(f['size'])} | "
-                  f"`{(f['sha256'] or '')[:16]}` | {_md_cell(_file_note(f))} |" for f in r["files"]]
+        lines += [
+            f"| {_md_cell(f['path'])} | {f['kind'] or ''} | {fmt_bytes(f['size'])} | "
+            f"`{(f['sha256'] or '')[:16]}` | {_md_cell(_file_note(f))} |"
+            for f in r["files"]
+        ]
     if r["training"]["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in r["training"]["warnings"]]
     if r["grid"]:
@@ -245,13 +288,17 @@ def loss_svg(points: Sequence[LossPoint], width: int = 640, height: int = 240) -
     def y(loss: float) -> float:
         return top + (hi - loss) / (hi - lo) * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-             f'height="{height}" role="img" aria-label="training loss by step">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="training loss by step">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
+    ]
     for i in range(5):
         value = lo + (hi - lo) * i / 4
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-                     f'stroke="#eee"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+            f'stroke="#eee"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>'
+        )
     for i in range(5):
         step = x0 + (x1 - x0) * i / 4
         parts.append(f'<text x="{x(step):.1f}" y="{height - 8}" text-anchor="middle">{round(step)}</text>')
@@ -271,21 +318,28 @@ svg text{font:11px system-ui,sans-serif;fill:#555}img{max-width:100%}"""
 def render_html(r: Mapping[str, Any], points: Sequence[LossPoint]) -> str:
     e = html.escape
     title = f"LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else "")
-    out = [f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style>'
-           f"</head><body><h1>{e(title)}</h1><table>"]
+    out = [
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style>'
+        f"</head><body><h1>{e(title)}</h1><table>"
+    ]
     out += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r)]
     out.append("</table><h2>Loss</h2>" + loss_svg(points))
     if r["timings"]:
-        out.append("<h2>Timings</h2><table>" + "".join(
-            f"<tr><td>{e(k)}</td><td>{e(fmt_timing(k, v))}</td></tr>" for k, v in r["timings"].items()) + "</table>")
+        out.append(
+            "<h2>Timings</h2><table>"
+            + "".join(f"<tr><td>{e(k)}</td><td>{e(fmt_timing(k, v))}</td></tr>" for k, v in r["timings"].items())
+            + "</table>"
+        )
     if r["files"]:
         out.append("<h2>Files</h2><table><tr><th>file</th><th>kind</th><th>size</th><th>sha256</th><th></th></tr>")
         for f in r["files"]:
             note = _file_note(f)
             cls = ' class="bad"' if f.get("error") else ""
-            out.append(f'<tr><td><a href="{e(str(f["path"]))}">{e(str(f["path"]))}</a></td><td>{e(f["kind"] or "")}'
-                       f'</td><td>{e(fmt_bytes(f["size"]))}</td><td><code title="{e(f["sha256"] or "")}">'
-                       f'{e((f["sha256"] or "")[:16])}</code></td><td{cls}>{e(note)}</td></tr>')
+            out.append(
+                f'<tr><td><a href="{e(str(f["path"]))}">{e(str(f["path"]))}</a></td><td>{e(f["kind"] or "")}'
+                f'</td><td>{e(fmt_bytes(f["size"]))}</td><td><code title="{e(f["sha256"] or "")}">'
+                f"{e((f['sha256'] or '')[:16])}</code></td><td{cls}>{e(note)}</td></tr>"
+            )
         out.append("</table>")
     if r["training"]["warnings"]:
         out.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in r["training"]["warnings"]) + "</ul>")
@@ -295,8 +349,9 @@ def render_html(r: Mapping[str, Any], points: Sequence[LossPoint]) -> str:
     return "".join(out)
 
 
-def write_report(output_dir: Path, job_summary: Mapping[str, Any],
-                 events: Sequence[Mapping[str, Any]]) -> tuple[Path, Path, Path]:
+def write_report(
+    output_dir: Path, job_summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]
+) -> tuple[Path, Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(job_summary, events)
@@ -334,6 +389,8 @@ def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = N
     actual, predicted = cost.get("actual"), cost.get("predicted", getattr(state, "predicted_cost", None))
     if isinstance(actual, (int, float)) or isinstance(predicted, (int, float)):
         diff = cost.get("difference_fraction")
-        lines.append(f"cost    {fmt_money(actual)} actual, {fmt_money(predicted)} predicted"
-                     + (f" ({diff:+.0%})" if isinstance(diff, (int, float)) else ""))
+        lines.append(
+            f"cost    {fmt_money(actual)} actual, {fmt_money(predicted)} predicted"
+            + (f" ({diff:+.0%})" if isinstance(diff, (int, float)) else "")
+        )
     return lines

@@ -9,6 +9,7 @@ image has (/usr/local/bin/lorarun-python, lorarun-agent), so everything after it
 The wheel is made from the running lorarun's own files (editable checkout or installed wheel alike), so what runs
 on the instance is exactly what runs here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,12 +61,19 @@ def build_wheel(dest_dir: Path) -> Path:
             files[posixpath.join(arc_root, *path.relative_to(root).parts)] = path.read_bytes()
     info = f"lorarun-{version}.dist-info"
     meta = dist.metadata
-    lines = ["Metadata-Version: 2.1", "Name: lorarun", f"Version: {version}",
-             f"Summary: {meta.get('Summary', '')}", f"Requires-Python: {meta.get('Requires-Python', '>=3.11')}"]
+    lines = [
+        "Metadata-Version: 2.1",
+        "Name: lorarun",
+        f"Version: {version}",
+        f"Summary: {meta.get('Summary', '')}",
+        f"Requires-Python: {meta.get('Requires-Python', '>=3.11')}",
+    ]
     lines += [f"Provides-Extra: {e}" for e in meta.get_all("Provides-Extra") or []]
     lines += [f"Requires-Dist: {r}" for r in dist.requires or []]
     files[f"{info}/METADATA"] = ("\n".join(lines) + "\n").encode()
-    files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: lorarun.runner.run.stock\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: lorarun.runner.run.stock\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     entry_points = dist.read_text("entry_points.txt")
     if entry_points:
         files[f"{info}/entry_points.txt"] = entry_points.encode()

@@ -1,5 +1,6 @@
 """Destroy an instance and *confirm* it is gone — or tell the user, loudly, which instance is still up and how to
 kill it. Called from `finally` on every path out of a job, and by `down` and `gc`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,7 +8,6 @@ from dataclasses import dataclass
 
 from lorarun.provider_adapters.base import InstanceStatus, Provider
 from lorarun.provider_adapters.errors import ProviderError
-
 from lorarun.runner.console import err_console
 from lorarun.runner.run.poller import REAL_CLOCK, Clock, PollTimeout, poll
 
@@ -19,8 +19,9 @@ class TeardownResult:
     message: str
 
 
-def destroy_and_confirm(provider: Provider, instance_id: str, *, confirm_timeout: float = 120.0,
-                        clock: Clock = REAL_CLOCK) -> TeardownResult:
+def destroy_and_confirm(
+    provider: Provider, instance_id: str, *, confirm_timeout: float = 120.0, clock: Clock = REAL_CLOCK
+) -> TeardownResult:
     try:
         provider.destroy(instance_id)  # the adapter retries hardest here (DESTROY_POLICY)
     except ProviderError as exc:
@@ -36,8 +37,14 @@ def destroy_and_confirm(provider: Provider, instance_id: str, *, confirm_timeout
         return None
 
     try:
-        poll(gone, what=f"{provider.name} to confirm instance {instance_id} is gone", timeout=confirm_timeout,
-             interval=1.0, max_interval=10.0, clock=clock)
+        poll(
+            gone,
+            what=f"{provider.name} to confirm instance {instance_id} is gone",
+            timeout=confirm_timeout,
+            interval=1.0,
+            max_interval=10.0,
+            clock=clock,
+        )
     except PollTimeout as exc:
         try:  # one more destroy: some APIs accept a DELETE while the instance is still starting and then forget it
             provider.destroy(instance_id)
@@ -48,8 +55,10 @@ def destroy_and_confirm(provider: Provider, instance_id: str, *, confirm_timeout
 
 
 def _unconfirmed(provider: Provider, instance_id: str, why: str) -> TeardownResult:
-    message = (f"INSTANCE {instance_id} ON {provider.name.upper()} MAY STILL BE RUNNING AND BILLING ({why}). "
-               f"Kill it now: {provider.kill_hint(instance_id)}")
+    message = (
+        f"INSTANCE {instance_id} ON {provider.name.upper()} MAY STILL BE RUNNING AND BILLING ({why}). "
+        f"Kill it now: {provider.kill_hint(instance_id)}"
+    )
     return TeardownResult(instance_id, False, message)
 
 
@@ -72,16 +81,32 @@ def create_may_have_happened(exc: BaseException) -> bool:
 
     if isinstance(exc, (KeyboardInterrupt, OSError, perr.TransientError)):
         return True
-    if isinstance(exc, (perr.NoCapacityError, perr.OfferGoneError, perr.AuthError, perr.InsufficientFundsError,
-                        perr.RateLimitError, perr.CredentialsMissing)):
+    if isinstance(
+        exc,
+        (
+            perr.NoCapacityError,
+            perr.OfferGoneError,
+            perr.AuthError,
+            perr.InsufficientFundsError,
+            perr.RateLimitError,
+            perr.CredentialsMissing,
+        ),
+    ):
         return False  # the provider said no (every offer tried, when several were): nothing was made
     if isinstance(exc, ProviderError):
         return exc.status is None or exc.status >= 500
     return not isinstance(exc, Exception) or type(exc).__module__.startswith(("urllib", "http", "requests", "socket"))
 
 
-def sweep_label(provider: Provider, label: str, *, window: float, clock: Clock = REAL_CLOCK,
-                on_found: Callable[[str], None] = lambda _id: None, interval: float = 2.0) -> list[TeardownResult]:
+def sweep_label(
+    provider: Provider,
+    label: str,
+    *,
+    window: float,
+    clock: Clock = REAL_CLOCK,
+    on_found: Callable[[str], None] = lambda _id: None,
+    interval: float = 2.0,
+) -> list[TeardownResult]:
     """Look for instances carrying `label` for up to `window` seconds and destroy (and confirm) each one found.
 
     Run after a create that did not return cleanly (#11.2): the provider may still be making the instance, so one
@@ -111,10 +136,15 @@ def sweep_label(provider: Provider, label: str, *, window: float, clock: Clock =
             clock.sleep(interval)
         except KeyboardInterrupt:
             if warned:
-                err_console.print(f"[bold red]stopped checking; look for an instance labelled {label} at "
-                                  f"{provider.name} and destroy it (`lorarun gc --provider {provider.name}`)[/]",
-                                  highlight=False)
+                err_console.print(
+                    f"[bold red]stopped checking; look for an instance labelled {label} at "
+                    f"{provider.name} and destroy it (`lorarun gc --provider {provider.name}`)[/]",
+                    highlight=False,
+                )
                 return results
             warned = True
-            err_console.print(f"still checking that the interrupted create left no instance ({label}); "
-                              f"press Ctrl-C again to stop checking", highlight=False)
+            err_console.print(
+                f"still checking that the interrupted create left no instance ({label}); "
+                f"press Ctrl-C again to stop checking",
+                highlight=False,
+            )

@@ -8,6 +8,7 @@ which is what the loaders themselves use.
 
 The manifest comes from the instance: its paths are treated as untrusted (no absolute paths, no `..`).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,21 @@ from lorarun.sshlink.sftp_io import sha256_file
 # safetensors refuses headers above 100 MB; a length beyond that means the first 8 bytes are not a header.
 MAX_HEADER_BYTES = 100_000_000
 DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 
 
@@ -153,8 +167,12 @@ def _check_tensors(header: Mapping[str, Any], data_len: int) -> int:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise SafetensorsError(f"tensor {name!r} lacks dtype, shape or data_offsets") from None
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-                and isinstance(begin, int) and isinstance(end, int)):
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and d >= 0 for d in shape)
+            and isinstance(begin, int)
+            and isinstance(end, int)
+        ):
             raise SafetensorsError(f"tensor {name!r} has a malformed shape or offsets")
         if dtype not in DTYPE_BYTES:
             raise SafetensorsError(f"tensor {name!r} has unknown dtype {dtype!r}")
@@ -224,7 +242,13 @@ def inspect_safetensors(path: Path) -> SafetensorsInfo:
     bad = nonfinite_tensors(path, header, data_len)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise SafetensorsError(f"{len(bad)} tensor(s) hold NaN or infinity ({', '.join(bad[:3])}{more}); "
-                               f"the training diverged (lower the learning rate, check network_alpha)")
-    return SafetensorsInfo(tensors=count, network_dim=metadata.get("ss_network_dim"),
-                           network_alpha=metadata.get("ss_network_alpha"), metadata_keys=len(metadata))
+        raise SafetensorsError(
+            f"{len(bad)} tensor(s) hold NaN or infinity ({', '.join(bad[:3])}{more}); "
+            f"the training diverged (lower the learning rate, check network_alpha)"
+        )
+    return SafetensorsInfo(
+        tensors=count,
+        network_dim=metadata.get("ss_network_dim"),
+        network_alpha=metadata.get("ss_network_alpha"),
+        metadata_keys=len(metadata),
+    )

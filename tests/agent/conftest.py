@@ -1,4 +1,5 @@
 """Fixtures of the agent's tests: a fake clock that scripts the controller's side, and a recording HTTP server."""
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,13 @@ def engine_command(output_dir: Path, mode: str, *extra: str) -> tuple[str, ...]:
 
 def make_config(tmp_path: Path, mode: str, *extra: str, **overrides) -> AgentConfig:
     output_dir = tmp_path / "job" / "output"
-    values = dict(job_id="job42", engine_command=engine_command(output_dir, mode, *extra),
-                  output_dir=str(output_dir), lease_deadline=T0 + 3600, grace_seconds=600.0)
+    values = dict(
+        job_id="job42",
+        engine_command=engine_command(output_dir, mode, *extra),
+        output_dir=str(output_dir),
+        lease_deadline=T0 + 3600,
+        grace_seconds=600.0,
+    )
     values.update(overrides)
     return AgentConfig(**values)
 

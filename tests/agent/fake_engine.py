@@ -8,6 +8,7 @@ SIGTERM it saves a "checkpoint", writes `stopped` and exits 0.
 `sample`: reports its last training step at once, then "renders samples" until the file `release` appears in
 the output folder (SIGTERM: stopped), then saves the final LoRA and reports `finished`.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """The agent's lifecycle under a fake clock, with a real (tiny) engine process and a real HTTP server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,15 @@ from lorarun.image.instance.self_destroy import SelfDestroyConfig, Way
 from .conftest import T0, FakeClock, make_config, names, read_events
 
 KEY = "instance-key-s3cr3t-0123456789"
+
+
 def vast_like(base_url: str) -> SelfDestroyConfig:
     """One DELETE, no check (the self-destroy tests with checks and several ways are in test_self_destroy.py)."""
-    return SelfDestroyConfig("CONTAINER_ID", "CONTAINER_API_KEY",
-                             (Way("http", method="DELETE", url=f"{base_url}/api/v0/instances/{{instance_id}}/"),))
+    return SelfDestroyConfig(
+        "CONTAINER_ID",
+        "CONTAINER_API_KEY",
+        (Way("http", method="DELETE", url=f"{base_url}/api/v0/instances/{{instance_id}}/"),),
+    )
 
 
 def status(job_dir: Path) -> dict:
@@ -106,8 +112,15 @@ def test_failed_engine_without_self_destruct_exits_after_grace(tmp_path, http_se
 def test_lease_expiry_stops_engine_then_self_destroys_after_grace(tmp_path, http_server, caplog):
     caplog.set_level(logging.DEBUG)
     env_report = tmp_path / "engine_env.json"
-    config = make_config(tmp_path, "hang", "--env-report", str(env_report), lease_deadline=T0 + 100,
-                         grace_seconds=300, self_destruct=vast_like(http_server.url))
+    config = make_config(
+        tmp_path,
+        "hang",
+        "--env-report",
+        str(env_report),
+        lease_deadline=T0 + 100,
+        grace_seconds=300,
+        self_destruct=vast_like(http_server.url),
+    )
     clock = FakeClock()
     clock.gate = engine_started(config)
 
@@ -116,8 +129,12 @@ def test_lease_expiry_stops_engine_then_self_destroys_after_grace(tmp_path, http
     assert rc == 0
     events = read_events(config.output_dir)
     order = names(events)
-    assert order.index("lease_expired") < order.index("stopped") < order.index("engine_exited") < order.index(
-        "self_destroy")
+    assert (
+        order.index("lease_expired")
+        < order.index("stopped")
+        < order.index("engine_exited")
+        < order.index("self_destroy")
+    )
     lease = events[order.index("lease_expired")]
     assert T0 + 100 <= lease["t"] < T0 + 102
     exited = events[order.index("engine_exited")]
@@ -126,7 +143,8 @@ def test_lease_expiry_stops_engine_then_self_destroys_after_grace(tmp_path, http
     destroy = events[order.index("self_destroy")]
     assert destroy["ok"] is True and destroy["t"] >= exited["t"] + 300
     assert [(r.method, r.path, r.authorization) for r in http_server.requests] == [
-        ("DELETE", "/api/v0/instances/777/", f"Bearer {KEY}")]
+        ("DELETE", "/api/v0/instances/777/", f"Bearer {KEY}")
+    ]
     st = status(tmp_path / "job")
     assert (st["phase"], st["outcome"]) == ("self_destroying", "lease_expired")
     assert "CONTAINER_API_KEY" not in json.loads(env_report.read_text())  # the engine never saw the key
@@ -146,8 +164,13 @@ def test_lease_already_past_at_start_never_starts_the_engine(tmp_path):
 
 
 def test_engine_that_cannot_start_is_a_failure_and_still_self_destructs(tmp_path, http_server):
-    config = make_config(tmp_path, "finish", engine_command=(str(tmp_path / "no-such-python"), "-m", "x"),
-                         grace_seconds=30, self_destruct=vast_like(http_server.url))
+    config = make_config(
+        tmp_path,
+        "finish",
+        engine_command=(str(tmp_path / "no-such-python"), "-m", "x"),
+        grace_seconds=30,
+        self_destruct=vast_like(http_server.url),
+    )
 
     rc = make_agent(tmp_path, config, FakeClock(), environ={"CONTAINER_ID": "4", "CONTAINER_API_KEY": KEY}).run()
 
@@ -181,8 +204,7 @@ def test_agent_bug_while_training_stops_engine_and_keeps_guarding(tmp_path, http
 
 
 def test_engine_ignoring_sigterm_is_killed_after_stop_timeout(tmp_path):
-    config = make_config(tmp_path, "hang", "--ignore-term", lease_deadline=T0 + 10, grace_seconds=0,
-                         stop_timeout=30)
+    config = make_config(tmp_path, "hang", "--ignore-term", lease_deadline=T0 + 10, grace_seconds=0, stop_timeout=30)
     clock = FakeClock()
     clock.gate = engine_started(config)
 
@@ -195,8 +217,9 @@ def test_engine_ignoring_sigterm_is_killed_after_stop_timeout(tmp_path):
 
 # -- heartbeat ---------------------------------------------------------------------------------------------------------
 def test_heartbeat_extends_grace_but_not_lease(tmp_path, http_server):
-    config = make_config(tmp_path, "hang", lease_deadline=T0 + 100, grace_seconds=50,
-                         self_destruct=vast_like(http_server.url))
+    config = make_config(
+        tmp_path, "hang", lease_deadline=T0 + 100, grace_seconds=50, self_destruct=vast_like(http_server.url)
+    )
     clock = FakeClock()
     clock.gate = engine_started(config)
     heartbeat = tmp_path / "job" / "heartbeat"
@@ -247,7 +270,8 @@ def test_self_destruct_reads_id_and_key_from_proc_environ(tmp_path, http_server,
 
     assert rc == 0
     assert [(r.method, r.path, r.authorization) for r in http_server.requests] == [
-        ("DELETE", "/api/v0/instances/9001/", f"Bearer {KEY}")]
+        ("DELETE", "/api/v0/instances/9001/", f"Bearer {KEY}")
+    ]
     assert_no_secret(tmp_path, caplog)
 
 
@@ -277,8 +301,9 @@ def test_stop_request_is_forwarded_to_the_engine_and_skips_grace(tmp_path, http_
             holder["agent"].request_stop()  # what the SIGTERM handler does
 
     clock.on_sleep = controller
-    holder["agent"] = agent = make_agent(tmp_path, config, clock,
-                                         environ={"CONTAINER_ID": "1", "CONTAINER_API_KEY": KEY})
+    holder["agent"] = agent = make_agent(
+        tmp_path, config, clock, environ={"CONTAINER_ID": "1", "CONTAINER_API_KEY": KEY}
+    )
 
     assert agent.run() == 0
 
@@ -342,18 +367,29 @@ def test_agent_config_round_trips_through_json(tmp_path):
     again = AgentConfig.from_json(config.to_json())
     assert again == config
     data = json.loads(config.to_json())
-    assert data["self_destruct"] == {"id_env": "CONTAINER_ID", "key_env": "CONTAINER_API_KEY", "checks": [],
-                                     "ways": [{"kind": "http", "method": "DELETE",
-                                               "url": "https://console.vast.ai/api/v0/instances/{instance_id}/"}]}
+    assert data["self_destruct"] == {
+        "id_env": "CONTAINER_ID",
+        "key_env": "CONTAINER_API_KEY",
+        "checks": [],
+        "ways": [
+            {"kind": "http", "method": "DELETE", "url": "https://console.vast.ai/api/v0/instances/{instance_id}/"}
+        ],
+    }
     assert data["engine_command"][0] == sys.executable and data["heartbeat_file"] == "heartbeat"
     assert AgentConfig.from_json(make_config(tmp_path, "finish").to_json()).self_destruct is None
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"engine_command": []}, "engine_command"), ({"output_dir": "relative/out"}, "absolute"),
-    ({"grace_seconds": -1}, "negative"), ({"job_id": ""}, "job_id"),
-    ({"self_destruct": {"method": "DELETE"}}, "self_destruct needs"),
-    ({"self_destruct": {"id_env": "A", "key_env": "B", "ways": [{"kind": "telepathy"}]}}, "unknown kind")])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"engine_command": []}, "engine_command"),
+        ({"output_dir": "relative/out"}, "absolute"),
+        ({"grace_seconds": -1}, "negative"),
+        ({"job_id": ""}, "job_id"),
+        ({"self_destruct": {"method": "DELETE"}}, "self_destruct needs"),
+        ({"self_destruct": {"id_env": "A", "key_env": "B", "ways": [{"kind": "telepathy"}]}}, "unknown kind"),
+    ],
+)
 def test_agent_config_rejects_nonsense(tmp_path, change, message):
     data = make_config(tmp_path, "finish").to_dict() | change
     with pytest.raises(ValueError, match=message):

@@ -3,6 +3,7 @@
 These take a second or two each (the agent polls once a second); they check what the fake-clock tests cannot:
 the process group, the signal handler, and that `main()` reads agent.json from the job folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import engine_command, names, read_events
 from lorarun.image.instance.agent import AgentConfig
+
+from .conftest import engine_command, names, read_events
 
 WAIT = 30.0  # generous: a loaded CI machine; never a timing assertion
 
@@ -41,13 +43,22 @@ def start_agent(tmp_path: Path, mode: str, **overrides) -> tuple[subprocess.Pope
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     output_dir = job_dir / "output"
-    values = dict(job_id="proc1", engine_command=engine_command(output_dir, mode), output_dir=str(output_dir),
-                  lease_deadline=time.time() + 3600, grace_seconds=600.0)
+    values = dict(
+        job_id="proc1",
+        engine_command=engine_command(output_dir, mode),
+        output_dir=str(output_dir),
+        lease_deadline=time.time() + 3600,
+        grace_seconds=600.0,
+    )
     config = AgentConfig(**(values | overrides))
     (job_dir / "agent.json").write_text(config.to_json())
     with open(job_dir / "agent.log", "wb") as agent_log:  # as the controller's start_detached does
-        proc = subprocess.Popen([sys.executable, "-m", "lorarun.image.instance.agent", "--job-dir", str(job_dir)],
-                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=agent_log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lorarun.image.instance.agent", "--job-dir", str(job_dir)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=agent_log,
+        )
     return proc, job_dir, config
 
 
@@ -99,8 +110,12 @@ def test_a_second_agent_for_the_same_job_refuses_to_start(tmp_path):
     proc, job_dir, config = start_agent(tmp_path, "hang")
     try:
         wait_for("the first agent", lambda: phase(job_dir) == "training")
-        second = subprocess.run([sys.executable, "-m", "lorarun.image.instance.agent", "--job-dir", str(job_dir)],
-                                capture_output=True, text=True, timeout=WAIT)
+        second = subprocess.run(
+            [sys.executable, "-m", "lorarun.image.instance.agent", "--job-dir", str(job_dir)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
         assert second.returncode == 3
         assert f"an agent (pid {proc.pid}) already runs" in second.stderr
         assert (job_dir / "agent.pid").read_text().strip() == str(proc.pid)  # the first one's files untouched
@@ -115,6 +130,7 @@ def test_stale_pid_file_does_not_block_a_new_agent(tmp_path):
     job_dir.mkdir()
     (job_dir / "agent.pid").write_text(f"{os.getpid()}\n")  # alive, but pytest, not an agent
     from lorarun.image.instance.agent import running_agent_pid
+
     assert running_agent_pid(job_dir) is None
     (job_dir / "agent.pid").write_text("garbage")
     assert running_agent_pid(job_dir) is None

@@ -1,5 +1,6 @@
 """#15.1: with `epochs: 1e30` the lease deadline overflowed and the agent died formatting it, leaving the instance
 unguarded. Whatever deadline reaches the agent, it is a finite time it can compare and print."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,15 @@ from lorarun.image.ranges import LEASE_SECONDS
 @pytest.mark.parametrize("deadline", [1e30, math.inf, math.nan, 1e300])
 def test_an_absurd_deadline_becomes_the_longest_lease(deadline):
     before = time.time()
-    cfg = AgentConfig.from_dict({"job_id": "j", "engine_command": ["true"], "output_dir": "/o",
-                                 "lease_deadline": deadline, "hard_deadline": deadline})
+    cfg = AgentConfig.from_dict(
+        {
+            "job_id": "j",
+            "engine_command": ["true"],
+            "output_dir": "/o",
+            "lease_deadline": deadline,
+            "hard_deadline": deadline,
+        }
+    )
     for value in (cfg.lease_deadline, cfg.hard_deadline):
         assert math.isfinite(value) and before < value <= time.time() + LEASE_SECONDS.high
         assert _fmt_ts(value).endswith("UTC")

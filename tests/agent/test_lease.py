@@ -1,5 +1,6 @@
 """The lease (#11.3, #11.4): renewed by an attached controller, capped by the hard deadline from the budget, never
 cutting a training that finished; and the watchdog that guards an instance before (and after) the agent."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from lorarun.image.instance import lease as lease_mod
 from lorarun.image.instance.lease import LEASE_FILE, Watchdog, effective_deadline, split_env, training_finished
 
 from .conftest import T0, FakeClock, make_config, names, read_events
@@ -36,8 +36,9 @@ def test_training_finished_reads_the_last_step(tmp_path):
 
 def test_renewed_lease_keeps_a_healthy_engine_running(tmp_path, http_server):
     """Before: the lease (estimate × 1.5) ended healthy jobs whatever the controller did."""
-    config = make_config(tmp_path, "hang", lease_deadline=T0 + 100, grace_seconds=0,
-                         self_destruct=vast_like(http_server.url))
+    config = make_config(
+        tmp_path, "hang", lease_deadline=T0 + 100, grace_seconds=0, self_destruct=vast_like(http_server.url)
+    )
     clock = FakeClock()
     clock.gate = engine_started(config)
     job_dir = tmp_path / "job"
@@ -68,8 +69,9 @@ def test_renewals_never_pass_the_hard_deadline(tmp_path):
 
 def test_lease_passing_after_training_finished_does_not_cut_samples(tmp_path, http_server):
     """Before: "training failed: lease passed" while the samples rendered; no grid, no final LoRA."""
-    config = make_config(tmp_path, "sample", lease_deadline=T0 + 50, grace_seconds=0,
-                         self_destruct=vast_like(http_server.url))
+    config = make_config(
+        tmp_path, "sample", lease_deadline=T0 + 50, grace_seconds=0, self_destruct=vast_like(http_server.url)
+    )
     clock = FakeClock()
     clock.gate = engine_started(config)
     out = Path(config.output_dir)
@@ -87,9 +89,14 @@ def test_lease_passing_after_training_finished_does_not_cut_samples(tmp_path, ht
 # ---- the watchdog ------------------------------------------------------------------------------------------------
 def _watchdog(tmp_path, http_server, deadline, **kw) -> tuple[Watchdog, FakeClock]:
     clock = FakeClock()
-    env = {"LORARUN_DEADLINE": str(int(deadline)), "LORARUN_JOB_ID": "job42", "LORARUN_WORKDIR": str(tmp_path),
-           "CONTAINER_ID": "99", "CONTAINER_API_KEY": KEY,
-           **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()), piece=40))}
+    env = {
+        "LORARUN_DEADLINE": str(int(deadline)),
+        "LORARUN_JOB_ID": "job42",
+        "LORARUN_WORKDIR": str(tmp_path),
+        "CONTAINER_ID": "99",
+        "CONTAINER_API_KEY": KEY,
+        **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()), piece=40)),
+    }
     dog = Watchdog(env, now=clock.now, sleep=clock.sleep, proc_environ=tmp_path / "none", tick=5.0, **kw)
     return dog, clock
 
@@ -144,11 +151,21 @@ def test_watchdog_without_a_deadline_says_so(tmp_path, http_server):
 
 
 def test_agent_cli_runs_the_watchdog(tmp_path, http_server):
-    env = dict(os.environ, LORARUN_DEADLINE=str(int(time.time()) - 1), LORARUN_JOB_ID="job42",
-               LORARUN_WORKDIR=str(tmp_path), CONTAINER_ID="5", CONTAINER_API_KEY=KEY,
-               **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()))))
-    done = subprocess.run([sys.executable, "-m", "lorarun.image.instance.agent", "watchdog", "--tick", "0.1"], env=env,
-                          capture_output=True, timeout=60)
+    env = dict(
+        os.environ,
+        LORARUN_DEADLINE=str(int(time.time()) - 1),
+        LORARUN_JOB_ID="job42",
+        LORARUN_WORKDIR=str(tmp_path),
+        CONTAINER_ID="5",
+        CONTAINER_API_KEY=KEY,
+        **dict(split_env("LORARUN_SELF_DESTRUCT", json.dumps(vast_like(http_server.url).to_dict()))),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "lorarun.image.instance.agent", "watchdog", "--tick", "0.1"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert [(r.method, r.path) for r in http_server.requests] == [("DELETE", "/api/v0/instances/5/")]
     assert KEY.encode() not in done.stderr

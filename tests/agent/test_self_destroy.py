@@ -1,6 +1,7 @@
 """The instance destroying itself (image/instance/self_destroy.py): several ways in order, each confirmed by reading the
 instance back, against a recording server, the fake Vast and the fake RunPod APIs over real HTTP on 127.0.0.1,
 and an old-style `runpodctl` script on PATH."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from fakes.runpod_server import API_KEY as RP_KEY
 from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
+
 from lorarun.image.instance import self_destroy as sd
 from lorarun.image.instance.self_destroy import Check, HttpResult, SelfDestroyConfig, SelfDestroyer, Way
 from lorarun.provider_adapters.runpod.adapter import RunPodProvider
@@ -32,8 +33,9 @@ def plan(provider) -> SelfDestroyConfig:
 
 
 def destroyer(config: SelfDestroyConfig, environ: dict, clock: FakeClock | None = None, **kw) -> SelfDestroyer:
-    return SelfDestroyer(config, environ=environ, proc_environ=Path("/nonexistent"),
-                         sleep=(clock or FakeClock()).sleep, **kw)
+    return SelfDestroyer(
+        config, environ=environ, proc_environ=Path("/nonexistent"), sleep=(clock or FakeClock()).sleep, **kw
+    )
 
 
 def one_delete(url: str) -> SelfDestroyConfig:
@@ -44,16 +46,20 @@ def one_delete(url: str) -> SelfDestroyConfig:
 def test_retries_rate_limits_and_server_errors_with_backoff(http_server):
     http_server.statuses = [429, 503]
     clock = FakeClock()
-    out = destroyer(one_delete(http_server.url + "/api/v0/instances/{instance_id}/"),
-                    {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}, clock).destroy()
+    out = destroyer(
+        one_delete(http_server.url + "/api/v0/instances/{instance_id}/"),
+        {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY},
+        clock,
+    ).destroy()
     assert (out.ok, out.confirmed, out.via, out.attempts) == (True, False, "http", 3)  # no check: unconfirmed
     assert clock.sleeps[-2:] == [2.0, 4.0]
 
 
 def test_a_rejected_key_gives_up_at_once(http_server):
     http_server.statuses = [401]
-    out = destroyer(one_delete(http_server.url + "/x/{instance_id}"),
-                    {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}).destroy()
+    out = destroyer(
+        one_delete(http_server.url + "/x/{instance_id}"), {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}
+    ).destroy()
     assert not out.ok and len(http_server.requests) == 1 and "HTTP 401" in out.error
 
 
@@ -70,37 +76,56 @@ def test_a_404_alone_is_not_gone():
         calls.append((method, url))
         return HttpResult(404, "not found", {"title": "Not Found", "status": 404, "detail": "resource not found"})
 
-    config = SelfDestroyConfig("RUNPOD_POD_ID", "RUNPOD_API_KEY",
-                               (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
-                               (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),))
+    config = SelfDestroyConfig(
+        "RUNPOD_POD_ID",
+        "RUNPOD_API_KEY",
+        (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
+        (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
+    )
     out = destroyer(config, {"RUNPOD_POD_ID": "ab c/d", "RUNPOD_API_KEY": KEY}, http=http).destroy()
     assert not out.ok and not out.confirmed
     assert ("DELETE", "https://api.example/v2/pods/ab%20c%2Fd") in calls  # the id is quoted into the path
 
 
 def test_a_404_on_a_route_that_showed_the_pod_is_gone():
-    answers = iter([HttpResult(200, "", {"id": "p1", "status": "RUNNING"}),  # the check sees it first
-                    HttpResult(204, ""),  # DELETE
-                    HttpResult(404, "", {"title": "Not Found", "status": 404, "detail": "resource not found"})])
-    config = SelfDestroyConfig("RUNPOD_POD_ID", "RUNPOD_API_KEY",
-                               (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
-                               (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),))
-    out = destroyer(config, {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": KEY},
-                    http=lambda *a, **k: next(answers)).destroy()
+    answers = iter(
+        [
+            HttpResult(200, "", {"id": "p1", "status": "RUNNING"}),  # the check sees it first
+            HttpResult(204, ""),  # DELETE
+            HttpResult(404, "", {"title": "Not Found", "status": 404, "detail": "resource not found"}),
+        ]
+    )
+    config = SelfDestroyConfig(
+        "RUNPOD_POD_ID",
+        "RUNPOD_API_KEY",
+        (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
+        (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
+    )
+    out = destroyer(
+        config, {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": KEY}, http=lambda *a, **k: next(answers)
+    ).destroy()
     assert (out.ok, out.confirmed, out.via) == (True, True, "http")
 
 
 def test_vast_2xx_with_success_false_is_a_refusal():
     """Vast's error shape `{"success": false, ...}` can come with a 2xx (providers.md §1.9)."""
     refusal = HttpResult(200, '{"success": false}', {"success": False, "error": "invalid_args", "msg": "no"})
-    out = destroyer(one_delete("https://v.example/api/v0/instances/{instance_id}/"),
-                    {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY}, http=lambda *a, **k: refusal).destroy()
+    out = destroyer(
+        one_delete("https://v.example/api/v0/instances/{instance_id}/"),
+        {"CONTAINER_ID": "3", "CONTAINER_API_KEY": KEY},
+        http=lambda *a, **k: refusal,
+    ).destroy()
     assert not out.ok and "success=false" in out.error
 
 
 def test_the_legacy_agent_json_shape_still_reads():
-    old = {"method": "delete", "url": "https://x/{instance_id}", "id_env": "A", "key_env": "B",
-           "fallback_command": ["runpodctl", "remove", "pod", "{instance_id}"]}
+    old = {
+        "method": "delete",
+        "url": "https://x/{instance_id}",
+        "id_env": "A",
+        "key_env": "B",
+        "fallback_command": ["runpodctl", "remove", "pod", "{instance_id}"],
+    }
     config = SelfDestroyConfig.from_dict(old)
     assert [w.kind for w in config.ways] == ["http", "command"] and config.ways[0].method == "DELETE"
     assert SelfDestroyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -109,14 +134,17 @@ def test_the_legacy_agent_json_shape_still_reads():
 # -- against the fake Vast -------------------------------------------------------------------------------------------
 def test_vast_instance_destroys_itself_with_its_own_key(tmp_path):
     with FakeVast() as fake:
-        req = urllib.request.Request(f"{fake.url}/api/v0/asks/1001/", method="PUT",
-                                     data=json.dumps({"image": "lorarun:test", "disk": 20}).encode(),
-                                     headers={"Authorization": f"Bearer {VAST_KEY}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{fake.url}/api/v0/asks/1001/",
+            method="PUT",
+            data=json.dumps({"image": "lorarun:test", "disk": 20}).encode(),
+            headers={"Authorization": f"Bearer {VAST_KEY}", "Content-Type": "application/json"},
+        )
         created = json.loads(urllib.request.urlopen(req, timeout=10).read())
         iid, ikey = str(created["new_contract"]), created["instance_api_key"]
-        out = destroyer(plan(VastProvider(VAST_KEY, base_url=fake.url)),
-                        {"CONTAINER_ID": iid, "CONTAINER_API_KEY": ikey}).destroy()
+        out = destroyer(
+            plan(VastProvider(VAST_KEY, base_url=fake.url)), {"CONTAINER_ID": iid, "CONTAINER_API_KEY": ikey}
+        ).destroy()
         assert out.ok and out.via == "http" and iid not in fake.live_ids()
         assert [r.token() for r in fake.requests_to("DELETE", "/api/v0/instances/")] == [ikey]
         # The instance key may not read the instance in the fake (Vast documents it for start/stop/destroy only):
@@ -127,8 +155,12 @@ def test_vast_instance_destroys_itself_with_its_own_key(tmp_path):
 # -- against the fake RunPod -----------------------------------------------------------------------------------------
 def make_pod(fake: FakeRunPod) -> tuple[str, str]:
     body = {"name": "lorarun-job42", "image": "lorarun:test", "gpu": {"id": next(iter(fake.gpu_types)), "count": 1}}
-    req = urllib.request.Request(f"{fake.url}/v2/pods", method="POST", data=json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {RP_KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{fake.url}/v2/pods",
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {RP_KEY}", "Content-Type": "application/json"},
+    )
     pod_id = json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
     return pod_id, fake.pods[pod_id].pod_key
 
@@ -141,7 +173,7 @@ def runpodctl_old(bin_dir: Path, graphql_url: str) -> Path:
     script.write_text(f"""#!{sys.executable}
 import json, os, sys, urllib.request
 args = sys.argv[1:]
-open({str(bin_dir / 'calls.jsonl')!r}, 'a').write(json.dumps(args) + "\\n")
+open({str(bin_dir / "calls.jsonl")!r}, 'a').write(json.dumps(args) + "\\n")
 if args[:2] != ["remove", "pod"] or len(args) != 3:
     sys.stderr.write('Error: unknown command "%s" for "runpodctl"\\n' % args[0])
     sys.exit(1)
@@ -163,9 +195,12 @@ def test_runpod_v2_refuses_the_pod_key_so_graphql_terminates_and_a_read_confirms
     caplog.set_level(logging.DEBUG)
     with FakeRunPod() as fake:  # pod_key_v2=False: v2 refuses the pod-scoped key
         pod_id, pod_key = make_pod(fake)
-        config = make_config(tmp_path, "fail", grace_seconds=0,
-                             self_destruct=plan(RunPodProvider(RP_KEY, rest_url=fake.url,
-                                                               graphql_url=fake.url + "/graphql")))
+        config = make_config(
+            tmp_path,
+            "fail",
+            grace_seconds=0,
+            self_destruct=plan(RunPodProvider(RP_KEY, rest_url=fake.url, graphql_url=fake.url + "/graphql")),
+        )
         from .test_agent import make_agent
 
         proc_environ = tmp_path / "environ"  # RunPod's variables may be missing in SSH sessions (§2.7)
@@ -207,15 +242,22 @@ def test_old_runpodctl_remove_pod_is_the_way_when_the_apis_do_not_answer(tmp_pat
 def test_when_nothing_works_the_agent_says_so_loudly(tmp_path, caplog):
     with FakeRunPod(pod_key_graphql=False) as fake:  # the pod key refused everywhere
         pod_id, pod_key = make_pod(fake)
-        config = make_config(tmp_path, "fail", grace_seconds=0,
-                             self_destruct=plan(RunPodProvider(RP_KEY, rest_url=fake.url,
-                                                               graphql_url=fake.url + "/graphql")))
+        config = make_config(
+            tmp_path,
+            "fail",
+            grace_seconds=0,
+            self_destruct=plan(RunPodProvider(RP_KEY, rest_url=fake.url, graphql_url=fake.url + "/graphql")),
+        )
         from .test_agent import make_agent
 
         bin_dir = tmp_path / "empty-bin"
         bin_dir.mkdir()
-        rc = make_agent(tmp_path, config, FakeClock(),
-                        environ={"PATH": str(bin_dir), "RUNPOD_POD_ID": pod_id, "RUNPOD_API_KEY": pod_key}).run()
+        rc = make_agent(
+            tmp_path,
+            config,
+            FakeClock(),
+            environ={"PATH": str(bin_dir), "RUNPOD_POD_ID": pod_id, "RUNPOD_API_KEY": pod_key},
+        ).run()
 
         assert rc == 1 and pod_id in fake.live_ids()
         event = next(e for e in read_events(config.output_dir) if e["event"] == "self_destroy")
@@ -227,8 +269,19 @@ def test_when_nothing_works_the_agent_says_so_loudly(tmp_path, caplog):
         assert status["message"].startswith("self-destruct failed")
 
 
-@pytest.mark.parametrize("status_code, verdict", [
-    (200, "accepted"), (204, "accepted"), (404, "not_found"), (None, "retry"), (429, "retry"), (500, "retry"),
-    (400, "give_up"), (401, "give_up"), (403, "give_up")])
+@pytest.mark.parametrize(
+    "status_code, verdict",
+    [
+        (200, "accepted"),
+        (204, "accepted"),
+        (404, "not_found"),
+        (None, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (400, "give_up"),
+        (401, "give_up"),
+        (403, "give_up"),
+    ],
+)
 def test_destroy_outcome(status_code, verdict):
     assert sd.destroy_outcome(HttpResult(status_code, "")) == verdict

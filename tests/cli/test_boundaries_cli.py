@@ -5,6 +5,7 @@ The numeric cases are generated from the one range table (`image/ranges.py`): fo
 a value above its range, one below it, NaN and infinity. The provider is the fake Vast.ai API on 127.0.0.1; its
 request log must stay empty for every case (nothing looked up, nothing rented).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,23 +15,44 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
-from helpers_dataset import make_dataset, write_job
+from helpers_dataset import make_dataset
+
 from lorarun.image.ranges import RANGES
 from lorarun.runner.cli.app import main
 from lorarun.runner.job.spec import SECTIONS
 
-SPEC_FIELDS = sorted(k for k in RANGES if k.split(".")[0] in SECTIONS
-                     and k.split(".")[1] in {f.name for f in dataclasses.fields(SECTIONS[k.split(".")[0]])})
+SPEC_FIELDS = sorted(
+    k
+    for k in RANGES
+    if k.split(".")[0] in SECTIONS
+    and k.split(".")[1] in {f.name for f in dataclasses.fields(SECTIONS[k.split(".")[0]])}
+)
 INT_FIELDS = {  # whole-number fields: their out-of-range values are written as integers
-    "model.clip_skip", "dataset.resolution", "dataset.min_bucket_reso", "dataset.max_bucket_reso",
-    "dataset.bucket_reso_steps", "dataset.keep_tokens", "training.max_train_epochs", "training.max_train_steps",
-    "training.batch_size", "training.gradient_accumulation_steps", "training.network_dim",
-    "training.lr_scheduler_num_cycles", "training.save_every_n_epochs", "training.seed",
-    "training.max_data_loader_n_workers", "sample.every_n_epochs", "sample.steps", "sample.seed", "sample.width",
-    "sample.height", "sample.grid_seeds", "resources.gpu_count", "resources.ssh_port",
+    "model.clip_skip",
+    "dataset.resolution",
+    "dataset.min_bucket_reso",
+    "dataset.max_bucket_reso",
+    "dataset.bucket_reso_steps",
+    "dataset.keep_tokens",
+    "training.max_train_epochs",
+    "training.max_train_steps",
+    "training.batch_size",
+    "training.gradient_accumulation_steps",
+    "training.network_dim",
+    "training.lr_scheduler_num_cycles",
+    "training.save_every_n_epochs",
+    "training.seed",
+    "training.max_data_loader_n_workers",
+    "sample.every_n_epochs",
+    "sample.steps",
+    "sample.seed",
+    "sample.width",
+    "sample.height",
+    "sample.grid_seeds",
+    "resources.gpu_count",
+    "resources.ssh_port",
 }
 
 
@@ -60,14 +82,20 @@ def shared_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("shared") / "data", {"10_x": 2})
 
 
-def _job_with(tmp_path: Path, sections: dict[str, dict[str, str]], dataset: dict[str, int] | None = None,
-              data: Path | None = None) -> Path:
+def _job_with(
+    tmp_path: Path, sections: dict[str, dict[str, str]], dataset: dict[str, int] | None = None, data: Path | None = None
+) -> Path:
     """A valid vastai job (tiny model, two captioned images) with `sections` set on top of it."""
     data = data or make_dataset(tmp_path / "data", dataset or {"10_x": 2})
     body = {
         "model": {"base": "builtin:tiny-sd15"},
-        "dataset": {"path": str(data), "resolution": "64", "min_bucket_reso": "32", "max_bucket_reso": "128",
-                    "bucket_reso_steps": "16"},
+        "dataset": {
+            "path": str(data),
+            "resolution": "64",
+            "min_bucket_reso": "32",
+            "max_bucket_reso": "128",
+            "bucket_reso_steps": "16",
+        },
         "training": {"epochs": "1", "batch_size": "1", "optimizer": "AdamW", "mixed_precision": '"no"'},
         "resources": {"provider": "vastai"},
         "output": {"dir": str(tmp_path / "out")},
@@ -121,8 +149,9 @@ def _refusal_problem(vast, capsys, command: str, job: Path, expected: str, flags
 # (command, variant) looping over the fields: ~450 CLI runs, cheap enough only without a fixture set-up each.
 @pytest.mark.parametrize("variant", ["above", "below", "nan", "inf"])
 @pytest.mark.parametrize("command", ["validate", "submit"])
-def test_every_numeric_field_out_of_range_or_non_finite_exits_2(vast, shared_data, tmp_path, monkeypatch, capsys,
-                                                                  command, variant):
+def test_every_numeric_field_out_of_range_or_non_finite_exits_2(
+    vast, shared_data, tmp_path, monkeypatch, capsys, command, variant
+):
     monkeypatch.setenv("VAST_URL", vast.url)
     monkeypatch.setenv("VAST_API_KEY", VAST_KEY)
     failures = []
@@ -143,12 +172,14 @@ def test_every_numeric_field_out_of_range_or_non_finite_exits_2(vast, shared_dat
 
 def _bomb_png(path: Path, width: int = 65535, height: int = 65535) -> Path:
     """A valid PNG header claiming 4.3 Gpx, with a few bytes of data: decoding it would need gigabytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -193,13 +224,42 @@ def _file(path: Path) -> Path:
     return path
 
 
-NAMED = ["epochs 1e30", "repeats folder", "steps 1e15", "sample steps 1e9", "total steps", "network_dim 1e12",
-         "huge resolution", "gpu_count 100000", "ssh_port 99999", "alpha nan", "max_cost nan", "optimizer_args text",
-         "optimizer_args nan", "optimizer_args key", "optimizer_args betas", "name ..", "name nul", "name long",
-         "name slash", "out is a file", "out under a file", "output.dir is a file", "--max-cost nan",
-         "--max-cost inf", "--max-cost -1", "--max-cost 1e12"]
-FLAG_ONLY = {"out is a file", "out under a file", "--max-cost nan", "--max-cost inf", "--max-cost -1",
-             "--max-cost 1e12"}  # flags of submit; `validate` has none
+NAMED = [
+    "epochs 1e30",
+    "repeats folder",
+    "steps 1e15",
+    "sample steps 1e9",
+    "total steps",
+    "network_dim 1e12",
+    "huge resolution",
+    "gpu_count 100000",
+    "ssh_port 99999",
+    "alpha nan",
+    "max_cost nan",
+    "optimizer_args text",
+    "optimizer_args nan",
+    "optimizer_args key",
+    "optimizer_args betas",
+    "name ..",
+    "name nul",
+    "name long",
+    "name slash",
+    "out is a file",
+    "out under a file",
+    "output.dir is a file",
+    "--max-cost nan",
+    "--max-cost inf",
+    "--max-cost -1",
+    "--max-cost 1e12",
+]
+FLAG_ONLY = {
+    "out is a file",
+    "out under a file",
+    "--max-cost nan",
+    "--max-cost inf",
+    "--max-cost -1",
+    "--max-cost 1e12",
+}  # flags of submit; `validate` has none
 
 
 @pytest.mark.parametrize("name", NAMED)
@@ -242,11 +302,16 @@ def test_dataset_boundaries_are_per_file_errors(vast, tmp_path, monkeypatch, cap
 
 def test_kohya_toml_numbers_are_held_to_the_same_ranges(vast, tmp_path, monkeypatch, capsys):
     data = make_dataset(tmp_path / "data", {"10_x": 2})
-    for i, (line, expected) in enumerate((("max_train_epochs = nan", "max_train_epochs"),
-                                          ("network_dim = 1e12", "network_dim"),
-                                          ("learning_rate = inf", "learning_rate"))):
+    for i, (line, expected) in enumerate(
+        (
+            ("max_train_epochs = nan", "max_train_epochs"),
+            ("network_dim = 1e12", "network_dim"),
+            ("learning_rate = inf", "learning_rate"),
+        )
+    ):
         toml = tmp_path / f"job{i}.toml"
-        toml.write_text(f"""
+        toml.write_text(
+            f"""
 pretrained_model_name_or_path = "builtin:tiny-sd15"
 train_data_dir = "{data}"
 resolution = "64,64"
@@ -255,21 +320,34 @@ max_bucket_reso = 128
 bucket_reso_steps = 16
 mixed_precision = "no"
 optimizer_type = "AdamW"
-output_dir = "{tmp_path / 'out'}"
+output_dir = "{tmp_path / "out"}"
 {line}
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         _assert_refused(vast, monkeypatch, capsys, "validate", toml, expected)
 
 
 def test_validate_lists_every_problem_at_once(tmp_path, capsys):
-    job = _job_with(tmp_path, {"training": {"network_alpha": ".nan", "network_dim": "1.0e+12"},
-                               "resources": {"ssh_port": "99999"}, "output": {"name": '".."'}},
-                    dataset={"10_x": 1, "99999999999999999999_y": 1})
+    job = _job_with(
+        tmp_path,
+        {
+            "training": {"network_alpha": ".nan", "network_dim": "1.0e+12"},
+            "resources": {"ssh_port": "99999"},
+            "output": {"name": '".."'},
+        },
+        dataset={"10_x": 1, "99999999999999999999_y": 1},
+    )
     code, out = _run(capsys, ["validate", str(job)])
     lines = [line for line in out.splitlines() if line.startswith("error:")]
     assert code == 2
-    for field in ("training.network_alpha", "training.network_dim", "resources.ssh_port", "output.name",
-                  "99999999999999999999_y"):
+    for field in (
+        "training.network_alpha",
+        "training.network_dim",
+        "resources.ssh_port",
+        "output.name",
+        "99999999999999999999_y",
+    ):
         assert sum(field in line for line in lines) == 1, out
 
 

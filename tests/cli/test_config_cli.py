@@ -1,18 +1,18 @@
 """The user's config (`lorarun config …`), jobs inheriting it, and where a job goes when nothing says: asked under a
 terminal, one line without one; and every submit showing its plan and asking unless --yes, local included."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
-from lorarun.runner.job import user_config
-from lorarun.runner.cli.app import main
-from lorarun.runner.job.validate import validate_job
-
 from helpers_dataset import make_dataset, write_job
 from support.pty_run import PtyProcess
+
+from lorarun.runner.cli.app import main
+from lorarun.runner.job import user_config
+from lorarun.runner.job.validate import validate_job
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -35,12 +35,15 @@ def test_set_get_list_unset_round_trip(capsys):
     assert run_cli(capsys, "config", "get", "provider")[0] == 1
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("set", "provder", "vastai"), "unknown key 'provder'; did you mean 'provider'?"),
-    (("set", "provider", "aws"), "unknown provider 'aws'"),
-    (("set", "max_cost", "nan"), "positive number of dollars"),
-    (("set", "max_cost", "0"), "positive number of dollars"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("set", "provder", "vastai"), "unknown key 'provder'; did you mean 'provider'?"),
+        (("set", "provider", "aws"), "unknown provider 'aws'"),
+        (("set", "max_cost", "nan"), "positive number of dollars"),
+        (("set", "max_cost", "0"), "positive number of dollars"),
+    ],
+)
 def test_bad_settings_are_one_line_exit_2(capsys, args, expected):
     code, _, err = run_cli(capsys, "config", *args)
     assert code == 2 and expected in err and "Traceback" not in err
@@ -77,9 +80,11 @@ def test_jobs_inherit_what_they_do_not_set_and_keep_what_they_do(tmp_path):
     assert (spec.resources.provider, spec.resources.max_cost, spec.resources.gpus) == ("local", 2.0, ("RTX 4090",))
     assert validate_job(own, provider="runpod").spec.resources.provider == "runpod"  # the flag beats both
     toml = tmp_path / "kohya.toml"
-    toml.write_text('train_data_dir = "data"\npretrained_model_name_or_path = "builtin:tiny-sd15"\nresolution = 64\n'
-                    'min_bucket_reso = 32\nmax_bucket_reso = 128\nbucket_reso_steps = 16\nmixed_precision = "no"\n'
-                    'optimizer_type = "AdamW"\n[lorarun]\nmax_cost = 1.5\n')
+    toml.write_text(
+        'train_data_dir = "data"\npretrained_model_name_or_path = "builtin:tiny-sd15"\nresolution = 64\n'
+        'min_bucket_reso = 32\nmax_bucket_reso = 128\nbucket_reso_steps = 16\nmixed_precision = "no"\n'
+        'optimizer_type = "AdamW"\n[lorarun]\nmax_cost = 1.5\n'
+    )
     spec = validate_job(toml).spec
     assert (spec.resources.provider, spec.resources.max_cost) == ("vastai", 1.5)
 
@@ -123,13 +128,14 @@ def test_a_kohya_toml_without_lorarun_section_is_not_silently_local(tmp_path, ca
     """The guide's TOML has no [lorarun]: it used to mean `provider: local` and start at once."""
     make_dataset(tmp_path / "data", {"10_x": 2})
     toml = tmp_path / "kohya.toml"
-    toml.write_text('train_data_dir = "data"\npretrained_model_name_or_path = "builtin:tiny-sd15"\nresolution = 64\n'
-                    'min_bucket_reso = 32\nmax_bucket_reso = 128\nbucket_reso_steps = 16\nmixed_precision = "no"\n'
-                    'optimizer_type = "AdamW"\n')
+    toml.write_text(
+        'train_data_dir = "data"\npretrained_model_name_or_path = "builtin:tiny-sd15"\nresolution = 64\n'
+        'min_bucket_reso = 32\nmax_bucket_reso = 128\nbucket_reso_steps = 16\nmixed_precision = "no"\n'
+        'optimizer_type = "AdamW"\n'
+    )
     code, out, _ = run_cli(capsys, "validate", str(toml))
     assert code == 0 and "provider not chosen" in out
     code, _, err = run_cli(capsys, "submit", str(toml), "--yes")
     assert code == 2 and "no provider chosen" in err
     user_config.set_value("provider", "local")
     assert validate_job(toml).spec.resources.provider == "local"
-

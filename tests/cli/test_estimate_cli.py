@@ -1,18 +1,19 @@
 """`lorarun estimate` against the fake Vast API over real HTTP on 127.0.0.1, and against the local provider."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from fakes.vast_server import API_KEY, FakeVast
 from helpers_dataset import make_dataset
+
 from lorarun.provider_adapters.base import Offer
-from lorarun.runner.price.calibration import Measured, load_calibration, record_measurement
 from lorarun.runner.cli.app import main
-from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
 from lorarun.runner.job.validate import validate_job
+from lorarun.runner.price.calibration import Measured, load_calibration, record_measurement
+from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
 
 DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"
 
@@ -21,7 +22,8 @@ def reference_job(tmp_path: Path, resources: str = "") -> Path:
     """The guides' job: 50 images × 10 repeats × 10 epochs, batch 2, SD1.5 at 512 → 2,500 steps, on Vast."""
     make_dataset(tmp_path / "data", {"10_subject": 50}, size=(96, 96))
     job = tmp_path / "job.yaml"
-    job.write_text(f"""
+    job.write_text(
+        f"""
 name: reference
 model:
   family: sd15
@@ -37,7 +39,9 @@ training:
 resources:
   provider: vastai
 {resources}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return job
 
 
@@ -110,13 +114,22 @@ def test_next_estimate_uses_recorded_timings(tmp_path, vast, capsys, lorarun_hom
     validated = validate_job(job)
     cal = load_calibration(lorarun_home)
     inputs = inputs_from_job(validated.spec, validated.scan, cal)
-    offer = Offer(provider="vastai", id=first["offer_id"], gpu_name=first["gpu"], gpu_count=first["gpu_count"],
-                  vram_gb=first["vram_gb"], price_per_hour=first["price_per_hour"],
-                  inet_down_mbps=first["inet_down_mbps"])
+    offer = Offer(
+        provider="vastai",
+        id=first["offer_id"],
+        gpu_name=first["gpu"],
+        gpu_count=first["gpu_count"],
+        vram_gb=first["vram_gb"],
+        price_per_hour=first["price_per_hour"],
+        inet_down_mbps=first["inet_down_mbps"],
+    )
     predicted = estimate_offer(inputs, offer, cal)
-    record_measurement(predicted, inputs, Measured(boot_s=200.0, train_s=2500 * 0.41, steps_done=2500,
-                                                   total_s=predicted.total_seconds * 1.25, cost=0.2),
-                       job_id="reference-abc123")
+    record_measurement(
+        predicted,
+        inputs,
+        Measured(boot_s=200.0, train_s=2500 * 0.41, steps_done=2500, total_s=predicted.total_seconds * 1.25, cost=0.2),
+        job_id="reference-abc123",
+    )
     code, out, _ = run(capsys, "estimate", str(job), "--json")
     data = json.loads(out)
     same_gpu = [o for o in data["offers"] if o["gpu"] == first["gpu"]]
@@ -177,7 +190,7 @@ def test_after_a_real_run_the_estimate_uses_its_timings(tmp_path, capsys, loraru
 
 def test_estimate_says_which_vast_names_a_users_gpu_matched(tmp_path, vast, capsys):
     # Vast has no "A100": its names are "A100 PCIE" and "A100 SXM4" (gpuhunt vastai.py DIRECT_MAPPING).
-    job = reference_job(tmp_path, "  gpus: [A100, \"4090\"]")
+    job = reference_job(tmp_path, '  gpus: [A100, "4090"]')
     code, out, err = run(capsys, "estimate", str(job))
     assert code == 0, err
     assert "gpus on vastai: A100 → A100 PCIE, A100 SXM4; 4090 → RTX 4090" in " ".join(out.split())

@@ -1,4 +1,5 @@
 """status, logs and gc on the local provider (no network, no engine)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,11 @@ from lorarun.runner.state import JobState, JobStore
 
 
 def _job(store: JobStore, job_id: str, **changes) -> JobState:
-    state = store.create(JobState(job_id=job_id, name=job_id.split("-")[0], job_file="/x/job.yaml",
-                                  provider="local", output_dir="/x/out"))
+    state = store.create(
+        JobState(
+            job_id=job_id, name=job_id.split("-")[0], job_file="/x/job.yaml", provider="local", output_dir="/x/out"
+        )
+    )
     state = store.advance(state, "monitor")
     return store.update(state, **changes)
 
@@ -30,8 +34,10 @@ def test_status_lists_jobs_and_flags_unconfirmed_instances(capsys):
 def test_status_and_logs_of_one_job(capsys):
     store = JobStore()
     state = _job(store, "gamma-000003")
-    events = [{"t": time.time(), "event": "started", "total_steps": 10},
-              {"t": time.time(), "event": "step", "step": 5, "total_steps": 10, "loss": 0.1234567}]
+    events = [
+        {"t": time.time(), "event": "started", "total_steps": 10},
+        {"t": time.time(), "event": "step", "step": 5, "total_steps": 10, "loss": 0.1234567},
+    ]
     (store.job_dir(state.job_id) / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     assert main(["status", "gamma"]) == 0  # a unique prefix is enough
     out = capsys.readouterr().out
@@ -51,11 +57,23 @@ def test_gc_destroys_orphans_and_keeps_live_jobs(lorarun_home, capsys):
     local = lorarun_home / "local"
     (local / "lorarun-ghost-aaaaaa").mkdir(parents=True)  # no local job owns it
     (local / "lorarun-live-bbbbbb").mkdir(parents=True)
-    _job(store, "live-bbbbbb", instance_id="lorarun-live-bbbbbb", controller_pid=os.getpid(),
-         controller_host=socket.gethostname(), lease_deadline=time.time() + 3600)
+    _job(
+        store,
+        "live-bbbbbb",
+        instance_id="lorarun-live-bbbbbb",
+        controller_pid=os.getpid(),
+        controller_host=socket.gethostname(),
+        lease_deadline=time.time() + 3600,
+    )
     (local / "lorarun-old-cccccc").mkdir(parents=True)
-    _job(store, "old-cccccc", instance_id="lorarun-old-cccccc", controller_pid=os.getpid(),
-         controller_host=socket.gethostname(), lease_deadline=time.time() - 10)
+    _job(
+        store,
+        "old-cccccc",
+        instance_id="lorarun-old-cccccc",
+        controller_pid=os.getpid(),
+        controller_host=socket.gethostname(),
+        lease_deadline=time.time() - 10,
+    )
     assert main(["gc", "--yes", "--provider", "local"]) == 0
     out = capsys.readouterr().out
     assert "no local job owns it" in out and "lease expired" in out and "live job" in out

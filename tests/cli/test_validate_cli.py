@@ -1,14 +1,14 @@
 """Bad input: exit code 2, one line naming the file/field, no traceback — before any provider is contacted."""
+
 from __future__ import annotations
 
 import http.server
 import threading
 
 import pytest
+from helpers_dataset import make_dataset, make_image, write_job
 
 from lorarun.runner.cli.app import main
-
-from helpers_dataset import make_dataset, make_image, write_job
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -64,7 +64,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, case, command):
 class _CountingHandler(http.server.BaseHTTPRequestHandler):
     hits = 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).hits += 1
         self.send_response(500)
         self.end_headers()
@@ -135,7 +135,7 @@ def test_missing_credentials_list_every_place_looked(tmp_path, capsys, monkeypat
     lines = err.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("error:"))
     assert lines[first].endswith("Looked in:")
-    listed = [line for line in lines[first + 1:] if line.lstrip().startswith("- ")]
+    listed = [line for line in lines[first + 1 :] if line.lstrip().startswith("- ")]
     assert any("VAST_API_KEY" in line for line in listed)
     assert any("vast_api_key" in line for line in listed)  # vast-cli's file
     assert any(".vast_api_key" in line for line in listed)  # the legacy file

@@ -3,6 +3,7 @@
 Every test here is marked `container`: left out of `make test` (pyproject addopts), run by `make test-container`
 from .ci/run after the fast suite. Without a Docker engine they skip with the reason; the static Dockerfile checks
 (tests/unit/test_dockerfile_static.py) still run in the fast suite."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from fakes.runpod_server import API_KEY as RUNPOD_KEY
 from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY

@@ -2,6 +2,7 @@
 the test base image, written to stdout. Paths are rewritten to where build_base.sh copies things inside the image:
 the CA bundle to /etc/ssl/certs/lorarun-host-ca.crt; file:// indexes of the host are dropped (they are not inside
 the image); find-links and the constraints file keep their paths (build_base.sh copies them to the same place)."""
+
 from __future__ import annotations
 
 import configparser

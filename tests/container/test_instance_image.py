@@ -1,18 +1,18 @@
 """Our built image as a container, started as RunPod and as Vast start it: SSH with the job key only, the engine
 found by a non-interactive session with no environment from the test, provider variables where the agent reads
 them, and the old bare-`python3` assumption failing on the conda-style base."""
+
 from __future__ import annotations
 
 import json
 import time
 
 import pytest
+from support.container import ContainerHost, InstanceDetails, ssh_run, wait_for_ssh
 
 from lorarun.provider_adapters.vastai.adapter import IMAGE_ONSTART
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
 from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR
-
-from support.container import ContainerHost, InstanceDetails, ssh_run, wait_for_ssh
 
 
 @pytest.fixture
@@ -46,17 +46,24 @@ def wait_for_events(host: ContainerHost, names: set[str], timeout: float = 120.0
 
 def test_runpod_start_up_key_only_engine_on_fixed_path(built_image, keys):
     job_pub, job_key, other_key = keys
-    env = {"PUBLIC_KEY": job_pub, "RUNPOD_POD_ID": "pod-abc", "RUNPOD_API_KEY": "rpa_pod_secret",
-           "LORARUN_DEADLINE": str(int(time.time()) + 3600)}
+    env = {
+        "PUBLIC_KEY": job_pub,
+        "RUNPOD_POD_ID": "pod-abc",
+        "RUNPOD_API_KEY": "rpa_pod_secret",
+        "LORARUN_DEADLINE": str(int(time.time()) + 3600),
+    }
     host, port = start("runpod", built_image, env, job_pub)
     try:
         # The engine's entry points answer in a plain non-interactive session: nothing sent by the client.
         out = ssh_run(port, job_key, "lorarun-engine --help")
         assert out.returncode == 0 and "train" in out.stdout, out.stderr
-        resolved = ssh_run(port, job_key, f'printf %s {REMOTE_PYTHON_EXPR}')
+        resolved = ssh_run(port, job_key, f"printf %s {REMOTE_PYTHON_EXPR}")
         assert resolved.stdout == "/usr/local/bin/lorarun-python"
-        out = ssh_run(port, job_key, '/usr/local/bin/lorarun-python -c "import lorarun.image.engine.train, torch; '
-                                     'print(torch.__version__)"')
+        out = ssh_run(
+            port,
+            job_key,
+            '/usr/local/bin/lorarun-python -c "import lorarun.image.engine.train, torch; print(torch.__version__)"',
+        )
         assert out.returncode == 0, out.stderr
         # The provider variables reach SSH sessions (pam_env reads /etc/environment), PATH is left alone.
         out = ssh_run(port, job_key, "echo $RUNPOD_POD_ID $RUNPOD_API_KEY; echo $PATH")
@@ -67,8 +74,11 @@ def test_runpod_start_up_key_only_engine_on_fixed_path(built_image, keys):
         code, effective = host.exec("i1", "/usr/sbin/sshd -T")
         assert code == 0
         lines = set(effective.splitlines())
-        assert {"permitrootlogin without-password", "passwordauthentication no",
-                "kbdinteractiveauthentication no"} <= lines, effective
+        assert {
+            "permitrootlogin without-password",
+            "passwordauthentication no",
+            "kbdinteractiveauthentication no",
+        } <= lines, effective
         # The lease watchdog was started by the entrypoint, and the start-up timed itself.
         code, log = host.exec("i1", "cat /var/log/lorarun/startup.log")
         assert "start-up (entrypoint)" in log and "watchdog started" in log, log
@@ -81,8 +91,13 @@ def test_runpod_start_up_key_only_engine_on_fixed_path(built_image, keys):
 def test_vast_ssh_run_type_replaces_the_entrypoint(built_image, keys):
     """Vast's own start-up instead of ours; our start-up runs from onstart, as the Vast adapter asks."""
     job_pub, job_key, other_key = keys
-    env = {"CONTAINER_ID": "8000001", "CONTAINER_API_KEY": "vast-instance-secret", "VAST_CONTAINERLABEL": "C.8000001",
-           "LORARUN_DEADLINE": str(int(time.time()) + 3600), "-p 22:22": "1"}
+    env = {
+        "CONTAINER_ID": "8000001",
+        "CONTAINER_API_KEY": "vast-instance-secret",
+        "VAST_CONTAINERLABEL": "C.8000001",
+        "LORARUN_DEADLINE": str(int(time.time()) + 3600),
+        "-p 22:22": "1",
+    }
     env.pop("-p 22:22")  # a port-mapping key of Vast's env object, not a variable (the fake strips it too)
     host, port = start("vastai", built_image, env, job_pub, onstart=IMAGE_ONSTART)
     try:

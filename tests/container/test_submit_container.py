@@ -1,16 +1,16 @@
 """`lorarun submit` end to end where the instance is a container of our built image, started by the fake provider
 with that provider's start-up semantics (RunPod: our ENTRYPOINT with PUBLIC_KEY; Vast: Vast's start-up, ours from
 onstart). No LORARUN_PYTHON, no SetEnv: the session finds everything the way a real instance's would."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 from .conftest import container_cloud
 

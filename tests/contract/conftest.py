@@ -1,4 +1,5 @@
 """Contract-test fixtures: each adapter against its fake over real HTTP on 127.0.0.1, never really sleeping."""
+
 from __future__ import annotations
 
 import sys

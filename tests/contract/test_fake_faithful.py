@@ -3,6 +3,7 @@
 Raw `urllib` calls with the documents' bodies, not our adapters: if an adapter and its fake shared a mistake,
 these tests would still catch the fake drifting from the reference.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-
 from fakes.runpod_server import API_KEY as RP_KEY
 from fakes.vast_server import API_KEY as VAST_KEY
 from source_examples import (
@@ -53,8 +53,10 @@ def call(method: str, url: str, body=None, key: str | None = None, raw: bytes | 
 
 # ============================================ Vast.ai (§1) ===================================================
 DOC_SEARCH = {  # providers.md §1.2, verbatim
-    "verified": {"eq": True}, "external": {"eq": False},
-    "rentable": {"eq": True}, "rented": {"eq": False},
+    "verified": {"eq": True},
+    "external": {"eq": False},
+    "rentable": {"eq": True},
+    "rented": {"eq": False},
     "gpu_name": {"in": ["RTX 4090", "RTX 3090"]},
     "num_gpus": {"eq": 1},
     "gpu_ram": {"gte": 24000},
@@ -100,9 +102,15 @@ def test_vast_search_errors(vast):
 
 def create_body(**kw):
     # §1.3 / VCLI: env as an object with the port mapping as a key, the CLI's truncated runtype spelling.
-    body = {"client_id": "me", "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime", "disk": 10.0,
-            "env": {"HF_TOKEN": "x", "-p 8000:8000": "1"}, "runtype": "ssh_direc ssh_proxy",
-            "onstart": "touch ~/.no_auto_tmux", "label": "lorarun-7f3a"}
+    body = {
+        "client_id": "me",
+        "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime",
+        "disk": 10.0,
+        "env": {"HF_TOKEN": "x", "-p 8000:8000": "1"},
+        "runtype": "ssh_direc ssh_proxy",
+        "onstart": "touch ~/.no_auto_tmux",
+        "label": "lorarun-7f3a",
+    }
     body.update(kw)
     return body
 
@@ -117,8 +125,9 @@ def test_vast_create_success_and_taken_offer(vast):
     assert status == 404 and "no_such_ask" in body["msg"] and "3603" in body["msg"]
 
 
-@pytest.mark.parametrize("bad", [{"env": "-e A=1 -p 22:22"}, {"image": ""}, {"disk": 4}, {"runtype": "bogus"},
-                                 {"price": 500}])
+@pytest.mark.parametrize(
+    "bad", [{"env": "-e A=1 -p 22:22"}, {"image": ""}, {"disk": 4}, {"runtype": "bogus"}, {"price": 500}]
+)
 def test_vast_create_validation(vast, bad):
     status, _, body = call("PUT", f"{vast.url}/api/v0/asks/1001/", create_body(**bad), key=VAST_KEY)
     assert status == 400 and body["success"] is False and body["error"] == "invalid_args"
@@ -142,9 +151,27 @@ def test_vast_show_lifecycle_destroy(vast):
         statuses.append(body["instances"]["actual_status"])
     assert statuses == [None, "loading", "running", "running"]
     inst = body["instances"]
-    for f in ("id", "machine_id", "intended_status", "cur_state", "next_state", "status_msg", "label",
-              "image_uuid", "image_runtype", "ssh_host", "ssh_port", "public_ipaddr", "gpu_name", "num_gpus",
-              "dph_total", "disk_space", "start_date", "extra_env", "is_bid"):
+    for f in (
+        "id",
+        "machine_id",
+        "intended_status",
+        "cur_state",
+        "next_state",
+        "status_msg",
+        "label",
+        "image_uuid",
+        "image_runtype",
+        "ssh_host",
+        "ssh_port",
+        "public_ipaddr",
+        "gpu_name",
+        "num_gpus",
+        "dph_total",
+        "disk_space",
+        "start_date",
+        "extra_env",
+        "is_bid",
+    ):
         assert f in inst, f
     assert inst["label"] == "lorarun-7f3a" and ["HF_TOKEN", "x"] in inst["extra_env"]
     assert isinstance(inst["ports"]["22/tcp"][0]["HostPort"], str)  # a string, per §1.4
@@ -160,8 +187,9 @@ def test_vast_show_lifecycle_destroy(vast):
 
 def test_vast_attach_ssh_key(vast):
     iid = call("PUT", f"{vast.url}/api/v0/asks/1001/", create_body(), key=VAST_KEY)[2]["new_contract"]
-    status, _, body = call("POST", f"{vast.url}/api/v0/instances/{iid}/ssh/", {"ssh_key": "ssh-ed25519 AAAA x"},
-                           key=VAST_KEY)
+    status, _, body = call(
+        "POST", f"{vast.url}/api/v0/instances/{iid}/ssh/", {"ssh_key": "ssh-ed25519 AAAA x"}, key=VAST_KEY
+    )
     assert status == 200 and body == {"success": True, "msg": "SSH key attached successfully"}
     status, _, body = call("POST", f"{vast.url}/api/v0/instances/{iid}/ssh/", {}, key=VAST_KEY)
     assert status == 400 and body == {"success": False, "error": "no_ssh_key", "msg": "No ssh key provided"}
@@ -216,22 +244,34 @@ def test_runpod_gpu_types_public_query(runpod):
 
 
 def test_runpod_gpu_types_lowest_price_variables_and_inline(runpod):
-    q = ("query GpuTypes($lowestPriceInput: GpuLowestPriceInput, $gpuTypesInput: GpuTypeFilter) {"
-         " gpuTypes(input: $gpuTypesInput) { id displayName memoryInGb maxGpuCount securePrice communityPrice"
-         " lowestPrice(input: $lowestPriceInput) { uninterruptablePrice minimumBidPrice stockStatus"
-         " availableGpuCounts minVcpu minMemory countryCode } } }")
-    variables = {"gpuTypesInput": {"id": "NVIDIA GeForce RTX 4090"},
-                 "lowestPriceInput": {"gpuCount": 1, "secureCloud": True}}
+    q = (
+        "query GpuTypes($lowestPriceInput: GpuLowestPriceInput, $gpuTypesInput: GpuTypeFilter) {"
+        " gpuTypes(input: $gpuTypesInput) { id displayName memoryInGb maxGpuCount securePrice communityPrice"
+        " lowestPrice(input: $lowestPriceInput) { uninterruptablePrice minimumBidPrice stockStatus"
+        " availableGpuCounts minVcpu minMemory countryCode } } }"
+    )
+    variables = {
+        "gpuTypesInput": {"id": "NVIDIA GeForce RTX 4090"},
+        "lowestPriceInput": {"gpuCount": 1, "secureCloud": True},
+    }
     body = call("POST", f"{runpod.url}/graphql", {"query": q, "variables": variables})[2]
     [row] = body["data"]["gpuTypes"]
     assert row["securePrice"] == 0.69 and row["lowestPrice"]["uninterruptablePrice"] == 0.69
     assert row["lowestPrice"]["stockStatus"] in ("High", "Medium", "Low")
-    inline = ('query { gpuTypes(input: {id: "NVIDIA H100 80GB HBM3"}) { id lowestPrice(input: {gpuCount: 1, '
-              'secureCloud: false}) { uninterruptablePrice stockStatus } } }')
+    inline = (
+        'query { gpuTypes(input: {id: "NVIDIA H100 80GB HBM3"}) { id lowestPrice(input: {gpuCount: 1, '
+        "secureCloud: false}) { uninterruptablePrice stockStatus } } }"
+    )
     [h100] = call("POST", f"{runpod.url}/graphql", {"query": inline})[2]["data"]["gpuTypes"]
-    assert h100["lowestPrice"] == {"uninterruptablePrice": None, "minimumBidPrice": None, "stockStatus": None,
-                                   "availableGpuCounts": [], "minVcpu": None, "minMemory": None,
-                                   "countryCode": None}  # no community H100
+    assert h100["lowestPrice"] == {
+        "uninterruptablePrice": None,
+        "minimumBidPrice": None,
+        "stockStatus": None,
+        "availableGpuCounts": [],
+        "minVcpu": None,
+        "minMemory": None,
+        "countryCode": None,
+    }  # no community H100
 
 
 def test_runpod_graphql_auth_and_errors(runpod):
@@ -247,12 +287,17 @@ def test_runpod_graphql_auth_and_errors(runpod):
 
 
 DOC_POD = {  # providers.md §2.3, verbatim
-    "name": "lorarun-7f3a", "image": "myorg/lora-trainer:1.2",
+    "name": "lorarun-7f3a",
+    "image": "myorg/lora-trainer:1.2",
     "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.4"},
-    "cloud": "SECURE", "dataCenterIds": ["US-TX-3"], "disk": 50,
+    "cloud": "SECURE",
+    "dataCenterIds": ["US-TX-3"],
+    "disk": 50,
     "mounts": {"persistent": {"size": 20, "path": "/workspace"}},
-    "ports": ["22/tcp"], "env": {"PUBLIC_KEY": "ssh-ed25519 AAAA... lorarun"},
-    "startSsh": True, "args": "",
+    "ports": ["22/tcp"],
+    "env": {"PUBLIC_KEY": "ssh-ed25519 AAAA... lorarun"},
+    "startSsh": True,
+    "args": "",
 }
 
 
@@ -285,8 +330,10 @@ def test_runpod_create_errors(runpod):
     assert headers["content-type"] == "application/problem+json"
     no_count = dict(DOC_POD, gpu={"id": "NVIDIA GeForce RTX 4090"})
     assert call("POST", f"{runpod.url}/v2/pods", no_count, key=RP_KEY)[0] == 400  # the RPMCP finding
-    both = dict(DOC_POD, gpu={"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.4",
-                              "allowedCudaVersions": ["12.4"]})
+    both = dict(
+        DOC_POD,
+        gpu={"id": "NVIDIA GeForce RTX 4090", "count": 1, "minCudaVersion": "12.4", "allowedCudaVersions": ["12.4"]},
+    )
     assert call("POST", f"{runpod.url}/v2/pods", both, key=RP_KEY)[0] == 400
     status, _, body = call("POST", f"{runpod.url}/v2/pods", DOC_POD)
     assert status == 401 and body == {"title": "Unauthorized", "status": 401, "detail": "missing bearer token"}
@@ -376,8 +423,9 @@ def test_runpod_docs_create_example_and_pod_shape(runpod):
 
 @pytest.mark.parametrize("field", RUNPOD_V1_ONLY_FIELDS)
 def test_runpod_v2_create_refuses_v1_fields(runpod, field):
-    status, headers, body = call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, **{field: True}),
-                                 key=RP_KEY)
+    status, headers, body = call(
+        "POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, **{field: True}), key=RP_KEY
+    )
     assert status == 422 and body["detail"] == RUNPOD_422_DETAIL
     assert body["errors"] == [f"$: additional properties '{field}' not allowed"]
     assert headers["content-type"] == "application/problem+json"
@@ -406,8 +454,12 @@ def test_runpod_community_pod_from_v2_has_no_public_ip(runpod):
 
 
 def test_runpod_graphql_deploy_with_support_public_ip(runpod):
-    status, _, body = call("POST", f"{runpod.url}/graphql",
-                           {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}}, key=RP_KEY)
+    status, _, body = call(
+        "POST",
+        f"{runpod.url}/graphql",
+        {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}},
+        key=RP_KEY,
+    )
     assert status == 200 and "errors" not in body
     pod = body["data"]["podFindAndDeployOnDemand"]
     assert RUNPOD_DEPLOY_KEYS <= set(pod) and pod["env"] == ["JUPYTER_PASSWORD=your-password"]
@@ -415,20 +467,27 @@ def test_runpod_graphql_deploy_with_support_public_ip(runpod):
     running = call("GET", f"{runpod.url}/v2/pods/{pod['id']}", key=RP_KEY)[2]
     assert running["cloud"] == "COMMUNITY" and running["ssh"]["direct"] is not None  # a public IP, as asked
     runpod.set_capacity("NVIDIA GeForce RTX 3090", "COMMUNITY", 0)
-    body = call("POST", f"{runpod.url}/graphql",
-                {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}}, key=RP_KEY)[2]
+    body = call(
+        "POST",
+        f"{runpod.url}/graphql",
+        {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": RUNPOD_DEPLOY_INPUT}},
+        key=RP_KEY,
+    )[2]
     assert body["errors"][0]["message"] == RUNPOD_NO_CAPACITY and body["data"] == {"podFindAndDeployOnDemand": None}
     assert body["errors"][0]["extensions"]["code"] == "RUNPOD"
     bad = dict(RUNPOD_DEPLOY_INPUT, gpuTypeIdList=["x"])
-    body = call("POST", f"{runpod.url}/graphql", {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": bad}},
-                key=RP_KEY)[2]
+    body = call(
+        "POST", f"{runpod.url}/graphql", {"query": RUNPOD_DEPLOY_MUTATION, "variables": {"input": bad}}, key=RP_KEY
+    )[2]
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 def test_runpod_list_pages_with_next_cursor(runpod):
     runpod.page_size = 2
-    ids = {call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, name=f"p{i}"), key=RP_KEY)[2]["id"]
-           for i in range(5)}
+    ids = {
+        call("POST", f"{runpod.url}/v2/pods", dict(RUNPOD_CREATE_EXAMPLE, name=f"p{i}"), key=RP_KEY)[2]["id"]
+        for i in range(5)
+    }
     seen, cursor, pages = set(), None, 0
     while True:
         url = f"{runpod.url}/v2/pods" + (f"?cursor={cursor}" if cursor else "")

@@ -1,14 +1,15 @@
 """The provider clients' HTTP on `requests` sessions: one kept-alive connection per client, timeouts that raise
 TransientError, the retry policy and the key redaction unchanged (provider_adapters/http.py, retry.CallPolicy)."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
-
 from fakes.runpod_server import API_KEY as RP_KEY
 from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY
+
 from lorarun.provider_adapters import http, retry
 from lorarun.provider_adapters.base import InstanceSpec, ResourceRequest
 from lorarun.provider_adapters.errors import TransientError
@@ -29,8 +30,9 @@ def test_vast_client_reuses_one_connection(vast, sleeper):
 
 
 def test_runpod_client_reuses_its_connection(runpod, sleeper):
-    p = RunPodProvider(RP_KEY, rest_url=runpod.url, graphql_url=f"{runpod.url}/graphql", sleep=sleeper,
-                       clock=sleeper.clock)
+    p = RunPodProvider(
+        RP_KEY, rest_url=runpod.url, graphql_url=f"{runpod.url}/graphql", sleep=sleeper, clock=sleeper.clock
+    )
     p.offers(ResourceRequest())
     inst = p.create(p.offers(ResourceRequest(secure_cloud_only=True))[0], SPEC)
     p.get(inst.id)
@@ -42,8 +44,13 @@ def test_a_slow_answer_times_out_as_transient_and_is_retried_by_the_one_policy(v
     caplog.set_level(logging.DEBUG)
     vast.delay_next("GET", "/api/v0/instances/", seconds=1.5, times=1)
     policy = retry.RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01, max_total=5)
-    p = VastProvider(VAST_KEY, base_url=vast.url, call=retry.CallPolicy(timeout=0.3, policy=policy),
-                     sleep=sleeper, clock=sleeper.clock)
+    p = VastProvider(
+        VAST_KEY,
+        base_url=vast.url,
+        call=retry.CallPolicy(timeout=0.3, policy=policy),
+        sleep=sleeper,
+        clock=sleeper.clock,
+    )
     assert p.get("123") is None  # first try timed out (TransientError), the retry got Vast's {"instances": null}
     assert len(sleeper.waits) == 1 and "timed out" in caplog.text and VAST_KEY not in caplog.text
     vast.delay_next("GET", "/api/v0/instances/", seconds=1.5, times=2)

@@ -1,14 +1,23 @@
 """The RunPod adapter against the fake RunPod API over real HTTP (providers.md §2)."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
-
 from fakes.runpod_server import API_KEY, FakeRunPod
+
 from lorarun.provider_adapters import http, retry
 from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Offer, Provider, ResourceRequest, job_label
-from lorarun.provider_adapters.errors import AuthError, InsufficientFundsError, NoCapacityError, PoolDeniedError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    InsufficientFundsError,
+    NoCapacityError,
+    PoolDeniedError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
 from lorarun.provider_adapters.runpod.adapter import RunPodProvider, parse_offer_id
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRunpodJobKey lorarun-job"
@@ -16,13 +25,17 @@ RTX4090 = "NVIDIA GeForce RTX 4090"
 
 
 def make(fake: FakeRunPod, sleeper, key: str | None = API_KEY) -> RunPodProvider:
-    return RunPodProvider(key, rest_url=fake.url, graphql_url=f"{fake.url}/graphql", sleep=sleeper,
-                          clock=sleeper.clock)
+    return RunPodProvider(key, rest_url=fake.url, graphql_url=f"{fake.url}/graphql", sleep=sleeper, clock=sleeper.clock)
 
 
 def spec(**kw) -> InstanceSpec:
-    base = dict(label=job_label("9c1d"), image="lorarun/trainer:1", disk_gb=40, ssh_public_key=PUBKEY,
-                env=(("LORARUN_JOB", "9c1d"),))
+    base = dict(
+        label=job_label("9c1d"),
+        image="lorarun/trainer:1",
+        disk_gb=40,
+        ssh_public_key=PUBKEY,
+        env=(("LORARUN_JOB", "9c1d"),),
+    )
     base.update(kw)
     return InstanceSpec(**base)
 
@@ -40,10 +53,14 @@ def test_offers_query_prices_both_clouds_without_sending_the_key(runpod, sleeper
     calls = runpod.requests_to("POST", "/graphql")
     assert len(calls) == 2 and all("authorization" not in c.headers and "api_key" not in c.query for c in calls)
     assert [c.json()["variables"]["lowestPriceInput"] for c in calls] == [
-        {"gpuCount": 2, "secureCloud": True}, {"gpuCount": 2, "secureCloud": False}]
+        {"gpuCount": 2, "secureCloud": True},
+        {"gpuCount": 2, "secureCloud": False},
+    ]
     assert "lowestPrice" in calls[0].json()["query"]
     assert [(o.id, o.price_per_hour, o.secure_cloud) for o in offers] == [
-        (f"{RTX4090}::COMMUNITY", 0.68, False), (f"{RTX4090}::SECURE", 1.38, True)]
+        (f"{RTX4090}::COMMUNITY", 0.68, False),
+        (f"{RTX4090}::SECURE", 1.38, True),
+    ]
     o = offers[0]
     assert o.gpu_count == 2 and o.vram_gb == 24 and o.gpu_name == "RTX 4090" and o.location == "US"
     assert o.storage_price_gb_month == 0.10 and parse_offer_id(o.id) == (RTX4090, "COMMUNITY")
@@ -64,9 +81,16 @@ def test_create_sends_v2_body_with_count_ports_and_per_job_key(runpod, sleeper):
     p = make(runpod, sleeper)
     inst = p.create(offer("SECURE"), spec(onstart="sleep infinity"))
     body = runpod.requests_to("POST", "/v2/pods")[0].json()
-    assert body == {"name": "lorarun-9c1d", "image": "lorarun/trainer:1", "gpu": {"id": RTX4090, "count": 1},
-                    "cloud": "SECURE", "disk": 40, "ports": ["22/tcp"],
-                    "env": {"LORARUN_JOB": "9c1d", "PUBLIC_KEY": PUBKEY}, "args": "sleep infinity"}
+    assert body == {
+        "name": "lorarun-9c1d",
+        "image": "lorarun/trainer:1",
+        "gpu": {"id": RTX4090, "count": 1},
+        "cloud": "SECURE",
+        "disk": 40,
+        "ports": ["22/tcp"],
+        "env": {"LORARUN_JOB": "9c1d", "PUBLIC_KEY": PUBKEY},
+        "args": "sleep infinity",
+    }
     assert "mounts" not in body  # no volume: nothing bills after terminate
     assert inst.id in runpod.live_ids() and inst.status is InstanceStatus.PENDING and inst.label == "lorarun-9c1d"
     assert inst.price_per_hour == 0.69 and inst.gpu_count == 1
@@ -81,10 +105,19 @@ def test_community_pods_ask_graphql_for_a_public_ip_and_get_direct_ssh(runpod, s
     [call] = [r.json() for r in runpod.requests_to("POST", "/graphql")]
     assert "podFindAndDeployOnDemand" in call["query"]
     pod_input = call["variables"]["input"]
-    assert pod_input == {"cloudType": "COMMUNITY", "gpuTypeId": RTX4090, "gpuCount": 1, "name": "lorarun-9c1d",
-                         "imageName": "lorarun/trainer:1", "containerDiskInGb": 40, "volumeInGb": 0,
-                         "ports": "22/tcp", "supportPublicIp": True, "dockerArgs": "sleep infinity",
-                         "env": [{"key": "LORARUN_JOB", "value": "9c1d"}, {"key": "PUBLIC_KEY", "value": PUBKEY}]}
+    assert pod_input == {
+        "cloudType": "COMMUNITY",
+        "gpuTypeId": RTX4090,
+        "gpuCount": 1,
+        "name": "lorarun-9c1d",
+        "imageName": "lorarun/trainer:1",
+        "containerDiskInGb": 40,
+        "volumeInGb": 0,
+        "ports": "22/tcp",
+        "supportPublicIp": True,
+        "dockerArgs": "sleep infinity",
+        "env": [{"key": "LORARUN_JOB", "value": "9c1d"}, {"key": "PUBLIC_KEY", "value": PUBKEY}],
+    }
     assert inst.status is InstanceStatus.PENDING and inst.price_per_hour == 0.34
     runpod.run_now(inst.id)
     got = p.get(inst.id)
@@ -156,8 +189,15 @@ def test_running_without_a_public_ip_is_a_failed_start_not_a_wait(sleeper):
     with FakeRunPod(boot_polls=0) as fake:
         p = make(fake, sleeper)
         # A Community pod created through v2 (which cannot ask for a public IP), as RunPod would run it.
-        pod = p.client.create_pod({"name": "lorarun-x", "image": "i", "gpu": {"id": RTX4090, "count": 1},
-                                   "cloud": "COMMUNITY", "ports": ["22/tcp"]})
+        pod = p.client.create_pod(
+            {
+                "name": "lorarun-x",
+                "image": "i",
+                "gpu": {"id": RTX4090, "count": 1},
+                "cloud": "COMMUNITY",
+                "ports": ["22/tcp"],
+            }
+        )
         got = p.get(pod["id"])
         # Only a private 100.65.x address and the interactive proxy: no SFTP-capable endpoint, ever.
         assert got.status is InstanceStatus.RUNNING and got.ssh is None
@@ -167,10 +207,23 @@ def test_running_without_a_public_ip_is_a_failed_start_not_a_wait(sleeper):
 def test_runtime_ports_used_when_ssh_direct_is_null(runpod, sleeper):
     p = make(runpod, sleeper)
     inst = p.create(offer(), spec())
-    runpod.fail_next("GET", f"/v2/pods/{inst.id}", status=200, body={
-        "id": inst.id, "name": "lorarun-9c1d", "status": "RUNNING", "ssh": {"direct": None},
-        "runtime": {"ports": [{"private": 8888, "public": 8888, "type": "http", "ip": "100.65.0.3"},
-                              {"private": 22, "public": 43210, "type": "tcp", "ip": "45.23.12.1"}]}})
+    runpod.fail_next(
+        "GET",
+        f"/v2/pods/{inst.id}",
+        status=200,
+        body={
+            "id": inst.id,
+            "name": "lorarun-9c1d",
+            "status": "RUNNING",
+            "ssh": {"direct": None},
+            "runtime": {
+                "ports": [
+                    {"private": 8888, "public": 8888, "type": "http", "ip": "100.65.0.3"},
+                    {"private": 22, "public": 43210, "type": "tcp", "ip": "45.23.12.1"},
+                ]
+            },
+        },
+    )
     got = p.get(inst.id)
     assert (got.ssh.host, got.ssh.port) == ("45.23.12.1", 43210)
 
@@ -216,8 +269,11 @@ def test_self_destruct_with_pod_scoped_key(runpod, sleeper):
     assert (sd.id_env, sd.key_env) == ("RUNPOD_POD_ID", "RUNPOD_API_KEY")
     rest = f"{runpod.url}/v2/pods/{{instance_id}}"
     assert [(w.kind, w.method or w.url or " ".join(w.argv)) for w in sd.ways] == [
-        ("http", "DELETE"), ("graphql", f"{runpod.url}/graphql"), ("command", "runpodctl remove pod {instance_id}"),
-        ("command", "runpodctl pod delete {instance_id}")]
+        ("http", "DELETE"),
+        ("graphql", f"{runpod.url}/graphql"),
+        ("command", "runpodctl remove pod {instance_id}"),
+        ("command", "runpodctl pod delete {instance_id}"),
+    ]
     assert sd.ways[0].url == rest and "podTerminate" in sd.ways[1].query
     assert [c.style for c in sd.checks] == ["runpod_rest", "runpod_graphql"]
     key_a = runpod.pods[a.id].pod_key
@@ -230,7 +286,8 @@ def test_self_destruct_with_pod_scoped_key(runpod, sleeper):
     assert other["errors"][0]["message"] == "pod not found to terminate"
     term = {"query": sd.ways[1].query.replace("{instance_id}", a.id)}
     assert http.request("POST", f"{runpod.url}/graphql", json_body=term, headers=as_a).json() == {
-        "data": {"podTerminate": None}}
+        "data": {"podTerminate": None}
+    }
     assert runpod.live_ids() == [b.id]
     assert "runpodctl remove pod abc" in p.kill_hint("abc")
 
@@ -267,9 +324,18 @@ def test_insufficient_balance_is_402(runpod, sleeper):
 
 
 def test_contract_violation_422_is_provider_error_with_detail(runpod, sleeper):
-    runpod.fail_next("POST", "/v2/pods", status=422, content_type="application/problem+json", body={
-        "title": "Unprocessable Entity", "status": 422, "detail": "Request validation failed.",
-        "errors": ["$: additional properties 'bogus' not allowed"]})
+    runpod.fail_next(
+        "POST",
+        "/v2/pods",
+        status=422,
+        content_type="application/problem+json",
+        body={
+            "title": "Unprocessable Entity",
+            "status": 422,
+            "detail": "Request validation failed.",
+            "errors": ["$: additional properties 'bogus' not allowed"],
+        },
+    )
     with pytest.raises(ProviderError) as e:
         make(runpod, sleeper).create(offer(), spec())
     assert type(e.value) is ProviderError and "bogus" in str(e.value) and e.value.status == 422
@@ -313,13 +379,21 @@ def test_create_not_retried_after_5xx(runpod, sleeper):
 
 
 def test_graphql_errors_on_200_are_provider_errors(runpod, sleeper):
-    runpod.fail_next("POST", "/graphql", status=200, body={"errors": [{"message": "Something went wrong",
-                     "path": ["gpuTypes"], "extensions": {"code": "RUNPOD"}}], "data": {"gpuTypes": None}})
+    runpod.fail_next(
+        "POST",
+        "/graphql",
+        status=200,
+        body={
+            "errors": [{"message": "Something went wrong", "path": ["gpuTypes"], "extensions": {"code": "RUNPOD"}}],
+            "data": {"gpuTypes": None},
+        },
+    )
     with pytest.raises(ProviderError) as e:
         make(runpod, sleeper).offers(ResourceRequest())
     assert "Something went wrong" in str(e.value) and type(e.value) is ProviderError
-    runpod.fail_next("POST", "/graphql", status=200, body={"errors": [{"message": "no",
-                     "extensions": {"code": "UNAUTHENTICATED"}}]})
+    runpod.fail_next(
+        "POST", "/graphql", status=200, body={"errors": [{"message": "no", "extensions": {"code": "UNAUTHENTICATED"}}]}
+    )
     with pytest.raises(AuthError):
         make(runpod, sleeper).offers(ResourceRequest())
 
@@ -394,10 +468,23 @@ def test_a_403_pool_is_skipped_by_the_offer_fallback_not_the_whole_submit(runpod
     assert [o.id for o in offers] == ["NVIDIA GeForce RTX 3090::SECURE", f"{RTX4090}::SECURE"]
     runpod.forbidden.add(("NVIDIA GeForce RTX 3090", "SECURE"))
     phases = Phases(boot=60, image_pull=0, model_download=0, upload=0, prepare=0, train=600, sampling=0, download=0)
-    ranked = [Estimate(offer=o, phases=phases, seconds_per_step=0.3, step_source="t", step_kind="shipped",
-                       boot_source="t", compute_cost=o.price_per_hour, storage_cost=0.0, vram_needed_gb=6)
-              for o in offers]
+    ranked = [
+        Estimate(
+            offer=o,
+            phases=phases,
+            seconds_per_step=0.3,
+            step_source="t",
+            step_kind="shipped",
+            boot_source="t",
+            compute_cost=o.price_per_hour,
+            storage_cost=0.0,
+            vram_needed_gb=6,
+        )
+        for o in offers
+    ]
     chosen, inst = create_cheapest(p, ranked, lambda _e: spec(), on_instance_id=pytest.fail)
     assert chosen.offer.id == f"{RTX4090}::SECURE" and inst.id in runpod.live_ids()
     assert [r.json()["gpu"]["id"] for r in runpod.requests_to("POST", "/v2/pods")] == [
-        "NVIDIA GeForce RTX 3090", RTX4090]
+        "NVIDIA GeForce RTX 3090",
+        RTX4090,
+    ]

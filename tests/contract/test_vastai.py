@@ -1,14 +1,23 @@
 """The Vast.ai adapter against the fake Vast API over real HTTP (providers.md §1)."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
-
 from fakes.vast_server import API_KEY, FakeVast
+
 from lorarun.provider_adapters import retry
 from lorarun.provider_adapters.base import InstanceSpec, InstanceStatus, Provider, ResourceRequest, job_label
-from lorarun.provider_adapters.errors import AuthError, CreateFailed, InsufficientFundsError, OfferGoneError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    CreateFailed,
+    InsufficientFundsError,
+    OfferGoneError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
 from lorarun.provider_adapters.vastai.adapter import IMAGE_ONSTART, VastProvider
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJobkeyjobkeyjobkey lorarun-job"
@@ -19,8 +28,14 @@ def make(fake: FakeVast, sleeper, key: str | None = API_KEY) -> VastProvider:
 
 
 def spec(**kw) -> InstanceSpec:
-    base = dict(label=job_label("7f3a"), image="lorarun/trainer:1", disk_gb=40, ssh_public_key=PUBKEY,
-                env=(("LORARUN_JOB", "7f3a"),), onstart="touch ~/.no_auto_tmux")
+    base = dict(
+        label=job_label("7f3a"),
+        image="lorarun/trainer:1",
+        disk_gb=40,
+        ssh_public_key=PUBKEY,
+        env=(("LORARUN_JOB", "7f3a"),),
+        onstart="touch ~/.no_auto_tmux",
+    )
     base.update(kw)
     return InstanceSpec(**base)
 
@@ -117,6 +132,7 @@ def test_proxy_ssh_only_without_direct_port(sleeper):
         offer = p.offers(ResourceRequest())  # filtered out: direct_port_count 0
         assert offer == []
         from lorarun.provider_adapters.base import Offer
+
         inst = p.create(Offer("vastai", "1006", "RTX 4090", 1, 24.5, 0.3), spec())
         p.get(inst.id)
         got = p.get(inst.id)
@@ -207,6 +223,7 @@ def test_list_owned_paginates_and_filters_prefix(vast, sleeper):
         for i, o in enumerate(many):
             label = job_label(f"j{i}") if i % 3 else f"someone-else-{i}"
             from lorarun.provider_adapters.base import Offer
+
             inst = p.create(Offer("vastai", str(o["id"]), "RTX 4090", 1, 24.5, 0.3), spec(label=label))
             if i % 3:
                 ids.add(inst.id)
@@ -263,6 +280,7 @@ def test_offer_taken_is_offer_gone_410_and_unknown_ask_404(vast, sleeper):
         p.create(offer, spec())
     assert e.value.status == 410
     from lorarun.provider_adapters.base import Offer
+
     with pytest.raises(OfferGoneError) as e:
         p.create(Offer("vastai", "999999", "RTX 4090", 1, 24, 0.3), spec())
     assert e.value.status == 404
@@ -288,8 +306,12 @@ def test_low_bid_returns_new_contract_as_create_failed(vast, sleeper):
 
 def test_ssh_attach_failure_still_reports_the_id(vast, sleeper):
     p = make(vast, sleeper)
-    vast.fail_next("POST", "/api/v0/instances/", status=400,
-                   body={"success": False, "error": "no_ssh_key", "msg": "No ssh key provided"})
+    vast.fail_next(
+        "POST",
+        "/api/v0/instances/",
+        status=400,
+        body={"success": False, "error": "no_ssh_key", "msg": "No ssh key provided"},
+    )
     with pytest.raises(CreateFailed) as e:
         p.create(p.offers(rtx4090())[0], spec())
     assert e.value.instance_id in vast.live_ids()
@@ -318,8 +340,13 @@ def test_429_plain_text_is_retried_with_backoff(vast, sleeper):
 
 def test_429_json_body_exhausts_into_rate_limit_error(vast, sleeper):
     p = make(vast, sleeper)
-    vast.fail_next("GET", "/api/v0/instances/", status=429, times=50,
-                   body={"detail": "API requests too frequent endpoint threshold=2.0"})
+    vast.fail_next(
+        "GET",
+        "/api/v0/instances/",
+        status=429,
+        times=50,
+        body={"detail": "API requests too frequent endpoint threshold=2.0"},
+    )
     with pytest.raises(RateLimitError) as e:
         p.get("8000001")
     assert e.value.retry_after is None and "threshold" in str(e.value)
@@ -329,8 +356,13 @@ def test_429_json_body_exhausts_into_rate_limit_error(vast, sleeper):
 def test_destroy_survives_a_429_storm_with_the_stronger_policy(vast, sleeper):
     p = make(vast, sleeper)
     inst = p.create(p.offers(rtx4090())[0], spec())
-    vast.fail_next("DELETE", "/api/v0/instances/", status=429, times=7,
-                   body={"success": False, "error": "rate_limit_exceeded", "msg": "API requests too frequent"})
+    vast.fail_next(
+        "DELETE",
+        "/api/v0/instances/",
+        status=429,
+        times=7,
+        body={"success": False, "error": "rate_limit_exceeded", "msg": "API requests too frequent"},
+    )
     p.destroy(inst.id)  # 7 failures > DEFAULT_POLICY's 5 attempts
     assert inst.id not in vast.live_ids() and len(sleeper.waits) == 7
 
@@ -379,11 +411,14 @@ def test_key_never_in_errors_or_logs(vast, sleeper, caplog):
     assert "***" in str(e.value)
 
 
-@pytest.mark.parametrize("status,body", [
-    (404, {"success": False, "error": "not_found", "msg": "Instance not found"}),  # the docs' shape (§1.5)
-    (404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"}),  # dstack's real one
-    (404, "Not Found"),
-])
+@pytest.mark.parametrize(
+    "status,body",
+    [
+        (404, {"success": False, "error": "not_found", "msg": "Instance not found"}),  # the docs' shape (§1.5)
+        (404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"}),  # dstack's real one
+        (404, "Not Found"),
+    ],
+)
 def test_destroy_not_found_shapes_are_success(vast, sleeper, status, body):
     vast.fail_next("DELETE", "/api/v0/instances/", status=status, body=body)
     make(vast, sleeper).destroy("8000001")

@@ -1,12 +1,12 @@
 """`lorarun submit a.yaml b.yaml`: several jobs, one rental, each job's outputs home as it finishes."""
+
 from __future__ import annotations
 
 import pytest
+from helpers_dataset import make_dataset
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from helpers_dataset import make_dataset
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

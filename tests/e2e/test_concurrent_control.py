@@ -1,6 +1,7 @@
 """Two controllers on one job (#12.6): one holds it (pid + host), a second `attach` says who, and `down` from a
 second terminal is delivered to the holder — or takes over cleanly when the holder is dead. The real engine on the
 local provider, the controller a real second process."""
+
 from __future__ import annotations
 
 import os
@@ -12,21 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.errors import JobBusy, JobNotFound
 from lorarun.runner.state import JobState, JobStore
-
-from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 
 
 def _submit_process(job: Path) -> subprocess.Popen:
     code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, "submit", str(job), "--yes"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "submit", str(job), "--yes"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
 
 
 def _wait_training(proc: subprocess.Popen, timeout: float = 240.0) -> JobState:
@@ -100,7 +105,8 @@ def test_lock_rules(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         store.lock_path("job-aaa111").write_text(
-            f'{{"pid": {sleeper.pid}, "host": "{socket.gethostname()}", "command": "attach", "since": 0}}')
+            f'{{"pid": {sleeper.pid}, "host": "{socket.gethostname()}", "command": "attach", "since": 0}}'
+        )
         with pytest.raises(JobBusy, match=f"driven by `lorarun attach` \\(pid {sleeper.pid}"):
             store.acquire("job-aaa111", "down")
     finally:

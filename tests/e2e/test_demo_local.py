@@ -1,4 +1,5 @@
 """The README's demo, end to end on this machine: `lorarun submit jobs/demo.yaml` with the real engine on CPU."""
+
 from __future__ import annotations
 
 import json

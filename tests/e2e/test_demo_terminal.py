@@ -1,16 +1,16 @@
 """The demo as a user sees it at a terminal (#12.5): under a pseudo-terminal, the plan, then one line per phase —
 caching, training, sampling, pulling files — and a final summary with wall and GPU time, cost actual against
 predicted, and where the LoRA and the report are."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from support.pty_run import PtyProcess
 
 from lorarun.runner.run.monitor import read_jsonl
 from lorarun.runner.state import JobStore
-
-from support.pty_run import PtyProcess
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

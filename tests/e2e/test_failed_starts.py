@@ -1,14 +1,14 @@
 """`lorarun submit` when the rented machine never comes up, or its direct SSH port stays silent (issue #10 point 4,
 point 1): the job ends on another offer, and the failed instance is destroyed and confirmed. Fake provider APIs,
 real sshd "instances", the real engine on CPU."""
+
 from __future__ import annotations
 
 import pytest
+from support.cloud import fake_cloud, tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from support.cloud import fake_cloud, tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

@@ -1,14 +1,14 @@
 """`lorarun submit` against the fake Vast.ai and RunPod APIs, with real sshd "instances" and the real engine."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

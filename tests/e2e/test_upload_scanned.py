@@ -1,17 +1,17 @@
 """#15.3 end to end: `submit` uploads exactly what the scan accepted — over real SSH to a real sshd "instance" —
 and nothing else that lies in or is linked from the dataset folder: no `.env`, no key, no file a symlink points
 to unless it is a real image or caption. A symlinked sub-folder arrives as a plain folder and is trained on."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from helpers_dataset import make_dataset
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from helpers_dataset import make_dataset
-from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -44,9 +44,16 @@ def test_only_scanned_files_reach_the_instance(vast_cloud, tmp_path, capsys):
     (state,) = JobStore().all()
     remote_dataset = vast_cloud.host.workdir(state.instance_id) / state.job_id / "dataset"
     uploaded = sorted(p.relative_to(remote_dataset).as_posix() for p in remote_dataset.rglob("*") if p.is_file())
-    assert uploaded == ["1_linked/img_000.png", "1_linked/img_000.txt", "1_linked/img_001.png",
-                        "1_linked/img_001.txt", "2_mychar/img_000.png", "2_mychar/img_000.txt",
-                        "2_mychar/img_001.png", "2_mychar/img_001.txt"]
+    assert uploaded == [
+        "1_linked/img_000.png",
+        "1_linked/img_000.txt",
+        "1_linked/img_001.png",
+        "1_linked/img_001.txt",
+        "2_mychar/img_000.png",
+        "2_mychar/img_000.txt",
+        "2_mychar/img_001.png",
+        "2_mychar/img_001.txt",
+    ]
     assert not (remote_dataset / "1_linked").is_symlink()
     # The secret is nowhere on the instance, and the job's upload manifest lists exactly what went.
     for path in vast_cloud.host.workdir(state.instance_id).rglob("*"):

@@ -1,4 +1,5 @@
 """Fixtures for the engine tests: tiny kohya datasets and the shared asset cache."""
+
 from __future__ import annotations
 
 import os
@@ -26,4 +27,3 @@ def asset_cache(tmp_path_factory) -> Path:
     path = Path(os.environ.get("LORARUN_ASSET_CACHE") or tmp_path_factory.mktemp("assets"))
     os.environ["LORARUN_ASSET_CACHE"] = str(path)
     return path
-

@@ -1,4 +1,5 @@
 """Helpers for the engine tests: engine config writer, the engine as a process, reading events."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,43 @@ import sys
 from pathlib import Path
 
 
-def engine_config(tmp_path: Path, train_dir: Path, family: str = "sd15", *, output_name: str = "tiny",
-                  model: dict | None = None, dataset: dict | None = None, training: dict | None = None,
-                  sample: dict | None = None, **top) -> dict:
+def engine_config(
+    tmp_path: Path,
+    train_dir: Path,
+    family: str = "sd15",
+    *,
+    output_name: str = "tiny",
+    model: dict | None = None,
+    dataset: dict | None = None,
+    training: dict | None = None,
+    sample: dict | None = None,
+    **top,
+) -> dict:
     cfg = {
-        "job_id": "t1", "output_dir": str(tmp_path / "out"), "output_name": output_name,
+        "job_id": "t1",
+        "output_dir": str(tmp_path / "out"),
+        "output_name": output_name,
         "work_dir": str(tmp_path / "work"),
         "model": {"family": family, "base": f"builtin:tiny-{family}", **(model or {})},
-        "dataset": {"train_data_dir": str(train_dir), "resolution": 64, "min_bucket_reso": 32,
-                    "max_bucket_reso": 128, "bucket_reso_steps": 32, **(dataset or {})},
-        "training": {"max_train_epochs": 2, "batch_size": 2, "save_every_n_epochs": 1, "network_dim": 4,
-                     "network_alpha": 2, "learning_rate": 1e-2, "text_encoder_lr": 1e-2, "seed": 7,
-                     **(training or {})},
+        "dataset": {
+            "train_data_dir": str(train_dir),
+            "resolution": 64,
+            "min_bucket_reso": 32,
+            "max_bucket_reso": 128,
+            "bucket_reso_steps": 32,
+            **(dataset or {}),
+        },
+        "training": {
+            "max_train_epochs": 2,
+            "batch_size": 2,
+            "save_every_n_epochs": 1,
+            "network_dim": 4,
+            "network_alpha": 2,
+            "learning_rate": 1e-2,
+            "text_encoder_lr": 1e-2,
+            "seed": 7,
+            **(training or {}),
+        },
         "sample": {"prompts": [], "steps": 2, "grid_strengths": [0.0, 1.0], "grid_seeds": [1], **(sample or {})},
         **top,
     }
@@ -33,8 +59,16 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
 
 
 def engine_cmd(config: Path, interval: float = 0.0) -> list[str]:
-    return [sys.executable, "-m", "lorarun.image.engine", "train", "--config", str(config),
-            "--step-event-interval", str(interval)]
+    return [
+        sys.executable,
+        "-m",
+        "lorarun.image.engine",
+        "train",
+        "--config",
+        str(config),
+        "--step-event-interval",
+        str(interval),
+    ]
 
 
 def engine_env() -> dict:
@@ -52,4 +86,3 @@ def read_events(output_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-

@@ -3,6 +3,7 @@ the engine's versions can be checked against them. Only two things differ from t
 `random` / torch's global RNG are replaced by an explicit `random.Random` or `torch.Generator`, drawn in the same
 order, so both sides see the same random numbers; and logging is gone.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import random
 
 import torch
 
-
 # --- library/custom_train_functions.py ---------------------------------------------------------------------------
+
 
 def prepare_scheduler_for_custom_training(noise_scheduler):
     alphas_cumprod = noise_scheduler.alphas_cumprod
@@ -101,6 +102,7 @@ def apply_noise_offset(latents, noise, noise_offset, adaptive_noise_scale, *, g:
 
 # --- library/train_util.py ---------------------------------------------------------------------------------------
 
+
 def get_timesteps(min_timestep, max_timestep, b_size, *, g: torch.Generator):
     if min_timestep < max_timestep:
         timesteps = torch.randint(min_timestep, max_timestep, (b_size,), generator=g)  # source: device="cpu"
@@ -118,8 +120,9 @@ def get_noise_noisy_latents_and_timesteps(args, noise_scheduler, latents, *, g: 
             noise_offset = args.noise_offset
         noise = apply_noise_offset(latents, noise, noise_offset, args.adaptive_noise_scale, g=g)
     if args.multires_noise_iterations:
-        noise = pyramid_noise_like(noise, latents.device, args.multires_noise_iterations,
-                                   args.multires_noise_discount, g=g)
+        noise = pyramid_noise_like(
+            noise, latents.device, args.multires_noise_iterations, args.multires_noise_discount, g=g
+        )
     b_size = latents.shape[0]
     min_timestep = 0 if args.min_timestep is None else args.min_timestep
     max_timestep = noise_scheduler.config.num_train_timesteps if args.max_timestep is None else args.max_timestep
@@ -129,8 +132,9 @@ def get_noise_noisy_latents_and_timesteps(args, noise_scheduler, latents, *, g: 
             strength = torch.rand(1, generator=g) * args.ip_noise_gamma
         else:
             strength = args.ip_noise_gamma
-        noisy_latents = noise_scheduler.add_noise(latents, noise + strength * torch.randn(latents.shape, generator=g),
-                                                  timesteps)
+        noisy_latents = noise_scheduler.add_noise(
+            latents, noise + strength * torch.randn(latents.shape, generator=g), timesteps
+        )
     else:
         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
     return noise, noisy_latents, timesteps
@@ -180,8 +184,17 @@ def get_remove_epoch_no(save_every_n_epochs, save_last_n_epochs, epoch_no):
     return remove_epoch_no
 
 
-def process_caption_tags(caption, *, shuffle_caption, keep_tokens, keep_tokens_separator, caption_tag_dropout_rate,
-                         caption_dropout_rate, rng: random.Random, caption_separator=","):
+def process_caption_tags(
+    caption,
+    *,
+    shuffle_caption,
+    keep_tokens,
+    keep_tokens_separator,
+    caption_tag_dropout_rate,
+    caption_dropout_rate,
+    rng: random.Random,
+    caption_separator=",",
+):
     """BaseDataset.process_caption without prefix/suffix, wildcards, token warm-up and replacements."""
     is_drop_out = caption_dropout_rate > 0 and rng.random() < caption_dropout_rate
     if is_drop_out:
@@ -216,6 +229,7 @@ def process_caption_tags(caption, *, shuffle_caption, keep_tokens, keep_tokens_s
 
 # --- networks/lora.py --------------------------------------------------------------------------------------------
 
+
 class LoRAModule(torch.nn.Module):
     """LoRAModule with its forward; `org_forward` is the wrapped layer's forward."""
 
@@ -223,8 +237,9 @@ class LoRAModule(torch.nn.Module):
         super().__init__()
         if org_module.__class__.__name__ == "Conv2d":
             in_dim, out_dim = org_module.in_channels, org_module.out_channels
-            self.lora_down = torch.nn.Conv2d(in_dim, lora_dim, org_module.kernel_size, org_module.stride,
-                                             org_module.padding, bias=False)
+            self.lora_down = torch.nn.Conv2d(
+                in_dim, lora_dim, org_module.kernel_size, org_module.stride, org_module.padding, bias=False
+            )
             self.lora_up = torch.nn.Conv2d(lora_dim, out_dim, (1, 1), (1, 1), bias=False)
         else:
             self.lora_down = torch.nn.Linear(org_module.in_features, lora_dim, bias=False)

@@ -2,15 +2,28 @@
 inverse of diffusers' `from_single_file` conversion, for testing that path offline with the tiny models. Follows the
 classic `convert_diffusers_to_original_stable_diffusion.py` / `..._sdxl.py` tables, generalised to any
 layers_per_block; SDXL's second text encoder is written in OpenCLIP layout (fused q/k/v `in_proj`)."""
+
 from __future__ import annotations
 
 import re
 
-RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-          "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
-UNET_SIMPLE = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+UNET_SIMPLE = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
 
 
 def _resnet(rest: str) -> str:
@@ -26,7 +39,7 @@ def unet_to_ldm(sd: dict, config) -> dict:
         new = None
         for a, b in UNET_SIMPLE.items():
             if key.startswith(a + "."):
-                new = b + key[len(a):]
+                new = b + key[len(a) :]
         if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
             new = f"input_blocks.{int(m[1]) * (L + 1) + int(m[2]) + 1}.0.{_resnet(m[3])}"
         elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
@@ -57,10 +70,16 @@ def vae_to_ldm(sd: dict, n_blocks: int) -> dict:
         new = key
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2.", new)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
-                     lambda m: f"decoder.up.{n_blocks - 1 - int(m[1])}.block.{m[2]}.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-                     lambda m: f"decoder.up.{n_blocks - 1 - int(m[1])}.upsample.", new)
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+            lambda m: f"decoder.up.{n_blocks - 1 - int(m[1])}.block.{m[2]}.",
+            new,
+        )
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.up.{n_blocks - 1 - int(m[1])}.upsample.",
+            new,
+        )
         new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
         new = new.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
         if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)$", new):
@@ -72,8 +91,10 @@ def vae_to_ldm(sd: dict, n_blocks: int) -> dict:
 
 
 def text_encoder_to_ldm(sd: dict) -> dict:
-    return {"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
-            for k, v in sd.items()}
+    return {
+        "cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
+        for k, v in sd.items()
+    }
 
 
 def open_clip_to_ldm(sd: dict, prefix: str = "conditioner.embedders.1.model.") -> dict:
@@ -91,8 +112,9 @@ def open_clip_to_ldm(sd: dict, prefix: str = "conditioner.embedders.1.model.") -
     for i in sorted(layers):
         src, dst = f"encoder.layers.{i}.", f"transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
-            out[dst + f"attn.in_proj_{kind}"] = torch_cat([sd.pop(src + f"self_attn.{p}_proj.{kind}")
-                                                           for p in ("q", "k", "v")])
+            out[dst + f"attn.in_proj_{kind}"] = torch_cat(
+                [sd.pop(src + f"self_attn.{p}_proj.{kind}") for p in ("q", "k", "v")]
+            )
             out[dst + f"attn.out_proj.{kind}"] = sd.pop(src + f"self_attn.out_proj.{kind}")
             out[dst + f"ln_1.{kind}"] = sd.pop(src + f"layer_norm1.{kind}")
             out[dst + f"ln_2.{kind}"] = sd.pop(src + f"layer_norm2.{kind}")
@@ -113,8 +135,12 @@ def pipeline_to_ldm(pipe) -> dict:
     sd = unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
     sd.update(vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)))
     if hasattr(pipe, "text_encoder_2"):  # SDXL: SGM "conditioner" layout
-        sd.update({k.replace("cond_stage_model.", "conditioner.embedders.0."): v
-                   for k, v in text_encoder_to_ldm(pipe.text_encoder.state_dict()).items()})
+        sd.update(
+            {
+                k.replace("cond_stage_model.", "conditioner.embedders.0."): v
+                for k, v in text_encoder_to_ldm(pipe.text_encoder.state_dict()).items()
+            }
+        )
         sd.update(open_clip_to_ldm(pipe.text_encoder_2.state_dict()))
     else:
         sd.update(text_encoder_to_ldm(pipe.text_encoder.state_dict()))

@@ -3,6 +3,7 @@
 `make_dataset(root)` → root/train/<repeats>_shapes/… and optionally root/reg/1_shape/…; returns (train, reg).
 Usable as a script: `python tests/engine/make_dataset.py OUT_DIR`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,9 @@ def draw(size: tuple[int, int], colour: str, shape: str) -> Image.Image:
     return im
 
 
-def make_dataset(root: Path, *, n_images: int = 6, repeats: int = 2, with_reg: bool = False,
-                 class_tokens: str = "shapes") -> tuple[Path, Path | None]:
+def make_dataset(
+    root: Path, *, n_images: int = 6, repeats: int = 2, with_reg: bool = False, class_tokens: str = "shapes"
+) -> tuple[Path, Path | None]:
     root = Path(root)
     train = root / "train"
     folder = train / f"{repeats}_{class_tokens}"

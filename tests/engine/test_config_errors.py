@@ -1,4 +1,5 @@
 """Bad jobs fail before training: exit code 2, one line on stderr, a `failed` event with that reason."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,9 +19,11 @@ CASES = [
     ("unknown key", {"training": {"learning_rat": 1e-4}}, "did you mean 'learning_rate'"),
 ]
 ENGINE_CASES = [
-    ("flux nf4 without CUDA",
-     {"model": {"family": "flux", "base": "builtin:tiny-flux"}, "flux": {"quantization": "nf4"}},
-     "flux.quantization: nf4 quantises the base with bitsandbytes, which needs a CUDA GPU"),
+    (
+        "flux nf4 without CUDA",
+        {"model": {"family": "flux", "base": "builtin:tiny-flux"}, "flux": {"quantization": "nf4"}},
+        "flux.quantization: nf4 quantises the base with bitsandbytes, which needs a CUDA GPU",
+    ),
     ("batch larger than the dataset", {"training": {"batch_size": 5}}, "larger than the dataset (4 images x repeats)"),
     ("AdamW8bit without CUDA", {"training": {"optimizer_type": "AdamW8bit"}}, "AdamW8bit needs a CUDA GPU"),
     ("missing dataset", {"dataset": {"train_data_dir": "/nonexistent/ds"}}, "does not exist"),
@@ -69,5 +72,7 @@ def test_exit_code_and_stderr_as_a_process(tmp_path, dataset):
     cfg = engine_config(tmp_path, dataset, training={"batch_size": 5})
     result = run_engine(write_config(tmp_path, cfg), timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == \
-        "lorarun-engine: training.batch_size: 5 is larger than the dataset (4 images x repeats); lower batch_size"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "lorarun-engine: training.batch_size: 5 is larger than the dataset (4 images x repeats); lower batch_size"
+    )

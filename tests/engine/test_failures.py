@@ -1,5 +1,6 @@
 """Failures mid-run end cleanly: an OOM keeps the last checkpoint and says what to change; a crash is a `failed`
 event with exit code 1; the memory check warns before training."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,12 @@ from .engine_helpers import engine_config, read_events  # noqa: E402
 def _cfg(tmp_path, dataset, **training):
     from lorarun.image.engine_config import EngineConfig
 
-    raw = engine_config(tmp_path, dataset, training={"max_train_epochs": 3, "text_encoder_lr": 0, **training},
-                        sample={"grid_strengths": []})
+    raw = engine_config(
+        tmp_path,
+        dataset,
+        training={"max_train_epochs": 3, "text_encoder_lr": 0, **training},
+        sample={"grid_strengths": []},
+    )
     cfg = EngineConfig.from_dict(raw)
     cfg.validate()
     return cfg
@@ -62,9 +67,16 @@ def test_memory_warning_names_the_fix():
     from lorarun.image.engine.memory_check import memory_warning
     from lorarun.image.engine_config import EngineConfig
 
-    cfg = EngineConfig.from_dict({"job_id": "j", "output_dir": "/o", "output_name": "n",
-                                  "model": {"family": "sdxl", "base": "stabilityai/stable-diffusion-xl-base-1.0"},
-                                  "dataset": {"resolution": 1024}, "training": {"batch_size": 8}})
+    cfg = EngineConfig.from_dict(
+        {
+            "job_id": "j",
+            "output_dir": "/o",
+            "output_name": "n",
+            "model": {"family": "sdxl", "base": "stabilityai/stable-diffusion-xl-base-1.0"},
+            "dataset": {"resolution": 1024},
+            "training": {"batch_size": 8},
+        }
+    )
     tip = memory_warning(cfg, 24.0)
     assert tip and "batch_size" in tip
     assert memory_warning(cfg, 500.0) is None

@@ -7,6 +7,7 @@ with the plain bf16-autocast step as closely as that step agrees with fp32 (bf16
 torch.compile runs with the `aot_eager` backend here: the same dynamo graphs and recompile guards as inductor,
 without the C++ code generation that takes minutes on a CI CPU (inductor on CPU: bench/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -148,10 +149,16 @@ def test_checkpointing_every_nth_block_is_the_same_math():
 def test_checkpointing_plan_follows_the_memory_estimate():
     from lorarun.image.engine_config import EngineConfig
 
-    cfg = EngineConfig.from_dict({"job_id": "j", "output_dir": "o", "output_name": "n",
-                                  "model": {"family": "sdxl", "base": "x"}, "dataset": {"resolution": 1024},
-                                  "training": {"batch_size": 4, "gradient_checkpointing": True,
-                                               "network_train_unet_only": True}})
+    cfg = EngineConfig.from_dict(
+        {
+            "job_id": "j",
+            "output_dir": "o",
+            "output_name": "n",
+            "model": {"family": "sdxl", "base": "x"},
+            "dataset": {"resolution": 1024},
+            "training": {"batch_size": 4, "gradient_checkpointing": True, "network_train_unet_only": True},
+        }
+    )
     assert plan(cfg, 80.0, 7)[0] == 0  # fits an 80 GB card without: the asked-for checkpointing is skipped
     assert plan(cfg, None, 7)[0] == 0
     every, why = plan(cfg, 40.0, 7)  # ~46 GB without, ~37 with all blocks: some blocks
@@ -162,12 +169,22 @@ def test_checkpointing_plan_follows_the_memory_estimate():
 def test_master_optimizer_state_round_trips():
     _, _, unet = _train(EAGER, torch.bfloat16, steps=2)
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
-    opt = MasterWeightsOptimizer([{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
-                                 master=True, flat=True, dtype=torch.bfloat16)
+    opt = MasterWeightsOptimizer(
+        [{"params": params, "lr": 1e-3}],
+        lambda g: torch.optim.AdamW(g, lr=1e-3),
+        master=True,
+        flat=True,
+        dtype=torch.bfloat16,
+    )
     opt.inner.param_groups[0]["params"][0].add_(0.125)
     saved = opt.state_dict()
-    other = MasterWeightsOptimizer([{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
-                                   master=True, flat=True, dtype=torch.bfloat16)
+    other = MasterWeightsOptimizer(
+        [{"params": params, "lr": 1e-3}],
+        lambda g: torch.optim.AdamW(g, lr=1e-3),
+        master=True,
+        flat=True,
+        dtype=torch.bfloat16,
+    )
     other.load_state_dict(saved)
     assert torch.equal(other.inner.param_groups[0]["params"][0], opt.inner.param_groups[0]["params"][0])
     with pytest.raises(RuntimeError, match="different training step"):
@@ -194,8 +211,13 @@ def test_engine_run_fast_vs_plain_same_losses_and_same_file(tmp_path, dataset, a
     for mode in ("off", "on"):
         tmp = tmp_path / mode
         tmp.mkdir()
-        cfg = engine_config(tmp, dataset, "sd15", sample={"grid_strengths": [], "grid_seeds": []},
-                            training={"fast_step": mode, "fast_step_off": ["compile"], "save_every_n_epochs": None})
+        cfg = engine_config(
+            tmp,
+            dataset,
+            "sd15",
+            sample={"grid_strengths": [], "grid_seeds": []},
+            training={"fast_step": mode, "fast_step_off": ["compile"], "save_every_n_epochs": None},
+        )
         result = run_engine(write_config(tmp, cfg))
         assert result.returncode == 0, result.stderr[-3000:]
         runs[mode] = (read_events(tmp / "out"), tmp / "out" / "tiny.safetensors")
@@ -248,7 +270,7 @@ def test_fast_step_config_fields_are_checked():
 
 def test_layers_with_hooks_keep_peft_forward_and_the_same_math():
     """kohya's LoRA dropout is a forward hook on lora_A (engine/lora.py): a fused layer would skip it."""
-    from lorarun.image.engine.fast.fused_lora import fuse_lora_layers, fusable
+    from lorarun.image.engine.fast.fused_lora import fusable, fuse_lora_layers
 
     def doubled(module, inputs, output):
         return output * 2
@@ -290,15 +312,22 @@ def test_resume_state_of_the_fast_step_continues_the_same_run(tmp_path, dtype):
 
     def setup():
         unet, params = _unet(dtype)
-        prepared = prepare_fast(unet, [{"params": params, "lr": 1e-3}], lambda g: torch.optim.AdamW(g, lr=1e-3),
-                                EAGER, weight_dtype=dtype, num_shapes=1)
+        prepared = prepare_fast(
+            unet,
+            [{"params": params, "lr": 1e-3}],
+            lambda g: torch.optim.AdamW(g, lr=1e-3),
+            EAGER,
+            weight_dtype=dtype,
+            num_shapes=1,
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(prepared.optimizer, lambda s: 1.0 / (1 + s))
         return unet, prepared, sched, torch.Generator().manual_seed(5)
 
     def steps(prepared, sched, gen, n):
         for _ in range(n):
-            loss = diffusion_loss(prepared.unet, lat, enc, None, None, NoiseSchedule.kohya("cpu"), gen,
-                                  weight_dtype=dtype)
+            loss = diffusion_loss(
+                prepared.unet, lat, enc, None, None, NoiseSchedule.kohya("cpu"), gen, weight_dtype=dtype
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(prepared.clip_params, 1.0)
             prepared.optimizer.step()

@@ -1,5 +1,6 @@
 """Flux.1 LoRA training on the tiny Flux-shaped model (CPU), and the saved names against ComfyUI's and diffusers'
 Flux key maps — on the tiny model, on real-width layers, and on the real FLUX.1 architecture on the meta device."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,9 +18,18 @@ from .engine_helpers import engine_config, read_events, run_engine, write_config
 from .flux_keymap import bfl_shapes  # noqa: E402
 
 # FLUX.1-dev transformer/config.json (engine.md Appendix A)
-FLUX1 = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-             num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-             axes_dims_rope=(16, 56, 56))
+FLUX1 = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
 
 
 def _check_comfy_names(kohya: dict, transformer) -> None:
@@ -40,10 +50,19 @@ def _delta(a, b, scale=1.0):
 @pytest.fixture(scope="module")
 def flux_run(tmp_path_factory, dataset, asset_cache):
     tmp = tmp_path_factory.mktemp("flux")
-    cfg = engine_config(tmp, dataset, "flux", training={"network_dim": 4, "network_alpha": 2},
-                        sample={"prompts": ["a red circle"], "grid_strengths": [0.0, 1.0], "grid_seeds": [1]},
-                        flux={"save_diffusers_format": True, "apply_t5_attn_mask": True,
-                              "t5xxl_max_token_length": 16, "guidance_scale": 1.0})
+    cfg = engine_config(
+        tmp,
+        dataset,
+        "flux",
+        training={"network_dim": 4, "network_alpha": 2},
+        sample={"prompts": ["a red circle"], "grid_strengths": [0.0, 1.0], "grid_seeds": [1]},
+        flux={
+            "save_diffusers_format": True,
+            "apply_t5_attn_mask": True,
+            "t5xxl_max_token_length": 16,
+            "guidance_scale": 1.0,
+        },
+    )
     result = run_engine(write_config(tmp, cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "out", read_events(tmp / "out")
@@ -100,18 +119,34 @@ def test_tiny_flux_files_load_into_diffusers_flux_pipeline(flux_run):
         from diffusers import FluxPipeline
 
         p = build_tiny_flux("dev")
-        return FluxPipeline(scheduler=p.scheduler, vae=p.vae, text_encoder=p.text_encoders[0],
-                            tokenizer=p.tokenizers[0], text_encoder_2=p.text_encoders[1], tokenizer_2=p.tokenizers[1],
-                            transformer=p.transformer)
+        return FluxPipeline(
+            scheduler=p.scheduler,
+            vae=p.vae,
+            text_encoder=p.text_encoders[0],
+            tokenizer=p.tokenizers[0],
+            text_encoder_2=p.text_encoders[1],
+            tokenizer_2=p.tokenizers[1],
+            transformer=p.transformer,
+        )
 
     def forward(transformer):
         g = torch.Generator().manual_seed(0)
-        x, ctx, pooled = (torch.randn(1, 16, 64, generator=g), torch.randn(1, 8, 32, generator=g),
-                          torch.randn(1, 32, generator=g))
+        x, ctx, pooled = (
+            torch.randn(1, 16, 64, generator=g),
+            torch.randn(1, 8, 32, generator=g),
+            torch.randn(1, 32, generator=g),
+        )
         with torch.no_grad():
-            return transformer(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
-                               timestep=torch.tensor([0.5]), img_ids=latent_image_ids(8, 8, "cpu"),
-                               txt_ids=torch.zeros(8, 3), guidance=torch.tensor([1.0]), return_dict=False)[0]
+            return transformer(
+                hidden_states=x,
+                encoder_hidden_states=ctx,
+                pooled_projections=pooled,
+                timestep=torch.tensor([0.5]),
+                img_ids=latent_image_ids(8, 8, "cpu"),
+                txt_ids=torch.zeros(8, 3),
+                guidance=torch.tensor([1.0]),
+                return_dict=False,
+            )[0]
 
     # the diffusers layout: loaded by FluxPipeline and applied (the output moves)
     pipe = pipeline()
@@ -139,8 +174,10 @@ def _random_lora(transformer, target: str, rank: int = 2) -> dict:
     return {k: torch.randn(tuple(v.shape), generator=g) * 0.1 for k, v in lora_state_dict(transformer).items()}
 
 
-@pytest.mark.parametrize("target", ["all", pytest.param("attention", marks=pytest.mark.slow),
-                                    pytest.param("mlp", marks=pytest.mark.slow), "tiny"])
+@pytest.mark.parametrize(
+    "target",
+    ["all", pytest.param("attention", marks=pytest.mark.slow), pytest.param("mlp", marks=pytest.mark.slow), "tiny"],
+)
 def test_real_flux1_architecture_keys_map_to_comfyui_and_diffusers(target):
     from diffusers import FluxTransformer2DModel
     from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
@@ -157,7 +194,7 @@ def test_real_flux1_architecture_keys_map_to_comfyui_and_diffusers(target):
     for key, value in converted.items():
         path, which = key.removeprefix("transformer.").rsplit(".", 2)[:2]
         layer = modules[path].base_layer if hasattr(modules[path], "base_layer") else modules[path]
-        shape = (value.shape[1] if which == "lora_A" else value.shape[0])
+        shape = value.shape[1] if which == "lora_A" else value.shape[0]
         assert shape == (layer.in_features if which == "lora_A" else layer.out_features), key
         if path in peft_modules:
             found.add(path)
@@ -167,7 +204,8 @@ def test_real_flux1_architecture_keys_map_to_comfyui_and_diffusers(target):
     sample = sorted(peft_modules)[0]
     torch.testing.assert_close(
         _delta(converted[f"transformer.{sample}.lora_A.weight"], converted[f"transformer.{sample}.lora_B.weight"]),
-        _delta(peft_sd[f"{sample}.lora_A.weight"], peft_sd[f"{sample}.lora_B.weight"], 1.0 / 2))
+        _delta(peft_sd[f"{sample}.lora_A.weight"], peft_sd[f"{sample}.lora_B.weight"], 1.0 / 2),
+    )
 
 
 @pytest.mark.slow
@@ -192,8 +230,15 @@ def test_real_width_single_block_kohya_file_loads_into_flux_pipeline(tmp_path):
     finally:
         torch.set_default_dtype(torch.float32)
     p = build_tiny_flux("dev")
-    pipe = FluxPipeline(scheduler=p.scheduler, vae=p.vae, text_encoder=p.text_encoders[0], tokenizer=p.tokenizers[0],
-                        text_encoder_2=p.text_encoders[1], tokenizer_2=p.tokenizers[1], transformer=transformer)
+    pipe = FluxPipeline(
+        scheduler=p.scheduler,
+        vae=p.vae,
+        text_encoder=p.text_encoders[0],
+        tokenizer=p.tokenizers[0],
+        text_encoder_2=p.text_encoders[1],
+        tokenizer_2=p.tokenizers[1],
+        transformer=transformer,
+    )
     pipe.load_lora_weights(str(path))
     for sub in ("attn.to_q", "attn.to_v", "proj_mlp", "proj_out", "norm.linear"):
         layer = dict(transformer.named_modules())[f"single_transformer_blocks.0.{sub}"]
@@ -211,8 +256,15 @@ def test_timestep_sampling_matches_kohya_formulas():
     s = torch.sigmoid(n)
     torch.testing.assert_close(t, 3.0 * s / (1 + 2.0 * s))
     assert auto_shift_mu(256) == pytest.approx(0.5) and auto_shift_mu(4096) == pytest.approx(1.15)
-    t = sample_t(4, "flux_shift", shift=3.0, sigmoid_scale=1.0, image_tokens=4096,
-                 generator=torch.Generator().manual_seed(3), device="cpu")
+    t = sample_t(
+        4,
+        "flux_shift",
+        shift=3.0,
+        sigmoid_scale=1.0,
+        image_tokens=4096,
+        generator=torch.Generator().manual_seed(3),
+        device="cpu",
+    )
     mu = torch.exp(torch.tensor(1.15))
     torch.testing.assert_close(t, mu / (mu + (1 / s - 1)))
 
@@ -228,8 +280,19 @@ def test_flow_step_for_dev_and_schnell():
     mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
 
     def loss(transformer, guidance, sampling, m=None):
-        return flow_loss(transformer, latents, t5, pooled, m, None, torch.Generator().manual_seed(5),
-                         sampling=sampling, shift=3.1582, sigmoid_scale=1.0, guidance=guidance)
+        return flow_loss(
+            transformer,
+            latents,
+            t5,
+            pooled,
+            m,
+            None,
+            torch.Generator().manual_seed(5),
+            sampling=sampling,
+            shift=3.1582,
+            sigmoid_scale=1.0,
+            guidance=guidance,
+        )
 
     dev = build_tiny_flux("dev").transformer
     params = add_flux_lora(dev, 4, 4.0, "all")
@@ -257,14 +320,17 @@ def test_shipped_flux_configs_build_the_published_architectures():
 
     folder = str(config_dir("dev"))
     with torch.device("meta"):
-        transformer = FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(folder,
-                                                                                            subfolder="transformer"))
+        transformer = FluxTransformer2DModel.from_config(
+            FluxTransformer2DModel.load_config(folder, subfolder="transformer")
+        )
         clip = CLIPTextModel(AutoConfig.from_pretrained(folder, subfolder="text_encoder"))
         t5 = T5EncoderModel(AutoConfig.from_pretrained(folder, subfolder="text_encoder_2"))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert (count(transformer), count(t5), count(clip)) == (11_901_408_320, 4_762_310_656, 123_060_480)
-    assert FluxTransformer2DModel.load_config(str(config_dir("schnell")), subfolder="transformer")[
-        "guidance_embeds"] is False
+    assert (
+        FluxTransformer2DModel.load_config(str(config_dir("schnell")), subfolder="transformer")["guidance_embeds"]
+        is False
+    )
 
 
 def test_single_file_text_encoders_load_comfyui_style_files(tmp_path):
@@ -276,19 +342,25 @@ def test_single_file_text_encoders_load_comfyui_style_files(tmp_path):
     clip, t5 = build_tiny_flux("dev").text_encoders
     clip.config.save_pretrained(tmp_path / "configs" / "text_encoder")
     t5.config.save_pretrained(tmp_path / "configs" / "text_encoder_2")
-    save_file({"text_model." + k: v.contiguous() for k, v in clip.state_dict().items()},
-              str(tmp_path / "clip_l.safetensors"))
-    save_file({k: v.contiguous() for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
-              str(tmp_path / "t5.safetensors"))
+    save_file(
+        {"text_model." + k: v.contiguous() for k, v in clip.state_dict().items()}, str(tmp_path / "clip_l.safetensors")
+    )
+    save_file(
+        {k: v.contiguous() for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
+        str(tmp_path / "t5.safetensors"),
+    )
     configs = str(tmp_path / "configs")
-    loaded_clip = _load_text_encoder("unused/repo", configs, "text_encoder", str(tmp_path / "clip_l.safetensors"),
-                                     "clip", None)
-    loaded_t5 = _load_text_encoder("unused/repo", configs, "text_encoder_2", str(tmp_path / "t5.safetensors"),
-                                   "t5", None)
+    loaded_clip = _load_text_encoder(
+        "unused/repo", configs, "text_encoder", str(tmp_path / "clip_l.safetensors"), "clip", None
+    )
+    loaded_t5 = _load_text_encoder(
+        "unused/repo", configs, "text_encoder_2", str(tmp_path / "t5.safetensors"), "t5", None
+    )
     ids = torch.tensor([[49406, 320, 1125, 49407]])
     with torch.no_grad():
-        torch.testing.assert_close(loaded_clip(ids).pooler_output.float(), clip(ids).pooler_output,
-                                   rtol=0.05, atol=0.05)
+        torch.testing.assert_close(
+            loaded_clip(ids).pooler_output.float(), clip(ids).pooler_output, rtol=0.05, atol=0.05
+        )
         t5_ids = torch.tensor([[4, 5, 6, 1]])
         torch.testing.assert_close(loaded_t5(t5_ids)[0].float(), t5(t5_ids)[0], rtol=0.05, atol=0.05)
     with pytest.raises(ConfigError, match="not a CLIP text encoder for Flux"):

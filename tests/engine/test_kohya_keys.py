@@ -1,21 +1,37 @@
 """kohya key conversion: pure functions, no torch."""
+
 import pytest
 
-from lorarun.image.engine.kohya_keys import is_conv3x3_target, plan_modules, sgm_unet_path, te_prefixes, text_encoder_module_name, unet_module_name
+from lorarun.image.engine.kohya_keys import (
+    is_conv3x3_target,
+    plan_modules,
+    sgm_unet_path,
+    te_prefixes,
+    text_encoder_module_name,
+    unet_module_name,
+)
 
 
-@pytest.mark.parametrize("diffusers_path, sgm", [
-    # Real SDXL (layers_per_block 2): kohya's make_unet_conversion_map / A1111 arithmetic
-    ("down_blocks.1.attentions.0.proj_in", "input_blocks.4.1.proj_in"),
-    ("down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q", "input_blocks.5.1.transformer_blocks.0.attn1.to_q"),
-    ("down_blocks.2.attentions.0.transformer_blocks.9.ff.net.2", "input_blocks.7.1.transformer_blocks.9.ff.net.2"),
-    ("down_blocks.2.attentions.1.proj_out", "input_blocks.8.1.proj_out"),
-    ("mid_block.attentions.0.transformer_blocks.9.ff.net.2", "middle_block.1.transformer_blocks.9.ff.net.2"),
-    ("up_blocks.0.attentions.0.proj_out", "output_blocks.0.1.proj_out"),
-    ("up_blocks.0.attentions.2.transformer_blocks.1.attn2.to_out.0",
-     "output_blocks.2.1.transformer_blocks.1.attn2.to_out.0"),
-    ("up_blocks.1.attentions.2.proj_in", "output_blocks.5.1.proj_in"),
-])
+@pytest.mark.parametrize(
+    "diffusers_path, sgm",
+    [
+        # Real SDXL (layers_per_block 2): kohya's make_unet_conversion_map / A1111 arithmetic
+        ("down_blocks.1.attentions.0.proj_in", "input_blocks.4.1.proj_in"),
+        (
+            "down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q",
+            "input_blocks.5.1.transformer_blocks.0.attn1.to_q",
+        ),
+        ("down_blocks.2.attentions.0.transformer_blocks.9.ff.net.2", "input_blocks.7.1.transformer_blocks.9.ff.net.2"),
+        ("down_blocks.2.attentions.1.proj_out", "input_blocks.8.1.proj_out"),
+        ("mid_block.attentions.0.transformer_blocks.9.ff.net.2", "middle_block.1.transformer_blocks.9.ff.net.2"),
+        ("up_blocks.0.attentions.0.proj_out", "output_blocks.0.1.proj_out"),
+        (
+            "up_blocks.0.attentions.2.transformer_blocks.1.attn2.to_out.0",
+            "output_blocks.2.1.transformer_blocks.1.attn2.to_out.0",
+        ),
+        ("up_blocks.1.attentions.2.proj_in", "output_blocks.5.1.proj_in"),
+    ],
+)
 def test_sdxl_sgm_paths(diffusers_path, sgm):
     assert sgm_unet_path(diffusers_path, layers_per_block=2) == sgm
 
@@ -26,18 +42,22 @@ def _kohya_sdxl_layer_map() -> list[tuple[str, str]]:
     layer = []
     for i in range(3):
         for j in range(2):
-            layer.append((f"input_blocks.{3*i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            layer.append((f"input_blocks.{3 * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
         for j in range(3):
-            layer.append((f"output_blocks.{3*i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
-        layer.append((f"input_blocks.{3*(i+1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
-        layer.append((f"output_blocks.{3*i + 2}.{2}.", f"up_blocks.{i}.upsamplers.0."))
+            layer.append((f"output_blocks.{3 * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+        layer.append((f"input_blocks.{3 * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+        layer.append((f"output_blocks.{3 * i + 2}.{2}.", f"up_blocks.{i}.upsamplers.0."))
     for j in range(2):
-        layer.append((f"middle_block.{2*j}.", f"mid_block.resnets.{j}."))
+        layer.append((f"middle_block.{2 * j}.", f"mid_block.resnets.{j}."))
     return layer
 
 
-RESNET_MAP = [("in_layers.2.", "conv1."), ("out_layers.3.", "conv2."), ("emb_layers.1.", "time_emb_proj."),
-              ("skip_connection.", "conv_shortcut.")]
+RESNET_MAP = [
+    ("in_layers.2.", "conv1."),
+    ("out_layers.3.", "conv2."),
+    ("emb_layers.1.", "time_emb_proj."),
+    ("skip_connection.", "conv_shortcut."),
+]
 
 
 def test_sdxl_resnet_and_sampler_paths_follow_kohyas_conversion_map():
@@ -73,18 +93,26 @@ def test_sgm_rejects_paths_outside_the_blocks():
 def test_unet_names_per_family():
     path = "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_out.0"
     assert unet_module_name(path, "sd15") == "lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn2_to_out_0"
-    assert unet_module_name("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_k", "sdxl") == \
-        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
-    assert unet_module_name("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj", "sd15") == \
-        "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj"
+    assert (
+        unet_module_name("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_k", "sdxl")
+        == "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k"
+    )
+    assert (
+        unet_module_name("mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj", "sd15")
+        == "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj"
+    )
 
 
 def test_text_encoder_names_have_text_model_with_and_without_prefix():
     # transformers >= 5 (no text_model level) and < 5 give the same kohya name
-    assert text_encoder_module_name("encoder.layers.0.self_attn.q_proj", "lora_te") == \
-        "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    assert text_encoder_module_name("text_model.encoder.layers.11.mlp.fc2", "lora_te1") == \
-        "lora_te1_text_model_encoder_layers_11_mlp_fc2"
+    assert (
+        text_encoder_module_name("encoder.layers.0.self_attn.q_proj", "lora_te")
+        == "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    )
+    assert (
+        text_encoder_module_name("text_model.encoder.layers.11.mlp.fc2", "lora_te1")
+        == "lora_te1_text_model_encoder_layers_11_mlp_fc2"
+    )
     assert te_prefixes("sd15") == ("lora_te",)
     assert te_prefixes("sdxl") == ("lora_te1", "lora_te2")
 

@@ -1,5 +1,6 @@
 """Each kohya option the engine implements, checked against kohya sd-scripts' own definition (transcribed in
 `kohya_reference.py`) on small CPU tensors, with the same random numbers on both sides."""
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,9 @@ def kohya_scheduler(zero_terminal_snr=False):
     """The DDPMScheduler kohya's train_network.get_noise_scheduler builds, with its all_snr."""
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                          clip_sample=False)
+    sched = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, clip_sample=False
+    )
     kohya.prepare_scheduler_for_custom_training(sched)
     if zero_terminal_snr:
         kohya.fix_noise_scheduler_betas_for_zero_terminal_snr(sched)
@@ -28,11 +30,25 @@ def kohya_scheduler(zero_terminal_snr=False):
 
 
 def kohya_args(**kw):
-    base = dict(noise_offset=None, noise_offset_random_strength=False, adaptive_noise_scale=None,
-                multires_noise_iterations=None, multires_noise_discount=0.3, ip_noise_gamma=None,
-                ip_noise_gamma_random_strength=False, loss_type="l2", huber_c=0.1, huber_schedule="snr",
-                huber_scale=1.0, min_snr_gamma=None, debiased_estimation_loss=False, min_timestep=None,
-                max_timestep=None, scale_v_pred_loss_like_noise_pred=False, v_pred_like_loss=None)
+    base = dict(
+        noise_offset=None,
+        noise_offset_random_strength=False,
+        adaptive_noise_scale=None,
+        multires_noise_iterations=None,
+        multires_noise_discount=0.3,
+        ip_noise_gamma=None,
+        ip_noise_gamma_random_strength=False,
+        loss_type="l2",
+        huber_c=0.1,
+        huber_schedule="snr",
+        huber_scale=1.0,
+        min_snr_gamma=None,
+        debiased_estimation_loss=False,
+        min_timestep=None,
+        max_timestep=None,
+        scale_v_pred_loss_like_noise_pred=False,
+        v_pred_like_loss=None,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -67,8 +83,13 @@ OPTION_SETS = [
     dict(loss_type="huber", huber_schedule="exponential", huber_c=0.2, huber_scale=2.0),
     dict(loss_type="smooth_l1", huber_schedule="constant", huber_c=0.3, huber_scale=0.5),
     dict(debiased_estimation_loss=True),
-    dict(debiased_estimation_loss=True, min_snr_gamma=5.0, multires_noise_iterations=4, ip_noise_gamma=0.05,
-         loss_type="huber"),
+    dict(
+        debiased_estimation_loss=True,
+        min_snr_gamma=5.0,
+        multires_noise_iterations=4,
+        ip_noise_gamma=0.05,
+        loss_type="huber",
+    ),
     dict(min_timestep=200, max_timestep=800),
     dict(max_timestep=10, min_snr_gamma=5.0),
     dict(scale_v_pred_loss_like_noise_pred=True, min_snr_gamma=5.0),
@@ -99,15 +120,24 @@ def test_diffusion_loss_matches_kohyas_loss(opts, ztsnr, v_prediction):
     latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     weights = torch.tensor([1.0, 0.5, 1.0])
     unet = RecordingUNet()
-    ours = step.diffusion_loss(unet, latents, torch.zeros(3, 77, 8), None, weights,
-                               NoiseSchedule.kohya("cpu", ztsnr), torch.Generator().manual_seed(11),
-                               v_prediction=v_prediction, options=LossOptions(**opts))
-    (noisy_ours, t_ours), = unet.seen
+    ours = step.diffusion_loss(
+        unet,
+        latents,
+        torch.zeros(3, 77, 8),
+        None,
+        weights,
+        NoiseSchedule.kohya("cpu", ztsnr),
+        torch.Generator().manual_seed(11),
+        v_prediction=v_prediction,
+        options=LossOptions(**opts),
+    )
+    ((noisy_ours, t_ours),) = unet.seen
 
     args = kohya_args(**opts)
     sched = kohya_scheduler(ztsnr)
-    noise, noisy, timesteps = kohya.get_noise_noisy_latents_and_timesteps(args, sched, latents,
-                                                                          g=torch.Generator().manual_seed(11))
+    noise, noisy, timesteps = kohya.get_noise_noisy_latents_and_timesteps(
+        args, sched, latents, g=torch.Generator().manual_seed(11)
+    )
     assert torch.equal(timesteps, t_ours)
     assert torch.allclose(noisy.float(), noisy_ours, atol=1e-5)
     target = sched.get_velocity(latents, noise, timesteps) if v_prediction else noise
@@ -131,8 +161,9 @@ def test_huber_threshold_matches_kohya(schedule):
     timesteps = torch.tensor([0, 1, 250, 500, 999])
     args = kohya_args(loss_type="huber", huber_schedule=schedule, huber_c=0.15, huber_scale=1.5)
     ref = kohya.get_huber_threshold_if_needed(args, timesteps, kohya_scheduler())
-    ours = step.huber_threshold(LossOptions(**{k: v for k, v in vars(args).items()}), timesteps,
-                                NoiseSchedule.kohya("cpu"))
+    ours = step.huber_threshold(
+        LossOptions(**{k: v for k, v in vars(args).items()}), timesteps, NoiseSchedule.kohya("cpu")
+    )
     assert torch.allclose(ours.float(), ref.float(), rtol=1e-5)
     assert step.huber_threshold(LossOptions(), timesteps, NoiseSchedule.kohya("cpu")) is None  # l2: none
 
@@ -144,12 +175,17 @@ def test_lora_dropouts_match_kohya_lora_module():
 
     from lorarun.image.engine.lora import ADAPTER, LoraDropout, add_dropout_hooks
 
-    cases = [(torch.nn.Linear(6, 5), torch.randn(2, 7, 6)), (torch.nn.Conv2d(3, 5, 3, padding=1), torch.randn(2, 3, 6, 6))]
+    cases = [
+        (torch.nn.Linear(6, 5), torch.randn(2, 7, 6)),
+        (torch.nn.Conv2d(3, 5, 3, padding=1), torch.randn(2, 3, 6, 6)),
+    ]
     for layer, x in cases:
         model = torch.nn.Sequential()
         model.add_module("target", layer)
-        org = type(layer)(*([layer.in_features, layer.out_features] if isinstance(layer, torch.nn.Linear)
-                            else [3, 5, 3]), **({} if isinstance(layer, torch.nn.Linear) else {"padding": 1}))
+        org = type(layer)(
+            *([layer.in_features, layer.out_features] if isinstance(layer, torch.nn.Linear) else [3, 5, 3]),
+            **({} if isinstance(layer, torch.nn.Linear) else {"padding": 1}),
+        )
         org.load_state_dict(layer.state_dict())
         inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=["target"]), model, adapter_name=ADAPTER)
         lora = model.target
@@ -182,8 +218,9 @@ def test_max_norm_regularization_matches_kohya():
     model.lin = torch.nn.Linear(8, 6)
     model.conv = torch.nn.Conv2d(4, 6, 3, padding=1)
     model.pw = torch.nn.Conv2d(4, 6, 1)
-    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2, target_modules=["lin", "conv", "pw"]), model,
-                            adapter_name=ADAPTER)
+    inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=2, target_modules=["lin", "conv", "pw"]), model, adapter_name=ADAPTER
+    )
     g = torch.Generator().manual_seed(0)
     kohya_sd = {}
     for name in ("lin", "conv", "pw"):
@@ -207,12 +244,12 @@ def test_max_norm_regularization_matches_kohya():
 def test_locon_targets_dims_and_alphas_match_kohyas_create_modules(family):
     """LoCon on the tiny UNet: the set of LoRA modules, each one's rank and alpha, and the kohya name of each, as
     kohya's create_modules makes them on the same diffusers-layout UNet (SD1.x: kohya's UNet is diffusers')."""
+    from peft.tuners.lora import LoraLayer
+
     from lorarun.image.engine.kohya_keys import unet_module_name
     from lorarun.image.engine.lora import add_unet_lora, lora_state_dict, unwrap
     from lorarun.image.engine.save import kohya_state_dict
     from lorarun.image.engine.tiny import build_tiny_pipeline
-
-    from peft.tuners.lora import LoraLayer
 
     unet = build_tiny_pipeline(family).unet
     expected = kohya.create_unet_modules(unet, 4, 2.0, conv_lora_dim=3, conv_alpha=1.5)
@@ -234,19 +271,39 @@ def test_locon_targets_dims_and_alphas_match_kohyas_create_modules(family):
 def test_caption_processing_matches_kohya():
     from lorarun.image.engine.data import process_caption
 
-    captions = ["sks, red, circle, plain, background", "sks girl, blue ||| smile, hat, outdoors ||| masterpiece, best",
-                "a, b, , c,", "solo ||| one, two"]
-    settings = [dict(shuffle_caption=s, keep_tokens=k, keep_tokens_separator=sep, caption_tag_dropout_rate=tr,
-                     caption_dropout_rate=dr)
-                for s in (False, True) for k in (0, 2) for sep in ("", "|||") for tr in (0.0, 0.3) for dr in (0.0, 0.2)]
+    captions = [
+        "sks, red, circle, plain, background",
+        "sks girl, blue ||| smile, hat, outdoors ||| masterpiece, best",
+        "a, b, , c,",
+        "solo ||| one, two",
+    ]
+    settings = [
+        dict(
+            shuffle_caption=s,
+            keep_tokens=k,
+            keep_tokens_separator=sep,
+            caption_tag_dropout_rate=tr,
+            caption_dropout_rate=dr,
+        )
+        for s in (False, True)
+        for k in (0, 2)
+        for sep in ("", "|||")
+        for tr in (0.0, 0.3)
+        for dr in (0.0, 0.2)
+    ]
     for caption in captions:
         for kw in settings:
             for seed in range(5):
                 ref = kohya.process_caption_tags(caption, rng=random.Random(seed), **kw)
-                ours = process_caption(caption, random.Random(seed), shuffle=kw["shuffle_caption"],
-                                       keep_tokens=kw["keep_tokens"], dropout_rate=kw["caption_dropout_rate"],
-                                       tag_dropout_rate=kw["caption_tag_dropout_rate"],
-                                       keep_tokens_separator=kw["keep_tokens_separator"])
+                ours = process_caption(
+                    caption,
+                    random.Random(seed),
+                    shuffle=kw["shuffle_caption"],
+                    keep_tokens=kw["keep_tokens"],
+                    dropout_rate=kw["caption_dropout_rate"],
+                    tag_dropout_rate=kw["caption_tag_dropout_rate"],
+                    keep_tokens_separator=kw["keep_tokens_separator"],
+                )
                 assert ours == ref, (caption, kw, seed)
 
 
@@ -263,9 +320,11 @@ def test_save_last_n_epochs_matches_kohya():
 
 def test_schedulers_match_transformers_as_kohya_calls_them():
     """kohya's get_scheduler_fix calls transformers' scheduler functions; ours give the same multipliers."""
-    from transformers.optimization import (get_cosine_schedule_with_warmup,
-                                           get_cosine_with_min_lr_schedule_with_warmup,
-                                           get_polynomial_decay_schedule_with_warmup)
+    from transformers.optimization import (
+        get_cosine_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup,
+        get_polynomial_decay_schedule_with_warmup,
+    )
 
     from lorarun.image.engine.optim import build_scheduler
 
@@ -282,16 +341,26 @@ def test_schedulers_match_transformers_as_kohya_calls_them():
 
     cases = [
         # (ours, transformers as kohya calls it)
-        (lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 10, 1, 1.0, min_lr_ratio=0.1),
-         lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 10, 100, num_cycles=1 / 2, min_lr_rate=0.1)),
-        (lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 0, 3, 1.0, min_lr_ratio=0.2),
-         lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 0, 100, num_cycles=3 / 2, min_lr_rate=0.2)),
-        (lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 5, 1, 1.0, args=("min_lr=0.002",)),
-         lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 5, 100, num_cycles=1 / 2, min_lr=0.002)),
-        (lambda: build_scheduler(opt(), "cosine", 100, 10, 1, 1.0, args=("num_cycles=1.5",)),
-         lambda: get_cosine_schedule_with_warmup(opt(), 10, 100, num_cycles=1.5)),
-        (lambda: build_scheduler(opt(), "polynomial", 100, 10, 1, 2.0, args=("lr_end=0.001",)),
-         lambda: get_polynomial_decay_schedule_with_warmup(opt(), 10, 100, lr_end=0.001, power=2.0)),
+        (
+            lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 10, 1, 1.0, min_lr_ratio=0.1),
+            lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 10, 100, num_cycles=1 / 2, min_lr_rate=0.1),
+        ),
+        (
+            lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 0, 3, 1.0, min_lr_ratio=0.2),
+            lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 0, 100, num_cycles=3 / 2, min_lr_rate=0.2),
+        ),
+        (
+            lambda: build_scheduler(opt(), "cosine_with_min_lr", 100, 5, 1, 1.0, args=("min_lr=0.002",)),
+            lambda: get_cosine_with_min_lr_schedule_with_warmup(opt(), 5, 100, num_cycles=1 / 2, min_lr=0.002),
+        ),
+        (
+            lambda: build_scheduler(opt(), "cosine", 100, 10, 1, 1.0, args=("num_cycles=1.5",)),
+            lambda: get_cosine_schedule_with_warmup(opt(), 10, 100, num_cycles=1.5),
+        ),
+        (
+            lambda: build_scheduler(opt(), "polynomial", 100, 10, 1, 2.0, args=("lr_end=0.001",)),
+            lambda: get_polynomial_decay_schedule_with_warmup(opt(), 10, 100, lr_end=0.001, power=2.0),
+        ),
     ]
     for ours, theirs in cases:
         assert lrs(ours()) == pytest.approx(lrs(theirs()), rel=1e-6, abs=1e-12)
@@ -309,10 +378,15 @@ def test_scheduler_args_refused_with_one_line():
         TrainingConfig(lr_scheduler="cosine", lr_scheduler_args=("num_cycles=nan_text",)).validate()
 
 
-@pytest.mark.parametrize("name, package_class", [
-    ("DAdaptAdam", "dadaptation.DAdaptAdam"), ("DAdaptLion", "dadaptation.DAdaptLion"),
-    ("Lion", "lion_pytorch.Lion"), ("Prodigy", "prodigyopt.Prodigy"),
-])
+@pytest.mark.parametrize(
+    "name, package_class",
+    [
+        ("DAdaptAdam", "dadaptation.DAdaptAdam"),
+        ("DAdaptLion", "dadaptation.DAdaptLion"),
+        ("Lion", "lion_pytorch.Lion"),
+        ("Prodigy", "prodigyopt.Prodigy"),
+    ],
+)
 def test_optimizers_come_from_their_packages_and_step(name, package_class):
     import importlib
 
@@ -381,8 +455,12 @@ def test_locon_names_on_the_real_unet_are_comfyuis_keys(family):
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(config)
         add_unet_lora(unet, 4, 2.0, conv_dim=2, conv_alpha=1.0)
-    peft_keys = [f"{path}.{which}.weight" for path, m in unet.named_modules() if isinstance(m, LoraLayer)
-                 for which in ("lora_A", "lora_B")]
+    peft_keys = [
+        f"{path}.{which}.weight"
+        for path, m in unet.named_modules()
+        if isinstance(m, LoraLayer)
+        for which in ("lora_A", "lora_B")
+    ]
     modules = plan_modules(peft_keys, "unet", family, unet.config.layers_per_block)
     comfy = lora_key_map(SD15 if family == "sd15" else SDXL)
     assert len(modules) > 100 and any(m.path.endswith("resnets.0.conv1") for m in modules)

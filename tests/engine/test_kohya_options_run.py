@@ -1,6 +1,7 @@
 """The kohya options in real engine runs (CPU, tiny models): one run per family with many options at once. Each
 must finish, and the LoCon file must load through diffusers' kohya loader with every key used, computing what a
 manual merge of the same weights computes. The options' math is checked against kohya in test_kohya_options.py."""
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,48 @@ from .engine_helpers import engine_config, read_events, run_engine, write_config
 RUNS = {
     "sd15": dict(
         dataset={"shuffle_caption": True, "keep_tokens_separator": "|||", "caption_tag_dropout_rate": 0.3},
-        training={"max_train_epochs": 3, "save_every_n_epochs": 1, "save_last_n_epochs": 1, "conv_dim": 2,
-                  "conv_alpha": 1, "network_dropout": 0.1, "rank_dropout": 0.1, "module_dropout": 0.1,
-                  "scale_weight_norms": 0.05, "multires_noise_iterations": 3, "multires_noise_discount": 0.3,
-                  "ip_noise_gamma": 0.1, "ip_noise_gamma_random_strength": True, "zero_terminal_snr": True,
-                  "loss_type": "huber", "huber_schedule": "snr", "huber_c": 0.1, "debiased_estimation_loss": True,
-                  "optimizer_type": "Prodigy", "learning_rate": 1.0, "text_encoder_lr": 1.0,
-                  "lr_scheduler": "cosine_with_min_lr", "lr_scheduler_min_lr_ratio": 0.1, "save_precision": "float"},
+        training={
+            "max_train_epochs": 3,
+            "save_every_n_epochs": 1,
+            "save_last_n_epochs": 1,
+            "conv_dim": 2,
+            "conv_alpha": 1,
+            "network_dropout": 0.1,
+            "rank_dropout": 0.1,
+            "module_dropout": 0.1,
+            "scale_weight_norms": 0.05,
+            "multires_noise_iterations": 3,
+            "multires_noise_discount": 0.3,
+            "ip_noise_gamma": 0.1,
+            "ip_noise_gamma_random_strength": True,
+            "zero_terminal_snr": True,
+            "loss_type": "huber",
+            "huber_schedule": "snr",
+            "huber_c": 0.1,
+            "debiased_estimation_loss": True,
+            "optimizer_type": "Prodigy",
+            "learning_rate": 1.0,
+            "text_encoder_lr": 1.0,
+            "lr_scheduler": "cosine_with_min_lr",
+            "lr_scheduler_min_lr_ratio": 0.1,
+            "save_precision": "float",
+        },
     ),
     "sdxl": dict(
-        training={"max_train_epochs": 2, "conv_dim": 2, "text_encoder_lr": 0, "optimizer_type": "DAdaptAdam",
-                  "learning_rate": 1.0, "lr_scheduler": "cosine", "lr_scheduler_args": ["num_cycles=1.0"],
-                  "loss_type": "smooth_l1", "huber_schedule": "exponential", "noise_offset": 0.05,
-                  "noise_offset_random_strength": True, "save_precision": "float"},
+        training={
+            "max_train_epochs": 2,
+            "conv_dim": 2,
+            "text_encoder_lr": 0,
+            "optimizer_type": "DAdaptAdam",
+            "learning_rate": 1.0,
+            "lr_scheduler": "cosine",
+            "lr_scheduler_args": ["num_cycles=1.0"],
+            "loss_type": "smooth_l1",
+            "huber_schedule": "exponential",
+            "noise_offset": 0.05,
+            "noise_offset_random_strength": True,
+            "save_precision": "float",
+        }
     ),
 }
 
@@ -88,17 +118,26 @@ def test_locon_file_loads_in_diffusers_with_every_key_used(run):
     family, out, cfg, _ = run
     sd, _ = _load(out / "tiny.safetensors")
     modules = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in sd}
-    conv3x3 = [m for m in modules if sd[f"{m}.lora_down.weight"].dim() == 4
-               and sd[f"{m}.lora_down.weight"].shape[-1] == 3]
+    conv3x3 = [
+        m for m in modules if sd[f"{m}.lora_down.weight"].dim() == 4 and sd[f"{m}.lora_down.weight"].shape[-1] == 3
+    ]
     assert conv3x3 and all(sd[f"{m}.alpha"].item() == (1.0 if family == "sd15" else 1.0) for m in conv3x3)
     assert all(sd[f"{m}.lora_down.weight"].shape[0] == 2 for m in conv3x3)
     if family == "sd15":
-        assert "lora_unet_down_blocks_0_resnets_0_conv1" in modules and "lora_unet_up_blocks_0_upsamplers_0_conv" in modules
+        assert (
+            "lora_unet_down_blocks_0_resnets_0_conv1" in modules
+            and "lora_unet_up_blocks_0_upsamplers_0_conv" in modules
+        )
         assert "lora_unet_down_blocks_1_resnets_0_conv_shortcut" in modules  # 1x1 at network_dim, as kohya
     else:
-        assert "lora_unet_input_blocks_1_0_in_layers_2" in modules and "lora_unet_middle_block_2_out_layers_3" in modules
+        assert (
+            "lora_unet_input_blocks_1_0_in_layers_2" in modules and "lora_unet_middle_block_2_out_layers_3" in modules
+        )
         assert "lora_unet_input_blocks_3_0_op" in modules and "lora_unet_output_blocks_2_2_conv" in modules
-        assert "lora_unet_output_blocks_0_0_skip_connection" in modules and "lora_unet_input_blocks_1_0_emb_layers_1" in modules
+        assert (
+            "lora_unet_output_blocks_0_0_skip_connection" in modules
+            and "lora_unet_input_blocks_1_0_emb_layers_1" in modules
+        )
 
     loaded = build_tiny_pipeline(family)
     loaded.load_lora_weights(str(out / "tiny.safetensors"))
@@ -118,12 +157,15 @@ def test_locon_file_loads_in_diffusers_with_every_key_used(run):
             if name in modules and hasattr(module, "weight"):
                 down, up, alpha = sd[f"{name}.lora_down.weight"], sd[f"{name}.lora_up.weight"], sd[f"{name}.alpha"]
                 with torch.no_grad():
-                    module.weight += ((up.flatten(1) @ down.flatten(1)) * (alpha / down.shape[0])).view_as(module.weight)
+                    module.weight += ((up.flatten(1) @ down.flatten(1)) * (alpha / down.shape[0])).view_as(
+                        module.weight
+                    )
                 used.add(name)
 
     merge(merged.unet, lambda p: unet_module_name(p, family, lpb))
-    for prefix, encoder in zip(te_prefixes(family), [merged.text_encoder] +
-                               ([merged.text_encoder_2] if family == "sdxl" else [])):
+    for prefix, encoder in zip(
+        te_prefixes(family), [merged.text_encoder] + ([merged.text_encoder_2] if family == "sdxl" else [])
+    ):
         merge(encoder, lambda p, prefix=prefix: text_encoder_module_name(p, prefix))
     assert used == modules
 

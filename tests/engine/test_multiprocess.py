@@ -1,6 +1,7 @@
 """Data-parallel training with two CPU processes through the engine's own launch path
 (`lorarun-engine train --num-processes 2` → `accelerate launch --multi_gpu`, gloo on CPU): one writer of events and
 files, half the steps per epoch, SIGTERM forwarded to both ranks (clean stop, exit 0), then a resumed finish."""
+
 from __future__ import annotations
 
 import signal
@@ -13,17 +14,28 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-from .engine_helpers import engine_config, engine_env, read_events, write_config  # noqa: E402
+from .engine_helpers import engine_config, engine_env, read_events, write_config
 
 
 @pytest.mark.slow
 def test_two_process_training_stops_on_sigterm_and_resumes(tmp_path, dataset, asset_cache):
-    cfg = engine_config(tmp_path, dataset, training={"max_train_epochs": 3, "text_encoder_lr": 0},
-                        sample={"grid_strengths": []})
+    cfg = engine_config(
+        tmp_path, dataset, training={"max_train_epochs": 3, "text_encoder_lr": 0}, sample={"grid_strengths": []}
+    )
     config = write_config(tmp_path, cfg)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "lorarun.image.engine", "train", "--config", str(config),
-           "--step-event-interval", "0", "--num-processes", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lorarun.image.engine",
+        "train",
+        "--config",
+        str(config),
+        "--step-event-interval",
+        "0",
+        "--num-processes",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(e["event"] == "step" and e["step"] >= 3 for e in read_events(out)):

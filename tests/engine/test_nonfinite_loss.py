@@ -1,5 +1,6 @@
 """#15.2: when the loss turns NaN/inf the engine stops with a clear `failed` event and writes no checkpoint of the
 diverged weights (the laptop's verification also refuses any non-finite tensor, tests/unit/test_verify.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,9 +23,11 @@ def test_a_non_finite_loss_stops_the_run_with_a_failed_event(tmp_path, dataset, 
         return loss * float("nan") if calls["n"] >= 3 else loss  # what a learning rate far too high does
 
     monkeypatch.setattr(train_module.Trainer, "loss", diverging_loss)
-    cfg = EngineConfig.from_dict(engine_config(tmp_path, dataset, training={"max_train_epochs": 3,
-                                                                            "text_encoder_lr": 0},
-                                               sample={"grid_strengths": []}))
+    cfg = EngineConfig.from_dict(
+        engine_config(
+            tmp_path, dataset, training={"max_train_epochs": 3, "text_encoder_lr": 0}, sample={"grid_strengths": []}
+        )
+    )
     cfg.validate()
     assert train_module.train(cfg, step_event_interval_s=0) == 1
     events = read_events(tmp_path / "out")

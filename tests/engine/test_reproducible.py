@@ -1,6 +1,7 @@
 """Same seed, same machine: the same run (#12.7). Two engine processes with the same config — separate work folders
 (no shared latent cache) and different PYTHONHASHSEEDs — log the same losses and save bit-identical LoRA tensors;
 only the run's own metadata (timestamps, session id) differs. The README's reproducibility note relies on this."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,13 @@ def test_two_runs_with_one_seed_are_identical(tmp_path, dataset):
     with safe_open(str(a / "tiny.safetensors"), "pt") as fa, safe_open(str(b / "tiny.safetensors"), "pt") as fb:
         ma, mb = fa.metadata(), fb.metadata()
     differing = {k for k in ma if ma[k] != mb.get(k)}
-    assert differing <= {"ss_training_started_at", "ss_training_finished_at", "ss_session_id", "modelspec.date",
-                         "ss_training_comment"}, differing
+    assert differing <= {
+        "ss_training_started_at",
+        "ss_training_finished_at",
+        "ss_session_id",
+        "modelspec.date",
+        "ss_training_comment",
+    }, differing
     # The grid is rendered with its k/n progress reported on the way.
     grid = [e for e in read_events(a) if e["event"] == "progress" and e["phase"] == "sampling_grid"]
     assert grid and grid[-1]["done"] == grid[-1]["total"] == 2

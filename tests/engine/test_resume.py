@@ -1,5 +1,6 @@
 """Resume after SIGKILL, clean stop on SIGTERM: the run continues from the last saved step, and a resumed run ends
 with the same LoRA as an uninterrupted one (same config, same seed)."""
+
 from __future__ import annotations
 
 import signal
@@ -47,8 +48,9 @@ def reference(tmp_path_factory, dataset, asset_cache):
 def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, reference):
     config = write_config(tmp_path, engine_config(tmp_path, dataset, training=TRAINING, sample=NO_GRID))
     out = tmp_path / "out"
-    proc = subprocess.Popen(engine_cmd(config), env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        engine_cmd(config), env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     # kill in epoch 3, after the epoch-2 checkpoint (step 6)
     events = _wait_for(proc, out, lambda ev: any(e["event"] == "step" and e["step"] >= 7 for e in ev))
     proc.send_signal(signal.SIGKILL)
@@ -66,8 +68,12 @@ def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, 
     assert steps[0] == saved + 1 and steps[-1] == 12 == after[0]["total_steps"]
     assert after[-1]["event"] == "finished"
     names = sorted(p.name for p in out.glob("*.safetensors"))
-    assert names == ["tiny-000001.safetensors", "tiny-000002.safetensors", "tiny-000003.safetensors",
-                     "tiny.safetensors"]
+    assert names == [
+        "tiny-000001.safetensors",
+        "tiny-000002.safetensors",
+        "tiny-000003.safetensors",
+        "tiny.safetensors",
+    ]
     # Reproducible: the resumed run ends with the uninterrupted run's weights.
     ours, ref = _tensors(out / "tiny.safetensors"), _tensors(reference / "tiny.safetensors")
     assert ours.keys() == ref.keys()
@@ -78,8 +84,9 @@ def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, 
 def test_sigterm_saves_state_and_stops_cleanly_then_resumes_mid_epoch(tmp_path, dataset, reference):
     config = write_config(tmp_path, engine_config(tmp_path, dataset, training=TRAINING, sample=NO_GRID))
     out = tmp_path / "out"
-    proc = subprocess.Popen(engine_cmd(config), env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        engine_cmd(config), env=engine_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     _wait_for(proc, out, lambda ev: any(e["event"] == "step" and e["step"] >= 4 for e in ev))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -104,8 +111,10 @@ def test_sigterm_saves_state_and_stops_cleanly_then_resumes_mid_epoch(tmp_path, 
 
 
 def test_restart_after_finish_does_not_retrain(tmp_path, dataset, asset_cache):
-    config = write_config(tmp_path, engine_config(tmp_path, dataset, training={"max_train_epochs": 1,
-                                                                               "text_encoder_lr": 0}, sample=NO_GRID))
+    config = write_config(
+        tmp_path,
+        engine_config(tmp_path, dataset, training={"max_train_epochs": 1, "text_encoder_lr": 0}, sample=NO_GRID),
+    )
     assert run_engine(config).returncode == 0
     before = (tmp_path / "out" / "tiny.safetensors").read_bytes()
     assert run_engine(config).returncode == 0

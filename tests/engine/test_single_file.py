@@ -1,5 +1,6 @@
 """Single-file checkpoints (A1111 `.safetensors`) load with no hub access: the shipped config folders describe the
 real models exactly, and a tiny LDM-format checkpoint we write ourselves trains through the engine's loader."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,11 +13,14 @@ from .engine_helpers import engine_config, read_events  # noqa: E402
 from .ldm_checkpoint import pipeline_to_ldm  # noqa: E402
 
 
-@pytest.mark.parametrize("variant, unet, vae, encoders", [
-    ("sd15", 859_520_964, 83_653_863, [123_060_480]),
-    ("sdxl", 2_567_463_684, 83_653_863, [123_060_480, 694_659_840]),
-    ("sd2-v", 865_910_724, 83_653_863, [340_387_840]),
-])
+@pytest.mark.parametrize(
+    "variant, unet, vae, encoders",
+    [
+        ("sd15", 859_520_964, 83_653_863, [123_060_480]),
+        ("sdxl", 2_567_463_684, 83_653_863, [123_060_480, 694_659_840]),
+        ("sd2-v", 865_910_724, 83_653_863, [340_387_840]),
+    ],
+)
 def test_shipped_configs_build_the_published_models(tmp_path, variant, unet, vae, encoders):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -68,13 +72,20 @@ def test_tiny_single_file_checkpoint_trains_offline(tmp_path, dataset, monkeypat
     monkeypatch.setattr(assets, "pipeline_config_dir", lambda *a, **k: folder)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
-    raw = engine_config(tmp_path, dataset, family, model={"base": str(ckpt)},
-                        training={"max_train_epochs": 1, "text_encoder_lr": 0}, sample={"grid_strengths": []})
+    raw = engine_config(
+        tmp_path,
+        dataset,
+        family,
+        model={"base": str(ckpt)},
+        training={"max_train_epochs": 1, "text_encoder_lr": 0},
+        sample={"grid_strengths": []},
+    )
     cfg = EngineConfig.from_dict(raw)
     cfg.validate()
     loaded = load_model(cfg.model)  # every weight exactly as in the pipeline we wrote out
     for name, module in [("unet", loaded.unet), ("vae", loaded.vae)] + [
-            (n, m) for n, m in zip(("text_encoder", "text_encoder_2"), loaded.text_encoders)]:
+        (n, m) for n, m in zip(("text_encoder", "text_encoder_2"), loaded.text_encoders)
+    ]:
         ours, theirs = module.state_dict(), getattr(pipe, name).state_dict()
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
     assert loaded.key.startswith("file:")

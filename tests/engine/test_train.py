@@ -1,5 +1,6 @@
 """End-to-end engine runs on the tiny built-in models (CPU): outputs on schedule, events, manifest, and the LoRA
 files read back by diffusers' kohya loader."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
-
 from lorarun.image.engine.events import sha256_file  # noqa: E402
+
+from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
 
 PROMPT = "lrn style, a red circle"
 
@@ -114,8 +115,9 @@ def test_lora_file_round_trips_through_diffusers_kohya_loader(trained):
             used.add(name)
 
     merge(merged.unet, lambda p: unet_module_name(p, family, lpb))
-    for prefix, encoder in zip(te_prefixes(family), [merged.text_encoder] +
-                               ([merged.text_encoder_2] if family == "sdxl" else [])):
+    for prefix, encoder in zip(
+        te_prefixes(family), [merged.text_encoder] + ([merged.text_encoder_2] if family == "sdxl" else [])
+    ):
         merge(encoder, lambda p, prefix=prefix: text_encoder_module_name(p, prefix))
     assert used == modules
 
@@ -129,8 +131,10 @@ def test_lora_file_round_trips_through_diffusers_kohya_loader(trained):
         added = {"text_embeds": torch.randn(1, 48), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
     with torch.no_grad():
         outs = [p.unet(x, t, ctx, added_cond_kwargs=added).sample for p in (loaded, merged, base)]
-        embeds = [p.encode_prompt(PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
-                  for p in (loaded, merged, base)]
+        embeds = [
+            p.encode_prompt(PROMPT, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
+            for p in (loaded, merged, base)
+        ]
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert not torch.allclose(outs[0], outs[2], atol=1e-5)  # the LoRA does something
     assert torch.allclose(embeds[0], embeds[1], atol=1e-5)
@@ -159,7 +163,9 @@ def test_lora_keys_alpha_and_metadata_follow_kohya(trained):
         assert meta["ss_base_model_version"] == "sd_v1"
         assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
         assert meta["modelspec.implementation"] == "diffusers"
-        assert len({k.rsplit(".", 2)[0] for k in keys if k.endswith("lora_down.weight")}) == 48 + 18  # 4 transformer blocks x 12 + 3 CLIP layers x 6
+        assert (
+            len({k.rsplit(".", 2)[0] for k in keys if k.endswith("lora_down.weight")}) == 48 + 18
+        )  # 4 transformer blocks x 12 + 3 CLIP layers x 6
     else:
         assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_down.weight" in keys
         assert "lora_unet_input_blocks_8_1_transformer_blocks_1_ff_net_2.lora_up.weight" in keys
@@ -191,13 +197,29 @@ def test_dataset_and_training_options_together(tmp_path, dataset_with_reg, asset
 
     train_dir, reg_dir = dataset_with_reg
     cfg = engine_config(
-        tmp_path, train_dir,
+        tmp_path,
+        train_dir,
         model={"v_parameterization": True},
-        dataset={"reg_data_dir": str(reg_dir), "prior_loss_weight": 0.5, "flip_aug": True, "shuffle_caption": True,
-                 "keep_tokens": 1, "caption_dropout_rate": 0.2},
-        training={"max_train_epochs": 1, "text_encoder_lr": 0, "gradient_accumulation_steps": 2,
-                  "gradient_checkpointing": True, "min_snr_gamma": 5, "noise_offset": 0.05, "lr_warmup_steps": 0.5,
-                  "lr_scheduler": "cosine_with_restarts", "lr_scheduler_num_cycles": 2, "optimizer_type": "Adafactor"},
+        dataset={
+            "reg_data_dir": str(reg_dir),
+            "prior_loss_weight": 0.5,
+            "flip_aug": True,
+            "shuffle_caption": True,
+            "keep_tokens": 1,
+            "caption_dropout_rate": 0.2,
+        },
+        training={
+            "max_train_epochs": 1,
+            "text_encoder_lr": 0,
+            "gradient_accumulation_steps": 2,
+            "gradient_checkpointing": True,
+            "min_snr_gamma": 5,
+            "noise_offset": 0.05,
+            "lr_warmup_steps": 0.5,
+            "lr_scheduler": "cosine_with_restarts",
+            "lr_scheduler_num_cycles": 2,
+            "optimizer_type": "Adafactor",
+        },
         sample={"grid_strengths": []},
     )
     config = write_config(tmp_path, cfg)
@@ -236,9 +258,12 @@ def test_max_train_steps_without_epochs(tmp_path, dataset, asset_cache):
     from lorarun.image.engine.train import train
     from lorarun.image.engine_config import EngineConfig
 
-    raw = engine_config(tmp_path, dataset, training={"max_train_epochs": None, "max_train_steps": 4,
-                                                     "save_every_n_epochs": None, "text_encoder_lr": 0},
-                        sample={"grid_strengths": []})
+    raw = engine_config(
+        tmp_path,
+        dataset,
+        training={"max_train_epochs": None, "max_train_steps": 4, "save_every_n_epochs": None, "text_encoder_lr": 0},
+        sample={"grid_strengths": []},
+    )
     cfg = EngineConfig.from_dict(raw)
     cfg.validate()
     assert train(cfg, step_event_interval_s=0) == 0

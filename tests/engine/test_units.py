@@ -1,4 +1,5 @@
 """Unit tests of the engine's pieces: batching, captions, schedulers, events/manifest, hashes, tokenizer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,10 @@ def test_events_are_single_lines_and_manifest_is_atomic(tmp_path):
     assert record["path"] == "a.safetensors" and record["size"] == 10
     assert record["sha256"] == hashlib.sha256(b"x" * 10).hexdigest()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest == {"files": [{"path": "a.safetensors", "sha256": record["sha256"], "size": 10,
-                                   "kind": "checkpoint"}], "updated": 12.5}
+    assert manifest == {
+        "files": [{"path": "a.safetensors", "sha256": record["sha256"], "size": 10, "kind": "checkpoint"}],
+        "updated": 12.5,
+    }
     assert not list(tmp_path.glob("*.tmp"))
     # a second run (resume) appends and keeps the files already listed
     log2 = EventLog(tmp_path)
@@ -33,8 +36,10 @@ def test_events_are_single_lines_and_manifest_is_atomic(tmp_path):
     g.write_bytes(b"y")
     log2.output("sample", g, kind="sample")
     log2.close()
-    assert [e["path"] for e in json.loads((tmp_path / "manifest.json").read_text())["files"]] == \
-        ["a.safetensors", "b.png"]
+    assert [e["path"] for e in json.loads((tmp_path / "manifest.json").read_text())["files"]] == [
+        "a.safetensors",
+        "b.png",
+    ]
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3
 
 
@@ -42,8 +47,6 @@ def test_disabled_log_writes_nothing(tmp_path):
     log = EventLog(tmp_path / "o", enabled=False)
     log.emit("started")
     assert not (tmp_path / "o").exists()
-
-
 
 
 def test_epoch_plan_matches_the_controllers_step_count(dataset_with_reg):
@@ -116,13 +119,13 @@ def test_optimizer_choice(monkeypatch):
     with pytest.raises(ConfigError, match="CUDA"):
         resolve_optimizer("AdamW8bit", cuda=False)
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lion_pytorch"
-                        else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lion_pytorch" else real_find_spec(name, *a)
+    )
     with pytest.raises(ConfigError, match="lion-pytorch"):
         resolve_optimizer("Lion", cuda=False)  # not installed: a clear error, not an ImportError mid-run
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
-    assert parse_optimizer_args(("weight_decay=0.01", "betas=0.9,0.99")) == {"weight_decay": 0.01,
-                                                                           "betas": (0.9, 0.99)}
+    assert parse_optimizer_args(("weight_decay=0.01", "betas=0.9,0.99")) == {"weight_decay": 0.01, "betas": (0.9, 0.99)}
     import torch
 
     p = torch.nn.Parameter(torch.zeros(3))
@@ -139,8 +142,10 @@ def test_kohya_hashes_match_sd_scripts_definition(tmp_path):
     from lorarun.image.engine.save import kohya_hashes, write_lora
 
     # > 1 MiB so the legacy hash reads real bytes at offset 1 MiB
-    tensors = {"lora_unet_x.lora_down.weight": torch.arange(400_000, dtype=torch.float32).reshape(4, -1),
-               "lora_unet_x.alpha": torch.tensor(8.0)}
+    tensors = {
+        "lora_unet_x.lora_down.weight": torch.arange(400_000, dtype=torch.float32).reshape(4, -1),
+        "lora_unet_x.alpha": torch.tensor(8.0),
+    }
     meta = {"ss_network_dim": "4", "modelspec.title": "t"}
     path = write_lora(tmp_path / "l.safetensors", tensors, meta)
     raw = path.read_bytes()
@@ -148,7 +153,7 @@ def test_kohya_hashes_match_sd_scripts_definition(tmp_path):
     with safe_open(str(path), "pt") as f:
         written = f.metadata()
     # sshs_model_hash: sha256 of everything after the header (the tensor bytes), independent of the metadata
-    assert written["sshs_model_hash"] == hashlib.sha256(raw[8 + n:]).hexdigest()
+    assert written["sshs_model_hash"] == hashlib.sha256(raw[8 + n :]).hexdigest()
     # legacy: of a serialisation with only the ss_* metadata, 64 KiB at 1 MiB
     from safetensors.torch import save
 
@@ -192,8 +197,17 @@ def test_step_math_min_snr_prior_weight_and_targets(v_prediction):
     weight = torch.tensor([1.0, 0.5, 1.0])
 
     def run(**kw):
-        return diffusion_loss(_ZeroUNet(), latents, torch.zeros(3, 77, 8), None, weight, schedule,
-                              torch.Generator().manual_seed(3), v_prediction=v_prediction, **kw)
+        return diffusion_loss(
+            _ZeroUNet(),
+            latents,
+            torch.zeros(3, 77, 8),
+            None,
+            weight,
+            schedule,
+            torch.Generator().manual_seed(3),
+            v_prediction=v_prediction,
+            **kw,
+        )
 
     # replay the generator to know the noise and timesteps the step drew
     g = torch.Generator().manual_seed(3)
@@ -221,4 +235,4 @@ def test_launch_decisions(monkeypatch):
     assert wanted_processes("4", "auto") == 1  # already a rank: never re-launch
     cmd = distributed_command(2, ["train", "--config", "c.json", "--num-processes", "auto"])
     assert cmd[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    assert cmd[cmd.index("lorarun.image.engine") + 1:] == ["train", "--config", "c.json", "--num-processes", "1"]
+    assert cmd[cmd.index("lorarun.image.engine") + 1 :] == ["train", "--config", "c.json", "--num-processes", "1"]

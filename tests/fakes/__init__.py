@@ -4,6 +4,7 @@ Import as `fakes.vast_server` / `fakes.runpod_server` once `tests/` is on sys.pa
 puts it there). Both fakes take `on_create(instance_id, env, public_key) -> (host, port)` and
 `on_destroy(instance_id)` hooks so end-to-end tests can back an "instance" with a real sshd.
 """
+
 from ._server import FakeAPI, Reply, Request
 
 __all__ = ["FakeAPI", "Reply", "Request"]

@@ -3,6 +3,7 @@
 Each fake subclasses `FakeAPI` and implements `route(req) -> Reply`. Faults queued with `fail_next` answer
 before routing, so a fault never changes the fake's state (as a real 429 or 5xx would not).
 """
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,14 @@ class FakeAPI:
                 parts = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                req = Request(self.command, parts.path, dict(urllib.parse.parse_qsl(parts.query)),
-                              {k.lower(): v for k, v in self.headers.items()}, raw, self.client_address[1])
+                req = Request(
+                    self.command,
+                    parts.path,
+                    dict(urllib.parse.parse_qsl(parts.query)),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    raw,
+                    self.client_address[1],
+                )
                 reply = fake._dispatch(req)
                 data = reply.encode()
                 try:
@@ -117,8 +124,9 @@ class FakeAPI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=type(self).__name__,
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -134,9 +142,19 @@ class FakeAPI:
         return f"http://{host}:{port}"
 
     # -- fault injection ---------------------------------------------------------------------------------
-    def fail_next(self, method: str, path_prefix: str, *, status: int, times: int = 1, body: Any = None,
-                  headers: dict[str, str] | None = None, content_type: str | None = None,
-                  after_route: bool = False, body_contains: bytes = b"") -> None:
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        *,
+        status: int,
+        times: int = 1,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str | None = None,
+        after_route: bool = False,
+        body_contains: bytes = b"",
+    ) -> None:
         """The next `times` requests of `method` whose path starts with `path_prefix` (and whose body holds
         `body_contains`, e.g. b"podFindAndDeployOnDemand" on RunPod's one GraphQL path) get this answer.
 
@@ -147,21 +165,27 @@ class FakeAPI:
         if body is None:
             reply = self.default_error(status)
         else:
-            reply = Reply(status, body, content_type=content_type or
-                          ("text/plain" if isinstance(body, (str, bytes)) else "application/json"))
+            reply = Reply(
+                status,
+                body,
+                content_type=content_type or ("text/plain" if isinstance(body, (str, bytes)) else "application/json"),
+            )
         if headers:
             reply.headers.update(headers)
         with self.lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, times, reply, after_route=after_route,
-                                       body_contains=body_contains))
+            self._faults.append(
+                _Fault(method.upper(), path_prefix, times, reply, after_route=after_route, body_contains=body_contains)
+            )
 
-    def delay_next(self, method: str, path_prefix: str, *, seconds: float, times: int = 1,
-                   body_contains: bytes = b"") -> None:
+    def delay_next(
+        self, method: str, path_prefix: str, *, seconds: float, times: int = 1, body_contains: bytes = b""
+    ) -> None:
         """The next `times` matching requests wait `seconds`, then are acted on and answered as usual: a client
         that gives up (or is interrupted) meanwhile still gets an instance made by a create."""
         with self.lock:
-            self._faults.append(_Fault(method.upper(), path_prefix, times, None, delay=seconds,
-                                       body_contains=body_contains))
+            self._faults.append(
+                _Fault(method.upper(), path_prefix, times, None, delay=seconds, body_contains=body_contains)
+            )
 
     def clear_faults(self) -> None:
         """Forget every injected fault not yet used up (the API "comes back")."""
@@ -180,8 +204,12 @@ class FakeAPI:
         with self.lock:
             self.requests.append(req)
             for fault in self._faults:
-                if fault.method == req.method and req.path.startswith(fault.path_prefix) and fault.times > 0 \
-                        and fault.body_contains in req.raw:
+                if (
+                    fault.method == req.method
+                    and req.path.startswith(fault.path_prefix)
+                    and fault.times > 0
+                    and fault.body_contains in req.raw
+                ):
                     fault.times -= 1
                     chosen = fault
                     break

@@ -8,6 +8,7 @@ Lifecycle: PROVISIONING → STARTING → RUNNING over `boot_polls` GETs (0: RUNN
 `on_create(pod_id, env, public_key)` may return the (host, port) of a real sshd, reported as `ssh.direct` and
 in `runtime.ports` (`env` carries RUNPOD_POD_ID and the pod-scoped RUNPOD_API_KEY, as RunPod injects them).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,8 +16,9 @@ import itertools
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ._server import FakeAPI, Reply, Request
 
@@ -26,20 +28,60 @@ PROBLEM = "application/problem+json"
 # mounts, startJupyter, startSsh, templateId) plus ContainerConfig's (registry) and BaseContainerConfig's (args,
 # disk, env, image, ports) — runpod/docs a900806e `api-reference-v2/openapi.json` components.schemas. Anything else
 # (v1's countryCodes, locked, containerRegistryAuthId …) is a 422: `unevaluatedProperties: false`.
-CREATE_PROPS = {"name", "cloud", "cpu", "dataCenterIds", "globalNetworking", "gpu", "mounts", "startJupyter",
-                "startSsh", "templateId", "registry", "args", "disk", "env", "image", "ports"}
+CREATE_PROPS = {
+    "name",
+    "cloud",
+    "cpu",
+    "dataCenterIds",
+    "globalNetworking",
+    "gpu",
+    "mounts",
+    "startJupyter",
+    "startSsh",
+    "templateId",
+    "registry",
+    "args",
+    "disk",
+    "env",
+    "image",
+    "ports",
+}
 # CreateGpuConfig = GpuConfig {id, count} + {allowedCudaVersions, minCudaVersion}, unevaluatedProperties false.
 GPU_PROPS = {"id", "count", "minCudaVersion", "allowedCudaVersions"}
 # GraphQL PodFindAndDeployOnDemandInput fields lorarun and the sources use (runpod/runpod-python
 # `api/mutations/pods.py`, runpod/runpodctl `api/pod.go`, dstackai/dstack `runpod/api_client.py`); the real
 # schema has more, an unknown one is a GRAPHQL_VALIDATION_FAILED error.
-DEPLOY_INPUT = {"cloudType", "gpuTypeId", "gpuCount", "name", "imageName", "containerDiskInGb", "volumeInGb",
-                "volumeMountPath", "ports", "env", "dockerArgs", "startSsh", "startJupyter", "supportPublicIp",
-                "minVcpuCount", "minMemoryInGb", "dataCenterId", "countryCode", "networkVolumeId", "templateId",
-                "allowedCudaVersions", "minCudaVersion", "minDownload", "minUpload", "containerRegistryAuthId",
-                "deployCost"}
-NO_CAPACITY = ("There are no longer any instances available with the requested specifications. "
-               "Please refresh and try again.")
+DEPLOY_INPUT = {
+    "cloudType",
+    "gpuTypeId",
+    "gpuCount",
+    "name",
+    "imageName",
+    "containerDiskInGb",
+    "volumeInGb",
+    "volumeMountPath",
+    "ports",
+    "env",
+    "dockerArgs",
+    "startSsh",
+    "startJupyter",
+    "supportPublicIp",
+    "minVcpuCount",
+    "minMemoryInGb",
+    "dataCenterId",
+    "countryCode",
+    "networkVolumeId",
+    "templateId",
+    "allowedCudaVersions",
+    "minCudaVersion",
+    "minDownload",
+    "minUpload",
+    "containerRegistryAuthId",
+    "deployCost",
+}
+NO_CAPACITY = (
+    "There are no longer any instances available with the requested specifications. Please refresh and try again."
+)
 
 OnCreate = Callable[[str, dict, str], "tuple[str, int]"]
 OnDestroy = Callable[[str], None]
@@ -47,10 +89,20 @@ OnDestroy = Callable[[str], None]
 
 def default_gpu_types() -> list[dict[str, Any]]:
     def gpu(gid, name, mem, secure, community, max_count=8, country="US"):
-        return {"id": gid, "displayName": name, "memoryInGb": mem, "maxGpuCount": max_count,
-                "secureCloud": secure is not None, "communityCloud": community is not None,
-                "securePrice": secure, "communityPrice": community, "secureSpotPrice": None,
-                "communitySpotPrice": None, "countryCode": country}
+        return {
+            "id": gid,
+            "displayName": name,
+            "memoryInGb": mem,
+            "maxGpuCount": max_count,
+            "secureCloud": secure is not None,
+            "communityCloud": community is not None,
+            "securePrice": secure,
+            "communityPrice": community,
+            "secureSpotPrice": None,
+            "communitySpotPrice": None,
+            "countryCode": country,
+        }
+
     return [
         gpu("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34),
         gpu("NVIDIA GeForce RTX 3090", "RTX 3090", 24, 0.43, 0.22, country="CA"),
@@ -77,7 +129,7 @@ class FakePod:
     polls: int = 0
     host: str = ""
     port: int = 0
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     started_at: str | None = None
     args: str = ""
     registry: str | None = None  # the registry credential id the image is pulled with (private images)
@@ -85,25 +137,52 @@ class FakePod:
 
 
 def problem(status: int, detail: str, **extra: Any) -> Reply:
-    titles = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
-              409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
-              502: "Bad Gateway", 503: "Service Unavailable"}
-    return Reply(status, {"title": titles.get(status, "Error"), "status": status, "detail": detail, **extra},
-                 content_type=PROBLEM)
+    titles = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        402: "Payment Required",
+        403: "Forbidden",
+        404: "Not Found",
+        409: "Conflict",
+        422: "Unprocessable Entity",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }
+    return Reply(
+        status,
+        {"title": titles.get(status, "Error"), "status": status, "detail": detail, **extra},
+        content_type=PROBLEM,
+    )
 
 
 class FakeRunPod(FakeAPI):
-    def __init__(self, *, api_key: str = API_KEY, gpu_types: list[dict] | None = None, boot_polls: int = 2,
-                 on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, balance: float = 50.0,
-                 community_public_ip: bool = False, pod_key_v2: bool = False, pod_key_graphql: bool = True,
-                 page_size: int | None = None, support_public_ip_honoured: bool = True):
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        gpu_types: list[dict] | None = None,
+        boot_polls: int = 2,
+        on_create: OnCreate | None = None,
+        on_destroy: OnDestroy | None = None,
+        balance: float = 50.0,
+        community_public_ip: bool = False,
+        pod_key_v2: bool = False,
+        pod_key_graphql: bool = True,
+        page_size: int | None = None,
+        support_public_ip_honoured: bool = True,
+    ):
         super().__init__()
         self.api_key = api_key
         self.gpu_types = {g["id"]: g for g in (gpu_types or default_gpu_types())}
         # Free GPUs per (gpu id, cloud); a create takes them, a delete gives them back.
         self.capacity: dict[tuple[str, str], int] = {
-            (g["id"], c): 8 for g in self.gpu_types.values() for c in ("SECURE", "COMMUNITY")
-            if g["securePrice" if c == "SECURE" else "communityPrice"] is not None}
+            (g["id"], c): 8
+            for g in self.gpu_types.values()
+            for c in ("SECURE", "COMMUNITY")
+            if g["securePrice" if c == "SECURE" else "communityPrice"] is not None
+        }
         self.pods: dict[str, FakePod] = {}
         self.boot_polls = boot_polls
         self.on_create = on_create
@@ -182,8 +261,13 @@ class FakeRunPod(FakeAPI):
             return problem(404, "resource not found")
         token = req.token()
         pod = self.pods.get(parts[2]) if len(parts) >= 3 else None
-        pod_key_ok = self.pod_key_v2 and pod is not None and token == pod.pod_key and len(parts) == 3 \
+        pod_key_ok = (
+            self.pod_key_v2
+            and pod is not None
+            and token == pod.pod_key
+            and len(parts) == 3
             and req.method in ("DELETE", "GET")
+        )
         if token is None:
             return problem(401, "missing bearer token")
         if token != self.api_key and not pod_key_ok:
@@ -218,7 +302,9 @@ class FakeRunPod(FakeAPI):
                 body = req.json()
                 fields = ("name", "username", "password")
                 if not isinstance(body, dict) or not all(isinstance(body.get(f), str) and body[f] for f in fields):
-                    return problem(422, "Request validation failed.", errors=["$: name, username and password are required"])
+                    return problem(
+                        422, "Request validation failed.", errors=["$: name, username and password are required"]
+                    )
                 if any(r["name"] == body["name"] for r in self.registries.values()):
                     return problem(409, "a registry credential with this name exists")
                 new_id = "reg_" + secrets.token_hex(6)
@@ -241,8 +327,9 @@ class FakeRunPod(FakeAPI):
         except ValueError:
             return problem(400, "invalid cursor")
         end = start + self.page_size
-        return Reply(200, {"pods": rows[start:end],
-                           "pagination": {"nextCursor": str(end) if end < len(rows) else None}})
+        return Reply(
+            200, {"pods": rows[start:end], "pagination": {"nextCursor": str(end) if end < len(rows) else None}}
+        )
 
     def _create(self, req: Request) -> Reply:
         body = req.json()
@@ -250,8 +337,11 @@ class FakeRunPod(FakeAPI):
             return problem(400, "request body is not valid JSON")
         unknown = sorted(set(body) - CREATE_PROPS)
         if unknown:
-            return problem(422, "Request validation failed.",
-                           errors=[f"$: additional properties {', '.join(repr(u) for u in unknown)} not allowed"])
+            return problem(
+                422,
+                "Request validation failed.",
+                errors=[f"$: additional properties {', '.join(repr(u) for u in unknown)} not allowed"],
+            )
         errors = []
         if not isinstance(body.get("name"), str) or not body["name"]:
             errors.append("$.name: required")
@@ -293,12 +383,22 @@ class FakeRunPod(FakeAPI):
             cost = round(price * count, 4)
             if self.balance < cost:  # on-demand needs an hour of credit (§2.8); 402 described in §2.3
                 return problem(402, "insufficient balance to start this pod")
-            pod = FakePod(id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
-                          name=body["name"], image=body.get("image") or "", gpu_id=gtype["id"], gpu_count=count,
-                          cloud=cloud, disk=int(body.get("disk") or 50), ports=list(body.get("ports") or []),
-                          env=dict(body.get("env") or {}), cost=cost, pod_key="rpa_pod_" + secrets.token_hex(16),
-                          args=str(body.get("args") or ""), registry=body.get("registry"),
-                          public_ip=cloud == "SECURE" or self.community_public_ip)
+            pod = FakePod(
+                id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
+                name=body["name"],
+                image=body.get("image") or "",
+                gpu_id=gtype["id"],
+                gpu_count=count,
+                cloud=cloud,
+                disk=int(body.get("disk") or 50),
+                ports=list(body.get("ports") or []),
+                env=dict(body.get("env") or {}),
+                cost=cost,
+                pod_key="rpa_pod_" + secrets.token_hex(16),
+                args=str(body.get("args") or ""),
+                registry=body.get("registry"),
+                public_ip=cloud == "SECURE" or self.community_public_ip,
+            )
             self.capacity[(gtype["id"], cloud)] -= count
             self.pods[pod.id] = pod
             if self.boot_polls <= 0:
@@ -312,7 +412,7 @@ class FakeRunPod(FakeAPI):
         if pod.status == "RUNNING":
             return
         pod.status = "RUNNING"
-        pod.started_at = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        pod.started_at = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         if self.on_create is not None:
             env = dict(pod.env, RUNPOD_POD_ID=pod.id, RUNPOD_API_KEY=pod.pod_key)
             pod.host, pod.port = self.on_create(pod.id, env, pod.env.get("PUBLIC_KEY", ""))
@@ -334,29 +434,64 @@ class FakeRunPod(FakeAPI):
         runtime = None
         if running:
             # PodRuntime: uptime (seconds), gpus, cpu, memory, ports (v2 spec; not GraphQL's uptimeInSeconds).
-            runtime = {"uptime": 1, "gpus": [{"id": "GPU-0", "gpuUtilPercent": 0, "memoryUtilPercent": 0}],
-                       "cpu": {"percent": 1}, "memory": {"percent": 3}, "ports": []}
+            runtime = {
+                "uptime": 1,
+                "gpus": [{"id": "GPU-0", "gpuUtilPercent": 0, "memoryUtilPercent": 0}],
+                "cpu": {"percent": 1},
+                "memory": {"percent": 3},
+                "ports": [],
+            }
             if "22/tcp" in pod.ports:
                 public = self._public_ip(pod)
-                runtime["ports"].append({"private": 22, "public": pod.port, "type": "tcp",
-                                         "ip": pod.host if public else "100.65.0.12"})
+                runtime["ports"].append(
+                    {"private": 22, "public": pod.port, "type": "tcp", "ip": pod.host if public else "100.65.0.12"}
+                )
                 if public:  # ssh.direct only with 22/tcp exposed and a public IP (§2.4)
-                    direct = {"host": pod.host, "port": pod.port, "username": "root",
-                              "command": f"ssh root@{pod.host} -p {pod.port}"}
-        actions = {"PROVISIONING": ["stop", "terminate"], "STARTING": ["stop", "terminate"],
-                   "RUNNING": ["stop", "restart", "terminate"], "EXITED": ["start", "terminate"],
-                   "ERROR": ["start", "terminate"]}.get(pod.status, [])
+                    direct = {
+                        "host": pod.host,
+                        "port": pod.port,
+                        "username": "root",
+                        "command": f"ssh root@{pod.host} -p {pod.port}",
+                    }
+        actions = {
+            "PROVISIONING": ["stop", "terminate"],
+            "STARTING": ["stop", "terminate"],
+            "RUNNING": ["stop", "restart", "terminate"],
+            "EXITED": ["start", "terminate"],
+            "ERROR": ["start", "terminate"],
+        }.get(pod.status, [])
         # Every `required` property of v2's Pod schema; `gpu` is a GpuConfig: id and count only.
         return {
-            "id": pod.id, "name": pod.name, "status": pod.status, "actions": actions, "image": pod.image,
-            "args": pod.args, "disk": pod.disk, "mounts": {}, "env": pod.env, "registry": pod.registry, "template": None,
+            "id": pod.id,
+            "name": pod.name,
+            "status": pod.status,
+            "actions": actions,
+            "image": pod.image,
+            "args": pod.args,
+            "disk": pod.disk,
+            "mounts": {},
+            "env": pod.env,
+            "registry": pod.registry,
+            "template": None,
             "gpu": {"id": pod.gpu_id, "count": pod.gpu_count},
-            "cloud": pod.cloud, "dataCenterId": "US-KS-2", "cudaVersion": "12.8",
+            "cloud": pod.cloud,
+            "dataCenterId": "US-KS-2",
+            "cudaVersion": "12.8",
             "ports": pod.ports,
-            "ssh": {"proxy": {"host": "ssh.runpod.io", "port": 22, "username": f"{pod.id}-64411eb2",
-                              "command": f"ssh {pod.id}-64411eb2@ssh.runpod.io"}, "direct": direct},
-            "cost": 0.0 if pod.status in ("EXITED", "TERMINATED") else pod.cost, "locked": False,
-            "globalNetworking": {"enabled": False}, "runtime": runtime, "createdAt": pod.created_at,
+            "ssh": {
+                "proxy": {
+                    "host": "ssh.runpod.io",
+                    "port": 22,
+                    "username": f"{pod.id}-64411eb2",
+                    "command": f"ssh {pod.id}-64411eb2@ssh.runpod.io",
+                },
+                "direct": direct,
+            },
+            "cost": 0.0 if pod.status in ("EXITED", "TERMINATED") else pod.cost,
+            "locked": False,
+            "globalNetworking": {"enabled": False},
+            "runtime": runtime,
+            "createdAt": pod.created_at,
             "startedAt": pod.started_at,
         }
 
@@ -422,8 +557,19 @@ class FakeRunPod(FakeAPI):
                 if token != self.api_key and known and self.pods[pod_id].pod_key != token:
                     known = False  # a pod key reaches only its own pod; RunPod does not say whose pod it is
             if not known:
-                return Reply(200, {"errors": [{"message": "pod not found to terminate", "path": ["podTerminate"],
-                                               "extensions": {"code": "RUNPOD"}}], "data": {"podTerminate": None}})
+                return Reply(
+                    200,
+                    {
+                        "errors": [
+                            {
+                                "message": "pod not found to terminate",
+                                "path": ["podTerminate"],
+                                "extensions": {"code": "RUNPOD"},
+                            }
+                        ],
+                        "data": {"podTerminate": None},
+                    },
+                )
             self._delete(pod_id)
             return Reply(200, {"data": {"podTerminate": None}})
         if re.search(r"\bpodFindAndDeployOnDemand\b", query):
@@ -439,20 +585,49 @@ class FakeRunPod(FakeAPI):
                 pod = self.pods.get(pod_id)
                 if pod is not None and token != self.api_key and pod.pod_key != token:
                     pod = None
-                view = None if pod is None else {
-                    "id": pod.id, "name": pod.name, "desiredStatus": "EXITED" if pod.status == "EXITED" else "RUNNING",
-                    "costPerHr": pod.cost, "imageName": pod.image}
+                view = (
+                    None
+                    if pod is None
+                    else {
+                        "id": pod.id,
+                        "name": pod.name,
+                        "desiredStatus": "EXITED" if pod.status == "EXITED" else "RUNNING",
+                        "costPerHr": pod.cost,
+                        "imageName": pod.image,
+                    }
+                )
             return Reply(200, {"data": {"pod": view}})
         if pod_key and token != self.api_key:
-            return Reply(200, {"errors": [{"message": "access denied", "extensions": {"code": "RUNPOD"}}],
-                               "data": None})  # a pod key is for its own pod only
+            return Reply(
+                200, {"errors": [{"message": "access denied", "extensions": {"code": "RUNPOD"}}], "data": None}
+            )  # a pod key is for its own pod only
         if re.search(r"\bmyself\b", query):
             with self.lock:
-                return Reply(200, {"data": {"myself": {"id": "user_1", "clientBalance": self.balance,
-                                                        "currentSpendPerHr": sum(p.cost for p in self.pods.values()),
-                                                        "spendLimit": 80, "pubKey": ""}}})
-        return Reply(200, {"errors": [{"message": "Cannot query this operation on the fake",
-                                       "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}]})
+                return Reply(
+                    200,
+                    {
+                        "data": {
+                            "myself": {
+                                "id": "user_1",
+                                "clientBalance": self.balance,
+                                "currentSpendPerHr": sum(p.cost for p in self.pods.values()),
+                                "spendLimit": 80,
+                                "pubKey": "",
+                            }
+                        }
+                    },
+                )
+        return Reply(
+            200,
+            {
+                "errors": [
+                    {
+                        "message": "Cannot query this operation on the fake",
+                        "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+                    }
+                ]
+            },
+        )
 
     def _deploy(self, pod_input: Any) -> Reply:
         """`podFindAndDeployOnDemand(input: $input)` with typed variables (runpodctl's form). Answers HTTP 200
@@ -460,50 +635,88 @@ class FakeRunPod(FakeAPI):
         op = "podFindAndDeployOnDemand"
 
         def error(message: str, code: str = "RUNPOD") -> Reply:
-            return Reply(200, {"errors": [{"message": message, "path": [op], "extensions": {"code": code}}],
-                               "data": {op: None}})
+            return Reply(
+                200, {"errors": [{"message": message, "path": [op], "extensions": {"code": code}}], "data": {op: None}}
+            )
 
         if not isinstance(pod_input, dict):
-            return error("Variable \"$input\" of required type \"PodFindAndDeployOnDemandInput!\" was not provided.",
-                         "BAD_USER_INPUT")
+            return error(
+                'Variable "$input" of required type "PodFindAndDeployOnDemandInput!" was not provided.',
+                "BAD_USER_INPUT",
+            )
         unknown = sorted(set(pod_input) - DEPLOY_INPUT)
         if unknown:
-            return error(f'Variable "$input" got invalid value; Field "{unknown[0]}" is not defined by type '
-                         f'"PodFindAndDeployOnDemandInput".', "BAD_USER_INPUT")
+            return error(
+                f'Variable "$input" got invalid value; Field "{unknown[0]}" is not defined by type '
+                f'"PodFindAndDeployOnDemandInput".',
+                "BAD_USER_INPUT",
+            )
         if not isinstance(pod_input.get("ports", ""), str) or not isinstance(pod_input.get("env", []), list):
-            return error('Variable "$input" got invalid value; ports is a String, env a list of EnvironmentVariableInput',
-                         "BAD_USER_INPUT")
+            return error(
+                'Variable "$input" got invalid value; ports is a String, env a list of EnvironmentVariableInput',
+                "BAD_USER_INPUT",
+            )
         cloud = str(pod_input.get("cloudType") or "ALL")
         count = int(pod_input.get("gpuCount") or 1)
         with self.lock:
             gtype = self.gpu_types.get(pod_input.get("gpuTypeId"))
             clouds = ["SECURE", "COMMUNITY"] if cloud == "ALL" else [cloud]
-            place = next((c for c in clouds if gtype is not None
-                          and gtype["securePrice" if c == "SECURE" else "communityPrice"] is not None
-                          and self.capacity.get((gtype["id"], c), 0) >= count), None)
+            place = next(
+                (
+                    c
+                    for c in clouds
+                    if gtype is not None
+                    and gtype["securePrice" if c == "SECURE" else "communityPrice"] is not None
+                    and self.capacity.get((gtype["id"], c), 0) >= count
+                ),
+                None,
+            )
             if place is None:
                 return error(NO_CAPACITY)
             price = gtype["securePrice" if place == "SECURE" else "communityPrice"]
             env = {e.get("key"): str(e.get("value")) for e in pod_input.get("env") or [] if isinstance(e, dict)}
-            public = place == "SECURE" or self.community_public_ip or (
-                bool(pod_input.get("supportPublicIp")) and self.support_public_ip_honoured)
-            pod = FakePod(id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
-                          name=str(pod_input.get("name") or ""), image=str(pod_input.get("imageName") or ""),
-                          gpu_id=gtype["id"], gpu_count=count, cloud=place,
-                          disk=int(pod_input.get("containerDiskInGb") or 50),
-                          ports=[p for p in str(pod_input.get("ports") or "").split(",") if p],
-                          env=env, cost=round(price * count, 4), pod_key="rpa_pod_" + secrets.token_hex(16),
-                          args=str(pod_input.get("dockerArgs") or ""), public_ip=public,
-                          registry=pod_input.get("containerRegistryAuthId"))
+            public = (
+                place == "SECURE"
+                or self.community_public_ip
+                or (bool(pod_input.get("supportPublicIp")) and self.support_public_ip_honoured)
+            )
+            pod = FakePod(
+                id="".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(14)),
+                name=str(pod_input.get("name") or ""),
+                image=str(pod_input.get("imageName") or ""),
+                gpu_id=gtype["id"],
+                gpu_count=count,
+                cloud=place,
+                disk=int(pod_input.get("containerDiskInGb") or 50),
+                ports=[p for p in str(pod_input.get("ports") or "").split(",") if p],
+                env=env,
+                cost=round(price * count, 4),
+                pod_key="rpa_pod_" + secrets.token_hex(16),
+                args=str(pod_input.get("dockerArgs") or ""),
+                public_ip=public,
+                registry=pod_input.get("containerRegistryAuthId"),
+            )
             self.capacity[(gtype["id"], place)] -= count
             self.pods[pod.id] = pod
             if self.boot_polls <= 0:
                 self._become_running(pod)
-            return Reply(200, {"data": {op: {
-                "id": pod.id, "imageName": pod.image, "env": [f"{k}={v}" for k, v in env.items()],
-                "machineId": "m" + pod.id[:11], "desiredStatus": "RUNNING", "costPerHr": pod.cost,
-                "lastStatusChange": f"Rented by User: {dt.datetime.now(dt.timezone.utc):%a %b %d %Y %H:%M:%S} GMT",
-                "machine": {"podHostId": f"{pod.id}-64411eb2"}}}})
+            return Reply(
+                200,
+                {
+                    "data": {
+                        op: {
+                            "id": pod.id,
+                            "imageName": pod.image,
+                            "env": [f"{k}={v}" for k, v in env.items()],
+                            "machineId": "m" + pod.id[:11],
+                            "desiredStatus": "RUNNING",
+                            "costPerHr": pod.cost,
+                            "lastStatusChange": f"Rented by User: {dt.datetime.now(dt.UTC):%a %b %d %Y %H:%M:%S} GMT",
+                            "machine": {"podHostId": f"{pod.id}-64411eb2"},
+                        }
+                    }
+                },
+            )
 
     def _gpu_types(self, query: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
         wanted = (variables.get("gpuTypesInput") or {}).get("id")
@@ -524,19 +737,33 @@ class FakeRunPod(FakeAPI):
                 row = {k: v for k, v in g.items() if k != "countryCode" and re.search(rf"\b{k}\b", query)}
                 if re.search(r"\blowestPrice\b", query):
                     clouds = {True: ["SECURE"], False: ["COMMUNITY"]}.get(secure, ["SECURE", "COMMUNITY"])
-                    prices = [(g["securePrice" if c == "SECURE" else "communityPrice"],
-                               self.capacity.get((g["id"], c), 0)) for c in clouds]
+                    prices = [
+                        (g["securePrice" if c == "SECURE" else "communityPrice"], self.capacity.get((g["id"], c), 0))
+                        for c in clouds
+                    ]
                     prices = [(p, free) for p, free in prices if p is not None and free >= count]
                     if prices and count <= g["maxGpuCount"]:
                         price, free = min(prices)
                         stock = "High" if free >= 4 else "Low"
-                        lowest = {"uninterruptablePrice": price, "minimumBidPrice": round(price * 0.6, 3),
-                                  "stockStatus": stock,
-                                  "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
-                                  "minVcpu": 8, "minMemory": 31, "countryCode": g["countryCode"]}
+                        lowest = {
+                            "uninterruptablePrice": price,
+                            "minimumBidPrice": round(price * 0.6, 3),
+                            "stockStatus": stock,
+                            "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
+                            "minVcpu": 8,
+                            "minMemory": 31,
+                            "countryCode": g["countryCode"],
+                        }
                     else:
-                        lowest = {"uninterruptablePrice": None, "minimumBidPrice": None, "stockStatus": None,
-                                  "availableGpuCounts": [], "minVcpu": None, "minMemory": None, "countryCode": None}
+                        lowest = {
+                            "uninterruptablePrice": None,
+                            "minimumBidPrice": None,
+                            "stockStatus": None,
+                            "availableGpuCounts": [],
+                            "minVcpu": None,
+                            "minMemory": None,
+                            "countryCode": None,
+                        }
                     row["lowestPrice"] = lowest
                 out.append(row)
         return out

@@ -9,6 +9,7 @@ Lifecycle: an instance answers `actual_status` null on its first GET, then "load
 running, `on_create(instance_id, env, public_key)` may return the (host, port) of a real sshd, which the fake
 then reports as its SSH endpoint (`env` includes CONTAINER_ID/CONTAINER_API_KEY, as Vast injects them).
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,16 +18,26 @@ import json
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ._server import FakeAPI, Reply, Request
 
 API_KEY = "vast-test-key-0123456789abcdef"
 CONTROL_KEYS = {"order", "type", "limit", "allocated_storage"}
 SEARCH_TYPES = {"on-demand", "ondemand", "bid", "interruptible", "reserved"}  # §1.2: accept all spellings
-RUNTYPE_TOKENS = {"ssh", "ssh_proxy", "ssh_direct", "ssh_direc", "jupyter", "jupyter_proxy", "jupyter_direct",
-                  "jupyter_direc", "args"}
+RUNTYPE_TOKENS = {
+    "ssh",
+    "ssh_proxy",
+    "ssh_direct",
+    "ssh_direc",
+    "jupyter",
+    "jupyter_proxy",
+    "jupyter_direct",
+    "jupyter_direc",
+    "args",
+}
 # v1 list filters work on stored columns only; computed ones (dph_total, num_gpus) give 400 (§1.6).
 STORED_COLUMNS = {"id", "label", "actual_status", "intended_status", "gpu_name", "verification", "machine_id"}
 
@@ -35,28 +46,72 @@ OnDestroy = Callable[[str], None]
 
 
 def default_offers() -> list[dict[str, Any]]:
-    def offer(oid, gpu, n, ram_mb, base, storage_cost, min_bid, rel, down, cuda, geo, direct=2, verified=True,
-              datacenter=False):
+    def offer(
+        oid,
+        gpu,
+        n,
+        ram_mb,
+        base,
+        storage_cost,
+        min_bid,
+        rel,
+        down,
+        cuda,
+        geo,
+        direct=2,
+        verified=True,
+        datacenter=False,
+    ):
         return {
-            "id": oid, "ask_contract_id": oid, "bundle_id": oid + 7, "machine_id": 30000 + oid % 1000,
+            "id": oid,
+            "ask_contract_id": oid,
+            "bundle_id": oid + 7,
+            "machine_id": 30000 + oid % 1000,
             "host_id": 4000 + oid % 97,
-            "gpu_name": gpu, "num_gpus": n, "gpu_ram": ram_mb, "gpu_total_ram": ram_mb * n, "gpu_frac": 1.0,
-            "compute_cap": 890, "cuda_max_good": cuda, "driver_version": "550.54.15",
-            "dph_base": base, "storage_cost": storage_cost, "min_bid": min_bid,
-            "inet_up_cost": 0.005, "inet_down_cost": 0.005,
-            "reliability": rel, "reliability2": rel, "score": 100 * rel, "dlperf": 40.0, "dlperf_per_dphtotal": 80.0,
-            "inet_up": down / 2, "inet_down": down, "disk_space": 200.0, "disk_bw": 1500.0, "cpu_cores": 32,
-            "cpu_cores_effective": 16.0, "cpu_ram": 64000, "direct_port_count": direct, "geolocation": geo,
-            "public_ipaddr": f"198.51.100.{oid % 250}", "static_ip": True,
+            "gpu_name": gpu,
+            "num_gpus": n,
+            "gpu_ram": ram_mb,
+            "gpu_total_ram": ram_mb * n,
+            "gpu_frac": 1.0,
+            "compute_cap": 890,
+            "cuda_max_good": cuda,
+            "driver_version": "550.54.15",
+            "dph_base": base,
+            "storage_cost": storage_cost,
+            "min_bid": min_bid,
+            "inet_up_cost": 0.005,
+            "inet_down_cost": 0.005,
+            "reliability": rel,
+            "reliability2": rel,
+            "score": 100 * rel,
+            "dlperf": 40.0,
+            "dlperf_per_dphtotal": 80.0,
+            "inet_up": down / 2,
+            "inet_down": down,
+            "disk_space": 200.0,
+            "disk_bw": 1500.0,
+            "cpu_cores": 32,
+            "cpu_cores_effective": 16.0,
+            "cpu_ram": 64000,
+            "direct_port_count": direct,
+            "geolocation": geo,
+            "public_ipaddr": f"198.51.100.{oid % 250}",
+            "static_ip": True,
             # Rows carry `verification` (a string) and `hosting_type` (an integer code), not the `verified` and
             # `datacenter` that queries filter on (vast-ai/docs c6246226 `api-reference/openapi/yaml/
             # search_offers.yaml` example row; filter names: vast-ai/vast-python `offers_fields`). UNCONFIRMED: 1
             # is a datacenter ("secure cloud") host — the docs' metrics filter has `secure_cloud | community`, the
             # show_instance example has 1, the search example 0.
-            "verification": "verified" if verified else "unverified", "rentable": True,
-            "rented": False, "external": False, "is_bid": False, "hosting_type": 1 if datacenter else 0,
-            "duration": 30 * 86400.0, "end_date": time.time() + 30 * 86400,
+            "verification": "verified" if verified else "unverified",
+            "rentable": True,
+            "rented": False,
+            "external": False,
+            "is_bid": False,
+            "hosting_type": 1 if datacenter else 0,
+            "duration": 30 * 86400.0,
+            "end_date": time.time() + 30 * 86400,
         }
+
     return [
         offer(1001, "RTX 4090", 1, 24564, 0.35, 0.15, 0.18, 0.995, 800.0, 12.4, "Washington, US"),
         offer(1002, "RTX 4090", 1, 24564, 0.29, 0.20, 0.15, 0.97, 400.0, 12.2, "Quebec, CA"),
@@ -104,10 +159,12 @@ DERIVED_FILTERS = {
     "verified": lambda row: row.get("verification") == "verified",
     "datacenter": lambda row: row.get("hosting_type") == 1,
 }
-OCI_FAILURE = ("Error response from daemon: failed to create task for container: failed to create shim task: "
-               "OCI runtime create failed: runc create failed: unable to start container process: error during "
-               "container init: error running hook #0: exit status 1, stdout: , stderr: Auto-detected mode as "
-               "'legacy' nvidia-container-cli: initialization error: nvml error: driver/library version mismatch")
+OCI_FAILURE = (
+    "Error response from daemon: failed to create task for container: failed to create shim task: "
+    "OCI runtime create failed: runc create failed: unable to start container process: error during "
+    "container init: error running hook #0: exit status 1, stdout: , stderr: Auto-detected mode as "
+    "'legacy' nvidia-container-cli: initialization error: nvml error: driver/library version mismatch"
+)
 
 
 def _value(row: dict[str, Any], key: str) -> Any:
@@ -139,9 +196,17 @@ def _closed_port() -> int:
 
 
 class FakeVast(FakeAPI):
-    def __init__(self, *, api_key: str = API_KEY, offers: list[dict] | None = None, boot_polls: int = 2,
-                 on_create: OnCreate | None = None, on_destroy: OnDestroy | None = None, credit: float = 25.0,
-                 direct_ssh_silent: bool = False):
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        offers: list[dict] | None = None,
+        boot_polls: int = 2,
+        on_create: OnCreate | None = None,
+        on_destroy: OnDestroy | None = None,
+        credit: float = 25.0,
+        direct_ssh_silent: bool = False,
+    ):
         super().__init__()
         self.api_key = api_key
         self.offers: dict[int, dict[str, Any]] = {o["id"]: o for o in (offers or default_offers())}
@@ -178,8 +243,13 @@ class FakeVast(FakeAPI):
         with self.lock:
             self._become_running(self.instances[int(instance_id)])
 
-    def set_status(self, instance_id: str | int, actual_status: str | None, status_msg: str | None = None,
-                   intended_status: str | None = None) -> None:
+    def set_status(
+        self,
+        instance_id: str | int,
+        actual_status: str | None,
+        status_msg: str | None = None,
+        intended_status: str | None = None,
+    ) -> None:
         with self.lock:
             inst = self.instances[int(instance_id)]
             inst.actual_status, inst.status_msg = actual_status, status_msg
@@ -215,7 +285,8 @@ class FakeVast(FakeAPI):
                 return self._user(req)
             if len(rest) == 2 and rest[0] == "instances":
                 return {"GET": self._show, "DELETE": self._destroy, "PUT": self._manage}.get(
-                    m, lambda r, i: Reply(405, {"error": "method_not_allowed"}))(req, rest[1])
+                    m, lambda r, i: Reply(405, {"error": "method_not_allowed"})
+                )(req, rest[1])
             if len(rest) == 3 and rest[0] == "instances" and rest[2] == "ssh" and m == "POST":
                 return self._attach_ssh(req, rest[1])
         if p[1:4] == ["api", "v1", "instances"] and m == "GET":
@@ -246,8 +317,12 @@ class FakeVast(FakeAPI):
                 o["dph_total"] = round(o["dph_base"] + storage * o["storage_cost"] / 30 / 24, 6)
                 o["is_bid"] = kind in ("bid", "interruptible")
                 try:
-                    ok = all(_op(_value(o, k), op, arg, k) for k, cond in q.items() if k not in CONTROL_KEYS
-                             for op, arg in cond.items())
+                    ok = all(
+                        _op(_value(o, k), op, arg, k)
+                        for k, cond in q.items()
+                        if k not in CONTROL_KEYS
+                        for op, arg in cond.items()
+                    )
                 except (KeyError, TypeError, AttributeError):
                     return Reply(400, {"error": "invalid_request", "msg": "Invalid query"})
                 if ok and not o["rented"]:
@@ -265,44 +340,90 @@ class FakeVast(FakeAPI):
             return Reply(400, {"success": False, "error": "invalid_args", "msg": "Invalid json body"})
         err = _validate_create(body)
         if err:
-            return Reply(400, {"success": False, "error": "invalid_args", "msg": f"error 400/3467: Invalid args: {err}",
-                               "ask_id": ask})
+            return Reply(
+                400,
+                {
+                    "success": False,
+                    "error": "invalid_args",
+                    "msg": f"error 400/3467: Invalid args: {err}",
+                    "ask_id": ask,
+                },
+            )
         with self.lock:
             offer = self.offers.get(int(ask)) if ask.isdigit() else None
             if offer is None:
-                return Reply(404, {"success": False, "error": "invalid_args", "ask_id": ask,
-                                   "msg": f"error 404/3603: no_such_ask Instance type by id {ask} is not available."})
+                return Reply(
+                    404,
+                    {
+                        "success": False,
+                        "error": "invalid_args",
+                        "ask_id": ask,
+                        "msg": f"error 404/3603: no_such_ask Instance type by id {ask} is not available.",
+                    },
+                )
             if offer["rented"]:
-                return Reply(410, {"success": False, "error": "no_such_ask", "ask_id": ask,
-                                   "msg": f"error 410/3907: no_such_ask Instance type {ask} is no longer available."})
+                return Reply(
+                    410,
+                    {
+                        "success": False,
+                        "error": "no_such_ask",
+                        "ask_id": ask,
+                        "msg": f"error 410/3907: no_such_ask Instance type {ask} is no longer available.",
+                    },
+                )
             if self.credit <= 0:
                 # UNCONFIRMED: Vast documents no shape for this (§1.3); 402 + insufficient_credit is our guess.
-                return Reply(402, {"success": False, "error": "insufficient_credit",
-                                   "msg": "Your account lacks credit; please add credit to continue."})
+                return Reply(
+                    402,
+                    {
+                        "success": False,
+                        "error": "insufficient_credit",
+                        "msg": "Your account lacks credit; please add credit to continue.",
+                    },
+                )
             env = body.get("env") or {}
             price = body.get("price")
             inst = FakeInstance(
-                id=next(self._ids), offer=offer, label=str(body.get("label") or ""), image=body["image"],
-                env={k: v for k, v in env.items() if not k.startswith("-")}, onstart=str(body.get("onstart") or ""),
-                runtype=str(body.get("runtype") or "ssh"), disk=float(body.get("disk") or 8),
+                id=next(self._ids),
+                offer=offer,
+                label=str(body.get("label") or ""),
+                image=body["image"],
+                env={k: v for k, v in env.items() if not k.startswith("-")},
+                onstart=str(body.get("onstart") or ""),
+                runtype=str(body.get("runtype") or "ssh"),
+                disk=float(body.get("disk") or 8),
                 dph_total=round(offer["dph_base"] + float(body.get("disk") or 8) * offer["storage_cost"] / 720, 6),
-                instance_api_key=secrets.token_hex(32), is_bid=price is not None)
+                instance_api_key=secrets.token_hex(32),
+                is_bid=price is not None,
+            )
             offer["rented"] = True
             self.instances[inst.id] = inst
-            failure = self.start_failures.get(offer["id"]) or (self.fail_next_starts.pop(0)
-                                                               if self.fail_next_starts else None)
+            failure = self.start_failures.get(offer["id"]) or (
+                self.fail_next_starts.pop(0) if self.fail_next_starts else None
+            )
             if failure == "oci":
                 inst.actual_status, inst.status_msg, inst.polls = "created", OCI_FAILURE, 10**6
             elif failure == "outbid":
-                inst.actual_status, inst.intended_status, inst.cur_state, inst.polls = "stopped", "stopped", \
-                    "stopped", 10**6
+                inst.actual_status, inst.intended_status, inst.cur_state, inst.polls = (
+                    "stopped",
+                    "stopped",
+                    "stopped",
+                    10**6,
+                )
                 inst.status_msg = "Instance stopped: outbid"
             if price is not None and float(price) < offer["min_bid"]:
                 # Interruptible gotcha (§1.3): created stopped, error returned, new_contract still present.
                 # UNCONFIRMED status/code; dstack only relies on the presence of new_contract.
                 inst.actual_status, inst.intended_status, inst.polls = "stopped", "stopped", 10**6
-                return Reply(400, {"success": False, "error": "invalid_price", "new_contract": inst.id,
-                                   "msg": f"bid {price} below minimum {offer['min_bid']}; instance created stopped"})
+                return Reply(
+                    400,
+                    {
+                        "success": False,
+                        "error": "invalid_price",
+                        "new_contract": inst.id,
+                        "msg": f"bid {price} below minimum {offer['min_bid']}; instance created stopped",
+                    },
+                )
             if self.boot_polls <= 0:
                 self._become_running(inst)
             return Reply(200, {"success": True, "new_contract": inst.id, "instance_api_key": inst.instance_api_key})
@@ -328,15 +449,22 @@ class FakeVast(FakeAPI):
         inst.actual_status = inst.cur_state = "running"
         inst.start_date = time.time()
         if self.on_create is not None:
-            env = dict(inst.env, CONTAINER_ID=str(inst.id), CONTAINER_API_KEY=inst.instance_api_key,
-                       VAST_CONTAINERLABEL=f"C.{inst.id}")
+            env = dict(
+                inst.env,
+                CONTAINER_ID=str(inst.id),
+                CONTAINER_API_KEY=inst.instance_api_key,
+                VAST_CONTAINERLABEL=f"C.{inst.id}",
+            )
             inst.host, inst.port = self.on_create(str(inst.id), env, "\n".join(inst.ssh_keys))
         else:
             inst.host, inst.port = f"198.51.100.{inst.id % 250}", next(self._ports)
         # The gateway's name is Vast's (ssh<N>.vast.ai, providers.md §1.4), unreachable from tests; with a silent
         # direct port the gateway is where the sshd answers and the direct mapping leads nowhere.
-        inst.direct_port, inst.proxy_host, inst.proxy_port = inst.port, f"ssh{inst.id % 9 + 1}.vast.ai", \
-            10000 + inst.id % 50000
+        inst.direct_port, inst.proxy_host, inst.proxy_port = (
+            inst.port,
+            f"ssh{inst.id % 9 + 1}.vast.ai",
+            10000 + inst.id % 50000,
+        )
         if self.direct_ssh_silent:
             inst.direct_port, inst.proxy_host, inst.proxy_port = _closed_port(), inst.host, inst.port
 
@@ -354,18 +482,33 @@ class FakeVast(FakeAPI):
         tokens = inst.runtype.split()
         runtype = "ssh ssh_direc ssh_proxy" if any(t.startswith("ssh_direc") for t in tokens) else inst.runtype
         view = {
-            "id": inst.id, "machine_id": o["machine_id"], "actual_status": inst.actual_status,
-            "intended_status": inst.intended_status, "cur_state": inst.cur_state,
-            "next_state": inst.intended_status, "status_msg": inst.status_msg, "label": inst.label,
-            "image_uuid": inst.image, "image_runtype": runtype,
+            "id": inst.id,
+            "machine_id": o["machine_id"],
+            "actual_status": inst.actual_status,
+            "intended_status": inst.intended_status,
+            "cur_state": inst.cur_state,
+            "next_state": inst.intended_status,
+            "status_msg": inst.status_msg,
+            "label": inst.label,
+            "image_uuid": inst.image,
+            "image_runtype": runtype,
             "ssh_host": inst.proxy_host or f"ssh{inst.id % 9 + 1}.vast.ai",
             "ssh_port": inst.proxy_port or 10000 + inst.id % 50000,
-            "public_ipaddr": o["public_ipaddr"], "gpu_name": o["gpu_name"], "hosting_type": o["hosting_type"],
+            "public_ipaddr": o["public_ipaddr"],
+            "gpu_name": o["gpu_name"],
+            "hosting_type": o["hosting_type"],
             "verification": o["verification"],
-            "num_gpus": o["num_gpus"], "gpu_ram": o["gpu_ram"], "dph_total": inst.dph_total, "disk_space": inst.disk,
-            "start_date": inst.start_date, "extra_env": [[k, v] for k, v in inst.env.items()],
-            "reliability2": o["reliability2"], "is_bid": inst.is_bid, "geolocation": o["geolocation"],
-            "direct_port_start": 20000 if inst.direct() else -1, "direct_port_end": 20100 if inst.direct() else -1,
+            "num_gpus": o["num_gpus"],
+            "gpu_ram": o["gpu_ram"],
+            "dph_total": inst.dph_total,
+            "disk_space": inst.disk,
+            "start_date": inst.start_date,
+            "extra_env": [[k, v] for k, v in inst.env.items()],
+            "reliability2": o["reliability2"],
+            "is_bid": inst.is_bid,
+            "geolocation": o["geolocation"],
+            "direct_port_start": 20000 if inst.direct() else -1,
+            "direct_port_end": 20100 if inst.direct() else -1,
         }
         if inst.actual_status == "running" and inst.port:
             if inst.direct():
@@ -403,8 +546,9 @@ class FakeVast(FakeAPI):
             return Reply(400, {"success": False, "error": "invalid_args", "msg": "select_filters is not JSON"})
         for key in filters:
             if key not in STORED_COLUMNS:
-                return Reply(400, {"success": False, "error": "invalid_args",
-                                   "msg": f"{key} is not a valid search key"})
+                return Reply(
+                    400, {"success": False, "error": "invalid_args", "msg": f"{key} is not a valid search key"}
+                )
         limit = int(req.query.get("limit") or 25)
         limit = 5 if limit <= 0 else min(limit, 25)
         offset = 0
@@ -416,15 +560,22 @@ class FakeVast(FakeAPI):
         with self.lock:
             rows = [self._view(i) for i in sorted(self.instances.values(), key=lambda i: i.id)]
         rows = [r for r in rows if all(_op(r.get(k), op, arg) for k, c in filters.items() for op, arg in c.items())]
-        page = rows[offset: offset + limit]
+        page = rows[offset : offset + limit]
         nxt = offset + limit
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["label"]] = counts.get(r["label"], 0) + 1
-        return Reply(200, {"success": True, "instances_found": len(page), "total_instances": len(rows),
-                           "label_counts": counts, "instances": page,
-                           "next_token": base64.urlsafe_b64encode(f"after:{nxt}".encode()).decode()
-                           if nxt < len(rows) else None})
+        return Reply(
+            200,
+            {
+                "success": True,
+                "instances_found": len(page),
+                "total_instances": len(rows),
+                "label_counts": counts,
+                "instances": page,
+                "next_token": base64.urlsafe_b64encode(f"after:{nxt}".encode()).decode() if nxt < len(rows) else None,
+            },
+        )
 
     # -- destroy / manage (§1.5, §1.7) ---------------------------------------------------------------------
     def _destroy(self, req: Request, iid: str) -> Reply:
@@ -441,8 +592,14 @@ class FakeVast(FakeAPI):
                 return Reply(404, {"success": False, "error": "no_such_instance", "msg": "Instance not found"})
             if self.destroy_refusals > 0:
                 self.destroy_refusals -= 1
-                return Reply(200, {"success": False, "error": "server_error",
-                                   "msg": "Could not destroy the instance right now; try again."})
+                return Reply(
+                    200,
+                    {
+                        "success": False,
+                        "error": "server_error",
+                        "msg": "Could not destroy the instance right now; try again.",
+                    },
+                )
             del self.instances[inst.id]
             self.destroyed.append(inst.id)
         if self.on_destroy is not None:
@@ -462,8 +619,13 @@ class FakeVast(FakeAPI):
                 return Reply(400, {"success": False, "error": "invalid_args", "msg": "Invalid json body"})
             if "label" in body:
                 if len(str(body["label"])) > 1024:
-                    return Reply(400, {"error": "label_too_long", "msg": "Please limit label length to 1024 "
-                                                                         "characters, ideally less than 128."})
+                    return Reply(
+                        400,
+                        {
+                            "error": "label_too_long",
+                            "msg": "Please limit label length to 1024 characters, ideally less than 128.",
+                        },
+                    )
                 inst.label = str(body["label"])
                 return Reply(200, {"success": True, "msg": f"label for {inst.id} set to '{inst.label}'"})
             if body.get("state") in ("stopped", "running"):
@@ -478,8 +640,18 @@ class FakeVast(FakeAPI):
     def _user(self, req: Request) -> Reply:
         if (bad := self._auth(req)) is not None:
             return bad
-        return Reply(200, {"id": 123456, "key_id": 42, "email": "test@example.com", "credit": self.credit,
-                           "balance": self.credit, "ssh_key": "", "sid": "s"})
+        return Reply(
+            200,
+            {
+                "id": 123456,
+                "key_id": 42,
+                "email": "test@example.com",
+                "credit": self.credit,
+                "balance": self.credit,
+                "ssh_key": "",
+                "sid": "s",
+            },
+        )
 
 
 def _validate_create(body: dict[str, Any]) -> str:
@@ -494,8 +666,9 @@ def _validate_create(body: dict[str, Any]) -> str:
     env = body.get("env")
     if env is not None and not isinstance(env, dict):
         return "env must be a JSON object"  # the string form is for templates only
-    if env and (any(len(f"{k}={v}") > 256 for k, v in env.items()) or
-                sum(len(f"{k}={v}") for k, v in env.items()) > 32768):
+    if env and (
+        any(len(f"{k}={v}") > 256 for k, v in env.items()) or sum(len(f"{k}={v}") for k, v in env.items()) > 32768
+    ):
         return "env entry too long"
     runtype = body.get("runtype")
     if runtype is not None and not set(str(runtype).split()) <= RUNTYPE_TOKENS:

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support.cloud import cloud, vast_cloud  # noqa: F401
 from support.fault_table import FaultRow, append_row, results_dir
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -103,7 +103,15 @@ def fault(request):
     if lost and log.left_behind_by_design:
         observed += f"; {lost} output(s) left on the instance (nobody came back before its deadline)"
         lost = 0
-    append_row(folder, FaultRow(
-        test=request.node.name, faults=tuple(log.faults) or (request.node.name,), expected=log.expected,
-        observed=observed, passed=bool(report is not None and report.passed),
-        instances_alive=_instances_alive(clouds), outputs_lost=lost))
+    append_row(
+        folder,
+        FaultRow(
+            test=request.node.name,
+            faults=tuple(log.faults) or (request.node.name,),
+            expected=log.expected,
+            observed=observed,
+            passed=bool(report is not None and report.passed),
+            instances_alive=_instances_alive(clouds),
+            outputs_lost=lost,
+        ),
+    )

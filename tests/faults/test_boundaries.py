@@ -1,5 +1,6 @@
 """#15.4 and #15.5: what the instance says cannot write outside the output folder, and a teardown the provider
 does not confirm never exits 0, with the instance's own guard (grace window, self-destroy) still armed."""
+
 from __future__ import annotations
 
 import json
@@ -7,20 +8,25 @@ import time
 from pathlib import Path
 
 import pytest
-
-from lorarun.runner.run import connect
-from lorarun.runner.cli.app import main
-from lorarun.runner.run.monitor import JobMonitor
-from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.state import JobStore
-
 from support.cloud import tiny_job
-from support.fixtures import ssh_params, ssh_transport, sshd_host, sshd_server, recorded_sleeps  # noqa: F401
+from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
 
-from .test_faults import FAST_DESTROY, assert_torn_down, only_state
+from lorarun.runner.cli.app import main
+from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run import connect
+from lorarun.runner.run.monitor import JobMonitor
 
-HOSTILE = ["x/../../escaped.txt", "../escaped2.txt", "/tmp/escaped3.txt", "a//../../escaped4.txt",
-           "link/escaped5.txt", ".", "nul\0byte.txt"]
+from .test_faults import FAST_DESTROY, only_state
+
+HOSTILE = [
+    "x/../../escaped.txt",
+    "../escaped2.txt",
+    "/tmp/escaped3.txt",
+    "a//../../escaped4.txt",
+    "link/escaped5.txt",
+    ".",
+    "nul\0byte.txt",
+]
 
 
 def test_hostile_manifest_writes_nothing_outside_the_output_folder(sshd_server, ssh_transport, tmp_path, fault):
@@ -38,21 +44,23 @@ def test_hostile_manifest_writes_nothing_outside_the_output_folder(sshd_server, 
     (local_out / "link").symlink_to(tmp_path / "home")  # a symlink already on the laptop is not a way out either
     for p in HOSTILE:
         fault.inject("hostile manifest path", "only good.safetensors written, under out/")
-    monitor = JobMonitor(ssh_transport, RemoteLayout(root=str(root), python="python3"), local_out,
-                         tmp_path / "events.jsonl")
+    monitor = JobMonitor(
+        ssh_transport, RemoteLayout(root=str(root), python="python3"), local_out, tmp_path / "events.jsonl"
+    )
     pulled = monitor.pull_outputs()
     assert pulled == ["good.safetensors"]
     assert sorted(monitor.progress.refused) == sorted(HOSTILE)
     assert outside.read_bytes() == b"the user's file"
-    written = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "home").rglob("*") if p.is_file() and "escaped" in p.name)
+    written = sorted(
+        str(p.relative_to(tmp_path)) for p in (tmp_path / "home").rglob("*") if p.is_file() and "escaped" in p.name
+    )
     assert written == ["home/escaped.txt"]
     assert not Path("/tmp/escaped3.txt").exists() or Path("/tmp/escaped3.txt").read_bytes() != b"from the instance"
     fault.observe(f"{len(monitor.progress.refused)} refused, 1 pulled, nothing outside out/")
 
 
 @pytest.mark.slow
-def test_unconfirmed_teardown_exits_nonzero_and_the_agent_stays_armed(vast_cloud, tmp_path, monkeypatch, capsys,
-                                                                     fault):
+def test_unconfirmed_teardown_exits_nonzero_and_the_agent_stays_armed(vast_cloud, tmp_path, monkeypatch, capsys, fault):
     pytest.importorskip("torch")
     monkeypatch.setattr(connect, "PROVIDER_OPTIONS", {"destroy_policy": FAST_DESTROY})
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1)

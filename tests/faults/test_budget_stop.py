@@ -1,18 +1,18 @@
 """The budget stop end to end: when the spend reaches max_cost mid-training, the job stops cleanly — the last
 checkpoint is pulled home, the instance destroyed through the provider's API — and the user is told why.
 Fake provider APIs with real sshd instances and the real engine (see support/cloud.py)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from support.cloud import tiny_job
 
-from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.cli.app import main
+from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow

@@ -2,6 +2,7 @@
 slow create ended `submit` (exit 130) with the instance the provider went on to create left billing, and a 502
 from a create that happened left the instance up until `gc`. Now the job's label is looked for with
 `list_owned()` for a bounded time and what is found is destroyed (and confirmed) before exiting."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,9 @@ import threading
 import time
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 from .test_faults import only_state, submit
 

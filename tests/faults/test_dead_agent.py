@@ -1,13 +1,13 @@
 """#11.1: the agent and the engine die on the instance (the OOM killer, a crashed container). Before the fix the
 controller waited in monitoring forever and a Ctrl-C then waited out the stop timeout; now it notices within a
 bounded time, says so, pulls what exists and destroys the instance."""
+
 from __future__ import annotations
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.run import monitor as monitor_mod
-
-from support.cloud import tiny_job
 
 from .test_faults import _patch_monitor, assert_torn_down, checkpoints, only_state, submit
 

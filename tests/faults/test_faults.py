@@ -1,5 +1,6 @@
 """Faults: each must end with the instance destroyed (or handed over with its id), every checkpoint written
 before the fault home, and a clear message. Real sshd instances, the real engine, the fake provider APIs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,15 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.provider_adapters import retry
-from lorarun.runner.run import connect, pipeline
 from lorarun.runner.cli.app import main
+from lorarun.runner.run import connect, pipeline
 from lorarun.runner.run.monitor import JobMonitor
-from lorarun.sshlink.session import RetryPolicy
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
+from lorarun.sshlink.session import RetryPolicy
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -94,8 +94,11 @@ def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, c
     """The worst moment: the provider rented the machine, our process is interrupted before using the answer."""
     fault.inject("Ctrl-C right after create returned", "exit 130, the id recorded, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1)
-    provider_cls = type(connect.make_provider(__import__("lorarun.runner.job.spec", fromlist=["Resources"]).Resources(
-        provider=vast_cloud.name)))
+    provider_cls = type(
+        connect.make_provider(
+            __import__("lorarun.runner.job.spec", fromlist=["Resources"]).Resources(provider=vast_cloud.name)
+        )
+    )
     original = provider_cls.create
 
     def create(self, offer, spec):
@@ -162,10 +165,12 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, mo
     @contextlib.contextmanager
     def dropping_bar(description):
         with original(description) as progress:
+
             def update(done, total):
                 progress(done, total)
                 if not dropped["n"] and 0 < done < total:
                     dropped["n"] = vast_cloud.host.drop_connections(only_state().instance_id) or -1
+
             yield update
 
     monkeypatch.setattr(pipeline, "transfer_bar", dropping_bar)
@@ -194,8 +199,11 @@ def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, 
     state = only_state()
     assert state.phase == "done"
     assert_torn_down(vast_cloud, state)
-    assert checkpoints(tmp_path / "out") == ["e2e_lora-000001.safetensors", "e2e_lora-000002.safetensors",
-                                             "e2e_lora.safetensors"]
+    assert checkpoints(tmp_path / "out") == [
+        "e2e_lora-000001.safetensors",
+        "e2e_lora-000002.safetensors",
+        "e2e_lora.safetensors",
+    ]
 
 
 def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys, fault):
@@ -257,9 +265,14 @@ def test_destroy_survives_a_429_and_5xx_storm(cloud, tmp_path, capsys, fault):
 # ---- the controller dies ------------------------------------------------------------------------------------
 def _controller(job: Path, *extra: str) -> subprocess.Popen:
     code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.Popen([sys.executable, "-c", code, "submit", str(job), "--yes", *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "submit", str(job), "--yes", *extra],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
 
 
 def _kill_when(proc: subprocess.Popen, predicate, timeout: float = 240.0) -> None:

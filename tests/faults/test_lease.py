@@ -6,6 +6,7 @@
 - A working lease much shorter than the healthy run: before, the agent stopped the job at the lease ("training
   failed: lease passed"); now the attached controller renews it while the job makes progress, and it finishes.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,10 @@ import sys
 import time
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.run import connect
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 from .test_faults import FAST_DESTROY, _controller, _kill_when, assert_torn_down, only_state, submit
 
@@ -33,8 +33,10 @@ def test_controller_killed_before_the_agent_starts(cloud, tmp_path, fault):
     cloud.host.boot_command = WATCHDOG
     job = tiny_job(tmp_path, cloud.name, epochs=1)
     proc = _controller(job, "--hard-lease-minutes", "0.4")  # 24 s from create
-    fault.inject(f"controller SIGKILLed in phase {when}, before the agent",
-                 "the instance's watchdog destroys it at LORARUN_DEADLINE")
+    fault.inject(
+        f"controller SIGKILLed in phase {when}, before the agent",
+        "the instance's watchdog destroys it at LORARUN_DEADLINE",
+    )
     # A tiny upload can come and go between two looks at the state file: "run" (the agent being started) is the
     # next phase, still with no agent holding a lease of its own, so it counts as "in upload" too.
     phases = ("upload", "run") if when == "upload" else (when,)
@@ -48,8 +50,12 @@ def test_controller_killed_before_the_agent_starts(cloud, tmp_path, fault):
         time.sleep(0.5)
     assert cloud.instance_ids() == [], "nothing on the instance destroyed it"
     account_key = os.environ["VAST_API_KEY" if cloud.name == "vastai" else "RUNPOD_API_KEY"]
-    destroys = [r for r in cloud.fake.requests if (r.method == "DELETE" and state.instance_id in r.path)
-                or (r.method == "POST" and r.path.endswith("/graphql") and _graphql_mutation(r.raw) == "podTerminate")]
+    destroys = [
+        r
+        for r in cloud.fake.requests
+        if (r.method == "DELETE" and state.instance_id in r.path)
+        or (r.method == "POST" and r.path.endswith("/graphql") and _graphql_mutation(r.raw) == "podTerminate")
+    ]
     assert destroys and all(account_key not in r.headers.get("authorization", "") for r in destroys)
     # The self-destroy plan travels in the create call's env (so it names podTerminate there): never a key.
     assert all(account_key.encode() not in r.raw for r in cloud.fake.requests)
@@ -65,7 +71,7 @@ def _graphql_mutation(raw: bytes) -> str:
     head = query.strip()
     if not head.startswith("mutation"):
         return ""
-    body = head[head.index("{") + 1:].lstrip() if "{" in head else ""
+    body = head[head.index("{") + 1 :].lstrip() if "{" in head else ""
     return body.split("(", 1)[0].split("{", 1)[0].strip()
 
 

@@ -2,17 +2,17 @@
 `internal error: OSError`, destroyed the instance, and the final LoRA was gone; a pulled file that failed its
 sha256 was never pulled again before the destroy. Now: retried where a retry helps; otherwise the instance is kept
 for its grace window with a message saying what to fix, and `lorarun attach` finishes the pull."""
+
 from __future__ import annotations
 
 import errno
 import json
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.sshlink import session
-
-from support.cloud import tiny_job
 
 from .test_faults import assert_torn_down, only_state, submit
 
@@ -52,8 +52,7 @@ def test_disk_full_for_a_moment_is_retried(vast_cloud, tmp_path, monkeypatch, ca
     fault.observe("exit 0, final LoRA home after retries, destroyed (confirmed)")
 
 
-def test_disk_full_keeps_the_instance_and_attach_finishes_the_pull(vast_cloud, tmp_path, monkeypatch, capsys,
-                                                                   fault):
+def test_disk_full_keeps_the_instance_and_attach_finishes_the_pull(vast_cloud, tmp_path, monkeypatch, capsys, fault):
     job = tiny_job(tmp_path, vast_cloud.name, epochs=2)
     fault.expected = "instance kept, told what to free; attach pulls; destroyed"
     left = _disk_full_for(monkeypatch, FINAL, 10_000, _Quiet(fault))

@@ -1,1 +1,1 @@
-from support.fixtures import *  # noqa: F401,F403  (sshd_server, sshd_host, ssh_transport, ...)
+from support.fixtures import *  # noqa: F403  (sshd_server, sshd_host, ssh_transport, ...)

@@ -1,17 +1,24 @@
 """The test double for rented machines: each instance is a real sshd; destroying it ends everything it ran."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from lorarun.sshlink.errors import ConnectionLost
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
+from lorarun.sshlink.errors import ConnectionLost
 from lorarun.sshlink.session import RetryPolicy, SSHParams, SSHTransport
 
 
 def _transport(host, port, key, tmp_path, name="kh") -> SSHTransport:
-    params = SSHParams(host=host, port=port, username=__import__("getpass").getuser(), key_path=key,
-                       known_hosts=tmp_path / name, connect_timeout=5)
+    params = SSHParams(
+        host=host,
+        port=port,
+        username=__import__("getpass").getuser(),
+        key_path=key,
+        known_hosts=tmp_path / name,
+        connect_timeout=5,
+    )
     return SSHTransport(params, retry=RetryPolicy(attempts=2, base_delay=0), sleep=lambda s: None)
 
 

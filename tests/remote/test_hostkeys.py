@@ -1,4 +1,5 @@
 """Trust on first use, then pinned per job: a different host key is refused before anything is sent."""
+
 from __future__ import annotations
 
 import stat

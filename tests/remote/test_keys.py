@@ -1,4 +1,5 @@
 """The per-job key pair: format, permissions, reuse, and that OpenSSH itself accepts it."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,11 +8,10 @@ import subprocess
 
 import paramiko
 import pytest
+from support.fixtures import make_ssh_params
 
 from lorarun.runner.remote.keys import private_key_path, public_key_path, write_job_keypair
 from lorarun.sshlink.session import SSHTransport
-
-from support.fixtures import make_ssh_params
 
 
 def test_writes_an_ed25519_pair_with_the_job_comment(tmp_path):

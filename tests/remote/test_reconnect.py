@@ -1,4 +1,5 @@
 """Dropped links: commands and transfers reconnect with back-off (recorded, not slept) and transfers resume."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ def test_command_after_a_dropped_connection_reconnects(ssh_transport, sshd_serve
 
 def test_backoff_grows_and_gives_up_with_connection_lost(ssh_params, sshd_server, recorded_sleeps):
     sshd_server.stop()
-    t = SSHTransport(ssh_params, retry=RetryPolicy(attempts=4, base_delay=1.0, factor=2.0), sleep=recorded_sleeps.append)
+    t = SSHTransport(
+        ssh_params, retry=RetryPolicy(attempts=4, base_delay=1.0, factor=2.0), sleep=recorded_sleeps.append
+    )
     with pytest.raises(ConnectionLost):
         t.run("true")
     assert recorded_sleeps == [1.0, 2.0, 4.0]
@@ -87,9 +90,7 @@ def test_non_idempotent_command_is_not_rerun_after_a_drop(ssh_transport, sshd_se
     counter = sshd_server.workdir / "count"
     with pytest.raises(ConnectionLost):
         # The command kills its own connection midway: it must not be started a second time.
-        ssh_transport.run(
-            f"echo x >> {counter}; kill -9 $PPID; sleep 5", idempotent=False, timeout=30
-        )
+        ssh_transport.run(f"echo x >> {counter}; kill -9 $PPID; sleep 5", idempotent=False, timeout=30)
     assert counter.read_text() == "x\n"
 
 

@@ -1,4 +1,5 @@
 """SSHTransport commands against a real loopback sshd: output, exit codes, timeouts, detached processes."""
+
 from __future__ import annotations
 
 import inspect
@@ -86,7 +87,7 @@ def _wait_for(predicate, timeout=10.0):
 def test_detached_process_survives_the_connection(ssh_transport, sshd_server):
     job = sshd_server.workdir / "job1"
     pid = ssh_transport.start_detached(
-        "echo started; read x; echo \"stdin=[$x]\"; exec sleep 60", cwd=str(job), log_path=str(job / "agent.log")
+        'echo started; read x; echo "stdin=[$x]"; exec sleep 60', cwd=str(job), log_path=str(job / "agent.log")
     )
     try:
         log = job / "agent.log"

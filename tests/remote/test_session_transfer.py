@@ -1,4 +1,5 @@
 """SSHTransport uploads and downloads: sha256 manifest, skip, resume, atomic rename, verification, progress."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,9 @@ def _sha(b: bytes) -> str:
 def test_put_tree_uploads_everything_with_a_manifest(ssh_transport, sshd_server, tmp_path):
     files = _make_tree(tmp_path / "ds")
     calls: list[tuple[int, int]] = []
-    report = ssh_transport.put_tree(tmp_path / "ds", str(sshd_server.workdir / "job" / "dataset"), progress=lambda d, t: calls.append((d, t)))
+    report = ssh_transport.put_tree(
+        tmp_path / "ds", str(sshd_server.workdir / "job" / "dataset"), progress=lambda d, t: calls.append((d, t))
+    )
     remote_root = sshd_server.workdir / "job" / "dataset"
     assert _remote_tree(remote_root) == files  # no partial files left behind either
     assert (report.files_sent, report.files_skipped) == (len(files), 0)
@@ -121,7 +124,9 @@ def test_get_file_downloads_and_reports_progress(ssh_transport, sshd_server, tmp
     (sshd_server.workdir / "out.safetensors").write_bytes(data)
     calls = []
     dest = tmp_path / "home" / "out.safetensors"
-    ssh_transport.get_file(str(sshd_server.workdir / "out.safetensors"), dest, progress=lambda d, t: calls.append((d, t)))
+    ssh_transport.get_file(
+        str(sshd_server.workdir / "out.safetensors"), dest, progress=lambda d, t: calls.append((d, t))
+    )
     assert dest.read_bytes() == data
     assert calls[0] == (0, len(data)) and calls[-1] == (len(data), len(data))
     assert not dest.with_name(dest.name + PART_SUFFIX).exists()

@@ -1,5 +1,6 @@
 """The `ssh` provider against a real loopback sshd: offers from nvidia-smi (or CPU only), create at once,
 destroy = the job's process group and folder and nothing else."""
+
 from __future__ import annotations
 
 import os
@@ -10,16 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from support.fixtures import make_ssh_params
+from support.sshd import SshdServer, sshd_available
 
 from lorarun.provider_adapters.base import LABEL_PREFIX, InstanceSpec, InstanceStatus, Offer, Provider, ResourceRequest
 from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
 from lorarun.provider_adapters.ssh import CPU_ONLY, SSHHostConfig, SSHProvider, parse_nvidia_smi
+from lorarun.runner.job.spec import Resources
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
 from lorarun.sshlink.session import SSHTransport
-from lorarun.runner.job.spec import Resources
-
-from support.fixtures import make_ssh_params
-from support.sshd import SshdServer, sshd_available
 
 
 def _provider(server: SshdServer, tmp_path: Path, sleeps: list[float] | None = None, **kw) -> SSHProvider:
@@ -79,8 +79,11 @@ def gpu_server(tmp_path):
     smi = bin_dir / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 4090, 24564 MiB'\necho 'NVIDIA GeForce RTX 4090, 24564 MiB'\n")
     smi.chmod(0o755)
-    server = SshdServer(tmp_path / "gpu-sshd", instance_id=f"gpu-{os.getpid()}",
-                        env=(("PATH", f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"),))
+    server = SshdServer(
+        tmp_path / "gpu-sshd",
+        instance_id=f"gpu-{os.getpid()}",
+        env=(("PATH", f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"),),
+    )
     server.start()
     yield server
     server.stop()
@@ -169,8 +172,12 @@ def test_unreachable_host_is_a_transient_error_after_retries(tmp_path):
     with socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there once closed
-    provider = SSHProvider(SSHHostConfig(host="127.0.0.1", port=port, key_path=tmp_path / "k"),
-                           known_hosts=tmp_path / "p", sleep=sleeps.append, connect_timeout=2)
+    provider = SSHProvider(
+        SSHHostConfig(host="127.0.0.1", port=port, key_path=tmp_path / "k"),
+        known_hosts=tmp_path / "p",
+        sleep=sleeps.append,
+        connect_timeout=2,
+    )
     with pytest.raises(TransientError):
         provider.offers(ResourceRequest())
     assert len(sleeps) >= 1, "retried through the adapters' retry policy, with the injected sleep"
@@ -179,16 +186,26 @@ def test_unreachable_host_is_a_transient_error_after_retries(tmp_path):
 def test_a_key_the_host_does_not_know_is_an_auth_error(sshd_server, tmp_path):
     write_job_keypair(tmp_path / "stranger", "x")
     info = sshd_server.info
-    provider = SSHProvider(SSHHostConfig(host=info.host, port=info.port, user=info.username,
-                                         key_path=private_key_path(tmp_path / "stranger")),
-                           known_hosts=tmp_path / "p", sleep=lambda s: None)
+    provider = SSHProvider(
+        SSHHostConfig(
+            host=info.host, port=info.port, user=info.username, key_path=private_key_path(tmp_path / "stranger")
+        ),
+        known_hosts=tmp_path / "p",
+        sleep=lambda s: None,
+    )
     with pytest.raises(AuthError):
         provider.list_owned()
 
 
 def test_from_resources_and_kill_hint(tmp_path):
-    res = Resources(provider="ssh", ssh_host="gpu.example", ssh_port=2222, ssh_user="me",
-                    ssh_key=str(tmp_path / "id"), price_per_hour=0.1)
+    res = Resources(
+        provider="ssh",
+        ssh_host="gpu.example",
+        ssh_port=2222,
+        ssh_user="me",
+        ssh_key=str(tmp_path / "id"),
+        price_per_hour=0.1,
+    )
     provider = SSHProvider.from_resources(res, home=tmp_path)
     assert provider.config == SSHHostConfig("gpu.example", 2222, "me", tmp_path / "id", 0.1)
     hint = provider.kill_hint("lorarun-job5")

@@ -1,12 +1,12 @@
 """`lorarun submit` with `provider: ssh` against a real loopback sshd standing in for the user's own machine."""
+
 from __future__ import annotations
 
 import pytest
+from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
-
-from support.cloud import tiny_job
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -16,9 +16,15 @@ def test_submit_to_an_owned_host(sshd_server, tmp_path, capsys):
     info = sshd_server.info
     keep = sshd_server.workdir / "not-lorarun.txt"
     keep.write_text("the user's file")
-    job = tiny_job(tmp_path, "ssh", epochs=1, extra_resources=(
-        f"  ssh_host: {info.host}\n  ssh_port: {info.port}\n  ssh_user: {info.username}\n"
-        f"  ssh_key: {info.client_key}\n"))
+    job = tiny_job(
+        tmp_path,
+        "ssh",
+        epochs=1,
+        extra_resources=(
+            f"  ssh_host: {info.host}\n  ssh_port: {info.port}\n  ssh_user: {info.username}\n"
+            f"  ssh_key: {info.client_key}\n"
+        ),
+    )
     code = main(["submit", str(job), "--yes"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

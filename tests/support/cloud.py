@@ -1,5 +1,6 @@
 """Cloud fixtures for end-to-end and fault tests: a fake provider API whose instances are real sshd processes on 127.0.0.1, serving a
 temporary folder, with the real engine training a tiny model on CPU behind them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,15 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from fakes.runpod_server import API_KEY as RUNPOD_KEY
 from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
+from helpers_dataset import make_dataset
 from support.fixtures import _require_sshd
 from support.sshd import FakeInstanceHost
-
-from helpers_dataset import make_dataset
 
 
 @dataclass
@@ -65,12 +64,20 @@ def vast_cloud(tmp_path, monkeypatch):
         yield c
 
 
-def tiny_job(tmp_path: Path, provider: str, *, epochs: int = 2, extra_training: str = "",
-             extra_resources: str = "", images: int = 2) -> Path:
+def tiny_job(
+    tmp_path: Path,
+    provider: str,
+    *,
+    epochs: int = 2,
+    extra_training: str = "",
+    extra_resources: str = "",
+    images: int = 2,
+) -> Path:
     """The smallest real job: a few images, a tiny SD1.5-shaped model, a checkpoint every epoch."""
     make_dataset(tmp_path / "data", {"2_mychar": images})
     job = tmp_path / "job.yaml"
-    job.write_text(f"""
+    job.write_text(
+        f"""
 name: e2e
 model:
   base: builtin:tiny-sd15
@@ -98,5 +105,7 @@ resources:
 output:
   dir: out
   name: e2e_lora
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return job

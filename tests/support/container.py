@@ -17,6 +17,7 @@
       are copied into /root/.ssh/authorized_keys before start, as Vast's daemon does, not passed as a variable.
 Containers carry the label `lorarun-test=<token>` of their host; `close()` removes them all.
 """
+
 from __future__ import annotations
 
 import io
@@ -37,14 +38,14 @@ TEST_LABEL = "lorarun-test"
 
 def docker_skip_reason() -> str | None:
     try:
-        import docker  # noqa: F401
+        import docker
     except ImportError:
         return "the docker Python package is not installed"
     try:
         import docker
 
         docker.from_env(timeout=20).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no engine to test against
+    except Exception as exc:
         return f"no Docker engine answers ({str(exc).splitlines()[0][:200]}); .ci/run starts one (dockerd, vfs)"
     return None
 
@@ -71,7 +72,7 @@ def engine_image(base: str) -> str:
     try:
         client().images.get(tag)
         return tag
-    except Exception:  # noqa: BLE001 - not built yet
+    except Exception:
         pass
     result = image_build.build(base=base, tag=tag.split(":")[0], root=REPO)
     _prune_old("lorarun-test-engine", keep=result.tag)
@@ -85,7 +86,7 @@ def _prune_old(repository: str, keep: str) -> None:
         if keep not in image.tags:
             try:
                 c.images.remove(image.id, force=True)
-            except Exception:  # noqa: BLE001 - in use by a running test elsewhere: leave it
+            except Exception:
                 pass
 
 
@@ -112,15 +113,19 @@ class ContainerHost:
         env = dict(env)
         info = self.details(instance_id)
         common = dict(
-            detach=True, labels={TEST_LABEL: self.token, "lorarun-test-instance": instance_id},
-            name=f"lorarun-test-{self.token}-{instance_id}"[:60], ports={"22/tcp": ("127.0.0.1", None)},
-            environment=env, mem_limit="6g",
+            detach=True,
+            labels={TEST_LABEL: self.token, "lorarun-test-instance": instance_id},
+            name=f"lorarun-test-{self.token}-{instance_id}"[:60],
+            ports={"22/tcp": ("127.0.0.1", None)},
+            environment=env,
+            mem_limit="6g",
         )
         if self.provider == "runpod":
             container = self.docker.containers.create(info.image, **common)
         else:
             container = self.docker.containers.create(
-                info.image, entrypoint=["/bin/sh", "/.vast/init.sh"], command=[], **common)
+                info.image, entrypoint=["/bin/sh", "/.vast/init.sh"], command=[], **common
+            )
             files = {".vast/init.sh": VAST_INIT.read_bytes(), "root/onstart.sh": info.onstart.encode()}
             if public_key.strip():
                 files["root/.ssh/authorized_keys"] = (public_key.strip() + "\n").encode()
@@ -135,7 +140,7 @@ class ContainerHost:
         if container is not None:
             try:
                 container.remove(force=True, v=True)
-            except Exception:  # noqa: BLE001 - already gone
+            except Exception:
                 pass
 
     # -- what tests look at ----------------------------------------------------------------------------------
@@ -145,7 +150,7 @@ class ContainerHost:
             return False
         try:
             container.reload()
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         return container.status == "running"
 
@@ -159,7 +164,7 @@ class ContainerHost:
         for container in self.docker.containers.list(all=True, filters={"label": f"{TEST_LABEL}={self.token}"}):
             try:
                 container.remove(force=True, v=True)
-            except Exception:  # noqa: BLE001 - already being removed by on_destroy, or gone
+            except Exception:
                 pass
 
     def _published_port(self, container, timeout: float = 30.0) -> int:
@@ -215,8 +220,29 @@ def wait_for_ssh(port: int, timeout: float = 60.0) -> None:
 def ssh_run(port: int, key: Path, command: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """A non-interactive OpenSSH session, as the controller's: no -t, no environment sent (SendEnv none)."""
     return subprocess.run(
-        ["ssh", "-p", str(port), "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-         "-o", "PasswordAuthentication=no", "root@127.0.0.1", command],
-        capture_output=True, text=True, timeout=timeout, env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
+        [
+            "ssh",
+            "-p",
+            str(port),
+            "-i",
+            str(key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PasswordAuthentication=no",
+            "root@127.0.0.1",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
     )

@@ -3,6 +3,7 @@ worker; the controlling process prints the table and the totals at the end of th
 
 The totals the suite is judged by: faults injected (≥ 30), instances left alive (0) and outputs lost (0).
 With this plugin loaded, totals that miss those figures fail the run even when every test passed."""
+
 from __future__ import annotations
 
 import json
@@ -89,14 +90,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if "[" in row.test:
             fault += " [" + row.test.split("[", 1)[1]
         verdict = "ok" if row.passed else "FAILED"
-        extra = "".join([f", {row.instances_alive} LEFT ALIVE" if row.instances_alive else "",
-                         f", {row.outputs_lost} OUTPUT(S) LOST" if row.outputs_lost else ""])
-        tr.write_line(f"{fault[:w_fault]:{w_fault}} {row.expected[:w_exp]:{w_exp}} "
-                      f"{verdict}{extra}: {row.observed}"[:260])
+        extra = "".join(
+            [
+                f", {row.instances_alive} LEFT ALIVE" if row.instances_alive else "",
+                f", {row.outputs_lost} OUTPUT(S) LOST" if row.outputs_lost else "",
+            ]
+        )
+        tr.write_line(
+            f"{fault[:w_fault]:{w_fault}} {row.expected[:w_exp]:{w_exp}} {verdict}{extra}: {row.observed}"[:260]
+        )
     injected, alive, lost = _totals(rows)
     failed = sum(not r.passed for r in rows)
     tr.write_line("")
-    tr.write_line(f"faults injected: {injected}   scenarios: {len(rows)} ({failed} failed)   "
-                  f"instances left alive: {alive}   outputs lost: {lost}", bold=True)
+    tr.write_line(
+        f"faults injected: {injected}   scenarios: {len(rows)} ({failed} failed)   "
+        f"instances left alive: {alive}   outputs lost: {lost}",
+        bold=True,
+    )
     if alive or lost or injected < MIN_FAULTS:
         tr.write_line(f"fault totals not met: need >= {MIN_FAULTS} injected, 0 left alive, 0 lost", red=True)

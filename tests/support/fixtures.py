@@ -1,4 +1,5 @@
 """pytest fixtures around a real loopback sshd. Import them from a conftest: `from tests.support.fixtures import *`."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,5 +1,6 @@
 """Run `lorarun` under a pseudo-terminal, as a user at a terminal would: prompts appear, rich draws its live
 bars, and answers are typed. A small expect loop (no pexpect dependency): read until a text shows, then reply."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
 
 
 class PtyProcess:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 columns: int = 120):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None, columns: int = 120):
         master, slave = pty.openpty()
         import fcntl
         import struct
@@ -24,9 +24,16 @@ class PtyProcess:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         full_env = {**os.environ, **(env or {}), "TERM": "xterm-256color", "COLUMNS": str(columns)}
         full_env.pop("NO_COLOR", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "lorarun.runner.cli.app", *args], stdin=slave,
-                                     stdout=slave, stderr=slave, env=full_env, cwd=cwd, close_fds=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lorarun.runner.cli.app", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=full_env,
+            cwd=cwd,
+            close_fds=True,
+            start_new_session=True,
+        )
         os.close(slave)
         self.master = master
         self.raw = b""

@@ -9,6 +9,7 @@ fake providers number their instances alike (every fake Vast starts at 8000001),
 on one machine at once.
 Nothing here listens anywhere but 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -27,7 +28,11 @@ from pathlib import Path
 from lorarun.runner.remote.keys import private_key_path, write_job_keypair
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-SFTP_SERVER_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+SFTP_SERVER_CANDIDATES = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
 
 
 def sshd_available() -> bool:
@@ -130,8 +135,15 @@ class SshdServer:
         in its own session, marked so that `kill_processes()` and a destroy end it. Output goes to boot.log."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self._session_env()}
         with open(self.root / "boot.log", "ab") as log:
-            proc = subprocess.Popen(list(argv), env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._spawned.append(proc)
         return proc
 
@@ -283,7 +295,6 @@ class SshdServer:
             _kill(pid, signal.SIGCONT)  # a frozen process only dies once it runs again
         return len(victims)
 
-
     def kill_processes(self, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
         """Signal what this server's sessions started (only command lines containing `cmdline_contains`)."""
         killed = kill_marked_processes(self.token, cmdline_contains=cmdline_contains, sig=sig)
@@ -375,9 +386,7 @@ class _PortTaken(Exception):
     """sshd could not bind the port we picked: someone took it in between."""
 
 
-def kill_marked_processes(
-    token: str, *, cmdline_contains: str | None = None, sig: int = signal.SIGKILL
-) -> list[int]:
+def kill_marked_processes(token: str, *, cmdline_contains: str | None = None, sig: int = signal.SIGKILL) -> list[int]:
     """Signal every process whose environment carries `LORARUN_FAKE_HOST=<token>` (only those whose command line
     contains `cmdline_contains`, when given); returns their pids."""
     marker = f"LORARUN_FAKE_HOST={token}".encode()

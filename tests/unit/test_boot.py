@@ -1,4 +1,5 @@
 """Failed starts and silent SSH ports (runner/run/boot.py) with an in-memory provider and a stand-in pipeline."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +7,8 @@ from types import SimpleNamespace
 
 from lorarun.provider_adapters.base import Instance, InstanceStatus, Offer, SSHEndpoint
 from lorarun.provider_adapters.errors import ProviderError
-from lorarun.runner.run import boot
 from lorarun.runner.price.estimate import Estimate, Phases
+from lorarun.runner.run import boot
 from lorarun.runner.run.poller import Clock
 
 
@@ -33,8 +34,17 @@ class Provider:
 def est(offer_id: str, *, machine: str = "", secure: bool | None = True) -> Estimate:
     offer = Offer("runpod", offer_id, "RTX 4090", 1, 24, 0.3, secure_cloud=secure, machine=machine)
     phases = Phases(boot=60, image_pull=0, model_download=0, upload=0, prepare=0, train=600, sampling=0, download=0)
-    return Estimate(offer=offer, phases=phases, seconds_per_step=0.3, step_source="t", step_kind="shipped",
-                    boot_source="t", compute_cost=0.3, storage_cost=0.0, vram_needed_gb=6)
+    return Estimate(
+        offer=offer,
+        phases=phases,
+        seconds_per_step=0.3,
+        step_source="t",
+        step_kind="shipped",
+        boot_source="t",
+        compute_cost=0.3,
+        storage_cost=0.0,
+        vram_needed_gb=6,
+    )
 
 
 def pipeline(provider, ranked, failed_offer):
@@ -45,9 +55,14 @@ def pipeline(provider, ranked, failed_offer):
         run_.state = SimpleNamespace(**{**vars(run_.state), **changes})
 
     instance = Instance("runpod", "i1", "lorarun-j", InstanceStatus.RUNNING)
-    return SimpleNamespace(runs=[run], _record=record, provider=provider, ranked=list(ranked),
-                           clock=Clock(now=lambda: 0.0, sleep=lambda s: None, wall=lambda: 0.0),
-                           rental=SimpleNamespace(instance=instance, transport=None, offer=failed_offer))
+    return SimpleNamespace(
+        runs=[run],
+        _record=record,
+        provider=provider,
+        ranked=list(ranked),
+        clock=Clock(now=lambda: 0.0, sleep=lambda s: None, wall=lambda: 0.0),
+        rental=SimpleNamespace(instance=instance, transport=None, offer=failed_offer),
+    )
 
 
 def test_failed_start_is_destroyed_recorded_and_its_machine_excluded():

@@ -1,4 +1,5 @@
 """Spend tracking from the real price and running time, and the agent's lease."""
+
 import pytest
 
 from lorarun.provider_adapters.base import Instance, InstanceStatus, Offer
@@ -16,10 +17,18 @@ class Clock:
 
 def make_estimate(total_s: float, price: float) -> Estimate:
     offer = Offer(provider="vastai", id="1", gpu_name="RTX 4090", gpu_count=1, vram_gb=24, price_per_hour=price)
-    phases = Phases(boot=0, image_pull=0, model_download=0, upload=0, prepare=0, train=total_s, sampling=0,
-                    download=0)
-    return Estimate(offer=offer, phases=phases, seconds_per_step=0.3, step_source="test", step_kind="shipped",
-                    boot_source="test", compute_cost=price * total_s / 3600, storage_cost=0, vram_needed_gb=6)
+    phases = Phases(boot=0, image_pull=0, model_download=0, upload=0, prepare=0, train=total_s, sampling=0, download=0)
+    return Estimate(
+        offer=offer,
+        phases=phases,
+        seconds_per_step=0.3,
+        step_source="test",
+        step_kind="shipped",
+        boot_source="test",
+        compute_cost=price * total_s / 3600,
+        storage_cost=0,
+        vram_needed_gb=6,
+    )
 
 
 def test_spent_grows_with_running_time():
@@ -41,8 +50,14 @@ def test_storage_counts_too():
 
 def test_from_the_instance_real_price_and_start():
     clock = Clock(10_000)
-    inst = Instance(provider="vastai", id="9", label="lorarun-x", status=InstanceStatus.RUNNING,
-                    price_per_hour=0.5, started_at=9_000)
+    inst = Instance(
+        provider="vastai",
+        id="9",
+        label="lorarun-x",
+        status=InstanceStatus.RUNNING,
+        price_per_hour=0.5,
+        started_at=9_000,
+    )
     t = SpendTracker.for_instance(inst, created_at=9_100, fallback_price=0.3, clock=clock)
     assert t.price_per_hour == 0.5 and t.started_at == 9_000
     assert t.spent() == pytest.approx(0.5 * 1000 / 3600)
@@ -104,8 +119,8 @@ def test_lease_has_a_floor_but_the_cost_cap_wins():
 def test_the_cost_ceiling_refuses_above_it_and_nan(monkeypatch, tmp_path):
     import math
 
-    from lorarun.runner.price.budget import DEFAULT_COST_CEILING, cost_ceiling, refuse_over_budget
     from lorarun.runner.errors import BudgetError, UserInputError
+    from lorarun.runner.price.budget import DEFAULT_COST_CEILING, cost_ceiling, refuse_over_budget
 
     monkeypatch.setenv("LORARUN_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.delenv("LORARUN_COST_CEILING", raising=False)

@@ -1,4 +1,5 @@
 """API key lookup (env → lorarun config → provider CLI files), the missing-key message, and key hygiene."""
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,9 @@ def test_vast_cli_key_files(tmp_path, rel):
     assert got.key == KEY and str(path) in got.source
 
 
-@pytest.mark.parametrize("content", [f'apikey = "{KEY}"\napiurl = "https://api.runpod.io/graphql"\n',
-                                     f'[default]\napi_key = "{KEY}"\n'])
+@pytest.mark.parametrize(
+    "content", [f'apikey = "{KEY}"\napiurl = "https://api.runpod.io/graphql"\n', f'[default]\napi_key = "{KEY}"\n']
+)
 def test_runpod_cli_config_both_formats(tmp_path, content):
     (tmp_path / ".runpod").mkdir()
     (tmp_path / ".runpod" / "config.toml").write_text(content)
@@ -57,8 +59,12 @@ def test_missing_names_every_place_and_what_to_do(tmp_path):
     with pytest.raises(CredentialsMissing) as e:
         find_api_key("vastai", env={}, home=tmp_path)
     msg = str(e.value)
-    for place in ("VAST_API_KEY", str(tmp_path / ".lorarun" / "config.toml"), str(tmp_path / ".vast_api_key"),
-                  str(tmp_path / ".config" / "vastai" / "vast_api_key")):
+    for place in (
+        "VAST_API_KEY",
+        str(tmp_path / ".lorarun" / "config.toml"),
+        str(tmp_path / ".vast_api_key"),
+        str(tmp_path / ".config" / "vastai" / "vast_api_key"),
+    ):
         assert place in msg
     assert "export VAST_API_KEY=" in msg and "[vastai]" in msg and e.value.provider == "vastai"
     with pytest.raises(CredentialsMissing) as e:
@@ -98,8 +104,13 @@ def test_connection_error_message_and_logs_are_redacted(caplog):
     from lorarun.provider_adapters.errors import TransientError
 
     with pytest.raises(TransientError) as e:  # port 9 on loopback: nothing listens
-        http.request("GET", f"http://127.0.0.1:9/x?api_key={KEY}", headers={"Authorization": f"Bearer {KEY}"},
-                     timeout=2, secrets=[KEY])
+        http.request(
+            "GET",
+            f"http://127.0.0.1:9/x?api_key={KEY}",
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=2,
+            secrets=[KEY],
+        )
     assert KEY not in str(e.value) and KEY not in caplog.text and e.value.__cause__ is None
 
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
+from helpers_dataset import make_dataset, make_image
+
 from lorarun.image.buckets import BucketSpec
 from lorarun.image.dataset_scan import scan_dataset
-
-from helpers_dataset import make_dataset, make_image
 
 SPEC = BucketSpec((512, 512))
 

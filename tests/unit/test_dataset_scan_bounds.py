@@ -1,16 +1,17 @@
 """#15 points 3 and 7 at the scan: what it accepts is exactly what gets uploaded; symlinks are followed only to a
 regular image or caption file (and reported); a symlinked sub-folder is scanned like any other; absurd repeat
 counts and decompression bombs are per-file errors."""
+
 from __future__ import annotations
 
 import struct
 import zlib
 from pathlib import Path
 
+from helpers_dataset import make_dataset, make_image
+
 from lorarun.image.buckets import BucketSpec
 from lorarun.image.dataset_scan import scan_dataset
-
-from helpers_dataset import make_dataset, make_image
 
 SPEC = BucketSpec((64, 64), min_size=32, max_size=128, steps=16)
 
@@ -31,8 +32,13 @@ def test_files_are_the_accepted_images_and_their_captions_only(tmp_path):
     make_image(root / "10_x" / "nocaption.png")
     scan = scan_dataset(root, SPEC)
     assert not scan.errors
-    assert _rels(scan) == ["10_x/img_000.png", "10_x/img_000.txt", "10_x/img_001.png", "10_x/img_001.txt",
-                           "10_x/nocaption.png"]
+    assert _rels(scan) == [
+        "10_x/img_000.png",
+        "10_x/img_000.txt",
+        "10_x/img_001.png",
+        "10_x/img_001.txt",
+        "10_x/nocaption.png",
+    ]
     assert all(f.path == root / f.rel for f in scan.files())
 
 
@@ -94,7 +100,11 @@ def test_a_symlinked_sub_folder_is_scanned_and_listed_under_its_link_name(tmp_pa
     assert any("5_linked" in w.path and "symbolic link" in w.message for w in scan.warnings)
     assert scan.num_train_images == 10 + 2 * 5
     assert [r for r in _rels(scan) if r.startswith("5_linked/")] == [
-        "5_linked/img_000.png", "5_linked/img_000.txt", "5_linked/img_001.png", "5_linked/img_001.txt"]
+        "5_linked/img_000.png",
+        "5_linked/img_000.txt",
+        "5_linked/img_001.png",
+        "5_linked/img_001.txt",
+    ]
     # ... and the instance, which receives these files as plain files in a plain folder, sees the same dataset
     copy = tmp_path / "copy"
     for f in scan.files():
@@ -117,8 +127,12 @@ def _png_header(path: Path, width: int, height: int) -> Path:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -2,6 +2,7 @@
 
 Holds where Docker cannot start: the base is a pinned build argument, nothing secret is baked in, sshd lets root
 in with a key only, and the file builds with the classic builder (no heredoc, no RUN --mount, no syntax line)."""
+
 from __future__ import annotations
 
 import re

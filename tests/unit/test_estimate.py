@@ -1,4 +1,5 @@
 """The cost model: the guides' reference job, the exclusion rules, ranking, and measured calibration."""
+
 import dataclasses
 from pathlib import Path
 
@@ -9,9 +10,16 @@ from lorarun.image.buckets import BucketSpec
 from lorarun.image.dataset_scan import scan_dataset
 from lorarun.image.engine_config import ModelConfig, SampleConfig, TrainingConfig
 from lorarun.provider_adapters.base import Offer
-from lorarun.runner.price.calibration import Measured, StepOptions, gpu_key, load_calibration, read_measurements, record_measurement
-from lorarun.runner.price.estimate import estimate_offer, inputs_from_job, rank
 from lorarun.runner.job.spec import JobSpec, Resources
+from lorarun.runner.price.calibration import (
+    Measured,
+    StepOptions,
+    gpu_key,
+    load_calibration,
+    read_measurements,
+    record_measurement,
+)
+from lorarun.runner.price.estimate import estimate_offer, inputs_from_job, rank
 
 
 @pytest.fixture
@@ -34,7 +42,8 @@ def reference_job(tmp_path: Path, **training) -> tuple[JobSpec, object]:
         Image.new("RGB", (96, 96), (i * 5, 80, 160)).save(folder / f"{i:02d}.png")
         (folder / f"{i:02d}.txt").write_text("a photo of subject", encoding="utf-8")
     spec = JobSpec(
-        name="reference", source=str(tmp_path / "job" / "job.yaml"),
+        name="reference",
+        source=str(tmp_path / "job" / "job.yaml"),
         model=ModelConfig(family="sd15", base="runwayml/stable-diffusion-v1-5"),
         training=TrainingConfig(max_train_epochs=10, batch_size=2, network_dim=32, **training),
         sample=SampleConfig(prompts=("a photo of subject",), every_n_epochs=2),
@@ -45,8 +54,18 @@ def reference_job(tmp_path: Path, **training) -> tuple[JobSpec, object]:
 
 
 def offer(**kw) -> Offer:
-    base = dict(provider="vastai", id="1", gpu_name="RTX 4090", gpu_count=1, vram_gb=24.0, price_per_hour=0.35,
-                reliability=0.99, inet_down_mbps=800.0, inet_up_mbps=400.0, cuda_version=12.4)
+    base = dict(
+        provider="vastai",
+        id="1",
+        gpu_name="RTX 4090",
+        gpu_count=1,
+        vram_gb=24.0,
+        price_per_hour=0.35,
+        reliability=0.99,
+        inet_down_mbps=800.0,
+        inet_up_mbps=400.0,
+        cuda_version=12.4,
+    )
     return Offer(**{**base, **kw})
 
 
@@ -116,19 +135,22 @@ def test_storage_billed_on_top(tmp_path, cal):
 
 
 # -- exclusion rules --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("change,resources,reason", [
-    (dict(gpu_name="RTX 3070", vram_gb=8.0), None, "too little VRAM"),
-    (dict(cuda_version=11.8), None, "CUDA 11.8 too old"),
-    (dict(inet_down_mbps=20.0), None, "slow network"),
-    (dict(price_per_hour=0.9), Resources(max_price_per_hour=0.5), "over max $/h"),
-    (dict(reliability=0.9), Resources(min_reliability=0.98), "reliability 0.900 below 0.98"),
-    (dict(price_per_hour=5.0), Resources(max_cost=0.5), "over max_cost $0.50"),
-    (dict(gpu_name="RTX 3090"), Resources(gpus=("RTX 4090", "A100")), "not one of the GPUs"),
-    (dict(interruptible=True), Resources(), "interruptible"),
-    (dict(secure_cloud=False), Resources(secure_cloud_only=True), "not secure cloud"),
-    (dict(vram_gb=16.0), Resources(min_vram_gb=20), "under min_vram_gb"),
-    (dict(inet_down_mbps=300.0), Resources(min_inet_down_mbps=500), "slow network"),
-])
+@pytest.mark.parametrize(
+    "change,resources,reason",
+    [
+        (dict(gpu_name="RTX 3070", vram_gb=8.0), None, "too little VRAM"),
+        (dict(cuda_version=11.8), None, "CUDA 11.8 too old"),
+        (dict(inet_down_mbps=20.0), None, "slow network"),
+        (dict(price_per_hour=0.9), Resources(max_price_per_hour=0.5), "over max $/h"),
+        (dict(reliability=0.9), Resources(min_reliability=0.98), "reliability 0.900 below 0.98"),
+        (dict(price_per_hour=5.0), Resources(max_cost=0.5), "over max_cost $0.50"),
+        (dict(gpu_name="RTX 3090"), Resources(gpus=("RTX 4090", "A100")), "not one of the GPUs"),
+        (dict(interruptible=True), Resources(), "interruptible"),
+        (dict(secure_cloud=False), Resources(secure_cloud_only=True), "not secure cloud"),
+        (dict(vram_gb=16.0), Resources(min_vram_gb=20), "under min_vram_gb"),
+        (dict(inet_down_mbps=300.0), Resources(min_inet_down_mbps=500), "slow network"),
+    ],
+)
 def test_exclusion_rules(tmp_path, cal, change, resources, reason):
     spec, scan = reference_job(tmp_path)
     inputs = inputs_from_job(spec, scan, cal)
@@ -143,8 +165,11 @@ def test_exclusion_rules(tmp_path, cal, change, resources, reason):
 
 def test_sdxl_job_excludes_a_16gb_card(tmp_path, cal):
     spec, scan = reference_job(tmp_path)
-    spec = dataclasses.replace(spec, model=ModelConfig(family="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0"),
-                               dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)))
+    spec = dataclasses.replace(
+        spec,
+        model=ModelConfig(family="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0"),
+        dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)),
+    )
     inputs = inputs_from_job(spec, scan, cal)
     e = estimate_offer(inputs, offer(gpu_name="RTX 4080", vram_gb=16.0), cal)
     assert "too little VRAM for this job" in e.excluded
@@ -153,12 +178,21 @@ def test_sdxl_job_excludes_a_16gb_card(tmp_path, cal):
 
 def test_cpu_offer_has_no_vram_limit(tmp_path, cal):
     spec, scan = reference_job(tmp_path)
-    spec = dataclasses.replace(spec, model=ModelConfig(family="sd15", base="builtin:tiny-sd15"),
-                               resources=Resources(provider="local"))
+    spec = dataclasses.replace(
+        spec, model=ModelConfig(family="sd15", base="builtin:tiny-sd15"), resources=Resources(provider="local")
+    )
     inputs = inputs_from_job(spec, scan, cal)
     assert inputs.family == "tiny" and inputs.model_download_gb == 0
-    local = Offer(provider="local", id="localhost", gpu_name="CPU (2 cores)", gpu_count=0, vram_gb=0.0,
-                  price_per_hour=0.0, reliability=1.0, has_image_cached=True)
+    local = Offer(
+        provider="local",
+        id="localhost",
+        gpu_name="CPU (2 cores)",
+        gpu_count=0,
+        vram_gb=0.0,
+        price_per_hour=0.0,
+        reliability=1.0,
+        has_image_cached=True,
+    )
     e = estimate_offer(inputs, local, cal, spec.resources)
     assert e.fits, e.excluded
     assert e.total_cost == 0
@@ -181,7 +215,7 @@ def test_rank_fitting_first_by_total_cost(tmp_path, cal):
     assert [e.offer.id for e in fitting] == ["3090", "4090"] or [e.offer.id for e in fitting] == ["4090", "3090"]
     assert [e.total_cost for e in fitting] == sorted(e.total_cost for e in fitting)
     assert all(e.fits for e in ranked[: len(fitting)])
-    assert not any(e.fits for e in ranked[len(fitting):])
+    assert not any(e.fits for e in ranked[len(fitting) :])
     assert {e.offer.id for e in ranked if not e.fits} == {"cheap-slow-net", "h100", "too-dear"}
     # Dollars per LoRA, not per hour: the cheapest hourly offer is not necessarily first.
     assert fitting[0].total_cost == min(e.total_cost for e in fitting)
@@ -193,8 +227,15 @@ def test_measured_calibration_overrides_shipped(tmp_path, home, cal):
     inputs = inputs_from_job(spec, scan, cal)
     before = estimate_offer(inputs, offer(), cal)
     assert before.step_kind == "scaled"
-    measured = Measured(boot_s=before.phases.image_pull + 30.0, train_s=2500 * 0.5, steps_done=2500,
-                        upload_s=10.0, upload_bytes=50_000_000, total_s=before.total_seconds * 1.4, cost=0.2)
+    measured = Measured(
+        boot_s=before.phases.image_pull + 30.0,
+        train_s=2500 * 0.5,
+        steps_done=2500,
+        upload_s=10.0,
+        upload_bytes=50_000_000,
+        total_s=before.total_seconds * 1.4,
+        cost=0.2,
+    )
     record_measurement(before, inputs, measured, job_id="job-1", home=home, clock=lambda: 1_700_000_000.0)
     assert len(read_measurements(home)) == 1
     after_cal = load_calibration(home)
@@ -231,14 +272,29 @@ def test_corrupt_measurement_line_is_skipped(home, cal):
     assert load_calibration(home).measurements == ()
 
 
-@pytest.mark.parametrize("name,key", [
-    ("RTX 4090", "rtx 4090"), ("NVIDIA GeForce RTX 4090", "rtx 4090"), ("H100 SXM", "h100 sxm"),
-    ("NVIDIA H100 80GB HBM3", "h100 sxm"), ("H100 PCIE", "h100 pcie"), ("NVIDIA A100-SXM4-80GB", "a100"),
-    ("A100 PCIE", "a100"), ("L40S", "l40s"), ("L40", "l40"), ("RTX A6000", "rtx a6000"),
-    ("NVIDIA RTX 6000 Ada Generation", "rtx 6000 ada"), ("RTX 3090 Ti", "rtx 3090 ti"), ("RTX 3090", "rtx 3090"),
-    ("CPU (8 cores)", "cpu"), ("none (CPU only)", "cpu"), ("", "cpu"), ("Tesla V100", "v100"),
-    ("GTX 1080 Ti", "gtx"),
-])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("RTX 4090", "rtx 4090"),
+        ("NVIDIA GeForce RTX 4090", "rtx 4090"),
+        ("H100 SXM", "h100 sxm"),
+        ("NVIDIA H100 80GB HBM3", "h100 sxm"),
+        ("H100 PCIE", "h100 pcie"),
+        ("NVIDIA A100-SXM4-80GB", "a100"),
+        ("A100 PCIE", "a100"),
+        ("L40S", "l40s"),
+        ("L40", "l40"),
+        ("RTX A6000", "rtx a6000"),
+        ("NVIDIA RTX 6000 Ada Generation", "rtx 6000 ada"),
+        ("RTX 3090 Ti", "rtx 3090 ti"),
+        ("RTX 3090", "rtx 3090"),
+        ("CPU (8 cores)", "cpu"),
+        ("none (CPU only)", "cpu"),
+        ("", "cpu"),
+        ("Tesla V100", "v100"),
+        ("GTX 1080 Ti", "gtx"),
+    ],
+)
 def test_gpu_names_are_canonical(name, key):
     assert gpu_key(name) == key
 
@@ -250,8 +306,14 @@ def test_record_job_from_pipeline_timings(tmp_path, home, cal):
 
     spec, scan = reference_job(tmp_path)
     job = SimpleNamespace(spec=spec, scan=scan)
-    timings = {"boot": 300.0, "upload": 12.0, "upload_bytes": 9e6, "training": 1400.0, "seconds_per_step": 0.45,
-               "download": 20.0}
+    timings = {
+        "boot": 300.0,
+        "upload": 12.0,
+        "upload_bytes": 9e6,
+        "training": 1400.0,
+        "seconds_per_step": 0.45,
+        "download": 20.0,
+    }
     run = SimpleNamespace(job=job, timings=timings, state=SimpleNamespace(job_id="ref-1"))
     rec = record_job(run=run, offer=offer(), provider="vastai", home=home)
     assert rec.measured.seconds_per_step == pytest.approx(0.45)
@@ -265,17 +327,26 @@ def test_record_job_from_pipeline_timings(tmp_path, home, cal):
 def test_stock_install_and_image_start_up_are_recorded_and_the_install_is_learned(tmp_path, home, cal):
     from types import SimpleNamespace
 
-    from lorarun.runner.run import stock
     from lorarun.runner.price.calibration import record_job
+    from lorarun.runner.run import stock
 
     spec, scan = reference_job(tmp_path)
     stock_spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, image="stock"))
     inputs = inputs_from_job(stock_spec, scan, cal)
     assert estimate_offer(inputs, offer(), cal).phases.install == pytest.approx(stock.INSTALL_SECONDS)
-    timings = {"boot": 300.0, "upload": 12.0, "training": 1400.0, "seconds_per_step": 0.45, "download": 20.0,
-               "install": 42.0, "startup_sshd_up": 1.5, "startup_engine_importable": 6.25}
-    run = SimpleNamespace(job=SimpleNamespace(spec=stock_spec, scan=scan), timings=timings,
-                          state=SimpleNamespace(job_id="stock-1"))
+    timings = {
+        "boot": 300.0,
+        "upload": 12.0,
+        "training": 1400.0,
+        "seconds_per_step": 0.45,
+        "download": 20.0,
+        "install": 42.0,
+        "startup_sshd_up": 1.5,
+        "startup_engine_importable": 6.25,
+    }
+    run = SimpleNamespace(
+        job=SimpleNamespace(spec=stock_spec, scan=scan), timings=timings, state=SimpleNamespace(job_id="stock-1")
+    )
     rec = record_job(run=run, offer=offer(), provider="vastai", home=home)
     assert rec.measured.install_s == pytest.approx(42.0) and rec.measured.startup_s == pytest.approx(6.25)
     learned = load_calibration(home)
@@ -314,18 +385,23 @@ def test_engine_start_up_is_learned_from_the_wall_time(tmp_path, home, cal):
     inputs = inputs_from_job(spec, scan, cal)
     e = estimate_offer(inputs, offer(), cal)
     wall = 100.0 + 2500 * 0.3 + e.phases.sampling  # 100 s outside the step loop and sampling
-    record_measurement(e, inputs, Measured(train_s=2500 * 0.3, steps_done=2500, training_wall_s=wall),
-                       job_id="j", home=home)
+    record_measurement(
+        e, inputs, Measured(train_s=2500 * 0.3, steps_done=2500, training_wall_s=wall), job_id="j", home=home
+    )
     learned = estimate_offer(inputs, offer(), load_calibration(home))
     assert learned.phases.prepare == pytest.approx(100.0)
-    assert estimate_offer(inputs, offer(gpu_name="RTX 3090"), load_calibration(home)).phases.prepare == \
-        pytest.approx(e.phases.prepare)  # another GPU keeps the shipped figure
+    assert estimate_offer(inputs, offer(gpu_name="RTX 3090"), load_calibration(home)).phases.prepare == pytest.approx(
+        e.phases.prepare
+    )  # another GPU keeps the shipped figure
 
 
 def test_vram_exclusion_says_what_would_fit(tmp_path, cal):
     spec, scan = reference_job(tmp_path)
-    spec = dataclasses.replace(spec, model=ModelConfig(family="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0"),
-                               dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)))
+    spec = dataclasses.replace(
+        spec,
+        model=ModelConfig(family="sdxl", base="stabilityai/stable-diffusion-xl-base-1.0"),
+        dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)),
+    )
     e = estimate_offer(inputs_from_job(spec, scan, cal), offer(vram_gb=24.0), cal)
     assert "too little VRAM for this job" in e.excluded
     assert "to fit: " in e.excluded and ("gradient_checkpointing" in e.excluded or "batch_size" in e.excluded)
@@ -352,9 +428,11 @@ def test_flux_offers_excluded_by_vram_and_system_ram_per_quantisation(tmp_path, 
 
     spec, scan = reference_job(tmp_path, gradient_checkpointing=True)
     flux = dataclasses.replace(
-        spec, model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
+        spec,
+        model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
         dataset=dataclasses.replace(spec.dataset, resolution=(1024, 1024)),
-        training=dataclasses.replace(spec.training, network_dim=16, batch_size=1))
+        training=dataclasses.replace(spec.training, network_dim=16, batch_size=1),
+    )
     bf16 = inputs_from_job(flux, scan, cal)
     nf4 = inputs_from_job(dataclasses.replace(flux, flux=FluxConfig(quantization="nf4")), scan, cal)
     assert bf16.vram_needed_gb > 28 and nf4.vram_needed_gb < 12 and nf4.quantization == "nf4"

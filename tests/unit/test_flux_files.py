@@ -1,4 +1,5 @@
 """A Flux job's model files, checked by their headers at validate, and uploaded with the engine config rewritten."""
+
 import json
 import struct
 from pathlib import Path
@@ -36,14 +37,20 @@ def test_transformer_file_checked_against_the_flavour(tmp_path):
 
 
 def test_wrong_or_missing_files_and_quantisation_without_cuda(tmp_path):
-    safetensors_file(tmp_path / "sd15.safetensors", ["model.diffusion_model.input_blocks.0.0.weight",
-                                                     "cond_stage_model.transformer.text_model.x.weight"])
-    spec = load_job(flux_job(tmp_path, "  transformer: ./sd15.safetensors\n  t5xxl: ./t5xxl_fp16.safetensors\n"
-                                       "  quantization: nf4\n"))
+    safetensors_file(
+        tmp_path / "sd15.safetensors",
+        ["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.text_model.x.weight"],
+    )
+    spec = load_job(
+        flux_job(
+            tmp_path, "  transformer: ./sd15.safetensors\n  t5xxl: ./t5xxl_fp16.safetensors\n  quantization: nf4\n"
+        )
+    )
     problems = flux_problems(spec, cuda=False)
     assert any("flux.quantization: nf4 needs a CUDA GPU" in p for p in problems)
-    assert any("flux.transformer: sd15.safetensors is a SD1.x checkpoint, not a Flux.1 transformer" in p
-               for p in problems)
+    assert any(
+        "flux.transformer: sd15.safetensors is a SD1.x checkpoint, not a Flux.1 transformer" in p for p in problems
+    )
     assert any("flux.t5xxl:" in p and "does not exist" in p for p in problems)
 
 
@@ -61,9 +68,16 @@ def test_upload_puts_the_files_beside_the_job_and_rewrites_the_engine_config(tmp
         def path(self, *parts):
             return "/job/" + "/".join(parts)
 
-    cfg = upload(spec, spec.engine_config(job_id="j", dataset_dir="/d", reg_dir=None, output_dir="/o"),
-                 Transport(), Layout(), announce=lambda line: None)
-    assert sorted(sent) == [("ae.safetensors", "/job/model/ae.safetensors"),
-                            ("dev2pro.safetensors", "/job/model/dev2pro.safetensors")]
+    cfg = upload(
+        spec,
+        spec.engine_config(job_id="j", dataset_dir="/d", reg_dir=None, output_dir="/o"),
+        Transport(),
+        Layout(),
+        announce=lambda line: None,
+    )
+    assert sorted(sent) == [
+        ("ae.safetensors", "/job/model/ae.safetensors"),
+        ("dev2pro.safetensors", "/job/model/dev2pro.safetensors"),
+    ]
     assert cfg.flux.transformer == "/job/model/dev2pro.safetensors" and cfg.flux.ae == "/job/model/ae.safetensors"
     assert cfg.model.base == "black-forest-labs/FLUX.1-dev"

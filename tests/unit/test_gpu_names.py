@@ -1,4 +1,5 @@
 """The one GPU-name table: names users write → each provider's exact names (provider_adapters/gpu_names.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,19 +14,22 @@ def test_spellings_of_one_card_meet(written):
     assert provider_names([written], RUNPOD) == ("NVIDIA GeForce RTX 4090",)
 
 
-@pytest.mark.parametrize("written, vast, runpod", [
-    # The issue's cases: Vast has no bare "A100"/"H100" (gpuhunt DIRECT_MAPPING); RunPod ids from SKY GPU_NAME_MAP.
-    ("A100", ("A100 PCIE", "A100 SXM4"), ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB")),
-    ("H100", ("H100 PCIE", "H100 SXM"), ("NVIDIA H100 PCIe", "NVIDIA H100 80GB HBM3")),
-    ("H100 SXM", ("H100 SXM",), ("NVIDIA H100 80GB HBM3",)),
-    ("h100_pcie", ("H100 PCIE",), ("NVIDIA H100 PCIe",)),
-    ("H100 NVL", ("H100 NVL",), ("NVIDIA H100 NVL",)),
-    ("A100 SXM", ("A100 SXM4",), ("NVIDIA A100-SXM4-80GB",)),
-    ("A6000", ("RTX A6000",), ("NVIDIA RTX A6000",)),
-    ("RTX 6000 Ada", ("RTX 6000Ada",), ("NVIDIA RTX 6000 Ada Generation",)),
-    ("V100", ("Tesla V100",), ()),
-    ("L40S", ("L40S",), ("NVIDIA L40S",)),
-])
+@pytest.mark.parametrize(
+    "written, vast, runpod",
+    [
+        # The issue's cases: Vast has no bare "A100"/"H100" (gpuhunt DIRECT_MAPPING); RunPod ids from SKY GPU_NAME_MAP.
+        ("A100", ("A100 PCIE", "A100 SXM4"), ("NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB")),
+        ("H100", ("H100 PCIE", "H100 SXM"), ("NVIDIA H100 PCIe", "NVIDIA H100 80GB HBM3")),
+        ("H100 SXM", ("H100 SXM",), ("NVIDIA H100 80GB HBM3",)),
+        ("h100_pcie", ("H100 PCIE",), ("NVIDIA H100 PCIe",)),
+        ("H100 NVL", ("H100 NVL",), ("NVIDIA H100 NVL",)),
+        ("A100 SXM", ("A100 SXM4",), ("NVIDIA A100-SXM4-80GB",)),
+        ("A6000", ("RTX A6000",), ("NVIDIA RTX A6000",)),
+        ("RTX 6000 Ada", ("RTX 6000Ada",), ("NVIDIA RTX 6000 Ada Generation",)),
+        ("V100", ("Tesla V100",), ()),
+        ("L40S", ("L40S",), ("NVIDIA L40S",)),
+    ],
+)
 def test_table_rows(written, vast, runpod):
     assert match(written, VAST).names == vast and match(written, VAST).known
     assert match(written, RUNPOD).names == runpod

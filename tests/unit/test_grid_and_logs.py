@@ -1,5 +1,6 @@
 """Small visible things (#12.7): the grid's labels are readable and name the seed and prompt; `logs` shows times as
 local clock times; `--version` exists; tables are not cut at 80 columns when output is piped."""
+
 from __future__ import annotations
 
 import subprocess
@@ -49,7 +50,8 @@ def test_logs_show_times_as_local_clock_times():
     assert "lease_deadline=2031-11-29 14:03" in line and "e+09" not in line and "pid=1234" in line
     today = time.time() + 60
     assert f"lease_deadline={time.strftime('%H:%M:%S', time.localtime(today))}" in format_event(
-        {"t": today, "event": "x", "lease_deadline": today})
+        {"t": today, "event": "x", "lease_deadline": today}
+    )
 
 
 def test_version(capsys):
@@ -63,12 +65,22 @@ def test_piped_tables_are_not_cut_at_80_columns(tmp_path):
 
     store = JobStore(tmp_path)
     job_id = "a-rather-long-job-name-for-a-table-abc123"
-    store.create(JobState(job_id=job_id, name="a-rather-long-job-name-for-a-table", job_file="/j.yaml",
-                          provider="vastai", output_dir="/o", phase="monitor", instance_id="123456789",
-                          message="training: step 40 of 400, loss 0.1234, and a message that runs on for a while"))
+    store.create(
+        JobState(
+            job_id=job_id,
+            name="a-rather-long-job-name-for-a-table",
+            job_file="/j.yaml",
+            provider="vastai",
+            output_dir="/o",
+            phase="monitor",
+            instance_id="123456789",
+            message="training: step 40 of 400, loss 0.1234, and a message that runs on for a while",
+        )
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"}
     env["LORARUN_HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "lorarun.runner.cli.app", "status"], capture_output=True, text=True,
-                         env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "lorarun.runner.cli.app", "status"], capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert any(job_id in line and "123456789" in line for line in out.splitlines()), out
     assert "…" not in out

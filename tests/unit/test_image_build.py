@@ -1,6 +1,7 @@
 """`lorarun image` without a Docker engine: naming and tagging, the one-line errors that need no engine (and the one
 for no engine, through the real Docker SDK against a socket nobody serves), the start-up timing file, the stock
 path's wheel. The builds themselves run in tests/container/."""
+
 from __future__ import annotations
 
 import json
@@ -14,19 +15,22 @@ import pytest
 
 pytest.importorskip("docker")
 
+from lorarun.runner.cli.app import main
+from lorarun.runner.price import startup_timing
 from lorarun.runner.run import image_build, stock
-from lorarun.runner.price import startup_timing  # noqa: E402
-from lorarun.runner.cli.app import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("ghcr.io/you/engine:1.2", ("ghcr.io/you/engine", "1.2")),
-    ("127.0.0.1:5000/you/engine", ("127.0.0.1:5000/you/engine", None)),
-    ("127.0.0.1:5000/you/engine:t", ("127.0.0.1:5000/you/engine", "t")),
-    ("engine", ("engine", None)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ghcr.io/you/engine:1.2", ("ghcr.io/you/engine", "1.2")),
+        ("127.0.0.1:5000/you/engine", ("127.0.0.1:5000/you/engine", None)),
+        ("127.0.0.1:5000/you/engine:t", ("127.0.0.1:5000/you/engine", "t")),
+        ("engine", ("engine", None)),
+    ],
+)
 def test_split_name(name, expected):
     assert image_build.split_name(name) == expected
 
@@ -46,7 +50,9 @@ def test_content_hash_follows_the_context_and_the_base(tmp_path):
     first = image_build.content_hash(root, "base:1")
     assert image_build.content_hash(root, "base:1") == first
     assert image_build.content_hash(root, "base:2") != first
-    (root / "runner" / "job" / "spec.py").write_text((root / "runner" / "job" / "spec.py").read_text() + "\n# changed\n")
+    (root / "runner" / "job" / "spec.py").write_text(
+        (root / "runner" / "job" / "spec.py").read_text() + "\n# changed\n"
+    )
     assert image_build.content_hash(root, "base:1") != first
     (root / "jobs").mkdir(exist_ok=True)
     second = image_build.content_hash(root, "base:1")
@@ -55,21 +61,33 @@ def test_content_hash_follows_the_context_and_the_base(tmp_path):
 
 
 def test_a_failed_step_is_named():
-    stream = [{"stream": "Step 1/11 : ARG BASE_IMAGE=x\n"}, {"stream": "Step 6/11 : RUN apt-get update\n"},
-              {"stream": " ---> Running in 123\n"},
-              {"errorDetail": {"code": 100, "message": "The command '/bin/sh -c apt-get update' returned a "
-                                                       "non-zero code: 100"},
-               "error": "The command '/bin/sh -c apt-get update' returned a non-zero code: 100"}]
+    stream = [
+        {"stream": "Step 1/11 : ARG BASE_IMAGE=x\n"},
+        {"stream": "Step 6/11 : RUN apt-get update\n"},
+        {"stream": " ---> Running in 123\n"},
+        {
+            "errorDetail": {
+                "code": 100,
+                "message": "The command '/bin/sh -c apt-get update' returned a non-zero code: 100",
+            },
+            "error": "The command '/bin/sh -c apt-get update' returned a non-zero code: 100",
+        },
+    ]
     with pytest.raises(image_build.BuildFailed) as err:
         image_build._follow_build(iter(stream), lambda line: None)
     assert str(err.value) == "docker build failed at Step 6/11 : RUN apt-get update: exit code 100"
-    stream = [{"stream": "Step 11/13 : RUN pip install /src\n"}, {"stream": "  NameError: name 'x' is not defined\n"},
-              {"stream": "note: This error originates from a subprocess\n"}, {"stream": "[end of output]\n"},
-              {"error": "The command '/bin/sh -c pip install /src' returned a non-zero code: 1"}]
+    stream = [
+        {"stream": "Step 11/13 : RUN pip install /src\n"},
+        {"stream": "  NameError: name 'x' is not defined\n"},
+        {"stream": "note: This error originates from a subprocess\n"},
+        {"stream": "[end of output]\n"},
+        {"error": "The command '/bin/sh -c pip install /src' returned a non-zero code: 1"},
+    ]
     with pytest.raises(image_build.BuildFailed) as err:
         image_build._follow_build(iter(stream), lambda line: None)
-    assert str(err.value) == ("docker build failed at Step 11/13 : RUN pip install /src: exit code 1 "
-                              "(NameError: name 'x' is not defined)")
+    assert str(err.value) == (
+        "docker build failed at Step 11/13 : RUN pip install /src: exit code 1 (NameError: name 'x' is not defined)"
+    )
 
 
 def test_push_errors_are_told_apart():
@@ -126,11 +144,21 @@ def test_the_user_config_image_is_used_when_the_job_and_environment_are_silent(m
 
 
 def test_startup_timings_from_the_events_file():
-    text = "\n".join(json.dumps(e) for e in [{"event": "container_started", "time": 100.0},
-                                              {"event": "sshd_up", "time": 101.5},
-                                              {"event": "engine_importable", "time": 109.25}]) + '\n{"event": "tru'
-    assert startup_timing.timings(startup_timing.parse(text)) == {"startup_sshd_up": 1.5,
-                                                                  "startup_engine_importable": 9.25}
+    text = (
+        "\n".join(
+            json.dumps(e)
+            for e in [
+                {"event": "container_started", "time": 100.0},
+                {"event": "sshd_up", "time": 101.5},
+                {"event": "engine_importable", "time": 109.25},
+            ]
+        )
+        + '\n{"event": "tru'
+    )
+    assert startup_timing.timings(startup_timing.parse(text)) == {
+        "startup_sshd_up": 1.5,
+        "startup_engine_importable": 9.25,
+    }
     assert startup_timing.timings({}) == {}
 
 
@@ -141,12 +169,35 @@ def test_stock_wheel_installs_and_imports(tmp_path):
     assert any(n.startswith("lorarun/image/assets/") for n in names)
     assert not [n for n in names if "__pycache__" in n]
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
-                    str(target), str(wheel)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+    )
     # -S: without site-packages, so the editable install of this checkout cannot answer instead of the wheel.
-    out = subprocess.run([sys.executable, "-S", "-c", "import lorarun.runner.run.stock as s, lorarun.image.engine_config; "
-                                                "print(s.__file__)"],
-                         env={"PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            "import lorarun.runner.run.stock as s, lorarun.image.engine_config; print(s.__file__)",
+        ],
+        env={"PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip().startswith(str(target))
     assert (target / "bin" / "lorarun-engine").exists()
 
@@ -173,14 +224,20 @@ def test_private_image_login_comes_from_dockers_config_and_reaches_vast(tmp_path
     from lorarun.provider_adapters.base import InstanceSpec, Offer
     from lorarun.provider_adapters.vastai.adapter import build_create_body
 
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"auths": {"ghcr.io": {"auth": b64.b64encode(b"me:ghp_token123").decode()}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"ghcr.io": {"auth": b64.b64encode(b"me:ghp_token123").decode()}}})
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     login = image_build.registry_login("ghcr.io/me/lorarun-engine:0.1.0-abc")
     assert (login.registry, login.username, login.password) == ("ghcr.io", "me", "ghp_token123")
     assert image_build.registry_login("docker.io/someone/public:1") is None  # no login for that registry
-    spec = InstanceSpec(label="lorarun-j", image="ghcr.io/me/lorarun-engine:0.1.0-abc", disk_gb=20,
-                        ssh_public_key="ssh-ed25519 AAAA", registry_login=login)
+    spec = InstanceSpec(
+        label="lorarun-j",
+        image="ghcr.io/me/lorarun-engine:0.1.0-abc",
+        disk_gb=20,
+        ssh_public_key="ssh-ed25519 AAAA",
+        registry_login=login,
+    )
     assert "ghp_token123" not in repr(spec)  # never in a log line
     offer = Offer(provider="vastai", id="1001", gpu_name="RTX 4090", gpu_count=1, vram_gb=24, price_per_hour=0.4)
     body = build_create_body(offer, spec)

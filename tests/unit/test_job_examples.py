@@ -1,5 +1,6 @@
 """The example jobs in jobs/ (written the way a guide's user writes them) are valid job files: `lorarun validate`
 would pass them once their dataset folder exists (which the spec alone does not look at)."""
+
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,5 @@
 """The TOMLs the popular guides publish must load as they are, and map onto the same fields kohya uses."""
+
 import pytest
 
 from lorarun.runner.errors import SpecError
@@ -73,13 +74,16 @@ def test_unknown_kohya_key_names_the_closest(tmp_path):
 
 
 def test_lorarun_section_sets_resources_and_sdxl_flag(tmp_path):
-    body = GUIDE_TOML.replace('resolution = "512,768"', 'resolution = "1024,1024"') + """
+    body = (
+        GUIDE_TOML.replace('resolution = "512,768"', 'resolution = "1024,1024"')
+        + """
 sdxl = true
 [lorarun]
 provider = "vastai"
 gpus = ["RTX 4090", "RTX 3090"]
 max_cost = 3.5
 """
+    )
     (tmp_path / "job.toml").write_text(body)
     spec = load_job(tmp_path / "job.toml")
     assert spec.model.family == "sdxl"
@@ -87,12 +91,19 @@ max_cost = 3.5
     assert spec.resources.max_cost == 3.5
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ('save_model_as = "safetensors"', 'save_model_as = "ckpt"', "only 'safetensors'"),
-    ("seed = 1234", 'network_args = ["block_dims=2,2,2"]', "block_dims: known kohya network argument, not supported"),
-    ("seed = 1234", "color_aug = true", "cached latents"),
-    ("network_dim = 32", 'network_dim = "big"', "training.network_dim: expected a whole number"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('save_model_as = "safetensors"', 'save_model_as = "ckpt"', "only 'safetensors'"),
+        (
+            "seed = 1234",
+            'network_args = ["block_dims=2,2,2"]',
+            "block_dims: known kohya network argument, not supported",
+        ),
+        ("seed = 1234", "color_aug = true", "cached latents"),
+        ("network_dim = 32", 'network_dim = "big"', "training.network_dim: expected a whole number"),
+    ],
+)
 def test_unsupported_values_are_refused(tmp_path, old, new, expected):
     assert old in GUIDE_TOML
     (tmp_path / "job.toml").write_text(GUIDE_TOML.replace(old, new))
@@ -159,13 +170,16 @@ def test_kohya_flux_toml_maps_onto_the_flux_section(tmp_path):
     assert load_job(tmp_path / "schnell.toml").flux.flavour == "schnell"
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ('model_prediction_type = "raw"', 'model_prediction_type = "sigma_scaled"', "model_prediction_type"),
-    ('timestep_sampling = "shift"', 'timestep_sampling = "logit"', "flux.timestep_sampling: use one of"),
-    ("apply_t5_attn_mask = true", "fp8_base = true", "fp8 base weights are not supported"),
-    ("apply_t5_attn_mask = true", "blocks_to_swap = 18", "block swapping"),
-    ("t5xxl_max_token_length = 512", "t5xxl_max_token_length = 4096", "flux.t5xxl_max_token_length"),
-])
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ('model_prediction_type = "raw"', 'model_prediction_type = "sigma_scaled"', "model_prediction_type"),
+        ('timestep_sampling = "shift"', 'timestep_sampling = "logit"', "flux.timestep_sampling: use one of"),
+        ("apply_t5_attn_mask = true", "fp8_base = true", "fp8 base weights are not supported"),
+        ("apply_t5_attn_mask = true", "blocks_to_swap = 18", "block swapping"),
+        ("t5xxl_max_token_length = 512", "t5xxl_max_token_length = 4096", "flux.t5xxl_max_token_length"),
+    ],
+)
 def test_kohya_flux_options_lorarun_does_not_take_get_a_clear_line(tmp_path, old, new, expected):
     assert old in FLUX_TOML
     (tmp_path / "job.toml").write_text(FLUX_TOML.replace(old, new))

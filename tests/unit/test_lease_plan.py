@@ -1,4 +1,5 @@
 """The controller's side of the lease: the hard limit from the budget, and when an attached controller renews."""
+
 from __future__ import annotations
 
 import math

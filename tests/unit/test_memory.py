@@ -1,4 +1,5 @@
 """The VRAM model against the H100 measurements it was fitted to, and the advice it gives."""
+
 import pytest
 
 from lorarun.image.memory import estimate_vram_gb, family_key, peak_allocated_gib, suggest_fit
@@ -26,8 +27,14 @@ def test_card_needs_headroom_over_the_peak():
 
 
 def test_monotone_in_what_costs_memory():
-    base = dict(family="sdxl", resolution=(1024, 1024), batch_size=2, network_dim=32,
-                gradient_checkpointing=False, trains_text_encoder=False)
+    base = dict(
+        family="sdxl",
+        resolution=(1024, 1024),
+        batch_size=2,
+        network_dim=32,
+        gradient_checkpointing=False,
+        trains_text_encoder=False,
+    )
     v = estimate_vram_gb(**base)
     assert estimate_vram_gb(**{**base, "batch_size": 3}) > v
     assert estimate_vram_gb(**{**base, "network_dim": 128}) > v
@@ -91,15 +98,20 @@ def test_config_helpers_match_the_plain_functions():
     from lorarun.image.engine_config import DatasetConfig, EngineConfig, ModelConfig, TrainingConfig
     from lorarun.image.memory import estimate_for_config, suggest_for_config
 
-    cfg = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
-                       model=ModelConfig(family="sdxl", base="stabilityai/sdxl"),
-                       dataset=DatasetConfig(resolution=(1024, 1024)),
-                       training=TrainingConfig(batch_size=4, network_train_unet_only=True))
+    cfg = EngineConfig(
+        job_id="j",
+        output_dir="/tmp/o",
+        output_name="lora",
+        model=ModelConfig(family="sdxl", base="stabilityai/sdxl"),
+        dataset=DatasetConfig(resolution=(1024, 1024)),
+        training=TrainingConfig(batch_size=4, network_train_unet_only=True),
+    )
     assert estimate_for_config(cfg) == estimate_vram_gb("sdxl", (1024, 1024), 4, 32, False, False)
     assert "batch_size" in suggest_for_config(cfg, available_gb=24)
     assert suggest_for_config(cfg, available_gb=80) == ""
-    tiny = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
-                        model=ModelConfig(family="sd15", base="builtin:tiny-sd15"))
+    tiny = EngineConfig(
+        job_id="j", output_dir="/tmp/o", output_name="lora", model=ModelConfig(family="sd15", base="builtin:tiny-sd15")
+    )
     assert estimate_for_config(tiny) < 1.5
 
 
@@ -113,8 +125,9 @@ def test_flux_figures_per_quantisation():
         for side in (512, 768, 1024):
             need = estimate_vram_gb("flux", (side, side), 1, 16, True, False, quantization=quant)
             assert abs(need - reported) <= 0.15 * reported, (quant, side, need)
-    at_1024 = [estimate_vram_gb("flux", (1024, 1024), 1, 16, True, False, quantization=q)
-               for q in ("bf16", "int8", "nf4")]
+    at_1024 = [
+        estimate_vram_gb("flux", (1024, 1024), 1, 16, True, False, quantization=q) for q in ("bf16", "int8", "nf4")
+    ]
     assert at_1024 == sorted(at_1024, reverse=True)
     assert estimate_vram_gb("flux", (1024, 1024), 1, 16, False, False) > 40  # no checkpointing: an 80 GB card
     assert ram_needed_gb("flux", "nf4") > ram_needed_gb("flux", "bf16") > ram_needed_gb("sdxl")
@@ -128,9 +141,13 @@ def test_flux_advice_names_the_quantisation_and_the_config_helpers_read_it():
     advice = suggest_fit("flux", (1024, 1024), 1, 16, True, False, available_gb=24)
     assert "flux.quantization: int8" in advice
     assert "NF4" in suggest_fit("flux", (1024, 1024), 1, 16, True, False, available_gb=6)
-    cfg = EngineConfig(job_id="j", output_dir="/tmp/o", output_name="lora",
-                       model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
-                       dataset=DatasetConfig(resolution=(1024, 1024)), flux=FluxConfig(quantization="nf4"))
+    cfg = EngineConfig(
+        job_id="j",
+        output_dir="/tmp/o",
+        output_name="lora",
+        model=ModelConfig(family="flux", base="black-forest-labs/FLUX.1-dev"),
+        dataset=DatasetConfig(resolution=(1024, 1024)),
+        flux=FluxConfig(quantization="nf4"),
+    )
     # Flux never trains its text encoders, whatever text_encoder_lr says
-    assert estimate_for_config(cfg) == estimate_vram_gb("flux", (1024, 1024), 1, 32, False, False,
-                                                        quantization="nf4")
+    assert estimate_for_config(cfg) == estimate_vram_gb("flux", (1024, 1024), 1, 32, False, False, quantization="nf4")

@@ -1,4 +1,5 @@
 """Renting the cheapest fitting offer, and moving on when an offer is gone."""
+
 import pytest
 
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, Offer, Provider
@@ -29,8 +30,15 @@ class MemoryProvider:
             raise self.failures[offer.id]
         instance_id = f"i-{offer.id}"
         self.created.append(instance_id)
-        return Instance(provider=self.name, id=instance_id, label=spec.label, status=InstanceStatus.PENDING,
-                        price_per_hour=offer.price_per_hour, gpu_name=offer.gpu_name, gpu_count=offer.gpu_count)
+        return Instance(
+            provider=self.name,
+            id=instance_id,
+            label=spec.label,
+            status=InstanceStatus.PENDING,
+            price_per_hour=offer.price_per_hour,
+            gpu_name=offer.gpu_name,
+            gpu_count=offer.gpu_count,
+        )
 
     def get(self, instance_id):
         return None
@@ -49,16 +57,30 @@ class MemoryProvider:
 
 
 def est(offer_id: str, cost: float, excluded: str | None = None, provider: str = "vastai") -> Estimate:
-    offer = Offer(provider=provider, id=offer_id, gpu_name="RTX 4090", gpu_count=1, vram_gb=24,
-                  price_per_hour=cost)
+    offer = Offer(provider=provider, id=offer_id, gpu_name="RTX 4090", gpu_count=1, vram_gb=24, price_per_hour=cost)
     phases = Phases(boot=60, image_pull=0, model_download=0, upload=0, prepare=0, train=3540, sampling=0, download=0)
-    return Estimate(offer=offer, phases=phases, seconds_per_step=0.3, step_source="t", step_kind="shipped",
-                    boot_source="t", compute_cost=cost, storage_cost=0.0, vram_needed_gb=6, excluded=excluded)
+    return Estimate(
+        offer=offer,
+        phases=phases,
+        seconds_per_step=0.3,
+        step_source="t",
+        step_kind="shipped",
+        boot_source="t",
+        compute_cost=cost,
+        storage_cost=0.0,
+        vram_needed_gb=6,
+        excluded=excluded,
+    )
 
 
 def spec_for(e: Estimate) -> InstanceSpec:
-    return InstanceSpec(label="lorarun-job", image="img", disk_gb=40, ssh_public_key="ssh-ed25519 AAAA",
-                        bid_price_per_hour=e.offer.price_per_hour)
+    return InstanceSpec(
+        label="lorarun-job",
+        image="img",
+        disk_gb=40,
+        ssh_public_key="ssh-ed25519 AAAA",
+        bid_price_per_hour=e.offer.price_per_hour,
+    )
 
 
 def test_memory_provider_is_a_provider():
@@ -75,8 +97,9 @@ def test_takes_the_first_fitting_offer():
 
 
 def test_moves_on_when_an_offer_is_gone_or_full():
-    p = MemoryProvider({"a": OfferGoneError("no_such_ask", provider="vastai"),
-                        "b": NoCapacityError("no machines", provider="vastai")})
+    p = MemoryProvider(
+        {"a": OfferGoneError("no_such_ask", provider="vastai"), "b": NoCapacityError("no machines", provider="vastai")}
+    )
     chosen, inst = create_cheapest(p, [est("a", 0.1), est("b", 0.2), est("c", 0.3)], spec_for, pytest.fail)
     assert chosen.offer.id == "c" and inst.id == "i-c"
     assert p.attempts == ["a", "b", "c"]
@@ -91,9 +114,11 @@ def test_create_failed_hands_the_id_over_then_moves_on():
 
 
 def test_nothing_fits_is_a_budget_error_with_reasons():
-    ranked = [est("a", 2.0, excluded="predicted $2.00 is over max_cost $1.00"),
-              est("b", 3.0, excluded="predicted $3.00 is over max_cost $1.00"),
-              est("c", 0.1, excluded="too little VRAM for this job (needs ~17.0 GB, RTX 3060 has 12.0 GB)")]
+    ranked = [
+        est("a", 2.0, excluded="predicted $2.00 is over max_cost $1.00"),
+        est("b", 3.0, excluded="predicted $3.00 is over max_cost $1.00"),
+        est("c", 0.1, excluded="too little VRAM for this job (needs ~17.0 GB, RTX 3060 has 12.0 GB)"),
+    ]
     with pytest.raises(BudgetError) as info:
         create_cheapest(MemoryProvider(), ranked, spec_for, pytest.fail)
     msg = str(info.value)

@@ -1,6 +1,7 @@
 """Installing lorarun is quiet (#12.7): every folder that ships files is a package, so setuptools has nothing to warn
 about (it used to print ~600 lines of "Package '…assets.configs.sd15' is absent from the `packages` configuration"
 before the demo's first line), and the data files the engine needs are in the wheel."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_wheel_builds_without_package_data_warnings(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                           str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0 and "No module named pip" in proc.stderr:
         pytest.skip("pip is not installed in this environment")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -25,8 +30,11 @@ def test_the_wheel_builds_without_package_data_warnings(tmp_path):
     assert "as data is deprecated" not in log
     (wheel,) = tmp_path.glob("lorarun-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("lorarun/image/assets/configs/sd15/unet/config.json",
-                   "lorarun/image/assets/clip/bpe_simple_vocab_16e6.txt.gz",
-                   "lorarun/runner/price/calibration_table.json", "lorarun/image/checkpoint_probe.py"):
+    for needed in (
+        "lorarun/image/assets/configs/sd15/unet/config.json",
+        "lorarun/image/assets/clip/bpe_simple_vocab_16e6.txt.gz",
+        "lorarun/runner/price/calibration_table.json",
+        "lorarun/image/checkpoint_probe.py",
+    ):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)

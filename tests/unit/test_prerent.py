@@ -1,5 +1,6 @@
 """Problems found before paying: settings the chosen machine cannot honour, hub ids that do not exist or are not
 reachable, checked at `validate` against the provider the job will use."""
+
 from __future__ import annotations
 
 import http.server
@@ -7,16 +8,15 @@ import json
 import threading
 
 import pytest
+from helpers_dataset import make_dataset, write_job
+from unit.test_checkpoint_probe import SD1, write_safetensors
+from unit.test_kohya_toml import GUIDE_TOML
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.errors import InvalidJob, SpecError
 from lorarun.runner.job.hub_check import check_hub_model
 from lorarun.runner.job.prerent import Machine, machine_problems
 from lorarun.runner.job.validate import validate_job
-
-from helpers_dataset import make_dataset, write_job
-from unit.test_checkpoint_probe import SD1, write_safetensors
-from unit.test_kohya_toml import GUIDE_TOML
 
 
 def _guide_job(tmp_path, provider_section: str = "") -> object:
@@ -51,8 +51,11 @@ def test_machine_rules():
     from lorarun.image.engine_config import TrainingConfig
     from lorarun.runner.job.spec import JobSpec
 
-    job = JobSpec(name="x", source="/nonexistent/job.yaml",
-                  training=replace(TrainingConfig(), optimizer_type="AdamW8bit", mixed_precision="bf16"))
+    job = JobSpec(
+        name="x",
+        source="/nonexistent/job.yaml",
+        training=replace(TrainingConfig(), optimizer_type="AdamW8bit", mixed_precision="bf16"),
+    )
     cpu = Machine("this machine's CPU (provider local)", cuda=False, bitsandbytes=True)
     gpu_no_bnb = Machine("this machine's RTX 4090 (provider local)", cuda=True, bitsandbytes=False)
     unknown = Machine("the ssh host", cuda=None, bitsandbytes=None)
@@ -71,11 +74,14 @@ def test_default_bf16_is_not_blamed_on_the_user(tmp_path):
 class _Hub(http.server.BaseHTTPRequestHandler):
     """The hub's `GET /api/models/{repo}` as huggingface_hub's model_info reads it: 200 with `siblings`, 401 for
     an unknown repo asked anonymously (the hub hides whether a private repo exists)."""
-    repos = {"org/diffusers-model": ["model_index.json", "unet/config.json"],
-             "org/single-file": ["model.safetensors", "README.md"]}
+
+    repos = {
+        "org/diffusers-model": ["model_index.json", "unet/config.json"],
+        "org/single-file": ["model.safetensors", "README.md"],
+    }
     seen: list[str] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).seen.append(self.path)
         repo = self.path.removeprefix("/api/models/")
         if repo in self.repos:
@@ -139,8 +145,10 @@ def test_validate_refuses_an_uncached_hub_id_offline_for_a_local_job(tmp_path, m
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     make_dataset(tmp_path / "data", {"10_x": 2})
     job = write_job(tmp_path / "job.yaml", "data")
-    job.write_text(job.read_text().replace("builtin:tiny-sd15", "runwayml/stable-diffusion-v1-5")
-                   + "resources:\n  provider: local\n")
+    job.write_text(
+        job.read_text().replace("builtin:tiny-sd15", "runwayml/stable-diffusion-v1-5")
+        + "resources:\n  provider: local\n"
+    )
     with pytest.raises(SpecError, match="model.base: runwayml/stable-diffusion-v1-5 is not in the local Hugging Face"):
         validate_job(job)
     job.write_text(job.read_text().replace("provider: local", "provider: vastai"))

@@ -1,5 +1,6 @@
 """Each long phase has its own line with what it is doing (#12.5): model download in bytes, caching N/M, training
 with loss/speed/ETA, sampling k/n, and the final pull k/n — read back from rich's recording console."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -28,15 +29,28 @@ def test_each_phase_gets_its_line_and_finished_ones_are_ticked(monkeypatch):
     view = progress_module.TrainingView(total_steps=41, price_per_hour=0.4, max_cost=2.0)
     with view:
         view.update(state, 0.0)
-        _apply(state, {"event": "progress", "phase": "model_download", "done": 1_200_000_000, "total": None,
-                       "unit": "bytes"})
+        _apply(
+            state,
+            {"event": "progress", "phase": "model_download", "done": 1_200_000_000, "total": None, "unit": "bytes"},
+        )
         view.update(state, 0.01)
-        _apply(state, {"event": "progress", "phase": "model_download", "done": 2_000_000_000,
-                       "total": 2_000_000_000, "unit": "bytes"},
-               {"event": "progress", "phase": "caching_latents", "done": 7, "total": 12, "unit": "images"})
+        _apply(
+            state,
+            {
+                "event": "progress",
+                "phase": "model_download",
+                "done": 2_000_000_000,
+                "total": 2_000_000_000,
+                "unit": "bytes",
+            },
+            {"event": "progress", "phase": "caching_latents", "done": 7, "total": 12, "unit": "images"},
+        )
         view.update(state, 0.02)
-        _apply(state, {"event": "progress", "phase": "caching_latents", "done": 12, "total": 12, "unit": "images"},
-               {"event": "step", "step": 41, "total_steps": 41, "loss": 0.1234, "it_s": 2.5})
+        _apply(
+            state,
+            {"event": "progress", "phase": "caching_latents", "done": 12, "total": 12, "unit": "images"},
+            {"event": "step", "step": 41, "total_steps": 41, "loss": 0.1234, "it_s": 2.5},
+        )
         view.update(state, 0.30)
         _apply(state, {"event": "progress", "phase": "sampling_grid", "done": 3, "total": 8, "unit": "images"})
         view.update(state, 0.31)
@@ -46,7 +60,7 @@ def test_each_phase_gets_its_line_and_finished_ones_are_ticked(monkeypatch):
     assert "caching latents" in text and "12/12 images" in text
     assert "training" in text and "41/41 · loss 0.1234 · 2.50 it/s" in text and "spent" in text
     assert "sampling grid" in text and "3/8 images" in text  # no longer a bar stuck at 41/41 with nothing said
-    last_frame = text[text.rfind("engine starting"):]
+    last_frame = text[text.rfind("engine starting") :]
     assert last_frame.count("✓") >= 3  # starting, model download and caching are ticked off
 
 

@@ -1,4 +1,5 @@
 """The range table (image/ranges.py) covers every numeric field of the job, and its checks fail NaN and infinity."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,5 +75,8 @@ def test_engine_config_holds_the_same_ranges():
 def test_range_problems_lists_each_field_once():
     training = dataclasses.replace(SECTIONS["training"](), network_dim=0, batch_size=10**9, learning_rate=math.nan)
     problems = range_problems(training, "training")
-    assert [p.split(":")[0] for p in problems] == ["training.batch_size", "training.learning_rate",
-                                                    "training.network_dim"]
+    assert [p.split(":")[0] for p in problems] == [
+        "training.batch_size",
+        "training.learning_rate",
+        "training.network_dim",
+    ]

@@ -1,4 +1,5 @@
 """write_report: report.json facts, a readable report.md, and a self-contained report.html with an SVG loss curve."""
+
 from __future__ import annotations
 
 import json
@@ -8,29 +9,68 @@ from lorarun.runner.run.report import downsample, fmt_duration, fmt_money, loss_
 
 
 def events(n_steps: int = 40) -> list[dict]:
-    ev = [{"t": 0.0, "event": "agent_started", "pid": 1},
-          {"t": 1.0, "event": "started", "total_steps": n_steps}]
+    ev = [{"t": 0.0, "event": "agent_started", "pid": 1}, {"t": 1.0, "event": "started", "total_steps": n_steps}]
     for step in range(1, n_steps + 1):
-        ev.append({"t": 1.0 + step, "event": "step", "step": step, "total_steps": n_steps, "epoch": 1 + step // 20,
-                   "loss": 1.0 / step, "lr": 1e-4, "it_s": 2.5})
-    ev += [{"t": 50.0, "event": "checkpoint", "path": "lora-000001.safetensors", "sha256": "ab" * 32, "size": 2048},
-           {"t": 51.0, "event": "grid", "path": "samples/grid-000040.png", "sha256": "cd" * 32, "size": 999},
-           {"t": 52.0, "event": "warning", "message": "caption missing for 1 image <img>"},
-           {"t": 53.0, "event": "finished"},
-           {"t": 54.0, "event": "engine_exited", "exit_code": 0, "outcome": "finished"}]
+        ev.append(
+            {
+                "t": 1.0 + step,
+                "event": "step",
+                "step": step,
+                "total_steps": n_steps,
+                "epoch": 1 + step // 20,
+                "loss": 1.0 / step,
+                "lr": 1e-4,
+                "it_s": 2.5,
+            }
+        )
+    ev += [
+        {"t": 50.0, "event": "checkpoint", "path": "lora-000001.safetensors", "sha256": "ab" * 32, "size": 2048},
+        {"t": 51.0, "event": "grid", "path": "samples/grid-000040.png", "sha256": "cd" * 32, "size": 999},
+        {"t": 52.0, "event": "warning", "message": "caption missing for 1 image <img>"},
+        {"t": 53.0, "event": "finished"},
+        {"t": 54.0, "event": "engine_exited", "exit_code": 0, "outcome": "finished"},
+    ]
     return ev
 
 
 SUMMARY = {
-    "job_id": "demo-1a2b3c", "name": "demo", "provider": "vastai", "instance_id": "8000001", "gpu": "1x RTX 4090",
-    "price_per_hour": 0.35, "timings": {"provision": 12.0, "upload": 3.5, "training": 754.0, "upload_bytes": 2_500_000,
-                                        "seconds_per_step": 0.41},
-    "predicted_cost": 0.10, "actual_cost": 0.12, "outcome": "finished", "stop_reason": None,
-    "verification": {"files": [
-        {"path": "demo.safetensors", "kind": "final", "size": 4096, "sha256": "ef" * 32, "error": None,
-         "safetensors": {"tensors": 264, "network_dim": "32", "network_alpha": "16", "metadata_keys": 20}},
-        {"path": "samples/grid-000040.png", "kind": "grid", "size": 999, "sha256": "cd" * 32,
-         "error": "sha256 mismatch: file 1234…, manifest cdcd…", "safetensors": None}]},
+    "job_id": "demo-1a2b3c",
+    "name": "demo",
+    "provider": "vastai",
+    "instance_id": "8000001",
+    "gpu": "1x RTX 4090",
+    "price_per_hour": 0.35,
+    "timings": {
+        "provision": 12.0,
+        "upload": 3.5,
+        "training": 754.0,
+        "upload_bytes": 2_500_000,
+        "seconds_per_step": 0.41,
+    },
+    "predicted_cost": 0.10,
+    "actual_cost": 0.12,
+    "outcome": "finished",
+    "stop_reason": None,
+    "verification": {
+        "files": [
+            {
+                "path": "demo.safetensors",
+                "kind": "final",
+                "size": 4096,
+                "sha256": "ef" * 32,
+                "error": None,
+                "safetensors": {"tensors": 264, "network_dim": "32", "network_alpha": "16", "metadata_keys": 20},
+            },
+            {
+                "path": "samples/grid-000040.png",
+                "kind": "grid",
+                "size": 999,
+                "sha256": "cd" * 32,
+                "error": "sha256 mismatch: file 1234…, manifest cdcd…",
+                "safetensors": None,
+            },
+        ]
+    },
 }
 
 
@@ -85,8 +125,10 @@ def test_html_is_self_contained_with_svg_loss_curve_and_grid(tmp_path):
 def test_without_verification_files_come_from_events_and_verified_is_unknown(tmp_path):
     summary = {k: v for k, v in SUMMARY.items() if k != "verification"}
     r = json.loads(write_report(tmp_path, summary, events())[0].read_text())
-    assert {f["path"]: f["kind"] for f in r["files"]} == {"lora-000001.safetensors": "checkpoint",
-                                                          "samples/grid-000040.png": "grid"}
+    assert {f["path"]: f["kind"] for f in r["files"]} == {
+        "lora-000001.safetensors": "checkpoint",
+        "samples/grid-000040.png": "grid",
+    }
     assert r["verified"] is None
 
 
@@ -99,9 +141,13 @@ def test_empty_run_still_writes_a_report(tmp_path):
 
 
 def test_loss_points_skip_non_finite_and_keep_last_of_repeated_steps():
-    ev = [{"event": "step", "step": 1, "loss": 0.9}, {"event": "step", "step": 2, "loss": float("nan")},
-          {"event": "step", "step": 1, "loss": 0.8}, {"event": "step", "step": 3, "loss": "bad"},
-          {"event": "step", "step": 4, "loss": 0.5}]
+    ev = [
+        {"event": "step", "step": 1, "loss": 0.9},
+        {"event": "step", "step": 2, "loss": float("nan")},
+        {"event": "step", "step": 1, "loss": 0.8},
+        {"event": "step", "step": 3, "loss": "bad"},
+        {"event": "step", "step": 4, "loss": 0.5},
+    ]
     assert [(p.step, p.loss) for p in loss_points(ev)] == [(1, 0.8), (4, 0.5)]
 
 

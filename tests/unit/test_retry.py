@@ -1,10 +1,18 @@
 """The one retry policy: what is retried, how long it waits, when it gives up. Nothing really sleeps."""
+
 from __future__ import annotations
 
 import pytest
 
 from lorarun.provider_adapters import retry
-from lorarun.provider_adapters.errors import AuthError, CreateFailed, NoCapacityError, ProviderError, RateLimitError, TransientError
+from lorarun.provider_adapters.errors import (
+    AuthError,
+    CreateFailed,
+    NoCapacityError,
+    ProviderError,
+    RateLimitError,
+    TransientError,
+)
 from lorarun.provider_adapters.retry import DEFAULT_POLICY, DESTROY_POLICY, RetryPolicy
 
 
@@ -50,8 +58,9 @@ def test_retryable_errors_are_retried(err):
     assert run(DEFAULT_POLICY, fn, c) == "ok" and fn.calls == 3 and len(c.waits) == 2
 
 
-@pytest.mark.parametrize("err", [AuthError("401"), NoCapacityError("400"), ProviderError("422"),
-                                 CreateFailed("bid", instance_id="1")])
+@pytest.mark.parametrize(
+    "err", [AuthError("401"), NoCapacityError("400"), ProviderError("422"), CreateFailed("bid", instance_id="1")]
+)
 def test_non_retryable_errors_raise_at_once(err):
     c, fn = Clock(), Flaky(err)
     with pytest.raises(type(err)):

@@ -1,9 +1,8 @@
 import pytest
+from helpers_dataset import make_dataset, write_job
 
 from lorarun.runner.errors import SpecError
 from lorarun.runner.job.spec import load_job
-
-from helpers_dataset import make_dataset, write_job
 
 
 def test_defaults_follow_the_common_sd15_guide(tmp_path):
@@ -29,20 +28,26 @@ def test_aliases_paths_and_numbers(tmp_path):
     assert spec.output_dir == (tmp_path / "output").resolve()
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("training:\n  network_dimm: 8\n", "unknown key 'network_dimm'; did you mean 'network_dim'?"),
-    ("trainng:\n  epochs: 2\n", "unknown key 'trainng'; did you mean 'training'?"),
-    ("training:\n  batch_size: two\n", "training.batch_size: expected a whole number, got 'two'"),
-    ("training:\n  optimizer: SGD\n", "training.optimizer_type: unknown optimizer 'SGD'"),
-    ("dataset:\n  resolution: 500\n", "not a multiple of bucket_reso_steps"),
-    ("model:\n  family: sd3\n", "model.family: unknown family 'sd3'"),
-    ("resources:\n  provider: aws\n", "unknown provider 'aws'"),
-    ("resources:\n  max_cost: -1\n", "resources.max_cost: -1 is outside the range a real job has; use a value greater than 0"),
-    ("training:\n  unet_lr: 5\n", "training.unet_lr: 5 is outside the range"),
-    ("dataset: [1, 2]\n", "dataset: expected a mapping"),
-    ("model:\n  base: builtin:huge\n", "unknown built-in model"),
-    ("name: x\nmodel: {family: sdxl, v2: true}\n", "model.v2"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("training:\n  network_dimm: 8\n", "unknown key 'network_dimm'; did you mean 'network_dim'?"),
+        ("trainng:\n  epochs: 2\n", "unknown key 'trainng'; did you mean 'training'?"),
+        ("training:\n  batch_size: two\n", "training.batch_size: expected a whole number, got 'two'"),
+        ("training:\n  optimizer: SGD\n", "training.optimizer_type: unknown optimizer 'SGD'"),
+        ("dataset:\n  resolution: 500\n", "not a multiple of bucket_reso_steps"),
+        ("model:\n  family: sd3\n", "model.family: unknown family 'sd3'"),
+        ("resources:\n  provider: aws\n", "unknown provider 'aws'"),
+        (
+            "resources:\n  max_cost: -1\n",
+            "resources.max_cost: -1 is outside the range a real job has; use a value greater than 0",
+        ),
+        ("training:\n  unet_lr: 5\n", "training.unet_lr: 5 is outside the range"),
+        ("dataset: [1, 2]\n", "dataset: expected a mapping"),
+        ("model:\n  base: builtin:huge\n", "unknown built-in model"),
+        ("name: x\nmodel: {family: sdxl, v2: true}\n", "model.v2"),
+    ],
+)
 def test_precise_one_line_errors(tmp_path, body, expected):
     job = tmp_path / "job.yaml"
     job.write_text(body)
@@ -70,9 +75,11 @@ def test_flux_section_only_for_the_flux_family_and_its_numbers_ranged(tmp_path):
     job.write_text("model:\n  family: sd15\nflux:\n  quantization: nf4\n")
     with pytest.raises(SpecError, match="flux: this section applies to model.family flux only"):
         load_job(job)
-    for bad, expected in (("guidance_scale: .nan", "flux.guidance_scale: nan is not a finite number"),
-                          ("discrete_flow_shift: 1000", "flux.discrete_flow_shift: 1000 is outside the range"),
-                          ("quantization: fp8", "flux.quantization: use one of bf16, int8, nf4")):
+    for bad, expected in (
+        ("guidance_scale: .nan", "flux.guidance_scale: nan is not a finite number"),
+        ("discrete_flow_shift: 1000", "flux.discrete_flow_shift: 1000 is outside the range"),
+        ("quantization: fp8", "flux.quantization: use one of bf16, int8, nf4"),
+    ):
         job.write_text(f"model:\n  family: flux\nflux:\n  {bad}\n")
         with pytest.raises(SpecError, match=expected):
             load_job(job)

@@ -1,7 +1,6 @@
 """The explicit upload list (Transport.put_files) never writes outside its remote folder, nor twice to one place."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 

@@ -1,4 +1,5 @@
 """verify_outputs: the downloaded files against the engine's manifest, and each .safetensors against its header."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,11 @@ def make_lora(path: Path, dim: int = 4) -> None:
         "lora_unet_down_blocks_0_attn1_to_q.lora_up.weight": np.zeros((32, dim), dtype=np.float16),
         "lora_unet_down_blocks_0_attn1_to_q.alpha": np.array(2.0, dtype=np.float32),
     }
-    save_file(tensors, str(path), metadata={"ss_network_dim": str(dim), "ss_network_alpha": "2.0",
-                                            "ss_network_module": "networks.lora"})
+    save_file(
+        tensors,
+        str(path),
+        metadata={"ss_network_dim": str(dim), "ss_network_alpha": "2.0", "ss_network_module": "networks.lora"},
+    )
 
 
 def entry(root: Path, rel: str, kind: str) -> dict:
@@ -33,8 +37,10 @@ def outputs(tmp_path: Path) -> tuple[Path, dict]:
     (tmp_path / "samples").mkdir()
     make_lora(tmp_path / "lora.safetensors")
     (tmp_path / "samples" / "grid.png").write_bytes(b"\x89PNG fake grid")
-    manifest = {"files": [entry(tmp_path, "lora.safetensors", "final"), entry(tmp_path, "samples/grid.png", "grid")],
-                "updated": 1.0}
+    manifest = {
+        "files": [entry(tmp_path, "lora.safetensors", "final"), entry(tmp_path, "samples/grid.png", "grid")],
+        "updated": 1.0,
+    }
     return tmp_path, manifest
 
 
@@ -82,8 +88,10 @@ def test_size_mismatch_and_missing_file_are_reported_together(outputs):
 
     errors = verify_outputs(root, manifest).errors
 
-    assert errors == ("samples/grid.png: size 5 bytes, manifest says 14",
-                      "last.safetensors: missing: listed in the manifest but not downloaded")
+    assert errors == (
+        "samples/grid.png: size 5 bytes, manifest says 14",
+        "last.safetensors: missing: listed in the manifest but not downloaded",
+    )
 
 
 @pytest.mark.parametrize("bad_path", ["/etc/passwd", "../outside.bin", "a/../../b", ""])
@@ -103,14 +111,17 @@ def write_raw(path: Path, header: dict, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("header", "data", "message"), [
-    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None),
-    ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, r"do not hold F32 \[3\]"),
-    ({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown dtype"),
-    ({"w": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "lacks dtype, shape or data_offsets"),
-    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "truncated: tensor 'w'"),
-    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12, "safetensors refused it"),
-])
+@pytest.mark.parametrize(
+    ("header", "data", "message"),
+    [
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None),
+        ({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, r"do not hold F32 \[3\]"),
+        ({"w": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "unknown dtype"),
+        ({"w": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "lacks dtype, shape or data_offsets"),
+        ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "truncated: tensor 'w'"),
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12, "safetensors refused it"),
+    ],
+)
 def test_header_checks(tmp_path, header, data, message):
     path = write_raw(tmp_path / "x.safetensors", header, data)
     if message is None:
@@ -138,8 +149,10 @@ def test_a_nan_or_inf_tensor_fails_verification(tmp_path, dtype, bad):
     """network_alpha: .nan once produced a LoRA whose every tensor was NaN, reported finished and verified."""
     weights = np.ones((4, 32), dtype=dtype)
     weights[1, 3] = bad
-    save_file({"lora_unet_x.lora_down.weight": weights, "lora_unet_x.alpha": np.array(2.0, dtype=np.float32)},
-              str(tmp_path / "lora.safetensors"))
+    save_file(
+        {"lora_unet_x.lora_down.weight": weights, "lora_unet_x.alpha": np.array(2.0, dtype=np.float32)},
+        str(tmp_path / "lora.safetensors"),
+    )
     report = verify_outputs(tmp_path, {"files": [entry(tmp_path, "lora.safetensors", "final")]})
     assert not report.ok
     (error,) = report.errors
@@ -155,10 +168,12 @@ def test_bf16_and_fp8_are_checked_by_their_bits(tmp_path):
     good = {"a": torch.ones(8, dtype=torch.bfloat16)}
     save_torch(good, str(tmp_path / "good.safetensors"))
     assert inspect_safetensors(tmp_path / "good.safetensors").tensors == 1
-    for name, tensor in (("bf16", torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)),
-                         ("bf16inf", torch.tensor([float("-inf"), 2.0], dtype=torch.bfloat16)),
-                         ("e4m3", torch.tensor([1.0, float("nan")]).to(torch.float8_e4m3fn)),
-                         ("e5m2", torch.tensor([float("inf"), 1.0]).to(torch.float8_e5m2))):
+    for name, tensor in (
+        ("bf16", torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)),
+        ("bf16inf", torch.tensor([float("-inf"), 2.0], dtype=torch.bfloat16)),
+        ("e4m3", torch.tensor([1.0, float("nan")]).to(torch.float8_e4m3fn)),
+        ("e5m2", torch.tensor([float("inf"), 1.0]).to(torch.float8_e5m2)),
+    ):
         path = tmp_path / f"{name}.safetensors"
         save_torch({"t": tensor, "ok": torch.ones(2)}, str(path))
         with pytest.raises(Exception, match="NaN or infinity"):
@@ -166,6 +181,8 @@ def test_bf16_and_fp8_are_checked_by_their_bits(tmp_path):
 
 
 def test_integer_tensors_and_large_finite_values_pass(tmp_path):
-    save_file({"steps": np.array([2**31 - 1], dtype=np.int32), "big": np.array([65504.0], dtype=np.float16)},
-              str(tmp_path / "x.safetensors"))
+    save_file(
+        {"steps": np.array([2**31 - 1], dtype=np.int32), "big": np.array([65504.0], dtype=np.float16)},
+        str(tmp_path / "x.safetensors"),
+    )
     assert inspect_safetensors(tmp_path / "x.safetensors").tensors == 2

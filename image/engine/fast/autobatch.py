@@ -5,10 +5,11 @@ measured steps give the line, and the budget gives the batch. The pick is then c
 stepped down on an out-of-memory error. `peak_gib(batch)` runs one training step at `batch` and returns the peak
 allocated GiB (it is the caller's step: eager, compiled, with or without checkpointing).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -24,8 +25,9 @@ class BatchPick:
     checked_peak_gib: float | None  # the chosen batch's measured peak
 
 
-def largest_batch(peak_gib: Callable[[int], float], budget_gib: float, *, cap: int = 64,
-                  probes: tuple[int, int] = (1, 2)) -> BatchPick:
+def largest_batch(
+    peak_gib: Callable[[int], float], budget_gib: float, *, cap: int = 64, probes: tuple[int, int] = (1, 2)
+) -> BatchPick:
     small, large = probes
     p_small, p_large = peak_gib(small), peak_gib(large)
     per_sample = max((p_large - p_small) / (large - small), 1e-6)

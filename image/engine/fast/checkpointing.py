@@ -5,6 +5,7 @@ cost 47 % of the throughput for 22 % less memory (baselines.md). So: none when t
 the sparsest setting (every 4th, 3rd, 2nd block, then all) that the memory estimate says fits. The estimate is the
 shared one (`lorarun.image.memory`) with activations saved in proportion to the blocks checkpointed.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -49,8 +50,9 @@ def fits(cfg, available_gb: float, fraction: float) -> bool:
 def plan(cfg, available_gb: float | None, num_blocks: int) -> tuple[int, str]:
     """(every, why): 0 = no checkpointing. `available_gb` None (the CPU) means memory is no constraint."""
     if available_gb is None or fits(cfg, available_gb, 0.0):
-        why = "fits without gradient checkpointing" + (" (asked for: skipped, same math)"
-                                                         if cfg.training.gradient_checkpointing else "")
+        why = "fits without gradient checkpointing" + (
+            " (asked for: skipped, same math)" if cfg.training.gradient_checkpointing else ""
+        )
         return 0, why
     for every in CHOICES:
         fraction = len(range(0, num_blocks, every)) / num_blocks

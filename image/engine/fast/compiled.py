@@ -6,6 +6,7 @@ epoch plan is deterministic, and every epoch has the same batches per bucket), s
 their number plus a margin: no shape ever falls back to eager, and a shape outside the plan (a bug) shows as a
 recompile in the counters. With CUDA graphs (`mode="reduce-overhead"`) each shape's graph is also captured once.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,14 @@ class StepMarked(nn.Module):
         return self.module(*args, **kwargs)
 
 
-def compile_unet(unet: nn.Module, num_shapes: int, *, backend: str = "inductor", cuda_graphs: bool = False,
-                 eager_on_error: bool = False):
+def compile_unet(
+    unet: nn.Module,
+    num_shapes: int,
+    *,
+    backend: str = "inductor",
+    cuda_graphs: bool = False,
+    eager_on_error: bool = False,
+):
     """`eager_on_error`: a graph that fails to compile runs eagerly instead of ending the run (the engine: a paid
     GPU hour should not die on a compiler bug; dynamo logs the error to stderr). Tests and the benchmark want the
     error."""

@@ -9,6 +9,7 @@ three GEMMs and the scale are one region of the UNet graph. Same math: (s·A) x 
 Only layers this is exactly equivalent for are patched: plain nn.Linear base, one active adapter, no dropout (module
 or hook), no DoRA, not merged. Everything else keeps peft's forward.
 """
+
 from __future__ import annotations
 
 import types
@@ -19,8 +20,9 @@ from torch import nn
 ADAPTER = "default"
 
 
-def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, down: torch.Tensor,
-                up: torch.Tensor, scale: float) -> torch.Tensor:
+def lora_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, down: torch.Tensor, up: torch.Tensor, scale: float
+) -> torch.Tensor:
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     y = torch.addmm(bias, x2, weight.t()) if bias is not None else torch.mm(x2, weight.t())
@@ -33,8 +35,9 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if self.disable_adapters or self.merged or list(self.active_adapters) != [ADAPTER]:
         return self._peft_forward(x, *args, **kwargs)
     base = self.base_layer
-    return lora_linear(x, base.weight, base.bias, self.lora_A[ADAPTER].weight, self.lora_B[ADAPTER].weight,
-                       self.scaling[ADAPTER])
+    return lora_linear(
+        x, base.weight, base.bias, self.lora_A[ADAPTER].weight, self.lora_B[ADAPTER].weight, self.scaling[ADAPTER]
+    )
 
 
 def fusable(module: nn.Module) -> bool:

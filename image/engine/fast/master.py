@@ -12,6 +12,7 @@ bf16 → fp32 gradient copy, the optimizer and the fp32 → bf16 weight copy are
 group. Elementwise optimizers (AdamW, AdamW8bit, Lion, Prodigy's per-element update) compute the same thing on the
 flat tensor as on the pieces; Adafactor factors per matrix and so runs per tensor (`flat=False`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,9 +38,9 @@ def flatten_(params: list[torch.nn.Parameter], dtype: torch.dtype) -> tuple[torc
     offset = 0
     for p in params:
         n = p.numel()
-        weights[offset:offset + n].copy_(p.detach().reshape(-1))
-        p.data = weights[offset:offset + n].view(p.shape)
-        p.grad = grads[offset:offset + n].view(p.shape)
+        weights[offset : offset + n].copy_(p.detach().reshape(-1))
+        p.data = weights[offset : offset + n].view(p.shape)
+        p.grad = grads[offset : offset + n].view(p.shape)
         offset += n
     return weights, grads
 
@@ -162,21 +163,27 @@ class MasterWeightsOptimizer(torch.optim.Optimizer):
             if self.flat:
                 offset = 0
                 for p in g.params:
-                    out[p.data_ptr()] = g.masters[0][offset:offset + p.numel()].view(p.shape)
+                    out[p.data_ptr()] = g.masters[0][offset : offset + p.numel()].view(p.shape)
                     offset += p.numel()
             else:
                 out.update({p.data_ptr(): m for p, m in zip(g.params, g.masters)})
         return out
 
     def state_dict(self) -> dict:
-        return {"inner": self.inner.state_dict(), "master": self.master, "flat": self.flat,
-                "masters": [[m.detach().cpu() for m in g.masters] for g in self._groups] if self.master else None}
+        return {
+            "inner": self.inner.state_dict(),
+            "master": self.master,
+            "flat": self.flat,
+            "masters": [[m.detach().cpu() for m in g.masters] for g in self._groups] if self.master else None,
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state_dict: dict) -> None:
         if "inner" not in state_dict or state_dict.get("master") != self.master or state_dict.get("flat") != self.flat:
-            raise RuntimeError("resume state was written by a different training step (fast_step / fast_step_off "
-                               "changed); delete the work folder's state/ or use the same settings")
+            raise RuntimeError(
+                "resume state was written by a different training step (fast_step / fast_step_off "
+                "changed); delete the work folder's state/ or use the same settings"
+            )
         self.inner.load_state_dict(state_dict["inner"])
         if self.master:
             for g, saved in zip(self._groups, state_dict["masters"]):

@@ -1,4 +1,5 @@
 """Which levers of the fast step a run uses, decided once from the config and the machine."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ class FastOptions:
     lean_checkpointing: bool = True
     compile_backend: str = "inductor"  # "aot_eager" traces the same graphs without code generation (CPU tests)
 
-    def without(self, *levers: str) -> "FastOptions":
+    def without(self, *levers: str) -> FastOptions:
         unknown = [lever for lever in levers if lever not in FAST_STEP_LEVERS]
         if unknown:
             raise ValueError(f"unknown fast-step lever(s): {', '.join(unknown)}")
-        return FastOptions(**{**self.__dict__, **{lever: False for lever in levers}})
+        return FastOptions(**{**self.__dict__, **dict.fromkeys(levers, False)})
 
     def active(self) -> list[str]:
         return [lever for lever in FAST_STEP_LEVERS if getattr(self, lever)]

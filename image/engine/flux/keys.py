@@ -9,6 +9,7 @@ axis, `txt_attn.qkv` is `attn.add_q_proj|add_k_proj|add_v_proj`, and a single bl
 `lora_unet_<BFL module path with "." → "_">` (ComfyUI `comfy/lora.py::model_lora_keys_unet` accepts exactly that for
 every weight of the model).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,21 +17,40 @@ from dataclasses import dataclass
 
 # module path inside transformer_blocks.{i} → (BFL path inside double_blocks.{i}, part index, parts)
 DOUBLE = {
-    "attn.to_q": ("img_attn.qkv", 0, 3), "attn.to_k": ("img_attn.qkv", 1, 3), "attn.to_v": ("img_attn.qkv", 2, 3),
-    "attn.add_q_proj": ("txt_attn.qkv", 0, 3), "attn.add_k_proj": ("txt_attn.qkv", 1, 3),
+    "attn.to_q": ("img_attn.qkv", 0, 3),
+    "attn.to_k": ("img_attn.qkv", 1, 3),
+    "attn.to_v": ("img_attn.qkv", 2, 3),
+    "attn.add_q_proj": ("txt_attn.qkv", 0, 3),
+    "attn.add_k_proj": ("txt_attn.qkv", 1, 3),
     "attn.add_v_proj": ("txt_attn.qkv", 2, 3),
-    "attn.to_out.0": ("img_attn.proj", 0, 1), "attn.to_add_out": ("txt_attn.proj", 0, 1),
-    "ff.net.0.proj": ("img_mlp.0", 0, 1), "ff.net.2": ("img_mlp.2", 0, 1),
-    "ff_context.net.0.proj": ("txt_mlp.0", 0, 1), "ff_context.net.2": ("txt_mlp.2", 0, 1),
-    "norm1.linear": ("img_mod.lin", 0, 1), "norm1_context.linear": ("txt_mod.lin", 0, 1),
+    "attn.to_out.0": ("img_attn.proj", 0, 1),
+    "attn.to_add_out": ("txt_attn.proj", 0, 1),
+    "ff.net.0.proj": ("img_mlp.0", 0, 1),
+    "ff.net.2": ("img_mlp.2", 0, 1),
+    "ff_context.net.0.proj": ("txt_mlp.0", 0, 1),
+    "ff_context.net.2": ("txt_mlp.2", 0, 1),
+    "norm1.linear": ("img_mod.lin", 0, 1),
+    "norm1_context.linear": ("txt_mod.lin", 0, 1),
 }
 # module path inside single_transformer_blocks.{i} → (BFL path inside single_blocks.{i}, part index, parts)
 SINGLE = {
-    "attn.to_q": ("linear1", 0, 4), "attn.to_k": ("linear1", 1, 4), "attn.to_v": ("linear1", 2, 4),
-    "proj_mlp": ("linear1", 3, 4), "proj_out": ("linear2", 0, 1), "norm.linear": ("modulation.lin", 0, 1),
+    "attn.to_q": ("linear1", 0, 4),
+    "attn.to_k": ("linear1", 1, 4),
+    "attn.to_v": ("linear1", 2, 4),
+    "proj_mlp": ("linear1", 3, 4),
+    "proj_out": ("linear2", 0, 1),
+    "norm.linear": ("modulation.lin", 0, 1),
 }
-_DOUBLE_ATTN = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
-                "attn.add_v_proj", "attn.to_add_out")
+_DOUBLE_ATTN = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+)
 _DOUBLE_MLP = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
 _DOUBLE_MOD = ("norm1.linear", "norm1_context.linear")
 
@@ -82,7 +102,8 @@ def bfl_target(diffusers_path: str) -> FluxTarget:
     if not m or m["rest"] not in table:
         raise ValueError(f"not a Flux LoRA target lorarun can name the BFL way: {diffusers_path!r}")
     bfl, part, parts = table[m["rest"]]
-    prefix, block = ("double_blocks", "transformer_blocks") if table is DOUBLE else ("single_blocks",
-                                                                                      "single_transformer_blocks")
+    prefix, block = (
+        ("double_blocks", "transformer_blocks") if table is DOUBLE else ("single_blocks", "single_transformer_blocks")
+    )
     siblings = sorted((p for p, (b, _, _) in table.items() if b == bfl), key=lambda p: table[p][1])
     return FluxTarget(f"{prefix}.{m['i']}.{bfl}", part, parts, tuple(f"{block}.{m['i']}.{s}" for s in siblings))

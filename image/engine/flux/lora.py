@@ -7,6 +7,7 @@ block-diagonally, alpha n·alpha so that alpha/rank — the scale every loader a
 not trained (a single block's MLP under `attention`) get zero rows. Loaders recover the parts exactly: diffusers'
 kohya converter detects the block-diagonal ("sparse") up and splits it back.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,8 @@ import re
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from lorarun.image.engine.lora import ADAPTER
 from lorarun.image.engine.flux.keys import bfl_target, target_regex
+from lorarun.image.engine.lora import ADAPTER
 
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.(?P<which>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
 
@@ -61,8 +62,9 @@ def out_features(transformer) -> dict[str, int]:
     return widths
 
 
-def kohya_flux_state_dict(peft_sd: dict[str, torch.Tensor], widths: dict[str, int], alpha: float,
-                          dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def kohya_flux_state_dict(
+    peft_sd: dict[str, torch.Tensor], widths: dict[str, int], alpha: float, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """`lora_unet_<BFL module>.lora_down.weight` / `.lora_up.weight` / `.alpha` (kohya/ComfyUI Flux naming).
     `widths`: `out_features(transformer)`, for the zero rows of parts that carry no LoRA."""
     pairs = _pairs(peft_sd)
@@ -95,8 +97,9 @@ def kohya_flux_state_dict(peft_sd: dict[str, torch.Tensor], widths: dict[str, in
     return out
 
 
-def diffusers_flux_state_dict(peft_sd: dict[str, torch.Tensor], rank: int, alpha: float,
-                              dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def diffusers_flux_state_dict(
+    peft_sd: dict[str, torch.Tensor], rank: int, alpha: float, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """`transformer.<path>.lora_A.weight` / `.lora_B.weight`, the layout diffusers' `save_lora_weights` writes and
     ComfyUI reads for Flux. That layout has no alpha (loaders use scale 1), so alpha/rank is folded into lora_B."""
     scale = float(alpha) / rank

@@ -15,6 +15,7 @@ Quantised bases (`flux.quantization` int8 / nf4) load the transformer, and T5 fo
 (diffusers' and transformers' `BitsAndBytesConfig`): weights are quantised as they move to the GPU, so it needs
 CUDA. The LoRA layers peft puts on top stay in full precision.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,12 +65,25 @@ class FluxModel:
         from diffusers import FluxPipeline
 
         if self.prompt_embeds is not None:
-            pipe = FluxPipeline(scheduler=self.sample_scheduler, vae=self.vae, text_encoder=None, tokenizer=None,
-                                text_encoder_2=None, tokenizer_2=None, transformer=self.transformer)
+            pipe = FluxPipeline(
+                scheduler=self.sample_scheduler,
+                vae=self.vae,
+                text_encoder=None,
+                tokenizer=None,
+                text_encoder_2=None,
+                tokenizer_2=None,
+                transformer=self.transformer,
+            )
             return CachedPromptPipeline(pipe, self.prompt_embeds)
-        return FluxPipeline(scheduler=self.sample_scheduler, vae=self.vae, text_encoder=self.text_encoders[0],
-                            tokenizer=self.tokenizers[0], text_encoder_2=self.text_encoders[1],
-                            tokenizer_2=self.tokenizers[1], transformer=self.transformer)
+        return FluxPipeline(
+            scheduler=self.sample_scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoders[0],
+            tokenizer=self.tokenizers[0],
+            text_encoder_2=self.text_encoders[1],
+            tokenizer_2=self.tokenizers[1],
+            transformer=self.transformer,
+        )
 
 
 class CachedPromptPipeline:
@@ -96,13 +110,16 @@ def check_quantization(fcfg: FluxConfig, cuda: bool) -> None:
     if fcfg.quantization == "bf16":
         return
     if not cuda:
-        raise ConfigError(f"flux.quantization: {fcfg.quantization} quantises the base with bitsandbytes, which needs "
-                          "a CUDA GPU; use quantization: bf16 on this machine")
+        raise ConfigError(
+            f"flux.quantization: {fcfg.quantization} quantises the base with bitsandbytes, which needs "
+            "a CUDA GPU; use quantization: bf16 on this machine"
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ConfigError(f"flux.quantization: {fcfg.quantization} needs the bitsandbytes package in the engine "
-                          "image") from None
+        raise ConfigError(
+            f"flux.quantization: {fcfg.quantization} needs the bitsandbytes package in the engine image"
+        ) from None
 
 
 def _diffusers_quant(fcfg: FluxConfig):
@@ -133,8 +150,15 @@ def load_flux(mcfg: ModelConfig, fcfg: FluxConfig) -> FluxModel:
         from lorarun.image.engine.flux.tiny import build_tiny_flux
 
         parts = build_tiny_flux(fcfg.flavour)
-        return FluxModel("flux", parts.transformer, parts.vae, parts.text_encoders, parts.tokenizers,
-                         parts.scheduler, key=f"{base}:{fcfg.flavour}@1")
+        return FluxModel(
+            "flux",
+            parts.transformer,
+            parts.vae,
+            parts.text_encoders,
+            parts.tokenizers,
+            parts.scheduler,
+            key=f"{base}:{fcfg.flavour}@1",
+        )
     single = is_single_file(base)
     source = FLAVOUR_REPOS[fcfg.flavour] if single else base  # where parts not given as files come from
     configs = str(config_dir(fcfg.flavour)) if single else source  # the configs single files are built with
@@ -149,15 +173,26 @@ def load_flux(mcfg: ModelConfig, fcfg: FluxConfig) -> FluxModel:
     if single:
         from lorarun.image.engine.tokenizer import load_tokenizer
 
-        tokenizers = [load_tokenizer("clip_l"), T5TokenizerFast.from_pretrained(T5_TOKENIZER_REPO,
-                                                                                model_max_length=512)]
+        tokenizers = [
+            load_tokenizer("clip_l"),
+            T5TokenizerFast.from_pretrained(T5_TOKENIZER_REPO, model_max_length=512),
+        ]
     else:
-        tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
-                      T5TokenizerFast.from_pretrained(source, subfolder="tokenizer_2")]
+        tokenizers = [
+            CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+            T5TokenizerFast.from_pretrained(source, subfolder="tokenizer_2"),
+        ]
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(configs, subfolder="scheduler")
     key = "|".join(_ref_key(r) for r in (source, transformer_ref, fcfg.clip_l, fcfg.t5xxl, fcfg.ae))
-    return FluxModel("flux", transformer, vae, [clip, t5], tokenizers, scheduler,
-                     key=f"flux:{fcfg.quantization}:{hashlib.sha1(key.encode()).hexdigest()[:16]}")
+    return FluxModel(
+        "flux",
+        transformer,
+        vae,
+        [clip, t5],
+        tokenizers,
+        scheduler,
+        key=f"flux:{fcfg.quantization}:{hashlib.sha1(key.encode()).hexdigest()[:16]}",
+    )
 
 
 def _ref_key(ref: str | None) -> str:
@@ -217,15 +252,18 @@ def _load_text_encoder(source: str, configs: str, subfolder: str, ref: str | Non
     state = {_text_key(k, wanted): v for k, v in load_file(ref).items()}
     missing = wanted - set(state) - {"encoder.embed_tokens.weight"}  # T5 ties embed_tokens to shared
     if missing:
-        raise ConfigError(f"{ref}: not a {kind.upper()} text encoder for Flux ({len(missing)} weights missing, "
-                          f"e.g. {sorted(missing)[0]})")
+        raise ConfigError(
+            f"{ref}: not a {kind.upper()} text encoder for Flux ({len(missing)} weights missing, "
+            f"e.g. {sorted(missing)[0]})"
+        )
     # from_pretrained with a state dict: buffers, weight tying and bitsandbytes quantisation as for a folder
-    return cls.from_pretrained(None, config=config, state_dict={k: v for k, v in state.items() if k in wanted},
-                               **kwargs)
+    return cls.from_pretrained(
+        None, config=config, state_dict={k: v for k, v in state.items() if k in wanted}, **kwargs
+    )
 
 
 def _text_key(key: str, wanted: set[str]) -> str:
     """ComfyUI's clip_l.safetensors keeps transformers' old `text_model.` level, which transformers ≥ 5 dropped."""
-    if key not in wanted and key.startswith("text_model.") and key[len("text_model."):] in wanted:
-        return key[len("text_model."):]
+    if key not in wanted and key.startswith("text_model.") and key[len("text_model.") :] in wanted:
+        return key[len("text_model.") :]
     return key

@@ -12,6 +12,7 @@ Latents are packed 2×2 into tokens of 64 channels with 3-axis position ids (Flu
 `_prepare_latent_image_ids`); text ids are zeros. The transformer takes t and the guidance in [0, 1]-scale units
 (diffusers multiplies both by 1000 inside).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,16 @@ def auto_shift_mu(image_tokens: int) -> float:
     return 0.5 + m * (image_tokens - 256)
 
 
-def sample_t(bsz: int, sampling: str, *, shift: float, sigmoid_scale: float, image_tokens: int,
-             generator: torch.Generator | None, device) -> torch.Tensor:
+def sample_t(
+    bsz: int,
+    sampling: str,
+    *,
+    shift: float,
+    sigmoid_scale: float,
+    image_tokens: int,
+    generator: torch.Generator | None,
+    device,
+) -> torch.Tensor:
     if sampling == "uniform":
         return torch.rand((bsz,), generator=generator, device=device)
     if sampling == "sigma":
@@ -64,18 +73,37 @@ def sample_t(bsz: int, sampling: str, *, shift: float, sigmoid_scale: float, ima
     raise ValueError(f"unknown timestep sampling {sampling!r}")
 
 
-def flow_loss(transformer, latents: torch.Tensor, t5: torch.Tensor, pooled: torch.Tensor,
-              t5_mask: torch.Tensor | None, loss_weight: torch.Tensor | None, generator: torch.Generator | None, *,
-              sampling: str, shift: float, sigmoid_scale: float, guidance: float | None,
-              weight_dtype: torch.dtype = torch.float32, autocast=None) -> torch.Tensor:
+def flow_loss(
+    transformer,
+    latents: torch.Tensor,
+    t5: torch.Tensor,
+    pooled: torch.Tensor,
+    t5_mask: torch.Tensor | None,
+    loss_weight: torch.Tensor | None,
+    generator: torch.Generator | None,
+    *,
+    sampling: str,
+    shift: float,
+    sigmoid_scale: float,
+    guidance: float | None,
+    weight_dtype: torch.dtype = torch.float32,
+    autocast=None,
+) -> torch.Tensor:
     """One micro-batch: latents (B, 16, h, w) already shifted and scaled; t5 (B, L, D); pooled (B, 768)."""
     from contextlib import nullcontext
 
     device = latents.device
     bsz, _, h, w = latents.shape
     noise = torch.randn(latents.shape, generator=generator, device=device)
-    t = sample_t(bsz, sampling, shift=shift, sigmoid_scale=sigmoid_scale, image_tokens=(h // 2) * (w // 2),
-                 generator=generator, device=device)
+    t = sample_t(
+        bsz,
+        sampling,
+        shift=shift,
+        sigmoid_scale=sigmoid_scale,
+        image_tokens=(h // 2) * (w // 2),
+        generator=generator,
+        device=device,
+    )
     tb = t.view(-1, 1, 1, 1)
     noisy = (1 - tb) * latents + tb * noise
     target = noise - latents
@@ -88,10 +116,17 @@ def flow_loss(transformer, latents: torch.Tensor, t5: torch.Tensor, pooled: torc
         kwargs["joint_attention_kwargs"] = {"attention_mask": mask[:, None, None, :]}
     g = torch.full((bsz,), float(guidance), device=device) if guidance is not None else None
     with autocast if autocast is not None else nullcontext():
-        pred = transformer(hidden_states=pack_latents(noisy).to(weight_dtype),
-                           encoder_hidden_states=t5.to(weight_dtype), pooled_projections=pooled.to(weight_dtype),
-                           timestep=t.to(weight_dtype), img_ids=img_ids, txt_ids=txt_ids,
-                           guidance=g.to(weight_dtype) if g is not None else None, return_dict=False, **kwargs)[0]
+        pred = transformer(
+            hidden_states=pack_latents(noisy).to(weight_dtype),
+            encoder_hidden_states=t5.to(weight_dtype),
+            pooled_projections=pooled.to(weight_dtype),
+            timestep=t.to(weight_dtype),
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+            guidance=g.to(weight_dtype) if g is not None else None,
+            return_dict=False,
+            **kwargs,
+        )[0]
     pred = unpack_latents(pred.float(), h, w)
     loss = F.mse_loss(pred, target.float(), reduction="none").mean(dim=(1, 2, 3))
     if loss_weight is not None:

@@ -5,6 +5,7 @@ Caching is always on for Flux: lorarun does not train Flux's text encoders (neit
 nor ai-toolkit), so the embeddings of a caption never change and T5-XXL (9 GB in bf16) leaves the GPU before
 training starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,18 +27,33 @@ class FluxText:
 def encode(captions: list[str], tokenizers: list, encoders: list, t5_tokens: int, device) -> list[FluxText]:
     clip_tok, t5_tok = tokenizers
     clip, t5 = encoders
-    clip_ids = clip_tok(captions, padding="max_length", max_length=clip_tok.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
+    clip_ids = clip_tok(
+        captions, padding="max_length", max_length=clip_tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     t5_in = t5_tok(captions, padding="max_length", max_length=t5_tokens, truncation=True, return_tensors="pt")
     with torch.no_grad():
         pooled = clip(clip_ids.to(device), output_hidden_states=False).pooler_output
         hidden = t5(t5_in.input_ids.to(device), output_hidden_states=False)[0]
-    return [FluxText(hidden[i : i + 1].float().cpu(), pooled[i : i + 1].float().cpu(),
-                     t5_in.attention_mask[i : i + 1].cpu()) for i in range(len(captions))]
+    return [
+        FluxText(
+            hidden[i : i + 1].float().cpu(), pooled[i : i + 1].float().cpu(), t5_in.attention_mask[i : i + 1].cpu()
+        )
+        for i in range(len(captions))
+    ]
 
 
-def cache_text(captions: list[str], tokenizers: list, encoders: list, t5_tokens: int, model_key: str,
-               cache_dir: Path, device, *, write: bool = True, batch_size: int = 8) -> dict[str, FluxText]:
+def cache_text(
+    captions: list[str],
+    tokenizers: list,
+    encoders: list,
+    t5_tokens: int,
+    model_key: str,
+    cache_dir: Path,
+    device,
+    *,
+    write: bool = True,
+    batch_size: int = 8,
+) -> dict[str, FluxText]:
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, FluxText] = {}
     todo = []
@@ -52,11 +68,11 @@ def cache_text(captions: list[str], tokenizers: list, encoders: list, t5_tokens:
         raise RuntimeError("text cache incomplete on a non-main rank")
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        for (caption, file), emb in zip(chunk, encode([c for c, _ in chunk], tokenizers, encoders, t5_tokens,
-                                                      device)):
+        for (caption, file), emb in zip(chunk, encode([c for c, _ in chunk], tokenizers, encoders, t5_tokens, device)):
             tmp = file.with_suffix(".tmp")
-            save_file({"t5": emb.t5.contiguous(), "pooled": emb.pooled.contiguous(), "mask": emb.mask.contiguous()},
-                      str(tmp))
+            save_file(
+                {"t5": emb.t5.contiguous(), "pooled": emb.pooled.contiguous(), "mask": emb.mask.contiguous()}, str(tmp)
+            )
             tmp.replace(file)
             out[caption] = emb
     return out

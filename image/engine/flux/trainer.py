@@ -7,6 +7,7 @@ the step (`step.flow_loss`), LoRA targets (`flux.network_target`), and the saved
 Order of memory use, so a quantised run fits a small card: text encoders on the GPU alone to cache, then the
 autoencoder alone, both back to the CPU, and only then the transformer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,14 +17,14 @@ import time
 import torch
 
 from lorarun.image.engine import data, state
-from lorarun.image.engine.lora import unwrap
-from lorarun.image.engine.optim import build_optimizer, build_scheduler
-from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
-from lorarun.image.engine.train import Trainer
 from lorarun.image.engine.flux import text as flux_text
 from lorarun.image.engine.flux.lora import add_flux_lora, diffusers_flux_state_dict, kohya_flux_state_dict, out_features
 from lorarun.image.engine.flux.models import load_flux
 from lorarun.image.engine.flux.step import flow_loss
+from lorarun.image.engine.lora import unwrap
+from lorarun.image.engine.optim import build_optimizer, build_scheduler
+from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
+from lorarun.image.engine.train import Trainer
 
 MODELSPEC = {"dev": "flux-1-dev", "schnell": "flux-1-schnell", "krea": "flux-1-dev"}
 
@@ -44,13 +45,24 @@ class FluxTrainer(Trainer):
         found = state.find_latest(self.work_dir / "state")
         self.resume_from_step = found[1].global_step if found else None
         self._emit_started()
-        self.events.emit("flux", flavour=f.flavour, text_encoders="frozen (outputs cached)",
-                         quantization=f.quantization, network_target=f.network_target,
-                         timestep_sampling=f.sampling, discrete_flow_shift=f.discrete_flow_shift,
-                         guidance_scale=f.guidance_scale, t5_tokens=f.t5_tokens, t5_attention_mask=f.apply_t5_attn_mask)
+        self.events.emit(
+            "flux",
+            flavour=f.flavour,
+            text_encoders="frozen (outputs cached)",
+            quantization=f.quantization,
+            network_target=f.network_target,
+            timestep_sampling=f.sampling,
+            discrete_flow_shift=f.discrete_flow_shift,
+            guidance_scale=f.guidance_scale,
+            t5_tokens=f.t5_tokens,
+            t5_attention_mask=f.apply_t5_attn_mask,
+        )
         if f.trains_cfg_lora:
-            self.events.emit("warning", message=f"flux.guidance_scale {f.guidance_scale:g} > 1: this trains a CFG "
-                             "LoRA (use it with that guidance); 1.0 trains a LoRA for normal guidance")
+            self.events.emit(
+                "warning",
+                message=f"flux.guidance_scale {f.guidance_scale:g} > 1: this trains a CFG "
+                "LoRA (use it with that guidance); 1.0 trains a LoRA for normal guidance",
+            )
         if f.flavour == "schnell" and f.guidance_scale != 1.0:
             self.events.emit("warning", message="flux.guidance_scale is ignored: schnell has no guidance input")
         torch.manual_seed(t.seed)
@@ -81,22 +93,52 @@ class FluxTrainer(Trainer):
             for encoder in model.text_encoders:
                 _to(encoder, self.device, self.weight_dtype)
             self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
-            text = flux_text.cache_text(captions_and_prompts, model.tokenizers, model.text_encoders,
-                                        self.fcfg.t5_tokens, model.key, cache_root / "text", self.device)
+            text = flux_text.cache_text(
+                captions_and_prompts,
+                model.tokenizers,
+                model.text_encoders,
+                self.fcfg.t5_tokens,
+                model.key,
+                cache_root / "text",
+                self.device,
+            )
             for encoder in model.text_encoders:
                 _to(encoder, "cpu")  # T5-XXL is 9 GB: off the GPU before the transformer arrives
             vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype
             model.vae.to(self.device, vae_dtype)
             self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
-            latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
-                                         flip=cfg.dataset.flip_aug, device=self.device, dtype=vae_dtype)
+            latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=cfg.dataset.flip_aug,
+                device=self.device,
+                dtype=vae_dtype,
+            )
             model.vae.to("cpu")
         accel.wait_for_everyone()
         if not write:
-            text = flux_text.cache_text(captions_and_prompts, model.tokenizers, model.text_encoders,
-                                        self.fcfg.t5_tokens, model.key, cache_root / "text", "cpu", write=False)
-            latents = data.cache_latents(self.items, model.vae, model.key, cache_root / "latents",
-                                         flip=cfg.dataset.flip_aug, device="cpu", dtype=torch.float32, write=False)
+            text = flux_text.cache_text(
+                captions_and_prompts,
+                model.tokenizers,
+                model.text_encoders,
+                self.fcfg.t5_tokens,
+                model.key,
+                cache_root / "text",
+                "cpu",
+                write=False,
+            )
+            latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=cfg.dataset.flip_aug,
+                device="cpu",
+                dtype=torch.float32,
+                write=False,
+            )
         # data.cache_latents stores z·scale; Flux trains on (z - shift)·scale (FluxPipeline's decode inverts it)
         offset = float(getattr(model.vae.config, "shift_factor", 0.0) or 0.0) * float(model.vae.config.scaling_factor)
         for entry in latents.values():
@@ -132,21 +174,38 @@ class FluxTrainer(Trainer):
         self.text_encoders = []
         self.channels_last = False
         optimizer = build_optimizer(self.optimizer_name, groups, lr, t.optimizer_args, self.device.type == "cuda")
-        self.scheduler = build_scheduler(optimizer, t.lr_scheduler, self.total_steps, self.warmup,
-                                         t.lr_scheduler_num_cycles, t.lr_scheduler_power, args=t.lr_scheduler_args,
-                                         min_lr_ratio=t.lr_scheduler_min_lr_ratio)
+        self.scheduler = build_scheduler(
+            optimizer,
+            t.lr_scheduler,
+            self.total_steps,
+            self.warmup,
+            t.lr_scheduler_num_cycles,
+            t.lr_scheduler_power,
+            args=t.lr_scheduler_args,
+            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
+        )
         self.params = params
         self.unet, self.optimizer = accel.prepare(transformer, optimizer)
         self.widths = out_features(unwrap(self.unet))
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
         self.guidance = f.guidance_scale if self.model.guidance_embeds else None
         self.facts = RunFacts(
-            session_id=self.session_id, started_at=self.started_at, family="flux", v2=False,
-            v_parameterization=False, base_model=f.transformer or cfg.model.base,
-            resolution=tuple(cfg.dataset.resolution), num_train_images=self.scan.num_train_images,
-            num_reg_images=self.scan.num_reg_images, num_batches_per_epoch=self.batches_per_epoch,
-            num_epochs=self.epochs, max_train_steps=self.total_steps, warmup_steps=self.warmup,
-            optimizer=self.optimizer_name, mixed_precision=self.mixed, num_processes=self.world,
+            session_id=self.session_id,
+            started_at=self.started_at,
+            family="flux",
+            v2=False,
+            v_parameterization=False,
+            base_model=f.transformer or cfg.model.base,
+            resolution=tuple(cfg.dataset.resolution),
+            num_train_images=self.scan.num_train_images,
+            num_reg_images=self.scan.num_reg_images,
+            num_batches_per_epoch=self.batches_per_epoch,
+            num_epochs=self.epochs,
+            max_train_steps=self.total_steps,
+            warmup_steps=self.warmup,
+            optimizer=self.optimizer_name,
+            mixed_precision=self.mixed,
+            num_processes=self.world,
             **data.describe(self.scan),
         )
 
@@ -156,10 +215,21 @@ class FluxTrainer(Trainer):
         t5 = torch.cat([e.t5 for e in embeds]).to(device, non_blocking=True)
         pooled = torch.cat([e.pooled for e in embeds]).to(device, non_blocking=True)
         mask = torch.cat([e.mask for e in embeds]).to(device) if f.apply_t5_attn_mask else None
-        return flow_loss(self.unet, batch.latents.to(device, non_blocking=True), t5, pooled, mask,
-                         batch.loss_weight.to(device, non_blocking=True), self.generator, sampling=f.sampling,
-                         shift=f.discrete_flow_shift, sigmoid_scale=f.sigmoid_scale, guidance=self.guidance,
-                         weight_dtype=self.weight_dtype, autocast=self.accel.autocast())
+        return flow_loss(
+            self.unet,
+            batch.latents.to(device, non_blocking=True),
+            t5,
+            pooled,
+            mask,
+            batch.loss_weight.to(device, non_blocking=True),
+            self.generator,
+            sampling=f.sampling,
+            shift=f.discrete_flow_shift,
+            sigmoid_scale=f.sigmoid_scale,
+            guidance=self.guidance,
+            weight_dtype=self.weight_dtype,
+            autocast=self.accel.autocast(),
+        )
 
     # --- outputs --------------------------------------------------------------------------------------------------
 
@@ -171,21 +241,27 @@ class FluxTrainer(Trainer):
         if self.accel.is_main_process:
             peft_sd = self._peft_state()
             dtype = SAVE_DTYPES[t.save_precision]
-            metadata = flux_metadata(build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch,
-                                                    finished_at=time.time()), self.cfg)
+            metadata = flux_metadata(
+                build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()),
+                self.cfg,
+            )
             write_lora(path, kohya_flux_state_dict(peft_sd, self.widths, t.network_alpha, dtype), metadata)
             self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
             if self.fcfg.save_diffusers_format:
                 extra = path.with_name(path.stem + ".diffusers.safetensors")
-                write_lora(extra, diffusers_flux_state_dict(peft_sd, t.network_dim, t.network_alpha, dtype),
-                           {**metadata, "format": "pt", "lorarun.format": "diffusers"})
+                write_lora(
+                    extra,
+                    diffusers_flux_state_dict(peft_sd, t.network_dim, t.network_alpha, dtype),
+                    {**metadata, "format": "pt", "lorarun.format": "diffusers"},
+                )
                 self.events.output("checkpoint", extra, kind=f"{kind}-diffusers", step=self.global_step, epoch=epoch)
         state_root = self.work_dir / "state"
         state.stage_rank(state_root, self.global_step, self.rank, self.generator)
         self.accel.wait_for_everyone()
         if self.accel.is_main_process:
-            progress = state.Progress(self.global_step, resume_at[0], resume_at[1],
-                                      state.fingerprint(self.cfg, self.world))
+            progress = state.Progress(
+                self.global_step, resume_at[0], resume_at[1], state.fingerprint(self.cfg, self.world)
+            )
             lora = {f"transformer.{k}": v for k, v in self._peft_state().items()}
             state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
         self.accel.wait_for_everyone()
@@ -219,32 +295,37 @@ def flux_metadata(md: dict[str, str], cfg) -> dict[str, str]:
     f = cfg.flux
     md = dict(md)
     md.pop("modelspec.prediction_type", None)  # kohya omits it for Flux
-    md.update({
-        "ss_base_model_version": "flux1",
-        "ss_network_module": "networks.lora_flux",
-        "ss_network_args": json.dumps({"lorarun_target": f.network_target}),
-        "ss_network_train_unet_only": "True",
-        "ss_text_encoder_lr": "0",
-        "ss_v2": "False",
-        "ss_guidance_scale": str(f.guidance_scale),
-        "ss_timestep_sampling": f.sampling,
-        "ss_sigmoid_scale": str(f.sigmoid_scale),
-        "ss_discrete_flow_shift": str(f.discrete_flow_shift),
-        "ss_model_prediction_type": f.model_prediction_type,
-        "ss_apply_t5_attn_mask": str(f.apply_t5_attn_mask),
-        "ss_t5xxl_max_token_length": str(f.t5_tokens),
-        "ss_fp8_base": "False",
-        "lorarun.flux_flavour": f.flavour,
-        "lorarun.flux_quantization": f.quantization,
-        "modelspec.architecture": f"{MODELSPEC[f.flavour]}/lora",
-        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
-    })
+    md.update(
+        {
+            "ss_base_model_version": "flux1",
+            "ss_network_module": "networks.lora_flux",
+            "ss_network_args": json.dumps({"lorarun_target": f.network_target}),
+            "ss_network_train_unet_only": "True",
+            "ss_text_encoder_lr": "0",
+            "ss_v2": "False",
+            "ss_guidance_scale": str(f.guidance_scale),
+            "ss_timestep_sampling": f.sampling,
+            "ss_sigmoid_scale": str(f.sigmoid_scale),
+            "ss_discrete_flow_shift": str(f.discrete_flow_shift),
+            "ss_model_prediction_type": f.model_prediction_type,
+            "ss_apply_t5_attn_mask": str(f.apply_t5_attn_mask),
+            "ss_t5xxl_max_token_length": str(f.t5_tokens),
+            "ss_fp8_base": "False",
+            "lorarun.flux_flavour": f.flavour,
+            "lorarun.flux_quantization": f.quantization,
+            "modelspec.architecture": f"{MODELSPEC[f.flavour]}/lora",
+            "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        }
+    )
     return md
 
 
 def _to(module, device, dtype=None):
     """Move a module unless bitsandbytes quantised it (those live where they were loaded: on the GPU)."""
-    if getattr(module, "is_loaded_in_4bit", False) or getattr(module, "is_loaded_in_8bit", False) or \
-            getattr(module, "is_quantized", False):
+    if (
+        getattr(module, "is_loaded_in_4bit", False)
+        or getattr(module, "is_loaded_in_8bit", False)
+        or getattr(module, "is_quantized", False)
+    ):
         return module
     return module.to(device, dtype) if dtype is not None else module.to(device)

@@ -2,6 +2,7 @@
 
 The Dockerfile installs these from pyproject.toml alone, before any source is copied, so that a code change does
 not invalidate the (large) dependency layer. Standard library only: it runs on the bare base image."""
+
 import sys
 import tomllib
 
