@@ -89,6 +89,7 @@ class JobRun:
     predicted_cost: float | None = None
     outcome: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    engine_failed: bool = False  # its own training failed (a batch does not move it to another rental)
 
 
 ConnectFn = Callable[[Rental, JobState, Path], Transport]
@@ -124,6 +125,7 @@ class Pipeline:
         self.hard_deadline: float | None = None  # the instance's LORARUN_DEADLINE (unknown on reattach)
         self._held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
         self.notify = JobNotifications.for_runs(runs, self._spent)  # `notify.webhook`: events out (notify.py)
+        self.batch_stop: Callable[[], str | None] | None = None  # runner/batch: why the rest must not start
 
     @classmethod
     def start(
@@ -192,7 +194,7 @@ class Pipeline:
     def run(self, *, stop: bool = False) -> list[JobRun]:
         """From wherever the jobs stand to teardown. `stop=True` (`lorarun down`): stop, pull, destroy."""
         detached = False
-        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        previous_sigterm = _catch_sigterm()  # a batch's rentals run in threads: only the main thread may
         self._record_all(controller_pid=os.getpid(), controller_host=socket.gethostname())
         try:
             while True:  # a failed start (runner/run/boot.py) is destroyed and the next offer rented
@@ -210,7 +212,9 @@ class Pipeline:
             else:
                 self._run_jobs()
         except KeyboardInterrupt as interrupt:
-            detached = self._on_interrupt(ask=not isinstance(interrupt, TerminateRequested))
+            detached = self._on_interrupt(
+                ask=not isinstance(interrupt, TerminateRequested), detach=isinstance(interrupt, DetachRequested)
+            )
             if not detached:
                 raise Interrupted(self._interrupted_message()) from None
         except BaseException as exc:
@@ -220,7 +224,8 @@ class Pipeline:
                     self._record(run, message=f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 self._teardown_guarded()
             self.notify.close()
@@ -419,9 +424,14 @@ class Pipeline:
         for run in self.runs:
             if run.state.is_final or run.outcome is not None:
                 continue  # a batch reattached after some jobs finished
+            if self.batch_stop is not None and (why := self.batch_stop()):
+                run.outcome = "not run"  # runner/batch/fanout.py reports it (the batch was stopped)
+                self._record(run, message=f"not run: {why}")
+                continue
             try:
                 self._run_job(run)
             except EngineFailed as exc:
+                run.engine_failed = True
                 self._record(run, message=str(exc))
                 failures.append(exc)
                 if len(self.runs) > 1:
@@ -770,14 +780,14 @@ class Pipeline:
     def _spent(self) -> float:
         return self.spend.spent() if self.spend else 0.0
 
-    def _on_interrupt(self, ask: bool) -> bool:
+    def _on_interrupt(self, ask: bool, detach: bool = False) -> bool:
         """First Ctrl-C: stop (default: pull, destroy) or detach. A second Ctrl-C destroys at once."""
         if self.rental.instance is None:
             return False
         started_agent = any(r.state.phase in ("run", "monitor", "finish") for r in self.runs)
         if not started_agent:
             return False  # nothing is training: tear down now, there is nothing to save
-        choice = "stop"
+        choice = "detach" if detach else "stop"  # detach: a batch's Ctrl-C, asked once for every rental
         if ask and self.options.interactive and not self.options.keep:
             from rich.prompt import Prompt
 
@@ -954,8 +964,22 @@ class TerminateRequested(KeyboardInterrupt):
     """SIGTERM: stop cleanly without asking (a service manager or `kill` sent it, not a person)."""
 
 
+class DetachRequested(TerminateRequested):
+    """A batch's Ctrl-C answered "detach": leave training running without asking again (runner/batch)."""
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise TerminateRequested
+
+
+def _catch_sigterm():
+    """SIGTERM as a clean stop; None where signals cannot be set (a batch rental's thread: the batch's main thread
+    turns SIGTERM into a stop of the whole batch)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 def write_upload_manifest(job_dir: Path, uploaded: dict) -> None:
