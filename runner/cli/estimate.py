@@ -127,7 +127,11 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
     spec = validated.spec
     print_summary_notes(validated)
     if price_list is not None:
-        why = "" if given or spec.resources.provider else "no provider chosen yet; "
+        why = (
+            ""
+            if given or spec.resources.provider
+            else "no provider chosen (--provider vastai, or lorarun config set provider vastai); "
+        )
         console.print(f"[yellow]prices:[/] {why}{escape(price_list.label())}", highlight=False)
     if failures and not ranked:
         return  # nothing was searched: the error says why, no empty table

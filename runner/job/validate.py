@@ -154,7 +154,7 @@ def missing_base_note(spec: JobSpec) -> str:
     """Without the checkpoint its header cannot say the family: the estimate uses what the job names or the file
     name suggests, and says which."""
     how = "as the job names it" if family_named(spec) else f"guessed from the name {Path(spec.model.base).name}"
-    return f"model.base is not here yet: the estimate assumes a {spec.model.family} model ({how})"
+    return f"model.base is not here yet: the estimate assumes model.family {spec.model.family} ({how})"
 
 
 def family_named(spec: JobSpec) -> bool:
