@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from lorarun.image.dataset_scan import FLATTEN_BACKGROUND  # noqa: E402
-from lorarun.image.engine.data import load_image  # noqa: E402
+from lorarun.image.dataset_scan import FLATTEN_BACKGROUND
+from lorarun.image.engine.data import load_image
 
 
 def test_transparent_pixels_become_the_stated_background(tmp_path):
