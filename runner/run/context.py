@@ -16,6 +16,7 @@ from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.run.image_build import image_for_job
+from lorarun.runner.run.notify import JobNotifications
 from lorarun.runner.run.poller import REAL_CLOCK, Clock
 from lorarun.runner.run.teardown import TeardownResult
 from lorarun.runner.state import JobState, JobStore
@@ -93,9 +94,11 @@ class RunContext:
         self.hard_deadline: float | None = None  # the instance's LORARUN_DEADLINE (unknown on reattach)
         self.held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
         self.start_failures = 0  # instances that failed to start in this submission (runner/run/boot.py)
+        self.notify = JobNotifications.for_runs(runs, self.spent)  # `notify.webhook`: events out (notify.py)
 
     def advance(self, run: JobRun, phase: str, message: str = "") -> None:
         run.state = self.store.advance(run.state, phase, message)
+        self.notify.phase(run, phase, message, provider=self.provider.name, gpu=self.gpu_text())
 
     def record(self, run: JobRun, **changes) -> None:
         run.state = self.store.update(run.state, **changes)

@@ -24,6 +24,7 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     settled = monitor.settle()
     with pull_bar() as shown:
         home = bring_home(monitor, run.job.spec.output_dir, sleep=ctx.clock.sleep, progress=shown)
+    ctx.notify.outputs_home(run, monitor.progress.pulled, final=True)
     run.timings["download"] = ctx.clock.now() - started
     verification = home.verification
     outcome = settled or ("stopped" if ctx.stop_requested else "failed")

@@ -122,6 +122,7 @@ class Pipeline(RunContext):
             signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 closing.teardown_guarded(self)
+            self.notify.close()
         if self.rental.teardown is not None and not self.rental.teardown.confirmed:
             # Every other path out already exits non-zero; a job that went well must not exit 0 either (#15.5).
             raise TeardownUnconfirmed(self.rental.teardown.message)

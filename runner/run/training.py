@@ -72,6 +72,7 @@ def monitor(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLa
     with view:
         while True:
             done = monitor_round(ctx, monitor)
+            ctx.notify.outputs_home(run, monitor.progress.pulled)
             spent = ctx.spent()
             view.update(monitor.progress, spent)
             if done:
