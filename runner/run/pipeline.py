@@ -24,6 +24,7 @@ from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price import startup_timing
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
+from lorarun.runner.publish.release import publish_finished
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run import boot, closing, finish, provision, stock, training, upload, wait
 from lorarun.runner.run.context import ConnectFn, JobRun, PipelineOptions, Rental, RunContext
@@ -122,6 +123,7 @@ class Pipeline(RunContext):
             signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 closing.teardown_guarded(self)
+                publish_finished(self.runs, self.store, self.notify)  # `output.hub`: laptop → Hub (publish/)
             self.notify.close()
         if self.rental.teardown is not None and not self.rental.teardown.confirmed:
             # Every other path out already exits non-zero; a job that went well must not exit 0 either (#15.5).
