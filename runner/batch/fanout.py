@@ -46,7 +46,7 @@ class RentalSlot:
     thread: threading.Thread | None = None
 
     def spent(self) -> float:
-        live = self.pipeline._spent() if self.pipeline is not None and self.pipeline.rental.teardown is None else 0.0
+        live = self.pipeline.spent() if self.pipeline is not None and self.pipeline.rental.teardown is None else 0.0
         return self.spent_before + live
 
     @property
@@ -169,7 +169,7 @@ class BatchRun:
                 f"[yellow]rental {slot.number}: {type(exc).__name__}: {exc}[/]", highlight=False, markup=True
             )
         finally:
-            slot.spent_before += pipeline._spent()
+            slot.spent_before += pipeline.spent()
             if pipeline.rental.teardown is not None and not pipeline.rental.teardown.confirmed:
                 slot.unconfirmed.append(pipeline.rental.teardown.message)
             # The failed machine is not rented again by this slot (boot.fall_back_after's rule, kept across rentals).
