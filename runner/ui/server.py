@@ -241,8 +241,15 @@ def _handler_for(ui: UIServer):
             ctype = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype == "application/json":
                 ctype += "; charset=utf-8"
-            size = local.stat().st_size
+            st = local.stat()
+            size, etag = st.st_size, f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            if self.headers.get("If-None-Match") == etag:  # the page redraws each second: images are not sent again
+                self.send_response(HTTPStatus.NOT_MODIFIED)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
             self.send_response(HTTPStatus.OK)
+            self.send_header("ETag", etag)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(size))
             self.send_header("Cache-Control", "no-cache")

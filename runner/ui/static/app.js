@@ -8,6 +8,12 @@ const POLL_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
 let timer = null;
 let rendered = { route: null, key: null };
+// A redraw under the pointer would swallow a click (the button pressed is replaced before it is released), and one
+// behind the confirmation dialog is pointless: both wait for the next round.
+let pointerDown = false;
+document.addEventListener("pointerdown", () => { pointerDown = true; }, true);
+document.addEventListener("pointerup", () => setTimeout(() => { pointerDown = false; }, 0), true);
+function mayRedraw() { return !pointerDown && !document.getElementById("confirm").open; }
 
 // The token is in the address once (as Jupyter prints it); the cookie carries it from here on, so it is taken out of
 // the address bar and the history.
@@ -261,11 +267,11 @@ async function refresh() {
     if (r.page === "job") {
       const job = await api(`/api/jobs/${encodeURIComponent(r.id)}`);
       const key = JSON.stringify(job);
-      if (key !== rendered.key) { renderJob(job); rendered.key = key; }
+      if (key !== rendered.key && mayRedraw()) { renderJob(job); rendered.key = key; }
     } else {
       const data = await api("/api/jobs");
       const key = JSON.stringify(data);
-      if (key !== rendered.key) { renderList(data); rendered.key = key; }
+      if (key !== rendered.key && mayRedraw()) { renderList(data); rendered.key = key; }
     }
     status.textContent = "live · " + new Date().toLocaleTimeString();
     status.className = "muted";
