@@ -73,6 +73,7 @@ def training(events: list[dict]) -> Training:
     for e in events:
         kind = e.get("event")
         if kind == "step":
+            phases.clear()  # caching, download, sampling: over once steps run (what shows is what goes on now)
             step, epoch = _int(e.get("step"), step), _int(e.get("epoch"), epoch)
             total = _int(e.get("total_steps"), total)
             loss, it_s = _num(e.get("loss"), loss), _num(e.get("it_s"), it_s)

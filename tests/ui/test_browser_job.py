@@ -148,6 +148,9 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             assert (cell("#step") or "").split("/")[0].strip().isdigit(), "the job page shows the live step too"
             assert "ui_lora-0000" in cell("#checkpoints")
             if shot := os.environ.get("LORARUN_UI_SCREENSHOT"):  # README's picture: docs/ui.png
+                wait_for("a longer loss curve", lambda: int((cell("#step") or "0").split("/")[0]) >= 120, 300)
+                browser.set_window_size(1280, 1500)
+                time.sleep(1.5)
                 browser.save_screenshot(shot)
 
             click(browser, "#stop-button")

@@ -5,6 +5,7 @@
 
 const TOKEN = document.querySelector('meta[name="lorarun-token"]').getAttribute("content");
 const POLL_MS = 1000;
+const CHECKPOINTS_SHOWN = 12; // the newest ones with their samples; every file stays in "Files home"
 const SVG = "http://www.w3.org/2000/svg";
 let timer = null;
 let rendered = { route: null, key: null };
@@ -197,7 +198,8 @@ function renderJob(job) {
 
   const latest = job.checkpoints.find((c) => c.samples.some((s) => s.home));
   const chosen = job.chosen && job.chosen.path;
-  const checkpoints = job.checkpoints.map((c) => el("div", { class: "checkpoint" + (chosen && chosen === c.path ? " chosen" : ""), "data-step": c.step },
+  const shown = job.checkpoints.slice(0, CHECKPOINTS_SHOWN);
+  const checkpoints = shown.map((c) => el("div", { class: "checkpoint" + (chosen && chosen === c.path ? " chosen" : ""), "data-step": c.step },
     el("div", { class: "head" },
       el("div", {}, el("strong", {}, c.epoch ? `epoch ${c.epoch}` : `step ${c.step}`), " ",
         el("span", { class: "muted mono" }, c.path || "(samples only)"), " ",
@@ -237,6 +239,7 @@ function renderJob(job) {
           : el("div", { class: "empty" }, "the grid is drawn when training ends"))),
     el("h2", {}, `Checkpoints (${job.checkpoints.length})`),
     job.checkpoints.length ? el("div", { id: "checkpoints" }, checkpoints) : el("div", { class: "empty" }, "none yet"),
+    job.checkpoints.length > shown.length ? el("p", { class: "muted" }, `${job.checkpoints.length - shown.length} older checkpoint(s): see "Files home"`) : null,
     el("div", { class: "two" },
       el("div", {}, el("h2", {}, `Events (latest ${job.events.length} of ${job.events_total})`),
         el("pre", { id: "events" }, job.events.slice().reverse().map(eventLine).join("\n"))),
