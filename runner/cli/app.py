@@ -12,7 +12,21 @@ from rich.text import Text
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import error_lines
 
-COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "pull", "gc", "image", "config", "ui")
+COMMANDS = (
+    "validate",
+    "estimate",
+    "submit",
+    "status",
+    "attach",
+    "logs",
+    "down",
+    "pull",
+    "gc",
+    "image",
+    "config",
+    "publish",
+    "ui",
+)
 
 app = typer.Typer(
     name="lorarun",

@@ -34,6 +34,7 @@ from lorarun.runner.price import startup_timing
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.price.offer_choice import create_cheapest
+from lorarun.runner.publish.release import publish_finished
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run import boot, stock
 from lorarun.runner.run.image_build import image_for_job, registry_login
@@ -223,6 +224,7 @@ class Pipeline:
             signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 self._teardown_guarded()
+                publish_finished(self.runs, self.store, self.notify)  # `output.hub`: laptop → Hub (publish/)
             self.notify.close()
         if self.rental.teardown is not None and not self.rental.teardown.confirmed:
             # Every other path out already exits non-zero; a job that went well must not exit 0 either (#15.5).
