@@ -148,7 +148,7 @@ def _handler_for(ui: UIServer):
 
         def _authorised(self, *, header_only: bool = False) -> bool:
             token = self._token_from_request(header_only=header_only)
-            return bool(token) and hmac.compare_digest(token.encode(), ui.token.encode())
+            return token is not None and hmac.compare_digest(token.encode(), ui.token.encode())
 
         def _refuse(self, status: HTTPStatus, text: str) -> None:
             self._send(status, (text + "\n").encode(), "text/plain; charset=utf-8")

@@ -159,7 +159,7 @@ def job_row(store: JobStore, state: JobState, cache: EventCache, now: float | No
     train = training(cache.events(store.job_dir(state.job_id) / "events.jsonl"))
     inst = instance_view(state)
     holder = store.lock_holder(state.job_id)
-    live_holder = holder is not None and holder.pid and holder.alive()
+    live_holder = holder if holder is not None and holder.pid and holder.alive() else None
     return {
         "id": state.job_id,
         "name": state.name,
@@ -172,7 +172,7 @@ def job_row(store: JobStore, state: JobState, cache: EventCache, now: float | No
         "total_steps": train.total_steps,
         "cost": cost_view(state, train, read_report(state), now),
         "instance": inst.__dict__,
-        "controller": holder.describe() if live_holder else None,
+        "controller": live_holder.describe() if live_holder else None,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
     }
