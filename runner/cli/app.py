@@ -20,10 +20,12 @@ COMMANDS = (
     "attach",
     "logs",
     "down",
+    "pull",
     "gc",
     "image",
     "config",
     "publish",
+    "ui",
     "batch",
 )
 
