@@ -132,6 +132,7 @@ def validate_job(
     assert job is not None  # no problems: every check above ran
     if check_credentials:
         check_provider_credentials(spec)
+        check_hub_publish(spec)
     return job
 
 
@@ -252,6 +253,20 @@ def check_checkpoint_file(spec: JobSpec, path: Path) -> CheckpointInfo:
 
 def _article(text: str) -> str:
     return ("an " if text[:1].lower() in "aeiou" or text.startswith("SD") else "a ") + text
+
+
+def check_hub_publish(spec: JobSpec) -> None:
+    """`output.hub`: a missing or refused Hub token is one line now, before anything is rented (the publish itself
+    comes after the job). A Hub that cannot be reached now is only a note: the publish retries at the end."""
+    if not spec.output.hub:
+        return
+    from lorarun.runner.console import err_console
+    from lorarun.runner.publish.hub import PublishFailed, check_token
+
+    try:
+        check_token(spec.output.hub)
+    except PublishFailed as exc:
+        err_console.print(f"[yellow]note: {exc}; publishing is tried again when the job ends[/]", highlight=False)
 
 
 def check_provider_credentials(spec: JobSpec) -> None:
