@@ -44,6 +44,7 @@ class RentalSlot:
     error: BaseException | None = None
     unconfirmed: list[str] = field(default_factory=list)  # teardown messages that did not confirm a destroy
     thread: threading.Thread | None = None
+    reattached: Pipeline | None = None  # `attach BATCH`: the running rental rebuilt from its jobs' state files
 
     def spent(self) -> float:
         live = self.pipeline.spent() if self.pipeline is not None and self.pipeline.rental.teardown is None else 0.0
@@ -59,7 +60,7 @@ class BatchRun:
     def __init__(
         self,
         jobs: list[ValidatedJob],
-        plan: BatchPlan,
+        plan: BatchPlan | None,
         provider_factory: Callable[[], Provider],
         *,
         store: JobStore,
@@ -83,9 +84,27 @@ class BatchRun:
         self.detached = False
         self._lock = threading.Lock()
         self.slots: list[RentalSlot] = []
-        self.record = self._create(sweep)
+        self.record = self._create(sweep) if plan is not None else None
 
     # ---- before anything is rented: every job's state and the batch file --------------------------------------
+    @classmethod
+    def resume(
+        cls,
+        record: BatchRecord,
+        slots: list[RentalSlot],
+        provider_factory: Callable[[], Provider],
+        *,
+        store: JobStore,
+        connect,
+        options: PipelineOptions,
+        max_cost: float | None,
+    ) -> BatchRun:
+        """`attach BATCH`: the batch's rentals rebuilt from disk (runner/batch/resume.py builds the slots)."""
+        batch = cls([], None, provider_factory, store=store, connect=connect, options=options, max_cost=max_cost)
+        batch.record = record
+        batch.slots = slots
+        return batch
+
     def _create(self, sweep: str | None) -> BatchRecord:
         batch_jobs = []
         for number, rental in enumerate(self.plan.rentals, 1):
@@ -127,7 +146,7 @@ class BatchRun:
         with hidden_views():
             while True:
                 pending = [r for r in slot.runs if r.outcome is None]
-                if not pending or not slot.ranked:
+                if not pending or not (slot.ranked or slot.reattached):
                     break
                 try:
                     failure = self._one_rental(slot, pending)
@@ -143,17 +162,20 @@ class BatchRun:
                 slot.runs = [self._moved(slot, r, failure) for r in moving]
 
     def _one_rental(self, slot: RentalSlot, runs: list[JobRun]) -> BaseException | None:
-        pipeline = Pipeline(
-            runs,
-            self.provider_factory(),
-            slot.ranked[0].offer,
-            store=self.store,
-            connect=self.connect,
-            options=self.options,
-            clock=self.clock,
-            max_cost=self.max_cost,
-        )
-        pipeline.ranked = list(slot.ranked)
+        if slot.reattached is not None:
+            pipeline, slot.reattached = slot.reattached, None
+        else:
+            pipeline = Pipeline(
+                runs,
+                self.provider_factory(),
+                slot.ranked[0].offer,
+                store=self.store,
+                connect=self.connect,
+                options=self.options,
+                clock=self.clock,
+                max_cost=self.max_cost,
+            )
+            pipeline.ranked = list(slot.ranked)
         pipeline.batch_stop = lambda: self.stop_reason
         slot.pipeline = pipeline
         failure: BaseException | None = None
