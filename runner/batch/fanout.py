@@ -192,6 +192,7 @@ class BatchRun:
             )
         finally:
             slot.spent_before += pipeline.spent()
+            self._never_started(runs)
             if pipeline.rental.teardown is not None and not pipeline.rental.teardown.confirmed:
                 slot.unconfirmed.append(pipeline.rental.teardown.message)
             # The failed machine is not rented again by this slot (boot.fall_back_after's rule, kept across rentals).
@@ -202,6 +203,16 @@ class BatchRun:
                 if failure is None or (e.offer.id != used.id and not (used.machine and e.offer.machine == used.machine))
             ]
         return failure
+
+    def _never_started(self, runs: list[JobRun]) -> None:
+        """A stop (Ctrl-C, SIGTERM) reached the pipeline while these jobs still waited their turn: say so."""
+        if not self.stop_reason:
+            return
+        for run in runs:
+            started = any(phase in ("upload", "run", "monitor", "finish") for phase, _ in run.state.history)
+            if run.outcome in (None, "failed") and not started and not run.engine_failed:
+                run.outcome = "not run"
+                run.state = self.store.update(run.state, message=f"not run: {self.stop_reason}")
 
     def _moved(self, slot: RentalSlot, run: JobRun, failure: BaseException) -> JobRun:
         """A new attempt of `run` for the replacement rental: a new job folder (the old one keeps its instance)."""
