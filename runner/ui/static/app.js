@@ -217,7 +217,7 @@ function renderJob(job) {
     el("p", { id: "instance-state", class: job.instance.attention ? "bad" : job.instance.state === "destroyed" ? "good" : "", "data-state": job.instance.state }, job.instance.text),
     job.message ? el("p", { id: "job-message" }, job.message) : null,
     job.controller ? el("p", { class: "muted" }, `driven by ${job.controller}`) : null,
-    job.chosen ? el("p", { class: "good", id: "chosen" }, `your pick: ${job.chosen.path} (sha256 ${String(job.chosen.sha256).slice(0, 12)}…)`) : null,
+    job.chosen ? el("p", { class: "good", id: "chosen" }, `your pick: ${job.chosen.path}, kept as ${job.chosen.copied_to} (sha256 ${String(job.chosen.sha256).slice(0, 12)}…)`) : null,
     el("div", { class: "actions" }, stop, pull, report),
     el("div", { class: "cards" },
       card("step", steps(job), "step", progressBar(pct)),
