@@ -167,6 +167,8 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             assert "destroyed (confirmed by vastai)" in cell("#instance-state")
             assert "lorarun down" in (cell("#actions-log") or "")
             wait_for("the report's link", lambda: cell("#report-link"), 60)
+            estimate = cell("#estimate")
+            assert "predicted before renting" in estimate and "actual" in estimate and "training" in estimate
             href = browser.execute_script("return document.getElementById('report-link').href")
             assert href.endswith("/report.html")
             browser.get(href)  # opens with the cookie the page set: no token in this address
