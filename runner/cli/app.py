@@ -26,6 +26,7 @@ COMMANDS = (
     "config",
     "publish",
     "ui",
+    "batch",
 )
 
 app = typer.Typer(
