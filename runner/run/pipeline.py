@@ -37,6 +37,7 @@ from lorarun.runner.price.offer_choice import create_cheapest
 from lorarun.runner.publish.release import publish_finished
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run import boot, stock
+from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.runner.run.lease import LeaseRenewer, hard_lease_seconds
 from lorarun.runner.run.monitor import JobMonitor
@@ -703,6 +704,7 @@ class Pipeline:
         with pull_bar() as shown:
             home = bring_home(monitor, run.job.spec.output_dir, sleep=self.clock.sleep, progress=shown)
         self.notify.outputs_home(run, monitor.progress.pulled, final=True)
+        place_captions(run.job.spec)  # `dataset.captions`: the instance's captions beside the user's images
         run.timings["download"] = self.clock.now() - started
         verification = home.verification
         outcome = settled or ("stopped" if self._stop_requested else "failed")
