@@ -117,6 +117,7 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
         (LorarunError, -1, "{msg}"),
         (ConfigError, 2, "{msg}"),
         (perr.CredentialsMissing, 2, "{msg}"),
+        (perr.ProviderMisconfigured, 2, "{provider}: {msg}"),
         (perr.AuthError, 2, "{provider}: the API key was refused ({msg}); check it and try again"),
         (perr.InsufficientFundsError, 2, "{provider}: not enough credit ({msg}); top up the account"),
         (perr.NoCapacityError, 1, "{provider}: no machine available right now ({msg}); try other GPUs or later"),

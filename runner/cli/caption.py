@@ -72,4 +72,5 @@ def caption(
         lease_seconds=None,
         hard_lease_minutes=None,
         grace_seconds=900.0,
+        rentals=None,
     )
