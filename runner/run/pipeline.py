@@ -35,7 +35,7 @@ from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.price.offer_choice import create_cheapest
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import boot, stock
+from lorarun.runner.run import boot, interruption, stock
 from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.runner.run.lease import LeaseRenewer, hard_lease_seconds
 from lorarun.runner.run.monitor import JobMonitor
@@ -205,7 +205,7 @@ class Pipeline:
             if stop:
                 self._graceful_stop("stopped by `lorarun down`")
             else:
-                self._run_jobs()
+                interruption.run_jobs(self)  # _run_jobs, resumed on a new rental after an interruption
         except KeyboardInterrupt as interrupt:
             detached = self._on_interrupt(ask=not isinstance(interrupt, TerminateRequested))
             if not detached:
@@ -436,6 +436,7 @@ class Pipeline:
                 # First: the upload's remote sha256 manifest runs on the instance's Python (lorarun-python).
                 layout = self._install_lorarun(run, transport, layout)
             self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
+            interruption.before_agent(self, run, transport, layout)  # a resumed job's state, from home
             self._start_agent(run, transport, layout)
         monitor = self._monitor(run, transport, layout)
         self._finish(run, transport, layout, monitor)
@@ -562,6 +563,7 @@ class Pipeline:
         with view:
             while True:
                 done = self._monitor_round(monitor)
+                interruption.after_round(self, run, monitor)  # interruptible: the newest resume state home
                 spent = self._spent()
                 view.update(monitor.progress, spent)
                 if done:
@@ -591,7 +593,7 @@ class Pipeline:
                     err_console.print(f"[yellow]{self._stop_requested}[/]", highlight=False)
                     self._stop_engine(transport, layout, monitor)
                     break
-                if self.clock.now() - last_instance_check > 30:
+                if self.clock.now() - last_instance_check > interruption.check_interval(self):
                     last_instance_check = self.clock.now()
                     self._check_instance_alive()
                 self.clock.sleep(self.options.poll_interval)
@@ -658,6 +660,7 @@ class Pipeline:
             instance = self.provider.get(self.rental.instance.id)
         except ProviderError:
             return  # the API is flaky; the SSH link is the real test
+        interruption.check(self, instance)  # an interruptible machine taken back is resumed elsewhere
         if instance is None or instance.status == InstanceStatus.TERMINATED:
             raise PipelineError(
                 f"instance {self.rental.instance.id} vanished at {self.provider.name}; "
