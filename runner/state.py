@@ -198,7 +198,7 @@ class JobStore:
                         f"job {job_id} is driven by {holder.describe()}; follow it there, or stop it "
                         f"from here with `lorarun down {job_id}`",
                         holder=holder,
-                    )
+                    ) from None  # the lock file existing is the expected case, not a cause worth chaining
                 # A dead holder: move its lock aside atomically, so two takers cannot both win.
                 try:
                     os.replace(path, path.with_name(f"controller.lock.stale-{me.pid}"))

@@ -212,7 +212,7 @@ class StreamVerifier:
                 f"remote verification exited {code} after {len(lines)} of {self._sent} files: "
                 f"{err.decode(errors='replace')[-500:]}"
             )
-        return {rel: sha for rel, sha in lines}
+        return dict(lines)
 
     def close(self) -> None:
         self._chan.close()

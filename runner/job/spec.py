@@ -26,6 +26,7 @@ from lorarun.image.names import output_name_problem
 from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
 from lorarun.runner.errors import InvalidJob, SpecError
+from lorarun.runner.job.hosted_spec import NotifyConfig, hub_repo_problem
 
 PROVIDERS = ("local", "ssh", "vastai", "runpod")
 INTERRUPTIBLE_MODES = ("never", "allowed", "prefer")
@@ -109,6 +110,8 @@ class Resources:
 class OutputConfig:
     dir: str = "output"  # relative paths are relative to the job file
     name: str = "lora"  # file name of the LoRA, without .safetensors
+    hub: str | None = None  # a Hugging Face repo id (user/repo): the verified LoRA is published there (publish.py)
+    hub_private: bool = True  # a repo lorarun creates is private unless this is false
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class JobSpec:
     flux: FluxConfig = field(default_factory=FluxConfig)  # Flux.1 options; only for model.family flux
     resources: Resources = field(default_factory=Resources)
     output: OutputConfig = field(default_factory=OutputConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # a webhook told of each phase (runner/run/notify.py)
     notes: tuple[str, ...] = ()  # things the loader wants the user to know (kohya keys ignored, guesses made)
 
     @property
@@ -168,7 +172,7 @@ class JobSpec:
         the one table (`image/ranges.py`), then each section's own rules, then the output name. Sections in
         `skip` are not judged (they failed to parse and hold defaults)."""
         found: list[str] = []
-        for section in ("model", "dataset", "training", "sample", "flux", "resources"):
+        for section in ("model", "dataset", "training", "sample", "flux", "resources", "notify"):
             if section in skip:
                 continue
             obj = getattr(self, section)
@@ -191,6 +195,9 @@ class JobSpec:
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
         if name_problem:
             found.append(name_problem)
+        hub_problem = None if "output" in skip else hub_repo_problem(self.output.hub)
+        if hub_problem:
+            found.append(hub_problem)
         return [f"{self.source}: {p}" for p in found]
 
     def validate(self) -> None:
@@ -240,6 +247,7 @@ YAML_ALIASES: dict[str, dict[str, str]] = {
     "model": {},
     "resources": {},
     "output": {},
+    "notify": {},
 }
 SECTIONS = {
     "model": ModelConfig,
@@ -249,6 +257,7 @@ SECTIONS = {
     "flux": FluxConfig,
     "resources": Resources,
     "output": OutputConfig,
+    "notify": NotifyConfig,
 }
 
 

@@ -39,6 +39,7 @@ from lorarun.runner.run import boot, interruption, stock
 from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.runner.run.lease import LeaseRenewer, hard_lease_seconds
 from lorarun.runner.run.monitor import JobMonitor
+from lorarun.runner.run.notify import JobNotifications
 from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
 from lorarun.runner.run.poller import REAL_CLOCK, Clock, PollTimeout, poll
 from lorarun.runner.run.progress import TrainingView, pull_bar, transfer_bar
@@ -122,6 +123,7 @@ class Pipeline:
         self._stop_requested: str | None = None
         self.hard_deadline: float | None = None  # the instance's LORARUN_DEADLINE (unknown on reattach)
         self._held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
+        self.notify = JobNotifications.for_runs(runs, self._spent)  # `notify.webhook`: events out (notify.py)
 
     @classmethod
     def start(
@@ -173,6 +175,7 @@ class Pipeline:
     # ---- state -------------------------------------------------------------------------------------------------
     def _advance(self, run: JobRun, phase: str, message: str = "") -> None:
         run.state = self.store.advance(run.state, phase, message)
+        self.notify.phase(run, phase, message, provider=self.provider.name, gpu=self._gpu_text())
 
     def _record(self, run: JobRun, **changes) -> None:
         run.state = self.store.update(run.state, **changes)
@@ -220,6 +223,7 @@ class Pipeline:
             signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 self._teardown_guarded()
+            self.notify.close()
         if self.rental.teardown is not None and not self.rental.teardown.confirmed:
             # Every other path out already exits non-zero; a job that went well must not exit 0 either (#15.5).
             raise TeardownUnconfirmed(self.rental.teardown.message)
@@ -564,6 +568,7 @@ class Pipeline:
             while True:
                 done = self._monitor_round(monitor)
                 interruption.after_round(self, run, monitor)  # interruptible: the newest resume state home
+                self.notify.outputs_home(run, monitor.progress.pulled)
                 spent = self._spent()
                 view.update(monitor.progress, spent)
                 if done:
@@ -698,6 +703,7 @@ class Pipeline:
         settled = monitor.settle()
         with pull_bar() as shown:
             home = bring_home(monitor, run.job.spec.output_dir, sleep=self.clock.sleep, progress=shown)
+        self.notify.outputs_home(run, monitor.progress.pulled, final=True)
         run.timings["download"] = self.clock.now() - started
         verification = home.verification
         outcome = settled or ("stopped" if self._stop_requested else "failed")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from support.cloud import tiny_job
-from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.remote.layout import RemoteLayout
@@ -42,7 +41,7 @@ def test_hostile_manifest_writes_nothing_outside_the_output_folder(sshd_server, 
     outside = tmp_path / "home" / "escaped.txt"
     outside.write_bytes(b"the user's file")  # would be overwritten by os.replace before the fix
     (local_out / "link").symlink_to(tmp_path / "home")  # a symlink already on the laptop is not a way out either
-    for p in HOSTILE:
+    for _ in HOSTILE:
         fault.inject("hostile manifest path", "only good.safetensors written, under out/")
     monitor = JobMonitor(
         ssh_transport, RemoteLayout(root=str(root), python="python3"), local_out, tmp_path / "events.jsonl"

@@ -148,30 +148,19 @@ class SshdServer:
         return proc
 
     def _session_env(self) -> dict[str, str]:
-        envs = dict(
-            [
-                ("HOME", str(self.home)),
-                ("LORARUN_WORKDIR", str(self.workdir)),
-                ("LORARUN_PYTHON", sys.executable),
-                ("LORARUN_FAKE_INSTANCE", self.instance_id),
-                ("LORARUN_FAKE_HOST", self.token),
-            ]
-        )
+        envs = {
+            "HOME": str(self.home),
+            "LORARUN_WORKDIR": str(self.workdir),
+            "LORARUN_PYTHON": sys.executable,
+            "LORARUN_FAKE_INSTANCE": self.instance_id,
+            "LORARUN_FAKE_HOST": self.token,
+        }
         envs.update(self.env)  # the caller's pairs win (a test may point HOME or PATH elsewhere)
         return envs
 
     def _write_config(self) -> None:
         sftp = next((p for p in SFTP_SERVER_CANDIDATES if os.path.exists(p)), None)
-        envs = dict(
-            [
-                ("HOME", str(self.home)),
-                ("LORARUN_WORKDIR", str(self.workdir)),
-                ("LORARUN_PYTHON", sys.executable),
-                ("LORARUN_FAKE_INSTANCE", self.instance_id),
-                ("LORARUN_FAKE_HOST", self.token),
-            ]
-        )
-        envs.update(self.env)  # the caller's pairs win (a test may point HOME or PATH elsewhere)
+        envs = self._session_env()
         lines = [
             "ListenAddress 127.0.0.1",
             f"Port {self.port}",

@@ -94,7 +94,7 @@ def test_fallbacks_are_bounded():
     ranked = [est(str(i)) for i in range(10)]
     p = pipeline(Provider(), ranked, ranked[0].offer)
     results = []
-    for i in range(boot.MAX_FALLBACKS + 1):
+    for _ in range(boot.MAX_FALLBACKS + 1):
         p.provider.live = {"i1"}
         p.rental.instance = Instance("runpod", "i1", "l", InstanceStatus.ERROR)
         p.rental.offer = p.ranked[0].offer
