@@ -193,7 +193,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     if len(log) > limit:
         raise PipelineError(
             f"interrupted {len(log)} times (resources.max_interruptions is {limit}); the checkpoints so far are in "
-            f"{run.job.spec.output_dir}, and `lorarun submit` again resumes from the last one"
+            f"{run.job.spec.output_dir}"
         )
     _refuse_over_budget(pipeline, spent)
     if offer.provider != "runpod":  # a RunPod offer is a GPU type in a cloud, not a machine: it stays rentable
