@@ -500,7 +500,6 @@ class FakeRunPod(FakeAPI):
             "template": None,
             "gpu": {"id": pod.gpu_id, "count": pod.gpu_count},
             "cloud": pod.cloud,
-            "interruptible": pod.spot,  # v2 Pod/CreatePodRequest `interruptible` (providers.md §2.3)
             "dataCenterId": "US-KS-2",
             "cudaVersion": "12.8",
             "ports": pod.ports,
