@@ -73,6 +73,19 @@ class Resources:
     ssh_user: str = "root"
     ssh_key: str | None = None
     price_per_hour: float = 0.0  # what your own machine costs you, for the estimate
+    # (key, file) for each value inherited from the user's config (`lorarun config`), so a refusal that comes
+    # from one says where it came from; set by `user_config.inherit`, never by a job file (build_job refuses it)
+    inherited_from: tuple[tuple[str, str], ...] = ()
+
+    def origin(self, key: str) -> str:
+        """ " (gpus from ~/.config/lorarun/config.toml)" for an inherited setting, "" for the job's own."""
+        where = dict(self.inherited_from).get(key)
+        return f" ({key} from {where})" if where else ""
+
+    def given(self, key: str, value: Any) -> Resources:
+        """These resources with `key` set on the command line (no longer inherited from the user config)."""
+        inherited = tuple((k, f) for k, f in self.inherited_from if k != key)
+        return dataclasses.replace(self, **{key: value}, inherited_from=inherited)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "interruptible", interruptible_mode(self.interruptible))
@@ -158,9 +171,9 @@ class JobSpec:
     ) -> JobSpec:
         spec = self
         if provider:
-            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, provider=provider))
+            spec = dataclasses.replace(spec, resources=spec.resources.given("provider", provider))
         if max_cost is not None:
-            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, max_cost=max_cost))
+            spec = dataclasses.replace(spec, resources=spec.resources.given("max_cost", max_cost))
         if out is not None:
             spec = dataclasses.replace(spec, output=dataclasses.replace(spec.output, dir=str(out.resolve())))
         if validate:
@@ -269,7 +282,7 @@ def load_job(path: Path) -> JobSpec:
     if path.suffix.lower() == ".toml":
         from lorarun.runner.job.kohya_toml import load_kohya_toml
 
-        return _with_user_config(load_kohya_toml(path))
+        return _with_user_config_even_if_invalid(load_kohya_toml, path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -279,7 +292,19 @@ def load_job(path: Path) -> JobSpec:
         raise SpecError(f"{path}:{where}: {problem}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return _with_user_config(build_job(data, path))
+    return _with_user_config_even_if_invalid(build_job, data, path)
+
+
+def _with_user_config_even_if_invalid(build, *args) -> JobSpec:
+    """The user's defaults apply to a job with problems too: `validate` goes on judging the parts that parsed
+    (the machine for the user's provider, the GPUs from their config) and should judge what will really run."""
+    try:
+        spec = build(*args)
+    except InvalidJob as exc:
+        if getattr(exc, "spec", None) is not None:
+            exc.spec = _with_user_config(exc.spec)
+        raise
+    return _with_user_config(spec)
 
 
 def _with_user_config(spec: JobSpec) -> JobSpec:
@@ -307,6 +332,9 @@ def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
         if key not in SECTIONS:
             problems.append(f"{path}: {unknown_key_message('(top level)', str(key), known)}")
             continue
+        if key == "resources" and isinstance(raw, dict) and "inherited_from" in raw:
+            problems.append(f"{path}: {unknown_key_message('resources', 'inherited_from', [])}")
+            raw = {k: v for k, v in raw.items() if k != "inherited_from"}
         try:
             section = _apply_aliases(key, raw, path)
             values[key] = from_mapping(SECTIONS[key], section, key)

@@ -19,8 +19,9 @@ new machine, `resume_state.push` puts back the state, the events and the last ch
 from that step with the same seed plan. Limits: `resources.max_interruptions` re-rents, and `max_cost` over the
 spend of every rental together.
 
-The pipeline calls in here from small hooks: `run_jobs` (instead of `_run_jobs`), `check` (in
-`_check_instance_alive`), `check_interval` (the monitor's cadence), `after_round` and `before_agent`.
+The pipeline calls in here from small hooks: `run_jobs` (pipeline.py, instead of `_run_jobs`), `before_agent`
+(pipeline.py, between upload and agent start), and in training.py `check` (`check_instance_alive`),
+`check_interval` (the monitor's cadence) and `after_round`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from lorarun.runner.run.teardown import destroy_and_confirm, report
 if TYPE_CHECKING:  # the pipeline imports this module
     from lorarun.runner.remote.layout import RemoteLayout
     from lorarun.runner.run.monitor import JobMonitor
-    from lorarun.runner.run.pipeline import JobRun, Pipeline
+    from lorarun.runner.run.context import JobRun
+    from lorarun.runner.run.pipeline import Pipeline
     from lorarun.sshlink.transport import Transport
 
 CHECK_INTERVAL_S = 15.0  # provider checks on an interruptible rental (on-demand: the monitor's own 30 s)
@@ -157,7 +159,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     offer = pipeline.rental.offer
     run = next((r for r in pipeline.runs if r.outcome is None), pipeline.primary)
     job_dir = pipeline.store.job_dir(run.state.job_id)
-    spent = pipeline._spent()
+    spent = pipeline.spent()
     rented = (pipeline.clock.wall() - pipeline.rental.started_at) if pipeline.rental.started_at else 0.0
     event = Interruption(
         instance_id=instance.id,
@@ -220,12 +222,13 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
 
 
 def _provision_again(pipeline: Pipeline) -> None:
+    from lorarun.runner.run import provision, wait  # they import the phase modules that import this one
     while True:  # as Pipeline.run: a failed start is destroyed and the next offer rented
         if pipeline.rental.instance is None:
-            pipeline._provision()
+            provision.provision(pipeline)
         try:
             if pipeline.rental.transport is None:
-                pipeline._wait_ready()
+                wait.wait_ready(pipeline)
             return
         except boot.StartFailed as failed:
             if not boot.fall_back_after(pipeline, failed):

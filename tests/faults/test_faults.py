@@ -17,7 +17,7 @@ from support.cloud import tiny_job
 
 from lorarun.provider_adapters import retry
 from lorarun.runner.cli.app import main
-from lorarun.runner.run import connect, pipeline
+from lorarun.runner.run import connect, upload
 from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 from lorarun.sshlink.session import RetryPolicy
@@ -160,7 +160,7 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, mo
     fault.inject("SSH connections dropped mid-upload", "reconnects, finishes, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1, images=12)
     dropped = {"n": 0}
-    original = pipeline.transfer_bar
+    original = upload.transfer_bar
 
     @contextlib.contextmanager
     def dropping_bar(description):
@@ -173,7 +173,7 @@ def test_ssh_dropped_mid_upload_reconnects_and_finishes(vast_cloud, tmp_path, mo
 
             yield update
 
-    monkeypatch.setattr(pipeline, "transfer_bar", dropping_bar)
+    monkeypatch.setattr(upload, "transfer_bar", dropping_bar)
     code = submit(job)
     assert code == 0, capsys.readouterr().err
     assert dropped["n"] > 0, "the test did not manage to cut the connection"
