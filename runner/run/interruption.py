@@ -41,8 +41,8 @@ from lorarun.runner.run.teardown import destroy_and_confirm, report
 
 if TYPE_CHECKING:  # the pipeline imports this module
     from lorarun.runner.remote.layout import RemoteLayout
-    from lorarun.runner.run.monitor import JobMonitor
     from lorarun.runner.run.context import JobRun
+    from lorarun.runner.run.monitor import JobMonitor
     from lorarun.runner.run.pipeline import Pipeline
     from lorarun.sshlink.transport import Transport
 
@@ -223,6 +223,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
 
 def _provision_again(pipeline: Pipeline) -> None:
     from lorarun.runner.run import provision, wait  # they import the phase modules that import this one
+
     while True:  # as Pipeline.run: a failed start is destroyed and the next offer rented
         if pipeline.rental.instance is None:
             provision.provision(pipeline)
