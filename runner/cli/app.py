@@ -25,7 +25,9 @@ COMMANDS = (
     "image",
     "config",
     "publish",
+    "caption",
     "ui",
+    "batch",
 )
 
 app = typer.Typer(
