@@ -282,6 +282,7 @@ function route() {
 
 async function refresh() {
   clearTimeout(timer);
+  if (document.hidden) return; // a background tab asks nothing; it catches up when shown (visibilitychange)
   const r = route();
   const status = document.getElementById("connection");
   try {
@@ -304,4 +305,5 @@ async function refresh() {
 }
 
 window.addEventListener("hashchange", () => { rendered.key = null; refresh(); });
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
 refresh();
