@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from lorarun.provider_adapters.base import Instance, InstanceStatus
 from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
-from lorarun.runner.errors import BudgetError, PipelineError
+from lorarun.runner.errors import PipelineError
 from lorarun.runner.price import interruptible
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.run import boot, resume_state
@@ -69,6 +69,10 @@ class InstanceInterrupted(PipelineError):
         super().__init__(f"instance {instance_id} was interrupted by its provider ({reason})")
         self.instance_id = instance_id
         self.reason = reason
+
+
+class ResumeOverBudget(PipelineError):
+    """Resuming on another rental would take the job's spend over max_cost: it stops with its checkpoints home."""
 
 
 @dataclass
@@ -141,7 +145,7 @@ def run_jobs(pipeline: Pipeline) -> None:
             interrupted = exc
         except (ConnectionLost, PipelineError) as exc:
             # The link died during an upload or a pull: the provider says whether the machine was taken back.
-            if not is_interruptible(pipeline) or isinstance(exc, BudgetError):
+            if not is_interruptible(pipeline) or isinstance(exc, ResumeOverBudget):
                 raise
             try:
                 reason = interruption_reason(pipeline.provider.get(pipeline.rental.instance.id))
@@ -159,7 +163,6 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     offer = pipeline.rental.offer
     run = next((r for r in pipeline.runs if r.outcome is None), pipeline.primary)
     job_dir = pipeline.store.job_dir(run.state.job_id)
-    spent = pipeline.spent()
     rented = (pipeline.clock.wall() - pipeline.rental.started_at) if pipeline.rental.started_at else 0.0
     event = Interruption(
         instance_id=instance.id,
@@ -184,6 +187,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
         pipeline.rental.transport = None
     result = destroy_and_confirm(pipeline.provider, instance.id, clock=pipeline.clock)
     report(result)
+    spent = pipeline.spent()  # every rental so far, this one up to its confirmed destroy
     try:
         interruptible.record_rental(pipeline.provider.name, rented / 3600.0, interrupted=True)
     except OSError:
@@ -250,7 +254,7 @@ def _refuse_over_budget(pipeline: Pipeline, spent: float) -> None:
     fixed = p.startup + p.transfer + p.prepare + p.sampling
     again = best.offer.price_per_hour * (fixed + p.train * (1 - min(done, total) / total)) / 3600.0
     if spent + again > pipeline.max_cost:
-        raise BudgetError(
+        raise ResumeOverBudget(
             f"budget: {money(spent)} spent on the interrupted rental(s); resuming would cost about {money(again)} "
             f"more, over max_cost {money(pipeline.max_cost)}. The checkpoints so far are in "
             f"{run.job.spec.output_dir}"
