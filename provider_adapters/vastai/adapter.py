@@ -156,7 +156,8 @@ class VastProvider:
             id_env="CONTAINER_ID",
             key_env="CONTAINER_API_KEY",
             ways=(DestroyWay("http", method="DELETE", url=f"{base}/api/v0/instances/{{instance_id}}/"),),
-            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/"),),
+            # `?owner=me` as vast-cli's show_instance sends it (vast-ai/vast-cli `api/instances.py`; providers.md §1.4)
+            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/?owner=me"),),
         )
 
     def kill_hint(self, instance_id: str) -> str:

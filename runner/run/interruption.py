@@ -140,6 +140,7 @@ def run_jobs(pipeline: Pipeline) -> None:
     while True:
         try:
             pipeline._run_jobs()
+            _record_uninterrupted(pipeline)
             return
         except InstanceInterrupted as exc:
             interrupted = exc
@@ -223,6 +224,17 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
             storage_per_hour=tracker.storage_per_hour,
             carried=spent,
         )
+
+
+def _record_uninterrupted(pipeline: Pipeline) -> None:
+    """The last interruptible rental ran to the end: its hours teach the rate too (runner/price/interruptible.py)."""
+    if not is_interruptible(pipeline) or pipeline.rental.started_at is None:
+        return
+    try:
+        hours = (pipeline.clock.wall() - pipeline.rental.started_at) / 3600.0
+        interruptible.record_rental(pipeline.provider.name, hours, interrupted=False)
+    except OSError:
+        pass
 
 
 def _provision_again(pipeline: Pipeline) -> None:

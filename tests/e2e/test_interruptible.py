@@ -71,6 +71,10 @@ def _assert_resumed(cloud, tmp_path, interrupter, count):
     ]
     report = json.loads((out / "report.json").read_text())
     assert report["outcome"] == "finished" and report["verified"] is True, report["files"]
+    assert [e["instance_id"] for e in report["interruptions"]] == interrupter.done
+    # The interruption rate learns from these rentals: `count` taken back, the last one ran to the end.
+    history = json.loads((JobStore().home / "interruptions.json").read_text())[cloud.name]
+    assert history["interruptions"] == count and history["rentals"] == count + 1
 
 
 @pytest.mark.parametrize("seed", [18])

@@ -47,7 +47,7 @@ def log_of(state) -> list[dict]:
     return interruption.read_log(JobStore().job_dir(state.job_id))
 
 
-def assert_finished_after(cloud, tmp_path, interrupted: int, epochs: int):
+def assert_finished_after(cloud, tmp_path, interrupted: int):
     state = only_state()
     assert state.phase == "done" and state.instance_destroyed, state.message
     assert cloud.instance_ids() == []
@@ -59,7 +59,9 @@ def assert_finished_after(cloud, tmp_path, interrupted: int, epochs: int):
     report = json.loads((out / "report.json").read_text())
     assert report["verified"] is True and report["outcome"] == "finished"
     events = [json.loads(x) for x in (JobStore().job_dir(state.job_id) / "events.jsonl").read_text().splitlines()]
-    assert max(e["step"] for e in events if e["event"] == "step") == 2 * epochs  # the uninterrupted step count
+    total = next(e["total_steps"] for e in events if e["event"] == "started")
+    assert max(e["step"] for e in events if e["event"] == "step") == total  # the uninterrupted step count
+    assert all(e["total_steps"] == total for e in events if e["event"] == "started")
 
 
 # ---- in training, on each provider ------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_interrupted_in_training_resumes_on_another_rental(cloud, tmp_path, monk
     job = tiny_job(tmp_path, cloud.name, epochs=3, extra_resources=SPOT)
     patch_monitor(monkeypatch, Interrupter(cloud, tmp_path, [2]))
     assert submit(job) == 0, capsys.readouterr().err
-    assert_finished_after(cloud, tmp_path, 1, epochs=3)
+    assert_finished_after(cloud, tmp_path, 1)
     assert log_of(only_state())[0]["step"] == 2
 
 
@@ -77,7 +79,7 @@ def test_spot_pod_gone_from_the_api_is_an_interruption(runpod_cloud, tmp_path, m
     job = tiny_job(tmp_path, "runpod", epochs=3, extra_resources=SPOT)
     patch_monitor(monkeypatch, Interrupter(runpod_cloud, tmp_path, [2], gone=True))
     assert submit(job) == 0, capsys.readouterr().err
-    assert_finished_after(runpod_cloud, tmp_path, 1, epochs=3)
+    assert_finished_after(runpod_cloud, tmp_path, 1)
     assert log_of(only_state())[0]["reason"] == "gone at the provider"
 
 
@@ -87,7 +89,7 @@ def test_interrupted_twice_in_a_row(cloud, tmp_path, monkeypatch, capsys, fault)
     job = tiny_job(tmp_path, cloud.name, epochs=3, extra_resources=SPOT)
     patch_monitor(monkeypatch, Interrupter(cloud, tmp_path, [2, 4]))
     assert submit(job) == 0, capsys.readouterr().err
-    assert_finished_after(cloud, tmp_path, 2, epochs=3)
+    assert_finished_after(cloud, tmp_path, 2)
 
 
 # ---- during boot and upload -------------------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def test_interrupted_during_upload_resumes_on_another_rental(cloud, tmp_path, mo
     monkeypatch.setattr(upload, "transfer_bar", interrupting_bar)
     assert submit(job) == 0, capsys.readouterr().err
     assert taken, "the upload finished before the interruption point"
-    assert_finished_after(cloud, tmp_path, 1, epochs=1)
+    assert_finished_after(cloud, tmp_path, 1)
     assert log_of(only_state())[0]["instance_id"] == taken[0]
 
 
