@@ -35,7 +35,7 @@ from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
 from lorarun.runner.errors import PipelineError
 from lorarun.runner.price import interruptible
-from lorarun.runner.price.budget import SpendTracker
+from lorarun.runner.price.budget import DEFAULT_STOP_RESERVE_S, SpendTracker
 from lorarun.runner.run import boot, resume_state
 from lorarun.runner.run.teardown import destroy_and_confirm, report
 
@@ -196,6 +196,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     if not result.confirmed:
         raise exc  # the teardown tries again and prints the kill command; renting more would hide it
     pipeline.rental.instance = None
+    pipeline.held_for_pull = None  # a pull the interruption cut: the next rental writes those outputs again
     limit = run.job.spec.resources.max_interruptions
     if len(log) > limit:
         raise PipelineError(
@@ -264,7 +265,10 @@ def _refuse_over_budget(pipeline: Pipeline, spent: float) -> None:
     done = _last_step(pipeline.store.job_dir(run.state.job_id))
     p = best.phases
     fixed = p.startup + p.transfer + p.prepare + p.sampling
-    again = best.offer.price_per_hour * (fixed + p.train * (1 - min(done, total) / total)) / 3600.0
+    # plus the reserve a running job keeps for its last pull and teardown (SpendTracker.over)
+    again = (
+        best.offer.price_per_hour * (fixed + p.train * (1 - min(done, total) / total) + DEFAULT_STOP_RESERVE_S) / 3600.0
+    )
     if spent + again > pipeline.max_cost:
         raise ResumeOverBudget(
             f"budget: {money(spent)} spent on the interrupted rental(s); resuming would cost about {money(again)} "

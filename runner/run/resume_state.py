@@ -89,6 +89,11 @@ def push(transport: Transport, layout: RemoteLayout, job_dir: Path, output_dir: 
     """Before the agent starts on a new rental: the state at home, the events so far (the engine appends to them,
     and the monitor reads on from where the laptop's copy ends) and the last checkpoint home. Returns the step the
     engine will resume from, or None when there is no state (a fresh start)."""
+    events = job_dir / "events.jsonl"
+    if events.is_file():
+        # Always, state or not: the monitor reads the instance's events from where the laptop's copy ends.
+        transport.run(f"mkdir -p {_q(layout.output)}", timeout=60)
+        transport.put_file(events, layout.events)
     found = home_state(job_dir)
     if found is None:
         return None
@@ -100,9 +105,6 @@ def push(transport: Transport, layout: RemoteLayout, job_dir: Path, output_dir: 
             transport.put_file(f, posixpath.join(remote, f.name))
     latest = job_dir / RESUME_DIR / LATEST
     transport.put_file(latest, posixpath.join(remote_state_root(layout), LATEST))
-    events = job_dir / "events.jsonl"
-    if events.is_file():
-        transport.put_file(events, layout.events)
     step = int(progress.get("global_step") or 0)
     checkpoint = last_checkpoint(events, step)
     if checkpoint is not None and (output_dir / checkpoint).is_file():
@@ -122,7 +124,9 @@ def last_checkpoint(events: Path, step: int) -> str | None:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "checkpoint" and event.get("step") == step and event.get("path"):
+        # Not the final file: a run resumed at its last step saves it again, with its samples and grid.
+        final = event.get("kind") == "final"
+        if event.get("event") == "checkpoint" and event.get("step") == step and event.get("path") and not final:
             path = str(event["path"])
             if not path.startswith("/") and ".." not in Path(path).parts:
                 found = path

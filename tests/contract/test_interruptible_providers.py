@@ -182,3 +182,25 @@ def test_gc_sweeps_lorarun_credentials_whose_pod_is_gone(runpod, sleeper):
     assert swept == ["lorarun-9c1d-ghcr.io"]
     names = sorted(r["name"] for r in runpod.registries.values())
     assert names == ["lorarun-live1-ghcr.io", "my-own-ghcr"] and live.id in runpod.pods
+
+
+def test_vast_onstart_makes_host_keys_and_starts_sshd_when_none_runs(vast, sleeper, tmp_path):
+    """Vast's ssh run types replace our entrypoint, so our start-up never made host keys there: onstart does it,
+    and starts sshd when none runs (a POSIX sh line; checked here by running its guard with sh)."""
+    import subprocess
+
+    from lorarun.provider_adapters.vastai.adapter import SSHD_ONSTART
+
+    p = make_vast(vast, sleeper)
+    p.create(p.offers(rtx4090())[0], vast_spec())
+    [create] = [r.json() for r in vast.requests if r.method == "PUT"]
+    assert create["onstart"].startswith(SSHD_ONSTART.split(";")[0] + ";")  # ssh-keygen -A comes first
+    assert "/usr/sbin/sshd" in create["onstart"] and "lorarun-startup --onstart" in create["onstart"]
+    guard = SSHD_ONSTART.split("||")[0].split(";", 1)[1].strip()  # the "is an sshd running" test alone
+    fake_proc = tmp_path / "proc"
+    (fake_proc / "12").mkdir(parents=True)
+    (fake_proc / "12" / "comm").write_text("python\n")
+    assert subprocess.run(["sh", "-c", guard.replace("/proc", str(fake_proc))]).returncode != 0
+    (fake_proc / "13").mkdir()
+    (fake_proc / "13" / "comm").write_text("sshd\n")
+    assert subprocess.run(["sh", "-c", guard.replace("/proc", str(fake_proc))]).returncode == 0

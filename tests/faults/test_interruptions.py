@@ -11,12 +11,13 @@ import json
 
 import pytest
 from support.cloud import tiny_job
+from support.engine_hold import CACHING, GRID, held_in_call, hold_call_at
 from support.interrupter import Interrupter, patch_monitor
 
 from lorarun.provider_adapters import retry
 from lorarun.runner.cli.app import main
 from lorarun.runner.price.budget import SpendTracker
-from lorarun.runner.run import connect, interruption, upload, wait
+from lorarun.runner.run import connect, finish, interruption, resume_state, upload, wait
 from lorarun.runner.state import JobStore
 from lorarun.sshlink.session import RetryPolicy
 
@@ -156,10 +157,10 @@ def test_budget_reached_when_resuming_stops_instead_of_renting(cloud, tmp_path, 
     fault.inject(f"{cloud.name}: interrupted when the spend is near max_cost", "no re-rent, exit 1, destroyed")
     job = tiny_job(tmp_path, cloud.name, epochs=3, extra_resources=SPOT + "\n  max_cost: 2.0")
     # The interrupted rental turns out to have cost nearly all of max_cost (its spend, read once it is destroyed,
-    # is $1.99), so the rest of the job on the next offer would go over it.
+    # is $1.999), so the rest of the job on the next offer would go over it.
     real_spent = SpendTracker.spent
     destroyed = {"yes": False}
-    monkeypatch.setattr(SpendTracker, "spent", lambda self: 1.99 if destroyed["yes"] else real_spent(self))
+    monkeypatch.setattr(SpendTracker, "spent", lambda self: 1.999 if destroyed["yes"] else real_spent(self))
     real_destroy = interruption.destroy_and_confirm
 
     def destroy_and_confirm(*args, **kwargs):
@@ -176,3 +177,62 @@ def test_budget_reached_when_resuming_stops_instead_of_renting(cloud, tmp_path, 
     assert state.instance_destroyed and cloud.instance_ids() == []
     assert len(log_of(state)) == 1 and state.instance_id == log_of(state)[0]["instance_id"]  # nothing rented after
     assert (tmp_path / "out" / "e2e_lora-000001.safetensors").is_file()
+
+
+# ---- while caching, rendering the grid, pulling the final outputs -------------------------------------------------
+def _interrupt_when_held(cloud, monkeypatch, taken: list[str], state_step: int | None = None) -> None:
+    """Interrupt once the engine is held in the call (and, with `state_step`, once that step's state is home)."""
+
+    def hook(monitor):
+        iid = only_state().instance_id
+        home = resume_state.home_state(JobStore().job_dir(only_state().job_id))
+        if state_step is not None and (home is None or home[1]["global_step"] != state_step):
+            return
+        if not taken and held_in_call(cloud, iid):
+            taken.append(iid)
+            cloud.fake.interrupt(iid)
+
+    patch_monitor(monkeypatch, hook)
+
+
+def test_interrupted_while_caching_starts_again_elsewhere(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("outbid while the engine caches latents", "nothing to resume: fresh start elsewhere, finished")
+    job = tiny_job(tmp_path, "vastai", epochs=1, extra_resources=SPOT)
+    hold_call_at(vast_cloud, tmp_path, CACHING)
+    taken: list[str] = []
+    _interrupt_when_held(vast_cloud, monkeypatch, taken)
+    assert submit(job) == 0, capsys.readouterr().err
+    assert taken, "the engine never reached the caching hold"
+    assert_finished_after(vast_cloud, tmp_path, 1)
+    assert log_of(only_state())[0]["step"] == 0
+
+
+def test_interrupted_while_rendering_the_grid_saves_again_elsewhere(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("outbid while the engine renders the final grid", "resumed at the last step, grid made, finished")
+    job = tiny_job(tmp_path, "vastai", epochs=2, extra_resources=SPOT)
+    hold_call_at(vast_cloud, tmp_path, GRID)
+    taken: list[str] = []
+    _interrupt_when_held(vast_cloud, monkeypatch, taken, state_step=4)
+    assert submit(job) == 0, capsys.readouterr().err
+    assert taken, "the engine never reached the grid hold"
+    assert_finished_after(vast_cloud, tmp_path, 1)
+    assert log_of(only_state())[0]["step"] == 4  # the final step's state was home
+    assert (tmp_path / "out" / "e2e_lora_grid.png").is_file()
+
+
+def test_interrupted_during_the_final_pull_resumes_and_pulls_again(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject("outbid as the final pull starts", "resumed at the last step elsewhere, outputs home, finished")
+    job = tiny_job(tmp_path, "vastai", epochs=2, extra_resources=SPOT)
+    original = finish.bring_home
+    taken: list[str] = []
+
+    def bring_home(*args, **kwargs):
+        if not taken:
+            taken.append(only_state().instance_id)
+            vast_cloud.fake.interrupt(taken[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(finish, "bring_home", bring_home)
+    assert submit(job) == 0, capsys.readouterr().err
+    assert_finished_after(vast_cloud, tmp_path, 1)
+    assert log_of(only_state())[0]["instance_id"] == taken[0]
