@@ -14,6 +14,7 @@ from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.sshlink.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
+RESUMED_EVENT = "rental_resumed"  # written by the controller (runner/run/resume_state.py), never by the engine
 # errno values that mean "this laptop could not write it" (see outputs_home.py)
 LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 # A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
@@ -116,6 +117,8 @@ class JobMonitor:
                 int(total) if total is not None else None,
                 str(event.get("unit") or "items"),
             )
+        elif kind == RESUMED_EVENT:  # the job goes on on a new rental: an earlier rental's end is not this one's
+            p.outcome, p.reason = None, ""
         elif kind in TERMINAL_EVENTS:
             p.outcome = kind
             p.reason = str(event.get("reason", "") or event.get("message", ""))

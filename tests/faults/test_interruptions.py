@@ -58,7 +58,7 @@ def assert_finished_after(cloud, tmp_path, interrupted: int):
     out = tmp_path / "out"
     assert (out / "e2e_lora.safetensors").is_file()
     report = json.loads((out / "report.json").read_text())
-    assert report["verified"] is True and report["outcome"] == "finished"
+    assert report["verified"] is True and report["outcome"] == "finished", json.dumps(report, indent=1)[:3000]
     events = [json.loads(x) for x in (JobStore().job_dir(state.job_id) / "events.jsonl").read_text().splitlines()]
     total = next(e["total_steps"] for e in events if e["event"] == "started")
     assert max(e["step"] for e in events if e["event"] == "step") == total  # the uninterrupted step count
