@@ -35,11 +35,12 @@ from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.price.offer_choice import create_cheapest
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import boot, stock
+from lorarun.runner.run import boot, fault_messages, stock, stock_watchdog
 from lorarun.runner.run.image_build import image_for_job, registry_login
 from lorarun.runner.run.lease import LeaseRenewer, hard_lease_seconds
+from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.runner.run.monitor import JobMonitor
-from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
+from lorarun.runner.run.outputs_home import bring_home, instance_grace_seconds, local_write_problem, not_home_error
 from lorarun.runner.run.poller import REAL_CLOCK, Clock, PollTimeout, poll
 from lorarun.runner.run.progress import TrainingView, pull_bar, transfer_bar
 from lorarun.runner.run.teardown import (
@@ -343,7 +344,7 @@ class Pipeline:
             if instance is None or instance.status == InstanceStatus.TERMINATED:
                 raise PipelineError(
                     f"instance {instance_id} is gone at {self.provider.name} (destroyed, or its "
-                    f"lease ran out); outputs pulled so far are in the output folder"
+                    f"lease ran out); {self._pulled_so_far()}"
                 )
             boot.check_start(instance)  # the provider's fields say it will never come up
             if instance.status in (InstanceStatus.ERROR, InstanceStatus.STOPPED):
@@ -437,8 +438,13 @@ class Pipeline:
                 layout = self._install_lorarun(run, transport, layout)
             self._upload(run, transport, layout)  # skips files already there: a resumed upload is cheap
             self._start_agent(run, transport, layout)
-        monitor = self._monitor(run, transport, layout)
-        self._finish(run, transport, layout, monitor)
+        try:
+            monitor = self._monitor(run, transport, layout)
+            self._finish(run, transport, layout, monitor)
+        except OSError as exc:  # this laptop could not write, anywhere in the pull (#27): keep the instance
+            if not is_local_write_error(exc):
+                raise
+            raise self._hold_outputs(run, [local_write_problem(exc, run.job.spec.output_dir)]) from None
 
     def _upload(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
         self._advance(run, "upload")
@@ -446,7 +452,10 @@ class Pipeline:
         started = self.clock.now()
         transport.run(f"mkdir -p {_q(layout.output)} {_q(layout.work)}", timeout=60)
         # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
-        with transfer_bar(f"uploading {spec.dataset_dir.name}") as progress:
+        with (
+            transfer_bar(f"uploading {spec.dataset_dir.name}") as progress,
+            fault_messages.vanished_is_said(spec.dataset_dir, self._rented_seconds),
+        ):
             report_ = transport.put_files(
                 local_files((f.rel, f.path) for f in run.job.scan.files()),
                 layout.dataset,
@@ -511,7 +520,13 @@ class Pipeline:
         out = transport.run(stock.install_command(remote_wheel, cache), timeout=1800)
         run.timings["install"] = self.clock.now() - started
         python = (out.stdout.strip().splitlines() or [layout.python])[-1]
-        return dataclasses.replace(layout, python=python)
+        installed = dataclasses.replace(layout, python=python)
+        # The deadline guard our image starts at boot (#27), with the create call's own variables.
+        guard = stock_watchdog.watchdog_env(
+            self.primary.state.job_id, self.hard_deadline, self.provider.self_destruct()
+        )
+        stock_watchdog.start_watchdog(transport, installed, guard)
+        return installed
 
     def _start_agent(self, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
         self._advance(run, "run")
@@ -660,8 +675,7 @@ class Pipeline:
             return  # the API is flaky; the SSH link is the real test
         if instance is None or instance.status == InstanceStatus.TERMINATED:
             raise PipelineError(
-                f"instance {self.rental.instance.id} vanished at {self.provider.name}; "
-                f"outputs pulled so far are in the output folder"
+                f"instance {self.rental.instance.id} vanished at {self.provider.name}; {self._pulled_so_far()}"
             )
 
     def _stop_engine(self, transport: Transport, layout: RemoteLayout, monitor: JobMonitor) -> None:
@@ -700,15 +714,13 @@ class Pipeline:
         outcome = settled or ("stopped" if self._stop_requested else "failed")
         if not home.complete:
             # Never destroy what is not home yet (#11.5): the instance stays for its grace window, its agent armed.
-            self._held_for_pull = run
-            raise OutputsNotHome(
-                f"{len(home.problems)} output(s) could not be brought home: "
-                + "; ".join(home.problems)
-                + f". Instance {self.rental.instance.id} is kept for its grace window (about "
-                f"{self.options.grace_seconds / 60:.0f} min) so nothing is lost: fix that, then run "
-                f"`lorarun attach {run.state.job_id}` to finish the pull and destroy it"
-            )
-        self._write_report(run, monitor, verification, outcome)
+            raise self._hold_outputs(run, home.problems)
+        try:
+            self._write_report(run, monitor, verification, outcome)
+        except OSError as exc:  # every output is home and verified by now: only the report is missing
+            if not is_local_write_error(exc):
+                raise
+            err_console.print(f"[yellow]report not written: {local_write_problem(exc, run.job.spec.output_dir)}[/]")
         # No `collected` marker here: the agent keeps its grace window and self-destroy armed until teardown has
         # destroyed the instance (and the agent with it). Told earlier, a destroy that fails would leave nothing on
         # the instance to end the billing (#15.5).
@@ -719,6 +731,7 @@ class Pipeline:
                 f"[/]",
                 highlight=False,
             )
+        home.raise_if_bad_on_instance(run.job.spec.output_dir)  # the instance's copy is bad: not this laptop's disk
         verification.raise_if_bad()  # after the report: the user sees which file is wrong and why
         if outcome == "failed":
             from lorarun.runner.errors import EngineFailed
@@ -733,6 +746,14 @@ class Pipeline:
         final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
         message = self._stop_requested or (f"LoRA saved to {final}" if final.exists() else "finished")
         self._record(run, message=message)
+
+    def _hold_outputs(self, run: JobRun, problems) -> Exception:
+        """Outputs not home because of this laptop: teardown keeps the instance; the error says what to fix."""
+        self._held_for_pull = run
+        grace = instance_grace_seconds(self.store.job_dir(run.state.job_id), self.options.grace_seconds)
+        return not_home_error(
+            problems, instance_id=self.rental.instance.id, grace_seconds=grace, job_id=run.state.job_id
+        )
 
     def _write_report(self, run: JobRun, monitor: JobMonitor, verification, outcome: str) -> None:
         from lorarun.runner.run.report import write_report
@@ -825,8 +846,15 @@ class Pipeline:
         self._record(run, message=self._stop_requested)
 
     def _interrupted_message(self) -> str:
-        out = self.primary.job.spec.output_dir
-        return f"interrupted; outputs pulled so far are in {out}"
+        return f"interrupted; {self._pulled_so_far()}"
+
+    def _pulled_so_far(self) -> str:
+        return "; ".join(
+            fault_messages.pulled_so_far(self.store.job_dir(r.state.job_id), r.job.spec.output_dir) for r in self.runs
+        )
+
+    def _rented_seconds(self) -> float:
+        return self.clock.wall() - self.rental.started_at if self.rental.started_at else 0.0
 
     def _teardown_guarded(self) -> None:
         """Teardown must finish even if the user presses Ctrl-C again while it runs."""
@@ -892,7 +920,8 @@ class Pipeline:
                 self.rental.transport.close()
             except Exception:
                 pass
-        until = time.strftime("%H:%M", time.localtime(self.clock.wall() + self.options.grace_seconds))
+        grace = instance_grace_seconds(self.store.job_dir(held.state.job_id), self.options.grace_seconds)
+        until = time.strftime("%H:%M:%S", time.localtime(self.clock.wall() + grace))
         err_console.print(
             f"[bold yellow]instance {instance.id} on {self.provider.name} is kept until about {until} "
             f"(billing {money(self.rental.offer.price_per_hour)}/h) because outputs are not home yet; "
