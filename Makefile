@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # torch pinned to the CPU build: a looser pin can pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test faults test-container install clean
+.PHONY: demo test faults test-container lint install clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -26,6 +26,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --ignore=tests/faults  # two workers: CI has two cores; the engine runs one thread per tiny model
+
+# The checks: ruff (lint, then the formatter's check), the layer contracts (import-linter; skipped, saying so, only
+# while no contract is configured), mypy over the controller, adapters, SSH link and contract ([tool.mypy] files).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@if grep -q '^\[tool\.importlinter\]' pyproject.toml || [ -f .importlinter ]; then \
+		echo "$(VENV)/bin/lint-imports"; $(VENV)/bin/lint-imports; \
+	else echo "lint: no import-linter contract configured yet: lint-imports skipped"; fi
+	$(PY) -m mypy
 
 # The fault suite (tests/faults): every fault scenario once, then a table fault → expected → observed and the totals
 # (faults injected ≥ 30, instances left alive 0, outputs lost 0; the run fails unless they read so). Not part of

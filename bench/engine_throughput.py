@@ -14,6 +14,8 @@ dtype), and (b)/(a). Also:
   LoRA weights after N steps (relative to the update size, against bf16's own distance from fp32);
 - host syncs in the fast step (CUDA: torch.cuda.set_sync_debug_mode("error") over two steps);
 - the largest batch that fits this GPU (image/engine/fast/autobatch.py);
+- `--with-engine-plain`: also the engine's plain step (fast_step off): the engine's loss, LoRA, optimizer and clipping
+  against the plain loop with no fast-step lever (what the former bench/engine_bench.py measured);
 - `--levers`: the fast step with each lever off in turn, and with channels_last / checkpointing on;
 - the guides' reference job end to end through the engine (50 generated images x 10 repeats x 10 epochs, SD1.5 at
   512, batch as the engine chooses), wall time split into model load, caching and training.
@@ -462,8 +464,7 @@ def same_math(model: str, bs: int, steps: int, args, device, dtype) -> dict:
 # --- the largest batch ----------------------------------------------------------------------------------------------
 
 
-def auto_batch(model: str, args, device, dtype) -> dict:
-    """The batch the fast step (eager: compiled uses less memory, so this errs low) fits into 90 % of the GPU."""
+def _probe_largest_batch(model: str, args, device, dtype):
     from lorarun.image.engine.fast.autobatch import cuda_peak_probe, largest_batch
     from lorarun.image.engine.fast.options import FastOptions
 
@@ -473,9 +474,13 @@ def auto_batch(model: str, args, device, dtype) -> dict:
         step(*inputs(step.unet, bs, device, dtype))
 
     budget = torch.cuda.get_device_properties(device).total_memory / 2**30 * 0.9
-    pick = largest_batch(cuda_peak_probe(run, device), budget, cap=args.max_auto_batch)
-    del step
-    torch.cuda.empty_cache()
+    return largest_batch(cuda_peak_probe(run, device), budget, cap=args.max_auto_batch)
+
+
+def auto_batch(model: str, args, device, dtype) -> dict:
+    """The batch the fast step (eager: compiled uses less memory, so this errs low) fits into 90 % of the GPU."""
+    pick = _probe_largest_batch(model, args, device, dtype)
+    torch.cuda.empty_cache()  # the probe's model went with its frame: its memory goes back now
     result = {"model": model, **pick.__dict__}
     print(json.dumps({"auto_batch": result}), flush=True)
     return result

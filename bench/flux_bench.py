@@ -141,8 +141,7 @@ def run_case(args, quant: str, side: int, device) -> dict:
         "loss": round(float(loss), 4),
     }
     print(json.dumps(row), flush=True)
-    del transformer, opt, params
-    return row
+    return row  # the model, optimizer and step closure go with this frame
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ class CheckpointInfo:
     def describe(self) -> str:
         if self.family == "flux":
             kind = "Flux.1 transformer-only" if self.transformer_only else "Flux.1 full"
-            flavour = {True: " (guidance-distilled: dev/krea)", False: " (schnell)"}.get(self.guidance_embed, "")
+            flavour = {True: " (guidance-distilled: dev/krea)", False: " (schnell)", None: ""}[self.guidance_embed]
             return f"{kind} checkpoint{flavour}"
         if self.family == "sdxl":
             return "SDXL checkpoint"
@@ -69,10 +69,11 @@ def probe_checkpoint(path: Path) -> CheckpointInfo:
         raise NotACheckpoint(f"cannot read {path.name}: {exc.strerror or exc}") from None
     if len(head) < 8:
         raise NotACheckpoint(f"{path.name} is {size} bytes, far too small for a checkpoint{_text_hint(path)}")
+    shapes: dict[str, list[int]] = {}  # a pickle's tensor shapes are not read: names decide there
     if head[:4] == b"PK\x03\x04":
-        keys, shapes, fmt = _ckpt_zip_keys(path), {}, "ckpt"
+        keys, fmt = _ckpt_zip_keys(path), "ckpt"
     elif head[:1] == b"\x80":  # pickle protocol 2+ opcode: torch's legacy (pre-1.6) save format
-        keys, shapes, fmt = _ckpt_legacy_keys(path), {}, "ckpt"
+        keys, fmt = _ckpt_legacy_keys(path), "ckpt"
     else:
         keys, shapes = _safetensors_keys(path, head, size)
         fmt = "safetensors"
@@ -190,10 +191,17 @@ def classify(keys: list[str], shapes: dict[str, list[int]], name: str, file_form
     def has(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in keyset)
 
-    def info(family: str, **kw) -> CheckpointInfo:
-        base = dict(transformer_only=False, sd2=None, guidance_embed=None)
-        base.update(kw)
-        return CheckpointInfo(family=family, file_format=file_format, tensor_count=len(keyset), **base)
+    def info(
+        family: str, *, transformer_only: bool = False, sd2: bool | None = None, guidance_embed: bool | None = None
+    ) -> CheckpointInfo:
+        return CheckpointInfo(
+            family=family,
+            file_format=file_format,
+            transformer_only=transformer_only,
+            sd2=sd2,
+            guidance_embed=guidance_embed,
+            tensor_count=len(keyset),
+        )
 
     if has("lora_unet_") or has("lora_te") or any(".lora_down." in k or ".lora_A." in k for k in keyset):
         raise NotACheckpoint(

@@ -266,10 +266,11 @@ def _scan_subset(
         )
     entries: list[ImageEntry] = []
     missing: list[str] = []
+    transparent: list[str] = []
     for path in images:
         if not _link_target_ok(path, IMAGE_EXTENSIONS, "an image", problems):
             continue
-        size = _open_image(path, problems)
+        size = _open_image(path, problems, transparent)
         if size is None:
             continue
         caption, from_file, caption_path = _read_caption(path, caption_extension, problems)
@@ -298,6 +299,16 @@ def _scan_subset(
                 + (f" (and for {len(missing) - 1} more image(s) in this folder)" if len(missing) > 1 else ""),
             )
         )
+    if transparent:
+        problems.append(
+            Problem(
+                "warning",
+                str(folder / transparent[0]),
+                f"image has transparent pixels; it is trained flattened onto {FLATTEN_BACKGROUND_NAME}"
+                + (f" (and {len(transparent) - 1} more image(s) in this folder)" if len(transparent) > 1 else "")
+                + "; flatten it yourself to choose another background",
+            )
+        )
     if not images:
         problems.append(Problem("warning", str(folder), "folder has no images; it is ignored"))
     return Subset(folder=folder.name, repeats=repeats, class_tokens=class_tokens, is_reg=is_reg, images=tuple(entries))
@@ -323,7 +334,7 @@ def _link_target_ok(path: Path, suffixes: tuple[str, ...], what: str, problems: 
     return False
 
 
-def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
+def _open_image(path: Path, problems: list[Problem], transparent: list[str] | None = None) -> Reso | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -342,6 +353,8 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
                     )
                     return None
                 im.load()  # decode every pixel: a truncated file fails here, not on the GPU
+                if transparent is not None and has_transparency(im):
+                    transparent.append(path.name)
     except Image.DecompressionBombError as exc:
         reason = (
             str(exc).split(" could be")[0].rstrip(", ")
@@ -363,6 +376,21 @@ def _open_image(path: Path, problems: list[Problem]) -> Reso | None:
         problems.append(Problem("error", str(path), f"image is only {size[0]}x{size[1]} pixels"))
         return None
     return size
+
+
+# What the engine puts behind transparent pixels (image/engine/data.py `load_image`). kohya's `convert("RGB")`
+# drops the alpha channel and shows whatever colour the transparent pixels happen to store (often black);
+# a stated background is one the user can predict.
+FLATTEN_BACKGROUND = (255, 255, 255)
+FLATTEN_BACKGROUND_NAME = "white"
+
+
+def has_transparency(im) -> bool:
+    """Whether a decoded PIL image has any pixel that is not fully opaque."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        alpha = im.convert("RGBA").getchannel("A") if im.mode == "P" else im.getchannel("A")
+        return alpha.getextrema()[0] < 255
+    return "transparency" in im.info and im.mode in ("RGB", "L")  # a colour key marks pixels transparent
 
 
 def _read_caption(image: Path, caption_extension: str, problems: list[Problem]) -> tuple[str | None, bool, Path | None]:

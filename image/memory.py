@@ -114,7 +114,19 @@ FLUX_QUANTIZATION: dict[str, FluxQuantization] = {
     "int8": FluxQuantization(reported_gb=18.0, t5_gib=4.6, system_ram_gb=48.0),
     "nf4": FluxQuantization(reported_gb=9.0, t5_gib=2.7, system_ram_gb=44.0),
 }
-FLUX_FIT = dict(resolution=(768, 768), batch_size=1, network_dim=16, gradient_checkpointing=True)
+
+
+@dataclass(frozen=True)
+class FluxFit:
+    """The run the Flux reports describe: the point the resident memory is fitted at."""
+
+    resolution: tuple[int, int] = (768, 768)
+    batch_size: int = 1
+    network_dim: int = 16
+    gradient_checkpointing: bool = True
+
+
+FLUX_FIT = FluxFit()
 # With checkpointing Flux keeps the 57 block inputs (4608 tokens × 3072 × bf16 at 1024² ≈ 1.6 GB) and one block's
 # recomputed activations: about a tenth of the full activations.
 FLUX_CHECKPOINTING_FACTOR = 0.1
@@ -178,8 +190,8 @@ def flux_resident_gib(quantization: str) -> float:
     peak = (q.reported_gb - CUDA_CONTEXT_GIB) / FRAGMENTATION
     return (
         peak
-        - _flux_activations_gib(fit["resolution"], fit["batch_size"], fit["gradient_checkpointing"])
-        - _flux_lora_gib(fit["network_dim"])
+        - _flux_activations_gib(fit.resolution, fit.batch_size, fit.gradient_checkpointing)
+        - _flux_lora_gib(fit.network_dim)
     )
 
 
@@ -250,7 +262,6 @@ def suggest_fit(
     quantization: str = "bf16",
 ) -> str:
     """What to change so the run fits in `available_gb`, cheapest change in quality first; "" when it fits."""
-    args = dict(family=family, resolution=resolution, network_dim=network_dim, mixed_precision=mixed_precision)
 
     def need(
         batch: int,
@@ -259,12 +270,15 @@ def suggest_fit(
         reso: tuple[int, int] = resolution,
         mp: str = mixed_precision,
         quant: str = quantization,
-    ):
+    ) -> float:
         return estimate_vram_gb(
-            **{**args, "resolution": reso, "mixed_precision": mp},
+            family,
+            reso,
             batch_size=batch,
+            network_dim=network_dim,
             gradient_checkpointing=ckpt,
             trains_text_encoder=te,
+            mixed_precision=mp,
             quantization=quant,
         )
 
@@ -299,13 +313,13 @@ def suggest_fit(
     if trains_text_encoder and need(batch_size, gradient_checkpointing, False) <= available_gb:
         ideas.append("train the UNet only (network_train_unet_only: true)")
     if family == "flux":
-        smaller = [
+        lighter = [
             q
             for q in QUANTIZATIONS[QUANTIZATIONS.index(quantization) + 1 :]
             if need(batch_size, gradient_checkpointing, False, quant=q) <= available_gb
         ]
-        if smaller:
-            ideas.append(f"quantise the base (flux.quantization: {smaller[0]})")
+        if lighter:
+            ideas.append(f"quantise the base (flux.quantization: {lighter[0]})")
     if not ideas:
         for side in (768, 640, 512, 384, 256):
             smaller = _scaled_resolution(resolution, side)

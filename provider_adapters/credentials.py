@@ -15,11 +15,13 @@ Order (first hit wins):
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lorarun.provider_adapters.errors import CredentialsMissing
 
@@ -84,7 +86,7 @@ def _sources(provider: str, env: Mapping[str, str], home: Path) -> list[tuple[st
     if provider == "vastai":
         xdg = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
         for path in (xdg / "vastai" / "vast_api_key", home / ".vast_api_key"):
-            sources.append((f"{path} (vastai CLI)", lambda p=path: _plain_key(p)))
+            sources.append((f"{path} (vastai CLI)", functools.partial(_plain_key, path)))
     else:
         path = home / ".runpod" / "config.toml"
         sources.append(
@@ -105,7 +107,7 @@ def _toml_key(path: Path, *candidates: tuple[str, ...]) -> str:
         return ""
     data = tomllib.loads(path.read_text())
     for keys in candidates:
-        node = data
+        node: Any = data
         for k in keys:
             node = node.get(k) if isinstance(node, dict) else None
         if isinstance(node, str) and node.strip():

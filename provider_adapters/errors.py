@@ -58,5 +58,10 @@ class CreateFailed(ProviderError):
         self.instance_id = instance_id
 
 
+class ProviderMisconfigured(ProviderError):
+    """The provider cannot be used as configured (e.g. `ssh` without a host): a configuration error the user
+    fixes, exit code 2 like every other one."""
+
+
 class CredentialsMissing(ProviderError):
     """No API key found; the message names every place that was looked at."""

@@ -31,7 +31,7 @@ from lorarun.provider_adapters.base import (
     ResourceRequest,
     SSHEndpoint,
 )
-from lorarun.provider_adapters.errors import AuthError, ProviderError, TransientError
+from lorarun.provider_adapters.errors import AuthError, ProviderError, ProviderMisconfigured, TransientError
 from lorarun.provider_adapters.retry import DEFAULT_POLICY, RetryPolicy, call
 from lorarun.sshlink.errors import (
     AuthenticationFailed,
@@ -101,7 +101,10 @@ class SSHProvider:
         connect_timeout: float = 15.0,
     ):
         if not config.host:
-            raise ProviderError("provider 'ssh' needs a host (resources.ssh_host)", provider=self.name)
+            raise ProviderMisconfigured(
+                "provider 'ssh' needs a host: set resources.ssh_host (kohya TOML: [lorarun] ssh_host)",
+                provider=self.name,
+            )
         self.config = config
         self.known_hosts = Path(known_hosts)
         self._sleep = sleep

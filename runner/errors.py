@@ -24,6 +24,11 @@ class SpecError(UserInputError):
     """The job file is wrong."""
 
 
+class BaseModelMissing(SpecError):
+    """`model.base` names a local file or folder that is not there (yet): one problem among the others, so
+    validate and estimate still show the dataset, the steps and the price."""
+
+
 class DatasetError(UserInputError):
     """The dataset is wrong (corrupt image, no repeat prefix, caption not UTF-8, empty)."""
 
@@ -42,6 +47,16 @@ class InvalidJob(SpecError, DatasetError):
 
 class BudgetError(UserInputError):
     """No offer fits the job's max_cost / max price, or the user declined the estimate."""
+
+
+class ProvidersUnseen(LorarunError):
+    """A command could not look at one or more providers (no key, refused, down): never shown as "nothing
+    there". `problems` says which and why; exit 2 when the fix is the user's (a key), else 1."""
+
+    def __init__(self, problems: list[str], exit_code: int = 1):
+        self.problems = problems
+        self.exit_code = exit_code
+        super().__init__(problems[0] if problems else "a provider could not be searched")
 
 
 class JobNotFound(UserInputError):
@@ -102,6 +117,7 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
         (LorarunError, -1, "{msg}"),
         (ConfigError, 2, "{msg}"),
         (perr.CredentialsMissing, 2, "{msg}"),
+        (perr.ProviderMisconfigured, 2, "{provider}: {msg}"),
         (perr.AuthError, 2, "{provider}: the API key was refused ({msg}); check it and try again"),
         (perr.InsufficientFundsError, 2, "{provider}: not enough credit ({msg}); top up the account"),
         (perr.NoCapacityError, 1, "{provider}: no machine available right now ({msg}); try other GPUs or later"),

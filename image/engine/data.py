@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from lorarun.image.dataset_scan import DatasetScan
+from lorarun.image.dataset_scan import FLATTEN_BACKGROUND, DatasetScan, has_transparency
 
 Reso = tuple[int, int]
 
@@ -156,12 +156,20 @@ def caption_options(d) -> dict:
     )
 
 
+def flatten_to_rgb(im: Image.Image) -> Image.Image:
+    """RGB with transparent pixels composited onto the stated background (the scan warns about each folder)."""
+    if not has_transparency(im):
+        return im.convert("RGB")
+    background = Image.new("RGBA", im.size, FLATTEN_BACKGROUND + (255,))
+    return Image.alpha_composite(background, im.convert("RGBA")).convert("RGB")
+
+
 def load_image(path: Path, bucket: Reso) -> tuple[torch.Tensor, tuple[int, int]]:
     """Resize to cover the bucket (area-like downscale, lanczos up) and centre-crop, as kohya without random_crop.
     Returns a (3, H, W) tensor in [-1, 1] and the crop's (top, left) for SDXL's size conditioning."""
     bw, bh = bucket
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = flatten_to_rgb(im)
         w, h = im.size
         scale = max(bw / w, bh / h)
         rw, rh = max(bw, round(w * scale)), max(bh, round(h * scale))

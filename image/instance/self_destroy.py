@@ -377,7 +377,8 @@ class SelfDestroyer:
     def _check(self, index: int, check: Check) -> str:
         self._attempts += 1
         if check.style == RUNPOD_GRAPHQL:
-            query = 'query { pod(input: {podId: "%s"}) { id desiredStatus } }' % json.dumps(self.instance_id)[1:-1]
+            pod_id = json.dumps(self.instance_id)[1:-1]  # a JSON string's body: quotes and backslashes escaped
+            query = f'query {{ pod(input: {{podId: "{pod_id}"}}) {{ id desiredStatus }} }}'
             result = self.http("POST", check.url, self._headers(), json_body={"query": query})
             data = result.body.get("data") if result.status == 200 and isinstance(result.body, dict) else None
             if not isinstance(data, dict) or "pod" not in data or result.body.get("errors"):

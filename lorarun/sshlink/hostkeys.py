@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import paramiko
@@ -43,7 +44,7 @@ def pinned_keys(known_hosts: Path, host: str, port: int) -> list[paramiko.PKey]:
     return list(keys.values()) if keys else []
 
 
-def algorithms_for(pins: list[paramiko.PKey], offered: tuple[str, ...]) -> tuple[str, ...]:
+def algorithms_for(pins: list[paramiko.PKey], offered: Sequence[str]) -> tuple[str, ...]:
     """The host key algorithms to ask for so that a server with several keys shows the pinned one."""
     wanted = [a for k in pins for a in KEY_ALGORITHMS.get(k.get_name(), (k.get_name(),))]
     return tuple(a for a in wanted if a in offered)

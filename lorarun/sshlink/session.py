@@ -236,7 +236,10 @@ class SSHTransport:
         sftp = paramiko.SFTPClient.from_transport(t, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET)
         if sftp is None:
             raise _Dropped("could not open an SFTP channel")
-        sftp.get_channel().settimeout(self.params.io_timeout)
+        channel = sftp.get_channel()
+        if channel is None:
+            raise _Dropped("SFTP client without a channel")
+        channel.settimeout(self.params.io_timeout)
         return sftp
 
     # --- paths -----------------------------------------------------------------------------------------------------
@@ -490,6 +493,8 @@ class SSHTransport:
 
     def _get_with(self, sftp: paramiko.SFTPClient, rpath: str, part: Path, progress: ProgressFn | None) -> None:
         size = sftp.stat(rpath).st_size
+        if size is None:  # SFTP attributes may omit the size; a download cannot be checked or resumed without it
+            raise RemoteError(f"download of {rpath}: the server sent no file size")
         offset = part.stat().st_size if part.exists() else 0
         if offset > size or (offset and not self._remote_prefix_matches(rpath, part, offset)):
             offset = 0
@@ -555,7 +560,8 @@ def _sftp_guard(sftp: paramiko.SFTPClient) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if sftp.get_channel().closed:
+        channel = sftp.get_channel()
+        if channel is None or channel.closed:
             raise _Dropped(f"SFTP channel closed by the server: {e}") from e
         raise
 
@@ -610,7 +616,7 @@ def _tune_socket(sock: socket.socket, p: SSHParams) -> None:
                 pass
 
 
-def _prefer(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ...]:
+def _prefer(first: Sequence[str], available: Sequence[str]) -> tuple[str, ...]:
     return tuple(c for c in first if c in available) + tuple(c for c in available if c not in first)
 
 

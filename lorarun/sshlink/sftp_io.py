@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
@@ -169,7 +169,7 @@ for line in sys.stdin:
 MANIFEST_COMMAND = f"{REMOTE_PYTHON_EXPR} -S -c {shlex.quote(_MANIFEST_PY)}"
 
 
-def manifest_request(root: str, files: list[LocalFile]) -> bytes:
+def manifest_request(root: str, files: Sequence[LocalFile]) -> bytes:
     return json.dumps({"root": root, "suffix": PART_SUFFIX, "files": [[f.rel, f.size] for f in files]}).encode()
 
 
@@ -220,7 +220,7 @@ class StreamVerifier:
                 f"remote verification exited {code} after {len(lines)} of {self._sent} files: "
                 f"{err.decode(errors='replace')[-500:]}"
             )
-        return {rel: sha for rel, sha in lines}
+        return dict(lines)
 
     def close(self) -> None:
         self._chan.close()
@@ -287,6 +287,8 @@ def download(
     sftp: paramiko.SFTPClient, rpath: str, sink: BinaryIO, offset: int, size: int, on_bytes: Callable[[int], None]
 ) -> None:
     """Write bytes `offset..size` of `rpath` to `sink`, keeping PREFETCH_REQUESTS reads in flight."""
+    # paramiko's own pipelined reads (SFTPFile.prefetch) use these private methods; its stubs do not declare them.
+    raw: Any = sftp
     with sftp.open(rpath, "rb") as rf:
         handle = rf.handle
         replies = _Responses()
@@ -295,13 +297,13 @@ def download(
         while next_off < size or pending:
             while next_off < size and len(pending) < PREFETCH_REQUESTS:
                 n = min(SFTP_READ_SIZE, size - next_off)
-                num = sftp._async_request(replies, CMD_READ, handle, int64(next_off), int(n))
+                num = raw._async_request(replies, CMD_READ, handle, int64(next_off), int(n))
                 pending.append((num, next_off, n))
                 next_off += n
             num, off, n = pending.popleft()
-            t, msg = replies.got.pop(num, None) or sftp._read_response(num)
+            t, msg = replies.got.pop(num, None) or raw._read_response(num)
             if t == CMD_STATUS:
-                sftp._convert_status(msg)  # raises (EOF: the file shrank)
+                raw._convert_status(msg)  # raises (EOF: the file shrank)
                 raise RemoteError(f"unexpected status reading {rpath}")
             if t != CMD_DATA:
                 raise RemoteError(f"unexpected SFTP reply {t} reading {rpath}")

@@ -327,7 +327,7 @@ def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:
     direct = (pod.get("ssh") or {}).get("direct") if isinstance(pod.get("ssh"), dict) else None
     if isinstance(direct, dict) and direct.get("host") and direct.get("port"):
         return SSHEndpoint(str(direct["host"]), int(direct["port"]), str(direct.get("username") or "root"))
-    runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+    runtime = _mapping(pod.get("runtime"))
     for port in runtime.get("ports") or []:
         if not isinstance(port, dict):
             continue
@@ -359,7 +359,7 @@ def start_failure(pod: dict[str, Any], ssh: SSHEndpoint | None) -> str:
     `api-reference-v2/openapi.json` PodSsh). While port 22 has no runtime entry yet, it may still come."""
     if ssh is not None:
         return ""
-    runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+    runtime = _mapping(pod.get("runtime"))
     for port in runtime.get("ports") or []:
         if isinstance(port, dict) and port.get("private", port.get("privatePort")) == 22:
             return (
@@ -371,7 +371,7 @@ def start_failure(pod: dict[str, Any], ssh: SSHEndpoint | None) -> str:
 
 def to_instance(pod: dict[str, Any], provider: str = "runpod") -> Instance:
     status = _STATUS.get(str(pod.get("status") or pod.get("desiredStatus") or "").upper(), InstanceStatus.PENDING)
-    gpu = pod.get("gpu") if isinstance(pod.get("gpu"), dict) else {}
+    gpu = _mapping(pod.get("gpu"))
     ssh = ssh_endpoint(pod) if status is InstanceStatus.RUNNING else None
     failure = start_failure(pod, ssh) if status is InstanceStatus.RUNNING else ""
     extra = [(k, str(pod[k])) for k in ("cloud", "dataCenterId", "cudaVersion") if pod.get(k)]
@@ -393,6 +393,11 @@ def to_instance(pod: dict[str, Any], provider: str = "runpod") -> Instance:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object field, or {} where the body has null or another type there."""
+    return value if isinstance(value, dict) else {}
 
 
 def _epoch(value: Any) -> float | None:

@@ -80,7 +80,7 @@ def rest_error(
             detail += " " + "; ".join(str(e) for e in body["errors"])
     detail = detail.strip() or resp.text(200)
     text = http.redact(f"RunPod {status} on {where}: {detail}", secrets)
-    kw = {"provider": PROVIDER, "status": status}
+    kw: dict[str, Any] = {"provider": PROVIDER, "status": status}
     if status == 429:
         return RateLimitError(text, retry_after=_retry_after(resp), **kw)
     if status >= 500:
@@ -171,7 +171,7 @@ class RunPodClient:
         return self._retry(once, "gpu types")
 
     def _graphql_data(self, resp: http.HttpResponse, op: str) -> Any:
-        kw = {"provider": PROVIDER, "status": resp.status}
+        kw: dict[str, Any] = {"provider": PROVIDER, "status": resp.status}
         if resp.status != 200:
             # 401 for a bad key (§2.9); 429/5xx shapes are UNCONFIRMED for GraphQL, mapped like REST.
             raise rest_error(resp, f"graphql {op}", self._secrets())

@@ -6,6 +6,7 @@ cited where a choice depends on them. The client speaks Vast's dicts; `vastai.py
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -43,9 +44,9 @@ def _fields(body: Any) -> tuple[str, str]:
     """(`error`, human message) from a Vast body; some endpoints send only `msg`, `message` or `detail` (§1.9)."""
     if not isinstance(body, dict):
         return "", ""
-    code = body.get("error") if isinstance(body.get("error"), str) else ""
+    code = body.get("error")
     msg = next((body[k] for k in ("msg", "message", "detail") if isinstance(body.get(k), str)), "")
-    return code, msg
+    return (code if isinstance(code, str) else ""), msg
 
 
 def error_for(resp: http.HttpResponse, path: str, secrets: tuple[str, ...] = ()) -> ProviderError:
@@ -54,7 +55,7 @@ def error_for(resp: http.HttpResponse, path: str, secrets: tuple[str, ...] = ())
     body = resp.json()
     code, msg = _fields(body)
     text = http.redact(f"Vast.ai {status} on {path}: {code or ''} {msg or resp.text(200)}".strip(), secrets)
-    kw = {"provider": PROVIDER, "status": status}
+    kw: dict[str, Any] = {"provider": PROVIDER, "status": status}
     if status == 429:
         # Vast sends no Retry-After and often a plain-text body (§1.9); honour the header should it appear.
         return RateLimitError(text, retry_after=_retry_after(resp), **kw)
@@ -257,7 +258,9 @@ class VastClient:
                 query["select_filters"] = json.dumps(select_filters)
             if token:
                 query["after_token"] = token
-            page = self._retry(lambda q=query: self._json_ok("GET", "/api/v1/instances/", query=q), "list instances")
+            page = self._retry(
+                functools.partial(self._json_ok, "GET", "/api/v1/instances/", query=query), "list instances"
+            )
             if not isinstance(page, dict):
                 raise ProviderError("Vast.ai /api/v1/instances/: body is not JSON", provider=PROVIDER)
             instances += [i for i in (page.get("instances") or []) if isinstance(i, dict)]

@@ -12,7 +12,22 @@ from rich.text import Text
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import error_lines
 
-COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc", "image", "config")
+COMMANDS = (
+    "validate",
+    "estimate",
+    "submit",
+    "status",
+    "attach",
+    "logs",
+    "down",
+    "pull",
+    "gc",
+    "image",
+    "config",
+    "publish",
+    "ui",
+    "batch",
+)
 
 app = typer.Typer(
     name="lorarun",
@@ -51,6 +66,9 @@ def _root(
 def _register_commands() -> None:
     if app.registered_commands or app.registered_groups:
         return  # once per process: registering again would add every command again (and slow each call)
+    from lorarun.runner.cli.help_text import use_plain_type_labels
+
+    use_plain_type_labels()
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"lorarun.runner.cli.{name}")
@@ -63,9 +81,13 @@ def _register_commands() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _register_commands()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in args
+    if debug and "--" not in args[: args.index("--debug")]:
+        # accepted anywhere (`lorarun validate job.toml --debug` too), not only before the command
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
         if isinstance(result, int) and result:  # click returns typer.Exit's code in non-standalone mode
             return result
     except typer.Exit as exc:

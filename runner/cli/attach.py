@@ -63,7 +63,7 @@ def _delivered(store: JobStore, state: JobState, holder, wait_seconds: float) ->
         while time.monotonic() < deadline:
             state = store.load(state.job_id)
             if state.is_final:
-                console.print(f"{state.job_id}: {state.phase} — {state.message}", highlight=False)
+                print_ended(state)  # the holder wrote the report: what it did, the checkpoint home, the cost
                 return True
             current = store.lock_holder(state.job_id)
             if current is None or not current.alive():
@@ -132,9 +132,19 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         )
     runs = pipeline.run(stop=stop)
     for run in runs:
-        console.print(f"{run.state.job_id}: {run.state.phase} — {run.state.message}", highlight=False)
-        for line in summary_lines(run.state, run.job.spec.output_dir, run.job.spec.output.name):
-            console.print(f"  {line}", highlight=False)
+        print_ended(run.state, run.job.spec.output.name)
+
+
+def print_ended(state: JobState, lora_name: str | None = None) -> None:
+    """A job's last words wherever it ended: its phase in words, then the summary lines of its report."""
+    from lorarun.runner.run.job_end import phase_shown
+
+    if lora_name is None:
+        job = _job_for(state)
+        lora_name = job.spec.output.name if job else state.name
+    console.print(f"{state.job_id}: {phase_shown(state)} — {state.message}", highlight=False)
+    for line in summary_lines(state, Path(state.output_dir), lora_name):
+        console.print(f"  {line}", highlight=False)
 
 
 def _job_for(state: JobState) -> ValidatedJob | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ import typer
 from lorarun.provider_adapters import gpu_names
 from lorarun.provider_adapters.base import Offer
 from lorarun.provider_adapters.errors import ProviderError
-from lorarun.runner.console import console, err_console
-from lorarun.runner.errors import UserInputError, exit_code_and_message
+from lorarun.runner.console import console
+from lorarun.runner.errors import InvalidJob, ProvidersUnseen, UserInputError, exit_code_and_message
+from lorarun.runner.job.prerent import machine_for, machine_problems
 from lorarun.runner.job.provider_choice import how_to_choose
 from lorarun.runner.job.spec import PROVIDERS, Resources
 from lorarun.runner.job.validate import validate_job
 from lorarun.runner.price.calibration import Calibration, load_calibration
 from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
+from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
 from lorarun.runner.price.offer_choice import no_fit_message
 from lorarun.runner.price.offer_table import offer_request, print_table, shown
 
@@ -35,34 +38,125 @@ def register(app: typer.Typer) -> None:
 def estimate(
     job: Path = typer.Argument(..., help="Job file: lorarun YAML or a kohya training TOML."),
     provider: list[str] = typer.Option(
-        None, "--provider", "-p", help="Provider(s) to ask: repeat or comma-separate (default: the job's)."
+        None,
+        "--provider",
+        "-p",
+        help="Provider(s) to ask: repeat or comma-separate (default: the job's).",
+        metavar="NAME[,NAME]",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
     top: int = typer.Option(10, "--top", "-n", min=1, help="Show the N cheapest fitting (and N excluded) offers."),
-    max_cost: float = typer.Option(None, "--max-cost", help="Exclude offers predicted above this many dollars."),
+    max_cost: float = typer.Option(
+        None, "--max-cost", help="Exclude offers predicted above this many dollars.", metavar="DOLLARS"
+    ),
+    offline: bool = typer.Option(
+        False, "--offline", help="Price from lorarun's shipped table of last-known public prices (no account)."
+    ),
 ) -> None:
-    validated = validate_job(job, max_cost=max_cost)
+    given = provider_names(provider, "", str(job)) if provider else []
+    # the provider the command will use is the one validation judges against (`-p vastai` beats the config's)
+    validated, problems = validate_for_estimate(job, given, max_cost)
     spec, scan = validated.spec, validated.scan
-    names = provider_names(provider, spec.resources.provider, str(job))
+    price_list = None
+    if given or (spec.resources.provider and not offline):
+        names = given or provider_names(None, spec.resources.provider, str(job))
+    else:  # no provider chosen anywhere, or --offline: a price without any account, said so
+        names = list(CLOUD_PROVIDERS)
+    if offline or not (given or spec.resources.provider):
+        price_list = load_price_table()
     calibration = load_calibration()
     inputs = inputs_from_job(spec, scan, calibration)
-    offers, failures = fetch_offers(names, spec.resources, inputs)
+    if price_list is not None:
+        offers, failures = last_known_offers(names, price_list), []
+    else:
+        offers, failures = fetch_offers(names, spec.resources, inputs)
     ranked = rank(inputs, offers, calibration, spec.resources)
+    unseen = providers_unseen(failures, searched=len(names))
     if as_json:
-        data = to_json(spec.name, spec.source, names, inputs, ranked, calibration, failures, top)
+        data = to_json(
+            spec.name,
+            spec.source,
+            names,
+            inputs,
+            ranked,
+            calibration,
+            [f"{f.provider}: {f.why}" for f in failures],
+            top,
+        )
         data["gpu_names"] = {
             name: {g: list(gpu_names.match(g, name).names) for g in spec.resources.gpus}
             for name in names
             if name in (gpu_names.VAST, gpu_names.RUNPOD)
         }
+        data["prices"] = price_list.label() if price_list else "live offers"
+        data["problems"] = problems.problems if problems else []
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
-        return
-    for failure in failures:
-        err_console.print(f"[yellow]warning:[/] {failure}", highlight=False)
+    else:
+        print_estimate(validated, inputs, ranked, top, names, calibration, failures, price_list, given)
+    if problems is not None:
+        raise problems  # after the price: the job's problems, one line each, exit 2
+    if unseen is not None:
+        raise unseen
+
+
+def validate_for_estimate(job: Path, given: list[str], max_cost: float | None):
+    """(the job as far as it could be judged, its problems or None). A job whose dataset and steps could be
+    judged is priced even when other things are wrong (the base model not downloaded yet): the user sees the
+    cost and every problem, and the command still exits 2."""
+    try:
+        validated = validate_job(job, provider=given[0] if given else None, max_cost=max_cost)
+    except InvalidJob as exc:
+        partial = getattr(exc, "job", None)
+        if partial is None:
+            raise
+        validated, problems = partial, exc
+    else:
+        problems = None
+    extra = [p for name in given[1:] for p in machine_problems(validated.spec, machine_for(name))]
+    if extra:  # every provider the command asks is judged
+        known = problems.problems if problems else []
+        problems = InvalidJob(known + [p for p in dict.fromkeys(extra) if p not in known])
+    return validated, problems
+
+
+def print_estimate(validated, inputs, ranked, top, names, calibration, failures, price_list, given) -> None:
+    from rich.markup import escape
+
+    from lorarun.runner.cli.validate import print_summary_notes
+
+    spec = validated.spec
+    print_summary_notes(validated)
+    if price_list is not None:
+        why = (
+            ""
+            if given or spec.resources.provider
+            else "no provider chosen (--provider vastai, or lorarun config set provider vastai); "
+        )
+        console.print(f"[yellow]prices:[/] {why}{escape(price_list.label())}", highlight=False)
+    if failures and not ranked:
+        return  # nothing was searched: the error says why, no empty table
     print_table(spec.name, inputs, ranked, top)
     for line in gpu_name_lines(names, spec.resources.gpus):
         console.print(line, style="dim", highlight=False)
+    if price_list is not None:
+        console.print(
+            f"prices: {price_list.label()} (sources: {', '.join(src.split(' ')[0] for _, src in price_list.sources)});"
+            " live offers: --provider vastai or runpod, with its API key",
+            style="dim",
+            highlight=False,
+        )
     console.print(accuracy_line(calibration), highlight=False)
+
+
+def providers_unseen(failures: list[Unseen], searched: int) -> ProvidersUnseen | None:
+    """A provider that could not be searched is never an empty market: the command says which and why and exits
+    non-zero (2 when a key is missing or refused, something the user fixes)."""
+    if not failures:
+        return None
+    lines = [f"{f.provider}: not searched: {f.why[:1].lower()}{f.why[1:]}" for f in failures]
+    if len(failures) < searched:
+        lines.append("the table shows the other provider(s) only")
+    return ProvidersUnseen(lines, exit_code=max(f.exit_code for f in failures))
 
 
 def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
@@ -84,13 +178,23 @@ def provider_names(given: list[str] | None, default: str, what: str = "the job")
     return list(dict.fromkeys(names))  # keep order, drop repeats
 
 
-def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs) -> tuple[list[Offer], list[str]]:
-    """Offers from every named provider. With several, one provider failing (no key, down) is a warning and
-    the others are still shown; with one, its error is the command's error."""
+@dataclass(frozen=True)
+class Unseen:
+    """A provider the command could not search, why (one line) and the exit code that reason carries."""
+
+    provider: str
+    why: str
+    exit_code: int
+
+
+def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs) -> tuple[list[Offer], list[Unseen]]:
+    """Offers from every named provider, and (provider, why) for each that could not be searched. With one
+    provider its error is the command's error; with several the others are still shown, and the command then
+    fails naming the provider it could not see (`providers_unseen`)."""
     from lorarun.runner.run.connect import make_provider
 
     offers: list[Offer] = []
-    failures: list[str] = []
+    failures: list[Unseen] = []
     for name in names:
         try:
             adapter = make_provider(dataclasses.replace(resources, provider=name))
@@ -98,7 +202,8 @@ def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs)
         except (ProviderError, UserInputError) as err:
             if len(names) == 1:
                 raise
-            failures.append(f"{name}: {exit_code_and_message(err)[1]}")
+            code, message = exit_code_and_message(err)
+            failures.append(Unseen(name, message, code))
     return offers, failures
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, Provider
 from lorarun.provider_adapters.errors import CredentialsMissing, ProviderError
 from lorarun.runner.console import console, err_console, money
-from lorarun.runner.errors import UserInputError
+from lorarun.runner.errors import ProvidersUnseen, UserInputError, exit_code_and_message
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.run.connect import make_provider
 from lorarun.runner.run.teardown import destroy_and_confirm, report
@@ -43,16 +43,52 @@ def gc(
     store = JobStore()
     jobs = {s.job_id: s for s in store.all()}
     findings: list[Finding] = []
-    for adapter in _configured_providers(provider):
+    adapters, skipped = _configured_providers(provider)
+    searched: list[str] = []
+    unseen: list[str] = []
+    for adapter in adapters:
         try:
             owned = adapter.list_owned()
         except ProviderError as exc:
-            err_console.print(f"[yellow]{adapter.name}: could not list instances ({exc})[/]", highlight=False)
+            unseen.append(f"{adapter.name}: could not list its instances ({exit_code_and_message(exc)[1]})")
             continue
+        searched.append(adapter.name)
         findings += [classify(adapter, instance, jobs) for instance in owned]
+    seen = coverage_line(searched, skipped, unseen)
+    err_console.print(seen, highlight=False, markup=False)
     if not findings:
-        console.print("no lorarun instances found")
-        return
+        console.print(f"no lorarun instances found on {', '.join(searched) or 'any provider'}", highlight=False)
+    else:
+        _destroy_orphans(findings, store, yes)
+    raise_if_unseen(searched, skipped, unseen)
+
+
+def coverage_line(searched: list[str], skipped: list[tuple[str, str]], unseen: list[str]) -> str:
+    """Which providers gc looked at, and which it could not (no false "nothing found")."""
+    parts = [f"looked at {', '.join(searched) or 'no provider'}"]
+    parts += [f"skipped {name} ({why})" for name, why in skipped]
+    parts += [f"could not see {line}" for line in unseen]
+    return "gc: " + "; ".join(parts)
+
+
+def raise_if_unseen(searched: list[str], skipped: list[tuple[str, str]], unseen: list[str]) -> None:
+    """Exit non-zero when a provider could not be listed (1), or when no rented provider could be searched at
+    all for want of a key (2): an instance there would still be billing, unseen."""
+    if unseen:
+        raise ProvidersUnseen([f"{line}; run gc again when it answers" for line in unseen], exit_code=1)
+    if skipped and not set(searched) - {"local"}:
+        raise ProvidersUnseen(
+            [
+                "gc could search no rented provider: "
+                + ", ".join(f"{name} ({why})" for name, why in skipped)
+                + "; export VAST_API_KEY or RUNPOD_API_KEY (README: Providers and credentials); "
+                "`lorarun gc -p vastai` lists every place lorarun looks for its key"
+            ],
+            exit_code=2,
+        )
+
+
+def _destroy_orphans(findings: list[Finding], store: JobStore, yes: bool) -> None:
     table = Table(title="lorarun instances", title_justify="left")
     for column in ("provider", "instance", "label", "status", "$/h", "job", "verdict"):
         table.add_column(column)
@@ -124,13 +160,16 @@ def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], 
     return Finding(provider, instance, job, "")
 
 
-def _configured_providers(names: list[str] | None) -> list[Provider]:
+def _configured_providers(names: list[str] | None) -> tuple[list[Provider], list[tuple[str, str]]]:
+    """The adapters to search, and (name, why) for each default provider skipped for want of a key."""
     wanted = names or ["local", "vastai", "runpod"]
-    adapters = []
+    adapters: list[Provider] = []
+    skipped: list[tuple[str, str]] = []
     for name in wanted:
         try:
             adapters.append(make_provider(Resources(provider=name)))
         except CredentialsMissing:
             if names:  # asked for by name: say why it is missing
                 raise
-    return adapters
+            skipped.append((name, "no API key"))
+    return adapters, skipped

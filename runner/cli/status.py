@@ -71,8 +71,11 @@ def show_job(store: JobStore, state: JobState) -> None:
 
 
 def _phase(state: JobState) -> str:
-    colour = {"done": "green", "failed": "red", "kept": "yellow"}.get(state.phase, "cyan")
-    return f"[{colour}]{state.phase}[/]"
+    from lorarun.runner.run.job_end import phase_shown
+
+    phase = phase_shown(state)  # "stopped" for a job stopped on purpose (its state machine says done)
+    colour = {"done": "green", "stopped": "yellow", "failed": "red", "kept": "yellow"}.get(phase, "cyan")
+    return f"[{colour}]{phase}[/]"
 
 
 def _instance(state: JobState) -> str:

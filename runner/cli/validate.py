@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lorarun.runner.console import console, err_console
+from lorarun.runner.errors import InvalidJob
 from lorarun.runner.job.validate import ValidatedJob, validate_job
 
 
@@ -16,24 +18,35 @@ def register(app: typer.Typer) -> None:
 
 
 def validate(job: Path = typer.Argument(..., help="Job file: lorarun YAML or a kohya training TOML.")) -> None:
-    validated = validate_job(job)
+    try:
+        validated = validate_job(job)
+    except InvalidJob as exc:
+        partial = getattr(exc, "job", None)
+        if partial is not None:  # the dataset and the steps could be judged: show them above the problems
+            print_summary(partial)
+        raise
     print_summary(validated)
-    console.print(f"[green]ok[/] {job} is valid: {validated.total_steps} steps")
+    console.print(f"[green]ok[/] {escape(str(job))} is valid: {validated.total_steps} steps")
+
+
+def print_summary_notes(job: ValidatedJob) -> None:
+    """The notes and warnings of a validated job (stderr), each escaped: they quote file names and fields."""
+    for note in (*job.spec.notes, *job.notes):
+        err_console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+    for warning in (*job.scan.warnings, *job.warnings):
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
 
 
 def print_summary(job: ValidatedJob) -> None:
     spec, scan = job.spec, job.scan
-    for note in (*spec.notes, *job.notes):
-        err_console.print(f"[dim]note:[/] {note}", highlight=False)
-    for warning in scan.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    table = Table(title=f"{spec.name}: dataset {spec.dataset_dir}", title_justify="left")
+    print_summary_notes(job)
+    table = Table(title=escape(f"{spec.name}: dataset {spec.dataset_dir}"), title_justify="left")
     for column in ("folder", "images", "repeats", "images × repeats", "captions", "missing captions"):
         table.add_column(column, justify="left" if column == "folder" else "right")
     for subset in scan.subsets:
         folder = f"{subset.folder} (reg)" if subset.is_reg else subset.folder
         table.add_row(
-            folder,
+            escape(folder),
             str(len(subset.images)),
             str(subset.repeats),
             str(len(subset.images) * subset.repeats),
@@ -44,7 +57,7 @@ def print_summary(job: ValidatedJob) -> None:
     t = spec.training
     buckets = scan.bucket_counts()
     console.print(
-        f"model [bold]{spec.model.family}[/] {spec.model.base} · resolution {spec.dataset.resolution[0]}x"
+        f"model [bold]{spec.model.family}[/] {escape(spec.model.base)} · resolution {spec.dataset.resolution[0]}x"
         f"{spec.dataset.resolution[1]} · {len(buckets)} bucket(s) · batch {t.batch_size}"
         + (f" × accumulation {t.gradient_accumulation_steps}" if t.gradient_accumulation_steps > 1 else "")
     )
@@ -56,5 +69,6 @@ def print_summary(job: ValidatedJob) -> None:
     console.print(
         f"LoRA dim {t.network_dim} alpha {t.network_alpha:g} · optimizer {t.optimizer_type} · "
         f"scheduler {t.lr_scheduler} · save every {t.save_every_n_epochs or '-'} epoch(s) · "
-        f"provider {spec.resources.provider or 'not chosen (submit asks; lorarun config set provider …)'} · output {spec.output_dir / (spec.output.name + '.safetensors')}"
+        f"provider {spec.resources.provider or 'not chosen (submit asks; lorarun config set provider …)'} · "
+        f"output {escape(str(spec.output_dir / (spec.output.name + '.safetensors')))}"
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorarun.image.schema import unknown_key_message
-from lorarun.runner.errors import SpecError
+from lorarun.runner.errors import InvalidJob, SpecError
 from lorarun.runner.job.kohya_options import KOHYA_NETWORK_ARGS, KOHYA_OPTIMIZERS, KOHYA_OPTIONS, KOHYA_SCHEDULERS
 from lorarun.runner.job.spec import build_job
 
@@ -199,39 +199,20 @@ def load_kohya_toml(path: Path) -> Any:
     }
     notes: list[str] = []
     known = sorted([*KOHYA_KEYS, *IGNORED_KEYS, *UNSUPPORTED, "sdxl", "sample_prompts", "network_args"])
+    refused: list[str] = []  # every refused key, one line each: a guide's TOML shows all its problems at once
     for key, value in flat.items():
-        if key in UNSUPPORTED:
-            raise SpecError(f"{path}: {key}: {UNSUPPORTED[key]}")
-        if key in IGNORED_KEYS:
-            notes.append(f"{key}: ignored ({IGNORED_KEYS[key]})")
-            _check_ignored_value(key, value, path)
-            continue
-        if key == "sdxl":
-            if value is True:
-                sections["model"]["family"] = "sdxl"
-            continue
-        if key == "sample_prompts":
-            sections["sample"]["prompts"] = _read_prompts(path, value)
-            continue
-        if key == "network_args":
-            sections["training"].update(_network_args(value, path))
-            continue
-        if key not in KOHYA_KEYS:
-            if key in KOHYA_OPTIONS:
-                raise SpecError(
-                    f"{path}: {key}: known kohya option, not supported by lorarun yet; remove it "
-                    "(README: kohya options)"
-                )
-            raise SpecError(f"{path}: {unknown_key_message('kohya key', key, known)}")
-        section, name = KOHYA_KEYS[key]
-        sections[section][name] = _normalise(key, value, path)
+        try:
+            _map_key(key, value, path, sections, notes, known)
+        except SpecError as exc:
+            refused.append(str(exc))
     for key, value in lorarun_section.items():
         if key in LORARUN_FLUX_KEYS:
             sections["flux"][LORARUN_FLUX_KEYS[key]] = value
             continue
         if key not in LORARUN_SECTION_KEYS:
             known_lorarun = sorted([*LORARUN_SECTION_KEYS, *LORARUN_FLUX_KEYS])
-            raise SpecError(f"{path}: {unknown_key_message('[lorarun]', key, known_lorarun)}")
+            refused.append(f"{path}: {unknown_key_message('[lorarun]', key, known_lorarun)}")
+            continue
         if key == "model_family":
             sections["model"]["family"] = value
         elif key == "name":
@@ -250,7 +231,47 @@ def load_kohya_toml(path: Path) -> Any:
         "name": lorarun_section.get("name") or flat.get("output_name") or path.stem,
         **{k: v for k, v in sections.items() if v},
     }
-    return build_job(data, path, notes=tuple(notes))
+    if not refused:
+        return build_job(data, path, notes=tuple(notes))
+    try:
+        spec = build_job(data, path, notes=tuple(notes))
+    except InvalidJob as exc:
+        error = InvalidJob(refused + exc.problems)
+        error.spec, error.failed_sections = getattr(exc, "spec", None), getattr(exc, "failed_sections", frozenset())
+        raise error from None
+    error = InvalidJob(refused)  # the refused keys are left out; validate judges the rest of the job
+    error.spec, error.failed_sections = spec, frozenset()
+    raise error
+
+
+def _map_key(
+    key: str, value: Any, path: Path, sections: dict[str, dict[str, Any]], notes: list[str], known: list[str]
+) -> None:
+    """One flattened kohya key into its section (or a note); raises SpecError for a key lorarun refuses."""
+    if key in UNSUPPORTED:
+        raise SpecError(f"{path}: {key}: {UNSUPPORTED[key]}")
+    if key in IGNORED_KEYS:
+        notes.append(f"{key}: ignored ({IGNORED_KEYS[key]})")
+        _check_ignored_value(key, value, path)
+        return
+    if key == "sdxl":
+        if value is True:
+            sections["model"]["family"] = "sdxl"
+        return
+    if key == "sample_prompts":
+        sections["sample"]["prompts"] = _read_prompts(path, value)
+        return
+    if key == "network_args":
+        sections["training"].update(_network_args(value, path))
+        return
+    if key not in KOHYA_KEYS:
+        if key in KOHYA_OPTIONS:
+            raise SpecError(
+                f"{path}: {key}: known kohya option, not supported by lorarun yet; remove it (README: kohya options)"
+            )
+        raise SpecError(f"{path}: {unknown_key_message('kohya key', key, known)}")
+    section, name = KOHYA_KEYS[key]
+    sections[section][name] = _normalise(key, value, path)
 
 
 def _flatten(raw: dict[str, Any], path: Path) -> dict[str, Any]:

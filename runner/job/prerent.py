@@ -88,6 +88,17 @@ def _set_by_user(spec: JobSpec, key: str) -> bool:
     return _mentions(data, aliases)
 
 
+def job_mentions(spec: JobSpec, names: set[str]) -> bool:
+    """Whether the job file names any of `names` as a key, in any section."""
+    path = Path(spec.source)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return _mentions(data, names)
+
+
 def _mentions(data, names: set[str]) -> bool:
     if isinstance(data, dict):
         return any(str(k) in names or _mentions(v, names) for k, v in data.items())

@@ -26,6 +26,7 @@ from lorarun.image.names import output_name_problem
 from lorarun.image.ranges import range_problems
 from lorarun.image.schema import ConfigError, from_mapping, unknown_key_message
 from lorarun.runner.errors import InvalidJob, SpecError
+from lorarun.runner.job.hosted_spec import NotifyConfig, hub_repo_problem
 
 PROVIDERS = ("local", "ssh", "vastai", "runpod")
 DEFAULT_IMAGE = "ghcr.io/lorarun/engine:0.1.0"
@@ -54,6 +55,19 @@ class Resources:
     ssh_user: str = "root"
     ssh_key: str | None = None
     price_per_hour: float = 0.0  # what your own machine costs you, for the estimate
+    # (key, file) for each value inherited from the user's config (`lorarun config`), so a refusal that comes
+    # from one says where it came from; set by `user_config.inherit`, never by a job file (build_job refuses it)
+    inherited_from: tuple[tuple[str, str], ...] = ()
+
+    def origin(self, key: str) -> str:
+        """ " (gpus from ~/.config/lorarun/config.toml)" for an inherited setting, "" for the job's own."""
+        where = dict(self.inherited_from).get(key)
+        return f" ({key} from {where})" if where else ""
+
+    def given(self, key: str, value: Any) -> Resources:
+        """These resources with `key` set on the command line (no longer inherited from the user config)."""
+        inherited = tuple((k, f) for k, f in self.inherited_from if k != key)
+        return dataclasses.replace(self, **{key: value}, inherited_from=inherited)
 
     def validate(self, where: str = "resources") -> None:
         if self.provider and self.provider not in PROVIDERS:
@@ -78,6 +92,8 @@ class Resources:
 class OutputConfig:
     dir: str = "output"  # relative paths are relative to the job file
     name: str = "lora"  # file name of the LoRA, without .safetensors
+    hub: str | None = None  # a Hugging Face repo id (user/repo): the verified LoRA is published there (publish.py)
+    hub_private: bool = True  # a repo lorarun creates is private unless this is false
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class JobSpec:
     flux: FluxConfig = field(default_factory=FluxConfig)  # Flux.1 options; only for model.family flux
     resources: Resources = field(default_factory=Resources)
     output: OutputConfig = field(default_factory=OutputConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # a webhook told of each phase (runner/run/notify.py)
     notes: tuple[str, ...] = ()  # things the loader wants the user to know (kohya keys ignored, guesses made)
 
     @property
@@ -123,9 +140,9 @@ class JobSpec:
     ) -> JobSpec:
         spec = self
         if provider:
-            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, provider=provider))
+            spec = dataclasses.replace(spec, resources=spec.resources.given("provider", provider))
         if max_cost is not None:
-            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, max_cost=max_cost))
+            spec = dataclasses.replace(spec, resources=spec.resources.given("max_cost", max_cost))
         if out is not None:
             spec = dataclasses.replace(spec, output=dataclasses.replace(spec.output, dir=str(out.resolve())))
         if validate:
@@ -137,7 +154,7 @@ class JobSpec:
         the one table (`image/ranges.py`), then each section's own rules, then the output name. Sections in
         `skip` are not judged (they failed to parse and hold defaults)."""
         found: list[str] = []
-        for section in ("model", "dataset", "training", "sample", "flux", "resources"):
+        for section in ("model", "dataset", "training", "sample", "flux", "resources", "notify"):
             if section in skip:
                 continue
             obj = getattr(self, section)
@@ -160,6 +177,9 @@ class JobSpec:
         name_problem = None if "output" in skip else output_name_problem(self.output.name)
         if name_problem:
             found.append(name_problem)
+        hub_problem = None if "output" in skip else hub_repo_problem(self.output.hub)
+        if hub_problem:
+            found.append(hub_problem)
         return [f"{self.source}: {p}" for p in found]
 
     def validate(self) -> None:
@@ -209,6 +229,7 @@ YAML_ALIASES: dict[str, dict[str, str]] = {
     "model": {},
     "resources": {},
     "output": {},
+    "notify": {},
 }
 SECTIONS = {
     "model": ModelConfig,
@@ -218,6 +239,7 @@ SECTIONS = {
     "flux": FluxConfig,
     "resources": Resources,
     "output": OutputConfig,
+    "notify": NotifyConfig,
 }
 
 
@@ -229,7 +251,7 @@ def load_job(path: Path) -> JobSpec:
     if path.suffix.lower() == ".toml":
         from lorarun.runner.job.kohya_toml import load_kohya_toml
 
-        return _with_user_config(load_kohya_toml(path))
+        return _with_user_config_even_if_invalid(load_kohya_toml, path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -239,7 +261,19 @@ def load_job(path: Path) -> JobSpec:
         raise SpecError(f"{path}:{where}: {problem}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return _with_user_config(build_job(data, path))
+    return _with_user_config_even_if_invalid(build_job, data, path)
+
+
+def _with_user_config_even_if_invalid(build, *args) -> JobSpec:
+    """The user's defaults apply to a job with problems too: `validate` goes on judging the parts that parsed
+    (the machine for the user's provider, the GPUs from their config) and should judge what will really run."""
+    try:
+        spec = build(*args)
+    except InvalidJob as exc:
+        if getattr(exc, "spec", None) is not None:
+            exc.spec = _with_user_config(exc.spec)
+        raise
+    return _with_user_config(spec)
 
 
 def _with_user_config(spec: JobSpec) -> JobSpec:
@@ -267,6 +301,9 @@ def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:
         if key not in SECTIONS:
             problems.append(f"{path}: {unknown_key_message('(top level)', str(key), known)}")
             continue
+        if key == "resources" and isinstance(raw, dict) and "inherited_from" in raw:
+            problems.append(f"{path}: {unknown_key_message('resources', 'inherited_from', [])}")
+            raw = {k: v for k, v in raw.items() if k != "inherited_from"}
         try:
             section = _apply_aliases(key, raw, path)
             values[key] = from_mapping(SECTIONS[key], section, key)

@@ -219,6 +219,21 @@ def inherit(spec, settings: Mapping[str, Any] | None = None):
     settings = load() if settings is None else settings
     own = job_resource_keys(spec.source)
     changes = {k: (tuple(v) if k == "gpus" else v) for k, v in settings.items() if k not in own}
+    changes = {k: v for k, v in changes.items() if k in RESOURCE_KEYS}
     if not changes:
         return spec
+    where = shown_path(config_path())
+    changes["inherited_from"] = tuple((k, where) for k in changes)
     return dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **changes))
+
+
+# The settings that are fields of a job's `resources` (cost_ceiling is read by the budget check itself).
+RESOURCE_KEYS = ("provider", "gpus", "gpu_count", "max_price_per_hour", "max_cost", "image")
+
+
+def shown_path(path: Path) -> str:
+    """The path as a user recognises it: under the home folder as ~/…."""
+    try:
+        return "~/" + path.expanduser().relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)

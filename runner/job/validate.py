@@ -15,10 +15,11 @@ from lorarun.image.dataset_scan import DatasetScan, scan_dataset
 from lorarun.image.engine_config import BUILTIN_PREFIX
 from lorarun.image.ranges import RANGES, TOTAL_STEPS, out_of_range, range_problems
 from lorarun.image.schema import ConfigError
-from lorarun.runner.errors import InvalidJob, SpecError, UserInputError
+from lorarun.runner.errors import BaseModelMissing, InvalidJob, SpecError, UserInputError
 from lorarun.runner.job.flux_files import flux_problems
 from lorarun.runner.job.hub_check import check_hub_model
 from lorarun.runner.job.prerent import machine_for, machine_problems
+from lorarun.runner.job.settings_warnings import settings_warnings
 from lorarun.runner.job.spec import JobSpec, load_job
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -30,6 +31,7 @@ class ValidatedJob:
     spec: JobSpec
     scan: DatasetScan
     notes: tuple[str, ...] = ()  # what the checks want the user to know (e.g. a hub id that could not be checked)
+    warnings: tuple[str, ...] = ()  # valid settings that will not do what they say (runner/job/settings_warnings.py)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -89,13 +91,17 @@ def validate_job(
     except UserInputError as exc:
         raise InvalidJob(problems + [str(exc)]) from None
     problems += spec_problems
+    own_problems = spec.problems(skip=failed_sections)  # the spec's own, without keys the loader refused
     try:
         note = check_base_model(spec) if "model" not in failed_sections else ""
         if note:
             notes.append(note)
+    except BaseModelMissing as exc:  # one problem among the others: the dataset, steps and price still run
+        problems.append(str(exc))
+        notes.append(missing_base_note(spec))
     except UserInputError as exc:
         problems.extend(getattr(exc, "problems", None) or [str(exc)])
-    if not spec_problems:  # the machine checks read the spec's numbers: only on sane ones
+    if not own_problems:  # the machine checks read the spec's numbers: only on sane ones
         machine = machine_for(spec.resources.provider)
         problems += machine_problems(spec, machine)
         problems += flux_problems(spec, machine.cuda)
@@ -112,24 +118,51 @@ def validate_job(
             spec.dataset_dir, bucket_spec(spec), reg_root=spec.reg_dir, caption_extension=spec.dataset.caption_extension
         )
         problems += [str(p) for p in scan.errors]
+    job = None
+    if scan is not None and not scan.errors and not failed_sections and not own_problems:
+        job = ValidatedJob(spec, scan, tuple(notes))
+        job = ValidatedJob(spec, scan, tuple(notes), tuple(settings_warnings(job)))
+        step_problems = _step_problems(job)
+        problems += step_problems
+        job = None if step_problems else job
     if problems:
-        raise InvalidJob(problems)
-    job = ValidatedJob(spec, scan, tuple(notes))
-    if job.spec.training.batch_size > scan.num_train_images:
-        problems.append(
-            f"{spec.source}: training.batch_size {spec.training.batch_size} is larger than the dataset "
-            f"({scan.num_train_images} images × repeats); lower it"
-        )
-    elif not TOTAL_STEPS.contains(job.total_steps):
-        problems.append(
-            f"{spec.source}: training: {job.total_steps:,} optimizer steps in all ({job.steps_per_epoch:,} per epoch "
-            f"× {job.epochs:,} epochs) is more than a real job runs; use {TOTAL_STEPS.describe()} in total"
-        )
-    if problems:
-        raise InvalidJob(problems)
+        error = InvalidJob(problems)
+        error.job = job  # the parts that could be judged (dataset, steps): validate and estimate still show them
+        raise error
+    assert job is not None  # no problems: every check above ran
     if check_credentials:
         check_provider_credentials(spec)
+        check_hub_publish(spec)
     return job
+
+
+def _step_problems(job: ValidatedJob) -> list[str]:
+    spec, scan = job.spec, job.scan
+    if spec.training.batch_size > scan.num_train_images:
+        return [
+            f"{spec.source}: training.batch_size {spec.training.batch_size} is larger than the dataset "
+            f"({scan.num_train_images} images × repeats); lower it"
+        ]
+    if not TOTAL_STEPS.contains(job.total_steps):
+        return [
+            f"{spec.source}: training: {job.total_steps:,} optimizer steps in all ({job.steps_per_epoch:,} per epoch "
+            f"× {job.epochs:,} epochs) is more than a real job runs; use {TOTAL_STEPS.describe()} in total"
+        ]
+    return []
+
+
+def missing_base_note(spec: JobSpec) -> str:
+    """Without the checkpoint its header cannot say the family: the estimate uses what the job names or the file
+    name suggests, and says which."""
+    how = "as the job names it" if family_named(spec) else f"guessed from the name {Path(spec.model.base).name}"
+    return f"model.base is not here yet: the estimate assumes model.family {spec.model.family} ({how})"
+
+
+def family_named(spec: JobSpec) -> bool:
+    """Whether the job file itself names the family (YAML model.family, kohya `sdxl` or [lorarun] model_family)."""
+    from lorarun.runner.job.prerent import job_mentions
+
+    return job_mentions(spec, {"family", "sdxl", "model_family"})
 
 
 def _dataset_section_ok(spec: JobSpec) -> bool:
@@ -176,7 +209,7 @@ def check_base_model(spec: JobSpec) -> str:
     if looks_like_path:
         path = spec.resolve(base)
         if not path.exists():
-            raise SpecError(
+            raise BaseModelMissing(
                 f"{spec.source}: model.base: {path} does not exist; give a diffusers folder, a "
                 f".safetensors/.ckpt file, or a Hugging Face id like runwayml/stable-diffusion-v1-5"
             )
@@ -220,6 +253,20 @@ def check_checkpoint_file(spec: JobSpec, path: Path) -> CheckpointInfo:
 
 def _article(text: str) -> str:
     return ("an " if text[:1].lower() in "aeiou" or text.startswith("SD") else "a ") + text
+
+
+def check_hub_publish(spec: JobSpec) -> None:
+    """`output.hub`: a missing or refused Hub token is one line now, before anything is rented (the publish itself
+    comes after the job). A Hub that cannot be reached now is only a note: the publish retries at the end."""
+    if not spec.output.hub:
+        return
+    from lorarun.runner.console import err_console
+    from lorarun.runner.publish.hub import PublishFailed, check_token
+
+    try:
+        check_token(spec.output.hub)
+    except PublishFailed as exc:
+        err_console.print(f"[yellow]note: {exc}; publishing is tried again when the job ends[/]", highlight=False)
 
 
 def check_provider_credentials(spec: JobSpec) -> None:

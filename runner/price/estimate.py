@@ -415,14 +415,17 @@ def exclusion_reasons(
         reasons.append(f"slow network ({o.inet_down_mbps:.0f} Mb/s down, needs {floor:.0f}+)")
     if r is None:
         return reasons
-    if r.gpus and gpu_key(o.gpu_name) not in {gpu_key(g) for g in r.gpus}:
-        reasons.append(f"{o.gpu_name} is not one of the GPUs asked for ({', '.join(r.gpus)})")
+    # `gpus` chooses among rented cards; this machine is what it is (provider local), so the list does not apply
+    if r.gpus and o.provider != "local" and gpu_key(o.gpu_name) not in {gpu_key(g) for g in r.gpus}:
+        reasons.append(f"{o.gpu_name} is not one of the GPUs asked for ({', '.join(r.gpus)}){r.origin('gpus')}")
     if not cpu and o.gpu_count < r.gpu_count:
-        reasons.append(f"{o.gpu_count} GPU(s), the job asks for {r.gpu_count}")
+        reasons.append(f"{o.gpu_count} GPU(s), the job asks for {r.gpu_count}{r.origin('gpu_count')}")
     if not cpu and r.min_vram_gb and o.vram_gb < r.min_vram_gb:
         reasons.append(f"{o.vram_gb:.1f} GB VRAM is under min_vram_gb {r.min_vram_gb:g}")
     if r.max_price_per_hour is not None and o.price_per_hour > r.max_price_per_hour:
-        reasons.append(f"over max $/h (${o.price_per_hour:.3f}/h > ${r.max_price_per_hour:.3f}/h)")
+        reasons.append(
+            f"over max $/h (${o.price_per_hour:.3f}/h > ${r.max_price_per_hour:.3f}/h){r.origin('max_price_per_hour')}"
+        )
     if r.min_reliability and o.reliability is not None and o.reliability < r.min_reliability:
         reasons.append(f"reliability {o.reliability:.3f} below {r.min_reliability:g}")
     if o.interruptible and not r.interruptible:
@@ -430,7 +433,7 @@ def exclusion_reasons(
     if r.secure_cloud_only and o.secure_cloud is False:
         reasons.append("not secure cloud")
     if r.max_cost is not None and estimate.total_cost > r.max_cost:
-        reasons.append(f"predicted ${estimate.total_cost:.2f} is over max_cost ${r.max_cost:.2f}")
+        reasons.append(f"predicted ${estimate.total_cost:.2f} is over max_cost ${r.max_cost:.2f}{r.origin('max_cost')}")
     return reasons
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from lorarun.provider_adapters.base import Offer, ResourceRequest
 from lorarun.runner.console import console, minutes, money
 from lorarun.runner.job.spec import Resources
-from lorarun.runner.price.estimate import Estimate, EstimateInputs
+from lorarun.runner.price.estimate import Estimate, EstimateInputs, is_cpu_offer
 from lorarun.runner.price.offer_choice import no_fit_message
 
 # Offers asked for per provider. Filters that explain an exclusion (VRAM near the need, CUDA, price, network)
@@ -50,9 +50,12 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
     fitting, excluded = shown(ranked, top)
     several = len({e.offer.provider for e in ranked}) > 1
     w, h = inputs.resolution
+    # On a machine without a GPU (provider local) the job trains in system memory: no VRAM to speak of.
+    on_cpu = bool(ranked) and all(is_cpu_offer(e.offer) for e in ranked)
+    memory = "memory (CPU)" if on_cpu else "VRAM"
     title = (
         f"{name}: {inputs.steps} steps, batch {inputs.batch_size}, {w}x{h} {inputs.family}, "
-        f"~{inputs.vram_needed_gb:.1f} GB VRAM"
+        f"~{inputs.vram_needed_gb:.1f} GB {memory}"
     )
     table = Table(title=title, title_justify="left")
     columns = [

@@ -50,6 +50,17 @@ def pulled_so_far(job_dir: Path, output_dir: Path) -> str:
     return "nothing was pulled: no output had been saved yet"
 
 
+def pulled_so_far_for(ctx) -> str:
+    """`pulled_so_far` for every job of a run (a `RunContext`)."""
+    return "; ".join(pulled_so_far(ctx.store.job_dir(r.state.job_id), r.job.spec.output_dir) for r in ctx.runs)
+
+
+def rented_seconds(ctx) -> float:
+    """How long the run's instance has been rented so far (0 before the create returned)."""
+    started = ctx.rental.started_at
+    return ctx.clock.wall() - started if started else 0.0
+
+
 def _announced_outputs(events: Path) -> set[str]:
     """The outputs the engine reported saving (events with a path and a sha256), as the controller logged them."""
     found: set[str] = set()

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from lorarun.image.hold_points import hold
 from lorarun.runner.remote.layout import RemoteLayout
 
 # LOCAL_ERRNOS: "this laptop could not write it", kept importable from here for older callers
@@ -68,6 +69,8 @@ class JobMonitor:
         new_events = self.read_new_events()
         self.pull_outputs()
         self.heartbeat()
+        if any(e.get("event") == "step" for e in new_events):
+            hold("training")  # tests only (image/hold_points.py): the local events.jsonl has a step
         return new_events
 
     def read_new_events(self) -> list[dict]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorarun.runner.run.job_end import last_checkpoint, machine_time_label, progress_line
+
 REPORT_JSON, REPORT_MD, REPORT_HTML = "report.json", "report.md", "report.html"
 OUTPUT_EVENTS = ("checkpoint", "sample", "grid")
 MAX_CURVE_POINTS = 400  # enough for a 640-px-wide plot; keeps the HTML small for 10k-step runs
@@ -363,8 +365,9 @@ def write_report(
 
 
 def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = None) -> list[str]:
-    """What the user reads when a job ends: where the LoRA and the report are, wall time, GPU time (the instance's
-    life: provision → teardown, what the provider bills) and the cost, actual against predicted."""
+    """What the user reads when a job ends: where the LoRA (or its last checkpoint) and the report are, how far it
+    got, wall time, the instance's life (provision → teardown: GPU time the provider bills, or CPU time on this
+    machine) and the cost, actual against predicted."""
     now = time.time() if now is None else now
     output_dir = Path(output_dir)
     history = list(getattr(state, "history", ()) or ())
@@ -374,13 +377,22 @@ def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = N
     released = next((t for phase, t in reversed(history) if phase in ("teardown", "done", "failed", "kept")), None)
     lines = []
     final = output_dir / f"{lora_name}.safetensors"
-    lines.append(f"LoRA    {final}" if final.exists() else f"LoRA    none (outputs so far in {output_dir})")
+    checkpoint = None if final.exists() else last_checkpoint(output_dir, lora_name)
+    if final.exists():
+        lines.append(f"LoRA    {final}")
+    elif checkpoint is not None:
+        lines.append(f"LoRA    no final LoRA; last checkpoint home: {checkpoint}")
+    else:
+        lines.append(f"LoRA    none (outputs so far in {output_dir})")
+    progress = progress_line(state) if hasattr(state, "job_id") else None
+    if progress:
+        lines.append(progress)
     report_html = output_dir / REPORT_HTML
     if report_html.exists():
         lines.append(f"report  {report_html}")
     times = f"time    {fmt_duration(max(0.0, ended - started))} wall"
     if rented is not None and released is not None and released >= rented:
-        times += f", {fmt_duration(released - rented)} on the instance (GPU time billed)"
+        times += f", {fmt_duration(released - rented)} {machine_time_label(state)}"
     lines.append(times)
     try:
         cost = json.loads((output_dir / REPORT_JSON).read_text(encoding="utf-8")).get("cost") or {}

@@ -89,14 +89,24 @@ def test_jobs_inherit_what_they_do_not_set_and_keep_what_they_do(tmp_path):
     assert (spec.resources.provider, spec.resources.max_cost) == ("vastai", 1.5)
 
 
-@pytest.mark.parametrize("command", ["submit", "estimate"])
-def test_no_provider_anywhere_without_a_terminal_is_one_line(tmp_path, capsys, command):
+def test_no_provider_anywhere_without_a_terminal_is_one_line(tmp_path, capsys):
     make_dataset(tmp_path / "data", {"10_x": 2})
     job = write_job(tmp_path / "job.yaml", "data")
-    code, out, err = run_cli(capsys, command, str(job), *(["--yes"] if command == "submit" else []))
+    code, out, err = run_cli(capsys, "submit", str(job), "--yes")
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "no provider chosen" in lines[0] and "lorarun config set provider" in lines[0]
+
+
+def test_estimate_without_any_provider_prices_from_the_last_known_table_and_says_so(tmp_path, capsys):
+    """Issue 23.7: a price before any account exists, labelled as what it is, and how to get live offers."""
+    make_dataset(tmp_path / "data", {"10_x": 2})
+    job = write_job(tmp_path / "job.yaml", "data")
+    code, out, err = run_cli(capsys, "estimate", str(job))
+    assert code == 0, err
+    assert "no provider chosen" in out and "last-known public prices as of" in out and "not live offers" in out
+    assert "cheapest that fits: vastai" in out or "cheapest that fits: runpod" in out
+    assert "lorarun config set provider" in out
 
 
 def test_a_local_submit_without_yes_and_without_a_terminal_does_not_start(tmp_path, capsys):

@@ -156,9 +156,12 @@ def test_several_providers_and_one_failing(tmp_path, vast, capsys, monkeypatch):
     assert code == 0, err
     providers = {o["provider"] for o in json.loads(out)["offers"]}
     assert providers == {"vastai", "local"}
-    # A provider without credentials is a warning when others answer, an error when it is the only one.
+    # A provider without credentials is never an empty market: the others are still shown, then the command
+    # fails naming the provider it could not search (issue 23.4).
     code, out, err = run(capsys, "estimate", str(job), "-p", "runpod", "-p", "local")
-    assert code == 0 and "runpod" in err and "warning" in err
+    assert code == 2 and "cheapest that fits: local" in out
+    assert "error: runpod: not searched: no runpod API key found" in err
+    assert "the table shows the other provider(s) only" in err
     code, out, err = run(capsys, "estimate", str(job), "-p", "runpod")
     assert code == 2 and "No runpod API key" in err
 

@@ -161,9 +161,7 @@ def test_huber_threshold_matches_kohya(schedule):
     timesteps = torch.tensor([0, 1, 250, 500, 999])
     args = kohya_args(loss_type="huber", huber_schedule=schedule, huber_c=0.15, huber_scale=1.5)
     ref = kohya.get_huber_threshold_if_needed(args, timesteps, kohya_scheduler())
-    ours = step.huber_threshold(
-        LossOptions(**{k: v for k, v in vars(args).items()}), timesteps, NoiseSchedule.kohya("cpu")
-    )
+    ours = step.huber_threshold(LossOptions(**vars(args)), timesteps, NoiseSchedule.kohya("cpu"))
     assert torch.allclose(ours.float(), ref.float(), rtol=1e-5)
     assert step.huber_threshold(LossOptions(), timesteps, NoiseSchedule.kohya("cpu")) is None  # l2: none
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from support.cloud import cloud, vast_cloud  # noqa: F401
 from support.fault_table import FaultRow, append_row, results_dir
+from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
 from support.readonly import read_only_folder  # noqa: F401
 
 

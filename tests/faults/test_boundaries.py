@@ -4,12 +4,10 @@ does not confirm never exits 0, with the instance's own guard (grace window, sel
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 from support.cloud import tiny_job
-from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.remote.layout import RemoteLayout
@@ -42,7 +40,7 @@ def test_hostile_manifest_writes_nothing_outside_the_output_folder(sshd_server, 
     outside = tmp_path / "home" / "escaped.txt"
     outside.write_bytes(b"the user's file")  # would be overwritten by os.replace before the fix
     (local_out / "link").symlink_to(tmp_path / "home")  # a symlink already on the laptop is not a way out either
-    for p in HOSTILE:
+    for _ in HOSTILE:
         fault.inject("hostile manifest path", "only good.safetensors written, under out/")
     monitor = JobMonitor(
         ssh_transport, RemoteLayout(root=str(root), python="python3"), local_out, tmp_path / "events.jsonl"
@@ -76,8 +74,6 @@ def test_unconfirmed_teardown_exits_nonzero_and_the_agent_stays_armed(vast_cloud
     assert not list(job_dir.rglob("collected")), "the agent was told 'collected' before the destroy was confirmed"
     # The provider's API comes back; the agent, still in its grace window, destroys its own instance.
     vast_cloud.fake.clear_faults()
-    deadline = time.monotonic() + 90
-    while vast_cloud.instance_ids() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert vast_cloud.instance_ids() == [], "the agent did not destroy its instance after the failed teardown"
+    assert vast_cloud.host.wait_destroyed(state.instance_id, 90), "the agent did not destroy its instance"
+    assert vast_cloud.instance_ids() == []
     fault.observe(f"exit {code}, instance id said, agent self-destroyed after grace")

@@ -17,10 +17,10 @@ import pytest
 from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
-from lorarun.runner.run import pipeline
+from lorarun.runner.run import upload
 from lorarun.sshlink import session, sftp_io
 
-from .test_faults import _patch_monitor, assert_torn_down, checkpoints, only_state, submit
+from .test_faults import assert_torn_down, checkpoints, only_state, submit
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_a_dataset_file_removed_during_the_upload_is_named(vast_cloud, tmp_path,
     job = tiny_job(tmp_path, vast_cloud.name, epochs=1, images=6)
     victim = sorted((tmp_path / "data" / "2_mychar").glob("*.png"))[-1]
     fault.inject("a dataset image deleted while the upload runs", "which file vanished; nothing lost; destroyed")
-    original = pipeline.transfer_bar
+    original = upload.transfer_bar
 
     import contextlib
 
@@ -114,7 +114,7 @@ def test_a_dataset_file_removed_during_the_upload_is_named(vast_cloud, tmp_path,
             victim.unlink(missing_ok=True)  # after the scan accepted it, before the upload reads it
             yield progress
 
-    monkeypatch.setattr(pipeline, "transfer_bar", deleting_bar)
+    monkeypatch.setattr(upload, "transfer_bar", deleting_bar)
     code = submit(job)
     err = capsys.readouterr().err
     assert code == 1, err

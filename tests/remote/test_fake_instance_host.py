@@ -103,7 +103,7 @@ def test_kill_processes_hits_only_the_named_instance(fake_instance_host, tmp_pat
     other = ta.start_detached("exec sleep 302", cwd=str(fake_instance_host.workdir("E1")), log_path="/dev/null")
     b = tb.start_detached(cmd, cwd=str(fake_instance_host.workdir("E2")), log_path="/dev/null")
     for pid in (a, other, b):  # wait until the shells have exec'd into sleep: command lines are final then
-        assert _wait(lambda: b"sleep" in _cmdline(pid))
+        assert _wait(lambda pid=pid: b"sleep" in _cmdline(pid))
     assert fake_instance_host.kill_processes("E1", "sleep 301") == [a]
     assert _wait(lambda: not _alive(a))
     assert _alive(other) and _alive(b)

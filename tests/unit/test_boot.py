@@ -57,7 +57,8 @@ def pipeline(provider, ranked, failed_offer):
     instance = Instance("runpod", "i1", "lorarun-j", InstanceStatus.RUNNING)
     return SimpleNamespace(
         runs=[run],
-        _record=record,
+        record=record,
+        start_failures=0,
         provider=provider,
         ranked=list(ranked),
         clock=Clock(now=lambda: 0.0, sleep=lambda s: None, wall=lambda: 0.0),
@@ -94,7 +95,7 @@ def test_fallbacks_are_bounded():
     ranked = [est(str(i)) for i in range(10)]
     p = pipeline(Provider(), ranked, ranked[0].offer)
     results = []
-    for i in range(boot.MAX_FALLBACKS + 1):
+    for _ in range(boot.MAX_FALLBACKS + 1):
         p.provider.live = {"i1"}
         p.rental.instance = Instance("runpod", "i1", "l", InstanceStatus.ERROR)
         p.rental.offer = p.ranked[0].offer

@@ -1,0 +1,77 @@
+"""The notify section and the webhook sender without a job: spec errors, Discord detection, secret scrubbing,
+and a dead webhook that neither raises nor blocks."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fakes.webhook_server import FakeWebhook
+
+from lorarun.image.schema import ConfigError
+from lorarun.runner.job.hosted_spec import NotifyConfig, hub_repo_problem
+from lorarun.runner.run.notify import Post, Webhook, discord_payload, environment_secrets, scrub
+
+
+def test_notify_config_checks_url_and_format():
+    NotifyConfig(webhook="https://example.org/hook").validate()
+    with pytest.raises(ConfigError, match=r"^notify.webhook: expected an http\(s\) URL"):
+        NotifyConfig(webhook="discord.com/api/webhooks/1/x").validate()
+    with pytest.raises(ConfigError, match="notify.format: unknown format 'slack'"):
+        NotifyConfig(webhook="https://example.org/hook", format="slack").validate()
+
+
+def test_discord_shape_is_chosen_by_host_unless_told():
+    assert NotifyConfig(webhook="https://discord.com/api/webhooks/1/tok").discord
+    assert NotifyConfig(webhook="https://discordapp.com/api/webhooks/1/tok").discord
+    assert not NotifyConfig(webhook="https://hooks.example.org/x").discord
+    assert NotifyConfig(webhook="http://127.0.0.1:9/x", format="discord").discord
+    assert not NotifyConfig(webhook="https://discord.com/api/webhooks/1/tok", format="json").discord
+
+
+def test_secrets_from_the_environment_are_scrubbed_everywhere():
+    env = {"VAST_API_KEY": "vast-key-123456", "HF_TOKEN": "hf_abcdefghij", "HOME": "/root", "SHORT_KEY": "abc"}
+    secrets = environment_secrets(env)
+    assert set(secrets) == {"vast-key-123456", "hf_abcdefghij"}
+    payload = {"message": "401 for key vast-key-123456", "list": ["hf_abcdefghij", 3], "n": 1.5}
+    assert scrub(payload, secrets) == {"message": "401 for key ***", "list": ["***", 3], "n": 1.5}
+
+
+def test_discord_payload_never_pings_and_fits_the_limits():
+    event = {"event": "failed", "job": "j", "job_id": "j-1", "message": "x" * 5000, "cost": 0.5}
+    body = discord_payload(event, None)
+    assert body["allowed_mentions"] == {"parse": []} and len(body["content"]) <= 2000
+    assert body["embeds"][0]["fields"] == [{"name": "cost", "value": "0.5", "inline": True}]
+
+
+def test_hub_repo_ids():
+    assert hub_repo_problem("me/my-lora") is None and hub_repo_problem(None) is None
+    assert "not a Hugging Face repo id" in hub_repo_problem("my-lora")
+    assert "not a Hugging Face repo id" in hub_repo_problem("me/../x")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_webhook_is_said_once_and_never_raises(capsys):
+    hook = Webhook(NotifyConfig(webhook=f"http://127.0.0.1:{_closed_port()}/tok3n-in-url"))
+    for i in range(3):
+        hook.send(Post({"event": "phase", "seq": i}))
+    hook.close()
+    err = capsys.readouterr().err
+    assert hook.failures == 3 and err.count("did not take an event (ConnectionError)") == 1
+    assert "tok3n-in-url" not in err
+
+
+def test_webhook_posts_in_order_and_scrubs_its_own_url():
+    with FakeWebhook() as fake:
+        url = fake.url + "/hook/tok3n"
+        hook = Webhook(NotifyConfig(webhook=url), secrets=("sekrit-value",))
+        for i in range(5):
+            hook.send(Post({"event": "phase", "seq": i, "message": f"at {url} with sekrit-value"}))
+        hook.close()
+    assert [r.payload["seq"] for r in fake.received] == [0, 1, 2, 3, 4]
+    assert all(r.payload["message"] == "at *** with ***" for r in fake.received)
