@@ -14,9 +14,9 @@ self-destroy with the instance's own key — is the real code.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from support.cloud import tiny_job
 
 from lorarun.runner.state import JobStore
 
-from .test_faults import _kill_when, _training, only_state
+from .test_faults import only_state
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -39,23 +39,31 @@ CONTROLLER = (
 )
 
 
-def _stock_controller(job: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
+def _kill_stock_controller_at(holds, point: str, job: Path, *extra: str) -> None:
+    """As test_faults._kill_at, with the stock install replaced: hold at `point`, SIGKILL there."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", CONTROLLER, "submit", str(job), "--yes", *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=dict(os.environ),
+        env={**os.environ, **holds.env(point)},
         start_new_session=True,
     )
+    try:
+        holds.wait_reached(point, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
-def test_stock_instance_destroys_itself_when_agent_and_engine_die_with_no_controller(vast_cloud, tmp_path, fault):
+def test_stock_instance_destroys_itself_when_agent_and_engine_die_with_no_controller(
+    vast_cloud, tmp_path, fault, holds
+):
     fault.inject("stock image: controller SIGKILLed, then agent and engine killed", "the watchdog destroys it")
     fault.nobody_returns()
     assert vast_cloud.host.boot_command is None  # a stock image starts nothing of ours at boot
     job = tiny_job(tmp_path, vast_cloud.name, epochs=200, extra_resources="  image: stock")
-    _kill_when(_stock_controller(job, "--grace-seconds", "2"), _training)
+    _kill_stock_controller_at(holds, "training", job, "--grace-seconds", "2")
     state = only_state()
     assert not state.instance_destroyed and vast_cloud.instance_ids() == [state.instance_id]
     workdir = vast_cloud.host.workdir(state.instance_id)
@@ -63,12 +71,10 @@ def test_stock_instance_destroys_itself_when_agent_and_engine_die_with_no_contro
     killed = vast_cloud.host.kill_processes(state.instance_id, "agent --job-dir")
     killed += vast_cloud.host.kill_processes(state.instance_id, "lorarun.image.engine")
     assert killed, "the agent and the engine were not running"
-    deadline = time.monotonic() + 120
-    while (vast_cloud.instance_ids() or vast_cloud.host.alive(state.instance_id)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    destroyed = vast_cloud.host.wait_destroyed(state.instance_id, 120)
     log_file = workdir / "watchdog.log"
     log = log_file.read_text() if log_file.exists() else "(no watchdog.log)"
-    assert vast_cloud.instance_ids() == [], f"nothing on the stock instance destroyed it: {log[-2000:]}"
+    assert destroyed and vast_cloud.instance_ids() == [], f"nothing on the stock instance destroyed it: {log[-2000:]}"
     account_key = os.environ["VAST_API_KEY"]
     deletes = [r for r in vast_cloud.fake.requests if r.method == "DELETE" and state.instance_id in r.path]
     assert deletes and all(account_key not in r.headers.get("authorization", "") for r in deletes)
