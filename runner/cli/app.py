@@ -25,6 +25,7 @@ COMMANDS = (
     "image",
     "config",
     "publish",
+    "caption",
     "ui",
     "batch",
 )

@@ -10,6 +10,7 @@ from lorarun.runner.console import err_console
 from lorarun.runner.errors import EngineFailed
 from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.context import JobRun, RunContext
 from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.runner.run.monitor import JobMonitor
@@ -32,6 +33,7 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     with pull_bar() as shown:
         home = bring_home(monitor, run.job.spec.output_dir, sleep=ctx.clock.sleep, progress=shown)
     ctx.notify.outputs_home(run, monitor.progress.pulled, final=True)
+    place_captions(run.job.spec)  # `dataset.captions`: the instance's captions beside the user's images
     run.timings["download"] = ctx.clock.now() - started
     verification = home.verification
     outcome = settled or ("stopped" if ctx.stop_requested else "failed")
