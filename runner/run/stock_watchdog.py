@@ -24,8 +24,8 @@ import json
 import posixpath
 import shlex
 
-from lorarun.image.instance.lease import DEADLINE_ENV, JOB_ID_ENV, SELF_DESTRUCT_ENV, split_env
-from lorarun.provider_adapters.base import SelfDestruct
+from lorarun.image.agent_files import DEADLINE_ENV, JOB_ID_ENV, SELF_DESTRUCT_ENV, split_env
+from lorarun.image.destroy_plan import DestroyPlan
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.sshlink.transport import Transport
 
@@ -37,8 +37,8 @@ def watchdog_pid_file(layout: RemoteLayout) -> str:
     return posixpath.join(posixpath.dirname(layout.root), PID_FILE)
 
 
-def watchdog_env(job_id: str, hard_deadline: float | None, destruct: SelfDestruct | None) -> dict[str, str]:
-    """The variables the create call gave the instance for its watchdog (pipeline.py `spec_for`), rebuilt."""
+def watchdog_env(job_id: str, hard_deadline: float | None, destruct: DestroyPlan | None) -> dict[str, str]:
+    """The variables the create call gave the instance for its watchdog (provision.py `spec_for`), rebuilt."""
     env = {JOB_ID_ENV: job_id}
     if hard_deadline is not None:
         env[DEADLINE_ENV] = str(int(hard_deadline))

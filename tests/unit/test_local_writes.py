@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import json
 
-from lorarun.provider_adapters.base import SelfDestruct
+from lorarun.image.destroy_plan import DestroyPlan
 from lorarun.runner.run.fault_messages import pulled_so_far
 from lorarun.runner.run.local_writes import describe, fix_advice, is_local_write_error
 from lorarun.runner.run.outputs_home import duration_text, instance_grace_seconds
@@ -48,7 +48,7 @@ def test_the_grace_window_said_is_the_agents(tmp_path):
 
 
 def test_the_stock_watchdog_gets_the_create_calls_variables():
-    plan = SelfDestruct(id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY", ways=())
+    plan = DestroyPlan(id_env="CONTAINER_ID", key_env="CONTAINER_API_KEY", ways=())
     env = watchdog_env("job-1", 1234.9, plan)
     assert env["LORARUN_JOB_ID"] == "job-1" and env["LORARUN_DEADLINE"] == "1234"
     joined = "".join(v for k, v in sorted(env.items()) if k.startswith("LORARUN_SELF_DESTRUCT_"))
