@@ -12,7 +12,6 @@ from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.context import JobRun, RunContext
-<<<<<<< HEAD
 from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.run.outputs_home import (
@@ -22,10 +21,6 @@ from lorarun.runner.run.outputs_home import (
     local_write_problem,
     not_home_error,
 )
-=======
-from lorarun.runner.run.monitor import JobMonitor
-from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
->>>>>>> main
 from lorarun.runner.run.progress import pull_bar
 from lorarun.runner.run.report import write_report
 from lorarun.sshlink.transport import Transport
