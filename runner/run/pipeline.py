@@ -181,8 +181,14 @@ class Pipeline(RunContext):
             upload.upload(self, run, transport, layout)  # skips files already there: a resumed upload is cheap
             interruption.before_agent(self, run, transport, layout)  # a resumed job's state, from home
             training.start_agent(self, run, transport, layout)
-        monitor = training.monitor(self, run, transport, layout)
-        finish.finish(self, run, transport, layout, monitor)
+        try:
+            monitor = training.monitor(self, run, transport, layout)
+            finish.finish(self, run, transport, layout, monitor)
+        except OSError as exc:  # this laptop could not write, anywhere in the pull (#27): keep the instance
+            held = finish.held_on_local_write_error(self, run, exc)
+            if held is exc:
+                raise
+            raise held from None
 
 
 def _new_state(store: JobStore, job: ValidatedJob, provider_name: str, predicted_cost: float | None) -> JobState:

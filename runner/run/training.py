@@ -14,7 +14,7 @@ from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
 from lorarun.runner.errors import PipelineError
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import interruption
+from lorarun.runner.run import fault_messages, interruption
 from lorarun.runner.run.context import JobRun, RunContext, shell_quote
 from lorarun.runner.run.lease import LeaseRenewer
 from lorarun.runner.run.monitor import JobMonitor
@@ -175,8 +175,7 @@ def check_instance_alive(ctx: RunContext) -> None:
     interruption.check(ctx, instance)  # an interruptible machine taken back is resumed elsewhere
     if instance is None or instance.status == InstanceStatus.TERMINATED:
         raise PipelineError(
-            f"instance {ctx.rental.instance.id} vanished at {ctx.provider.name}; "
-            f"outputs pulled so far are in the output folder"
+            f"instance {ctx.rental.instance.id} vanished at {ctx.provider.name}; {fault_messages.pulled_so_far_for(ctx)}"
         )
 
 
