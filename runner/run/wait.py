@@ -9,7 +9,7 @@ from __future__ import annotations
 from lorarun.provider_adapters.base import Instance, InstanceStatus
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import PipelineError
-from lorarun.runner.run import boot
+from lorarun.runner.run import boot, fault_messages
 from lorarun.runner.run.context import RunContext
 from lorarun.runner.run.poller import PollTimeout, poll
 from lorarun.sshlink.transport import Transport
@@ -27,7 +27,7 @@ def wait_ready(ctx: RunContext) -> None:
         if instance is None or instance.status == InstanceStatus.TERMINATED:
             raise PipelineError(
                 f"instance {instance_id} is gone at {ctx.provider.name} (destroyed, or its "
-                f"lease ran out); outputs pulled so far are in the output folder"
+                f"lease ran out); {fault_messages.pulled_so_far_for(ctx)}"
             )
         boot.check_start(instance)  # the provider's fields say it will never come up
         if instance.status in (InstanceStatus.ERROR, InstanceStatus.STOPPED):
