@@ -39,6 +39,7 @@ from lorarun.image.engine.optim import build_optimizer, build_scheduler, warmup_
 from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
 from lorarun.image.engine_config import EngineConfig
+from lorarun.image.hold_points import hold
 from lorarun.image.schema import ConfigError
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
@@ -276,6 +277,7 @@ class Trainer:
             self.events.emit("warning", message="latents are always cached (no random crop / colour augmentation)")
         # Main rank computes and writes; the others wait, then read the same files.
         if write:
+            hold("engine:caching")  # tests only (image/hold_points.py)
             model.vae.to(self.device, vae_dtype)
             self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
             self.latents = data.cache_latents(
@@ -715,6 +717,8 @@ class Trainer:
     def _grid(self) -> None:
         if self.accel.is_main_process:
             from lorarun.image.engine.sample import render_grid
+
+            hold("engine:grid")  # tests only (image/hold_points.py)
 
             prompt = self.cfg.sample.prompts[0] if self.cfg.sample.prompts else self.items[0].caption
             path = self.output_dir / f"{self.cfg.output_name}_grid.png"

@@ -2,7 +2,7 @@
 exit) and the job finishes on another rental from the last checkpoint home, with the same step count.
 
 The interruption is injected at a named point, never by racing the engine: the engine on the instance is held once it
-has published the resume state of a (seeded) random checkpoint step (tests/support/engine_hold.py), the monitor
+has published the resume state of a (seeded) random checkpoint step (hold point engine:state:<N>), the monitor
 brings that state home, then the fake provider marks the instance stopped and ends its container (sshd and
 processes), as the real providers do."""
 

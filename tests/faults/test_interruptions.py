@@ -11,7 +11,7 @@ import json
 
 import pytest
 from support.cloud import tiny_job
-from support.engine_hold import CACHING, GRID, held_in_call, hold_call_at
+from support.engine_hold import CACHING, GRID, held_at, hold_call_at
 from support.interrupter import Interrupter, patch_monitor
 
 from lorarun.provider_adapters import retry
@@ -180,7 +180,9 @@ def test_budget_reached_when_resuming_stops_instead_of_renting(cloud, tmp_path, 
 
 
 # ---- while caching, rendering the grid, pulling the final outputs -------------------------------------------------
-def _interrupt_when_held(cloud, monkeypatch, taken: list[str], state_step: int | None = None) -> None:
+def _interrupt_when_held(
+    cloud, tmp_path, point: str, monkeypatch, taken: list[str], state_step: int | None = None
+) -> None:
     """Interrupt once the engine is held in the call (and, with `state_step`, once that step's state is home)."""
 
     def hook(monitor):
@@ -188,7 +190,7 @@ def _interrupt_when_held(cloud, monkeypatch, taken: list[str], state_step: int |
         home = resume_state.home_state(JobStore().job_dir(only_state().job_id))
         if state_step is not None and (home is None or home[1]["global_step"] != state_step):
             return
-        if not taken and held_in_call(cloud, iid):
+        if not taken and held_at(tmp_path, iid, point):
             taken.append(iid)
             cloud.fake.interrupt(iid)
 
@@ -200,7 +202,7 @@ def test_interrupted_while_caching_starts_again_elsewhere(vast_cloud, tmp_path, 
     job = tiny_job(tmp_path, "vastai", epochs=1, extra_resources=SPOT)
     hold_call_at(vast_cloud, tmp_path, CACHING)
     taken: list[str] = []
-    _interrupt_when_held(vast_cloud, monkeypatch, taken)
+    _interrupt_when_held(vast_cloud, tmp_path, CACHING, monkeypatch, taken)
     assert submit(job) == 0, capsys.readouterr().err
     assert taken, "the engine never reached the caching hold"
     assert_finished_after(vast_cloud, tmp_path, 1)
@@ -212,7 +214,7 @@ def test_interrupted_while_rendering_the_grid_saves_again_elsewhere(vast_cloud, 
     job = tiny_job(tmp_path, "vastai", epochs=2, extra_resources=SPOT)
     hold_call_at(vast_cloud, tmp_path, GRID)
     taken: list[str] = []
-    _interrupt_when_held(vast_cloud, monkeypatch, taken, state_step=4)
+    _interrupt_when_held(vast_cloud, tmp_path, GRID, monkeypatch, taken, state_step=4)
     assert submit(job) == 0, capsys.readouterr().err
     assert taken, "the engine never reached the grid hold"
     assert_finished_after(vast_cloud, tmp_path, 1)

@@ -1,136 +1,54 @@
-"""A named hold point in the engine on a fake instance: "resume state of step N published".
+"""Hold the engine on a fake instance at a named point (image/hold_points.py): the point names go into the next
+rental's environment (the fake host's SetEnv, so only that instance's processes see them), and the marker a held
+process writes says it is there. Fault and e2e tests act on a known state this way instead of racing the engine (a
+tiny model trains a step in a fraction of a second):
 
-Fault and e2e tests must not race the engine (a tiny model trains a step in a fraction of a second). This puts a
-`sitecustomize` on the instance's PYTHONPATH that, once the engine imports `lorarun.image.engine.state`, wraps its
-`finalise` (image/engine/state.py: the resume state and `latest.json` are published there, after the checkpoint
-file and its event): at the step named in LORARUN_TEST_HOLD_STEP it writes `<work>/held-<step>` and waits for
-ever. Nothing moves on the instance from then on, so the test can act on a known state: the checkpoint and the
-resume state of that step exist, nothing later does. Only the fake instance's processes see it (the fake host's
-SetEnv); the laptop's processes and the real image never do.
+    engine:state:<N>  the checkpoint and the resume state of step N exist, nothing later does
+    engine:caching    the engine is about to cache latents (nothing trained yet)
+    engine:grid       the final LoRA and its state are saved, the grid is not rendered
+
+A held process is never released here: the interruption that follows kills the instance's processes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-HOLD_ENV = "LORARUN_TEST_HOLD_STEP"
-HOLD_CALL_ENV = "LORARUN_TEST_HOLD_CALL"
-CACHING = "lorarun.image.engine.data:cache_latents"
-GRID = "lorarun.image.engine.sample:render_grid"
+from lorarun.image.hold_points import HOLD_DIR_ENV, HOLD_ENV, marker_stem
 
-SITECUSTOMIZE = """
-import importlib.abc
-import importlib.machinery
-import os
-import sys
-import time
-
-_STEP = int(os.environ.get("LORARUN_TEST_HOLD_STEP") or 0)
-# "module:function": hold when the engine calls it (e.g. caching latents, rendering the grid)
-_CALL = os.environ.get("LORARUN_TEST_HOLD_CALL") or ""
-_TARGETS = {"lorarun.image.engine.state": "step"}
-if _CALL:
-    _TARGETS[_CALL.split(":")[0]] = "call"
+CACHING = "engine:caching"
+GRID = "engine:grid"
 
 
-def _wait(marker_dir, name):
-    with open(os.path.join(marker_dir, name), "w") as f:
-        f.write(str(os.getpid()))
-    while True:  # the named point: until the instance is interrupted (SIGKILL) or destroyed
-        time.sleep(3600)
+def state_point(step: int) -> str:
+    return f"engine:state:{step}"
 
 
-def _hold_call(module):
-    name = _CALL.split(":")[1]
-    original = getattr(module, name)
+def hold_next_rentals(cloud, tmp: Path, points: list[str | None]) -> None:
+    """Each next rental of `cloud` holds its engine at the next point of `points` (None: no hold)."""
+    original = cloud.fake.on_create
+    plan = list(points)
 
-    def held(*args, **kwargs):
-        _wait(os.environ.get("LORARUN_WORKDIR") or ".", "held-call")
-        return original(*args, **kwargs)
+    def on_create(instance_id, env, public_key):
+        point = plan.pop(0) if plan else None
+        if point:
+            folder = tmp / "holds" / str(instance_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            env = dict(env, **{HOLD_ENV: point, HOLD_DIR_ENV: str(folder)})
+        return original(instance_id, env, public_key)
 
-    setattr(module, name, held)
-
-
-def _hold(module):
-    original = module.finalise
-
-    def finalise(state_root, progress, *args, **kwargs):
-        out = original(state_root, progress, *args, **kwargs)
-        if progress.global_step == _STEP:
-            _wait(os.path.dirname(os.fspath(state_root)), "held-%d" % _STEP)
-        return out
-
-    module.finalise = finalise
+    cloud.fake.on_create = on_create
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name not in _TARGETS:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        def run(module):
-            exec_module(module)
-            (_hold if _TARGETS[name] == "step" else _hold_call)(module)
-
-        loader.exec_module = run
-        return spec
+def held_at(tmp: Path, instance_id: str, point: str) -> bool:
+    """Whether the engine of `instance_id` is held at `point`."""
+    return (tmp / "holds" / str(instance_id) / f"{marker_stem(point)}.reached").is_file()
 
 
-if _STEP or _CALL:
-    sys.meta_path.insert(0, _Finder())
-"""
-
-
-def hold_dir(tmp: Path) -> Path:
-    """A folder holding the `sitecustomize` above, for the instance's PYTHONPATH."""
-    folder = tmp / "engine-hold"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
-    return folder
-
-
+# The forms the tests use.
 def hold_at(cloud, tmp: Path, steps: list[int | None]) -> None:
-    """Each next rental of `cloud` holds its engine at the next step of `steps` (None: no hold)."""
-    folder = hold_dir(tmp)
-    original = cloud.fake.on_create
-    plan = list(steps)
-
-    def on_create(instance_id, env, public_key):
-        step = plan.pop(0) if plan else None
-        if step:
-            env = dict(env, PYTHONPATH=str(folder), **{HOLD_ENV: str(step)})
-        return original(instance_id, env, public_key)
-
-    cloud.fake.on_create = on_create
+    hold_next_rentals(cloud, tmp, [state_point(s) if s else None for s in steps])
 
 
-def hold_call_at(cloud, tmp: Path, call: str) -> None:
-    """The next rental's engine holds when it calls `call` ("module:function"); later rentals run free."""
-    folder = hold_dir(tmp)
-    original = cloud.fake.on_create
-    plan = [call]
-
-    def on_create(instance_id, env, public_key):
-        if plan:
-            env = dict(env, PYTHONPATH=str(folder), **{HOLD_CALL_ENV: plan.pop()})
-        return original(instance_id, env, public_key)
-
-    cloud.fake.on_create = on_create
-
-
-def held_in_call(cloud, instance_id: str) -> bool:
-    return instance_id in cloud.host.servers and any(cloud.host.workdir(instance_id).rglob("held-call"))
-
-
-def held(cloud, instance_id: str) -> int | None:
-    """The step the engine on `instance_id` is held at, once it is there."""
-    if instance_id not in cloud.host.servers:
-        return None
-    for marker in cloud.host.workdir(instance_id).rglob("held-[0-9]*"):
-        return int(marker.name.split("-", 1)[1])
-    return None
+def hold_call_at(cloud, tmp: Path, point: str) -> None:
+    hold_next_rentals(cloud, tmp, [point])

@@ -3,7 +3,7 @@ as the provider would: the fake marks it stopped (Vast outbid) or exited/gone (R
 
 from __future__ import annotations
 
-from support.engine_hold import held, hold_at
+from support.engine_hold import held_at, hold_at, state_point
 
 from lorarun.runner.run import resume_state
 from lorarun.runner.run.monitor import JobMonitor
@@ -20,6 +20,7 @@ class Interrupter:
         self.then = then  # called after each interruption (a test's next fault)
         self.steps = list(steps)  # one interruption per entry, each on the rental current then
         self.done: list[str] = []
+        self.tmp = tmp_path
         hold_at(cloud, tmp_path, [*steps, None])
 
     def __call__(self, monitor: JobMonitor) -> None:
@@ -27,7 +28,7 @@ class Interrupter:
             return
         (state,) = JobStore().all()
         iid = state.instance_id
-        if iid in self.done or held(self.cloud, iid) != self.steps[0]:
+        if iid in self.done or not held_at(self.tmp, iid, state_point(self.steps[0])):
             return
         home = resume_state.home_state(JobStore().job_dir(state.job_id))
         if home is not None and home[1]["global_step"] == self.steps[0]:
