@@ -10,7 +10,7 @@ folder, about any importable-looking folder it ships as data without it being a 
 
 from setuptools import find_namespace_packages, setup
 
-DATA_FILES = ["*.json", "*.txt", "*.txt.gz", "*.md", "*.sh", "*.conf", "LICENSE*"]
+DATA_FILES = ["*.json", "*.txt", "*.txt.gz", "*.md", "*.sh", "*.conf", "LICENSE*", "*.html", "*.js", "*.css", "*.svg"]
 
 # find_namespace_packages walks symbolic links (os.walk(followlinks=True)).
 packages = ["lorarun"] + [f"lorarun.{sub}" for sub in find_namespace_packages("lorarun", exclude=["*__pycache__*"])]

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorarun.image.hold_points import hold
 from lorarun.runner.errors import JobBusy, JobNotFound
 
 PHASES = (
@@ -155,7 +156,9 @@ class JobStore:
         """Record that `phase` is starting (called before the phase does anything)."""
         assert phase in PHASES, phase
         history = state.history + ((phase, time.time()),)
-        return self.update(state, phase=phase, message=message, history=history)
+        state = self.update(state, phase=phase, message=message, history=history)
+        hold(f"phase:{phase}")  # tests only (image/hold_points.py): the state file already says `phase`
+        return state
 
     # ---- one controller per job ------------------------------------------------------------------------------
     # `controller.lock` (JSON: pid, host, command, since) is created exclusively (O_EXCL) by the controller that

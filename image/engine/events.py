@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from lorarun.image.hold_points import hold
+
 EVENTS_FILE = "events.jsonl"
 MANIFEST_FILE = "manifest.json"
 
@@ -48,6 +50,8 @@ class EventLog:
         record = {"t": round(self.clock(), 3), "event": event, **fields}
         if self._fd is not None:
             os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
+        if event == "step":
+            hold("engine:step", busy=True)  # tests only (image/hold_points.py)
         return record
 
     def output(self, event: str, path: Path, kind: str, **fields) -> dict:

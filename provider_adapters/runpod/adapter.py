@@ -10,17 +10,15 @@ import datetime as dt
 import ipaddress
 from typing import Any
 
+from lorarun.image.destroy_plan import DestroyCheck, DestroyPlan, DestroyWay
 from lorarun.provider_adapters import gpu_names, retry
 from lorarun.provider_adapters.base import (
     LABEL_PREFIX,
-    DestroyCheck,
-    DestroyWay,
     Instance,
     InstanceSpec,
     InstanceStatus,
     Offer,
     ResourceRequest,
-    SelfDestruct,
     SSHEndpoint,
 )
 from lorarun.provider_adapters.errors import ProviderError
@@ -80,22 +78,23 @@ class RunPodProvider:
 
     # -- offers ---------------------------------------------------------------------------------------------
     def offers(self, req: ResourceRequest) -> list[Offer]:
-        # Interruptible (spot) pods cannot be created through REST v2 and RunPod removed spot from its docs
-        # (§2.3, §2.8), so a request for interruptible capacity is answered with on-demand offers.
+        # Interruptible (spot) offers are priced at `lowestPrice.minimumBidPrice` per GPU and rented through
+        # GraphQL `podRentInterruptable` (v2 has no spot create, §2.3). RunPod removed spot from its docs on
+        # 2026-05-06 but kept the fields (§2.8): a type without a bid price simply has no spot offer.
         clouds = [SECURE] if req.secure_cloud_only else [SECURE, COMMUNITY]
         out: list[Offer] = []
         for cloud in clouds:
             for t in self.client.gpu_types(req.gpu_count, cloud == SECURE):
-                offer = self._offer(t, cloud, req.gpu_count)
+                offer = self._offer(t, cloud, req.gpu_count, spot=req.interruptible)
                 if offer is not None and _matches(offer, t, req):
                     out.append(offer)
         return sorted(out, key=lambda o: o.price_per_hour)[: req.limit]
 
-    def _offer(self, t: dict[str, Any], cloud: str, count: int) -> Offer | None:
+    def _offer(self, t: dict[str, Any], cloud: str, count: int, *, spot: bool = False) -> Offer | None:
         if not t.get("id") or not t.get("secureCloud" if cloud == SECURE else "communityCloud", True):
             return None
         lowest = t.get("lowestPrice") or {}
-        price = lowest.get("uninterruptablePrice")
+        price = lowest.get("minimumBidPrice" if spot else "uninterruptablePrice")
         if price is None or lowest.get("stockStatus") in (None, "None"):
             return None  # no machine of this type free in this cloud right now
         return Offer(
@@ -108,6 +107,7 @@ class RunPodProvider:
             location=str(lowest.get("countryCode") or ""),
             secure_cloud=cloud == SECURE,
             storage_price_gb_month=CONTAINER_DISK_GB_MONTH,
+            interruptible=spot,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -143,10 +143,13 @@ class RunPodProvider:
             pass  # a stored credential bills nothing; it is named after the job's label for the user to find
 
     def _create(self, offer: Offer, spec: InstanceSpec, cloud: str, registry: str | None) -> Instance:
-        if cloud == COMMUNITY:
+        if offer.interruptible or cloud == COMMUNITY:
             # Community hosts often have no public IP; only GraphQL can ask for one (`supportPublicIp`), and
             # without it SFTP has no way in (see build_deploy_input). The pod is then read through v2 as any other.
-            pod = self.client.deploy_on_demand(build_deploy_input(offer, spec, registry))
+            pod_input = build_deploy_input(offer, spec, registry)
+            if offer.interruptible:
+                pod_input = spot_input(pod_input, offer, spec)
+            pod = self.client.deploy_on_demand(pod_input, spot=offer.interruptible)
             return Instance(
                 provider=self.name,
                 id=str(pod["id"]),
@@ -156,7 +159,7 @@ class RunPodProvider:
                 gpu_name=offer.gpu_name,
                 gpu_count=offer.gpu_count,
                 machine=str(pod.get("machineId") or ""),
-                extra=(("cloud", COMMUNITY),),
+                extra=(("cloud", cloud),) + ((("spot", "true"),) if offer.interruptible else ()),
             )
         pod = self.client.create_pod(build_create_body(offer, spec, registry))
         inst = to_instance(pod, self.name)
@@ -195,7 +198,7 @@ class RunPodProvider:
             if str(p.get("name") or "").startswith(LABEL_PREFIX)
         ]
 
-    def self_destruct(self) -> SelfDestruct:
+    def self_destruct(self) -> DestroyPlan:
         """Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (runpod/docs
         `pods/templates/environment-variables.mdx`). Whether REST v2 accepts that key is not documented
         (providers.md §2.7 UNCONFIRMED), so the ways go from the documented API to the pod's own CLI:
@@ -206,7 +209,7 @@ class RunPodProvider:
         4. `runpodctl pod delete <id>`: builds since early 2026 only (runpod/docs `pods/manage-pods.mdx`).
         Each is confirmed by reading the pod back (v2 GET, else GraphQL `pod`), never by a status code alone."""
         rest, gql = self.client.rest_url, self.client.graphql_url
-        return SelfDestruct(
+        return DestroyPlan(
             id_env="RUNPOD_POD_ID",
             key_env="RUNPOD_API_KEY",
             ways=(
@@ -319,6 +322,18 @@ def build_deploy_input(offer: Offer, spec: InstanceSpec, registry: str | None = 
     if registry:
         pod_input["containerRegistryAuthId"] = registry  # PodFindAndDeployOnDemandInput (runpod-python, dstack)
     return pod_input
+
+
+def spot_input(pod_input: dict[str, Any], offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
+    """`PodRentInterruptableInput`: the on-demand input in the offer's own cloud, plus `bidPerGpu` — the machine's
+    bid divided by its GPUs, as dstack does (dstackai/dstack `backends/runpod/compute.py::run_job`:
+    `bid_per_gpu = instance_offer.price / gpu_count`). A Secure spot pod has a public IP like any Secure pod."""
+    _, cloud = parse_offer_id(offer.id)
+    bid = spec.bid_price_per_hour or offer.price_per_hour
+    out = dict(pod_input, cloudType=cloud, bidPerGpu=round(bid / max(1, offer.gpu_count), 4))
+    if cloud == SECURE:
+        out.pop("supportPublicIp", None)
+    return out
 
 
 def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:

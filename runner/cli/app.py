@@ -12,7 +12,23 @@ from rich.text import Text
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import error_lines
 
-COMMANDS = ("validate", "estimate", "submit", "status", "attach", "logs", "down", "gc", "image", "config", "publish")
+COMMANDS = (
+    "validate",
+    "estimate",
+    "submit",
+    "status",
+    "attach",
+    "logs",
+    "down",
+    "pull",
+    "gc",
+    "image",
+    "config",
+    "publish",
+    "caption",
+    "ui",
+    "batch",
+)
 
 app = typer.Typer(
     name="lorarun",

@@ -31,8 +31,8 @@ def logs(
         return
     from lorarun.runner.remote.layout import RemoteLayout
     from lorarun.runner.run.connect import connect_transport, provider_for_state
+    from lorarun.runner.run.context import Rental
     from lorarun.runner.run.monitor import JobMonitor
-    from lorarun.runner.run.pipeline import Rental
 
     provider = provider_for_state(state)
     instance = provider.get(state.instance_id) if state.instance_id else None

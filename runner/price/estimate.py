@@ -23,6 +23,7 @@ from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.flux_files import local_files as flux_local_files
 from lorarun.runner.job.spec import JobSpec, Resources
 from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
+from lorarun.runner.price.caption_time import caption_seconds, with_captioning
 from lorarun.runner.run import stock
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
@@ -58,6 +59,7 @@ class EstimateInputs:
     quantization: str = "bf16"  # Flux's base weights: bf16 | int8 | nf4 (decides VRAM and system RAM)
     ram_needed_gb: float = 0.0  # system memory loading the base needs; 0 = no requirement
     install_s: float = 0.0  # `image: stock`: lorarun is pip-installed on the instance first
+    caption_s: float = 0.0  # `dataset.captions: auto|only`: captioning on the instance (price/caption_time.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ class Estimate:
     vram_needed_gb: float
     excluded: str | None = None  # why this offer cannot or may not run the job; None = it fits
     per_job_costs: tuple[float, ...] = ()  # for a batch on one rental: each job's share of total_cost
+    # Interruptible offers: the expected re-rent and lost-work cost (runner/price/interruptible.py)
+    expected_extra_cost: float = 0.0
+    interruption_rate: float | None = None  # interruptions per hour the estimate assumed
+    interruption_source: str = ""
 
     @property
     def total_seconds(self) -> float:
@@ -115,6 +121,11 @@ class Estimate:
     @property
     def total_cost(self) -> float:
         return self.compute_cost + self.storage_cost
+
+    @property
+    def expected_cost(self) -> float:
+        """What the job is expected to cost: the total, plus what interruptions are expected to add."""
+        return self.total_cost + self.expected_extra_cost
 
     @property
     def fits(self) -> bool:
@@ -148,6 +159,9 @@ class Estimate:
             "compute_cost": round(self.compute_cost, 4),
             "storage_cost": round(self.storage_cost, 4),
             "total_cost": round(self.total_cost, 4),
+            "expected_total_cost": round(self.expected_cost, 4),
+            "interruption_rate_per_hour": self.interruption_rate,
+            "interruption_rate_source": self.interruption_source or None,
             "vram_needed_gb": self.vram_needed_gb,
             "fits": self.fits,
             "excluded": self.excluded,
@@ -179,7 +193,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + int(
         sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL
     )
-    return EstimateInputs(
+    inputs = EstimateInputs(
         steps=steps,
         family=family,
         resolution=tuple(spec.dataset.resolution),
@@ -211,6 +225,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
         ram_needed_gb=ram_needed_gb(family, quantization),
         install_s=stock.INSTALL_SECONDS if stock.is_stock(spec.resources.image) else 0.0,
     )
+    return with_captioning(inputs, spec, scan)
 
 
 def lora_file_bytes(family: str, network_dim: int, trains_text_encoder: bool) -> int:
@@ -282,6 +297,7 @@ def estimate_offer(
     fam = cal.family(inputs.family)
     learned = cal.prepare_seconds(inputs.family, gpu_name)
     prepare = learned[0] if learned else fam.load_s + fam.cache_s_per_image * inputs.num_images
+    prepare += caption_seconds(inputs, cpu)  # captions made before the dataset is read
     sampling = 0.0
     if inputs.sample_images:
         # Sampling runs the denoiser forward only, at batch 1 (two with CFG): about half a training step each.
@@ -428,7 +444,7 @@ def exclusion_reasons(
         )
     if r.min_reliability and o.reliability is not None and o.reliability < r.min_reliability:
         reasons.append(f"reliability {o.reliability:.3f} below {r.min_reliability:g}")
-    if o.interruptible and not r.interruptible:
+    if o.interruptible and r.interruptible == "never":
         reasons.append("interruptible, and the job does not allow interruptible machines")
     if r.secure_cloud_only and o.secure_cloud is False:
         reasons.append("not secure cloud")

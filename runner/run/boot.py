@@ -11,22 +11,19 @@ A direct SSH port that never answers is the other trap: Vast also routes SSH thr
 (`ssh_host`/`ssh_port`, which "works on all machines": vast-ai/docs `connect/ssh.mdx`), so after a few silent
 tries on the direct port the proxy is tried before giving up (`SSHCandidates`).
 
-The pipeline calls in here from two small hooks (`_wait_ready` raises `StartFailed`; `run` asks
+The pipeline calls in here from two small hooks (`wait.wait_ready` raises `StartFailed`; `Pipeline.run` asks
 `fall_back_after` whether to provision again).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from lorarun.provider_adapters.base import Instance, SSHEndpoint
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import PipelineError
+from lorarun.runner.run.context import RunContext
 from lorarun.runner.run.teardown import destroy_and_confirm, report
-
-if TYPE_CHECKING:  # the pipeline imports this module
-    from lorarun.runner.run.pipeline import Pipeline
 
 NO_PUBLIC_IP = "no public IP"  # how adapters begin Instance.start_failure for it (provider_adapters/runpod/adapter.py)
 MAX_FALLBACKS = 3  # failed starts in one submission before lorarun stops renting and says why
@@ -48,13 +45,13 @@ def check_start(instance: Instance) -> None:
         raise StartFailed(instance, instance.start_failure)
 
 
-def fall_back_after(pipeline: Pipeline, failed: StartFailed) -> bool:
+def fall_back_after(pipeline: RunContext, failed: StartFailed) -> bool:
     """Destroy the failed instance and confirm it, exclude its offer and its machine, and say whether another
     offer is left to rent. A reattached job (no ranking), a destroy that could not be confirmed (the teardown
     then tries again and says so loudly) and a submission past MAX_FALLBACKS end with the error instead."""
     instance = pipeline.rental.instance or failed.instance
     for run in pipeline.runs:  # recorded first, so `gc` finds it should this process die while destroying it
-        pipeline._record(run, leaked_instance_ids=run.state.leaked_instance_ids + (instance.id,))
+        pipeline.record(run, leaked_instance_ids=run.state.leaked_instance_ids + (instance.id,))
     result = destroy_and_confirm(pipeline.provider, instance.id, clock=pipeline.clock)
     report(result)
     if pipeline.rental.transport is not None:
@@ -63,7 +60,8 @@ def fall_back_after(pipeline: Pipeline, failed: StartFailed) -> bool:
     if not result.confirmed:
         return False  # rental.instance stays: the teardown tries again and prints the kill command
     pipeline.rental.instance = None
-    failures = pipeline.start_failures = getattr(pipeline, "start_failures", 0) + 1
+    pipeline.start_failures += 1
+    failures = pipeline.start_failures
     offer = pipeline.rental.offer
     machine = failed.instance.machine or instance.machine or offer.machine
     before = len(pipeline.ranked)

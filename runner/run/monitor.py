@@ -3,18 +3,20 @@ the agent's grace window open with a heartbeat. One `poll()` does one round; the
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from lorarun.image.hold_points import hold
 from lorarun.runner.remote.layout import RemoteLayout
+
+# LOCAL_ERRNOS: "this laptop could not write it", kept importable from here for older callers
+from lorarun.runner.run.local_writes import LOCAL_ERRNOS as LOCAL_ERRNOS
+from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.sshlink.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
-# errno values that mean "this laptop could not write it" (see outputs_home.py)
-LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 # A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
 # dead once its process has been missing this long (the first seconds after the start have no pid file yet), or
 # once status.json — rewritten every 10 s by a live agent — has not changed this long. Read at call time, so
@@ -67,6 +69,8 @@ class JobMonitor:
         new_events = self.read_new_events()
         self.pull_outputs()
         self.heartbeat()
+        if any(e.get("event") == "step" for e in new_events):
+            hold("training")  # tests only (image/hold_points.py): the local events.jsonl has a step
         return new_events
 
     def read_new_events(self) -> list[dict]:
@@ -150,7 +154,7 @@ class JobMonitor:
             except OSError as exc:
                 # This machine's problem (disk full, no permission, read-only): the instance still has the file.
                 # Noted and retried next round; `outputs_home` decides what happens if it never works.
-                if exc.errno not in LOCAL_ERRNOS:
+                if not is_local_write_error(exc):
                     raise
                 self.progress.local_errors[rel] = f"{exc.strerror or exc} writing {local}"
                 continue

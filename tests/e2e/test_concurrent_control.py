@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,39 +21,37 @@ from lorarun.runner.state import JobState, JobStore
 pytest.importorskip("torch")
 
 
-def _submit_process(job: Path) -> subprocess.Popen:
+def _submit_process(job: Path, holds) -> subprocess.Popen:
+    """`lorarun submit` in its own process, held once its monitor has seen the first step (image/hold_points.py)."""
     code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", code, "submit", str(job), "--yes"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(os.environ),
+        env={**os.environ, **holds.env("training")},
         start_new_session=True,
     )
 
 
-def _wait_training(proc: subprocess.Popen, timeout: float = 240.0) -> JobState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"submit ended early: {proc.stderr.read().decode()[-2000:]}")
-        states = JobStore().all()
-        if states and states[0].phase == "monitor":
-            events = JobStore().job_dir(states[0].job_id) / "events.jsonl"
-            if events.exists() and b'"step"' in events.read_bytes():
-                return states[0]
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError("the job never started training")
+def _training(proc: subprocess.Popen, holds) -> JobState:
+    """The job's state once the controller (held at "training") is there: it is training, whatever the machine."""
+    try:
+        holds.wait_reached("training", proc)
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    (state,) = JobStore().all()
+    return state
 
 
 @pytest.mark.slow
-def test_second_attach_names_the_holder_and_down_is_delivered_to_it(tmp_path, capsys):
+def test_second_attach_names_the_holder_and_down_is_delivered_to_it(tmp_path, capsys, holds):
     job = tiny_job(tmp_path, "local", epochs=400)
-    proc = _submit_process(job)
+    proc = _submit_process(job, holds)
     try:
-        state = _wait_training(proc)
+        state = _training(proc, holds)
+        holds.release("training")  # the holder goes on following the job, and takes `down`'s request
         assert main(["attach", state.job_id]) == 2
         err = capsys.readouterr().err
         assert f"is driven by `lorarun submit` (pid {proc.pid} on {socket.gethostname()}" in err
@@ -76,10 +73,10 @@ def test_second_attach_names_the_holder_and_down_is_delivered_to_it(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_down_takes_over_when_the_holder_is_dead(tmp_path, capsys):
+def test_down_takes_over_when_the_holder_is_dead(tmp_path, capsys, holds):
     job = tiny_job(tmp_path, "local", epochs=400)
-    proc = _submit_process(job)
-    state = _wait_training(proc)
+    proc = _submit_process(job, holds)
+    state = _training(proc, holds)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert JobStore().lock_holder(state.job_id).pid == proc.pid  # the dead holder's lock is still there

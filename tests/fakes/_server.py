@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +65,7 @@ class _Fault:
     after_route: bool = False  # do what the request asks, then answer `reply` (a 502 although it was created)
     delay: float = 0.0  # seconds before the request is acted on and answered (a slow API)
     body_contains: bytes = b""  # only requests whose body holds this (one GraphQL operation on /graphql)
+    on_arrival: Callable[[], None] | None = None  # called (server thread) when the request arrives: a named point
 
 
 class FakeAPI:
@@ -178,13 +180,30 @@ class FakeAPI:
             )
 
     def delay_next(
-        self, method: str, path_prefix: str, *, seconds: float, times: int = 1, body_contains: bytes = b""
+        self,
+        method: str,
+        path_prefix: str,
+        *,
+        seconds: float,
+        times: int = 1,
+        body_contains: bytes = b"",
+        on_arrival: Callable[[], None] | None = None,
     ) -> None:
         """The next `times` matching requests wait `seconds`, then are acted on and answered as usual: a client
-        that gives up (or is interrupted) meanwhile still gets an instance made by a create."""
+        that gives up (or is interrupted) meanwhile still gets an instance made by a create. `on_arrival` runs as
+        such a request arrives, before the wait: a test injects its fault there (a Ctrl-C while the call is in
+        flight) instead of guessing when the call will be made."""
         with self.lock:
             self._faults.append(
-                _Fault(method.upper(), path_prefix, times, None, delay=seconds, body_contains=body_contains)
+                _Fault(
+                    method.upper(),
+                    path_prefix,
+                    times,
+                    None,
+                    delay=seconds,
+                    body_contains=body_contains,
+                    on_arrival=on_arrival,
+                )
             )
 
     def clear_faults(self) -> None:
@@ -213,6 +232,8 @@ class FakeAPI:
                     fault.times -= 1
                     chosen = fault
                     break
+        if chosen is not None and chosen.on_arrival is not None:
+            chosen.on_arrival()
         if chosen is not None and chosen.delay:
             time.sleep(chosen.delay)  # outside the lock: other requests are served meanwhile
         if chosen is not None and chosen.reply is not None and not chosen.after_route:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from support.cloud import tiny_job
 from lorarun.runner.run import connect
 from lorarun.runner.state import JobStore
 
-from .test_faults import FAST_DESTROY, _controller, _kill_when, assert_torn_down, only_state, submit
+from .test_faults import FAST_DESTROY, _kill_at, assert_torn_down, only_state, submit
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -28,27 +29,27 @@ pytestmark = pytest.mark.slow
 WATCHDOG = (sys.executable, "-m", "lorarun.image.instance.agent", "watchdog", "--tick", "0.5")
 
 
-def test_controller_killed_before_the_agent_starts(cloud, tmp_path, fault):
-    when = "upload" if cloud.name == "vastai" else "wait"  # both phases, both providers, in two runs
+# Where the controller dies: after the upload, as the agent is about to be started (the state says "run", nothing on
+# the instance holds a lease yet), and while it waits for the instance to boot; both phases, both providers, in two
+# runs. The controller holds at that phase boundary (image/hold_points.py) and is killed there.
+KILLED_AT = {"vastai": "run", "runpod": "wait"}
+
+
+def test_controller_killed_before_the_agent_starts(cloud, tmp_path, fault, holds):
+    phase = KILLED_AT[cloud.name]
     cloud.host.boot_command = WATCHDOG
     job = tiny_job(tmp_path, cloud.name, epochs=1)
-    proc = _controller(job, "--hard-lease-minutes", "0.4")  # 24 s from create
     fault.inject(
-        f"controller SIGKILLed in phase {when}, before the agent",
+        f"controller SIGKILLed as phase {phase} starts, before the agent",
         "the instance's watchdog destroys it at LORARUN_DEADLINE",
     )
-    # A tiny upload can come and go between two looks at the state file: "run" (the agent being started) is the
-    # next phase, still with no agent holding a lease of its own, so it counts as "in upload" too.
-    phases = ("upload", "run") if when == "upload" else (when,)
-    _kill_when(proc, lambda s: s.instance_id and s.phase in phases, timeout=120)
+    _kill_at(holds, f"phase:{phase}", job, "--hard-lease-minutes", "0.4")  # 24 s from create
     state = only_state()
-    assert state.phase in phases and not state.instance_destroyed
+    assert state.phase == phase and state.instance_id and not state.instance_destroyed
     # A real instance boots by itself; the fakes move on when polled, and nobody polls now: boot it.
     cloud.fake.run_now(state.instance_id)
-    deadline = time.monotonic() + 120
-    while (cloud.instance_ids() or cloud.host.alive(state.instance_id)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert cloud.instance_ids() == [], "nothing on the instance destroyed it"
+    assert cloud.host.wait_destroyed(state.instance_id, 120), "nothing on the instance destroyed it"
+    assert cloud.instance_ids() == []
     account_key = os.environ["VAST_API_KEY" if cloud.name == "vastai" else "RUNPOD_API_KEY"]
     destroys = [
         r
@@ -75,22 +76,44 @@ def _graphql_mutation(raw: bytes) -> str:
     return body.split("(", 1)[0].split("{", 1)[0].strip()
 
 
-def test_a_healthy_run_longer_than_the_working_lease_finishes(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+LEASE_S = 20  # renewed every LEASE_S / 4 while attached: 15 s of slack for a loaded machine's slow round
+
+
+def test_a_healthy_run_longer_than_the_working_lease_finishes(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     monkeypatch.setattr(connect, "PROVIDER_OPTIONS", {"destroy_policy": FAST_DESTROY})
     vast_cloud.host.boot_command = WATCHDOG
-    job = tiny_job(tmp_path, vast_cloud.name, epochs=40)
-    job.write_text(job.read_text().replace("save_every_n_epochs: 1\n", "save_every_n_epochs: 20\n"))
-    fault.inject("working lease (10 s) far shorter than the run", "renewed while attached; the job finishes")
-    code = submit(job, "--lease-seconds", "10", "--grace-seconds", "30")
+    # The engine holds after its first step, busy (image/hold_points.py: the controller still sees a job using CPU)
+    # until the first working lease has passed: the run outlasts its first lease on any machine, however fast.
+    vast_cloud.host.extra_env.update(holds.env("engine:step"))
+    job = tiny_job(tmp_path, vast_cloud.name, epochs=2)
+    fault.inject(f"working lease ({LEASE_S} s) far shorter than the run", "renewed while attached; the job finishes")
+    first_lease: list[float] = []
+    releaser = threading.Thread(target=_release_after_the_first_lease, args=(holds, first_lease), daemon=True)
+    releaser.start()
+    code = submit(job, "--lease-seconds", str(LEASE_S), "--grace-seconds", "30")
+    releaser.join(30)
     err = capsys.readouterr().err
     assert code == 0, err
+    assert first_lease, "the engine never reached its hold point"
     state = only_state()
     assert state.phase == "done", state.message
     assert_torn_down(vast_cloud, state)
     assert (tmp_path / "out" / "e2e_lora.safetensors").is_file()
     events = [json.loads(line) for line in (JobStore().job_dir(state.job_id) / "events.jsonl").read_text().splitlines()]
     assert "lease_expired" not in [e["event"] for e in events]
-    started = next(e["t"] for e in events if e["event"] == "agent_started")
     last_step = [e["t"] for e in events if e["event"] == "step"][-1]
-    assert last_step - started > 10, "the run was shorter than the lease: the test proves nothing"
+    assert last_step > first_lease[0], "the engine stopped training before its first lease passed: proves nothing"
     fault.observe("finished, all checkpoints home, no lease_expired")
+
+
+def _release_after_the_first_lease(holds, first_lease: list[float]) -> None:
+    """Once the engine is held, wait out the lease the controller first gave the agent (agent.json), then let the
+    engine go on. Waiting for a wall-clock deadline is not a race: the held engine cannot move meanwhile."""
+    try:
+        holds.wait_reached("engine:step")
+        (state,) = JobStore().all()
+        deadline = json.loads((JobStore().job_dir(state.job_id) / "agent.json").read_text())["lease_deadline"]
+        first_lease.append(float(deadline))
+        time.sleep(max(0.0, deadline - time.time()) + 2.0)
+    finally:
+        holds.release("engine:step")

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -322,9 +323,22 @@ class FakeInstanceHost:
         # What the image's start-up runs at boot, before any controller connects (e.g. `lorarun-agent watchdog`,
         # as image/instance/startup/lorarun-startup.sh starts it); None: nothing.
         self.boot_command: tuple[str, ...] | None = None
+        # Pairs every instance's sessions get besides the create call's env (a test's hold points, for example).
+        self.extra_env: dict[str, str] = {}
+        self._destroyed: dict[str, threading.Event] = {}
+        self._destroyed_lock = threading.Lock()
+
+    def _destroyed_event(self, instance_id: str) -> threading.Event:
+        with self._destroyed_lock:
+            return self._destroyed.setdefault(str(instance_id), threading.Event())
+
+    def wait_destroyed(self, instance_id: str, timeout: float) -> bool:
+        """Block until the provider destroyed `instance_id` (its fake forgot it, then on_destroy stopped its sshd
+        and processes); False after `timeout`. An event, not a poll: nothing to miss between two looks."""
+        return self._destroyed_event(instance_id).wait(timeout)
 
     def on_create(self, instance_id: str, env: tuple[tuple[str, str], ...] | dict, public_key: str) -> tuple[str, int]:
-        items = tuple(env.items()) if isinstance(env, dict) else tuple(env)
+        items = (tuple(env.items()) if isinstance(env, dict) else tuple(env)) + tuple(self.extra_env.items())
         server = SshdServer(
             self.root / _safe_name(instance_id), instance_id=instance_id, authorized_keys=(public_key,), env=items
         )
@@ -339,6 +353,7 @@ class FakeInstanceHost:
         if server is not None:
             server.stop()
             server.kill_processes()
+        self._destroyed_event(instance_id).set()
 
     def vanish(self, instance_id: str) -> None:
         """The machine disappears without anyone asking: same effect on processes as a destroy."""

@@ -57,7 +57,8 @@ def pipeline(provider, ranked, failed_offer):
     instance = Instance("runpod", "i1", "lorarun-j", InstanceStatus.RUNNING)
     return SimpleNamespace(
         runs=[run],
-        _record=record,
+        record=record,
+        start_failures=0,
         provider=provider,
         ranked=list(ranked),
         clock=Clock(now=lambda: 0.0, sleep=lambda s: None, wall=lambda: 0.0),
