@@ -134,7 +134,8 @@ def build_report(
         "instance_id": job_summary.get("instance_id"),
         "gpu": job_summary.get("gpu"),
         "price_per_hour": job_summary.get("price_per_hour"),
-        "cost": _cost(job_summary),
+        "cost": _cost(job_summary),  # across every rental of the job (interruptible: several)
+        "interruptions": list(job_summary.get("interruptions") or []),
         # Durations only; sizes and rates (upload_bytes, seconds_per_step) are quantities of their own.
         "timings": {
             k: v
