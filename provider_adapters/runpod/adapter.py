@@ -181,14 +181,45 @@ class RunPodProvider:
     def get(self, instance_id: str) -> Instance | None:
         pod = self.client.get_pod(instance_id)
         if pod is None:
+            self._release_credential(instance_id)  # confirmed gone: its credential can go now
             return None
         return to_instance(pod, self.name)
 
     def destroy(self, instance_id: str) -> None:
         self.client.delete_pod(instance_id)  # terminate, never stop: stopped volumes bill (§2.5)
-        registry = self._credentials.pop(instance_id, None)
-        if registry:
-            self._delete_credential(registry)
+        if instance_id in self._credentials:
+            # RunPod refuses to delete a credential while its pod exists (400 "in use"): look once, and delete it
+            # when the pod is confirmed gone (here, or in a later get() — teardown confirms through get()).
+            try:
+                self.get(instance_id)
+            except ProviderError:
+                pass
+
+    def _release_credential(self, instance_id: str) -> None:
+        registry = self._credentials.get(instance_id)
+        if registry is None:
+            return
+        try:
+            self.client.delete_registry_credential(registry)
+        except ProviderError:
+            return  # still in use, or the API is flaky: the next confirmation (or `gc`) tries again
+        self._credentials.pop(instance_id, None)
+
+    def sweep_credentials(self) -> list[str]:
+        """`gc`: delete every `lorarun-*` registry credential whose pod is gone (a controller that died before the
+        pod was confirmed gone leaves one behind; it bills nothing, but holds the user's registry token)."""
+        live = {str(p.get("name") or "") for p in self.client.list_pods()}
+        swept = []
+        for cred in self.client.list_registry_credentials():
+            name = str(cred.get("name") or "")
+            if not name.startswith(LABEL_PREFIX) or any(name.startswith(label + "-") for label in live if label):
+                continue
+            try:
+                self.client.delete_registry_credential(str(cred.get("id")))
+            except ProviderError:
+                continue  # in use after all (a pod still terminating): the next gc gets it
+            swept.append(name)
+        return swept
 
     def list_owned(self) -> list[Instance]:
         # REST v2 has no name filter (§2.6): filter on the `lorarun-` prefix here.
