@@ -400,7 +400,8 @@ def describe(scan: DatasetScan) -> dict:
         if not subset.is_reg:
             counter: Counter[str] = Counter()
             for image in subset.images:
-                counter.update(t.strip() for t in image.caption.split(",") if t.strip())
+                # kohya lower-cases each tag (train_util BaseDataset.set_tag_frequency)
+                counter.update(t.strip().lower() for t in image.caption.split(",") if t.strip())
             tags[subset.folder] = dict(counter)
     buckets = {
         str(i): {"resolution": list(reso), "count": n}

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save, save_file
 
 from lorarun.image.engine.kohya_keys import is_conv3x3_target, kohya_tensor_keys, plan_modules
+from lorarun.image.engine.modelspec_extra import modelspec_additions
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 MODELSPEC_VERSION = "1.0.1"
@@ -221,6 +222,7 @@ def build_metadata(cfg, facts: RunFacts, *, steps: int, epoch: int, finished_at:
             "modelspec.encoder_layer": str(m.clip_skip),
         }
     )
+    md.update(modelspec_additions(cfg, facts.dataset_dirs))  # trigger phrase, timestep range, version
     return md
 
 

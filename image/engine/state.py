@@ -12,10 +12,12 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from lorarun.image.hold_points import hold
 
 LATEST = "latest.json"
 
@@ -28,15 +30,32 @@ class Progress:
     fingerprint: str
 
 
+def _location_free(value):
+    """Absolute paths by their last part: a job resumed on another machine (an interrupted rental, runner/run/
+    interruption.py) has the same files under another root, and must still count as the same run."""
+    if isinstance(value, dict):
+        return {k: _location_free(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_location_free(v) for v in value]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value.startswith("/"):
+        return PurePosixPath(value).name
+    return value
+
+
 def fingerprint(cfg, world_size: int) -> str:
-    """What must match for a resume to be the same run: model, data, training settings and the process count."""
+    """What must match for a resume to be the same run: model, data, training settings and the process count —
+    not where the files sit (the controller lays out every machine the same way below its own root)."""
     body = json.dumps(
-        {
-            "model": asdict(cfg.model),
-            "dataset": asdict(cfg.dataset),
-            "training": asdict(cfg.training),
-            "world": world_size,
-        },
+        _location_free(
+            {
+                "model": asdict(cfg.model),
+                "dataset": asdict(cfg.dataset),
+                "training": asdict(cfg.training),
+                "world": world_size,
+            }
+        ),
         sort_keys=True,
         default=str,
     )
@@ -78,6 +97,7 @@ def finalise(state_root: Path, progress: Progress, lora: dict[str, torch.Tensor]
     for old in state_root.iterdir():
         if old.is_dir() and old.name != final.name:
             shutil.rmtree(old, ignore_errors=True)
+    hold(f"engine:state:{progress.global_step}")  # tests only (image/hold_points.py): this step's state published
     return final
 
 

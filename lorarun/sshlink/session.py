@@ -65,6 +65,10 @@ from lorarun.sshlink.sftp_io import (
 from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
 
 log = logging.getLogger(__name__)
+# paramiko logs a dropped link as ERROR ("Socket exception: Connection reset by peer (104)"); with no logging set
+# up, Python's last-resort handler printed that raw line under lorarun's own message (#27). Our errors say it in
+# words; a program that configures logging still gets paramiko's records (they propagate as before).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 T = TypeVar("T")
 
 STDERR_TAIL_CHARS = 2000
@@ -213,7 +217,7 @@ class SSHTransport:
                 failures += 1
                 if not retry or failures >= self.retry.attempts:
                     raise ConnectionLost(
-                        f"{what}: SSH connection to {self.params.host}:{self.params.port} lost "
+                        f"{what}: the connection dropped: SSH to {self.params.host}:{self.params.port} lost "
                         f"({failures} attempt{'s' if failures > 1 else ''}): {e}"
                     ) from e
                 delay = self.retry.delay(failures)

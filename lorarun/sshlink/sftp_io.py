@@ -207,6 +207,14 @@ class StreamVerifier:
             err += self._chan.recv_stderr(1 << 16)
         self._chan.close()
         lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        if code == -1:
+            # No exit status at all: the channel closed under us, i.e. the link dropped (paramiko's
+            # recv_exit_status gives -1 then). A link failure, so the upload reconnects and resumes (#27); not a
+            # "verification exited -1" the user cannot make sense of.
+            raise ConnectionResetError(
+                f"the connection dropped while the instance was checking the upload ({len(lines)} of "
+                f"{self._sent} files checked)"
+            )
         if code != 0 or len(lines) != self._sent:
             raise RemoteError(
                 f"remote verification exited {code} after {len(lines)} of {self._sent} files: "

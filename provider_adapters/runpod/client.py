@@ -45,6 +45,17 @@ mutation createPod($input: PodFindAndDeployOnDemandInput!) {
 }
 """.strip()
 
+# Spot pods: the same input plus `bidPerGpu`, through `podRentInterruptable` (dstackai/dstack
+# `backends/runpod/api_client.py::generate_pod_deployment_mutation` picks this mutation whenever bid_per_gpu is set;
+# skypilot-org/skypilot `sky/provision/runpod/api/pods.py`; providers.md §2.3 "GraphQL podRentInterruptable").
+SPOT_MUTATION = """
+mutation rentSpot($input: PodRentInterruptableInput!) {
+  podRentInterruptable(input: $input) {
+    id imageName machineId desiredStatus costPerHr lastStatusChange machine { podHostId }
+  }
+}
+""".strip()
+
 # GraphQL `extensions.code` values that mean the key is bad (standard Apollo codes). RunPod's own errors carry
 # the generic code "RUNPOD" (§2.9), so everything else is a plain ProviderError with RunPod's message.
 _GQL_AUTH_CODES = frozenset({"UNAUTHENTICATED", "FORBIDDEN"})
@@ -255,6 +266,18 @@ class RunPodClient:
 
         return self._retry(once, "create registry credential", retry_if=lambda e: isinstance(e, RateLimitError))
 
+    def list_registry_credentials(self) -> list[dict[str, Any]]:
+        """`GET /v2/registries` → [{id, name}] (runpod/docs `api-reference-v2/registries`)."""
+
+        def once() -> list[dict[str, Any]]:
+            resp = self._rest("GET", "/v2/registries")
+            if resp.status != 200:
+                raise rest_error(resp, "GET /v2/registries", self._secrets())
+            body = resp.json()
+            return [r for r in body if isinstance(r, dict)] if isinstance(body, list) else []
+
+        return self._retry(once, "list registry credentials")
+
     def delete_registry_credential(self, credential_id: str) -> None:
         """`DELETE /v2/registries/{id}`; 404 means already gone."""
         path = f"/v2/registries/{credential_id}"
@@ -298,7 +321,7 @@ class RunPodClient:
             seen.add(cursor)
 
     # -- GraphQL: Community pods with a public IP -----------------------------------------------------------------
-    def deploy_on_demand(self, pod_input: dict[str, Any]) -> dict[str, Any]:
+    def deploy_on_demand(self, pod_input: dict[str, Any], *, spot: bool = False) -> dict[str, Any]:
         """GraphQL `podFindAndDeployOnDemand` with typed variables, as runpodctl sends it (runpod/runpodctl
         `api/pod.go`; fields: runpod/runpod-python `api/mutations/pods.py`, dstackai/dstack
         `backends/runpod/api_client.py::generate_pod_deployment_mutation`). Used for COMMUNITY pods because only
@@ -307,7 +330,11 @@ class RunPodClient:
 
         GraphQL answers HTTP 200 with an `errors` list (providers.md §2.9); every documented error of this
         mutation is a capacity one ("There are no longer any instances available…", code "RUNPOD"), so any
-        non-auth error means "try the next offer". Only 429s are retried (a 5xx may have created the pod)."""
+        non-auth error means "try the next offer". Only 429s are retried (a 5xx may have created the pod).
+        `spot`: `podRentInterruptable` with `bidPerGpu` in the input (SPOT_MUTATION), answered the same way."""
+        op, mutation = (
+            ("podRentInterruptable", SPOT_MUTATION) if spot else ("podFindAndDeployOnDemand", DEPLOY_MUTATION)
+        )
         if not self._key:
             raise AuthError("RunPod API key missing", provider=PROVIDER)
 
@@ -315,20 +342,20 @@ class RunPodClient:
             resp = self._http.request(
                 "POST",
                 self.graphql_url,
-                json_body={"query": DEPLOY_MUTATION, "variables": {"input": pod_input}},
+                json_body={"query": mutation, "variables": {"input": pod_input}},
                 headers={"Authorization": f"Bearer {self._key}"},
             )
             try:
-                data = self._graphql_data(resp, "podFindAndDeployOnDemand")
+                data = self._graphql_data(resp, op)
             except ProviderError as err:
                 # RunPod's own errors carry extensions.code "RUNPOD" (providers.md §2.9); schema errors carry
                 # GraphQL's codes (GRAPHQL_VALIDATION_FAILED, BAD_USER_INPUT) and are our mistake: fatal.
                 if type(err) is ProviderError and resp.status == 200 and getattr(err, "gql_code", "") in ("", "RUNPOD"):
                     raise NoCapacityError(str(err), provider=PROVIDER, status=resp.status) from None
                 raise
-            pod = data.get("podFindAndDeployOnDemand") if isinstance(data, dict) else None
+            pod = data.get(op) if isinstance(data, dict) else None
             if not isinstance(pod, dict) or not pod.get("id"):
-                raise ProviderError("RunPod podFindAndDeployOnDemand answered without a pod id", provider=PROVIDER)
+                raise ProviderError(f"RunPod {op} answered without a pod id", provider=PROVIDER)
             return pod
 
         return self._retry(once, "deploy pod", retry_if=lambda e: isinstance(e, RateLimitError))

@@ -18,8 +18,10 @@ import typer
 from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console, err_console
 from lorarun.runner.job.spec import Resources
-from lorarun.runner.job.validate import ValidatedJob, validate_job
+from lorarun.runner.job.validate import ValidatedJob, output_dir_problem, validate_job
 from lorarun.runner.run.connect import connect_transport, make_provider
+from lorarun.runner.run.fault_messages import pulled_so_far
+from lorarun.runner.run.outputs_home import OutputsNotHome, duration_text, instance_grace_seconds
 from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.run.report import summary_lines
 from lorarun.runner.state import JobState, JobStore
@@ -104,6 +106,15 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         store.advance(state, "failed", "no instance was ever rented")
         console.print(f"job {state.job_id} never got an instance; nothing to do", highlight=False)
         return
+    if job is None and (problem := output_dir_problem(Path(state.output_dir), "output folder")):
+        # The outputs cannot land (a read-only or unwritable folder, #27): destroying now would lose what is still
+        # on the instance. Keep it, armed as it is, and say what to fix.
+        grace = instance_grace_seconds(store.job_dir(state.job_id), PipelineOptions().grace_seconds)
+        raise OutputsNotHome(
+            f"{problem}. Instance {state.instance_id} is kept for its grace window (about {duration_text(grace)}) "
+            f"so nothing is lost: fix that, then run `lorarun attach {state.job_id}` again; to give the outputs up "
+            f"and stop the billing now: {provider.kill_hint(state.instance_id)}"
+        )
     if job is None:
         # The job file moved or broke: we cannot follow training, but we can still stop the billing.
         from lorarun.runner.run.teardown import destroy_and_confirm, report
@@ -124,8 +135,8 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
     )
     if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
         err_console.print(
-            f"[yellow]instance {state.instance_id} is gone at {provider.name}; outputs pulled so far "
-            f"are in {state.output_dir}[/]",
+            f"[yellow]instance {state.instance_id} is gone at {provider.name}; "
+            f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
             highlight=False,
         )
     runs = pipeline.run(stop=stop)

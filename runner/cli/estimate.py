@@ -24,11 +24,12 @@ from lorarun.runner.job.prerent import machine_for, machine_problems
 from lorarun.runner.job.provider_choice import how_to_choose
 from lorarun.runner.job.spec import PROVIDERS, Resources
 from lorarun.runner.job.validate import validate_job
+from lorarun.runner.price import interruptible
 from lorarun.runner.price.calibration import Calibration, load_calibration
 from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
 from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
 from lorarun.runner.price.offer_choice import no_fit_message
-from lorarun.runner.price.offer_table import offer_request, print_table, shown
+from lorarun.runner.price.offer_table import print_table, shown
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +72,7 @@ def estimate(
     else:
         offers, failures = fetch_offers(names, spec.resources, inputs)
     ranked = rank(inputs, offers, calibration, spec.resources)
+    ranked = interruptible.apply(ranked, spec.resources, interruptible.save_interval_steps(validated), always=True)
     unseen = providers_unseen(failures, searched=len(names))
     if as_json:
         data = to_json(
@@ -198,7 +200,8 @@ def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs)
     for name in names:
         try:
             adapter = make_provider(dataclasses.replace(resources, provider=name))
-            offers += adapter.offers(offer_request(resources, inputs))
+            # Both markets side by side: interruptible rows are shown (excluded when the job says never).
+            offers += interruptible.fetch_offers(adapter, resources, inputs, always=True)
         except (ProviderError, UserInputError) as err:
             if len(names) == 1:
                 raise

@@ -29,6 +29,19 @@ from lorarun.runner.errors import InvalidJob, SpecError
 from lorarun.runner.job.hosted_spec import NotifyConfig, hub_repo_problem
 
 PROVIDERS = ("local", "ssh", "vastai", "runpod")
+INTERRUPTIBLE_MODES = ("never", "allowed", "prefer")
+
+
+def interruptible_mode(value: Any) -> Any:
+    """`resources.interruptible` as one of INTERRUPTIBLE_MODES; booleans (the older form) read as allowed/never.
+    Anything else is returned as given, for `validate()` to name."""
+    if isinstance(value, bool):
+        return "allowed" if value else "never"
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "false", "no"):
+        return "allowed" if value.strip().lower() in ("true", "yes") else "never"
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 DEFAULT_IMAGE = "ghcr.io/lorarun/engine:0.1.0"
 
 
@@ -45,7 +58,12 @@ class Resources:
     min_reliability: float = 0.0
     min_inet_down_mbps: float = 0.0
     disk_gb: float = 40.0
-    interruptible: bool = False
+    # never | allowed | prefer (true/false read as allowed/never): interruptible machines (Vast bids, RunPod spot)
+    # cost about half; an interruption is resumed on a new rental (runner/run/interruption.py)
+    interruptible: Any = "never"
+    max_bid_per_hour: float | None = None  # interruptible: never bid above this (whole machine, dollars)
+    bid_margin: float = 0.1  # interruptible: bid this share above the offer's minimum bid (outbid less often)
+    max_interruptions: int = 5  # interruptible: re-rents after interruptions before the job stops
     secure_cloud_only: bool = False
     regions: tuple[str, ...] = ()
     image: str = DEFAULT_IMAGE
@@ -69,7 +87,20 @@ class Resources:
         inherited = tuple((k, f) for k, f in self.inherited_from if k != key)
         return dataclasses.replace(self, **{key: value}, inherited_from=inherited)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interruptible", interruptible_mode(self.interruptible))
+
     def validate(self, where: str = "resources") -> None:
+        if self.interruptible not in INTERRUPTIBLE_MODES:
+            raise ConfigError(
+                f"{where}.interruptible: {self.interruptible!r} is not one of {', '.join(INTERRUPTIBLE_MODES)}"
+            )
+        if self.max_bid_per_hour is not None and self.max_bid_per_hour <= 0:
+            raise ConfigError(f"{where}.max_bid_per_hour: must be a positive number of dollars")
+        if not 0 <= self.bid_margin <= 5:
+            raise ConfigError(f"{where}.bid_margin: a share of the minimum bid between 0 and 5 (0.1 = 10% above)")
+        if not 0 <= self.max_interruptions <= 100:
+            raise ConfigError(f"{where}.max_interruptions: between 0 and 100")
         if self.provider and self.provider not in PROVIDERS:
             raise ConfigError(
                 f"{where}.provider: unknown provider {self.provider!r}; use one of {', '.join(PROVIDERS)}"

@@ -70,6 +70,15 @@ def _text(value: str) -> str:
     return value
 
 
+def _interruptible(value: str | bool) -> str:
+    from lorarun.runner.job.spec import INTERRUPTIBLE_MODES, interruptible_mode
+
+    mode = interruptible_mode(value)
+    if mode not in INTERRUPTIBLE_MODES:
+        raise ValueError(f"{value!r}: use one of {', '.join(INTERRUPTIBLE_MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class Key:
     name: str  # as in the job's resources section, so one name means one thing everywhere
@@ -85,6 +94,12 @@ KEYS: dict[str, Key] = {
         Key("gpu_count", _count, "GPUs per instance"),
         Key("max_price_per_hour", _dollars, "skip offers above this hourly price (dollars)"),
         Key("max_cost", _dollars, "refuse jobs predicted above this, stop a job when its spend reaches it (dollars)"),
+        Key(
+            "interruptible",
+            _interruptible,
+            "rent interruptible machines (Vast bids, RunPod spot): never, allowed or prefer; an interruption "
+            "is resumed on a new rental from the last checkpoint",
+        ),
         Key("image", _text, "the engine image instances run (lorarun image build --push makes one)"),
         Key(
             "cost_ceiling",

@@ -9,11 +9,12 @@ from lorarun.provider_adapters.base import Provider
 from lorarun.runner.console import err_console, minutes, money
 from lorarun.runner.errors import BudgetError, UserInputError
 from lorarun.runner.job.validate import ValidatedJob
+from lorarun.runner.price import interruptible
 from lorarun.runner.price.budget import lease_seconds, refuse_over_budget
 from lorarun.runner.price.calibration import load_calibration
 from lorarun.runner.price.estimate import Estimate, inputs_from_job, rank_batch
 from lorarun.runner.price.offer_choice import no_fit_message
-from lorarun.runner.price.offer_table import offer_request, print_table
+from lorarun.runner.price.offer_table import print_table
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bo
     calibration = load_calibration()
     inputs = [inputs_from_job(j.spec, j.scan, calibration) for j in jobs]
     needs_most = max(inputs, key=lambda i: i.vram_needed_gb)
-    offers = provider.offers(offer_request(resources, needs_most))
+    offers = interruptible.fetch_offers(provider, resources, needs_most)
     ranked = rank_batch(inputs, offers, calibration, resources)
+    ranked = interruptible.apply(ranked, resources, min(interruptible.save_interval_steps(j) for j in jobs))
     fitting = [e for e in ranked if e.fits]
     if not fitting:
         print_table(jobs[0].spec.name, needs_most, ranked, top=10)

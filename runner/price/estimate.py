@@ -109,6 +109,10 @@ class Estimate:
     vram_needed_gb: float
     excluded: str | None = None  # why this offer cannot or may not run the job; None = it fits
     per_job_costs: tuple[float, ...] = ()  # for a batch on one rental: each job's share of total_cost
+    # Interruptible offers: the expected re-rent and lost-work cost (runner/price/interruptible.py)
+    expected_extra_cost: float = 0.0
+    interruption_rate: float | None = None  # interruptions per hour the estimate assumed
+    interruption_source: str = ""
 
     @property
     def total_seconds(self) -> float:
@@ -117,6 +121,11 @@ class Estimate:
     @property
     def total_cost(self) -> float:
         return self.compute_cost + self.storage_cost
+
+    @property
+    def expected_cost(self) -> float:
+        """What the job is expected to cost: the total, plus what interruptions are expected to add."""
+        return self.total_cost + self.expected_extra_cost
 
     @property
     def fits(self) -> bool:
@@ -150,6 +159,9 @@ class Estimate:
             "compute_cost": round(self.compute_cost, 4),
             "storage_cost": round(self.storage_cost, 4),
             "total_cost": round(self.total_cost, 4),
+            "expected_total_cost": round(self.expected_cost, 4),
+            "interruption_rate_per_hour": self.interruption_rate,
+            "interruption_rate_source": self.interruption_source or None,
             "vram_needed_gb": self.vram_needed_gb,
             "fits": self.fits,
             "excluded": self.excluded,
@@ -432,7 +444,7 @@ def exclusion_reasons(
         )
     if r.min_reliability and o.reliability is not None and o.reliability < r.min_reliability:
         reasons.append(f"reliability {o.reliability:.3f} below {r.min_reliability:g}")
-    if o.interruptible and not r.interruptible:
+    if o.interruptible and r.interruptible == "never":
         reasons.append("interruptible, and the job does not allow interruptible machines")
     if r.secure_cloud_only and o.secure_cloud is False:
         reasons.append("not secure cloud")

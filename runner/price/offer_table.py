@@ -23,7 +23,9 @@ OFFER_LIMIT = 40
 VRAM_FETCH_SHARE = 0.75
 
 
-def offer_request(resources: Resources, inputs: EstimateInputs) -> ResourceRequest:
+def offer_request(resources: Resources, inputs: EstimateInputs, *, interruptible: bool = False) -> ResourceRequest:
+    """The search for one market: on-demand, or interruptible (Vast `type: bid`, RunPod spot prices) — see
+    runner/price/interruptible.py, which asks for both when the job allows interruptible machines."""
     return ResourceRequest(
         gpu_names=resources.gpus,
         gpu_count=resources.gpu_count,
@@ -33,7 +35,7 @@ def offer_request(resources: Resources, inputs: EstimateInputs) -> ResourceReque
         min_inet_down_mbps=0.0,
         min_cuda=0.0,
         disk_gb=resources.disk_gb,
-        interruptible=resources.interruptible,
+        interruptible=interruptible,
         secure_cloud_only=resources.secure_cloud_only,
         regions=resources.regions,
         limit=OFFER_LIMIT,
@@ -58,6 +60,7 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
         f"~{inputs.vram_needed_gb:.1f} GB {memory}"
     )
     table = Table(title=title, title_justify="left")
+    risky = any(e.offer.interruptible for e in fitting)  # interruptible rows: their expected total beside the price
     columns = [
         "#",
         *(["provider"] if several else []),
@@ -70,6 +73,7 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
         "train",
         "total",
         "total $",
+        *(["expected $"] if risky else []),
     ]
     for column in columns:
         # GPU names stay on one line (a wrapped "RTX / 4090" reads as two cards); numbers give way first.
@@ -80,7 +84,7 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
             min_width=len(column),
         )  # headers never cut ("tra…")
     for i, e in enumerate(fitting, 1):
-        table.add_row(str(i), *_cells(e, several))
+        table.add_row(str(i), *_cells(e, several), *([money(e.expected_cost)] if risky else []))
     console.print(table)
     console.print(
         "minutes: start = boot + image pull + model download; xfer = upload + download; "
@@ -94,6 +98,15 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
         console.print(
             "community: RunPod Community host, rented with a public IP requested; if it comes up "
             "without one it is destroyed at once and Secure Cloud offers are used instead",
+            style="dim",
+            highlight=False,
+        )
+    if risky:
+        rates = {e.offer.provider: e.interruption_source for e in fitting if e.offer.interruptible}
+        console.print(
+            "interruptible: the provider may take the machine back (Vast outbid, RunPod spot); lorarun resumes on "
+            "a new rental from the last checkpoint. expected $ adds the re-rent and the work since the last save "
+            "at " + "; ".join(f"{p} {why}" for p, why in rates.items()),
             style="dim",
             highlight=False,
         )
@@ -135,7 +148,8 @@ def _community(o: Offer) -> bool:
 
 def _gpu(o: Offer) -> str:
     name = f"{o.gpu_count}× {o.gpu_name}" if o.gpu_count > 1 else (o.gpu_name or "-")
-    return f"{name} (community)" if _community(o) else name
+    name = f"{name} (community)" if _community(o) else name
+    return f"{name} (interruptible)" if o.interruptible else name
 
 
 def _cells(e: Estimate, several: bool) -> list[str]:

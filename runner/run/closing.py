@@ -11,8 +11,10 @@ import time
 
 from lorarun.runner.console import err_console, money
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run import fault_messages
 from lorarun.runner.run.context import JobRun, RunContext, shell_quote
 from lorarun.runner.run.monitor import JobMonitor
+from lorarun.runner.run.outputs_home import instance_grace_seconds
 from lorarun.runner.run.teardown import destroy_and_confirm, report
 from lorarun.runner.run.training import extend_lease_to_hard, stop_engine
 
@@ -80,8 +82,7 @@ def graceful_stop(ctx: RunContext, reason: str = "stopped by the user (Ctrl-C)")
 
 
 def interrupted_message(ctx: RunContext) -> str:
-    out = ctx.primary.job.spec.output_dir
-    return f"interrupted; outputs pulled so far are in {out}"
+    return f"interrupted; {fault_messages.pulled_so_far_for(ctx)}"
 
 
 def teardown_guarded(ctx: RunContext) -> None:
@@ -146,7 +147,8 @@ def hold_for_pull(ctx: RunContext, held: JobRun) -> None:
             ctx.rental.transport.close()
         except Exception:
             pass
-    until = time.strftime("%H:%M", time.localtime(ctx.clock.wall() + ctx.options.grace_seconds))
+    grace = instance_grace_seconds(ctx.store.job_dir(held.state.job_id), ctx.options.grace_seconds)  # the agent's
+    until = time.strftime("%H:%M:%S", time.localtime(ctx.clock.wall() + grace))
     err_console.print(
         f"[bold yellow]instance {instance.id} on {ctx.provider.name} is kept until about {until} "
         f"(billing {money(ctx.rental.offer.price_per_hour)}/h) because outputs are not home yet; "

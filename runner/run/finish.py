@@ -10,10 +10,18 @@ from lorarun.runner.console import err_console
 from lorarun.runner.errors import EngineFailed
 from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run.context import JobRun, RunContext
-from lorarun.runner.run.monitor import JobMonitor
+from lorarun.runner.run import interruption
 from lorarun.runner.run.captions_home import place_captions
-from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
+from lorarun.runner.run.context import JobRun, RunContext
+from lorarun.runner.run.local_writes import is_local_write_error
+from lorarun.runner.run.monitor import JobMonitor
+from lorarun.runner.run.outputs_home import (
+    OutputsNotHome,
+    bring_home,
+    instance_grace_seconds,
+    local_write_problem,
+    not_home_error,
+)
 from lorarun.runner.run.progress import pull_bar
 from lorarun.runner.run.report import write_report
 from lorarun.sshlink.transport import Transport
@@ -32,15 +40,13 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     outcome = settled or ("stopped" if ctx.stop_requested else "failed")
     if not home.complete:
         # Never destroy what is not home yet (#11.5): the instance stays for its grace window, its agent armed.
-        ctx.held_for_pull = run
-        raise OutputsNotHome(
-            f"{len(home.problems)} output(s) could not be brought home: "
-            + "; ".join(home.problems)
-            + f". Instance {ctx.rental.instance.id} is kept for its grace window (about "
-            f"{ctx.options.grace_seconds / 60:.0f} min) so nothing is lost: fix that, then run "
-            f"`lorarun attach {run.state.job_id}` to finish the pull and destroy it"
-        )
-    _write_report(ctx, run, monitor, verification, outcome)
+        raise hold_outputs(ctx, run, home.problems)
+    try:
+        _write_report(ctx, run, monitor, verification, outcome)
+    except OSError as exc:  # every output is home and verified by now: only the report is missing (#27)
+        if not is_local_write_error(exc):
+            raise
+        err_console.print(f"[yellow]report not written: {local_write_problem(exc, run.job.spec.output_dir)}[/]")
     # No `collected` marker here: the agent keeps its grace window and self-destroy armed until teardown has
     # destroyed the instance (and the agent with it). Told earlier, a destroy that fails would leave nothing on
     # the instance to end the billing (#15.5).
@@ -51,6 +57,7 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
             f"[/]",
             highlight=False,
         )
+    home.raise_if_bad_on_instance(run.job.spec.output_dir)  # the instance's copy is bad, not this laptop's disk
     verification.raise_if_bad()  # after the report: the user sees which file is wrong and why
     if outcome == "failed":
         raise EngineFailed(
@@ -63,6 +70,21 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     final = run.job.spec.output_dir / f"{run.job.spec.output.name}.safetensors"
     message = ctx.stop_requested or (f"LoRA saved to {final}" if final.exists() else "finished")
     ctx.record(run, message=message)
+
+
+def hold_outputs(ctx: RunContext, run: JobRun, problems) -> OutputsNotHome:
+    """Outputs not home because of this laptop: teardown keeps the instance (its agent armed for the grace window it
+    really has, from agent.json) and the error says what to fix and that `attach` finishes the pull."""
+    ctx.held_for_pull = run
+    grace = instance_grace_seconds(ctx.store.job_dir(run.state.job_id), ctx.options.grace_seconds)
+    return not_home_error(problems, instance_id=ctx.rental.instance.id, grace_seconds=grace, job_id=run.state.job_id)
+
+
+def held_on_local_write_error(ctx: RunContext, run: JobRun, exc: OSError) -> BaseException:
+    """A local write error anywhere in monitor/finish (#27): the instance is kept; otherwise `exc` as it was."""
+    if not is_local_write_error(exc):
+        return exc
+    return hold_outputs(ctx, run, [local_write_problem(exc, run.job.spec.output_dir)])
 
 
 def _write_report(ctx: RunContext, run: JobRun, monitor: JobMonitor, verification, outcome: str) -> None:
@@ -78,6 +100,8 @@ def _write_report(ctx: RunContext, run: JobRun, monitor: JobMonitor, verificatio
         "actual_cost": ctx.spent(),
         "outcome": outcome,
         "stop_reason": ctx.stop_requested,
+        # interruptible rentals the provider took back, each resumed on the next one (interruption.py)
+        "interruptions": interruption.read_log(ctx.store.job_dir(run.state.job_id)),
         "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
     }
     write_report(run.job.spec.output_dir, summary, monitor.events)

@@ -3,7 +3,6 @@ the agent's grace window open with a heartbeat. One `poll()` does one round; the
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,11 +10,14 @@ from pathlib import Path, PurePosixPath
 
 from lorarun.image.hold_points import hold
 from lorarun.runner.remote.layout import RemoteLayout
+
+# LOCAL_ERRNOS: "this laptop could not write it", kept importable from here for older callers
+from lorarun.runner.run.local_writes import LOCAL_ERRNOS as LOCAL_ERRNOS
+from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.sshlink.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
-# errno values that mean "this laptop could not write it" (see outputs_home.py)
-LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+RESUMED_EVENT = "rental_resumed"  # written by the controller (runner/run/resume_state.py), never by the engine
 # A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
 # dead once its process has been missing this long (the first seconds after the start have no pid file yet), or
 # once status.json — rewritten every 10 s by a live agent — has not changed this long. Read at call time, so
@@ -116,6 +118,8 @@ class JobMonitor:
                 int(total) if total is not None else None,
                 str(event.get("unit") or "items"),
             )
+        elif kind == RESUMED_EVENT:  # the job goes on on a new rental: an earlier rental's end is not this one's
+            p.outcome, p.reason = None, ""
         elif kind in TERMINAL_EVENTS:
             p.outcome = kind
             p.reason = str(event.get("reason", "") or event.get("message", ""))
@@ -153,7 +157,7 @@ class JobMonitor:
             except OSError as exc:
                 # This machine's problem (disk full, no permission, read-only): the instance still has the file.
                 # Noted and retried next round; `outputs_home` decides what happens if it never works.
-                if exc.errno not in LOCAL_ERRNOS:
+                if not is_local_write_error(exc):
                     raise
                 self.progress.local_errors[rel] = f"{exc.strerror or exc} writing {local}"
                 continue

@@ -26,7 +26,7 @@ from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.publish.release import publish_finished
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import boot, closing, finish, provision, stock, training, upload, wait
+from lorarun.runner.run import boot, closing, finish, interruption, provision, stock, training, upload, wait
 from lorarun.runner.run.context import ConnectFn, JobRun, PipelineOptions, Rental, RunContext
 from lorarun.runner.state import JobState, JobStore, new_job_id
 
@@ -122,7 +122,7 @@ class Pipeline(RunContext):
             if stop:
                 closing.graceful_stop(self, "stopped by `lorarun down`")
             else:
-                self._run_jobs()
+                interruption.run_jobs(self)  # _run_jobs, resumed on a new rental after an interruption
         except KeyboardInterrupt as interrupt:
             detached = closing.on_interrupt(
                 self, ask=not isinstance(interrupt, TerminateRequested), detach=isinstance(interrupt, DetachRequested)
@@ -179,9 +179,16 @@ class Pipeline(RunContext):
                 # First: the upload's remote sha256 manifest runs on the instance's Python (lorarun-python).
                 layout = upload.install_lorarun(self, run, transport, layout)
             upload.upload(self, run, transport, layout)  # skips files already there: a resumed upload is cheap
+            interruption.before_agent(self, run, transport, layout)  # a resumed job's state, from home
             training.start_agent(self, run, transport, layout)
-        monitor = training.monitor(self, run, transport, layout)
-        finish.finish(self, run, transport, layout, monitor)
+        try:
+            monitor = training.monitor(self, run, transport, layout)
+            finish.finish(self, run, transport, layout, monitor)
+        except OSError as exc:  # this laptop could not write, anywhere in the pull (#27): keep the instance
+            held = finish.held_on_local_write_error(self, run, exc)
+            if held is exc:
+                raise
+            raise held from None
 
 
 def _new_state(store: JobStore, job: ValidatedJob, provider_name: str, predicted_cost: float | None) -> JobState:

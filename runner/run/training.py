@@ -14,6 +14,7 @@ from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
 from lorarun.runner.errors import PipelineError
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run import fault_messages, interruption
 from lorarun.runner.run.context import JobRun, RunContext, shell_quote
 from lorarun.runner.run.lease import LeaseRenewer
 from lorarun.runner.run.monitor import JobMonitor
@@ -69,6 +70,7 @@ def monitor(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLa
     with view:
         while True:
             done = monitor_round(ctx, monitor)
+            interruption.after_round(ctx, run, monitor)  # interruptible: the newest resume state home
             ctx.notify.outputs_home(run, monitor.progress.pulled)
             spent = ctx.spent()
             view.update(monitor.progress, spent)
@@ -99,7 +101,7 @@ def monitor(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLa
                 err_console.print(f"[yellow]{ctx.stop_requested}[/]", highlight=False)
                 stop_engine(ctx, transport, layout, monitor)
                 break
-            if ctx.clock.now() - last_instance_check > 30:
+            if ctx.clock.now() - last_instance_check > interruption.check_interval(ctx):
                 last_instance_check = ctx.clock.now()
                 check_instance_alive(ctx)
             ctx.clock.sleep(ctx.options.poll_interval)
@@ -170,10 +172,10 @@ def check_instance_alive(ctx: RunContext) -> None:
         instance = ctx.provider.get(ctx.rental.instance.id)
     except ProviderError:
         return  # the API is flaky; the SSH link is the real test
+    interruption.check(ctx, instance)  # an interruptible machine taken back is resumed elsewhere
     if instance is None or instance.status == InstanceStatus.TERMINATED:
         raise PipelineError(
-            f"instance {ctx.rental.instance.id} vanished at {ctx.provider.name}; "
-            f"outputs pulled so far are in the output folder"
+            f"instance {ctx.rental.instance.id} vanished at {ctx.provider.name}; {fault_messages.pulled_so_far_for(ctx)}"
         )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from lorarun.runner.console import err_console
 from lorarun.runner.job import flux_files
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import stock
+from lorarun.runner.run import fault_messages, stock, stock_watchdog
 from lorarun.runner.run.context import JobRun, RunContext, shell_quote
 from lorarun.runner.run.progress import transfer_bar
 from lorarun.sshlink.sftp_io import local_files
@@ -26,7 +26,10 @@ def upload(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     started = ctx.clock.now()
     transport.run(f"mkdir -p {shell_quote(layout.output)} {shell_quote(layout.work)}", timeout=60)
     # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
-    with transfer_bar(f"uploading {spec.dataset_dir.name}") as progress:
+    with (
+        transfer_bar(f"uploading {spec.dataset_dir.name}") as progress,
+        fault_messages.vanished_is_said(spec.dataset_dir, lambda: fault_messages.rented_seconds(ctx)),
+    ):
         report_ = transport.put_files(
             local_files((f.rel, f.path) for f in run.job.scan.files()),
             layout.dataset,
@@ -92,7 +95,11 @@ def install_lorarun(ctx: RunContext, run: JobRun, transport: Transport, layout: 
     out = transport.run(stock.install_command(remote_wheel, cache), timeout=1800)
     run.timings["install"] = ctx.clock.now() - started
     python = (out.stdout.strip().splitlines() or [layout.python])[-1]
-    return dataclasses.replace(layout, python=python)
+    installed = dataclasses.replace(layout, python=python)
+    # The deadline guard our image starts at boot (#27), with the create call's own variables.
+    guard = stock_watchdog.watchdog_env(ctx.primary.state.job_id, ctx.hard_deadline, ctx.provider.self_destruct())
+    stock_watchdog.start_watchdog(transport, installed, guard)
+    return installed
 
 
 def write_upload_manifest(job_dir: Path, uploaded: dict) -> None:

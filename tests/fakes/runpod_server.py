@@ -16,6 +16,7 @@ import itertools
 import re
 import secrets
 import string
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,13 @@ class FakePod:
     args: str = ""
     registry: str | None = None  # the registry credential id the image is pulled with (private images)
     public_ip: bool = True  # Secure Cloud always; Community only when asked (supportPublicIp) or by luck
+    spot: bool = False  # rented with podRentInterruptable: RunPod may take it back (`interrupt`)
+    interrupted_at: float | None = None  # the fake's clock when it was taken back
+
+
+def spot_floor(price: float) -> float:
+    """`lowestPrice.minimumBidPrice` of a GPU type: a spot pod's floor, about 60% of the on-demand price here."""
+    return round(price * 0.6, 3)
 
 
 def problem(status: int, detail: str, **extra: Any) -> Reply:
@@ -213,6 +221,9 @@ class FakeRunPod(FakeAPI):
         # check what was stored; answers carry id and name alone.
         self.registries: dict[str, dict[str, str]] = {}
         self.destroyed: list[str] = []
+        self._terminating: dict[str, str] = {}  # pods deleted, not yet seen gone → their registry credential
+        self.interrupted: dict[str, float] = {}  # spot pods taken back → the fake's clock then (`interrupt`)
+        self.clock = time.time  # the fake's clock: tests may inject one
         self.spent_pod_keys: list[str] = []  # keys of terminated pods (a key outlives its pod only as a token)
         self._ports = itertools.count(40000)
 
@@ -236,6 +247,21 @@ class FakeRunPod(FakeAPI):
         with self.lock:
             pod = self.pods[pod_id]
             pod.status, pod.polls = status, 10**6
+
+    def interrupt(self, pod_id: str, *, gone: bool = False) -> None:
+        """RunPod takes a spot pod back: "stopped with only a 5-second warning (SIGTERM, then SIGKILL)" (RunPod's
+        removed spot docs, providers.md §2.8) — the pod shows EXITED, its container (our sshd) is gone. `gone`:
+        the pod disappears from the API as well (404), which lorarun must read as an interruption too."""
+        with self.lock:
+            pod = self.pods[pod_id]
+            assert pod.spot, "only spot pods are interrupted"
+            pod.status, pod.polls, pod.interrupted_at = "EXITED", 10**6, self.clock()
+            if gone:
+                self.pods.pop(pod_id)
+                self.capacity[(pod.gpu_id, pod.cloud)] = self.capacity.get((pod.gpu_id, pod.cloud), 0) + pod.gpu_count
+            self.interrupted[pod_id] = pod.interrupted_at
+        if self.on_destroy is not None:
+            self.on_destroy(pod_id)  # the container stops: its sshd and processes end; the pod record stays
 
     def live_ids(self) -> list[str]:
         with self.lock:
@@ -313,6 +339,13 @@ class FakeRunPod(FakeAPI):
             if credential_id is None and req.method == "GET":
                 return Reply(200, [{"id": k, "name": v["name"]} for k, v in self.registries.items()])
             if credential_id is not None and req.method == "DELETE":
+                # A credential a pod still uses cannot be deleted: 400 "in use" while the pod exists (the source
+                # audit of issue 18; wording UNCONFIRMED). A terminated pod counts until it has been seen gone
+                # (GET → 404): RunPod's terminate takes a moment, modelled as "until confirmed".
+                users = [p.id for p in self.pods.values() if p.registry == credential_id]
+                users += [pid for pid, reg in self._terminating.items() if reg == credential_id]
+                if users and credential_id in self.registries:
+                    return problem(400, f"registry credential {credential_id} is in use by pod {users[0]}")
                 return Reply(204, None) if self.registries.pop(credential_id, None) else problem(404, "not found")
         return problem(405, "method not allowed")
 
@@ -499,6 +532,7 @@ class FakeRunPod(FakeAPI):
         with self.lock:
             pod = self.pods.get(pod_id)
             if pod is None:
+                self._terminating.pop(pod_id, None)  # seen gone: its registry credential is free
                 return problem(404, "resource not found")
             view = self._view(pod)
             self._advance(pod)
@@ -512,6 +546,8 @@ class FakeRunPod(FakeAPI):
             self.capacity[(pod.gpu_id, pod.cloud)] = self.capacity.get((pod.gpu_id, pod.cloud), 0) + pod.gpu_count
             self.destroyed.append(pod_id)
             self.spent_pod_keys.append(pod.pod_key)
+            if pod.registry:
+                self._terminating[pod_id] = pod.registry
         if self.on_destroy is not None:
             self.on_destroy(pod_id)
         return Reply(204)
@@ -576,6 +612,12 @@ class FakeRunPod(FakeAPI):
             if token != self.api_key:
                 return Reply(401, "Unauthorized", content_type="text/plain")
             return self._deploy(variables.get("input"))
+        if re.search(r"\bpodRentInterruptable\b", query):
+            # Spot: the on-demand input plus `bidPerGpu` (dstackai/dstack `runpod/api_client.py`
+            # generate_pod_deployment_mutation; skypilot-org/skypilot `sky/provision/runpod/api/pods.py`).
+            if token != self.api_key:
+                return Reply(401, "Unauthorized", content_type="text/plain")
+            return self._deploy(variables.get("input"), spot=True)
         if re.search(r"\bpod\s*\(", query):
             # `pod(input: {podId: "…"}) { … }` → the pod, or null when RunPod does not know it (dstack guards
             # for null: dstackai/dstack `runpod/compute.py`). Fields as GraphQL names them (RPPY queries/pods.py).
@@ -629,10 +671,11 @@ class FakeRunPod(FakeAPI):
             },
         )
 
-    def _deploy(self, pod_input: Any) -> Reply:
+    def _deploy(self, pod_input: Any, *, spot: bool = False) -> Reply:
         """`podFindAndDeployOnDemand(input: $input)` with typed variables (runpodctl's form). Answers HTTP 200
         with `data` or `errors` (providers.md §2.9); the capacity error is RunPod's own wording (runpod-python#21)."""
-        op = "podFindAndDeployOnDemand"
+        op = "podRentInterruptable" if spot else "podFindAndDeployOnDemand"
+        input_type = "PodRentInterruptableInput" if spot else "PodFindAndDeployOnDemandInput"
 
         def error(message: str, code: str = "RUNPOD") -> Reply:
             return Reply(
@@ -644,12 +687,15 @@ class FakeRunPod(FakeAPI):
                 'Variable "$input" of required type "PodFindAndDeployOnDemandInput!" was not provided.',
                 "BAD_USER_INPUT",
             )
-        unknown = sorted(set(pod_input) - DEPLOY_INPUT)
+        unknown = sorted(set(pod_input) - DEPLOY_INPUT - ({"bidPerGpu"} if spot else set()))
         if unknown:
             return error(
-                f'Variable "$input" got invalid value; Field "{unknown[0]}" is not defined by type '
-                f'"PodFindAndDeployOnDemandInput".',
+                f'Variable "$input" got invalid value; Field "{unknown[0]}" is not defined by type "{input_type}".',
                 "BAD_USER_INPUT",
+            )
+        if spot and not isinstance(pod_input.get("bidPerGpu"), (int, float)):
+            return error(
+                f'Field "bidPerGpu" of required type "Float!" was not provided ({input_type}).', "BAD_USER_INPUT"
             )
         if not isinstance(pod_input.get("ports", ""), str) or not isinstance(pod_input.get("env", []), list):
             return error(
@@ -674,6 +720,12 @@ class FakeRunPod(FakeAPI):
             if place is None:
                 return error(NO_CAPACITY)
             price = gtype["securePrice" if place == "SECURE" else "communityPrice"]
+            if spot:
+                floor = spot_floor(price)
+                if float(pod_input["bidPerGpu"]) < floor:
+                    # UNCONFIRMED wording; RunPod's own errors carry code "RUNPOD" (providers.md §2.9).
+                    return error(f"Your bid price is below the minimum bid price of ${floor}/hr for this GPU.")
+                price = float(pod_input["bidPerGpu"])
             env = {e.get("key"): str(e.get("value")) for e in pod_input.get("env") or [] if isinstance(e, dict)}
             public = (
                 place == "SECURE"
@@ -695,6 +747,7 @@ class FakeRunPod(FakeAPI):
                 args=str(pod_input.get("dockerArgs") or ""),
                 public_ip=public,
                 registry=pod_input.get("containerRegistryAuthId"),
+                spot=spot,
             )
             self.capacity[(gtype["id"], place)] -= count
             self.pods[pod.id] = pod
@@ -747,7 +800,7 @@ class FakeRunPod(FakeAPI):
                         stock = "High" if free >= 4 else "Low"
                         lowest = {
                             "uninterruptablePrice": price,
-                            "minimumBidPrice": round(price * 0.6, 3),
+                            "minimumBidPrice": spot_floor(price),
                             "stockStatus": stock,
                             "availableGpuCounts": list(range(1, min(free, g["maxGpuCount"]) + 1)),
                             "minVcpu": 8,

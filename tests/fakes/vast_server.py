@@ -216,6 +216,12 @@ class FakeVast(FakeAPI):
         self.on_destroy = on_destroy
         self.credit = credit
         self.destroyed: list[int] = []
+        self.interrupted: dict[str, float] = {}  # outbid instances → the fake's clock then (`interrupt`)
+        # Seconds show instance wants between two calls (0: not enforced; Vast's is 2.0, see _show).
+        self.show_min_interval = 0.0
+        self.rate_limited = 0  # 429s answered for calling show instance too soon
+        self._last_show: dict[str, float] = {}
+        self.clock = time.time  # the fake's clock: tests may inject one
         # Failed starts by ask id: "oci" (stays `created` with the runtime's error in status_msg, as dstack sees
         # it: dstackai/dstack `backends/vastai/compute.py::update_provisioning_data`) or "outbid" (stopped by
         # Vast: cur_state, intended_status and next_state all "stopped", providers.md §1.4 DSTACK).
@@ -237,6 +243,23 @@ class FakeVast(FakeAPI):
         with self.lock:
             gone = self.instances.pop(int(instance_id), None)
         if gone is not None and run_on_destroy and self.on_destroy is not None:
+            self.on_destroy(str(instance_id))
+
+    def interrupt(self, instance_id: str | int, *, intended_status: str = "stopped") -> None:
+        """Outbid: "When outbid, the instance is stopped (not destroyed) and storage keeps billing; it resumes when it
+        regains priority" (vast-ai/docs `faq/rental-types.mdx`, providers.md §1.8). dstack reads an outbid
+        instance as cur_state, intended_status and next_state all "stopped" (dstackai/dstack
+        `backends/vastai/compute.py::update_provisioning_data`, providers.md §1.4); `intended_status="running"`
+        models the other shape seen, the container stopped while the instance is still meant to run. The
+        container stops, so its sshd and processes end; the instance record stays (and would bill storage)."""
+        with self.lock:
+            inst = self.instances[int(instance_id)]
+            assert inst.is_bid, "only bid instances are outbid"
+            inst.actual_status = inst.cur_state = "stopped"
+            inst.intended_status = intended_status
+            inst.status_msg, inst.polls = "Instance stopped: outbid", 10**6
+            self.interrupted[str(inst.id)] = self.clock()
+        if self.on_destroy is not None:
             self.on_destroy(str(instance_id))
 
     def run_now(self, instance_id: str | int) -> None:
@@ -522,6 +545,16 @@ class FakeVast(FakeAPI):
     def _show(self, req: Request, iid: str) -> Reply:
         if (bad := self._auth(req)) is not None:
             return bad
+        if self.show_min_interval:
+            # Show instance allows one call per `x-rate-limit` 2.0 s per identity (vast-ai/docs
+            # `show_instance.yaml`); sooner is a 429 with JSON `detail` (create/show/manage, providers.md §1.9).
+            now = self.clock()
+            with self.lock:
+                last = self._last_show.get(iid)
+                self._last_show[iid] = now
+            if last is not None and now - last < self.show_min_interval:
+                self.rate_limited += 1
+                return Reply(429, {"detail": f"API requests too frequent endpoint threshold={self.show_min_interval}"})
         with self.lock:
             inst = self.instances.get(int(iid)) if iid.isdigit() else None
             if inst is None:

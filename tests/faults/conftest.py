@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
-from support.cloud import cloud, vast_cloud  # noqa: F401
+from support.cloud import cloud, runpod_cloud, vast_cloud  # noqa: F401
 from support.fault_table import FaultRow, append_row, results_dir
 from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
+from support.readonly import read_only_folder  # noqa: F401
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -29,6 +30,7 @@ class FaultLog:
         self.faults: list[str] = []
         self.expected = ""
         self.observed: list[str] = []
+        self.bad_on_instance: set[str] = set()  # outputs the test spoilt on the instance itself
 
     def inject(self, what: str, expected: str | None = None) -> None:
         """One injected fault (call once per fault: a storm of six 5xx is six)."""
@@ -48,6 +50,11 @@ class FaultLog:
 
     left_behind_by_design = False
 
+    def bad_at_the_source(self, rel: str) -> None:
+        """The test corrupts this output on the instance's own disk: no controller can bring home bytes that no
+        longer exist anywhere, so it is reported in the row (and must be said to the user), not counted as lost."""
+        self.bad_on_instance.add(rel)
+
 
 def _instances_alive(clouds) -> int:
     alive = set()
@@ -57,8 +64,9 @@ def _instances_alive(clouds) -> int:
     return len(alive)
 
 
-def _outputs_lost(home: Path) -> int:
-    """Outputs the engine announced (events the controller pulled) that are not in the output folder intact."""
+def _outputs_lost(home: Path, spoilt_on_instance: frozenset[str] = frozenset()) -> int:
+    """Outputs the engine announced (events the controller pulled) that are not in the output folder intact, less
+    those the test itself spoilt on the instance's disk."""
     from lorarun.sshlink.sftp_io import sha256_file
 
     lost = 0
@@ -80,6 +88,8 @@ def _outputs_lost(home: Path) -> int:
             if event.get("sha256") and event.get("path"):
                 latest[event["path"]] = event["sha256"]
         for rel, sha in latest.items():
+            if rel in spoilt_on_instance:
+                continue
             local = out / rel
             if not local.is_file() or sha256_file(local) != sha:
                 lost += 1
@@ -89,7 +99,7 @@ def _outputs_lost(home: Path) -> int:
 @pytest.fixture
 def fault(request):
     """Record this test's faults for the table; clouds are looked up first so they are torn down after us."""
-    clouds = [request.getfixturevalue(n) for n in ("cloud", "vast_cloud") if n in request.fixturenames]
+    clouds = [request.getfixturevalue(n) for n in ("cloud", "vast_cloud", "runpod_cloud") if n in request.fixturenames]
     log = FaultLog()
     yield log
     from lorarun.runner.state import JobStore
@@ -100,7 +110,9 @@ def fault(request):
     if folder is None:
         return
     observed = "; ".join(log.observed) or ("as expected" if report is not None and report.passed else "-")
-    lost = _outputs_lost(Path(home))
+    lost = _outputs_lost(Path(home), frozenset(log.bad_on_instance))
+    if log.bad_on_instance:
+        observed += f"; {len(log.bad_on_instance)} output(s) corrupted on the instance by the test (said, not lost)"
     if lost and log.left_behind_by_design:
         observed += f"; {lost} output(s) left on the instance (nobody came back before its deadline)"
         lost = 0
