@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lorarun.runner.errors import UserInputError
 
 
@@ -202,6 +200,8 @@ def _toml_value(value: Any) -> str:
 
 def job_resource_keys(source: str | Path) -> set[str]:
     """The resources keys the job file itself sets (YAML `resources:`, kohya TOML `[lorarun]`)."""
+    import yaml  # here, not at the top: `lorarun config`'s help reads this module's KEYS, and must start fast
+
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")
