@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from lorarun.image.caption_config import caption_problems
 from lorarun.image.flux_config import FluxConfig
 from lorarun.image.names import output_name_problem
 from lorarun.image.optimizer_args import optimizer_args_problems
@@ -95,6 +96,11 @@ class DatasetConfig:
     # kohya: tags before the separator stay first (and after a second one, last); only the rest shuffle / drop
     keep_tokens_separator: str = ""
     caption_tag_dropout_rate: float = 0.0  # kohya: drop each non-kept tag with this probability
+    # given | auto | only; the model and trigger word of captions made on the instance (image/caption_config.py)
+    captions: str = "given"
+    caption_model: str = "florence2"
+    caption_trigger: str | None = None  # prepended to each new caption; None: the folder's class tokens
+    caption_overwrite: bool = False  # replace existing captions too (`lorarun caption --overwrite`)
 
     @property
     def caption_varies(self) -> bool:
@@ -127,6 +133,8 @@ class DatasetConfig:
             raise ConfigError(f"{where}.keep_tokens: must be >= 0")
         if not self.caption_tag_dropout_rate < 1.0:  # the range table has [0, 1]; 1 would drop every tag
             raise ConfigError(f"{where}.caption_tag_dropout_rate: must be below 1, got {self.caption_tag_dropout_rate}")
+        if problems := caption_problems(self.captions, self.caption_model, self.caption_trigger, where):
+            raise ConfigError(problems[0], problems)
         if self.keep_tokens_separator.strip() in (",", "") and self.keep_tokens_separator:
             raise ConfigError(
                 f"{where}.keep_tokens_separator: {self.keep_tokens_separator!r} would split every tag; "

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from lorarun.image.destroy_plan import DestroyPlan
+
 LABEL_PREFIX = "lorarun-"
 
 
@@ -119,48 +121,6 @@ class Instance:
     ssh_fallbacks: tuple[SSHEndpoint, ...] = ()  # other ways to the same sshd (Vast's proxy gateway)
 
 
-@dataclass(frozen=True)
-class DestroyWay:
-    """One way an instance can ask its provider to destroy it. `{instance_id}` is filled in on the instance."""
-
-    kind: str  # "http" (method + url), "graphql" (url + query) or "command" (argv, with id and key in its env)
-    method: str = ""
-    url: str = ""
-    query: str = ""
-    argv: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DestroyCheck:
-    """How the instance can look, with its own key, whether it still exists (see image/instance/self_destroy.py styles)."""
-
-    style: str  # "vast_show" | "runpod_rest" | "runpod_graphql"
-    url: str
-
-
-@dataclass(frozen=True)
-class SelfDestruct:
-    """How an instance destroys itself with its own instance-scoped key (never the user's key).
-
-    The agent tries `ways` in order and counts one only once a `checks` entry shows the instance gone. The id and
-    key are read from `$<id_env>` / `$<key_env>` (environment or `/proc/1/environ`). `to_dict()` is the JSON the
-    controller hands to the agent (image/instance/self_destroy.py reads it; the engine side never imports adapters).
-    """
-
-    id_env: str
-    key_env: str
-    ways: tuple[DestroyWay, ...]
-    checks: tuple[DestroyCheck, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {
-            "id_env": self.id_env,
-            "key_env": self.key_env,
-            "ways": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(w).items() if v} for w in self.ways],
-            "checks": [{"style": c.style, "url": c.url} for c in self.checks],
-        }
-
-
 @runtime_checkable
 class Provider(Protocol):
     name: str
@@ -189,7 +149,7 @@ class Provider(Protocol):
         """Every instance whose label starts with `lorarun-`."""
         ...
 
-    def self_destruct(self) -> SelfDestruct | None:
+    def self_destruct(self) -> DestroyPlan | None:
         """How the on-instance agent can destroy its own machine; None where it cannot (plain SSH, local)."""
         ...
 

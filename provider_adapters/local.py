@@ -10,15 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from lorarun.provider_adapters.base import (
-    LABEL_PREFIX,
-    Instance,
-    InstanceSpec,
-    InstanceStatus,
-    Offer,
-    ResourceRequest,
-    SelfDestruct,
-)
+from lorarun.image.destroy_plan import DestroyPlan
+from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, InstanceSpec, InstanceStatus, Offer, ResourceRequest
 
 
 def _local_gpu() -> tuple[str, int, float]:
@@ -92,7 +85,7 @@ class LocalProvider:
             if p.is_dir() and p.name.startswith(LABEL_PREFIX)
         ]
 
-    def self_destruct(self) -> SelfDestruct | None:
+    def self_destruct(self) -> DestroyPlan | None:
         return None  # nothing bills; the agent simply exits after its grace window
 
     def kill_hint(self, instance_id: str) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -20,6 +23,23 @@ def _width(stream) -> int | None:
 
 console = Console(soft_wrap=True, width=_width(sys.stdout))  # long paths must stay copy-pastable, never wrapped
 err_console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
+
+
+_views = threading.local()
+
+
+def views_hidden() -> bool:
+    """True in a thread whose progress bars are hidden (a batch's rental: the batch shows one table instead)."""
+    return getattr(_views, "hidden", False)
+
+
+@contextmanager
+def hidden_views() -> Iterator[None]:
+    _views.hidden = True
+    try:
+        yield
+    finally:
+        _views.hidden = False
 
 
 def money(dollars: float | None) -> str:

@@ -97,6 +97,11 @@ def train(cfg: EngineConfig, *, step_event_interval_s: float = 2.0) -> int:
     try:
         if mp_warning:
             events.emit("warning", message=mp_warning)
+        if cfg.dataset.captions != "given":  # captions made here first (image/engine/caption/); `only` ends here
+            from lorarun.image.engine.caption.for_training import caption_before_training
+
+            if caption_before_training(cfg, accel, events, stop):
+                return 0
         scan = checks.scan(cfg)
         optimizer_name = checks.preflight(cfg, scan, cuda)
         trainer = _trainer_class(cfg)(cfg, accel, events, stop, scan, optimizer_name, mixed, step_event_interval_s)

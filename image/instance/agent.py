@@ -19,27 +19,47 @@ The agent's own events go to the engine's `<output_dir>/events.jsonl`, one line 
 descriptor, so they interleave with the engine's lines without tearing.
 
 It runs before (and without) torch: stdlib, plus `requests` for the self-destroy calls (image/instance/self_destroy.py,
-which also holds the instance-id/key lookup); its unit tests drive it with a fake clock.
+which also holds the instance-id/key lookup); its unit tests drive it with a fake clock. The names of its files and
+agent.json's shape are the contract's (image/agent_files.py); the job folder's file helpers are in job_folder.py,
+the process helpers in processes.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from lorarun.image.instance.lease import (
+from lorarun.image.agent_files import (
+    COLLECTED_FILE,
+    CONFIG_FILE,
     DEADLINE_ENV,
+    ENGINE_LOG,
+    EVENTS_FILE,
+    FAILED,
+    FINISHED,
+    GRACE,
+    KEPT_FILE,
+    LEASE_EXPIRED,
+    PID_FILE,
+    SELF_DESTROYING,
+    STARTING,
+    STATUS_FILE,
+    STOPPED,
+    TRAINING,
+    AgentConfig,
+)
+from lorarun.image.destroy_plan import DestroyPlan
+from lorarun.image.instance.job_folder import append_event, last_engine_outcome, write_json_atomic, write_text_atomic
+from lorarun.image.instance.lease import (
     FINISH_ALLOWANCE,
     effective_deadline,
     parse_deadline,
@@ -47,103 +67,13 @@ from lorarun.image.instance.lease import (
     training_finished,
     watchdog_main,
 )
-from lorarun.image.instance.self_destroy import (
-    PROC1_ENVIRON,
-    HttpFn,
-    Runner,
-    SelfDestroyConfig,
-    SelfDestroyer,
-    lookup_env,
-)
-from lorarun.image.ranges import LEASE_SECONDS
+from lorarun.image.instance.processes import become_group_leader, process_tree, running_agent_pid, signal_quietly
+from lorarun.image.instance.self_destroy import PROC1_ENVIRON, HttpFn, Runner, SelfDestroyer, lookup_env
 
 log = logging.getLogger("lorarun.agent")
 
-CONFIG_FILE = "agent.json"
-PID_FILE = "agent.pid"
-STATUS_FILE = "status.json"
-ENGINE_LOG = "engine.log"
-COLLECTED_FILE = "collected"
-KEPT_FILE = "kept"  # `--keep`: the user keeps the instance; the agent exits, only the watchdog's hard deadline remains
-EVENTS_FILE = "events.jsonl"
-
-# Phases written to status.json. The four outcomes are also what `status["outcome"]` holds once the engine is done.
-STARTING, TRAINING, GRACE, SELF_DESTROYING = "starting", "training", "grace", "self_destroying"
-FINISHED, FAILED, STOPPED, LEASE_EXPIRED = "finished", "failed", "stopped", "lease_expired"
-
 ALREADY_RUNNING = 3  # main()'s exit code when another agent holds the job folder
 HEARTBEAT_SKEW = 60.0  # seconds a heartbeat's mtime may be ahead of the agent's clock (NFS, coarse timestamps)
-
-
-# -- configuration (the controller imports this to write agent.json) -------------------------------------------
-@dataclass(frozen=True)
-class AgentConfig:
-    """Everything the agent needs, written by the controller as `<job_dir>/agent.json`.
-
-    `lease_deadline` is unix seconds, set from the laptop's clock (NTP keeps the two within seconds of each other);
-    past it the engine is stopped whatever happens, heartbeat or not.
-    `self_destruct` is how the instance destroys itself (image/instance/self_destroy.py; the controller builds it from the
-    provider's `Provider.self_destruct()`); None where the machine cannot (or must not) destroy itself (plain SSH
-    host, local), and the agent just exits after the grace window.
-    """
-
-    job_id: str
-    engine_command: tuple[str, ...]
-    output_dir: str  # absolute; the engine's events.jsonl and manifest.json live here
-    lease_deadline: float
-    grace_seconds: float = 600.0
-    self_destruct: SelfDestroyConfig | None = None
-    heartbeat_file: str = "heartbeat"  # relative to the job folder
-    stop_timeout: float = 300.0  # SIGTERM → SIGKILL: saving a large checkpoint on a slow disk takes a while
-    # The instance's hard deadline (LORARUN_DEADLINE, from the budget): the working lease, however renewed, never
-    # goes past it (image/instance/lease.py). None: taken from the environment, else the working lease alone.
-    hard_deadline: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.job_id:
-            raise ValueError("agent config: job_id is empty")
-        if not self.engine_command:
-            raise ValueError("agent config: engine_command is empty")
-        if not os.path.isabs(self.output_dir):
-            raise ValueError(f"agent config: output_dir must be absolute, got {self.output_dir!r}")
-        if self.grace_seconds < 0 or self.stop_timeout < 0:
-            raise ValueError("agent config: grace_seconds and stop_timeout must not be negative")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["engine_command"] = list(self.engine_command)
-        data["self_destruct"] = self.self_destruct.to_dict() if self.self_destruct is not None else None
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AgentConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        missing = {"job_id", "engine_command", "output_dir", "lease_deadline"} - known.keys()
-        if missing:
-            raise ValueError(f"agent config: missing {', '.join(sorted(missing))}")
-        sd = known.get("self_destruct")
-        if sd is not None:
-            if not isinstance(sd, Mapping):
-                raise ValueError("agent config: self_destruct must be an object")
-            known["self_destruct"] = SelfDestroyConfig.from_dict(sd).with_commands(
-                tuple(str(a) for a in data.get("self_destruct_fallback") or ())
-            )  # older agent.json files
-        known["engine_command"] = tuple(str(a) for a in known["engine_command"])
-        known["lease_deadline"] = _sane_deadline(float(known["lease_deadline"]))
-        if known.get("hard_deadline") is not None:
-            known["hard_deadline"] = _sane_deadline(float(known["hard_deadline"]))
-        return cls(**known)
-
-    @classmethod
-    def from_json(cls, text: str) -> AgentConfig:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def load(cls, path: Path) -> AgentConfig:
-        return cls.from_json(path.read_text(encoding="utf-8"))
 
 
 # -- time, injected so that tests run the whole lifecycle in milliseconds ------------------------------------------
@@ -161,77 +91,6 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
-
-
-# -- small file helpers --------------------------------------------------------------------------------------------
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name and rename, so a reader (the controller over SFTP) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, sort_keys=True) + "\n")
-
-
-def append_event(events_path: Path, event: str, now: float, **fields: Any) -> None:
-    """One JSON line, one `os.write` on an O_APPEND descriptor: the engine appends to the same file."""
-    line = json.dumps({"t": round(now, 3), "event": event, **fields}, sort_keys=True) + "\n"
-    events_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-    finally:
-        os.close(fd)
-
-
-def last_engine_outcome(events_path: Path, tail_bytes: int = 65536) -> str | None:
-    """The engine's last finished/failed/stopped event in the end of events.jsonl, if any."""
-    try:
-        with open(events_path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            event = json.loads(line).get("event")
-        except (ValueError, AttributeError):
-            continue  # the first line of the tail may be cut in half
-        if event in (FINISHED, FAILED, STOPPED):
-            return event
-    return None
-
-
-def process_tree(pid: int, proc: Path = Path("/proc")) -> list[int]:
-    """`pid` and all its descendants, parents before children, read from /proc; just `[pid]` without /proc.
-
-    SIGKILL on the engine alone would orphan its workers (`accelerate launch` starts one per GPU), which would
-    keep the GPU busy and the process group alive.
-    """
-    children: dict[int, list[int]] = {}
-    try:
-        entries = list(proc.iterdir())
-    except OSError:
-        return [pid]
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 2 (comm) may hold spaces and parentheses; the fields after the last ')' are plain.
-        after = stat[stat.rfind(")") + 2 :].split()
-        if len(after) >= 2:
-            children.setdefault(int(after[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, ()))
-    return tree
 
 
 # -- the agent ---------------------------------------------------------------------------------------------------------
@@ -348,7 +207,7 @@ class Agent:
             except Exception:
                 log.exception("could not stop the engine cleanly: SIGKILL")
                 for pid in reversed(process_tree(self._engine.pid)):
-                    _signal(pid, signal.SIGKILL)
+                    signal_quietly(pid, signal.SIGKILL)
         code = self._engine.poll() if self._engine is not None else None
         self._event("engine_exited", exit_code=code, outcome=FAILED, error=why)
         self._set(phase=FAILED, outcome=FAILED, engine_exit_code=code, message=why)
@@ -412,7 +271,7 @@ class Agent:
         """SIGTERM (the engine saves a checkpoint and exits 0), then SIGKILL to its whole tree after stop_timeout."""
         assert self._engine is not None
         log.info("%s: SIGTERM to engine %d", why, self._engine.pid)
-        _signal(self._engine.pid, signal.SIGTERM)
+        signal_quietly(self._engine.pid, signal.SIGTERM)
         give_up_at = self.clock.now() + self.config.stop_timeout
         while (code := self._engine.poll()) is None:
             if self.clock.now() >= give_up_at:
@@ -420,7 +279,7 @@ class Agent:
                     "engine %d still running %.0f s after SIGTERM: SIGKILL", self._engine.pid, self.config.stop_timeout
                 )
                 for pid in reversed(process_tree(self._engine.pid)):
-                    _signal(pid, signal.SIGKILL)
+                    signal_quietly(pid, signal.SIGKILL)
                 return self._engine.wait()
             self._refresh()
             self.clock.sleep(min(self.tick, 0.2))
@@ -475,7 +334,7 @@ class Agent:
         # (a `touch -d`, a clock stepped back) is ignored: capped at `now`, it would hold the instance forever.
         return mtime if mtime <= now + HEARTBEAT_SKEW else float("-inf")
 
-    def _self_destruct(self, how: SelfDestroyConfig) -> int:
+    def _self_destruct(self, how: DestroyPlan) -> int:
         """Every configured way in order, each confirmed (image/instance/self_destroy.py); a loud event when none worked."""
         self._set(phase=SELF_DESTROYING, grace_until=None, message="grace window over: destroying this instance")
         outcome = SelfDestroyer(
@@ -552,22 +411,8 @@ class Agent:
             log.warning("could not append %s to %s: %s", event, self.events_path, exc)
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
-
-
-def _sane_deadline(ts: float) -> float:
-    """A deadline the agent can compare and print. NaN would never expire and 1e30 overflows `gmtime`: either
-    (a runaway estimate, a corrupt file) becomes the longest lease lorarun ever gives, counted from now."""
-    ceiling = time.time() + LEASE_SECONDS.high
-    return ts if math.isfinite(ts) and ts <= ceiling else ceiling
 
 
 def _fmt_ts(ts: float) -> str:
@@ -578,30 +423,6 @@ def _fmt_ts(ts: float) -> str:
 
 
 # -- process entry point -----------------------------------------------------------------------------------------------
-def become_group_leader() -> None:
-    """Lead a process group so that `kill -- -<agent pid>` reaches the engine and its workers too.
-
-    Started with setsid, the agent already leads its session and group (and setpgid would fail with EPERM).
-    """
-    if os.getpgrp() != os.getpid():
-        try:
-            os.setpgid(0, 0)
-        except OSError as exc:
-            log.warning("could not become a process-group leader: %s", exc)
-
-
-def running_agent_pid(job_dir: Path, proc: Path = Path("/proc")) -> int | None:
-    """The pid in `agent.pid` if that process is alive and is an agent (pids get reused), else None."""
-    try:
-        pid = int((job_dir / PID_FILE).read_text().strip())
-        cmdline = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
-    except (OSError, ValueError):
-        return None
-    if pid == os.getpid():
-        return None
-    return pid if b"lorarun.image.instance.agent" in cmdline or b"lorarun-agent" in cmdline else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["watchdog"]:  # started by the image at boot: the lease before any controller arrives

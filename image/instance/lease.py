@@ -27,32 +27,26 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from lorarun.image.instance.self_destroy import PROC1_ENVIRON, SelfDestroyConfig, SelfDestroyer, lookup_env
+from lorarun.image.agent_files import (
+    COLLECTED_FILE,
+    CONFIG_FILE,
+    DEADLINE_ENV,
+    HEARTBEAT_FILE,
+    JOB_ID_ENV,
+    KEPT_FILE,
+    LEASE_FILE,
+    SELF_DESTRUCT_ENV,
+    joined_env,
+)
+from lorarun.image.destroy_plan import DestroyPlan
+from lorarun.image.instance.processes import running_agent_pid
+from lorarun.image.instance.self_destroy import PROC1_ENVIRON, SelfDestroyer, lookup_env
 
 log = logging.getLogger("lorarun.lease")
 
-DEADLINE_ENV = "LORARUN_DEADLINE"  # the hard deadline, unix seconds (integer), set at create time
-# JSON of SelfDestroyConfig (names of variables and URLs, no secret), in numbered pieces: Vast refuses an env entry
-# longer than 256 characters (providers.md §1.3 x-input-validation), and RunPod's GraphQL way alone is longer.
-SELF_DESTRUCT_ENV = "LORARUN_SELF_DESTRUCT"
-ENV_PIECE = 200
-JOB_ID_ENV = "LORARUN_JOB_ID"
-LEASE_FILE = "lease"  # in the job folder: a renewed working-lease deadline written by the controller
 FINISH_ALLOWANCE = 3600.0  # past a deadline, how long a finished training may still save and sample
 DEFAULT_GRACE = 900.0  # the watchdog's wait for a controller after the agent is gone (agent.json's when present)
 WATCHDOG_TICK = 5.0
-
-
-def split_env(name: str, value: str, piece: int = ENV_PIECE) -> list[tuple[str, str]]:
-    """`value` as `name_0`, `name_1`, … each at most `piece` characters (read back by `joined_env`)."""
-    return [(f"{name}_{i}", value[start : start + piece]) for i, start in enumerate(range(0, len(value), piece))]
-
-
-def joined_env(name: str, lookup: Callable[[str], str | None]) -> str | None:
-    pieces = []
-    while (part := lookup(f"{name}_{len(pieces)}")) is not None:
-        pieces.append(part)
-    return "".join(pieces) or None
 
 
 def parse_deadline(raw: str | None) -> float | None:
@@ -139,11 +133,9 @@ class Watchdog:
         workdir = Path(env("LORARUN_WORKDIR") or (home or Path.home()) / "lorarun")
         self.job_dir = workdir / job_id if job_id else None
         raw = joined_env(SELF_DESTRUCT_ENV, env)
-        self.self_destruct = SelfDestroyConfig.from_dict(json.loads(raw)) if raw else None
+        self.self_destruct = DestroyPlan.from_dict(json.loads(raw)) if raw else None
 
     def run(self) -> int:
-        from lorarun.image.instance.agent import COLLECTED_FILE, CONFIG_FILE, KEPT_FILE, running_agent_pid
-
         if self.deadline is None:
             log.error("%s is not set to a unix time: nothing to guard", DEADLINE_ENV)
             return 2
@@ -176,7 +168,7 @@ class Watchdog:
 
     def _heartbeat(self) -> float:
         try:
-            return (self.job_dir / "heartbeat").stat().st_mtime if self.job_dir is not None else -math.inf
+            return (self.job_dir / HEARTBEAT_FILE).stat().st_mtime if self.job_dir is not None else -math.inf
         except OSError:
             return -math.inf
 

@@ -1,8 +1,8 @@
 """The instance destroys itself with its own instance-scoped key: several ways in order, each confirmed.
 
 Runs inside our image (the agent's grace window, the watchdog past the deadline), so it imports nothing from the
-controller or the adapters: the controller writes a `SelfDestroyConfig` as JSON (the agent's `agent.json`, key
-`self_destruct`), and this module reads it back. The shape is the contract between the two sides.
+controller or the adapters: the plan it follows is image/destroy_plan.py's `DestroyPlan`, which the adapters
+build and the controller hands over as JSON (the agent's `agent.json`, key `self_destruct`).
 
 Why several ways, and why a confirmation:
 - RunPod: whether REST v2 `DELETE /v2/pods/{id}` accepts the pod-scoped `RUNPOD_API_KEY` is not documented
@@ -30,6 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorarun.image.destroy_plan import (
+    COMMAND,
+    GRAPHQL,
+    RUNPOD_GRAPHQL,
+    VAST_SHOW,
+    DestroyCheck,
+    DestroyPlan,
+    DestroyWay,
+)
+
 log = logging.getLogger("lorarun.self_destroy")
 
 PROC1_ENVIRON = Path("/proc/1/environ")
@@ -40,91 +50,7 @@ COMMAND_TIMEOUT = 60.0
 CONFIRM_CHECKS = 6  # after a way was accepted: look this many times, CONFIRM_DELAY apart, for the instance gone
 CONFIRM_DELAY = 5.0
 
-HTTP, GRAPHQL, COMMAND = "http", "graphql", "command"
-# Check styles: how a provider says "this instance no longer exists".
-VAST_SHOW = "vast_show"  # GET /api/v0/instances/{id}/ → 200 {"instances": null} (providers.md §1.4; VCLI tests)
-RUNPOD_REST = "runpod_rest"  # GET /v2/pods/{id} → 404 problem+json (RPDOCS v2 getPod), on a route that showed it
-RUNPOD_GRAPHQL = "runpod_graphql"  # query pod(input:{podId}) → data.pod null (DSTACK guards for it) or TERMINATED
-
 PRESENT, GONE, UNKNOWN = "present", "gone", "unknown"
-
-
-# -- the contract ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Way:
-    """One way to ask the provider to destroy this instance. `{instance_id}` is filled in everywhere."""
-
-    kind: str  # http | graphql | command
-    method: str = ""  # http
-    url: str = ""  # http, graphql
-    query: str = ""  # graphql mutation
-    argv: tuple[str, ...] = ()  # command (run with the id and key in its environment)
-
-    def label(self) -> str:
-        if self.kind == COMMAND:
-            return " ".join(self.argv[:4])
-        return f"{self.kind} {self.method} {self.url}".replace("  ", " ").strip()
-
-
-@dataclass(frozen=True)
-class Check:
-    """One way to look whether the instance still exists, with the instance key."""
-
-    style: str  # vast_show | runpod_rest | runpod_graphql
-    url: str
-
-
-@dataclass(frozen=True)
-class SelfDestroyConfig:
-    id_env: str  # the variable holding this instance's id (CONTAINER_ID, RUNPOD_POD_ID)
-    key_env: str  # the variable holding the instance-scoped key (CONTAINER_API_KEY, RUNPOD_API_KEY)
-    ways: tuple[Way, ...]
-    checks: tuple[Check, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id_env": self.id_env,
-            "key_env": self.key_env,
-            "ways": [{k: list(v) if isinstance(v, tuple) else v for k, v in vars(w).items() if v} for w in self.ways],
-            "checks": [vars(c).copy() for c in self.checks],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SelfDestroyConfig:
-        """Read the JSON shape; also the older one-request shape ({method, url, id_env, key_env,
-        fallback_command}) that agent.json files written before this module still carry."""
-        try:
-            if "ways" not in data:
-                ways = [Way(HTTP, method=str(data["method"]).upper(), url=str(data["url"]))]
-                if data.get("fallback_command"):
-                    ways.append(Way(COMMAND, argv=tuple(str(a) for a in data["fallback_command"])))
-                return cls(str(data["id_env"]), str(data["key_env"]), tuple(ways))
-            ways = tuple(
-                Way(
-                    kind=str(w["kind"]),
-                    method=str(w.get("method", "")).upper(),
-                    url=str(w.get("url", "")),
-                    query=str(w.get("query", "")),
-                    argv=tuple(str(a) for a in w.get("argv") or ()),
-                )
-                for w in data["ways"]
-            )
-            checks = tuple(Check(str(c["style"]), str(c["url"])) for c in data.get("checks") or ())
-            config = cls(str(data["id_env"]), str(data["key_env"]), ways, checks)
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError(
-                "agent config: self_destruct needs id_env, key_env and ways (or method, url, id_env and key_env)"
-            ) from None
-        bad = [w.kind for w in config.ways if w.kind not in (HTTP, GRAPHQL, COMMAND)]
-        bad += [c.style for c in config.checks if c.style not in (VAST_SHOW, RUNPOD_REST, RUNPOD_GRAPHQL)]
-        if bad:
-            raise ValueError(f"agent config: self_destruct: unknown kind {bad[0]!r}")
-        return config
-
-    def with_commands(self, *argvs: tuple[str, ...]) -> SelfDestroyConfig:
-        return SelfDestroyConfig(
-            self.id_env, self.key_env, self.ways + tuple(Way(COMMAND, argv=tuple(a)) for a in argvs if a), self.checks
-        )
 
 
 @dataclass(frozen=True)
@@ -227,7 +153,7 @@ Runner = Callable[..., subprocess.CompletedProcess]
 class SelfDestroyer:
     def __init__(
         self,
-        config: SelfDestroyConfig,
+        config: DestroyPlan,
         *,
         environ: Mapping[str, str],
         proc_environ: Path = PROC1_ENVIRON,
@@ -289,7 +215,7 @@ class SelfDestroyer:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
 
-    def _send(self, way: Way) -> tuple[str, str]:
+    def _send(self, way: DestroyWay) -> tuple[str, str]:
         if way.kind == COMMAND:
             return self._command(way)
         if way.kind == GRAPHQL:
@@ -312,7 +238,7 @@ class SelfDestroyer:
                 delay *= 2
         return "give_up", f"HTTP {result.status} after {HTTP_ATTEMPTS} attempts: {_redact(result.detail, self.key)}"
 
-    def _graphql(self, way: Way) -> tuple[str, str]:
+    def _graphql(self, way: DestroyWay) -> tuple[str, str]:
         """`mutation { podTerminate(input: {podId: "…"}) }` (RPPY `mutations/pods.py`). GraphQL answers HTTP 200
         with an `errors` list on failure (providers.md §2.9): only 200 without errors is accepted."""
         body = {"query": self._fill(way.query, quote=False)}
@@ -335,7 +261,7 @@ class SelfDestroyer:
             return ("not_found" if "not found" in message else "give_up"), f"GraphQL error: {message}"
         return "accepted", "HTTP 200"
 
-    def _command(self, way: Way) -> tuple[str, str]:
+    def _command(self, way: DestroyWay) -> tuple[str, str]:
         argv = [a.replace("{instance_id}", self.instance_id) for a in way.argv]
         env = dict(
             self.environ,
@@ -374,7 +300,7 @@ class SelfDestroyer:
                 return state
         return UNKNOWN
 
-    def _check(self, index: int, check: Check) -> str:
+    def _check(self, index: int, check: DestroyCheck) -> str:
         self._attempts += 1
         if check.style == RUNPOD_GRAPHQL:
             pod_id = json.dumps(self.instance_id)[1:-1]  # a JSON string's body: quotes and backslashes escaped

@@ -10,17 +10,15 @@ import datetime as dt
 import ipaddress
 from typing import Any
 
+from lorarun.image.destroy_plan import DestroyCheck, DestroyPlan, DestroyWay
 from lorarun.provider_adapters import gpu_names, retry
 from lorarun.provider_adapters.base import (
     LABEL_PREFIX,
-    DestroyCheck,
-    DestroyWay,
     Instance,
     InstanceSpec,
     InstanceStatus,
     Offer,
     ResourceRequest,
-    SelfDestruct,
     SSHEndpoint,
 )
 from lorarun.provider_adapters.errors import ProviderError
@@ -195,7 +193,7 @@ class RunPodProvider:
             if str(p.get("name") or "").startswith(LABEL_PREFIX)
         ]
 
-    def self_destruct(self) -> SelfDestruct:
+    def self_destruct(self) -> DestroyPlan:
         """Every pod carries RUNPOD_POD_ID and a pod-scoped RUNPOD_API_KEY (runpod/docs
         `pods/templates/environment-variables.mdx`). Whether REST v2 accepts that key is not documented
         (providers.md §2.7 UNCONFIRMED), so the ways go from the documented API to the pod's own CLI:
@@ -206,7 +204,7 @@ class RunPodProvider:
         4. `runpodctl pod delete <id>`: builds since early 2026 only (runpod/docs `pods/manage-pods.mdx`).
         Each is confirmed by reading the pod back (v2 GET, else GraphQL `pod`), never by a status code alone."""
         rest, gql = self.client.rest_url, self.client.graphql_url
-        return SelfDestruct(
+        return DestroyPlan(
             id_env="RUNPOD_POD_ID",
             key_env="RUNPOD_API_KEY",
             ways=(

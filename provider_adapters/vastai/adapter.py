@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorarun.image.destroy_plan import DestroyCheck, DestroyPlan, DestroyWay
 from lorarun.provider_adapters import gpu_names, retry
 from lorarun.provider_adapters.base import (
     LABEL_PREFIX,
-    DestroyCheck,
-    DestroyWay,
     Instance,
     InstanceSpec,
     InstanceStatus,
     Offer,
     ResourceRequest,
-    SelfDestruct,
     SSHEndpoint,
 )
 from lorarun.provider_adapters.errors import CreateFailed, ProviderError
@@ -148,13 +146,13 @@ class VastProvider:
         rows = self.client.list_instances()
         return [to_instance(r, self.name) for r in rows if str(r.get("label") or "").startswith(LABEL_PREFIX)]
 
-    def self_destruct(self) -> SelfDestruct:
+    def self_destruct(self) -> DestroyPlan:
         # Vast injects CONTAINER_ID and a key that "can only start, stop, or destroy that specific instance"
         # (vast-ai/docs `guides/instances/docker-environment.mdx`; providers.md §1.7). The check reads the instance
         # back: `{"instances": null}` once destroyed (vast-ai/vast-cli tests `test_show_instance_raw_deleted_
         # instance`). UNCONFIRMED whether the instance key may read it; if not, the destroy is reported unconfirmed.
         base = self.client.base_url
-        return SelfDestruct(
+        return DestroyPlan(
             id_env="CONTAINER_ID",
             key_env="CONTAINER_API_KEY",
             ways=(DestroyWay("http", method="DELETE", url=f"{base}/api/v0/instances/{{instance_id}}/"),),

@@ -27,7 +27,9 @@ COMMANDS = (
     "image",
     "config",
     "publish",
+    "caption",
     "ui",
+    "batch",
 )
 
 

@@ -66,6 +66,12 @@ def submit(
         hidden=True,
         help="How long the agent waits for a controller before destroying itself.",
     ),
+    rentals: int = typer.Option(
+        None,
+        "--rentals",
+        "-n",
+        help="Run the jobs side by side on up to this many rentals (longest first onto the least-loaded one).",
+    ),
 ) -> None:
     from lorarun.runner.job.provider_choice import ask_provider
     from lorarun.runner.job.validate import validate_job
@@ -92,6 +98,19 @@ def submit(
         raise UserInputError(
             f"a batch must use one provider, got {', '.join(sorted(providers))}; pass --provider to choose"
         )
+    if rentals is not None and rentals != 1:  # several rentals side by side: runner/batch/
+        from lorarun.runner.cli.batch import run_batch
+
+        run_batch(
+            validated,
+            rentals=rentals,
+            yes=yes,
+            keep=keep,
+            lease_seconds=lease_seconds,
+            hard_lease_minutes=hard_lease_minutes,
+            grace_seconds=grace_seconds,
+        )
+        return
     for job in validated:
         print_summary(job)
     adapter = make_provider(validated[0].spec.resources)

@@ -23,6 +23,7 @@ from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.flux_files import local_files as flux_local_files
 from lorarun.runner.job.spec import JobSpec, Resources
 from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
+from lorarun.runner.price.caption_time import caption_seconds, with_captioning
 from lorarun.runner.run import stock
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
@@ -58,6 +59,7 @@ class EstimateInputs:
     quantization: str = "bf16"  # Flux's base weights: bf16 | int8 | nf4 (decides VRAM and system RAM)
     ram_needed_gb: float = 0.0  # system memory loading the base needs; 0 = no requirement
     install_s: float = 0.0  # `image: stock`: lorarun is pip-installed on the instance first
+    caption_s: float = 0.0  # `dataset.captions: auto|only`: captioning on the instance (price/caption_time.py)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + int(
         sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL
     )
-    return EstimateInputs(
+    inputs = EstimateInputs(
         steps=steps,
         family=family,
         resolution=tuple(spec.dataset.resolution),
@@ -211,6 +213,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
         ram_needed_gb=ram_needed_gb(family, quantization),
         install_s=stock.INSTALL_SECONDS if stock.is_stock(spec.resources.image) else 0.0,
     )
+    return with_captioning(inputs, spec, scan)
 
 
 def lora_file_bytes(family: str, network_dim: int, trains_text_encoder: bool) -> int:
@@ -282,6 +285,7 @@ def estimate_offer(
     fam = cal.family(inputs.family)
     learned = cal.prepare_seconds(inputs.family, gpu_name)
     prepare = learned[0] if learned else fam.load_s + fam.cache_s_per_image * inputs.num_images
+    prepare += caption_seconds(inputs, cpu)  # captions made before the dataset is read
     sampling = 0.0
     if inputs.sample_images:
         # Sampling runs the denoiser forward only, at batch 1 (two with CFG): about half a training step each.

@@ -1,11 +1,12 @@
 """Where a job's files live on the machine it runs on. One place, so the controller, `attach`, `down` and `gc`
-agree with the agent about every path."""
+agree with the agent about every path (the agent's own file names come from the contract, image/agent_files.py)."""
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
 
+from lorarun.image import agent_files
 from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR, REMOTE_WORKDIR_EXPR, Transport
 
 
@@ -49,11 +50,11 @@ class RemoteLayout:
 
     @property
     def agent_config(self) -> str:
-        return self.path("agent.json")
+        return self.path(agent_files.CONFIG_FILE)
 
     @property
     def events(self) -> str:
-        return self.path("output", "events.jsonl")
+        return self.path("output", agent_files.EVENTS_FILE)
 
     @property
     def manifest(self) -> str:
@@ -61,11 +62,11 @@ class RemoteLayout:
 
     @property
     def status(self) -> str:
-        return self.path("status.json")
+        return self.path(agent_files.STATUS_FILE)
 
     @property
     def agent_pid(self) -> str:
-        return self.path("agent.pid")
+        return self.path(agent_files.PID_FILE)
 
     @property
     def agent_log(self) -> str:
@@ -73,8 +74,8 @@ class RemoteLayout:
 
     @property
     def heartbeat(self) -> str:
-        return self.path("heartbeat")
+        return self.path(agent_files.HEARTBEAT_FILE)
 
     @property
     def collected(self) -> str:
-        return self.path("collected")
+        return self.path(agent_files.COLLECTED_FILE)

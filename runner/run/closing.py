@@ -17,14 +17,14 @@ from lorarun.runner.run.teardown import destroy_and_confirm, report
 from lorarun.runner.run.training import extend_lease_to_hard, stop_engine
 
 
-def on_interrupt(ctx: RunContext, ask: bool) -> bool:
+def on_interrupt(ctx: RunContext, ask: bool, detach: bool = False) -> bool:
     """First Ctrl-C: stop (default: pull, destroy) or detach. A second Ctrl-C destroys at once."""
     if ctx.rental.instance is None:
         return False
     started_agent = any(r.state.phase in ("run", "monitor", "finish") for r in ctx.runs)
     if not started_agent:
         return False  # nothing is training: tear down now, there is nothing to save
-    choice = "stop"
+    choice = "detach" if detach else "stop"  # detach: a batch's Ctrl-C, asked once for every rental
     if ask and ctx.options.interactive and not ctx.options.keep:
         from rich.prompt import Prompt
 

@@ -57,6 +57,7 @@ class JobRun:
     predicted_cost: float | None = None
     outcome: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    engine_failed: bool = False  # its own training failed (a batch does not move it to another rental)
 
 
 ConnectFn = Callable[[Rental, JobState, Path], Transport]
@@ -95,6 +96,7 @@ class RunContext:
         self.held_for_pull: JobRun | None = None  # outputs not home: teardown keeps the instance for `attach`
         self.start_failures = 0  # instances that failed to start in this submission (runner/run/boot.py)
         self.notify = JobNotifications.for_runs(runs, self.spent)  # `notify.webhook`: events out (notify.py)
+        self.batch_stop: Callable[[], str | None] | None = None  # runner/batch: why the rest must not start
 
     def advance(self, run: JobRun, phase: str, message: str = "") -> None:
         run.state = self.store.advance(run.state, phase, message)

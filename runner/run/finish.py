@@ -12,6 +12,7 @@ from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run.context import JobRun, RunContext
 from lorarun.runner.run.monitor import JobMonitor
+from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
 from lorarun.runner.run.progress import pull_bar
 from lorarun.runner.run.report import write_report
@@ -25,6 +26,7 @@ def finish(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     with pull_bar() as shown:
         home = bring_home(monitor, run.job.spec.output_dir, sleep=ctx.clock.sleep, progress=shown)
     ctx.notify.outputs_home(run, monitor.progress.pulled, final=True)
+    place_captions(run.job.spec)  # `dataset.captions`: the instance's captions beside the user's images
     run.timings["download"] = ctx.clock.now() - started
     verification = home.verification
     outcome = settled or ("stopped" if ctx.stop_requested else "failed")

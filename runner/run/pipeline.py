@@ -30,15 +30,29 @@ from lorarun.runner.run import boot, closing, finish, provision, stock, training
 from lorarun.runner.run.context import ConnectFn, JobRun, PipelineOptions, Rental, RunContext
 from lorarun.runner.state import JobState, JobStore, new_job_id
 
-__all__ = ["ConnectFn", "JobRun", "Pipeline", "PipelineOptions", "Rental", "TerminateRequested"]
+__all__ = ["ConnectFn", "DetachRequested", "JobRun", "Pipeline", "PipelineOptions", "Rental", "TerminateRequested"]
 
 
 class TerminateRequested(KeyboardInterrupt):
     """SIGTERM: stop cleanly without asking (a service manager or `kill` sent it, not a person)."""
 
 
+class DetachRequested(TerminateRequested):
+    """A batch's Ctrl-C answered "detach": leave training running without asking again (runner/batch)."""
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise TerminateRequested
+
+
+def _catch_sigterm():
+    """SIGTERM as a clean stop; None where signals cannot be set (a batch rental's thread: the batch's main thread
+    turns SIGTERM into a stop of the whole batch)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 class Pipeline(RunContext):
@@ -92,7 +106,7 @@ class Pipeline(RunContext):
     def run(self, *, stop: bool = False) -> list[JobRun]:
         """From wherever the jobs stand to teardown. `stop=True` (`lorarun down`): stop, pull, destroy."""
         detached = False
-        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        previous_sigterm = _catch_sigterm()  # None in a batch rental's thread
         self.record_all(controller_pid=os.getpid(), controller_host=socket.gethostname())
         try:
             while True:  # a failed start (runner/run/boot.py) is destroyed and the next offer rented
@@ -110,7 +124,9 @@ class Pipeline(RunContext):
             else:
                 self._run_jobs()
         except KeyboardInterrupt as interrupt:
-            detached = closing.on_interrupt(self, ask=not isinstance(interrupt, TerminateRequested))
+            detached = closing.on_interrupt(
+                self, ask=not isinstance(interrupt, TerminateRequested), detach=isinstance(interrupt, DetachRequested)
+            )
             if not detached:
                 raise Interrupted(closing.interrupted_message(self)) from None
         except BaseException as exc:
@@ -120,7 +136,8 @@ class Pipeline(RunContext):
                     self.record(run, message=f"{type(exc).__name__}: {exc}"[:500])
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
             if not detached:
                 closing.teardown_guarded(self)
                 publish_finished(self.runs, self.store, self.notify)  # `output.hub`: laptop → Hub (publish/)
@@ -136,9 +153,14 @@ class Pipeline(RunContext):
         for run in self.runs:
             if run.state.is_final or run.outcome is not None:
                 continue  # a batch reattached after some jobs finished
+            if self.batch_stop is not None and (why := self.batch_stop()):
+                run.outcome = "not run"  # runner/batch/fanout.py reports it (the batch was stopped)
+                self.record(run, message=f"not run: {why}")
+                continue
             try:
                 self._run_job(run)
             except EngineFailed as exc:
+                run.engine_failed = True
                 self.record(run, message=str(exc))
                 failures.append(exc)
                 if len(self.runs) > 1:

@@ -18,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from lorarun.runner.console import err_console, money
+from lorarun.runner.console import err_console, money, views_hidden
 from lorarun.sshlink.transport import ProgressFn
 
 
@@ -31,6 +31,7 @@ def transfer_bar(description: str) -> Iterator[ProgressFn]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=err_console,
+        disable=views_hidden(),  # a batch's rental thread: the batch table shows it
         transient=False,
     )
     with progress:
@@ -71,6 +72,7 @@ class TrainingView:
             BarColumn(),
             TextColumn("{task.fields[detail]}"),
             console=err_console,
+            disable=views_hidden(),  # a batch's rental thread: the batch table shows it
         )
         self.tasks: dict[str, TaskID] = {}
         self.seen: dict[str, tuple[int, int | None]] = {}
@@ -158,6 +160,7 @@ def pull_bar(description: str = "pulling files") -> Iterator:
         MofNCompleteColumn(),
         TextColumn("{task.fields[name]}"),
         console=err_console,
+        disable=views_hidden(),  # a batch's rental thread: the batch table shows it
     )
     with progress:
         task: list[TaskID] = []

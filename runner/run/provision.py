@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lorarun.image.instance.lease import DEADLINE_ENV, SELF_DESTRUCT_ENV, split_env
+from lorarun.image.agent_files import DEADLINE_ENV, JOB_ID_ENV, SELF_DESTRUCT_ENV, split_env
 from lorarun.provider_adapters.base import Instance, InstanceSpec, InstanceStatus, job_label
 from lorarun.runner.console import err_console, money
 from lorarun.runner.price.budget import SpendTracker
@@ -47,7 +47,7 @@ def provision(ctx: RunContext) -> None:
             )
         )
         hard_deadlines[estimate.offer.id] = float(hard)
-        env = [("LORARUN_JOB_ID", primary.state.job_id), (DEADLINE_ENV, str(hard))]
+        env = [(JOB_ID_ENV, primary.state.job_id), (DEADLINE_ENV, str(hard))]
         if destruct is not None:
             env.extend(split_env(SELF_DESTRUCT_ENV, json.dumps(destruct.to_dict(), separators=(",", ":"))))
         return InstanceSpec(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 
-from lorarun.image.instance.agent import AgentConfig
-from lorarun.image.instance.lease import LEASE_FILE
-from lorarun.image.instance.self_destroy import SelfDestroyConfig
+from lorarun.image.agent_files import LEASE_FILE, AgentConfig
 from lorarun.provider_adapters.base import InstanceStatus
 from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
@@ -27,7 +25,6 @@ from lorarun.sshlink.transport import Transport
 def start_agent(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
     ctx.advance(run, "run")
     deadline = ctx.clock.wall() + ctx.options.lease_seconds
-    destruct = ctx.provider.self_destruct()
     # The engine runs data-parallel over every visible GPU by itself (`--num-processes auto`, through
     # `accelerate launch`), so the command is the same on one GPU, eight, or a CPU.
     engine = [
@@ -47,8 +44,8 @@ def start_agent(ctx: RunContext, run: JobRun, transport: Transport, layout: Remo
         lease_deadline=deadline,
         grace_seconds=ctx.options.grace_seconds,
         hard_deadline=ctx.hard_deadline,
-        # The adapter's plan crosses to the engine side as JSON (image/instance/self_destroy.py is the reader).
-        self_destruct=SelfDestroyConfig.from_dict(destruct.to_dict()) if destruct else None,
+        # The adapter's plan as it is: one type on both sides (image/destroy_plan.py); agent.json carries its JSON.
+        self_destruct=ctx.provider.self_destruct(),
     )
     job_dir = ctx.store.job_dir(run.state.job_id)
     (job_dir / "agent.json").write_text(agent.to_json(), encoding="utf-8")

@@ -34,9 +34,10 @@ class InstanceView:
     attention: bool
 
 
-def instance_view(state: JobState) -> InstanceView:
+def instance_view(state: JobState, driven: bool | None = None) -> InstanceView:
     """Same reading as `lorarun status`, plus one case it leaves implicit: a live instance that no controller
-    follows (detached, or its `lorarun` died) bills until its lease ends unless someone acts."""
+    follows (detached, or its `lorarun` died) bills until its lease ends unless someone acts. `driven`: whether a
+    live controller holds the job (its lock: `attach`, `down`), else read from the state's controller pid."""
     iid = state.instance_id
     if not iid:
         return InstanceView(None, "none", "no instance", False)
@@ -46,7 +47,7 @@ def instance_view(state: JobState) -> InstanceView:
         return InstanceView(iid, "kept", f"{iid}: KEPT on purpose, still billing", True)
     if state.is_final:
         return InstanceView(iid, "unconfirmed", f"{iid}: NOT confirmed destroyed", True)
-    if not controller_alive(state):
+    if not (controller_alive(state) if driven is None else driven):
         return InstanceView(iid, "orphaned", f"{iid}: up, no controller attached", True)
     return InstanceView(iid, "up", f"{iid}: up", False)
 
@@ -148,6 +149,7 @@ def cost_view(state: JobState, train: Training, report: dict, now: float) -> dic
         "spent": spent,
         "actual": actual if isinstance(actual, (int, float)) else None,
         "projected": projected,
+        "difference_fraction": (report.get("cost") or {}).get("difference_fraction"),
         "seconds_per_step": report.get("seconds_per_step"),
         "timings": report.get("timings") or {},
     }
@@ -157,9 +159,9 @@ def job_row(store: JobStore, state: JobState, cache: EventCache, now: float | No
     """One line of the jobs list."""
     now = time.time() if now is None else now
     train = training(cache.events(store.job_dir(state.job_id) / "events.jsonl"))
-    inst = instance_view(state)
     holder = store.lock_holder(state.job_id)
     live_holder = holder if holder is not None and holder.pid and holder.alive() else None
+    inst = instance_view(state, driven=live_holder is not None or controller_alive(state))
     return {
         "id": state.job_id,
         "name": state.name,

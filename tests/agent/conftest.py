@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.image.instance.agent import AgentConfig
+from lorarun.image.agent_files import AgentConfig
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 T0 = 1_700_000_000.0  # fake "now" at the start of every test

@@ -12,21 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.image.instance import agent as agent_mod
-from lorarun.image.instance.agent import Agent, AgentConfig
-from lorarun.image.instance.self_destroy import SelfDestroyConfig, Way
+from lorarun.image.agent_files import AgentConfig
+from lorarun.image.destroy_plan import DestroyPlan, DestroyWay
+from lorarun.image.instance import job_folder, processes, self_destroy
+from lorarun.image.instance.agent import Agent
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 
 KEY = "instance-key-s3cr3t-0123456789"
 
 
-def vast_like(base_url: str) -> SelfDestroyConfig:
+def vast_like(base_url: str) -> DestroyPlan:
     """One DELETE, no check (the self-destroy tests with checks and several ways are in test_self_destroy.py)."""
-    return SelfDestroyConfig(
+    return DestroyPlan(
         "CONTAINER_ID",
         "CONTAINER_API_KEY",
-        (Way("http", method="DELETE", url=f"{base_url}/api/v0/instances/{{instance_id}}/"),),
+        (DestroyWay("http", method="DELETE", url=f"{base_url}/api/v0/instances/{{instance_id}}/"),),
     )
 
 
@@ -278,16 +279,16 @@ def test_self_destruct_reads_id_and_key_from_proc_environ(tmp_path, http_server,
 def test_read_proc_environ_parses_nul_separated_entries(tmp_path):
     path = tmp_path / "environ"
     path.write_bytes(b"A=1\0B=x=y\0NOEQUALS\0\0C=\0")
-    assert agent_mod.read_proc_environ(path) == {"A": "1", "B": "x=y", "C": ""}
-    assert agent_mod.read_proc_environ(tmp_path / "missing") == {}
+    assert self_destroy.read_proc_environ(path) == {"A": "1", "B": "x=y", "C": ""}
+    assert self_destroy.read_proc_environ(tmp_path / "missing") == {}
 
 
 def test_environment_wins_over_proc_environ(tmp_path):
     path = tmp_path / "environ"
     path.write_bytes(b"X=from-proc\0Y=only-proc\0")
-    assert agent_mod.lookup_env("X", {"X": "from-env"}, path) == "from-env"
-    assert agent_mod.lookup_env("Y", {}, path) == "only-proc"
-    assert agent_mod.lookup_env("Z", {}, path) is None
+    assert self_destroy.lookup_env("X", {"X": "from-env"}, path) == "from-env"
+    assert self_destroy.lookup_env("Y", {}, path) == "only-proc"
+    assert self_destroy.lookup_env("Z", {}, path) is None
 
 
 # -- stop requests -----------------------------------------------------------------------------------------------------
@@ -342,10 +343,10 @@ def test_engine_stopped_by_someone_else_is_stopped_but_still_waits_for_collectio
 
 def test_last_engine_outcome_reads_the_tail_of_events(tmp_path):
     path = tmp_path / "events.jsonl"
-    assert agent_mod.last_engine_outcome(path) is None
+    assert job_folder.last_engine_outcome(path) is None
     lines = [{"event": "started"}, {"event": "stopped"}, {"event": "engine_exited"}]
     path.write_text("x" * 100 + "\n" + "".join(json.dumps(e) + "\n" for e in lines) + '{"event": "fini')
-    assert agent_mod.last_engine_outcome(path, tail_bytes=90) == "stopped"
+    assert job_folder.last_engine_outcome(path, tail_bytes=90) == "stopped"
 
 
 def test_status_is_refreshed_while_training(tmp_path):
@@ -408,9 +409,9 @@ def test_process_tree_finds_grandchildren():
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         grandchild = int(parent.stdout.readline())
-        tree = agent_mod.process_tree(parent.pid)
+        tree = processes.process_tree(parent.pid)
         assert tree[0] == parent.pid and grandchild in tree
     finally:
-        for pid in reversed(agent_mod.process_tree(parent.pid)):
-            agent_mod._signal(pid, 9)
+        for pid in reversed(processes.process_tree(parent.pid)):
+            processes.signal_quietly(pid, 9)
         parent.wait()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.image.instance.agent import AgentConfig
+from lorarun.image.agent_files import AgentConfig
 
 from .conftest import engine_command, names, read_events
 
@@ -129,7 +129,7 @@ def test_stale_pid_file_does_not_block_a_new_agent(tmp_path):
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     (job_dir / "agent.pid").write_text(f"{os.getpid()}\n")  # alive, but pytest, not an agent
-    from lorarun.image.instance.agent import running_agent_pid
+    from lorarun.image.instance.processes import running_agent_pid
 
     assert running_agent_pid(job_dir) is None
     (job_dir / "agent.pid").write_text("garbage")

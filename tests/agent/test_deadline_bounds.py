@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from lorarun.image.instance.agent import AgentConfig, _fmt_ts
+from lorarun.image.agent_files import AgentConfig
+from lorarun.image.instance.agent import _fmt_ts
 from lorarun.image.instance.lease import _fmt
 from lorarun.image.ranges import LEASE_SECONDS
 

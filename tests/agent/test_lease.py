@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from lorarun.image.instance.lease import LEASE_FILE, Watchdog, effective_deadline, split_env, training_finished
+from lorarun.image.agent_files import LEASE_FILE, split_env
+from lorarun.image.instance.lease import Watchdog, effective_deadline, training_finished
 
 from .conftest import T0, FakeClock, make_config, names, read_events
 from .test_agent import KEY, engine_started, make_agent, status, vast_like

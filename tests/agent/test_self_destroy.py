@@ -17,8 +17,9 @@ from fakes.runpod_server import FakeRunPod
 from fakes.vast_server import API_KEY as VAST_KEY
 from fakes.vast_server import FakeVast
 
+from lorarun.image.destroy_plan import RUNPOD_REST, DestroyCheck, DestroyPlan, DestroyWay
 from lorarun.image.instance import self_destroy as sd
-from lorarun.image.instance.self_destroy import Check, HttpResult, SelfDestroyConfig, SelfDestroyer, Way
+from lorarun.image.instance.self_destroy import HttpResult, SelfDestroyer
 from lorarun.provider_adapters.runpod.adapter import RunPodProvider
 from lorarun.provider_adapters.vastai.adapter import VastProvider
 
@@ -27,19 +28,19 @@ from .conftest import FakeClock, make_config, read_events
 KEY = "instance-key-s3cr3t-0123456789"
 
 
-def plan(provider) -> SelfDestroyConfig:
-    """What the controller hands the agent: the adapter's plan through its JSON contract (runner/run/pipeline.py)."""
-    return SelfDestroyConfig.from_dict(json.loads(json.dumps(provider.self_destruct().to_dict())))
+def plan(provider) -> DestroyPlan:
+    """What the controller hands the agent: the adapter's plan through its JSON contract (runner/run/training.py)."""
+    return DestroyPlan.from_dict(json.loads(json.dumps(provider.self_destruct().to_dict())))
 
 
-def destroyer(config: SelfDestroyConfig, environ: dict, clock: FakeClock | None = None, **kw) -> SelfDestroyer:
+def destroyer(config: DestroyPlan, environ: dict, clock: FakeClock | None = None, **kw) -> SelfDestroyer:
     return SelfDestroyer(
         config, environ=environ, proc_environ=Path("/nonexistent"), sleep=(clock or FakeClock()).sleep, **kw
     )
 
 
-def one_delete(url: str) -> SelfDestroyConfig:
-    return SelfDestroyConfig("CONTAINER_ID", "CONTAINER_API_KEY", (Way("http", method="DELETE", url=url),))
+def one_delete(url: str) -> DestroyPlan:
+    return DestroyPlan("CONTAINER_ID", "CONTAINER_API_KEY", (DestroyWay("http", method="DELETE", url=url),))
 
 
 # -- the procedure, against a recording server -----------------------------------------------------------------------
@@ -76,11 +77,11 @@ def test_a_404_alone_is_not_gone():
         calls.append((method, url))
         return HttpResult(404, "not found", {"title": "Not Found", "status": 404, "detail": "resource not found"})
 
-    config = SelfDestroyConfig(
+    config = DestroyPlan(
         "RUNPOD_POD_ID",
         "RUNPOD_API_KEY",
-        (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
-        (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
+        (DestroyWay("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
+        (DestroyCheck(RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
     )
     out = destroyer(config, {"RUNPOD_POD_ID": "ab c/d", "RUNPOD_API_KEY": KEY}, http=http).destroy()
     assert not out.ok and not out.confirmed
@@ -95,11 +96,11 @@ def test_a_404_on_a_route_that_showed_the_pod_is_gone():
             HttpResult(404, "", {"title": "Not Found", "status": 404, "detail": "resource not found"}),
         ]
     )
-    config = SelfDestroyConfig(
+    config = DestroyPlan(
         "RUNPOD_POD_ID",
         "RUNPOD_API_KEY",
-        (Way("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
-        (Check(sd.RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
+        (DestroyWay("http", method="DELETE", url="https://api.example/v2/pods/{instance_id}"),),
+        (DestroyCheck(RUNPOD_REST, "https://api.example/v2/pods/{instance_id}"),),
     )
     out = destroyer(
         config, {"RUNPOD_POD_ID": "p1", "RUNPOD_API_KEY": KEY}, http=lambda *a, **k: next(answers)
@@ -126,9 +127,9 @@ def test_the_legacy_agent_json_shape_still_reads():
         "key_env": "B",
         "fallback_command": ["runpodctl", "remove", "pod", "{instance_id}"],
     }
-    config = SelfDestroyConfig.from_dict(old)
+    config = DestroyPlan.from_dict(old)
     assert [w.kind for w in config.ways] == ["http", "command"] and config.ways[0].method == "DELETE"
-    assert SelfDestroyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert DestroyPlan.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 # -- against the fake Vast -------------------------------------------------------------------------------------------
@@ -228,8 +229,10 @@ def test_old_runpodctl_remove_pod_is_the_way_when_the_apis_do_not_answer(tmp_pat
         pod_id, pod_key = make_pod(fake)
         full = plan(RunPodProvider(RP_KEY, rest_url=fake.url, graphql_url=fake.url + "/graphql"))
         # The agent's own GraphQL endpoint unreachable; runpodctl has its own (and the checks still read).
-        ways = tuple(Way("graphql", url=dead_url(), query=w.query) if w.kind == "graphql" else w for w in full.ways)
-        config = SelfDestroyConfig(full.id_env, full.key_env, ways, full.checks)
+        ways = tuple(
+            DestroyWay("graphql", url=dead_url(), query=w.query) if w.kind == "graphql" else w for w in full.ways
+        )
+        config = DestroyPlan(full.id_env, full.key_env, ways, full.checks)
         bin_dir = runpodctl_old(tmp_path / "bin", fake.url + "/graphql")
         out = destroyer(config, {"PATH": str(bin_dir), "RUNPOD_POD_ID": pod_id, "RUNPOD_API_KEY": pod_key}).destroy()
 

@@ -126,3 +126,15 @@ def test_a_taken_port_moves_to_the_next_free_one():
             second.close()
     finally:
         first.close()
+
+
+def test_the_page_needs_no_internet():
+    """No CDN: every asset is in the package, and the page's CSP lets it load nothing from elsewhere."""
+    import re
+    from importlib import resources
+
+    static = resources.files("lorarun.runner.ui").joinpath("static")
+    for name in ("index.html", "app.js", "app.css", "favicon.svg"):
+        text = static.joinpath(name).read_text(encoding="utf-8")
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", text)) - {"http://www.w3.org/2000/svg"}
+        assert not urls, (name, urls)

@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-def sampled_job(tmp_path: Path, provider: str) -> Path:
+def sampled_job(tmp_path: Path, provider: str, epochs: int = 400) -> Path:
     """A tiny job that trains for a long time and renders one small sample after every epoch's checkpoint."""
     make_dataset(tmp_path / "data", {"2_mychar": 2})
     job = tmp_path / "job.yaml"
@@ -39,7 +39,7 @@ dataset:
   max_bucket_reso: 128
   bucket_reso_steps: 16
 training:
-  epochs: 400
+  epochs: {epochs}
   batch_size: 2
   network_dim: 4
   network_alpha: 2
@@ -50,6 +50,8 @@ sample:
   prompts: ["mychar, portrait"]
   every_n_epochs: 1
   steps: 2
+  grid_strengths: [0.0, 1.0]
+  grid_seeds: [1]
 resources:
   provider: {provider}
   disk_gb: 20
@@ -166,6 +168,13 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             wait_for("the instance confirmed destroyed in the page", destroyed, 300)
             assert "destroyed (confirmed by vastai)" in cell("#instance-state")
             assert "lorarun down" in (cell("#actions-log") or "")
+            wait_for("the report's link", lambda: cell("#report-link"), 60)
+            estimate = cell("#estimate")
+            assert "predicted before renting" in estimate and "actual" in estimate and "training" in estimate
+            href = browser.execute_script("return document.getElementById('report-link').href")
+            assert href.endswith("/report.html")
+            browser.get(href)  # opens with the cookie the page set: no token in this address
+            assert "ui-e2e" in browser.page_source
         assert proc.wait(120) == 0, log.read_text()[-3000:]
         (state,) = JobStore().all()
         assert state.phase == "done" and state.instance_destroyed, state.message
@@ -174,6 +183,50 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
         assert list((tmp_path / "out").glob("ui_lora*.safetensors")), "the checkpoint saved at the stop came home"
         ui.actions.wait_all(60)
         assert not JobStore().lock_path(state.job_id).exists()
+    finally:
+        ui.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_final_grid_appears_when_a_job_finishes(vast_cloud, tmp_path):
+    """A job left to finish: its strength x seed grid comes home, shows on its page, and the page ends on the
+    instance confirmed destroyed, with no button pressed."""
+    require_browser()
+    job = sampled_job(tmp_path, "vastai", epochs=2)
+    log = tmp_path / "submit.log"
+    proc = submit_process(job, log)
+    ui = UIServer(JobStore(), port=0).start()
+    try:
+        with headless_chromium() as browser:
+            browser.get(ui.url)
+            wait_for(
+                "the job in the list",
+                lambda: browser.execute_script("return !!document.querySelector('#jobs tbody tr .job-name')"),
+                120,
+                proc,
+                log,
+            )
+            browser.execute_script("document.querySelector('#jobs tbody tr .job-name').click()")
+
+            def grid_shown() -> str | None:
+                return browser.execute_script(
+                    "const i = document.querySelector('#grid img.grid-image');"
+                    "return i && i.complete && i.naturalWidth > 0 ? i.src : null;"
+                )
+
+            src = wait_for("the strength x seed grid in the page", grid_shown, 300)
+            assert src.endswith("/ui_lora_grid.png")
+            wait_for(
+                "the instance confirmed destroyed",
+                lambda: browser.execute_script(
+                    "const e = document.getElementById('instance-state'); return !!e && e.dataset.state === 'destroyed';"
+                ),
+                300,
+            )
+            assert browser.execute_script("return document.getElementById('stop-button').disabled")
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        assert vast_cloud.instance_ids() == []
     finally:
         ui.close()
         if proc.poll() is None:

@@ -35,6 +35,11 @@ def test_the_wheel_builds_without_package_data_warnings(tmp_path):
         "lorarun/image/assets/clip/bpe_simple_vocab_16e6.txt.gz",
         "lorarun/runner/price/calibration_table.json",
         "lorarun/image/checkpoint_probe.py",
+        # `lorarun ui` works offline: its page ships in the package (runner/ui/static)
+        "lorarun/runner/ui/static/index.html",
+        "lorarun/runner/ui/static/app.js",
+        "lorarun/runner/ui/static/app.css",
+        "lorarun/runner/ui/static/favicon.svg",
     ):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)

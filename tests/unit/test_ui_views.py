@@ -35,6 +35,12 @@ def test_instance_states(changes, state, attention):
     assert (view.state, view.attention) == (state, attention)
 
 
+def test_a_job_taken_over_by_down_or_attach_is_not_orphaned():
+    state = _state(instance_id="7", phase="monitor", controller_pid=None)
+    assert instance_view(state, driven=True).state == "up"
+    assert instance_view(state, driven=False).state == "orphaned"
+
+
 def test_the_list_puts_instances_that_may_bill_first_then_the_newest(tmp_path):
     store = JobStore()
     for i, (job_id, phase, destroyed) in enumerate(
