@@ -15,7 +15,6 @@ import dataclasses
 import math
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +121,8 @@ def canonical(key: str) -> str:
 
 def load(path: Path | None = None) -> dict[str, Any]:
     """The settings in the file, each checked; a missing file is no settings. A bad file is one line to fix."""
+    import tomllib  # where a file is read: `lorarun --help` imports this module (bench/cli_startup.py)
+
     path = path or config_path()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -165,6 +166,8 @@ def unset_value(key: str, path: Path | None = None) -> bool:
 
 
 def _read_raw(path: Path) -> dict[str, Any]:
+    import tomllib
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -200,6 +203,8 @@ def _toml_value(value: Any) -> str:
 
 def job_resource_keys(source: str | Path) -> set[str]:
     """The resources keys the job file itself sets (YAML `resources:`, kohya TOML `[lorarun]`)."""
+    import tomllib
+
     import yaml  # here, not at the top: `lorarun config`'s help reads this module's KEYS, and must start fast
 
     path = Path(source)

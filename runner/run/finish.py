@@ -10,9 +10,9 @@ from lorarun.runner.console import err_console
 from lorarun.runner.errors import EngineFailed
 from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.context import JobRun, RunContext
 from lorarun.runner.run.monitor import JobMonitor
-from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.outputs_home import OutputsNotHome, bring_home
 from lorarun.runner.run.progress import pull_bar
 from lorarun.runner.run.report import write_report
