@@ -11,12 +11,9 @@ import typer
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError
-from lorarun.runner.job.provider_choice import ask_provider
-from lorarun.runner.job.validate import validate_job
-from lorarun.runner.price.choose import choose_offer
-from lorarun.runner.run.connect import connect_transport, make_provider
-from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.state import JobStore
+
+# The controller is imported inside the command: `lorarun --help` imports this module to list the command.
 
 
 def check_flags(*, lease_seconds: float | None, grace_seconds: float) -> None:
@@ -76,6 +73,12 @@ def submit(
         help="Run the jobs side by side on up to this many rentals (longest first onto the least-loaded one).",
     ),
 ) -> None:
+    from lorarun.runner.job.provider_choice import ask_provider
+    from lorarun.runner.job.validate import validate_job
+    from lorarun.runner.price.choose import choose_offer
+    from lorarun.runner.run.connect import connect_transport, make_provider
+    from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
+
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
     hard_lease = _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
     if out is not None and len(jobs) > 1:
