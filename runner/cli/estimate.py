@@ -24,7 +24,8 @@ from lorarun.runner.job.prerent import machine_for, machine_problems
 from lorarun.runner.job.provider_choice import how_to_choose
 from lorarun.runner.job.spec import PROVIDERS, Resources
 from lorarun.runner.job.validate import validate_job
-from lorarun.runner.price.calibration import Calibration, load_calibration
+from lorarun.runner.price.calibration import Calibration
+from lorarun.runner.price.calibration_load import load_calibration
 from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
 from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
 from lorarun.runner.price.offer_choice import no_fit_message
