@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -72,8 +74,9 @@ class Actions:
         return self._start("down", state.job_id)
 
     def keep_checkpoint(self, job_id: str, rel: str) -> ActionResult:
-        """Stop now and mark the checkpoint the user judged best (its samples looked right): recorded with its
-        sha256 in the job's folder, shown on the page, then the same stop as `lorarun down`."""
+        """Stop now and keep the checkpoint the user judged best (its samples looked right): checked against the
+        sha256 the engine announced, copied to `<name>-chosen.safetensors` beside it, recorded in the job's folder
+        and shown on the page; then the same stop as `lorarun down`."""
         state = self.store.load(job_id)
         known = {
             c["path"]: c
@@ -86,12 +89,24 @@ class Actions:
         local = local_output_path(Path(state.output_dir), rel) if chosen else None
         if chosen is None or local is None or not local.is_file():
             return ActionResult(False, f"{rel!r} is not a checkpoint of job {state.job_id} that is home yet")
+        digest = _sha256(local)
+        announced = _announced_sha256(self.cache.events(self.store.job_dir(state.job_id) / "events.jsonl"), rel)
+        if announced and digest != announced:
+            return ActionResult(
+                False, f"{rel} here differs from the instance's (sha256); `lorarun pull` fetches it again"
+            )
+        # A copy under a name that says what it is, beside the others: the file to load, whatever the stop saves
+        # after it as <name>.safetensors. Copied (not linked) so a later pull of the epoch file cannot change it.
+        kept = local.with_name(chosen_name(local.name))
+        tmp = kept.with_name(kept.name + ".tmp")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, kept)
         record = {
             "path": rel,
             "step": chosen.get("step"),
             "epoch": chosen.get("epoch"),
-            "sha256": _sha256(local),
-            "local_path": str(local),
+            "sha256": digest,
+            "copied_to": str(kept),
             "at": time.time(),
         }
         target = self.store.job_dir(state.job_id) / CHOSEN_FILE
@@ -99,9 +114,9 @@ class Actions:
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, target)
         if state.is_final and (state.instance_destroyed or not state.instance_id):
-            return ActionResult(True, f"kept {rel} (the job had ended already)")
+            return ActionResult(True, f"kept {rel} as {kept.name} (the job had ended already)")
         started = self._start("down", state.job_id)
-        return ActionResult(started.ok, f"kept {rel}; " + started.message)
+        return ActionResult(started.ok, f"kept {rel} as {kept.name}; " + started.message)
 
     def pull(self, job_id: str) -> ActionResult:
         """As `lorarun pull JOB`: what the instance has that is not home yet, without attaching to the job."""
@@ -153,6 +168,20 @@ class Actions:
                 run.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 return
+
+
+def chosen_name(checkpoint: str) -> str:
+    """`mychar-000004.safetensors` (kohya's epoch name) or `mychar-step00000120.safetensors` → `mychar-chosen.safetensors`."""
+    stem, dot, suffix = checkpoint.rpartition(".")
+    base = re.sub(r"-(?:step)?\d+$", "", stem) if dot else checkpoint
+    return f"{base}-chosen.{suffix}" if dot else f"{checkpoint}-chosen"
+
+
+def _announced_sha256(events: list[dict], rel: str) -> str | None:
+    for event in reversed(events):
+        if event.get("event") == "checkpoint" and event.get("path") == rel and isinstance(event.get("sha256"), str):
+            return event["sha256"]
+    return None
 
 
 def _sha256(path: Path) -> str:

@@ -19,6 +19,7 @@ import mimetypes
 import re
 import secrets
 import shutil
+import socket
 import threading
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -111,7 +112,11 @@ def _bind(host: str, port: int, handler) -> http.server.ThreadingHTTPServer:
     server_cls = type(
         "UIHTTPServer",
         (http.server.ThreadingHTTPServer,),
-        {"daemon_threads": True, "allow_reuse_address": False, **({"address_family": 10} if family_v6 else {})},
+        {
+            "daemon_threads": True,
+            "allow_reuse_address": True,
+            **({"address_family": socket.AF_INET6} if family_v6 else {}),
+        },
     )
     tries = [port + i for i in range(PORT_TRIES)] if port else []
     for candidate in [*tries, 0]:

@@ -148,6 +148,7 @@ def cost_view(state: JobState, train: Training, report: dict, now: float) -> dic
         "spent": spent,
         "actual": actual if isinstance(actual, (int, float)) else None,
         "projected": projected,
+        "difference_fraction": (report.get("cost") or {}).get("difference_fraction"),
         "seconds_per_step": report.get("seconds_per_step"),
         "timings": report.get("timings") or {},
     }

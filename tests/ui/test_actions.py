@@ -18,6 +18,7 @@ import pytest
 from support.cloud import tiny_job
 
 from lorarun.runner.state import JobState, JobStore
+from lorarun.runner.ui.actions import chosen_name
 from lorarun.runner.ui.server import UIServer
 from lorarun.runner.ui.views import CHOSEN_FILE
 
@@ -91,6 +92,8 @@ def test_pull_then_stop_a_job_nobody_drives(tmp_path):
         assert status == 202 and reply["ok"] and checkpoint in reply["message"], reply
         chosen = json.loads((JobStore().job_dir(state.job_id) / CHOSEN_FILE).read_text())
         assert chosen["path"] == checkpoint and len(chosen["sha256"]) == 64
+        kept = out / "e2e_lora-chosen.safetensors"
+        assert chosen["copied_to"] == str(kept) and kept.read_bytes() == (out / checkpoint).read_bytes()
         status, reply = _post(ui, f"/api/jobs/{state.job_id}/stop")
         assert status == 409 and "still at work" in reply["message"], "one action at a time per job"
         down = [r for r in ui.actions.runs(state.job_id) if r["action"] == "down"][0]
@@ -106,11 +109,18 @@ def test_pull_then_stop_a_job_nobody_drives(tmp_path):
         assert final.phase == "done" and final.instance_destroyed, final.message
         assert "stopped by `lorarun down`" in final.message
         assert not JobStore().lock_path(state.job_id).exists()
+        assert kept.read_bytes() == (out / checkpoint).read_bytes(), "the pick is untouched by the end of the job"
     finally:
         if not closed:
             ui.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_the_chosen_copy_is_named_after_the_lora():
+    assert chosen_name("mychar-000004.safetensors") == "mychar-chosen.safetensors"
+    assert chosen_name("my-char-step00000120.safetensors") == "my-char-chosen.safetensors"
+    assert chosen_name("odd") == "odd-chosen"
 
 
 def test_nothing_to_stop_or_pull_on_an_ended_job(tmp_path):

@@ -166,6 +166,13 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             wait_for("the instance confirmed destroyed in the page", destroyed, 300)
             assert "destroyed (confirmed by vastai)" in cell("#instance-state")
             assert "lorarun down" in (cell("#actions-log") or "")
+            wait_for("the report's link", lambda: cell("#report-link"), 60)
+            estimate = cell("#estimate")
+            assert "predicted before renting" in estimate and "actual" in estimate and "training" in estimate
+            href = browser.execute_script("return document.getElementById('report-link').href")
+            assert href.endswith("/report.html")
+            browser.get(href)  # opens with the cookie the page set: no token in this address
+            assert "ui-e2e" in browser.page_source
         assert proc.wait(120) == 0, log.read_text()[-3000:]
         (state,) = JobStore().all()
         assert state.phase == "done" and state.instance_destroyed, state.message

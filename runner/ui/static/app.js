@@ -165,6 +165,23 @@ function progressBar(pct) {
   return el("div", { class: "bar" }, inner);
 }
 
+function estimateVsActual(job) {
+  const c = job.cost;
+  const rows = [
+    ["predicted before renting", money(c.predicted)],
+    [job.final ? "actual (billed time × price)" : "spent so far", money(c.actual ?? c.spent)],
+  ];
+  if (typeof c.difference_fraction === "number") {
+    rows.push(["against the estimate", `${c.difference_fraction >= 0 ? "+" : ""}${Math.round(c.difference_fraction * 100)}%`]);
+  } else if (typeof c.projected === "number") {
+    rows.push(["projected at this pace", money(c.projected)]);
+  }
+  if (typeof c.seconds_per_step === "number") rows.push(["seconds per step (measured)", c.seconds_per_step.toFixed(3)]);
+  for (const [name, seconds] of Object.entries(c.timings || {})) rows.push([name.replace(/_/g, " "), duration(seconds)]);
+  return el("div", {}, el("h2", {}, "Estimate vs actual"),
+    el("table", { id: "estimate" }, el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "mono" }, v))))));
+}
+
 function card(label, value, id, extra) {
   return el("div", { class: "card" }, el("div", { class: "label" }, label), el("div", { class: "value", id }, value), extra || null);
 }
@@ -217,7 +234,7 @@ function renderJob(job) {
     el("p", { id: "instance-state", class: job.instance.attention ? "bad" : job.instance.state === "destroyed" ? "good" : "", "data-state": job.instance.state }, job.instance.text),
     job.message ? el("p", { id: "job-message" }, job.message) : null,
     job.controller ? el("p", { class: "muted" }, `driven by ${job.controller}`) : null,
-    job.chosen ? el("p", { class: "good", id: "chosen" }, `your pick: ${job.chosen.path} (sha256 ${String(job.chosen.sha256).slice(0, 12)}…)`) : null,
+    job.chosen ? el("p", { class: "good", id: "chosen" }, `your pick: ${job.chosen.path}, kept as ${job.chosen.copied_to} (sha256 ${String(job.chosen.sha256).slice(0, 12)}…)`) : null,
     el("div", { class: "actions" }, stop, pull, report),
     el("div", { class: "cards" },
       card("step", steps(job), "step", progressBar(pct)),
@@ -237,6 +254,7 @@ function renderJob(job) {
       el("div", {}, el("h2", {}, "Strength × seed grid"),
         job.grid ? el("div", { class: "grid", id: "grid" }, image(job.id, job.grid, "grid-image"))
           : el("div", { class: "empty" }, "the grid is drawn when training ends"))),
+    estimateVsActual(job),
     el("h2", {}, `Checkpoints (${job.checkpoints.length})`),
     job.checkpoints.length ? el("div", { id: "checkpoints" }, checkpoints) : el("div", { class: "empty" }, "none yet"),
     job.checkpoints.length > shown.length ? el("p", { class: "muted" }, `${job.checkpoints.length - shown.length} older checkpoint(s): see "Files home"`) : null,
