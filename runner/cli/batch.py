@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lorarun.runner.cli.submit import _hard_lease, check_flags
+from lorarun.runner.cli.flags import check_flags, hard_lease_seconds
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import UserInputError
@@ -84,7 +84,7 @@ def run_batch(
     names = [j.spec.name for j in jobs]
     if len(set(names)) != len(names):
         raise UserInputError("every job of a batch needs its own name (the batch table and report show it)")
-    hard_lease = _hard_lease(hard_lease_minutes)
+    hard_lease = hard_lease_seconds(hard_lease_minutes)
     interactive = sys.stdin.isatty()
     for job in jobs:
         print_summary(job)

@@ -52,7 +52,7 @@ def estimate(
 ) -> None:
     from lorarun.provider_adapters import gpu_names
     from lorarun.runner.price import interruptible
-    from lorarun.runner.price.calibration import load_calibration
+    from lorarun.runner.price.calibration_load import load_calibration
     from lorarun.runner.price.estimate import inputs_from_job, rank
     from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
 

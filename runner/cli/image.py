@@ -54,7 +54,7 @@ def show(job: Path | None = typer.Argument(None, help="Job file (default: the co
 
     job_image = None
     if job is not None:
-        from lorarun.runner.job.spec import load_job
+        from lorarun.runner.job.load import load_job
 
         job_image = load_job(job).resources.image
     name, source = image_build.image_for_job(job_image)
