@@ -10,7 +10,6 @@ import typer
 
 from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console
-from lorarun.runner.run.monitor import read_jsonl
 from lorarun.runner.state import JobStore
 
 
@@ -27,6 +26,8 @@ def logs(
         from lorarun.runner.cli.batch_verbs import logs_batch
 
         return logs_batch(job_id)
+    from lorarun.runner.run.monitor import read_jsonl
+
     store = JobStore()
     state = store.load(job_id)
     local_events = store.job_dir(state.job_id) / "events.jsonl"
