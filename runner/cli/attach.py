@@ -131,7 +131,8 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         options=PipelineOptions(interactive=sys.stdin.isatty()),
         max_cost=job.spec.resources.max_cost,
     )
-    if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
+    gone = pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated"
+    if gone and (stop or not state.interruptible):  # an interruptible one resumes elsewhere (run/detached_resume.py)
         err_console.print(
             f"[yellow]instance {state.instance_id} is gone at {provider.name}; "
             f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
