@@ -22,8 +22,10 @@ from lorarun.image.memory import config_memory_keys, estimate_vram_gb, ram_neede
 from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.flux_files import local_files as flux_local_files
 from lorarun.runner.job.spec import JobSpec, Resources
-from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
+from lorarun.runner.price.calibration import Calibration, StepOptions
+from lorarun.runner.price.calibration_load import load_calibration
 from lorarun.runner.price.caption_time import caption_seconds, with_captioning
+from lorarun.runner.price.gpu_keys import gpu_key
 from lorarun.runner.run import stock
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it

@@ -41,7 +41,7 @@ def test_bad_interruptible_settings_are_one_clear_line(field, value, message):
 
 def test_the_job_file_and_the_user_config_set_it(tmp_path, monkeypatch):
     from lorarun.runner.job import user_config
-    from lorarun.runner.job.spec import load_job
+    from lorarun.runner.job.load import load_job
 
     monkeypatch.setenv("LORARUN_CONFIG", str(tmp_path / "config.toml"))
     assert user_config.set_value("interruptible", "prefer") == "prefer"

@@ -7,7 +7,7 @@ import pytest
 from lorarun.runner.errors import SpecError
 from lorarun.runner.job.kohya_options import KOHYA_OPTIONS
 from lorarun.runner.job.kohya_toml import IGNORED_KEYS, KOHYA_KEYS, UNSUPPORTED
-from lorarun.runner.job.spec import load_job
+from lorarun.runner.job.load import load_job
 
 BASE = """
 pretrained_model_name_or_path = "./model.safetensors"

@@ -2,7 +2,7 @@ import pytest
 from helpers_dataset import make_dataset, write_job
 
 from lorarun.runner.errors import SpecError
-from lorarun.runner.job.spec import load_job
+from lorarun.runner.job.load import load_job
 
 
 def test_defaults_follow_the_common_sd15_guide(tmp_path):
