@@ -50,8 +50,12 @@ def _spans(text: str) -> list[str]:
     return SPAN.findall(_prose(text))
 
 
+GENERATED = {".venv", ".git", "build", "output", "lorarun.egg-info", ".lorarun-home", ".mypy_cache", ".ruff_cache"}
+
+
 def _top_level() -> set[str]:
-    return {p.name for p in ROOT.iterdir()}
+    """The repository's own top-level entries, not what a checkout grows (`make install`'s .venv, caches)."""
+    return {p.name for p in ROOT.iterdir()} - GENERATED
 
 
 def _path_token(span: str) -> str | None:
@@ -65,8 +69,8 @@ def _path_token(span: str) -> str | None:
     first = token.split("/", 1)[0]
     if "/" in token and (first in _top_level() or token.endswith(".py")):
         return token
-    if "/" not in token and token in _top_level():
-        return token  # `Makefile`, `pyproject.toml`, `Dockerfile`
+    if "/" not in token and (token in _top_level() or token in GENERATED):
+        return None if token in GENERATED else token  # `Makefile`, `pyproject.toml`, `Dockerfile`
     if "/" not in token and token.endswith(BARE_CHECKED_SUFFIXES):
         return token
     return None
@@ -75,7 +79,7 @@ def _path_token(span: str) -> str | None:
 def _exists(token: str) -> bool:
     if "*" in token:
         return any(ROOT.glob(token))
-    if "/" in token:
+    if "/" in token or token in _top_level():
         return (ROOT / token.rstrip("/")).exists()
     return any(p for p in ROOT.rglob(token) if ".venv" not in p.parts and "build" not in p.parts)
 
@@ -257,3 +261,27 @@ def test_every_import_contract_is_named_in_the_doc():
     doc = _doc()
     absent = [c["name"] for c in contracts if c["name"] not in doc]
     assert not absent, f"import-linter contracts DESIGN.md does not name: {absent}"
+
+
+def _readme_developer_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    parts = text.split("\n## Developing lorarun\n", 1)
+    assert len(parts) == 2, "README.md has a '## Developing lorarun' section"
+    return parts[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_developer_section_names_only_real_paths():
+    section = _readme_developer_section()
+    missing = sorted({t for span in _spans(section) if (t := _path_token(span)) and not _exists(t)})
+    assert not missing, f"README's developer section names paths that do not exist: {missing}"
+
+
+def test_the_readme_says_how_to_run_every_check_ci_runs():
+    """Every `make` target .ci/run runs is in README's developer section, and is a target of the Makefile."""
+    ci_targets = set(re.findall(r"^\s*make (\w[\w-]*)", (ROOT / ".ci/run").read_text(encoding="utf-8"), re.M))
+    assert {"lint", "test", "faults", "test-container"} <= ci_targets, ci_targets
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    section = _readme_developer_section()
+    for target in sorted(ci_targets):
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"CI runs `make {target}`, the Makefile lacks it"
+        assert f"`make {target}`" in section, f"README's developer section does not say what `make {target}` does"
