@@ -26,7 +26,7 @@ text-align:left;vertical-align:top}th{font-weight:600}.differs{background:#fef3c
 
 def job_settings(job_file: str) -> dict[str, str]:
     """The job's settings as `section.field: value` (what the sweep may change), empty if the file is gone."""
-    from lorarun.runner.job.spec import load_job
+    from lorarun.runner.job.load import load_job
 
     try:
         spec = load_job(Path(job_file))
@@ -156,7 +156,7 @@ def render(record: BatchRecord, rows: list[dict[str, Any]]) -> str:
             "<br>".join(f'<a href="{e((r["output_dir"] / f).as_uri())}">{e(f)}</a>' for f in r["files"])
             or '<span class="muted">none</span>'
         )
-        cls = "" if state.phase == "done" else ' class="bad"'
+        cls = "" if state.phase in ("done", "stopped") else ' class="bad"'
         moved = f" (moved, try {r['attempts']})" if r["attempts"] > 1 else ""
         out.append(
             f"<tr><td>{e(r['name'])}</td><td>{r['rental']}{e(moved)}</td><td{cls}>{e(state.phase)}: "
