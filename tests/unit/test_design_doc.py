@@ -285,3 +285,19 @@ def test_the_readme_says_how_to_run_every_check_ci_runs():
     for target in sorted(ci_targets):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"CI runs `make {target}`, the Makefile lacks it"
         assert f"`make {target}`" in section, f"README's developer section does not say what `make {target}` does"
+
+
+def test_every_reference_to_a_section_of_the_doc_finds_it():
+    """Code and README point readers at DESIGN.md's sections by title (`DESIGN.md, "The house"`): each title is there."""
+    headings = {h.strip() for h in re.findall(r"^#+ (.+)$", _doc(), re.M)}
+    references = []
+    for path in [
+        ROOT / "README.md",
+        ROOT / "setup.py",
+        *[p for top in CHARTER[:3] for p in (ROOT / top).rglob("*.py")],
+    ]:
+        for title in re.findall(r'DESIGN\.md, "([^"]+)"', path.read_text(encoding="utf-8")):
+            references.append((path.relative_to(ROOT).as_posix(), title))
+    assert references, "nothing points at a section of DESIGN.md: the check would pass vacuously"
+    broken = [(where, title) for where, title in references if title not in headings]
+    assert not broken, f"references to DESIGN.md sections that do not exist: {broken}"
