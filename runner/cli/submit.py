@@ -11,6 +11,7 @@ import typer
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError
+from lorarun.runner.job.output_claim import AUTO, claimed_outputs
 from lorarun.runner.job.provider_choice import ask_provider
 from lorarun.runner.job.validate import validate_job
 from lorarun.runner.price.choose import choose_offer
@@ -44,7 +45,15 @@ def submit(
     jobs: list[Path] = typer.Argument(..., help="Job file(s): lorarun YAML or kohya TOML. Several share one rental."),
     provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod (overrides the job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (overrides the job's output.dir)."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (overrides the job's output.dir); `auto`: a fresh sub-folder <output.dir>/<name>-N.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's files of the same output.name in the output folder."
+    ),
     max_cost: float = typer.Option(
         None,
         "--max-cost",
@@ -77,9 +86,11 @@ def submit(
     ),
 ) -> None:
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
-    hard_lease = _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
+    _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
+    auto = out is not None and str(out) == AUTO
+    out = None if auto else out
     if out is not None and len(jobs) > 1:
-        raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
+        raise UserInputError("--out applies to one job; give each job its own output.dir for a batch (or --out auto)")
     interactive = sys.stdin.isatty()
     validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True) for j in jobs]
     unchosen = [v for v in validated if not v.spec.resources.provider]
@@ -95,6 +106,26 @@ def submit(
         raise UserInputError(
             f"a batch must use one provider, got {', '.join(sorted(providers))}; pass --provider to choose"
         )
+    # Each job's output files are claimed before anything is rented, until the end (runner/job/output_claim.py).
+    with claimed_outputs(validated, auto=auto, overwrite=overwrite) as claimed:
+        _run(
+            list(claimed.jobs),
+            claimed,
+            yes=yes,
+            keep=keep,
+            interactive=interactive,
+            lease_seconds=lease_seconds,
+            hard_lease_minutes=hard_lease_minutes,
+            grace_seconds=grace_seconds,
+            rentals=rentals,
+        )
+
+
+def _run(
+    validated, claimed, *, yes, keep, interactive, lease_seconds, hard_lease_minutes, grace_seconds, rentals
+) -> None:
+    """Estimate, confirm, rent and run the validated (and output-claimed) jobs."""
+    hard_lease = _hard_lease(hard_lease_minutes)
     if rentals is not None and rentals != 1:  # several rentals side by side: runner/batch/
         from lorarun.runner.cli.batch import run_batch
 
@@ -129,6 +160,7 @@ def submit(
         options=options,
         max_cost=validated[0].spec.resources.max_cost,
     )
+    claimed.add_jobs([r.state.job_id for r in pipeline.runs])
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
         runs = pipeline.run()
     for run in runs:
