@@ -12,6 +12,9 @@ is the test side. The points (grep `hold(` for the callers):
     training       the controller, once its monitor has seen the engine's first step (runner/run/monitor.py)
     engine:step    the engine, after it wrote its first step event (image/engine/events.py); it waits busy, using
                    some CPU, so the controller still sees a job that makes progress and renews its lease
+    engine:state:<N>  the engine, once the resume state of step N is published (image/engine/state.py finalise)
+    engine:caching the engine, as it starts caching latents (image/engine/train.py)
+    engine:grid    the engine, as it starts rendering the final grid (image/engine/train.py)
 
 A ':' in a point's name becomes '_' in the marker file names.
 """

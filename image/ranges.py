@@ -120,6 +120,9 @@ RANGES: dict[str, Range] = {
     "resources.disk_gb": Range(10, 10_000, why="a base model and outputs need 10 GB or more"),
     "resources.ssh_port": Range(1, 65535),
     "resources.price_per_hour": Range(0, 1000, why="dollars per hour"),
+    "resources.max_bid_per_hour": Range(0, 1000, low_open=True, why="dollars per hour, whole machine"),
+    "resources.bid_margin": Range(0, 5, why="a share of the minimum bid: 0.1 = 10% above"),
+    "resources.max_interruptions": Range(0, 100, why="re-rents after interruptions"),
 }
 
 # Not fields of the spec, but numbers a job implies; bounded so that nothing downstream (cost, lease, the agent's

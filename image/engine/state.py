@@ -17,6 +17,8 @@ from pathlib import Path, PurePosixPath
 import torch
 from safetensors.torch import load_file, save_file
 
+from lorarun.image.hold_points import hold
+
 LATEST = "latest.json"
 
 
@@ -95,6 +97,7 @@ def finalise(state_root: Path, progress: Progress, lora: dict[str, torch.Tensor]
     for old in state_root.iterdir():
         if old.is_dir() and old.name != final.name:
             shutil.rmtree(old, ignore_errors=True)
+    hold(f"engine:state:{progress.global_step}")  # tests only (image/hold_points.py): this step's state published
     return final
 
 

@@ -38,7 +38,9 @@ from lorarun.image.engine.memory_check import estimated_gb, memory_warning
 from lorarun.image.engine.optim import build_optimizer, build_scheduler, warmup_steps
 from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, kohya_state_dict, write_lora
 from lorarun.image.engine.step import NoiseSchedule, diffusion_loss
+from lorarun.image.engine.step_losses import StepLosses
 from lorarun.image.engine_config import EngineConfig
+from lorarun.image.hold_points import hold
 from lorarun.image.schema import ConfigError
 
 OOM_ADVICE = "lower batch_size / enable gradient_checkpointing"
@@ -276,6 +278,7 @@ class Trainer:
             self.events.emit("warning", message="latents are always cached (no random crop / colour augmentation)")
         # Main rank computes and writes; the others wait, then read the same files.
         if write:
+            hold("engine:caching")  # tests only (image/hold_points.py)
             model.vae.to(self.device, vae_dtype)
             self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
             self.latents = data.cache_latents(
@@ -469,6 +472,7 @@ class Trainer:
         caption_opts = data.caption_options(d)
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_count = 0
+        self.step_losses = StepLosses(self.device)  # every step's loss for the report's chart
         self.last_report = time.monotonic()
         self.last_report_step = self.global_step
         self.position = (start_epoch, start_batch)
@@ -503,6 +507,7 @@ class Trainer:
                     self.accel.backward(loss / accum)
                 detached = loss.detach()
                 self.loss_sum += detached
+                self.step_losses.add(detached)
                 epoch_loss += detached
                 self.loss_count += 1
                 epoch_count += 1
@@ -516,6 +521,7 @@ class Trainer:
                 if t.scale_weight_norms:  # kohya: after the optimizer step, on the LoRA weights
                     apply_max_norm_regularization([m for _, m in self._lora_modules()], t.scale_weight_norms)
                 self.global_step += 1
+                self.step_losses.end_step()
                 done = self.global_step >= self.total_steps
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
                     self._report_step(epoch)
@@ -603,6 +609,7 @@ class Trainer:
             loss=round(loss, 6),
             lr=self.scheduler.get_last_lr()[0],
             it_s=round(it_s, 3),
+            losses=self.step_losses.drain(),  # each step since the last report, for the chart
         )
         self.loss_sum.zero_()
         self.loss_count = 0
@@ -656,6 +663,7 @@ class Trainer:
     def _save_checkpoint(self, path: Path, epoch: int, resume_at: tuple[int, int], kind: str = "checkpoint") -> None:
         """The kohya file (main rank) and the resume state (all ranks: each its RNG)."""
         t = self.cfg.training
+        save_started = time.monotonic()  # the report's "saving" time
         if self.accel.is_main_process:
             components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
             tensors = kohya_state_dict(
@@ -670,7 +678,14 @@ class Trainer:
                 self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()
             )
             write_lora(path, tensors, metadata)
-            self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
+            self.events.output(
+                "checkpoint",
+                path,
+                kind=kind,
+                step=self.global_step,
+                epoch=epoch,
+                save_seconds=round(time.monotonic() - save_started, 3),
+            )
         state_root = self.work_dir / "state"
         state.stage_rank(state_root, self.global_step, self.rank, self.generator)
         self.accel.wait_for_everyone()
@@ -715,6 +730,8 @@ class Trainer:
     def _grid(self) -> None:
         if self.accel.is_main_process:
             from lorarun.image.engine.sample import render_grid
+
+            hold("engine:grid")  # tests only (image/hold_points.py)
 
             prompt = self.cfg.sample.prompts[0] if self.cfg.sample.prompts else self.items[0].caption
             path = self.output_dir / f"{self.cfg.output_name}_grid.png"

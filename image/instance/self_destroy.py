@@ -319,9 +319,12 @@ class SelfDestroyer:
         if check.style == VAST_SHOW:
             if result.status == 200 and isinstance(body, dict) and "instances" in body:
                 inst = body["instances"]
+                # `{"instances": null}` is also what an id the key cannot see answers (providers.md §1.4): gone
+                # only after this check has seen the instance, so the DELETE is always sent at least once.
                 if inst is None:
-                    return GONE
+                    return GONE if index in self._seen else UNKNOWN
                 if isinstance(inst, dict) and str(inst.get("id")) == self.instance_id:
+                    self._seen.add(index)
                     return PRESENT
             return UNKNOWN
         # RUNPOD_REST: the pod itself, or the problem+json 404 — the latter only on a route that showed the pod.

@@ -23,9 +23,17 @@ from lorarun.provider_adapters.base import (
 )
 from lorarun.provider_adapters.errors import ProviderError
 from lorarun.provider_adapters.runpod.client import RunPodClient
+from lorarun.provider_adapters.runpod.pod_bodies import (  # noqa: F401 - offer ids and bodies, re-exported
+    COMMUNITY,
+    SECURE,
+    SEP,
+    build_create_body,
+    build_deploy_input,
+    offer_id,
+    parse_offer_id,
+    spot_input,
+)
 
-SEP = "::"
-SECURE, COMMUNITY = "SECURE", "COMMUNITY"
 # Container disk: $0.10/GB/month while running, nothing while stopped (RPDOCS pods/pricing, §2.8). Not folded
 # into the GPU price, so it is shown on top.
 CONTAINER_DISK_GB_MONTH = 0.10
@@ -38,20 +46,6 @@ _STATUS = {
     "ERROR": InstanceStatus.ERROR,
     "TERMINATED": InstanceStatus.TERMINATED,
 }
-
-
-def offer_id(gpu_type_id: str, cloud: str) -> str:
-    return f"{gpu_type_id}{SEP}{cloud}"
-
-
-def parse_offer_id(value: str) -> tuple[str, str]:
-    """(gpuTypeId, cloud) from an Offer id; a bare gpuTypeId means SECURE (RunPod's own default, §2.3)."""
-    gpu, sep, cloud = value.rpartition(SEP)
-    if not sep:
-        return value, SECURE
-    if cloud not in (SECURE, COMMUNITY):
-        raise ValueError(f"not a RunPod offer id: {value!r}")
-    return gpu, cloud
 
 
 class RunPodProvider:
@@ -181,14 +175,45 @@ class RunPodProvider:
     def get(self, instance_id: str) -> Instance | None:
         pod = self.client.get_pod(instance_id)
         if pod is None:
+            self._release_credential(instance_id)  # confirmed gone: its credential can go now
             return None
         return to_instance(pod, self.name)
 
     def destroy(self, instance_id: str) -> None:
         self.client.delete_pod(instance_id)  # terminate, never stop: stopped volumes bill (§2.5)
-        registry = self._credentials.pop(instance_id, None)
-        if registry:
-            self._delete_credential(registry)
+        if instance_id in self._credentials:
+            # RunPod refuses to delete a credential while its pod exists (400 "in use"): look once, and delete it
+            # when the pod is confirmed gone (here, or in a later get() — teardown confirms through get()).
+            try:
+                self.get(instance_id)
+            except ProviderError:
+                pass
+
+    def _release_credential(self, instance_id: str) -> None:
+        registry = self._credentials.get(instance_id)
+        if registry is None:
+            return
+        try:
+            self.client.delete_registry_credential(registry)
+        except ProviderError:
+            return  # still in use, or the API is flaky: the next confirmation (or `gc`) tries again
+        self._credentials.pop(instance_id, None)
+
+    def sweep_credentials(self) -> list[str]:
+        """`gc`: delete every `lorarun-*` registry credential whose pod is gone (a controller that died before the
+        pod was confirmed gone leaves one behind; it bills nothing, but holds the user's registry token)."""
+        live = {str(p.get("name") or "") for p in self.client.list_pods()}
+        swept = []
+        for cred in self.client.list_registry_credentials():
+            name = str(cred.get("name") or "")
+            if not name.startswith(LABEL_PREFIX) or any(name.startswith(label + "-") for label in live if label):
+                continue
+            try:
+                self.client.delete_registry_credential(str(cred.get("id")))
+            except ProviderError:
+                continue  # in use after all (a pod still terminating): the next gc gets it
+            swept.append(name)
+        return swept
 
     def list_owned(self) -> list[Instance]:
         # REST v2 has no name filter (§2.6): filter on the `lorarun-` prefix here.
@@ -262,78 +287,6 @@ def _matches(offer: Offer, t: dict[str, Any], req: ResourceRequest) -> bool:
     if req.regions and offer.location and offer.location.upper() not in {r.upper() for r in req.regions}:
         return False
     return True
-
-
-def build_create_body(offer: Offer, spec: InstanceSpec, registry: str | None = None) -> dict[str, Any]:
-    """The REST v2 `POST /v2/pods` body (§2.3).
-
-    v2 names (`gpu.count`, `cloud`, `disk`) replace v1's `gpuCount`, `cloudType`, `containerDiskInGb`; v2
-    rejects unknown properties with 422, so v1-only fields (`volumeInGb`, `supportPublicIp`) are not sent.
-    No `mounts` means no persistent volume: nothing keeps billing once the pod is terminated (v1 silently
-    added 20 GB). v2 has no way to ask for a public IP (no `supportPublicIp` in CreatePodRequest, runpod/docs
-    `api-reference-v2/openapi.json`), so this body is for SECURE pods, which "will always have a public IP"
-    (runpod/docs `api-reference/openapi.json` PodCreateInput.supportPublicIp); COMMUNITY pods go through
-    `build_deploy_input`.
-    """
-    gpu_type, cloud = parse_offer_id(offer.id)
-    env = dict(spec.env)
-    env["PUBLIC_KEY"] = spec.ssh_public_key  # the per-job key; sshd in the image reads PUBLIC_KEY (§2.4)
-    body: dict[str, Any] = {
-        "name": spec.label,
-        "image": spec.image,
-        # Always send the count: leaving it out fails every create with a misleading 400 (§2.3, RPMCP).
-        "gpu": {"id": gpu_type, "count": max(1, offer.gpu_count)},
-        "cloud": cloud,
-        "disk": max(1, round(spec.disk_gb)),
-        "ports": ["22/tcp"],  # SFTP needs direct SSH on a public TCP port (§2.4)
-        "env": env,
-    }
-    if spec.onstart:
-        body["args"] = spec.onstart  # a string handed to the image's ENTRYPOINT (§2.3)
-    if registry:
-        body["registry"] = registry  # "Container registry credential ID (for private images)" (v2 createPod)
-    return body
-
-
-def build_deploy_input(offer: Offer, spec: InstanceSpec, registry: str | None = None) -> dict[str, Any]:
-    """The GraphQL `PodFindAndDeployOnDemandInput` for a COMMUNITY pod (dstackai/dstack
-    `backends/runpod/api_client.py::generate_pod_deployment_mutation`; runpod/runpod-python
-    `api/mutations/pods.py`): `supportPublicIp: true` — "If the created Pod is on Community Cloud, set to true if
-    you need the Pod to expose a public IP address. If null, the Pod might not have a public IP address."
-    (runpod/docs `api-reference/openapi.json` PodCreateInput.supportPublicIp). `ports` is a comma-separated
-    string and `env` a list of {key, value} here (providers.md §2.3); `volumeInGb: 0` so no volume outlives it."""
-    gpu_type, _ = parse_offer_id(offer.id)
-    env = dict(spec.env)
-    env["PUBLIC_KEY"] = spec.ssh_public_key
-    pod_input: dict[str, Any] = {
-        "cloudType": COMMUNITY,
-        "gpuTypeId": gpu_type,
-        "gpuCount": max(1, offer.gpu_count),
-        "name": spec.label,
-        "imageName": spec.image,
-        "containerDiskInGb": max(1, round(spec.disk_gb)),
-        "volumeInGb": 0,
-        "ports": "22/tcp",
-        "supportPublicIp": True,
-        "env": [{"key": k, "value": v} for k, v in env.items()],
-    }
-    if spec.onstart:
-        pod_input["dockerArgs"] = spec.onstart  # replaces the image's CMD, as v2's `args` does
-    if registry:
-        pod_input["containerRegistryAuthId"] = registry  # PodFindAndDeployOnDemandInput (runpod-python, dstack)
-    return pod_input
-
-
-def spot_input(pod_input: dict[str, Any], offer: Offer, spec: InstanceSpec) -> dict[str, Any]:
-    """`PodRentInterruptableInput`: the on-demand input in the offer's own cloud, plus `bidPerGpu` — the machine's
-    bid divided by its GPUs, as dstack does (dstackai/dstack `backends/runpod/compute.py::run_job`:
-    `bid_per_gpu = instance_offer.price / gpu_count`). A Secure spot pod has a public IP like any Secure pod."""
-    _, cloud = parse_offer_id(offer.id)
-    bid = spec.bid_price_per_hour or offer.price_per_hour
-    out = dict(pod_input, cloudType=cloud, bidPerGpu=round(bid / max(1, offer.gpu_count), 4))
-    if cloud == SECURE:
-        out.pop("supportPublicIp", None)
-    return out
 
 
 def ssh_endpoint(pod: dict[str, Any]) -> SSHEndpoint | None:

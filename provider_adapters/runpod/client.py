@@ -266,6 +266,18 @@ class RunPodClient:
 
         return self._retry(once, "create registry credential", retry_if=lambda e: isinstance(e, RateLimitError))
 
+    def list_registry_credentials(self) -> list[dict[str, Any]]:
+        """`GET /v2/registries` → [{id, name}] (runpod/docs `api-reference-v2/registries`)."""
+
+        def once() -> list[dict[str, Any]]:
+            resp = self._rest("GET", "/v2/registries")
+            if resp.status != 200:
+                raise rest_error(resp, "GET /v2/registries", self._secrets())
+            body = resp.json()
+            return [r for r in body if isinstance(r, dict)] if isinstance(body, list) else []
+
+        return self._retry(once, "list registry credentials")
+
     def delete_registry_credential(self, credential_id: str) -> None:
         """`DELETE /v2/registries/{id}`; 404 means already gone."""
         path = f"/v2/registries/{credential_id}"

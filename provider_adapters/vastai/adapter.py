@@ -26,7 +26,15 @@ SSH_PORT_ENV = "-p 22:22"  # how Vast's env object asks for a port mapping (§1.
 # Vast's ssh run types replace the image's ENTRYPOINT with Vast's own start-up and then run `onstart` (§1.3): our
 # image's start-up runs from there in its `--onstart` mode (provider variables, lease watchdog; Vast already set up
 # keys and sshd). Guarded, so a stock image without it starts all the same. See image/instance/startup/lorarun-startup.sh.
-IMAGE_ONSTART = "if [ -x /usr/local/bin/lorarun-startup ]; then /usr/local/bin/lorarun-startup --onstart; fi"
+# Host keys and sshd first: our own start-up (which makes them) never runs under those run types, and an image whose
+# Vast start-up found no host keys has nothing listening on 22 (issue 18's source audit). POSIX sh, no procps:
+# `/proc/*/comm` says whether an sshd runs; a second sshd would only fail to bind, harmlessly.
+SSHD_ONSTART = (
+    "ssh-keygen -A >/dev/null 2>&1; grep -qsx sshd /proc/[0-9]*/comm || { mkdir -p /run/sshd; /usr/sbin/sshd; }"
+)
+IMAGE_ONSTART = (
+    SSHD_ONSTART + "\nif [ -x /usr/local/bin/lorarun-startup ]; then /usr/local/bin/lorarun-startup --onstart; fi"
+)
 
 # actual_status → InstanceStatus (§1.4). `exited`, `unknown` and `offline` never come back to running.
 _STATUS = {
@@ -156,7 +164,8 @@ class VastProvider:
             id_env="CONTAINER_ID",
             key_env="CONTAINER_API_KEY",
             ways=(DestroyWay("http", method="DELETE", url=f"{base}/api/v0/instances/{{instance_id}}/"),),
-            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/"),),
+            # `?owner=me` as vast-cli's show_instance sends it (vast-ai/vast-cli `api/instances.py`; providers.md §1.4)
+            checks=(DestroyCheck("vast_show", f"{base}/api/v0/instances/{{instance_id}}/?owner=me"),),
         )
 
     def kill_hint(self, instance_id: str) -> str:

@@ -54,6 +54,13 @@ def gc(
             continue
         searched.append(adapter.name)
         findings += [classify(adapter, instance, jobs) for instance in owned]
+        sweep = getattr(adapter, "sweep_credentials", None)  # RunPod: registry credentials whose pod is gone
+        if sweep is not None:
+            try:
+                for name in sweep():
+                    err_console.print(f"deleted registry credential {name} (its pod is gone)", highlight=False)
+            except ProviderError as exc:
+                err_console.print(f"could not sweep {adapter.name} registry credentials: {exc}", highlight=False)
     seen = coverage_line(searched, skipped, unseen)
     err_console.print(seen, highlight=False, markup=False)
     if not findings:

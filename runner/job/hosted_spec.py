@@ -45,3 +45,16 @@ def hub_repo_problem(repo_id: str | None, where: str = "output.hub") -> str | No
     if not HUB_REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith((".git", ".")):
         return f"{where}: {repo_id!r} is not a Hugging Face repo id; use your-name/your-lora"
     return None
+
+
+# A kohya TOML's `[lorarun]` keys for these features (kohya has none): key → (job section, field).
+LORARUN_HOSTED_KEYS: dict[str, tuple[str, str]] = {
+    "captions": ("dataset", "captions"),
+    "caption_model": ("dataset", "caption_model"),
+    "caption_trigger": ("dataset", "caption_trigger"),
+    "caption_overwrite": ("dataset", "caption_overwrite"),
+    "hub": ("output", "hub"),
+    "hub_private": ("output", "hub_private"),
+    "notify_webhook": ("notify", "webhook"),
+    "notify_format": ("notify", "format"),
+}

@@ -17,6 +17,7 @@ from typing import Any
 
 from lorarun.image.schema import unknown_key_message
 from lorarun.runner.errors import InvalidJob, SpecError
+from lorarun.runner.job.hosted_spec import LORARUN_HOSTED_KEYS
 from lorarun.runner.job.kohya_options import KOHYA_NETWORK_ARGS, KOHYA_OPTIMIZERS, KOHYA_OPTIONS, KOHYA_SCHEDULERS
 from lorarun.runner.job.spec import build_job
 
@@ -212,8 +213,12 @@ def load_kohya_toml(path: Path) -> Any:
         if key in LORARUN_FLUX_KEYS:
             sections["flux"][LORARUN_FLUX_KEYS[key]] = value
             continue
+        if key in LORARUN_HOSTED_KEYS:  # captions, hub, notify (runner/job/hosted_spec.py)
+            section, name = LORARUN_HOSTED_KEYS[key]
+            sections.setdefault(section, {})[name] = value
+            continue
         if key not in LORARUN_SECTION_KEYS:
-            known_lorarun = sorted([*LORARUN_SECTION_KEYS, *LORARUN_FLUX_KEYS])
+            known_lorarun = sorted([*LORARUN_SECTION_KEYS, *LORARUN_FLUX_KEYS, *LORARUN_HOSTED_KEYS])
             refused.append(f"{path}: {unknown_key_message('[lorarun]', key, known_lorarun)}")
             continue
         if key == "model_family":

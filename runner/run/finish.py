@@ -10,6 +10,7 @@ from lorarun.runner.console import err_console
 from lorarun.runner.errors import EngineFailed
 from lorarun.runner.price.calibration import record_job
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run import interruption
 from lorarun.runner.run.captions_home import place_captions
 from lorarun.runner.run.context import JobRun, RunContext
 from lorarun.runner.run.local_writes import is_local_write_error
@@ -99,6 +100,8 @@ def _write_report(ctx: RunContext, run: JobRun, monitor: JobMonitor, verificatio
         "actual_cost": ctx.spent(),
         "outcome": outcome,
         "stop_reason": ctx.stop_requested,
+        # interruptible rentals the provider took back, each resumed on the next one (interruption.py)
+        "interruptions": interruption.read_log(ctx.store.job_dir(run.state.job_id)),
         "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
     }
     write_report(run.job.spec.output_dir, summary, monitor.events)

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 from lorarun.provider_adapters.base import Instance, InstanceStatus
 from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import err_console, money
-from lorarun.runner.errors import BudgetError, PipelineError
+from lorarun.runner.errors import PipelineError
 from lorarun.runner.price import interruptible
-from lorarun.runner.price.budget import SpendTracker
+from lorarun.runner.price.budget import DEFAULT_STOP_RESERVE_S, SpendTracker
 from lorarun.runner.run import boot, resume_state
 from lorarun.runner.run.teardown import destroy_and_confirm, report
 
@@ -69,6 +69,10 @@ class InstanceInterrupted(PipelineError):
         super().__init__(f"instance {instance_id} was interrupted by its provider ({reason})")
         self.instance_id = instance_id
         self.reason = reason
+
+
+class ResumeOverBudget(PipelineError):
+    """Resuming on another rental would take the job's spend over max_cost: it stops with its checkpoints home."""
 
 
 @dataclass
@@ -136,12 +140,13 @@ def run_jobs(pipeline: Pipeline) -> None:
     while True:
         try:
             pipeline._run_jobs()
+            _record_uninterrupted(pipeline)
             return
         except InstanceInterrupted as exc:
             interrupted = exc
         except (ConnectionLost, PipelineError) as exc:
             # The link died during an upload or a pull: the provider says whether the machine was taken back.
-            if not is_interruptible(pipeline) or isinstance(exc, BudgetError):
+            if not is_interruptible(pipeline) or isinstance(exc, ResumeOverBudget):
                 raise
             try:
                 reason = interruption_reason(pipeline.provider.get(pipeline.rental.instance.id))
@@ -159,7 +164,6 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     offer = pipeline.rental.offer
     run = next((r for r in pipeline.runs if r.outcome is None), pipeline.primary)
     job_dir = pipeline.store.job_dir(run.state.job_id)
-    spent = pipeline.spent()
     rented = (pipeline.clock.wall() - pipeline.rental.started_at) if pipeline.rental.started_at else 0.0
     event = Interruption(
         instance_id=instance.id,
@@ -184,6 +188,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
         pipeline.rental.transport = None
     result = destroy_and_confirm(pipeline.provider, instance.id, clock=pipeline.clock)
     report(result)
+    spent = pipeline.spent()  # every rental so far, this one up to its confirmed destroy
     try:
         interruptible.record_rental(pipeline.provider.name, rented / 3600.0, interrupted=True)
     except OSError:
@@ -191,6 +196,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
     if not result.confirmed:
         raise exc  # the teardown tries again and prints the kill command; renting more would hide it
     pipeline.rental.instance = None
+    pipeline.held_for_pull = None  # a pull the interruption cut: the next rental writes those outputs again
     limit = run.job.spec.resources.max_interruptions
     if len(log) > limit:
         raise PipelineError(
@@ -221,6 +227,17 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
         )
 
 
+def _record_uninterrupted(pipeline: Pipeline) -> None:
+    """The last interruptible rental ran to the end: its hours teach the rate too (runner/price/interruptible.py)."""
+    if not is_interruptible(pipeline) or pipeline.rental.started_at is None:
+        return
+    try:
+        hours = (pipeline.clock.wall() - pipeline.rental.started_at) / 3600.0
+        interruptible.record_rental(pipeline.provider.name, hours, interrupted=False)
+    except OSError:
+        pass
+
+
 def _provision_again(pipeline: Pipeline) -> None:
     from lorarun.runner.run import provision, wait  # they import the phase modules that import this one
 
@@ -248,9 +265,12 @@ def _refuse_over_budget(pipeline: Pipeline, spent: float) -> None:
     done = _last_step(pipeline.store.job_dir(run.state.job_id))
     p = best.phases
     fixed = p.startup + p.transfer + p.prepare + p.sampling
-    again = best.offer.price_per_hour * (fixed + p.train * (1 - min(done, total) / total)) / 3600.0
+    # plus the reserve a running job keeps for its last pull and teardown (SpendTracker.over)
+    again = (
+        best.offer.price_per_hour * (fixed + p.train * (1 - min(done, total) / total) + DEFAULT_STOP_RESERVE_S) / 3600.0
+    )
     if spent + again > pipeline.max_cost:
-        raise BudgetError(
+        raise ResumeOverBudget(
             f"budget: {money(spent)} spent on the interrupted rental(s); resuming would cost about {money(again)} "
             f"more, over max_cost {money(pipeline.max_cost)}. The checkpoints so far are in "
             f"{run.job.spec.output_dir}"

@@ -17,6 +17,7 @@ from lorarun.runner.run.local_writes import is_local_write_error
 from lorarun.sshlink.transport import Transport
 
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
+RESUMED_EVENT = "rental_resumed"  # written by the controller (runner/run/resume_state.py), never by the engine
 # A dead agent (OOM killer, crashed container) writes nothing more and leaves no process. The controller calls it
 # dead once its process has been missing this long (the first seconds after the start have no pid file yet), or
 # once status.json — rewritten every 10 s by a live agent — has not changed this long. Read at call time, so
@@ -117,6 +118,8 @@ class JobMonitor:
                 int(total) if total is not None else None,
                 str(event.get("unit") or "items"),
             )
+        elif kind == RESUMED_EVENT:  # the job goes on on a new rental: an earlier rental's end is not this one's
+            p.outcome, p.reason = None, ""
         elif kind in TERMINAL_EVENTS:
             p.outcome = kind
             p.reason = str(event.get("reason", "") or event.get("message", ""))

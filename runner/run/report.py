@@ -12,26 +12,23 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorarun.runner.run.engine_phases import PHASES, engine_phases
 from lorarun.runner.run.job_end import last_checkpoint, machine_time_label, progress_line
+from lorarun.runner.run.loss_chart import MAX_CURVE_POINTS, LossPoint, downsample, loss_svg  # noqa: F401 (re-exported)
+from lorarun.runner.run.report_guide import guide_html, guide_markdown, training_guide
 
 REPORT_JSON, REPORT_MD, REPORT_HTML = "report.json", "report.md", "report.html"
 OUTPUT_EVENTS = ("checkpoint", "sample", "grid")
-MAX_CURVE_POINTS = 400  # enough for a 640-px-wide plot; keeps the HTML small for 10k-step runs
 
 
 # -- facts -------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LossPoint:
-    step: int
-    loss: float
-
-
 def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
-    """(step, loss) of every step event with a finite loss, in step order (a resumed run repeats steps: last wins)."""
+    """(step, loss) of every step trained, in step order (a resumed run repeats steps: last wins). A step event
+    carries `losses`, each step's loss since the previous report (image/engine/step_losses.py); an older engine's
+    event only its mean, charted at its own step."""
     by_step: dict[int, float] = {}
     for e in events:
         if e.get("event") != "step":
@@ -40,21 +37,14 @@ def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
             step, loss = int(e["step"]), float(e["loss"])
         except (KeyError, TypeError, ValueError):
             continue
-        if math.isfinite(loss):
+        losses = e.get("losses")
+        if isinstance(losses, list) and losses:
+            for i, value in enumerate(losses):
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    by_step[step - len(losses) + 1 + i] = float(value)
+        elif math.isfinite(loss):
             by_step[step] = loss
     return [LossPoint(s, by_step[s]) for s in sorted(by_step)]
-
-
-def downsample(points: Sequence[LossPoint], limit: int = MAX_CURVE_POINTS) -> list[LossPoint]:
-    """Bucket means: keeps the curve's shape (a stride would keep noise spikes at random)."""
-    if len(points) <= limit:
-        return list(points)
-    size = math.ceil(len(points) / limit)
-    out = []
-    for i in range(0, len(points), size):
-        bucket = points[i : i + size]
-        out.append(LossPoint(bucket[-1].step, sum(p.loss for p in bucket) / len(bucket)))
-    return out
 
 
 def _training(events: Sequence[Mapping[str, Any]], points: Sequence[LossPoint]) -> dict[str, Any]:
@@ -127,11 +117,15 @@ def _cost(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {"predicted": predicted, "actual": actual, "difference_fraction": diff}
 
 
-def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def build_report(
+    job_summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]], output_dir: Path | None = None
+) -> dict[str, Any]:
     """report.json's content: plain JSON values only."""
     points = loss_points(events)
     files = _files(job_summary, events)
     return {
+        "engine_timings": engine_phases(events),  # load, caching, training steps, sampling, saving
+        "guide": training_guide(output_dir, files, events) if output_dir is not None else None,
         "job_id": job_summary.get("job_id"),
         "name": job_summary.get("name"),
         "outcome": job_summary.get("outcome"),
@@ -140,7 +134,8 @@ def build_report(job_summary: Mapping[str, Any], events: Sequence[Mapping[str, A
         "instance_id": job_summary.get("instance_id"),
         "gpu": job_summary.get("gpu"),
         "price_per_hour": job_summary.get("price_per_hour"),
-        "cost": _cost(job_summary),
+        "cost": _cost(job_summary),  # across every rental of the job (interruptible: several)
+        "interruptions": list(job_summary.get("interruptions") or []),
         # Durations only; sizes and rates (upload_bytes, seconds_per_step) are quantities of their own.
         "timings": {
             k: v
@@ -250,12 +245,21 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _engine_rows(r: Mapping[str, Any]) -> list[tuple[str, float]]:
+    timings = r.get("engine_timings") or {}
+    return [(name, timings[name]) for name in PHASES if name in timings]
+
+
 def render_markdown(r: Mapping[str, Any]) -> str:
     lines = [f"# LoRA job {r['job_id'] or ''}" + (f" — {r['name']}" if r["name"] else ""), "", "| | |", "|---|---|"]
     lines += [f"| {k} | {_md_cell(v)} |" for k, v in _facts(r)]
     if r["timings"]:
         lines += ["", "## Timings", "", "| phase | value |", "|---|---|"]
         lines += [f"| {k} | {fmt_timing(k, v)} |" for k, v in r["timings"].items()]
+    if r.get("engine_timings"):
+        lines += ["", "## Inside training", "", "| phase | time |", "|---|---|"]
+        lines += [f"| {k} | {fmt_duration(v)} |" for k, v in _engine_rows(r)]
+    lines += guide_markdown(r.get("guide"))
     if r["files"]:
         lines += ["", "## Files", "", "| file | kind | size | sha256 | notes |", "|---|---|---|---|---|"]
         lines += [
@@ -268,46 +272,6 @@ def render_markdown(r: Mapping[str, Any]) -> str:
     if r["grid"]:
         lines += ["", "## Samples", "", f"![sample grid]({r['grid']})"]
     return "\n".join(lines) + "\n"
-
-
-def loss_svg(points: Sequence[LossPoint], width: int = 640, height: int = 240) -> str:
-    """The loss curve as inline SVG: axes with a few ticks, the (downsampled) curve, nothing else."""
-    if len(points) < 2:
-        return '<p class="muted">Not enough steps for a loss curve.</p>'
-    pts = downsample(points)
-    left, right, top, bottom = 56, 12, 12, 28
-    x0, x1 = pts[0].step, pts[-1].step
-    lo, hi = min(p.loss for p in pts), max(p.loss for p in pts)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = (hi - lo) * 0.05
-    lo, hi = lo - pad, hi + pad
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def x(step: float) -> float:
-        return left + (step - x0) / max(1, x1 - x0) * plot_w
-
-    def y(loss: float) -> float:
-        return top + (hi - loss) / (hi - lo) * plot_h
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="training loss by step">',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>',
-    ]
-    for i in range(5):
-        value = lo + (hi - lo) * i / 4
-        parts.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-            f'stroke="#eee"/><text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>'
-        )
-    for i in range(5):
-        step = x0 + (x1 - x0) * i / 4
-        parts.append(f'<text x="{x(step):.1f}" y="{height - 8}" text-anchor="middle">{round(step)}</text>')
-    path = " ".join(f"{x(p.step):.1f},{y(p.loss):.1f}" for p in pts)
-    parts.append(f'<polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="{path}"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 _CSS = """body{font:15px/1.5 system-ui,sans-serif;max-width:760px;margin:2em auto;padding:0 1em;color:#222}
@@ -332,6 +296,13 @@ def render_html(r: Mapping[str, Any], points: Sequence[LossPoint]) -> str:
             + "".join(f"<tr><td>{e(k)}</td><td>{e(fmt_timing(k, v))}</td></tr>" for k, v in r["timings"].items())
             + "</table>"
         )
+    if r.get("engine_timings"):
+        out.append(
+            "<h2>Inside training</h2><table>"
+            + "".join(f"<tr><td>{e(k)}</td><td>{e(fmt_duration(v))}</td></tr>" for k, v in _engine_rows(r))
+            + "</table>"
+        )
+    out.append(guide_html(r.get("guide")))
     if r["files"]:
         out.append("<h2>Files</h2><table><tr><th>file</th><th>kind</th><th>size</th><th>sha256</th><th></th></tr>")
         for f in r["files"]:
@@ -356,7 +327,7 @@ def write_report(
 ) -> tuple[Path, Path, Path]:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(job_summary, events)
+    report = build_report(job_summary, events, output_dir)
     paths = output_dir / REPORT_JSON, output_dir / REPORT_MD, output_dir / REPORT_HTML
     paths[0].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     paths[1].write_text(render_markdown(report), encoding="utf-8")

@@ -14,9 +14,11 @@ import json
 import os
 import posixpath
 import shutil
+import time
 from pathlib import Path
 
 from lorarun.runner.remote.layout import RemoteLayout
+from lorarun.runner.run.monitor import RESUMED_EVENT
 from lorarun.sshlink.transport import Transport
 
 LATEST = "latest.json"  # image/engine/state.py LATEST
@@ -89,6 +91,18 @@ def push(transport: Transport, layout: RemoteLayout, job_dir: Path, output_dir: 
     """Before the agent starts on a new rental: the state at home, the events so far (the engine appends to them,
     and the monitor reads on from where the laptop's copy ends) and the last checkpoint home. Returns the step the
     engine will resume from, or None when there is no state (a fresh start)."""
+    events = job_dir / "events.jsonl"
+    if events.is_file():
+        # A line that ends whatever the earlier rental ended with (its "finished" before a cut final pull): the
+        # monitor follows the new engine, not the old outcome.
+        found = home_state(job_dir)
+        step = int(found[1].get("global_step") or 0) if found else 0
+        marker = {"event": RESUMED_EVENT, "t": time.time(), "from_step": step}
+        with events.open("ab") as log:
+            log.write(json.dumps(marker).encode() + b"\n")
+        # Always, state or not: the monitor reads the instance's events from where the laptop's copy ends.
+        transport.run(f"mkdir -p {_q(layout.output)}", timeout=60)
+        transport.put_file(events, layout.events)
     found = home_state(job_dir)
     if found is None:
         return None
@@ -100,9 +114,6 @@ def push(transport: Transport, layout: RemoteLayout, job_dir: Path, output_dir: 
             transport.put_file(f, posixpath.join(remote, f.name))
     latest = job_dir / RESUME_DIR / LATEST
     transport.put_file(latest, posixpath.join(remote_state_root(layout), LATEST))
-    events = job_dir / "events.jsonl"
-    if events.is_file():
-        transport.put_file(events, layout.events)
     step = int(progress.get("global_step") or 0)
     checkpoint = last_checkpoint(events, step)
     if checkpoint is not None and (output_dir / checkpoint).is_file():
@@ -117,12 +128,18 @@ def last_checkpoint(events: Path, step: int) -> str | None:
     except OSError:
         return None
     found = None
+    total = None
     for line in lines:
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "checkpoint" and event.get("step") == step and event.get("path"):
+        if event.get("event") == "started" and event.get("total_steps"):
+            total = int(event["total_steps"])
+        # Not the final file (the last step's): the run resumed there saves it again, with its samples and grid —
+        # given the final file, the engine would take the run as done and skip them.
+        final = total is not None and step >= total
+        if event.get("event") == "checkpoint" and event.get("step") == step and event.get("path") and not final:
             path = str(event["path"])
             if not path.startswith("/") and ".." not in Path(path).parts:
                 found = path

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lorarun.provider_adapters.base import Instance, InstanceStatus
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import PipelineError
-from lorarun.runner.run import boot, fault_messages
+from lorarun.runner.run import boot, fault_messages, provider_pace
 from lorarun.runner.run.context import RunContext
 from lorarun.runner.run.poller import PollTimeout, poll
 from lorarun.sshlink.transport import Transport
@@ -23,7 +23,10 @@ def wait_ready(ctx: RunContext) -> None:
     last = {"status": ""}
 
     def ready() -> Instance | None:
-        instance = ctx.provider.get(instance_id)
+        instance = provider_pace.look(ctx.provider, instance_id)
+        if instance is provider_pace.NOT_YET:  # rate-limited or a 5xx: not yet, never a failed job
+            last["status"] = "the provider asked us to slow down"
+            return None
         if instance is None or instance.status == InstanceStatus.TERMINATED:
             raise PipelineError(
                 f"instance {instance_id} is gone at {ctx.provider.name} (destroyed, or its "
@@ -44,7 +47,7 @@ def wait_ready(ctx: RunContext) -> None:
                 ready,
                 what=f"instance {instance_id} to boot",
                 timeout=ctx.options.boot_timeout,
-                interval=1.0,
+                interval=provider_pace.boot_poll_interval(ctx.provider.name),  # Vast: ≥ 2 s (x-rate-limit)
                 clock=ctx.clock,
                 describe=lambda: last["status"],
             )

@@ -288,3 +288,34 @@ def test_when_nothing_works_the_agent_says_so_loudly(tmp_path, caplog):
 )
 def test_destroy_outcome(status_code, verdict):
     assert sd.destroy_outcome(HttpResult(status_code, "")) == verdict
+
+
+def test_vast_null_instances_before_the_instance_was_seen_still_sends_the_delete():
+    """`{"instances": null}` is also what Vast answers for an id the key cannot see (providers.md §1.4): it means gone
+    only after the check saw the instance, so the DELETE always goes out; `?owner=me` as vast-cli sends it."""
+    from lorarun.image.destroy_plan import VAST_SHOW
+
+    calls = []
+    answers = iter(
+        [
+            HttpResult(200, "", {"instances": None}),  # the first look: not seen yet → unknown, not gone
+            HttpResult(200, "", {"success": True}),  # DELETE
+            HttpResult(200, "", {"instances": {"id": 7, "actual_status": "running"}}),  # still there: seen
+            HttpResult(200, "", {"instances": None}),  # now gone
+        ]
+    )
+
+    def http(method, url, headers, json_body=None):
+        calls.append((method, url))
+        return next(answers)
+
+    config = DestroyPlan(
+        "CONTAINER_ID",
+        "CONTAINER_API_KEY",
+        (DestroyWay("http", method="DELETE", url="https://v.example/api/v0/instances/{instance_id}/"),),
+        (DestroyCheck(VAST_SHOW, "https://v.example/api/v0/instances/{instance_id}/?owner=me"),),
+    )
+    out = destroyer(config, {"CONTAINER_ID": "7", "CONTAINER_API_KEY": KEY}, http=http).destroy()
+    assert (out.ok, out.confirmed) == (True, True)
+    assert ("DELETE", "https://v.example/api/v0/instances/7/") in calls
+    assert calls[0] == ("GET", "https://v.example/api/v0/instances/7/?owner=me")

@@ -111,3 +111,96 @@ def test_runpod_spot_exit_reads_as_an_interruption(runpod, sleeper, gone):
     assert interruption_reason(got) is not None
     p.destroy(inst.id)  # idempotent: an exited pod is terminated, a gone one is "not found" = success
     assert p.get(inst.id) is None
+
+
+# -- Vast's pace: show instance once per 2 s, a 429 while booting is "not yet" --------------------------------------
+def test_boot_poll_keeps_to_vasts_show_interval(vast, sleeper):
+    from lorarun.runner.run import provider_pace
+    from lorarun.runner.run.poller import Clock, poll
+
+    vast.show_min_interval, vast.clock, vast.boot_polls = 2.0, sleeper.clock, 4
+    p = make_vast(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], vast_spec())
+    clock = Clock(now=sleeper.clock, sleep=sleeper, wall=sleeper.clock)
+
+    def ready():
+        got = provider_pace.look(p, inst.id)
+        return got if got is not provider_pace.NOT_YET and got.status is InstanceStatus.RUNNING else None
+
+    interval = provider_pace.boot_poll_interval("vastai")
+    assert interval >= 2.0 and provider_pace.boot_poll_interval("runpod") == 1.0
+    assert poll(ready, what="boot", timeout=300, interval=interval, clock=clock).status is InstanceStatus.RUNNING
+    assert vast.rate_limited == 0  # never asked sooner than Vast allows
+
+
+def test_a_rate_limited_look_while_booting_is_not_yet_never_a_failure(vast, sleeper):
+    from lorarun.runner.run import provider_pace
+
+    vast.show_min_interval, vast.clock = 10_000.0, sleeper.clock  # every call after the first is too soon
+    p = make_vast(vast, sleeper)
+    inst = p.create(p.offers(rtx4090())[0], vast_spec())
+    assert provider_pace.look(p, inst.id) is not provider_pace.NOT_YET
+    assert provider_pace.look(p, inst.id) is provider_pace.NOT_YET
+    assert vast.rate_limited >= 1
+
+
+# -- RunPod registry credentials: 400 "in use" while the pod exists ---------------------------------------------------
+def test_runpod_credential_is_deleted_only_once_its_pod_is_confirmed_gone(runpod, sleeper):
+    from lorarun.provider_adapters.base import RegistryLogin
+    from lorarun.provider_adapters.errors import ProviderError
+
+    p = make_runpod(runpod, sleeper)
+    inst = p.create(
+        Offer("runpod", f"{RTX4090}::SECURE", "RTX 4090", 1, 24, 0.69),
+        runpod_spec(image="ghcr.io/me/engine:1", registry_login=RegistryLogin("ghcr.io", "me", "tok")),
+    )
+    [credential] = runpod.registries
+    with pytest.raises(ProviderError) as in_use:
+        p.client.delete_registry_credential(credential)  # the pod exists: refused
+    assert in_use.value.status == 400 and "in use" in str(in_use.value)
+    p.destroy(inst.id)  # deletes the pod, confirms it gone, then the credential
+    assert runpod.registries == {}
+    deletes = [r.path for r in runpod.requests if r.method == "DELETE"]
+    assert deletes.index(f"/v2/pods/{inst.id}") < len(deletes) - 1  # the pod first, the credential after
+
+
+def test_gc_sweeps_lorarun_credentials_whose_pod_is_gone(runpod, sleeper):
+    from lorarun.provider_adapters.base import RegistryLogin
+
+    login = RegistryLogin("ghcr.io", "me", "tok")
+    dead = make_runpod(runpod, sleeper)  # a controller that died before confirming its pod gone
+    gone = dead.create(
+        Offer("runpod", f"{RTX4090}::SECURE", "RTX 4090", 1, 24, 0.69), runpod_spec(registry_login=login)
+    )
+    runpod.vanish(gone.id)
+    live = make_runpod(runpod, sleeper).create(
+        Offer("runpod", f"{RTX4090}::COMMUNITY", "RTX 4090", 1, 24, 0.34),
+        runpod_spec(label="lorarun-live1", registry_login=login),
+    )
+    runpod.registries["reg_user"] = {"name": "my-own-ghcr", "username": "me", "password": "x"}  # not ours
+    swept = make_runpod(runpod, sleeper).sweep_credentials()
+    assert swept == ["lorarun-9c1d-ghcr.io"]
+    names = sorted(r["name"] for r in runpod.registries.values())
+    assert names == ["lorarun-live1-ghcr.io", "my-own-ghcr"] and live.id in runpod.pods
+
+
+def test_vast_onstart_makes_host_keys_and_starts_sshd_when_none_runs(vast, sleeper, tmp_path):
+    """Vast's ssh run types replace our entrypoint, so our start-up never made host keys there: onstart does it,
+    and starts sshd when none runs (a POSIX sh line; checked here by running its guard with sh)."""
+    import subprocess
+
+    from lorarun.provider_adapters.vastai.adapter import SSHD_ONSTART
+
+    p = make_vast(vast, sleeper)
+    p.create(p.offers(rtx4090())[0], vast_spec())
+    [create] = [r.json() for r in vast.requests if r.method == "PUT"]
+    assert create["onstart"].startswith(SSHD_ONSTART.split(";")[0] + ";")  # ssh-keygen -A comes first
+    assert "/usr/sbin/sshd" in create["onstart"] and "lorarun-startup --onstart" in create["onstart"]
+    guard = SSHD_ONSTART.split("||")[0].split(";", 1)[1].strip()  # the "is an sshd running" test alone
+    fake_proc = tmp_path / "proc"
+    (fake_proc / "12").mkdir(parents=True)
+    (fake_proc / "12" / "comm").write_text("python\n")
+    assert subprocess.run(["sh", "-c", guard.replace("/proc", str(fake_proc))]).returncode != 0
+    (fake_proc / "13").mkdir()
+    (fake_proc / "13" / "comm").write_text("sshd\n")
+    assert subprocess.run(["sh", "-c", guard.replace("/proc", str(fake_proc))]).returncode == 0

@@ -240,7 +240,7 @@ def test_self_destruct_and_kill_hint(vast, sleeper):
     assert (sd.id_env, sd.key_env) == ("CONTAINER_ID", "CONTAINER_API_KEY")
     [way] = sd.ways
     assert (way.kind, way.method, way.url) == ("http", "DELETE", f"{vast.url}/api/v0/instances/{{instance_id}}/")
-    assert [(c.style, c.url) for c in sd.checks] == [("vast_show", way.url)]
+    assert [(c.style, c.url) for c in sd.checks] == [("vast_show", way.url + "?owner=me")]  # as vast-cli
     assert "vastai destroy instance 42" in p.kill_hint("42")
 
 

@@ -50,3 +50,20 @@ def test_auto_captions_on_the_rental_then_training(vast_cloud, tmp_path, capsys)
     assert state.phase == "done" and state.instance_destroyed
     events = [json.loads(line) for line in open(JobStore().job_dir(state.job_id) / "events.jsonl")]
     assert [e["event"] for e in events if e["event"] in ("captioning", "started")] == ["captioning", "started"]
+
+
+def test_caption_command_on_a_rented_instance(vast_cloud, tmp_path, capsys):
+    """`lorarun caption --provider vastai`: rent, upload, caption on the instance, pull, destroy; nothing trained."""
+    from helpers_dataset import make_dataset
+
+    data = make_dataset(tmp_path / "data", {"3_zzchar": 4}, captions=False)
+    (data / "3_zzchar" / "img_000.txt").write_text("mine\n", encoding="utf-8")
+    code = main(["caption", str(data), "--provider", "vastai", "--model", "builtin:tiny-blip", "--yes"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (data / "3_zzchar" / "img_000.txt").read_text(encoding="utf-8") == "mine\n"
+    for i in (1, 2, 3):
+        assert (data / "3_zzchar" / f"img_{i:03d}.txt").read_text(encoding="utf-8").startswith("zzchar, ")
+    (state,) = JobStore().all()
+    assert state.phase == "done" and state.instance_destroyed and vast_cloud.instance_ids() == []
+    assert not list((tmp_path / "instances").rglob("*.safetensors"))

@@ -2,7 +2,7 @@
 exit) and the job finishes on another rental from the last checkpoint home, with the same step count.
 
 The interruption is injected at a named point, never by racing the engine: the engine on the instance is held once it
-has published the resume state of a (seeded) random checkpoint step (tests/support/engine_hold.py), the monitor
+has published the resume state of a (seeded) random checkpoint step (hold point engine:state:<N>), the monitor
 brings that state home, then the fake provider marks the instance stopped and ends its container (sshd and
 processes), as the real providers do."""
 
@@ -13,12 +13,10 @@ import random
 
 import pytest
 from support.cloud import tiny_job
-from support.engine_hold import held, hold_at
+from support.interrupter import Interrupter, patch_monitor
 
 from lorarun.runner.cli.app import main
-from lorarun.runner.run import resume_state
 from lorarun.runner.run.interruption import DETECT_WITHIN_S, read_log
-from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
@@ -31,45 +29,10 @@ def _events(job_dir):
     return [json.loads(line) for line in (job_dir / "events.jsonl").read_text().splitlines() if line.strip()]
 
 
-class Interrupter:
-    """Monitor hook: once the engine is held at its step (tests/support/engine_hold.py) and that step's resume state
-    is home, the provider takes the instance back."""
-
-    def __init__(self, cloud, tmp_path, steps: list[int]):
-        self.cloud = cloud
-        self.steps = list(steps)  # one interruption per entry, each on the rental current then
-        self.done: list[str] = []
-        hold_at(cloud, tmp_path, [*steps, None])
-
-    def __call__(self, monitor: JobMonitor) -> None:
-        if not self.steps:
-            return
-        (state,) = JobStore().all()
-        iid = state.instance_id
-        if iid in self.done or held(self.cloud, iid) != self.steps[0]:
-            return
-        home = resume_state.home_state(JobStore().job_dir(state.job_id))
-        if home is not None and home[1]["global_step"] == self.steps[0]:
-            self.cloud.fake.interrupt(iid)
-            self.done.append(iid)
-            self.steps.pop(0)
-
-
-def _patch(monkeypatch, hook):
-    original = JobMonitor.poll
-
-    def poll(self):
-        events = original(self)
-        hook(self)
-        return events
-
-    monkeypatch.setattr(JobMonitor, "poll", poll)
-
-
 def _run(cloud, tmp_path, monkeypatch, steps):
     job = tiny_job(tmp_path, cloud.name, epochs=EPOCHS, extra_resources="  interruptible: prefer")
     interrupter = Interrupter(cloud, tmp_path, steps)
-    _patch(monkeypatch, interrupter)
+    patch_monitor(monkeypatch, interrupter)
     code = main(["submit", str(job), "--yes"])
     return code, interrupter
 
@@ -108,6 +71,10 @@ def _assert_resumed(cloud, tmp_path, interrupter, count):
     ]
     report = json.loads((out / "report.json").read_text())
     assert report["outcome"] == "finished" and report["verified"] is True, report["files"]
+    assert [e["instance_id"] for e in report["interruptions"]] == interrupter.done
+    # The interruption rate learns from these rentals: `count` taken back, the last one ran to the end.
+    history = json.loads((JobStore().home / "interruptions.json").read_text())[cloud.name]
+    assert history["interruptions"] == count and history["rentals"] == count + 1
 
 
 @pytest.mark.parametrize("seed", [18])

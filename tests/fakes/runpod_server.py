@@ -221,6 +221,7 @@ class FakeRunPod(FakeAPI):
         # check what was stored; answers carry id and name alone.
         self.registries: dict[str, dict[str, str]] = {}
         self.destroyed: list[str] = []
+        self._terminating: dict[str, str] = {}  # pods deleted, not yet seen gone → their registry credential
         self.interrupted: dict[str, float] = {}  # spot pods taken back → the fake's clock then (`interrupt`)
         self.clock = time.time  # the fake's clock: tests may inject one
         self.spent_pod_keys: list[str] = []  # keys of terminated pods (a key outlives its pod only as a token)
@@ -338,6 +339,13 @@ class FakeRunPod(FakeAPI):
             if credential_id is None and req.method == "GET":
                 return Reply(200, [{"id": k, "name": v["name"]} for k, v in self.registries.items()])
             if credential_id is not None and req.method == "DELETE":
+                # A credential a pod still uses cannot be deleted: 400 "in use" while the pod exists (the source
+                # audit of issue 18; wording UNCONFIRMED). A terminated pod counts until it has been seen gone
+                # (GET → 404): RunPod's terminate takes a moment, modelled as "until confirmed".
+                users = [p.id for p in self.pods.values() if p.registry == credential_id]
+                users += [pid for pid, reg in self._terminating.items() if reg == credential_id]
+                if users and credential_id in self.registries:
+                    return problem(400, f"registry credential {credential_id} is in use by pod {users[0]}")
                 return Reply(204, None) if self.registries.pop(credential_id, None) else problem(404, "not found")
         return problem(405, "method not allowed")
 
@@ -524,6 +532,7 @@ class FakeRunPod(FakeAPI):
         with self.lock:
             pod = self.pods.get(pod_id)
             if pod is None:
+                self._terminating.pop(pod_id, None)  # seen gone: its registry credential is free
                 return problem(404, "resource not found")
             view = self._view(pod)
             self._advance(pod)
@@ -537,6 +546,8 @@ class FakeRunPod(FakeAPI):
             self.capacity[(pod.gpu_id, pod.cloud)] = self.capacity.get((pod.gpu_id, pod.cloud), 0) + pod.gpu_count
             self.destroyed.append(pod_id)
             self.spent_pod_keys.append(pod.pod_key)
+            if pod.registry:
+                self._terminating[pod_id] = pod.registry
         if self.on_destroy is not None:
             self.on_destroy(pod_id)
         return Reply(204)

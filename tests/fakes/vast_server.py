@@ -217,6 +217,10 @@ class FakeVast(FakeAPI):
         self.credit = credit
         self.destroyed: list[int] = []
         self.interrupted: dict[str, float] = {}  # outbid instances → the fake's clock then (`interrupt`)
+        # Seconds show instance wants between two calls (0: not enforced; Vast's is 2.0, see _show).
+        self.show_min_interval = 0.0
+        self.rate_limited = 0  # 429s answered for calling show instance too soon
+        self._last_show: dict[str, float] = {}
         self.clock = time.time  # the fake's clock: tests may inject one
         # Failed starts by ask id: "oci" (stays `created` with the runtime's error in status_msg, as dstack sees
         # it: dstackai/dstack `backends/vastai/compute.py::update_provisioning_data`) or "outbid" (stopped by
@@ -541,6 +545,16 @@ class FakeVast(FakeAPI):
     def _show(self, req: Request, iid: str) -> Reply:
         if (bad := self._auth(req)) is not None:
             return bad
+        if self.show_min_interval:
+            # Show instance allows one call per `x-rate-limit` 2.0 s per identity (vast-ai/docs
+            # `show_instance.yaml`); sooner is a 429 with JSON `detail` (create/show/manage, providers.md §1.9).
+            now = self.clock()
+            with self.lock:
+                last = self._last_show.get(iid)
+                self._last_show[iid] = now
+            if last is not None and now - last < self.show_min_interval:
+                self.rate_limited += 1
+                return Reply(429, {"detail": f"API requests too frequent endpoint threshold={self.show_min_interval}"})
         with self.lock:
             inst = self.instances.get(int(iid)) if iid.isdigit() else None
             if inst is None:

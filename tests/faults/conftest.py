@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.cloud import cloud, vast_cloud  # noqa: F401
+from support.cloud import cloud, runpod_cloud, vast_cloud  # noqa: F401
 from support.fault_table import FaultRow, append_row, results_dir
 from support.fixtures import recorded_sleeps, ssh_params, ssh_transport, sshd_host, sshd_server  # noqa: F401
 from support.readonly import read_only_folder  # noqa: F401
@@ -99,7 +99,7 @@ def _outputs_lost(home: Path, spoilt_on_instance: frozenset[str] = frozenset()) 
 @pytest.fixture
 def fault(request):
     """Record this test's faults for the table; clouds are looked up first so they are torn down after us."""
-    clouds = [request.getfixturevalue(n) for n in ("cloud", "vast_cloud") if n in request.fixturenames]
+    clouds = [request.getfixturevalue(n) for n in ("cloud", "vast_cloud", "runpod_cloud") if n in request.fixturenames]
     log = FaultLog()
     yield log
     from lorarun.runner.state import JobStore

@@ -64,6 +64,12 @@ def vast_cloud(tmp_path, monkeypatch):
         yield c
 
 
+@pytest.fixture
+def runpod_cloud(tmp_path, monkeypatch):
+    with fake_cloud("runpod", tmp_path, monkeypatch) as c:
+        yield c
+
+
 def tiny_job(
     tmp_path: Path,
     provider: str,

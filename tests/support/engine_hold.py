@@ -1,97 +1,54 @@
-"""A named hold point in the engine on a fake instance: "resume state of step N published".
+"""Hold the engine on a fake instance at a named point (image/hold_points.py): the point names go into the next
+rental's environment (the fake host's SetEnv, so only that instance's processes see them), and the marker a held
+process writes says it is there. Fault and e2e tests act on a known state this way instead of racing the engine (a
+tiny model trains a step in a fraction of a second):
 
-Fault and e2e tests must not race the engine (a tiny model trains a step in a fraction of a second). This puts a
-`sitecustomize` on the instance's PYTHONPATH that, once the engine imports `lorarun.image.engine.state`, wraps its
-`finalise` (image/engine/state.py: the resume state and `latest.json` are published there, after the checkpoint
-file and its event): at the step named in LORARUN_TEST_HOLD_STEP it writes `<work>/held-<step>` and waits for
-ever. Nothing moves on the instance from then on, so the test can act on a known state: the checkpoint and the
-resume state of that step exist, nothing later does. Only the fake instance's processes see it (the fake host's
-SetEnv); the laptop's processes and the real image never do.
+    engine:state:<N>  the checkpoint and the resume state of step N exist, nothing later does
+    engine:caching    the engine is about to cache latents (nothing trained yet)
+    engine:grid       the final LoRA and its state are saved, the grid is not rendered
+
+A held process is never released here: the interruption that follows kills the instance's processes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-HOLD_ENV = "LORARUN_TEST_HOLD_STEP"
+from lorarun.image.hold_points import HOLD_DIR_ENV, HOLD_ENV, marker_stem
 
-SITECUSTOMIZE = """
-import importlib.abc
-import importlib.machinery
-import os
-import sys
-import time
-
-_STEP = int(os.environ.get("LORARUN_TEST_HOLD_STEP") or 0)
-_TARGET = "lorarun.image.engine.state"
+CACHING = "engine:caching"
+GRID = "engine:grid"
 
 
-def _hold(module):
-    original = module.finalise
-
-    def finalise(state_root, progress, *args, **kwargs):
-        out = original(state_root, progress, *args, **kwargs)
-        if progress.global_step == _STEP:
-            marker = os.path.join(os.path.dirname(os.fspath(state_root)), "held-%d" % _STEP)
-            with open(marker, "w") as f:
-                f.write(str(os.getpid()))
-            while True:  # the named point: until the instance is interrupted (SIGKILL) or destroyed
-                time.sleep(3600)
-        return out
-
-    module.finalise = finalise
+def state_point(step: int) -> str:
+    return f"engine:state:{step}"
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != _TARGET:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        def run(module):
-            exec_module(module)
-            _hold(module)
-
-        loader.exec_module = run
-        return spec
-
-
-if _STEP:
-    sys.meta_path.insert(0, _Finder())
-"""
-
-
-def hold_dir(tmp: Path) -> Path:
-    """A folder holding the `sitecustomize` above, for the instance's PYTHONPATH."""
-    folder = tmp / "engine-hold"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
-    return folder
-
-
-def hold_at(cloud, tmp: Path, steps: list[int | None]) -> None:
-    """Each next rental of `cloud` holds its engine at the next step of `steps` (None: no hold)."""
-    folder = hold_dir(tmp)
+def hold_next_rentals(cloud, tmp: Path, points: list[str | None]) -> None:
+    """Each next rental of `cloud` holds its engine at the next point of `points` (None: no hold)."""
     original = cloud.fake.on_create
-    plan = list(steps)
+    plan = list(points)
 
     def on_create(instance_id, env, public_key):
-        step = plan.pop(0) if plan else None
-        if step:
-            env = dict(env, PYTHONPATH=str(folder), **{HOLD_ENV: str(step)})
+        point = plan.pop(0) if plan else None
+        if point:
+            folder = tmp / "holds" / str(instance_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            env = dict(env, **{HOLD_ENV: point, HOLD_DIR_ENV: str(folder)})
         return original(instance_id, env, public_key)
 
     cloud.fake.on_create = on_create
 
 
-def held(cloud, instance_id: str) -> int | None:
-    """The step the engine on `instance_id` is held at, once it is there."""
-    if instance_id not in cloud.host.servers:
-        return None
-    for marker in cloud.host.workdir(instance_id).rglob("held-*"):
-        return int(marker.name.split("-", 1)[1])
-    return None
+def held_at(tmp: Path, instance_id: str, point: str) -> bool:
+    """Whether the engine of `instance_id` is held at `point`."""
+    return (tmp / "holds" / str(instance_id) / f"{marker_stem(point)}.reached").is_file()
+
+
+# The forms the tests use.
+def hold_at(cloud, tmp: Path, steps: list[int | None]) -> None:
+    hold_next_rentals(cloud, tmp, [state_point(s) if s else None for s in steps])
+
+
+def hold_call_at(cloud, tmp: Path, point: str) -> None:
+    hold_next_rentals(cloud, tmp, [point])

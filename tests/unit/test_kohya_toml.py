@@ -185,3 +185,21 @@ def test_kohya_flux_options_lorarun_does_not_take_get_a_clear_line(tmp_path, old
     (tmp_path / "job.toml").write_text(FLUX_TOML.replace(old, new))
     with pytest.raises(SpecError, match=expected):
         load_job(tmp_path / "job.toml")
+
+
+def test_lorarun_section_carries_captions_hub_and_notify(tmp_path):
+    from lorarun.runner.job.kohya_toml import load_kohya_toml
+
+    data = tmp_path / "img"
+    (data / "5_zz").mkdir(parents=True)
+    path = tmp_path / "cfg.toml"
+    path.write_text(
+        f'pretrained_model_name_or_path = "builtin:tiny-sd15"\ntrain_data_dir = "{data}"\nresolution = 512\n'
+        '[lorarun]\ncaptions = "auto"\ncaption_model = "blip"\ncaption_trigger = "ohwx"\nhub = "me/zz-lora"\n'
+        'hub_private = false\nnotify_webhook = "https://discord.com/api/webhooks/1/x"\n',
+        encoding="utf-8",
+    )
+    spec = load_kohya_toml(path)
+    assert (spec.dataset.captions, spec.dataset.caption_model, spec.dataset.caption_trigger) == ("auto", "blip", "ohwx")
+    assert spec.output.hub == "me/zz-lora" and spec.output.hub_private is False
+    assert spec.notify.webhook == "https://discord.com/api/webhooks/1/x" and spec.notify.discord

@@ -75,3 +75,33 @@ def test_webhook_posts_in_order_and_scrubs_its_own_url():
         hook.close()
     assert [r.payload["seq"] for r in fake.received] == [0, 1, 2, 3, 4]
     assert all(r.payload["message"] == "at *** with ***" for r in fake.received)
+
+
+def test_job_events_failed_and_finished_carry_the_cost(tmp_path):
+    from types import SimpleNamespace
+
+    from lorarun.runner.run.notify import JobNotifications
+
+    with FakeWebhook() as fake:
+        hook = Webhook(NotifyConfig(webhook=fake.url + "/h"))
+        run = SimpleNamespace(state=SimpleNamespace(job_id="j-1", name="j"), predicted_cost=0.5)
+        notes = JobNotifications({"j-1": hook}, {"j-1": "j"}, spent=lambda: 0.1234567)
+        notes.phase(run, "provision", "", provider="vastai", gpu="RTX 4090")
+        notes.phase(run, "failed", "training failed: out of GPU memory")
+        notes.close()
+    events = [r.payload for r in fake.received]
+    assert [e["event"] for e in events] == ["started", "phase", "failed"]
+    assert events[0]["gpu"] == "RTX 4090" and events[0]["predicted_cost"] == 0.5
+    assert events[-1]["message"] == "training failed: out of GPU memory" and events[-1]["cost"] == 0.1235
+
+
+def test_discord_rate_limit_is_waited_out_once():
+    with FakeWebhook() as fake:
+        fake.fail_next("POST", "/api/webhooks", status=429, body={"message": "rate limited", "retry_after": 0.05})
+        hook = Webhook(NotifyConfig(webhook=fake.url + "/api/webhooks/1/t", format="discord"))
+        hook.send(Post({"event": "finished", "job": "j", "job_id": "j-1", "seq": 1, "cost": 0.2}))
+        hook.close()
+    assert hook.failures == 0 and len(fake.received) == 1  # the 429 is not recorded as received
+    assert (
+        fake.received[0].payload["content"] == "**j** (j-1): finished (cost $0.200)"
+    )  # money() shows a tenth of a cent

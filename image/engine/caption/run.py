@@ -80,7 +80,15 @@ def caption_dataset(cfg, events: EventLog, should_stop: Callable[[], bool] = lam
 
     progress = PhaseProgress(events, "captioning", len(todo), unit="images")
     progress(0)
-    captioner = load_captioner(spec, cfg.device)
+    try:
+        captioner = load_captioner(spec, cfg.device)
+    except OSError as exc:  # no network, a repository gone or gated: one line naming the model, no traceback
+        from lorarun.image.schema import ConfigError
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"dataset.caption_model: {spec.name} ({spec.repo_id}) could not be loaded on the instance: {first}"
+        ) from None
     batch = 8 if captioner.device.type == "cuda" else 2
     out_root = Path(cfg.output_dir) / CAPTIONS_DIR
     record: dict[str, dict] = {}
