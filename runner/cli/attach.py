@@ -16,7 +16,6 @@ from pathlib import Path
 import typer
 
 from lorarun.runner.console import console, err_console
-from lorarun.runner.job.output_claim import claimed_for_attach
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.job.validate import ValidatedJob, output_dir_problem, validate_job
 from lorarun.runner.run.connect import connect_transport, make_provider
@@ -131,7 +130,10 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
             f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
             highlight=False,
         )
-    with claimed_for_attach(job, state.job_id, command="down" if stop else "attach"):  # its outputs, no one else's
+    from lorarun.runner.job.output_guard import claimed_for_attach
+
+    # The job's own output claim, re-taken from its dead submit; refused while another job writes there (#24).
+    with claimed_for_attach(job, state.job_id, command="down" if stop else "attach"):
         runs = pipeline.run(stop=stop)
     for run in runs:
         print_ended(run.state, run.job.spec.output.name)

@@ -44,7 +44,17 @@ def sweep(
     count = rentals or loaded.rentals or min(len(loaded.variants), 3)
     err_console.print(f"sweep {sweep_file.name}: {len(loaded.variants)} variant(s)", highlight=False)
     jobs = [validate_job(p, provider=provider, max_cost=max_cost, check_credentials=True) for p in loaded.job_files]
-    run_batch(jobs, rentals=count, yes=yes, grace_seconds=grace_seconds, sweep=str(loaded.source))
+    from lorarun.runner.job.output_guard import claimed_outputs
+
+    with claimed_outputs(jobs, command="sweep") as claimed:  # each variant's outputs its own (#24)
+        run_batch(
+            list(claimed.jobs),
+            rentals=count,
+            yes=yes,
+            grace_seconds=grace_seconds,
+            sweep=str(loaded.source),
+            claimed=claimed,
+        )
 
 
 def run_batch(
@@ -57,7 +67,9 @@ def run_batch(
     hard_lease_minutes: float | None = None,
     grace_seconds: float = 900.0,
     sweep: str | None = None,
+    claimed=None,
 ) -> None:
+    """`claimed`: the jobs' output claims (runner/job/output_guard.py), told the job ids once their states exist."""
     if not 1 <= rentals <= MAX_RENTALS:
         raise UserInputError(f"--rentals: {rentals} is outside 1..{MAX_RENTALS}")
     if keep:
@@ -103,6 +115,8 @@ def run_batch(
         max_cost=resources.max_cost,
         sweep=sweep,
     )
+    if claimed is not None:
+        claimed.add_runs(run for slot in batch.slots for run in slot.runs)
     with store.holding(batch.job_ids, "submit"):
         try:
             follow(batch, interactive=interactive)

@@ -11,7 +11,6 @@ import typer
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError
-from lorarun.runner.job.output_claim import AUTO, claimed_outputs
 from lorarun.runner.job.provider_choice import ask_provider
 from lorarun.runner.job.validate import validate_job
 from lorarun.runner.price.choose import choose_offer
@@ -85,9 +84,11 @@ def submit(
         help="Run the jobs side by side on up to this many rentals (longest first onto the least-loaded one).",
     ),
 ) -> None:
+    from lorarun.runner.job.output_guard import AUTO, claimed_outputs
+
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
     _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
-    auto = out is not None and str(out) == AUTO
+    auto = out is not None and str(out) == AUTO  # `--out ./auto` is a folder named auto
     out = None if auto else out
     if out is not None and len(jobs) > 1:
         raise UserInputError("--out applies to one job; give each job its own output.dir for a batch (or --out auto)")
@@ -106,7 +107,8 @@ def submit(
         raise UserInputError(
             f"a batch must use one provider, got {', '.join(sorted(providers))}; pass --provider to choose"
         )
-    # Each job's output files are claimed before anything is rented, until the end (runner/job/output_claim.py).
+    # Each job's output files are claimed before anything is rented, until the end (runner/job/output_guard.py):
+    # another job writing there, or an earlier run's files without --overwrite, is refused here (exit 2).
     with claimed_outputs(validated, auto=auto, overwrite=overwrite) as claimed:
         _run(
             list(claimed.jobs),
@@ -124,7 +126,7 @@ def submit(
 def _run(
     validated, claimed, *, yes, keep, interactive, lease_seconds, hard_lease_minutes, grace_seconds, rentals
 ) -> None:
-    """Estimate, confirm, rent and run the validated (and output-claimed) jobs."""
+    """Estimate, confirm, rent and run the validated jobs, their outputs claimed (`claimed`: output_guard.py)."""
     hard_lease = _hard_lease(hard_lease_minutes)
     if rentals is not None and rentals != 1:  # several rentals side by side: runner/batch/
         from lorarun.runner.cli.batch import run_batch
@@ -137,6 +139,7 @@ def _run(
             lease_seconds=lease_seconds,
             hard_lease_minutes=hard_lease_minutes,
             grace_seconds=grace_seconds,
+            claimed=claimed,
         )
         return
     for job in validated:
@@ -160,7 +163,7 @@ def _run(
         options=options,
         max_cost=validated[0].spec.resources.max_cost,
     )
-    claimed.add_jobs([r.state.job_id for r in pipeline.runs])
+    claimed.add_runs(pipeline.runs)  # the claims now name the jobs: they outlive us while a job is unfinished
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
         runs = pipeline.run()
     for run in runs:
