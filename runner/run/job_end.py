@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-REPORT_JSON = "report.json"  # as runner/run/report.py writes it
 
 
 def read_report(output_dir: str | Path, job_id: str | None = None) -> dict[str, Any]:
