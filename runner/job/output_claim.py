@@ -8,7 +8,8 @@ file under the lorarun home (`claims/`), created exclusively (O_EXCL) as the con
 (`JobStore.acquire` in runner/state.py). A claim names the process that took it (pid, host, command), the job file
 and, once their states exist, the jobs writing there. It is busy while that process lives or while one of its jobs
 is unfinished (a job whose controller died still has outputs on its instance for `lorarun attach` to pull, so its
-folder stays its own); otherwise it is taken over, moved aside atomically so that two takers cannot both win.
+folder stays its own); otherwise it is taken over. Looking and taking happen under an flock on `<claim>.lock`, so
+of two takers only one judges a dead claim and replaces it (the second then finds the first one's live claim).
 
 A claim is told apart from another by a random token, not by the pid alone: two submits in one process (threads,
 tests) are two claims. `attach`/`down` re-take the claim of their own job (the controller lock already makes them
@@ -19,7 +20,9 @@ What submit and attach call is in runner/job/output_guard.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -76,6 +79,15 @@ class OutputClaims:
         key = hashlib.sha256(f"{target.output_dir}\0{target.name}".encode()).hexdigest()[:32]
         return self.folder / f"{key}.json"
 
+    @contextlib.contextmanager
+    def _guard(self, target: OutputTarget):
+        """One process (one thread) at a time looks at and changes this target's claim: without it, two takers
+        could both judge the same dead claim and the second would move the first's new claim aside."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.path(target).with_suffix(".lock"), "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes (also when the process dies)
+            yield
+
     def read(self, target: OutputTarget) -> Claim | None:
         try:
             data = json.loads(self.path(target).read_text(encoding="utf-8"))
@@ -122,8 +134,11 @@ class OutputClaims:
             job_file=job_file,
             job_ids=tuple(job_ids),
         )
+        with self._guard(target):
+            return self._take(target, me, job_ids)
+
+    def _take(self, target: OutputTarget, me: Claim, job_ids: Sequence[str]) -> Claim:
         path = self.path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -153,6 +168,10 @@ class OutputClaims:
     def add_jobs(self, claim: Claim, job_ids: Sequence[str]) -> Claim:
         """Name the jobs that now write there (their states exist): the claim outlives this process while they are
         unfinished. Written atomically (temp file + rename), only while the claim is still ours."""
+        with self._guard(OutputTarget(Path(claim.output_dir), claim.name)):
+            return self._add_jobs(claim, job_ids)
+
+    def _add_jobs(self, claim: Claim, job_ids: Sequence[str]) -> Claim:
         current = self.read(OutputTarget(Path(claim.output_dir), claim.name))
         if current is None or current.token != claim.token:
             return claim  # taken over meanwhile (we were thought dead): not ours to write
@@ -165,6 +184,10 @@ class OutputClaims:
 
     def release(self, claim: Claim) -> None:
         """Let go, unless a job of the claim is unfinished (its outputs are still on its instance, for `attach`)."""
+        with self._guard(OutputTarget(Path(claim.output_dir), claim.name)):
+            self._release(claim)
+
+    def _release(self, claim: Claim) -> None:
         current = self.read(OutputTarget(Path(claim.output_dir), claim.name))
         if current is None or current.token != claim.token:
             return  # taken over (we were thought dead) or already gone: not ours to remove
