@@ -2,7 +2,9 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PIP    := $(VENV)/bin/pip
+# `python -m pip`, not .venv/bin/pip: a venv copied from another checkout (cp -a) keeps pip scripts whose #! names
+# the other venv's python, which would install this tree into that venv; bin/python finds its own venv.
+PIP    := $(PY) -m pip
 # torch pinned to the CPU build: a looser pin can pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
@@ -30,11 +32,12 @@ test: install
 
 # The checks: ruff (lint, then the formatter's check), the layer contracts (import-linter; skipped, saying so, only
 # while no contract is configured), mypy over the controller, adapters, SSH link and contract ([tool.mypy] files).
+# Python tools run through $(PY) (see PIP above); ruff is a binary.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@if grep -q '^\[tool\.importlinter\]' pyproject.toml || [ -f .importlinter ]; then \
-		echo "$(VENV)/bin/lint-imports"; $(VENV)/bin/lint-imports; \
+		echo "lint-imports"; $(PY) -c 'import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())'; \
 	else echo "lint: no import-linter contract configured yet: lint-imports skipped"; fi
 	$(PY) -m mypy
 

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +89,7 @@ def lorarun_home() -> Path:
 
 def new_job_id(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "job"
-    return f"{slug}-{secrets.token_hex(3)}"
+    return f"{slug}-{os.urandom(3).hex()}"  # as secrets.token_hex(3), without importing hashlib at start-up
 
 
 @dataclass(frozen=True)

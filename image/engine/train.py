@@ -526,6 +526,11 @@ class Trainer:
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
                     self._report_step(epoch)
                     first_report = False
+                epoch_save = (
+                    b == len(batches) - 1 and bool(t.save_every_n_epochs) and (epoch + 1) % t.save_every_n_epochs == 0
+                )
+                if kohya_extras.step_save_due(t, self.global_step, done=done, epoch_save_follows=epoch_save):
+                    self._save_checkpoint(self._step_path(self.global_step), epoch + 1, (epoch, b + 1))
                 # Data-parallel ranks must agree on the stop step, which costs an all-reduce and a host sync:
                 # done every STOP_CHECK_EVERY steps there (a few seconds), every step for a single process.
                 if (self.world == 1 or self.global_step % STOP_CHECK_EVERY == 0) and self._stop_requested():
@@ -654,6 +659,9 @@ class Trainer:
     def _epoch_path(self, epoch: int) -> Path:
         return self.output_dir / f"{self.cfg.output_name}-{epoch:06d}.safetensors"
 
+    def _step_path(self, step: int) -> Path:
+        return self.output_dir / f"{self.cfg.output_name}-step{step:08d}.safetensors"  # kohya's step naming
+
     def _final_path(self) -> Path:
         return self.output_dir / f"{self.cfg.output_name}.safetensors"
 
@@ -700,7 +708,7 @@ class Trainer:
 
     def _save_on_stop(self, epoch: int, next_batch: int) -> None:
         if self.global_step > self.last_saved_step:
-            path = self.output_dir / f"{self.cfg.output_name}-step{self.global_step:08d}.safetensors"
+            path = self._step_path(self.global_step)
             self._save_checkpoint(path, epoch + 1, (epoch, next_batch))  # epoch+1: the one in progress, kohya-style
         self.events.emit(
             "stopped", step=self.global_step, total_steps=self.total_steps, reason="stop signal received; state saved"

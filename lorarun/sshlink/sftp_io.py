@@ -31,7 +31,7 @@ import paramiko
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
 from lorarun.sshlink.errors import RemoteError
-from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR, ProgressFn
+from lorarun.sshlink.transport import REMOTE_PYTHON_EXPR, LocalFile, ProgressFn
 
 PART_SUFFIX = ".lorarun-part"  # partial uploads/downloads live under this name until they are complete
 CHUNK = 1 << 20  # local read size
@@ -40,13 +40,6 @@ CHUNK = 1 << 20  # local read size
 SFTP_WRITE_SIZE = 261120 - 1024
 SFTP_READ_SIZE = 1 << 17
 PREFETCH_REQUESTS = 32  # reads in flight per download: fills the pipe without buffering a whole checkpoint
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    rel: str  # POSIX path relative to the uploaded folder
-    path: Path
-    size: int
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from lorarun.sshlink.sftp_io import LocalFile
+from typing import Protocol
 
 # progress(bytes_done, bytes_total) — fed to a rich progress bar by the caller.
 ProgressFn = Callable[[int, int], None]
@@ -27,6 +24,15 @@ IMAGE_PYTHON = "/usr/local/bin/lorarun-python"
 REMOTE_PYTHON_EXPR = (
     f'"${{LORARUN_PYTHON:-$(if [ -x {IMAGE_PYTHON} ]; then echo {IMAGE_PYTHON}; else echo python3; fi)}}"'
 )
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One file to upload: where it lands (POSIX, relative to the remote folder) and where it is on the laptop."""
+
+    rel: str
+    path: Path
+    size: int
 
 
 @dataclass(frozen=True)

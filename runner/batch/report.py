@@ -27,7 +27,7 @@ text-align:left;vertical-align:top}th{font-weight:600}.differs{background:#fef3c
 
 def job_settings(job_file: str) -> dict[str, str]:
     """The job's settings as `section.field: value` (what the sweep may change), empty if the file is gone."""
-    from lorarun.runner.job.spec import load_job
+    from lorarun.runner.job.load import load_job
 
     try:
         spec = load_job(Path(job_file))

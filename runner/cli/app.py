@@ -8,7 +8,9 @@ import sys
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
+from lorarun.runner.cli.entry import version_text
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import error_lines
 
@@ -30,22 +32,23 @@ COMMANDS = (
     "batch",
 )
 
+
+class _RootGroup(TyperGroup):
+    """`lorarun --help` (and `lorarun` alone) in click's plain layout. Typer's rich layout imports rich.markdown and
+    markdown-it, about half of a bare start's CPU (bench/cli_startup.py); each command's own --help keeps it."""
+
+    def format_help(self, ctx, formatter) -> None:
+        return super(TyperGroup, self).format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="lorarun",
+    cls=_RootGroup,
     help="Rent a GPU, train a LoRA, bring it home, stop the billing.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def version_text() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"lorarun {version('lorarun')}"
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "lorarun (not installed: version unknown)"
 
 
 def _print_version(value: bool) -> None:
@@ -98,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         usage_errors, aborts = _click_exception_types()
         if type(exc).__name__ == "NoArgsIsHelpError":
-            return 0  # `lorarun` alone: the help was printed, nothing went wrong
+            # `lorarun` alone (or a group alone: `lorarun config`): the help, on stdout, nothing went wrong. The
+            # plain layout carries it in the exception; the rich one has printed it already (the message is "").
+            if text := exc.format_message():
+                typer.echo(text)
+            return 0
         if isinstance(exc, aborts):
             exc = KeyboardInterrupt()
         if isinstance(exc, usage_errors):

@@ -12,18 +12,18 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lorarun.runner.console import console, err_console
-from lorarun.runner.job.spec import Resources
-from lorarun.runner.job.validate import ValidatedJob, output_dir_problem, validate_job
-from lorarun.runner.run.connect import connect_transport, make_provider
-from lorarun.runner.run.fault_messages import pulled_so_far
-from lorarun.runner.run.outputs_home import OutputsNotHome, duration_text, instance_grace_seconds
-from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
-from lorarun.runner.run.report import summary_lines
 from lorarun.runner.state import JobState, JobStore
+
+if TYPE_CHECKING:
+    from lorarun.runner.job.validate import ValidatedJob
+
+# The controller (pipeline, provider clients, SSH) is imported where a command drives a job, not here: `lorarun
+# --help` imports every command's module and must stay fast (bench/cli_startup.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -91,6 +91,13 @@ def _resume(job_id: str, *, stop: bool) -> None:
 
 
 def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
+    from lorarun.runner.job.spec import Resources
+    from lorarun.runner.job.validate import output_dir_problem
+    from lorarun.runner.run.connect import connect_transport, make_provider
+    from lorarun.runner.run.fault_messages import pulled_so_far
+    from lorarun.runner.run.outputs_home import OutputsNotHome, duration_text, instance_grace_seconds
+    from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
+
     job = _job_for(state)
     provider = make_provider(job.spec.resources if job else Resources(provider=state.provider))
     if not state.instance_id:
@@ -142,6 +149,7 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
 def print_ended(state: JobState, lora_name: str | None = None) -> None:
     """A job's last words wherever it ended: its phase in words, then the summary lines of its report."""
     from lorarun.runner.run.job_end import phase_shown
+    from lorarun.runner.run.report import summary_lines
 
     if lora_name is None:
         job = _job_for(state)
@@ -153,6 +161,8 @@ def print_ended(state: JobState, lora_name: str | None = None) -> None:
 
 def _job_for(state: JobState) -> ValidatedJob | None:
     """The job as submitted, re-validated (its dataset paths are relative to the original job file)."""
+    from lorarun.runner.job.validate import validate_job
+
     try:
         return validate_job(Path(state.job_file), provider=state.provider, out=Path(state.output_dir))
     except Exception:

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from lorarun.runner.batch.fanout import BatchRun
-from lorarun.runner.batch.foreground import conclude, follow
-from lorarun.runner.batch.plan import plan_batch, show_and_confirm
-from lorarun.runner.cli.submit import _hard_lease, check_flags
+from lorarun.runner.cli.flags import check_flags, hard_lease_seconds
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import UserInputError
-from lorarun.runner.job.validate import ValidatedJob, validate_job
-from lorarun.runner.run.connect import connect_transport, make_provider
-from lorarun.runner.run.pipeline import PipelineOptions
 from lorarun.runner.state import JobStore
+
+if TYPE_CHECKING:
+    from lorarun.runner.job.validate import ValidatedJob
+
+# The controller is imported inside the commands: `lorarun --help` imports this module to list the command.
 
 MAX_RENTALS = 16
 
@@ -36,8 +36,12 @@ def sweep(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
     max_cost: float = typer.Option(None, "--max-cost", help="The whole sweep's budget in dollars."),
     grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's files of the same output.name (else: refused)."
+    ),
 ) -> None:
     from lorarun.runner.batch.sweep import load_sweep
+    from lorarun.runner.job.validate import validate_job
 
     check_flags(lease_seconds=None, grace_seconds=grace_seconds)
     loaded = load_sweep(sweep_file)
@@ -46,7 +50,7 @@ def sweep(
     jobs = [validate_job(p, provider=provider, max_cost=max_cost, check_credentials=True) for p in loaded.job_files]
     from lorarun.runner.job.output_guard import claimed_outputs
 
-    with claimed_outputs(jobs, command="sweep") as claimed:  # each variant's outputs its own (#24)
+    with claimed_outputs(jobs, command="sweep", overwrite=overwrite) as claimed:  # each variant's outputs its own (#24)
         run_batch(
             list(claimed.jobs),
             rentals=count,
@@ -70,6 +74,12 @@ def run_batch(
     claimed=None,
 ) -> None:
     """`claimed`: the jobs' output claims (runner/job/output_guard.py), told the job ids once their states exist."""
+    from lorarun.runner.batch.fanout import BatchRun
+    from lorarun.runner.batch.foreground import conclude, follow
+    from lorarun.runner.batch.plan import plan_batch, show_and_confirm
+    from lorarun.runner.run.connect import connect_transport, make_provider
+    from lorarun.runner.run.pipeline import PipelineOptions
+
     if not 1 <= rentals <= MAX_RENTALS:
         raise UserInputError(f"--rentals: {rentals} is outside 1..{MAX_RENTALS}")
     if keep:
@@ -89,7 +99,7 @@ def run_batch(
     names = [j.spec.name for j in jobs]
     if len(set(names)) != len(names):
         raise UserInputError("every job of a batch needs its own name (the batch table and report show it)")
-    hard_lease = _hard_lease(hard_lease_minutes)
+    hard_lease = hard_lease_seconds(hard_lease_minutes)
     interactive = sys.stdin.isatty()
     for job in jobs:
         print_summary(job)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-import yaml
 
 from lorarun.runner.errors import UserInputError
 
@@ -61,6 +60,8 @@ def caption(
     if provider:
         job["resources"] = {"provider": provider}
     path = jobs / f"{name}.yaml"
+    import yaml  # here: `lorarun --help` imports this module to list the command
+
     path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
     submit(
         jobs=[path],

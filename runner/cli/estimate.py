@@ -11,25 +11,21 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from lorarun.provider_adapters import gpu_names
-from lorarun.provider_adapters.base import Offer
-from lorarun.provider_adapters.errors import ProviderError
 from lorarun.runner.console import console
 from lorarun.runner.errors import InvalidJob, ProvidersUnseen, UserInputError, exit_code_and_message
-from lorarun.runner.job.prerent import machine_for, machine_problems
-from lorarun.runner.job.provider_choice import how_to_choose
-from lorarun.runner.job.spec import PROVIDERS, Resources
-from lorarun.runner.job.validate import validate_job
-from lorarun.runner.price import interruptible
-from lorarun.runner.price.calibration import Calibration, load_calibration
-from lorarun.runner.price.estimate import Estimate, EstimateInputs, inputs_from_job, rank
-from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
-from lorarun.runner.price.offer_choice import no_fit_message
-from lorarun.runner.price.offer_table import print_table, shown
+
+if TYPE_CHECKING:
+    from lorarun.provider_adapters.base import Offer
+    from lorarun.runner.job.spec import Resources
+    from lorarun.runner.price.calibration import Calibration
+    from lorarun.runner.price.estimate import Estimate, EstimateInputs
+
+# The job, price and provider modules are imported inside the functions that use them: `lorarun --help` imports
+# this module to list the command and must stay fast (bench/cli_startup.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +50,12 @@ def estimate(
         False, "--offline", help="Price from lorarun's shipped table of last-known public prices (no account)."
     ),
 ) -> None:
+    from lorarun.provider_adapters import gpu_names
+    from lorarun.runner.price import interruptible
+    from lorarun.runner.price.calibration_load import load_calibration
+    from lorarun.runner.price.estimate import inputs_from_job, rank
+    from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
+
     given = provider_names(provider, "", str(job)) if provider else []
     # the provider the command will use is the one validation judges against (`-p vastai` beats the config's)
     validated, problems = validate_for_estimate(job, given, max_cost)
@@ -105,6 +107,9 @@ def validate_for_estimate(job: Path, given: list[str], max_cost: float | None):
     """(the job as far as it could be judged, its problems or None). A job whose dataset and steps could be
     judged is priced even when other things are wrong (the base model not downloaded yet): the user sees the
     cost and every problem, and the command still exits 2."""
+    from lorarun.runner.job.prerent import machine_for, machine_problems
+    from lorarun.runner.job.validate import validate_job
+
     try:
         validated = validate_job(job, provider=given[0] if given else None, max_cost=max_cost)
     except InvalidJob as exc:
@@ -125,6 +130,7 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
     from rich.markup import escape
 
     from lorarun.runner.cli.validate import print_summary_notes
+    from lorarun.runner.price.offer_table import print_table
 
     spec = validated.spec
     print_summary_notes(validated)
@@ -163,6 +169,8 @@ def providers_unseen(failures: list[Unseen], searched: int) -> ProvidersUnseen |
 
 def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
     """Which of each provider's exact GPU names the job's `gpus` matched (providers name cards differently)."""
+    from lorarun.provider_adapters import gpu_names
+
     return [
         f"gpus on {name}: {gpu_names.describe(gpus, name)}"
         for name in providers
@@ -171,6 +179,9 @@ def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
 
 
 def provider_names(given: list[str] | None, default: str, what: str = "the job") -> list[str]:
+    from lorarun.runner.job.provider_choice import how_to_choose
+    from lorarun.runner.job.spec import PROVIDERS
+
     names = [n.strip() for item in (given or [default]) for n in item.split(",") if n.strip()]
     if not names:
         raise UserInputError(how_to_choose(what))
@@ -193,6 +204,8 @@ def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs)
     """Offers from every named provider, and (provider, why) for each that could not be searched. With one
     provider its error is the command's error; with several the others are still shown, and the command then
     fails naming the provider it could not see (`providers_unseen`)."""
+    from lorarun.provider_adapters.errors import ProviderError
+    from lorarun.runner.price import interruptible
     from lorarun.runner.run.connect import make_provider
 
     offers: list[Offer] = []
@@ -227,6 +240,9 @@ def to_json(
     failures: list[str],
     top: int,
 ) -> dict[str, Any]:
+    from lorarun.runner.price.offer_choice import no_fit_message
+    from lorarun.runner.price.offer_table import shown
+
     fitting, excluded = shown(ranked, top)
     accuracy = calibration.accuracy()
     return {

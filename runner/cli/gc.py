@@ -6,18 +6,20 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from lorarun.provider_adapters.base import LABEL_PREFIX, Instance, Provider
 from lorarun.provider_adapters.errors import CredentialsMissing, ProviderError
 from lorarun.runner.console import console, err_console, money
 from lorarun.runner.errors import ProvidersUnseen, UserInputError, exit_code_and_message
-from lorarun.runner.job.spec import Resources
-from lorarun.runner.run.connect import make_provider
-from lorarun.runner.run.teardown import destroy_and_confirm, report
 from lorarun.runner.state import JobState, JobStore, controller_alive
+
+if TYPE_CHECKING:
+    from lorarun.provider_adapters.base import Instance, Provider
+
+# The provider clients and teardown are imported where gc uses them: `lorarun --help` imports this module.
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ def _destroy_orphans(findings: list[Finding], store: JobStore, yes: bool) -> Non
 
         if not Confirm.ask(f"Destroy {len(orphans)} instance(s)?", default=False, console=err_console):
             return
+    from lorarun.runner.run.teardown import destroy_and_confirm, report
+
     for f in orphans:
         if f.job is not None and f.verdict == "controller gone" and _down_first(f.job):
             continue  # stopped, pulled and destroyed (confirmed or said loudly) like `lorarun down`
@@ -153,6 +157,8 @@ def _down_first(job: JobState) -> bool:
 
 
 def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], now: float | None = None) -> Finding:
+    from lorarun.provider_adapters.base import LABEL_PREFIX
+
     now = time.time() if now is None else now
     job_id = instance.label.removeprefix(LABEL_PREFIX)
     job = jobs.get(job_id)
@@ -169,6 +175,9 @@ def classify(provider: Provider, instance: Instance, jobs: dict[str, JobState], 
 
 def _configured_providers(names: list[str] | None) -> tuple[list[Provider], list[tuple[str, str]]]:
     """The adapters to search, and (name, why) for each default provider skipped for want of a key."""
+    from lorarun.runner.job.spec import Resources
+    from lorarun.runner.run.connect import make_provider
+
     wanted = names or ["local", "vastai", "runpod"]
     adapters: list[Provider] = []
     skipped: list[tuple[str, str]] = []

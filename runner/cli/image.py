@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from lorarun.runner.console import console, err_console
-from lorarun.runner.run import image_build
+
+# The controller is imported inside the command: `lorarun --help` imports this module to list the command.
 
 image_app = typer.Typer(help="Build, push and inspect the instance image (needs Docker).", no_args_is_help=True)
 
@@ -26,6 +27,8 @@ def build(
         None, "--base", help="Base image (a CUDA runtime with torch); default: the Dockerfile's BASE_IMAGE."
     ),
 ) -> None:
+    from lorarun.runner.run import image_build
+
     configured, _ = image_build.configured_image()
     with err_console.status("docker build", spinner="dots") as status:
 
@@ -47,9 +50,11 @@ def build(
 
 @image_app.command("show", help="Print the image a job will use and whether the registry has it.")
 def show(job: Path | None = typer.Argument(None, help="Job file (default: the configured image).")) -> None:
+    from lorarun.runner.run import image_build
+
     job_image = None
     if job is not None:
-        from lorarun.runner.job.spec import load_job
+        from lorarun.runner.job.load import load_job
 
         job_image = load_job(job).resources.image
     name, source = image_build.image_for_job(job_image)

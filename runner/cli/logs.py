@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from lorarun.runner.console import console
-from lorarun.runner.run.monitor import read_jsonl
 from lorarun.runner.state import JobStore
 
 
@@ -22,6 +21,8 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
     interval: float = typer.Option(2.0, "--interval", hidden=True),
 ) -> None:
+    from lorarun.runner.run.monitor import read_jsonl
+
     store = JobStore()
     state = store.load(job_id)
     local_events = store.job_dir(state.job_id) / "events.jsonl"

@@ -21,7 +21,7 @@ def publish(
     public: bool = typer.Option(False, "--public", help="Create the repo public (default: private)."),
 ) -> None:
     from lorarun.runner.job.hosted_spec import hub_repo_problem
-    from lorarun.runner.job.spec import load_job
+    from lorarun.runner.job.load import load_job
     from lorarun.runner.publish.hub import hub_token
     from lorarun.runner.publish.release import publish_job
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from lorarun.runner.console import console, err_console
-from lorarun.runner.run.pull_now import pull_outputs_now
 from lorarun.runner.state import JobStore
 
 
@@ -16,6 +15,8 @@ def register(app: typer.Typer) -> None:
 
 
 def pull(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough).")) -> None:
+    from lorarun.runner.run.pull_now import pull_outputs_now  # the SSH link: imported when a pull is asked for
+
     outcome = pull_outputs_now(JobStore(), job_id)
     console.print(outcome.message, highlight=False)
     for rel in outcome.pulled:

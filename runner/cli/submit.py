@@ -8,32 +8,13 @@ from pathlib import Path
 
 import typer
 
+from lorarun.runner.cli.flags import check_flags, hard_lease_seconds
 from lorarun.runner.cli.validate import print_summary
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import UserInputError
-from lorarun.runner.job.provider_choice import ask_provider
-from lorarun.runner.job.validate import validate_job
-from lorarun.runner.price.choose import choose_offer
-from lorarun.runner.run.connect import connect_transport, make_provider
-from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.state import JobStore
 
-
-def check_flags(*, lease_seconds: float | None, grace_seconds: float) -> None:
-    """The hidden timing flags go into the agent's clock: finite and bounded, or exit 2 naming the flag."""
-    from lorarun.image.ranges import GRACE_SECONDS, LEASE_SECONDS, out_of_range
-    from lorarun.runner.errors import InvalidJob
-
-    problems = [
-        p
-        for p in (
-            out_of_range("--lease-seconds", lease_seconds, LEASE_SECONDS),
-            out_of_range("--grace-seconds", grace_seconds, GRACE_SECONDS),
-        )
-        if p
-    ]
-    if problems:
-        raise InvalidJob(problems)
+# The controller is imported inside the command: `lorarun --help` imports this module to list the command.
 
 
 def register(app: typer.Typer) -> None:
@@ -85,9 +66,11 @@ def submit(
     ),
 ) -> None:
     from lorarun.runner.job.output_guard import AUTO, claimed_outputs
+    from lorarun.runner.job.provider_choice import ask_provider
+    from lorarun.runner.job.validate import validate_job
 
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
-    _hard_lease(hard_lease_minutes)  # refused before anything is estimated or rented
+    hard_lease_seconds(hard_lease_minutes)  # refused before anything is estimated or rented
     auto = out is not None and str(out) == AUTO  # `--out ./auto` is a folder named auto
     out = None if auto else out
     if out is not None and len(jobs) > 1:
@@ -127,7 +110,11 @@ def _run(
     validated, claimed, *, yes, keep, interactive, lease_seconds, hard_lease_minutes, grace_seconds, rentals
 ) -> None:
     """Estimate, confirm, rent and run the validated jobs, their outputs claimed (`claimed`: output_guard.py)."""
-    hard_lease = _hard_lease(hard_lease_minutes)
+    from lorarun.runner.price.choose import choose_offer
+    from lorarun.runner.run.connect import connect_transport, make_provider
+    from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
+
+    hard_lease = hard_lease_seconds(hard_lease_minutes)
     if rentals is not None and rentals != 1:  # several rentals side by side: runner/batch/
         from lorarun.runner.cli.batch import run_batch
 
@@ -181,13 +168,3 @@ def print_summary_of(run) -> None:
         err_console.print(f"{run.state.name}: {run.state.message}", highlight=False)
     for line in summary_lines(run.state, run.job.spec.output_dir, run.job.spec.output.name):
         console.print(f"  {line}", highlight=False)
-
-
-def _hard_lease(minutes: float | None) -> float | None:
-    import math
-
-    if minutes is None:
-        return None
-    if not math.isfinite(minutes) or minutes <= 0 or minutes > 7 * 24 * 60:
-        raise UserInputError(f"--hard-lease-minutes: {minutes} is outside 0 < minutes ≤ 10080 (7 days)")
-    return minutes * 60.0

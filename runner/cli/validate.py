@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -10,7 +11,11 @@ from rich.table import Table
 
 from lorarun.runner.console import console, err_console
 from lorarun.runner.errors import InvalidJob
-from lorarun.runner.job.validate import ValidatedJob, validate_job
+
+if TYPE_CHECKING:
+    from lorarun.runner.job.validate import ValidatedJob
+
+# The validator is imported inside the command: `lorarun --help` imports this module to list the command.
 
 
 def register(app: typer.Typer) -> None:
@@ -18,6 +23,8 @@ def register(app: typer.Typer) -> None:
 
 
 def validate(job: Path = typer.Argument(..., help="Job file: lorarun YAML or a kohya training TOML.")) -> None:
+    from lorarun.runner.job.validate import validate_job
+
     try:
         validated = validate_job(job)
     except InvalidJob as exc:

@@ -10,23 +10,21 @@ Transparent images are warned about by the dataset scan itself (`image/dataset_s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lorarun.runner.job.validate import ValidatedJob
+from lorarun.runner.job.spec import JobSpec
 
 # The schedules whose learning rate the warm-up holds back (`constant` ignores it, as in transformers).
 _WARMUP_SCHEDULERS_IGNORE = ("constant",)
 
 
-def settings_warnings(job: ValidatedJob) -> list[str]:
-    """One line per setting that will not do what it says, naming the field and the fix."""
-    return [w for w in (warmup_warning(job), price_warning(job)) if w]
+def settings_warnings(spec: JobSpec, total_steps: int) -> list[str]:
+    """One line per setting that will not do what it says, naming the field and the fix. `total_steps`: the
+    validated job's (validate.py), passed in so this module needs only the spec."""
+    return [w for w in (warmup_warning(spec, total_steps), price_warning(spec)) if w]
 
 
-def warmup_warning(job: ValidatedJob) -> str | None:
-    t = job.spec.training
-    value, total = t.lr_warmup_steps, job.total_steps
+def warmup_warning(spec: JobSpec, total: int) -> str | None:
+    t = spec.training
+    value = t.lr_warmup_steps
     if not value or t.lr_scheduler in _WARMUP_SCHEDULERS_IGNORE or 0 < value < 1:
         return None  # a fraction below 1 is a share of the total: always shorter than the training
     warmup = int(value)
@@ -41,8 +39,8 @@ def warmup_warning(job: ValidatedJob) -> str | None:
     )
 
 
-def price_warning(job: ValidatedJob) -> str | None:
-    r = job.spec.resources
+def price_warning(spec: JobSpec) -> str | None:
+    r = spec.resources
     if not r.price_per_hour or r.provider == "ssh" or not r.provider:
         return None
     how = "costs nothing to rent" if r.provider == "local" else "prices come from its live offers"

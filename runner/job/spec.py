@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lorarun.image.engine_config import (
     DatasetConfig,
     EngineConfig,
@@ -273,46 +271,6 @@ SECTIONS = {
     "output": OutputConfig,
     "notify": NotifyConfig,
 }
-
-
-def load_job(path: Path) -> JobSpec:
-    """Read a job file (YAML or kohya TOML), build and validate it. Raises SpecError with one line."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise SpecError(f"{path}: job file not found")
-    if path.suffix.lower() == ".toml":
-        from lorarun.runner.job.kohya_toml import load_kohya_toml
-
-        return _with_user_config_even_if_invalid(load_kohya_toml, path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path}:{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return _with_user_config_even_if_invalid(build_job, data, path)
-
-
-def _with_user_config_even_if_invalid(build, *args) -> JobSpec:
-    """The user's defaults apply to a job with problems too: `validate` goes on judging the parts that parsed
-    (the machine for the user's provider, the GPUs from their config) and should judge what will really run."""
-    try:
-        spec = build(*args)
-    except InvalidJob as exc:
-        if getattr(exc, "spec", None) is not None:
-            exc.spec = _with_user_config(exc.spec)
-        raise
-    return _with_user_config(spec)
-
-
-def _with_user_config(spec: JobSpec) -> JobSpec:
-    """The user's own defaults (`lorarun config`) wherever the job file is silent."""
-    from lorarun.runner.job.user_config import inherit
-
-    return inherit(spec)  # values checked as the config was read; ranges by validate_job's spec.problems()
 
 
 def build_job(data: Any, path: Path, notes: tuple[str, ...] = ()) -> JobSpec:

@@ -15,13 +15,10 @@ import dataclasses
 import math
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from lorarun.runner.errors import UserInputError
 
@@ -139,6 +136,8 @@ def canonical(key: str) -> str:
 
 def load(path: Path | None = None) -> dict[str, Any]:
     """The settings in the file, each checked; a missing file is no settings. A bad file is one line to fix."""
+    import tomllib  # where a file is read: `lorarun --help` imports this module (bench/cli_startup.py)
+
     path = path or config_path()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -182,6 +181,8 @@ def unset_value(key: str, path: Path | None = None) -> bool:
 
 
 def _read_raw(path: Path) -> dict[str, Any]:
+    import tomllib
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -217,6 +218,10 @@ def _toml_value(value: Any) -> str:
 
 def job_resource_keys(source: str | Path) -> set[str]:
     """The resources keys the job file itself sets (YAML `resources:`, kohya TOML `[lorarun]`)."""
+    import tomllib
+
+    import yaml  # here, not at the top: `lorarun config`'s help reads this module's KEYS, and must start fast
+
     path = Path(source)
     try:
         text = path.read_text(encoding="utf-8")

@@ -18,9 +18,10 @@ from lorarun.image.schema import ConfigError
 from lorarun.runner.errors import BaseModelMissing, InvalidJob, SpecError, UserInputError
 from lorarun.runner.job.flux_files import flux_problems
 from lorarun.runner.job.hub_check import check_hub_model
+from lorarun.runner.job.load import load_job
 from lorarun.runner.job.prerent import machine_for, machine_problems
 from lorarun.runner.job.settings_warnings import settings_warnings
-from lorarun.runner.job.spec import JobSpec, load_job
+from lorarun.runner.job.spec import JobSpec
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -121,7 +122,7 @@ def validate_job(
     job = None
     if scan is not None and not scan.errors and not failed_sections and not own_problems:
         job = ValidatedJob(spec, scan, tuple(notes))
-        job = ValidatedJob(spec, scan, tuple(notes), tuple(settings_warnings(job)))
+        job = ValidatedJob(spec, scan, tuple(notes), tuple(settings_warnings(spec, job.total_steps)))
         step_problems = _step_problems(job)
         problems += step_problems
         job = None if step_problems else job

@@ -9,7 +9,8 @@ Where the numbers come from, in the order a lookup prefers them:
    launches, Python; the same on an H100 and an L40S per engine.md §0) plus FLOPs / (GPU bf16 peak × efficiency).
    The result says "scaled from <row>" so nobody mistakes it for a measurement.
 
-Loading is the only I/O; `Calibration` itself is immutable data with pure lookups.
+`Calibration` is immutable data with pure lookups. Loading (the shipped table, the measurements) is in
+calibration_load.py, recording a finished job in calibration_record.py, GPU names' canonical keys in gpu_keys.py.
 """
 
 from __future__ import annotations
@@ -17,20 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lorarun.runner.state import lorarun_home
+from lorarun.runner.price.gpu_keys import gpu_key
 
-if TYPE_CHECKING:  # estimate.py imports this module; the reverse is only needed for type names
-    from lorarun.runner.price.estimate import Estimate, EstimateInputs
-
-TABLE_PATH = Path(__file__).with_name("calibration_table.json")
-MEASURED_FILE = "calibration.jsonl"
 RECENT = 3  # measured values are the median of this many latest matching runs: one odd run does not dominate
 
 
@@ -177,7 +171,7 @@ class Measurement:
             gpu=str(data["gpu"]),
             gpu_count=int(data.get("gpu_count", 1)),
             family=str(data["family"]),
-            resolution=_reso(data["resolution"]),
+            resolution=reso(data["resolution"]),
             batch=int(data["batch"]),
             options=StepOptions(**data.get("options", {})),
             steps=int(data.get("steps", 0)),
@@ -424,204 +418,6 @@ class Accuracy:
         return "; ".join(parts)
 
 
-# -- GPU names --------------------------------------------------------------------------------------------------
-# Providers spell the same card differently ("RTX 4090", "NVIDIA GeForce RTX 4090", "H100 SXM", "NVIDIA H100 80GB
-# HBM3"); one canonical key per card makes measured and shipped rows meet. Order matters (l40s before l40).
-_GPU_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"\bcpu\b", "cpu"),  # "CPU (8 cores)" (local), "none (CPU only)" (ssh)
-    (r"\bh200\b", "h200"),
-    (r"\bh100\b.*\bpcie\b", "h100 pcie"),
-    (r"\bh100\b.*\bnvl\b", "h100 nvl"),
-    (r"\bh100\b", "h100 sxm"),
-    (r"\ba100\b", "a100"),
-    (r"\bl40s\b", "l40s"),
-    (r"\bl40\b", "l40"),
-    (r"\b6000 ada\b", "rtx 6000 ada"),
-    (r"\ba6000\b", "rtx a6000"),
-    (r"\ba5000\b", "a5000"),
-    (r"\ba4000\b", "a4000"),
-    (r"\ba40\b", "a40"),
-    (r"\ba10g?\b", "a10"),
-    (r"\bl4\b", "l4"),
-    (r"\b5090\b", "rtx 5090"),
-    (r"\b4090\b", "rtx 4090"),
-    (r"\b4080\b", "rtx 4080"),
-    (r"\b4070 ti\b", "rtx 4070 ti"),
-    (r"\b3090 ti\b", "rtx 3090 ti"),
-    (r"\b3090\b", "rtx 3090"),
-    (r"\b3080\b", "rtx 3080"),
-    (r"\b3060\b", "rtx 3060"),
-    (r"\b2080 ti\b", "rtx 2080 ti"),
-    (r"\bv100\b", "v100"),
-    (r"\bt4\b", "t4"),
-    (r"\bgtx\b", "gtx"),
-)
-
-
-def gpu_key(name: str) -> str:
-    """Canonical key of a GPU name; an empty name or a CPU description is "cpu"."""
-    text = name.lower().replace("_", " ").replace("-", " ")
-    text = re.sub(r"\b(nvidia|geforce|tesla)\b", " ", text)
-    text = re.sub(r"\b\d+\s*gb\b", " ", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    if not text:
-        return "cpu"
-    for pattern, key in _GPU_PATTERNS:
-        if re.search(pattern, text):
-            return key
-    return text
-
-
-# -- loading and recording --------------------------------------------------------------------------------------
-def load_calibration(home: Path | None = None, table: Path = TABLE_PATH) -> Calibration:
-    """The shipped table plus every measurement recorded under the lorarun home."""
-    data = json.loads(table.read_text(encoding="utf-8"))
-    return parse_table(data).with_measurements(tuple(read_measurements(home)))
-
-
-def parse_table(data: dict[str, Any]) -> Calibration:
-    f, t, s = data["factors"], data["transfer"], data["sampling"]
-    return Calibration(
-        gpus=tuple((k, float(v["bf16_tflops"]), v["source"]) for k, v in data["gpus"].items()),
-        families=tuple(
-            (
-                k,
-                FamilyCosts(
-                    train_tflop_per_sample=float(v["train_tflop_per_sample"]),
-                    reference_resolution=_reso(v["reference_resolution"]),
-                    checkpointing_flops=float(v["checkpointing_flops"]),
-                    load_s=float(v["load_s"]),
-                    cache_s_per_image=float(v["cache_s_per_image"]),
-                    model_gb=float(v["model_gb"]),
-                    source=v["source"],
-                ),
-            )
-            for k, v in data["families"].items()
-        ),
-        providers=tuple(
-            (k, ProviderCosts(float(v["boot_s"]), bool(v["pulls_image"]), v["source"]))
-            for k, v in data["providers"].items()
-        ),
-        factors=Factors(
-            efficiency=float(data["efficiency"]["value"]),
-            checkpointing_overhead=f["checkpointing_overhead"],
-            text_encoder_overhead=f["text_encoder_overhead"],
-            fp32_compute=f["fp32_compute"],
-            multi_gpu_step=f["multi_gpu_step"],
-            resolution_exponent=f["resolution_exponent"],
-            min_overhead_share=f["min_overhead_share"],
-        ),
-        transfer=Transfer(
-            image_gb=t["image_gb"],
-            laptop_up_mbps=t["laptop_up_mbps"],
-            laptop_down_mbps=t["laptop_down_mbps"],
-            network_efficiency=t["network_efficiency"],
-            image_extract_s_per_gb=t["image_extract_s_per_gb"],
-            slow_network_mbps=t["slow_network_mbps"],
-        ),
-        sampling=Sampling(denoise_step_share=s["denoise_step_share"], per_image_s=s["per_image_s"]),
-        shipped=tuple(_row(r) for r in data["steps"]),
-    )
-
-
-def measurements_path(home: Path | None = None) -> Path:
-    return (home or lorarun_home()) / MEASURED_FILE
-
-
-def read_measurements(home: Path | None = None) -> list[Measurement]:
-    path = measurements_path(home)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            out.append(Measurement.from_dict(json.loads(line)))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash must not stop every later estimate
-    return out
-
-
-def record_measurement(
-    estimate: Estimate,
-    inputs: EstimateInputs,
-    measured: Measured,
-    *,
-    job_id: str,
-    gpu_name: str | None = None,
-    home: Path | None = None,
-    clock=time.time,
-) -> Measurement:
-    """Append what one finished job measured, beside what was predicted for it, to calibration.jsonl.
-
-    `estimate` and `inputs` are the ones the job was launched with; `gpu_name` is the instance's real GPU when
-    the provider reports one (default: the offer's).
-    """
-    offer = estimate.offer
-    name = gpu_name or offer.gpu_name
-    record = Measurement(
-        recorded_at=clock(),
-        job_id=job_id,
-        provider=offer.provider,
-        gpu_name=name,
-        gpu=gpu_key(name),
-        gpu_count=max(1, min(offer.gpu_count or 1, inputs.gpu_count)),
-        family=inputs.family,
-        resolution=inputs.resolution,
-        batch=inputs.batch_size,
-        options=inputs.options,
-        steps=inputs.steps,
-        measured=measured,
-        predicted_phases=estimate.phases.items(),
-        predicted_seconds_per_step=estimate.seconds_per_step,
-        predicted_total_s=estimate.total_seconds,
-        predicted_cost=estimate.total_cost,
-    )
-    path = measurements_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:  # one line per job; appends from two jobs do not interleave
-        fh.write(record.to_json() + "\n")
-    return record
-
-
-def record_job(
-    *, run: Any, offer: Any, provider: str = "", home: Path | None = None, clock=time.time
-) -> Measurement | None:
-    """`record_measurement` from the pipeline's own bookkeeping: `run.job` (ValidatedJob), `run.timings`
-    (boot, upload, upload_bytes, training, seconds_per_step, download — seconds) and the rented `offer`.
-
-    The prediction stored beside the measurement is recomputed from the calibration as it stood before this
-    record, i.e. the numbers `estimate` showed for this offer. Returns None when there is nothing to record.
-    """
-    from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
-
-    t: dict[str, float] = dict(run.timings)
-    if not t:
-        return None
-    cal = load_calibration(home)
-    inputs = inputs_from_job(run.job.spec, run.job.scan, cal)
-    predicted = estimate_offer(inputs, offer, cal)
-    sps = t.get("seconds_per_step")
-    measured_phases = [t[k] for k in ("boot", "upload", "training", "download") if k in t]
-    measured = Measured(
-        boot_s=t.get("boot"),
-        upload_s=t.get("upload"),
-        upload_bytes=int(t["upload_bytes"]) if "upload_bytes" in t else None,
-        # The monitor measures seconds per step directly (slope of the second half); stored as steps × s/step.
-        train_s=sps * inputs.steps if sps else None,
-        steps_done=inputs.steps if sps else None,
-        training_wall_s=t.get("training"),
-        download_s=t.get("download"),
-        total_s=sum(measured_phases) if len(measured_phases) == 4 else None,
-        cost=(sum(measured_phases) * offer.price_per_hour / 3600) if len(measured_phases) == 4 else None,
-        install_s=t.get("install"),
-        # The image's start-up milestones (runner/price/startup_timing.py): how much of `boot` is our image's own.
-        startup_s=t.get("startup_engine_importable", t.get("startup_sshd_up")),
-    )
-    return record_measurement(predicted, inputs, measured, job_id=str(run.state.job_id), home=home, clock=clock)
-
-
 # -- helpers ----------------------------------------------------------------------------------------------------
 def _same_setting(
     r: StepRow, gpu: str, family: str, resolution: tuple[int, int], batch: int, options: StepOptions
@@ -641,24 +437,8 @@ def _pull_part(m: Measurement) -> float:
     return m.predicted("image_pull") or 0.0
 
 
-def _reso(value: Any) -> tuple[int, int]:
+def reso(value: Any) -> tuple[int, int]:
     if isinstance(value, (int, float)):
         return (int(value), int(value))
     w, h = value
     return (int(w), int(h))
-
-
-def _row(r: dict[str, Any]) -> StepRow:
-    return StepRow(
-        gpu=r["gpu"],
-        family=r["family"],
-        resolution=_reso(r["resolution"]),
-        batch=int(r["batch"]),
-        options=StepOptions(
-            gradient_checkpointing=bool(r.get("gradient_checkpointing", False)),
-            trains_text_encoder=bool(r.get("trains_text_encoder", False)),
-            mixed_precision=str(r.get("mixed_precision", "bf16")),
-        ),
-        seconds_per_step=float(r["seconds_per_step"]),
-        source=r["source"],
-    )

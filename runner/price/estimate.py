@@ -22,8 +22,10 @@ from lorarun.image.memory import config_memory_keys, estimate_vram_gb, ram_neede
 from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.flux_files import local_files as flux_local_files
 from lorarun.runner.job.spec import JobSpec, Resources
-from lorarun.runner.price.calibration import Calibration, StepOptions, gpu_key, load_calibration
+from lorarun.runner.price.calibration import Calibration, StepOptions
+from lorarun.runner.price.calibration_load import load_calibration
 from lorarun.runner.price.caption_time import caption_seconds, with_captioning
+from lorarun.runner.price.gpu_keys import gpu_key
 from lorarun.runner.run import stock
 
 MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
@@ -190,6 +192,8 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     # One file per save epoch, plus the final one unless the last epoch was itself a save epoch.
     every = t.save_every_n_epochs
     saves = (epochs // every + (1 if epochs % every else 0)) if every else 1
+    if t.save_every_n_steps:  # step files too (some coincide with epoch files: the count errs high)
+        saves += (steps - 1) // t.save_every_n_steps
     output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + int(
         sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL
     )

@@ -114,11 +114,15 @@ def rate_for(provider: str, path: Path | None = None) -> InterruptionRate:
 
 # -- the expected cost --------------------------------------------------------------------------------------------
 def save_interval_steps(job) -> int:
-    """Steps between two resume points of a validated job: a checkpoint every N epochs, else only the final one."""
-    every = job.spec.training.save_every_n_epochs
-    if every and job.steps_per_epoch:
-        return max(1, min(job.total_steps, job.steps_per_epoch * every))
-    return max(1, job.total_steps)
+    """Steps between two resume points of a validated job: the closer of a checkpoint every N epochs and
+    `training.save_every_n_steps`, else only the final one. At worst an interruption loses this many steps."""
+    t = job.spec.training
+    intervals = [job.total_steps]
+    if t.save_every_n_epochs and job.steps_per_epoch:
+        intervals.append(job.steps_per_epoch * t.save_every_n_epochs)
+    if t.save_every_n_steps:
+        intervals.append(t.save_every_n_steps)
+    return max(1, min(intervals))
 
 
 def with_risk(estimate: Estimate, rate: InterruptionRate, save_interval: int) -> Estimate:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lorarun.sshlink.errors import RemoteCommandError, RemoteTimeout
-from lorarun.sshlink.sftp_io import LocalFile, check_upload_list, local_files, sha256_file
-from lorarun.sshlink.transport import CommandResult, ProgressFn, TransferReport
+from lorarun.sshlink.sftp_io import check_upload_list, local_files, sha256_file
+from lorarun.sshlink.transport import CommandResult, LocalFile, ProgressFn, TransferReport
 
 
 class LocalTransport:

@@ -33,7 +33,7 @@ def make_provider(resources: Resources, home: Path | None = None) -> Provider:
 
 def provider_for_state(state: JobState) -> Provider:
     """The adapter for a job recorded on disk (`logs -f`): the job file supplies the ssh host details."""
-    from lorarun.runner.job.spec import load_job
+    from lorarun.runner.job.load import load_job
 
     try:
         resources = load_job(Path(state.job_file)).resources

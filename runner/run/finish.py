@@ -8,7 +8,7 @@ import dataclasses
 
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import EngineFailed
-from lorarun.runner.price.calibration import record_job
+from lorarun.runner.price.calibration_record import record_job
 from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run import interruption
 from lorarun.runner.run.captions_home import place_captions

@@ -12,7 +12,9 @@ from helpers_dataset import make_dataset
 from lorarun.provider_adapters.base import Offer
 from lorarun.runner.cli.app import main
 from lorarun.runner.job.validate import validate_job
-from lorarun.runner.price.calibration import Measured, load_calibration, record_measurement
+from lorarun.runner.price.calibration import Measured
+from lorarun.runner.price.calibration_load import load_calibration
+from lorarun.runner.price.calibration_record import record_measurement
 from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
 
 DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"

@@ -11,15 +11,11 @@ from lorarun.image.dataset_scan import scan_dataset
 from lorarun.image.engine_config import ModelConfig, SampleConfig, TrainingConfig
 from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.spec import JobSpec, Resources
-from lorarun.runner.price.calibration import (
-    Measured,
-    StepOptions,
-    gpu_key,
-    load_calibration,
-    read_measurements,
-    record_measurement,
-)
+from lorarun.runner.price.calibration import Measured, StepOptions
+from lorarun.runner.price.calibration_load import load_calibration, read_measurements
+from lorarun.runner.price.calibration_record import record_measurement
 from lorarun.runner.price.estimate import estimate_offer, inputs_from_job, rank
+from lorarun.runner.price.gpu_keys import gpu_key
 
 
 @pytest.fixture
@@ -302,7 +298,7 @@ def test_gpu_names_are_canonical(name, key):
 def test_record_job_from_pipeline_timings(tmp_path, home, cal):
     from types import SimpleNamespace
 
-    from lorarun.runner.price.calibration import record_job
+    from lorarun.runner.price.calibration_record import record_job
 
     spec, scan = reference_job(tmp_path)
     job = SimpleNamespace(spec=spec, scan=scan)
@@ -327,7 +323,7 @@ def test_record_job_from_pipeline_timings(tmp_path, home, cal):
 def test_stock_install_and_image_start_up_are_recorded_and_the_install_is_learned(tmp_path, home, cal):
     from types import SimpleNamespace
 
-    from lorarun.runner.price.calibration import record_job
+    from lorarun.runner.price.calibration_record import record_job
     from lorarun.runner.run import stock
 
     spec, scan = reference_job(tmp_path)

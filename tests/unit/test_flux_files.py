@@ -5,7 +5,7 @@ import struct
 from pathlib import Path
 
 from lorarun.runner.job.flux_files import flux_problems, upload
-from lorarun.runner.job.spec import load_job
+from lorarun.runner.job.load import load_job
 
 BFL = ["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight", "img_in.weight"]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lorarun.runner.job.spec import load_job
+from lorarun.runner.job.load import load_job
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 

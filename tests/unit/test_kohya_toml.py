@@ -4,7 +4,7 @@ import pytest
 
 from lorarun.runner.errors import SpecError
 from lorarun.runner.job.kohya_toml import IGNORED_KEYS, KOHYA_KEYS
-from lorarun.runner.job.spec import load_job
+from lorarun.runner.job.load import load_job
 
 GUIDE_TOML = """
 [model]

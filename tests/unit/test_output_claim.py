@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from lorarun.runner.errors import UserInputError
+from lorarun.runner.job.load import load_job
 from lorarun.runner.job.output_claim import OutputClaims, OutputsTaken, OutputTarget
 from lorarun.runner.job.output_guard import claimed_for_attach, claimed_outputs, earlier_outputs
-from lorarun.runner.job.spec import JobSpec, load_job
+from lorarun.runner.job.spec import JobSpec
 from lorarun.runner.run.report import summary_lines, write_report
 from lorarun.runner.run.report_files import find_report
 from lorarun.runner.state import JobState, JobStore

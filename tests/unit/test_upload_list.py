@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lorarun.runner.remote.local import LocalTransport
-from lorarun.sshlink.sftp_io import LocalFile, check_upload_list, local_files
+from lorarun.sshlink.sftp_io import check_upload_list, local_files
+from lorarun.sshlink.transport import LocalFile
 
 
 @pytest.mark.parametrize("rel", ["../x.png", "/etc/x.png", "a/../../x.png", "", "a\\..\\x.png"])

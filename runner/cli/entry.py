@@ -1,0 +1,25 @@
+"""The `lorarun` console script. `lorarun --version` is answered here, before typer and rich are imported (they are
+most of a bare start's CPU: bench/cli_startup.py); every other command line goes to the typer app (`app.py`)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"lorarun {version('lorarun')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "lorarun (not installed: version unknown)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        print(version_text())
+        return 0
+    from lorarun.runner.cli.app import main as app_main
+
+    return app_main(args)
