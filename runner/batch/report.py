@@ -156,7 +156,7 @@ def render(record: BatchRecord, rows: list[dict[str, Any]]) -> str:
             "<br>".join(f'<a href="{e((r["output_dir"] / f).as_uri())}">{e(f)}</a>' for f in r["files"])
             or '<span class="muted">none</span>'
         )
-        cls = "" if state.phase == "done" else ' class="bad"'
+        cls = "" if state.phase in ("done", "stopped") else ' class="bad"'
         moved = f" (moved, try {r['attempts']})" if r["attempts"] > 1 else ""
         out.append(
             f"<tr><td>{e(r['name'])}</td><td>{r['rental']}{e(moved)}</td><td{cls}>{e(state.phase)}: "

@@ -148,13 +148,12 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
 
 def print_ended(state: JobState, lora_name: str | None = None) -> None:
     """A job's last words wherever it ended: its phase in words, then the summary lines of its report."""
-    from lorarun.runner.run.job_end import phase_shown
     from lorarun.runner.run.report import summary_lines
 
     if lora_name is None:
         job = _job_for(state)
         lora_name = job.spec.output.name if job else state.name
-    console.print(f"{state.job_id}: {phase_shown(state)} — {state.message}", highlight=False)
+    console.print(f"{state.job_id}: {state.phase} — {state.message}", highlight=False)
     for line in summary_lines(state, Path(state.output_dir), lora_name):
         console.print(f"  {line}", highlight=False)
 

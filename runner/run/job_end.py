@@ -1,7 +1,6 @@
 """What a user reads about a job that has ended, from what it left on disk (the state file and the report the
-pipeline wrote into the output folder): the phase in words (`stopped`, not `done`, for a job stopped on purpose),
-the last checkpoint home when there is no final LoRA, how far it got, and whose time was spent (a CPU's or
-a GPU's, billed or not)."""
+pipeline wrote into the output folder): the last checkpoint home when there is no final LoRA, how far it got,
+and whose time was spent (a CPU's or a GPU's, billed or not)."""
 
 from __future__ import annotations
 
@@ -16,14 +15,6 @@ def read_report(output_dir: str | Path, job_id: str | None = None) -> dict[str, 
     from lorarun.runner.run.report_files import find_report
 
     return find_report(output_dir, job_id)[1]
-
-
-def phase_shown(state) -> str:
-    """The state's phase as the user should read it: a job stopped on purpose (Ctrl-C → stop, `lorarun down`,
-    SIGTERM, max_cost) ended cleanly, so its state machine says `done`; its report says `stopped`."""
-    if state.phase == "done" and read_report(state.output_dir, state.job_id).get("outcome") == "stopped":
-        return "stopped"
-    return state.phase
 
 
 def machine_time_label(state) -> str:

@@ -153,6 +153,7 @@ def discord_payload(event: dict, attachment: Attachment | None) -> dict:
         "phase": PHASE_WORDS.get(event.get("phase", ""), event.get("phase", "")),
         "checkpoint": f"checkpoint home: {event.get('file', '')}",
         "finished": "finished",
+        "stopped": "stopped",
         "failed": "failed",
     }.get(kind, kind)
     content = f"**{event['job']}** ({event['job_id']}): {title}"
@@ -215,8 +216,8 @@ class JobNotifications:
             self._send(job_id, "started", provider=provider, gpu=gpu or None, predicted_cost=run.predicted_cost)
         if phase == "done":
             self._send(job_id, "finished", message=message or None, cost=round(self.spent(), 4))
-        elif phase == "failed":
-            self._send(job_id, "failed", message=message or None, cost=round(self.spent(), 4))
+        elif phase in ("stopped", "failed"):  # the end of a job stopped on purpose, or of one that failed: why
+            self._send(job_id, phase, message=message or None, cost=round(self.spent(), 4))
         else:
             self._send(job_id, "phase", phase=phase, message=message or None)
 

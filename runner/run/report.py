@@ -348,7 +348,9 @@ def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = N
     started = history[0][1] if history else getattr(state, "created_at", now)
     ended = history[-1][1] if history and getattr(state, "is_final", False) else now
     rented = next((t for phase, t in history if phase == "provision"), None)
-    released = next((t for phase, t in reversed(history) if phase in ("teardown", "done", "failed", "kept")), None)
+    released = next(
+        (t for phase, t in reversed(history) if phase in ("teardown", "done", "stopped", "failed", "kept")), None
+    )
     lines = []
     final = output_dir / f"{lora_name}.safetensors"
     checkpoint = None if final.exists() else last_checkpoint(output_dir, lora_name)

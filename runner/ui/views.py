@@ -135,7 +135,9 @@ def cost_view(state: JobState, train: Training, report: dict, now: float) -> dic
     rented = next((t for phase, t in state.history if phase == "provision"), None)
     ended = None
     if state.is_final or state.instance_destroyed:
-        ended = next((t for phase, t in reversed(state.history) if phase in ("done", "failed", "kept")), None)
+        ended = next(
+            (t for phase, t in reversed(state.history) if phase in ("done", "stopped", "failed", "kept")), None
+        )
     spent = None
     if price is not None and rented is not None and state.instance_id:
         spent = price * max(0.0, (ended or now) - rented) / 3600.0

@@ -177,7 +177,7 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             assert "ui-e2e" in browser.page_source
         assert proc.wait(120) == 0, log.read_text()[-3000:]
         (state,) = JobStore().all()
-        assert state.phase == "done" and state.instance_destroyed, state.message
+        assert state.phase == "stopped" and state.instance_destroyed, state.message
         assert "stopped by `lorarun down`" in state.message
         assert vast_cloud.instance_ids() == [] and not vast_cloud.host.alive(state.instance_id)
         assert list((tmp_path / "out").glob("ui_lora*.safetensors")), "the checkpoint saved at the stop came home"

@@ -95,6 +95,21 @@ def test_job_events_failed_and_finished_carry_the_cost(tmp_path):
     assert events[-1]["message"] == "training failed: out of GPU memory" and events[-1]["cost"] == 0.1235
 
 
+def test_a_stopped_job_ends_with_a_stopped_event_not_finished():
+    from types import SimpleNamespace
+
+    from lorarun.runner.run.notify import JobNotifications
+
+    with FakeWebhook() as fake:
+        hook = Webhook(NotifyConfig(webhook=fake.url + "/api/webhooks/1/t", format="discord"))
+        run = SimpleNamespace(state=SimpleNamespace(job_id="j-1", name="j"), predicted_cost=0.5)
+        notes = JobNotifications({"j-1": hook}, {"j-1": "j"}, spent=lambda: 0.05)
+        notes.phase(run, "stopped", "stopped by `lorarun down`")
+        notes.close()
+    (got,) = fake.received
+    assert got.payload["content"] == "**j** (j-1): stopped — stopped by `lorarun down` (cost $0.050)"
+
+
 def test_discord_rate_limit_is_waited_out_once():
     with FakeWebhook() as fake:
         fake.fail_next("POST", "/api/webhooks", status=429, body={"message": "rate limited", "retry_after": 0.05})
