@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def read_report(output_dir: str | Path, job_id: str | None = None) -> dict[str, Any]:
     """The job's report.json, or {} (none yet, unreadable, or only another job's report in a shared folder):
     `report.json`, or `<output name>.report.json` when another LoRA's report had that name (report_files.py)."""
