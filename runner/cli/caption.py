@@ -68,6 +68,9 @@ def caption(
         provider=provider,
         yes=yes,
         out=None,
+        # The caption job's folder under the lorarun home is lorarun's own: each run replaces the last one's report
+        # (the claim still keeps two caption runs of one folder apart, #24).
+        overwrite=True,
         max_cost=max_cost,
         keep=False,
         lease_seconds=None,
