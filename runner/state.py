@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorarun.image.hold_points import hold
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.errors import JobBusy, JobNotFound
 
 PHASES = (
@@ -84,11 +85,6 @@ class LockHolder:
         except PermissionError:
             return True
         return True
-
-
-def lorarun_home() -> Path:
-    """`$LORARUN_HOME`, else `~/.lorarun`. Tests point it at a temporary folder."""
-    return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser()
 
 
 def new_job_id(name: str) -> str:

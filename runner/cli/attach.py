@@ -138,7 +138,11 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
             f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
             highlight=False,
         )
-    runs = pipeline.run(stop=stop)
+    from lorarun.runner.job.output_guard import claimed_for_attach
+
+    # The job's own output claim, re-taken from its dead submit; refused while another job writes there (#24).
+    with claimed_for_attach(job, state.job_id, command="down" if stop else "attach"):
+        runs = pipeline.run(stop=stop)
     for run in runs:
         print_ended(run.state, run.job.spec.output.name)
 
