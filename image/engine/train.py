@@ -205,21 +205,14 @@ class Trainer:
     # --- setup ----------------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, t = self.cfg, self.cfg.training
+        """The run's skeleton, shared by every family (Flux overrides the steps marked as hooks, not this)."""
         self._memory_check()
         found = state.find_latest(self.work_dir / "state")
         self.resume_from_step = found[1].global_step if found else None
         self._emit_started()
-        from lorarun.image.engine.models import load_model
-
-        torch.manual_seed(t.seed)
-        if _is_hub_id(cfg.model.base):
-            from lorarun.image.engine.download_watch import DownloadWatch
-
-            with DownloadWatch(self.events, cfg.model.base):
-                self.model = load_model(cfg.model)
-        else:
-            self.model = load_model(cfg.model)
+        self._announce()
+        torch.manual_seed(self.cfg.training.seed)
+        self.model = self._load_model()
         self.family = self.model.family
         self._stop_if_requested()
         self._cache()
@@ -231,6 +224,20 @@ class Trainer:
             return
         self._loop(resumed)
         self._finish()
+
+    def _announce(self) -> None:
+        """Hook: the family's own facts and warnings, right after `started` (SD has none beyond `started`)."""
+
+    def _load_model(self):
+        """Hook: the model parts; a hub id is downloaded with progress events."""
+        from lorarun.image.engine.models import load_model
+
+        if _is_hub_id(self.cfg.model.base):
+            from lorarun.image.engine.download_watch import DownloadWatch
+
+            with DownloadWatch(self.events, self.cfg.model.base):
+                return load_model(self.cfg.model)
+        return load_model(self.cfg.model)
 
     def _memory_check(self) -> None:
         """Say before training (and before paying for the model download) if the run will not fit; the run still
@@ -270,48 +277,21 @@ class Trainer:
         )
 
     def _cache(self) -> None:
-        cfg, accel, model = self.cfg, self.accel, self.model
+        cfg, model = self.cfg, self.model
         cache_root = self.work_dir / "cache"
-        write = accel.is_main_process
-        vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype  # fp16 VAE → NaNs
         if not cfg.training.cache_latents:
             self.events.emit("warning", message="latents are always cached (no random crop / colour augmentation)")
-        # Main rank computes and writes; the others wait, then read the same files.
-        if write:
-            hold("engine:caching")  # tests only (image/hold_points.py)
-            model.vae.to(self.device, vae_dtype)
-            self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
-            self.latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device=self.device,
-                dtype=vae_dtype,
-                progress=PhaseProgress(self.events, "caching_latents", unit="images"),
-            )
-            model.vae.to("cpu")
-        accel.wait_for_everyone()
-        if not write:
-            self.latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device="cpu",
-                dtype=torch.float32,
-                write=False,
-            )
+        self.latents = self._cache_latents(cache_root)
         self.text_cache: dict[str, data.TextEmbeds] = {}
         if self.cache_text:
             captions = [item.caption for item in self.items]
-            if write:
-                for encoder in model.text_encoders:
-                    encoder.to(self.device, self.weight_dtype)
-                self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
-                self.text_cache = data.cache_text(
+
+            def cache_text(write: bool) -> dict[str, data.TextEmbeds]:
+                if write:
+                    for encoder in model.text_encoders:
+                        encoder.to(self.device, self.weight_dtype)
+                    self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
+                text = data.cache_text(
                     captions,
                     self.family,
                     model.tokenizers,
@@ -319,24 +299,16 @@ class Trainer:
                     cfg.model.clip_skip,
                     model.key,
                     cache_root / "text",
-                    self.device,
-                    progress=PhaseProgress(self.events, "caching_text", unit="captions"),
+                    self.device if write else "cpu",
+                    write=write,
+                    progress=PhaseProgress(self.events, "caching_text", unit="captions") if write else None,
                 )
-                for encoder in model.text_encoders:
-                    encoder.to("cpu")  # not needed on the GPU until sampling
-            accel.wait_for_everyone()
-            if not write:
-                self.text_cache = data.cache_text(
-                    captions,
-                    self.family,
-                    model.tokenizers,
-                    model.text_encoders,
-                    cfg.model.clip_skip,
-                    model.key,
-                    cache_root / "text",
-                    "cpu",
-                    write=False,
-                )
+                if write:
+                    for encoder in model.text_encoders:
+                        encoder.to("cpu")  # not needed on the GPU until sampling
+                return text
+
+            self.text_cache = self._main_rank_first(cache_text)
         else:
             reason = (
                 "the text encoder trains"
@@ -348,6 +320,40 @@ class Trainer:
             self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
         self._keep_caches_on_device()
 
+    def _main_rank_first(self, make):
+        """`make(write=True)` on the main rank, which computes and writes the cache files; the other ranks wait,
+        then `make(write=False)` reads the same files."""
+        made = make(True) if self.accel.is_main_process else None
+        self.accel.wait_for_everyone()
+        return made if self.accel.is_main_process else make(False)
+
+    def _cache_latents(self, cache_root: Path) -> dict[int, data.LatentEntry]:
+        """Every image through the VAE once (flip-aware), the VAE on the GPU only for that."""
+        model, flip = self.model, self.cfg.dataset.flip_aug
+        vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype  # fp16 VAE → NaNs
+
+        def cache(write: bool) -> dict[int, data.LatentEntry]:
+            if write:
+                hold("engine:caching")  # tests only (image/hold_points.py)
+                model.vae.to(self.device, vae_dtype)
+                self.events.emit("caching", what="latents", count=len(self.items), flip=flip)
+            latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=flip,
+                device=self.device if write else "cpu",
+                dtype=vae_dtype if write else torch.float32,
+                write=write,
+                progress=PhaseProgress(self.events, "caching_latents", unit="images") if write else None,
+            )
+            if write:
+                model.vae.to("cpu")
+            return latents
+
+        return self._main_rank_first(cache)
+
     def _keep_caches_on_device(self, limit_gib: float = 2.0) -> None:
         """On a GPU, hold the cached latents and embeddings there (a few hundred MB for 1000 SDXL images): a batch
         is then a stack on the device, not a host-to-device copy per step."""
@@ -357,12 +363,15 @@ class Trainer:
         tensors += [t for e in self.text_cache.values() for t in (e.hidden, e.pooled) if t is not None]
         if sum(t.numel() * 2 for t in tensors) / 2**30 > limit_gib:
             return
-        for entry in self.latents.values():
-            entry.latents = entry.latents.to(self.device)
-            entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None
+        self._latents_to_device()
         for entry in self.text_cache.values():
             entry.hidden = entry.hidden.to(self.device, self.weight_dtype)
             entry.pooled = entry.pooled.to(self.device, self.weight_dtype) if entry.pooled is not None else None
+
+    def _latents_to_device(self) -> None:
+        for entry in self.latents.values():
+            entry.latents = entry.latents.to(self.device)
+            entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None
 
     def _setup_training(self) -> None:
         cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
@@ -408,16 +417,7 @@ class Trainer:
         else:
             optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
             self.params = [p for g in groups for p in g["params"]]
-        self.scheduler = build_scheduler(
-            optimizer,
-            t.lr_scheduler,
-            self.total_steps,
-            self.warmup,
-            t.lr_scheduler_num_cycles,
-            t.lr_scheduler_power,
-            args=t.lr_scheduler_args,
-            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
-        )
+        self.scheduler = self._scheduler(optimizer)
         if warning := kohya_extras.optimizer_warning(self.optimizer_name, groups):
             self.events.emit("warning", message=warning)
         if self.fast is None and self.trains_te:
@@ -428,14 +428,30 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
         self.schedule = NoiseSchedule.kohya(self.device, t.zero_terminal_snr)
         self.loss_options = kohya_extras.loss_options(t)
-        self.facts = RunFacts(
+        self.facts = self._run_facts(
+            family=self.family, v2=cfg.model.v2, v_parameterization=self.model.v_prediction, base_model=cfg.model.base
+        )
+
+    def _scheduler(self, optimizer):
+        t = self.cfg.training
+        return build_scheduler(
+            optimizer,
+            t.lr_scheduler,
+            self.total_steps,
+            self.warmup,
+            t.lr_scheduler_num_cycles,
+            t.lr_scheduler_power,
+            args=t.lr_scheduler_args,
+            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
+        )
+
+    def _run_facts(self, **model_facts) -> RunFacts:
+        """What the saved file's metadata says about this run; `model_facts`: family, v2, v_parameterization and
+        base_model, which each family knows for itself."""
+        return RunFacts(
             session_id=self.session_id,
             started_at=self.started_at,
-            family=self.family,
-            v2=cfg.model.v2,
-            v_parameterization=self.model.v_prediction,
-            base_model=cfg.model.base,
-            resolution=tuple(cfg.dataset.resolution),
+            resolution=tuple(self.cfg.dataset.resolution),
             num_train_images=self.scan.num_train_images,
             num_reg_images=self.scan.num_reg_images,
             num_batches_per_epoch=self.batches_per_epoch,
@@ -445,6 +461,7 @@ class Trainer:
             optimizer=self.optimizer_name,
             mixed_precision=self.mixed,
             num_processes=self.world,
+            **model_facts,
             **data.describe(self.scan),
         )
 
@@ -669,31 +686,9 @@ class Trainer:
         return path.relative_to(self.output_dir).as_posix()
 
     def _save_checkpoint(self, path: Path, epoch: int, resume_at: tuple[int, int], kind: str = "checkpoint") -> None:
-        """The kohya file (main rank) and the resume state (all ranks: each its RNG)."""
-        t = self.cfg.training
-        save_started = time.monotonic()  # the report's "saving" time
+        """The LoRA file (main rank) and the resume state (all ranks: each its RNG)."""
         if self.accel.is_main_process:
-            components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
-            tensors = kohya_state_dict(
-                components,
-                self.family,
-                t.network_alpha,
-                SAVE_DTYPES[t.save_precision],
-                self.model.layers_per_block,
-                conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None,
-            )
-            metadata = build_metadata(
-                self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()
-            )
-            write_lora(path, tensors, metadata)
-            self.events.output(
-                "checkpoint",
-                path,
-                kind=kind,
-                step=self.global_step,
-                epoch=epoch,
-                save_seconds=round(time.monotonic() - save_started, 3),
-            )
+            self._write_lora(path, epoch, kind)
         state_root = self.work_dir / "state"
         state.stage_rank(state_root, self.global_step, self.rank, self.generator)
         self.accel.wait_for_everyone()
@@ -705,6 +700,30 @@ class Trainer:
             state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
         self.accel.wait_for_everyone()
         self.last_saved_step = self.global_step
+
+    def _write_lora(self, path: Path, epoch: int, kind: str) -> None:
+        """Hook: the kohya file users load (main rank only), and its `checkpoint` event."""
+        t = self.cfg.training
+        save_started = time.monotonic()  # the report's "saving" time
+        components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
+        tensors = kohya_state_dict(
+            components,
+            self.family,
+            t.network_alpha,
+            SAVE_DTYPES[t.save_precision],
+            self.model.layers_per_block,
+            conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None,
+        )
+        metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time())
+        write_lora(path, tensors, metadata)
+        self.events.output(
+            "checkpoint",
+            path,
+            kind=kind,
+            step=self.global_step,
+            epoch=epoch,
+            save_seconds=round(time.monotonic() - save_started, 3),
+        )
 
     def _save_on_stop(self, epoch: int, next_batch: int) -> None:
         if self.global_step > self.last_saved_step:

@@ -79,9 +79,7 @@ def show_job(store: JobStore, state: JobState) -> None:
 
 
 def _phase(state: JobState) -> str:
-    from lorarun.runner.run.job_end import phase_shown
-
-    phase = phase_shown(state)  # "stopped" for a job stopped on purpose (its state machine says done)
+    phase = state.phase  # `stopped` for a job stopped on purpose (the state says so: runner/state.py)
     colour = {"done": "green", "stopped": "yellow", "failed": "red", "kept": "yellow"}.get(phase, "cyan")
     return f"[{colour}]{phase}[/]"
 
