@@ -6,7 +6,8 @@ instance.
 
 A job that writes into its dataset on the instance (`dataset.captions: auto` or `only` write each caption beside
 its image, image/engine/caption/run.py) keeps its own copy: the next job must not train on another job's
-captions."""
+captions. On your own server (`ssh`) or this machine (`local`) nothing is shared: the machine outlives the job,
+whose folder lorarun removes at the end (provider_adapters/ssh.py), and a copy beside it would stay behind."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.remote.layout import RemoteLayout
 
 SHARED_DIR = ".datasets"
+MACHINE_KEPT = frozenset({"ssh", "local"})  # providers whose machine is not destroyed with the job
 
 
 def dataset_key(job: ValidatedJob) -> str:
@@ -29,7 +31,7 @@ def dataset_key(job: ValidatedJob) -> str:
     return digest.hexdigest()[:16]
 
 
-def remote_dataset_dir(job: ValidatedJob, layout: RemoteLayout) -> str:
-    if job.spec.dataset.captions != "given":
+def remote_dataset_dir(job: ValidatedJob, layout: RemoteLayout, provider: str) -> str:
+    if provider in MACHINE_KEPT or job.spec.dataset.captions != "given":
         return layout.dataset
     return posixpath.join(posixpath.dirname(layout.root), SHARED_DIR, dataset_key(job))

@@ -25,7 +25,7 @@ def upload(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     ctx.advance(run, "upload")
     spec = run.job.spec
     started = ctx.clock.now()
-    dataset = remote_dataset_dir(run.job, layout)  # one copy per rental for the jobs that share it
+    dataset = remote_dataset_dir(run.job, layout, ctx.provider.name)  # one copy per rental for the jobs that share it
     transport.run(f"mkdir -p {shell_quote(layout.output)} {shell_quote(layout.work)}", timeout=60)
     # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
     with (
