@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorarun.provider_adapters.base import Provider
+from lorarun.provider_adapters.base import Instance, Provider
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.state import JobState, lorarun_home
 from lorarun.sshlink.transport import Transport
@@ -45,8 +45,12 @@ def provider_for_state(state: JobState) -> Provider:
 
 
 def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
+    """The pipeline's `ConnectFn`: a link to the rental's instance (`transport_to`)."""
+    return transport_to(rental.instance, state, job_dir, rental.provider)
+
+
+def transport_to(instance: Instance, state: JobState, job_dir: Path, provider: Provider | None = None) -> Transport:
     """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key."""
-    instance = rental.instance
     if instance.provider == "local":
         from lorarun.runner.remote.local import LocalTransport
 
@@ -58,7 +62,7 @@ def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
         host=instance.ssh.host,
         port=instance.ssh.port,
         username=instance.ssh.username,
-        provider=rental.provider,
+        provider=provider,
     )
 
 

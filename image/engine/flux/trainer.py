@@ -24,7 +24,7 @@ from lorarun.image.engine.flux.step import flow_loss
 from lorarun.image.engine.lora import unwrap
 from lorarun.image.engine.optim import build_optimizer, build_scheduler
 from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
-from lorarun.image.engine.train import Trainer
+from lorarun.image.engine.trainer import Trainer
 
 MODELSPEC = {"dev": "flux-1-dev", "schnell": "flux-1-schnell", "krea": "flux-1-dev"}
 
