@@ -280,3 +280,24 @@ def test_a_second_lora_in_the_folder_writes_its_report_beside_the_first(tmp_path
     assert f"report  {out / 'beta.report.html'}" in lines
     # the same LoRA again (asked for with --overwrite) and the same job (a resumed run) replace report.*
     assert write_report(out, {"job_id": "job-c", "output_name": "alpha"}, [])[0].name == "report.json"
+
+
+def test_out_auto_skips_a_folder_an_unfinished_job_still_claims_and_keeps_its_own(home, tmp_path):
+    store = JobStore()
+    a = job(tmp_path)
+    out = a.spec.output_dir
+    held = OutputTarget((out / "e2e_lora-1").resolve(), "e2e_lora")  # detached while empty: no folder, a claim
+    new_state(store, "e2e-lora-bbb222", "train", held.output_dir)
+    write_claim(OutputClaims(), held, dead_pid(), ["e2e-lora-bbb222"])
+    with claimed_outputs([a], auto=True) as claimed:
+        assert claimed.jobs[0].spec.output_dir.name == "e2e_lora-2"
+
+        @dataclass
+        class Run:
+            job: Job
+            state: JobState
+
+        mine = new_state(store, "e2e-lora-ccc333", "train", claimed.jobs[0].spec.output_dir)
+        claimed.add_runs([Run(claimed.jobs[0], mine)])
+    assert (out / "e2e_lora-2").is_dir()  # left unfinished (detached): its folder stays for `attach`
+    assert OutputClaims().read(held).job_ids == ("e2e-lora-bbb222",)  # the other job's claim, untouched
