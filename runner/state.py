@@ -117,6 +117,7 @@ class JobState:
     offer_id: str | None = None
     gpu: str | None = None
     price_per_hour: float | None = None
+    interruptible: bool = False  # the rental is interruptible: `attach` resumes it elsewhere if it was taken back
     ssh_host: str | None = None
     ssh_port: int | None = None
     ssh_user: str | None = None
