@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorarun.image.hold_points import hold
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.errors import JobBusy, JobNotFound
 
 PHASES = (
@@ -86,11 +87,6 @@ class LockHolder:
         return True
 
 
-def lorarun_home() -> Path:
-    """`$LORARUN_HOME`, else `~/.lorarun`. Tests point it at a temporary folder."""
-    return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser()
-
-
 def new_job_id(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "job"
     return f"{slug}-{os.urandom(3).hex()}"  # as secrets.token_hex(3), without importing hashlib at start-up
@@ -121,6 +117,7 @@ class JobState:
     offer_id: str | None = None
     gpu: str | None = None
     price_per_hour: float | None = None
+    interruptible: bool = False  # the rental is interruptible: `attach` resumes it elsewhere if it was taken back
     ssh_host: str | None = None
     ssh_port: int | None = None
     ssh_user: str | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console, err_console
 from lorarun.runner.state import JobState, JobStore
 
@@ -31,7 +32,11 @@ def register(app: typer.Typer) -> None:
     app.command("down", help="Stop a job: pull what exists, then destroy its instance.")(down)
 
 
-def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough).")) -> None:
+def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough), or a batch id.")) -> None:
+    if is_batch_id(job_id):  # every job of a batch (runner/batch/)
+        from lorarun.runner.cli.batch_verbs import attach_batch
+
+        return attach_batch(job_id)
     _resume(job_id, stop=False)
 
 
@@ -41,6 +46,10 @@ def down(
         1800.0, "--wait-seconds", hidden=True, help="How long to wait for the controller holding the job."
     ),
 ) -> None:
+    if is_batch_id(job_id):  # every job of a batch (runner/batch/)
+        from lorarun.runner.cli.batch_verbs import down_batch
+
+        return down_batch(job_id, wait_seconds)
     store = JobStore()
     state = store.load(job_id)
     holder = store.lock_holder(state.job_id)
@@ -131,13 +140,18 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         options=PipelineOptions(interactive=sys.stdin.isatty()),
         max_cost=job.spec.resources.max_cost,
     )
-    if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
+    gone = pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated"
+    if gone and (stop or not state.interruptible):  # an interruptible one resumes elsewhere (run/detached_resume.py)
         err_console.print(
             f"[yellow]instance {state.instance_id} is gone at {provider.name}; "
             f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
             highlight=False,
         )
-    runs = pipeline.run(stop=stop)
+    from lorarun.runner.job.output_guard import claimed_for_attach
+
+    # The job's own output claim, re-taken from its dead submit; refused while another job writes there (#24).
+    with claimed_for_attach(job, state.job_id, command="down" if stop else "attach"):
+        runs = pipeline.run(stop=stop)
     for run in runs:
         print_ended(run.state, run.job.spec.output.name)
 

@@ -54,3 +54,24 @@ def unset(key: str = typer.Argument(...)) -> None:
     name = user_config.canonical(key)
     removed = user_config.unset_value(name)
     console.print(f"{name} {'unset' if removed else 'was not set'}", highlight=False)
+
+
+@config_app.command("show", help="Every default that is set and where each provider's API key comes from (masked).")
+def show() -> None:
+    from lorarun.runner.job.config_show import config_report
+
+    for line in config_report():
+        console.print(line, highlight=False)
+
+
+@config_app.command("key", help="Save a provider's API key in the config file (mode 0600); read hidden or from stdin.")
+def key(provider: str = typer.Argument(..., help="vastai or runpod.")) -> None:
+    import sys
+
+    from lorarun.runner.job.config_show import save_api_key
+
+    if sys.stdin.isatty():
+        secret = typer.prompt(f"{provider} API key", hide_input=True, default="", show_default=False)
+    else:
+        secret = sys.stdin.readline()
+    console.print(save_api_key(provider, secret), highlight=False)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarun.provider_adapters.base import Offer, Provider
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.price.estimate import Estimate, EstimateInputs
 from lorarun.runner.price.offer_table import offer_request
@@ -72,7 +73,7 @@ def fetch_offers(
 
 # -- the rate, learned --------------------------------------------------------------------------------------------
 def history_path() -> Path:
-    return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser() / HISTORY_FILE
+    return lorarun_home() / HISTORY_FILE
 
 
 def _read(path: Path) -> dict:

@@ -4,22 +4,16 @@ and whose time was spent (a CPU's or a GPU's, billed or not)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-REPORT_JSON = "report.json"  # as runner/run/report.py writes it
-
 
 def read_report(output_dir: str | Path, job_id: str | None = None) -> dict[str, Any]:
-    """The job's report.json, or {} (none yet, unreadable, or another job's report in a shared folder)."""
-    try:
-        data = json.loads((Path(output_dir) / REPORT_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or (job_id and data.get("job_id") not in (None, job_id)):
-        return {}
-    return data
+    """The job's report.json, or {} (none yet, unreadable, or only another job's report in a shared folder):
+    `report.json`, or `<output name>.report.json` when another LoRA's report had that name (report_files.py)."""
+    from lorarun.runner.run.report_files import find_report
+
+    return find_report(output_dir, job_id)[1]
 
 
 def machine_time_label(state) -> str:

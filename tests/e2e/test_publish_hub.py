@@ -11,8 +11,9 @@ import pytest
 from fakes.hub_server import USER, VALID_TOKEN, FakeHub, point_the_client_at
 from support.cloud import tiny_job
 
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.cli.app import main
-from lorarun.runner.state import JobStore, lorarun_home
+from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
