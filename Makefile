@@ -22,8 +22,9 @@ install: $(VENV)/.installed
 
 # The demo's job is recorded in the normal lorarun home (~/.lorarun, or $$LORARUN_HOME), so `lorarun status`,
 # `logs` and the report find it afterwards. --yes: the demo runs on this machine at no cost, and says so first.
+# --overwrite: running the demo again replaces its toy LoRA (a job's earlier outputs are otherwise kept, #24).
 demo: install
-	$(VENV)/bin/lorarun submit jobs/demo.yaml --yes
+	$(VENV)/bin/lorarun submit jobs/demo.yaml --yes --overwrite
 	@echo "demo state: $${LORARUN_HOME:-$$HOME/.lorarun}/jobs — see it with: $(VENV)/bin/lorarun status"
 
 test: install

@@ -1,5 +1,5 @@
 """The import package is the `lorarun/` folder. Its `runner`, `provider_adapters` and `image` entries are symbolic
-links to the charter's top-level folders (DESIGN.md, "Layout"), so every module sits on disk at its import path:
+links to the charter's top-level folders (DESIGN.md, "The house"), so every module sits on disk at its import path:
 `lorarun/image/schema.py` is `lorarun.image.schema`, for Python, for pip and for every static tool (ruff, mypy,
 import-linter) alike, with no `package_dir` mapping for them to misunderstand. Nothing named `runner` or `image`
 ever reaches site-packages.

@@ -164,6 +164,9 @@ class TrainingConfig:
     optimizer_args: tuple[str, ...] = ()  # kohya's "key=value" strings, e.g. "weight_decay=0.01"
     mixed_precision: str = "bf16"
     save_every_n_epochs: int | None = 2
+    # A checkpoint and resume state every N optimizer steps too (kohya's name): bounds the work an interrupted
+    # rental loses to N steps (runner/price/interruptible.py counts it in the expected cost).
+    save_every_n_steps: int | None = None
     save_precision: str = "fp16"
     seed: int = 42
     gradient_checkpointing: bool = False
@@ -213,7 +216,7 @@ class TrainingConfig:
     def validate(self, where: str = "training") -> None:
         if self.max_train_epochs is None and self.max_train_steps is None:
             raise ConfigError(f"{where}: set epochs (max_train_epochs) or max_train_steps")
-        for name in ("max_train_epochs", "max_train_steps", "save_every_n_epochs"):
+        for name in ("max_train_epochs", "max_train_steps", "save_every_n_epochs", "save_every_n_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{where}.{name}: must be at least 1, got {value}")

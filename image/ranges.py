@@ -72,6 +72,7 @@ RANGES: dict[str, Range] = {
     "training.lr_scheduler_num_cycles": Range(1, 1000),
     "training.lr_scheduler_power": Range(0, 100),
     "training.save_every_n_epochs": Range(1, 10_000),
+    "training.save_every_n_steps": Range(1, 1_000_000),
     "training.seed": Range(0, SEED_MAX),
     "training.min_snr_gamma": Range(0, 100, low_open=True),
     "training.noise_offset": Range(0, 1),

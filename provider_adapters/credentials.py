@@ -2,8 +2,10 @@
 
 Order (first hit wins):
 1. the environment: `VAST_API_KEY`, `RUNPOD_API_KEY`;
-2. lorarun's own config, `$LORARUN_HOME/config.toml` (LORARUN_HOME defaults to `~/.lorarun`), e.g.
-   `[vastai]` / `[runpod]` with `api_key = "..."`;
+2. lorarun's user config, `~/.config/lorarun/config.toml` (user_files.py: `$LORARUN_CONFIG`, `$XDG_CONFIG_HOME`
+   honoured), `[vastai]` / `[runpod]` with `api_key = "..."` — the file that holds the defaults too. The old place,
+   `~/.lorarun/config.toml`, is migrated into it the first time it is read (config_file.py); an old file that cannot
+   be migrated is still named here;
 3. the provider's own CLI files:
    - Vast: `~/.config/vastai/vast_api_key` (vast-cli; `$XDG_CONFIG_HOME` honoured) and the legacy
      `~/.vast_api_key` (older CLI; newer ones migrate it) — the whole file is the key;
@@ -18,12 +20,14 @@ from __future__ import annotations
 import functools
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorarun.provider_adapters import config_file
 from lorarun.provider_adapters.errors import CredentialsMissing
+from lorarun.provider_adapters.user_files import legacy_config_path, user_config_path
 
 ENV_VARS = {"vastai": "VAST_API_KEY", "runpod": "RUNPOD_API_KEY"}
 CONSOLE_KEY_PAGES = {
@@ -40,13 +44,6 @@ class ApiKey:
 
     def __str__(self) -> str:
         return f"{self.provider} API key from {self.source}"
-
-
-def lorarun_home(env: Mapping[str, str] | None = None, home: Path | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("LORARUN_HOME"):
-        return Path(env["LORARUN_HOME"]).expanduser()
-    return (home or Path.home()) / ".lorarun"
 
 
 def find_api_key(provider: str, *, env: Mapping[str, str] | None = None, home: Path | None = None) -> ApiKey:
@@ -66,36 +63,42 @@ def find_api_key(provider: str, *, env: Mapping[str, str] | None = None, home: P
             continue
         if key:
             return ApiKey(provider, key, where)
-    cfg = lorarun_home(env, home) / "config.toml"
+    cfg = user_config_path(env, home)
     raise CredentialsMissing(
         f"No {provider} API key found. Looked in:\n  - "
         + "\n  - ".join(looked)
-        + f"\nCreate a key at {CONSOLE_KEY_PAGES[provider]} and either export {ENV_VARS[provider]}=<key> "
-        f'or add it to {cfg} as:\n  [{provider}]\n  api_key = "<key>"',
+        + f"\nCreate a key at {CONSOLE_KEY_PAGES[provider]}, then run `lorarun config key {provider}` (saved in "
+        f"{cfg}, mode 0600), or export {ENV_VARS[provider]}=<key>, "
+        f'or add it to that file as:\n  [{provider}]\n  api_key = "<key>"',
         provider=provider,
     )
 
 
-def _sources(provider: str, env: Mapping[str, str], home: Path) -> list[tuple[str, Callable[[], str]]]:
+def _sources(provider: str, env: Mapping[str, str], home: Path) -> Iterator[tuple[str, Callable[[], str]]]:
+    """Where to look, in order; lazy, so the old config file is listed only if reading the user config (which
+    migrates it) left it in place."""
     var = ENV_VARS[provider]
-    cfg = lorarun_home(env, home) / "config.toml"
-    sources: list[tuple[str, Callable[[], str]]] = [
-        (f"environment variable {var}", lambda: env.get(var, "").strip()),
-        (f"{cfg} [{provider}] api_key", lambda: _toml_key(cfg, (provider, "api_key"))),
-    ]
+    yield f"environment variable {var}", lambda: env.get(var, "").strip()
+    cfg = user_config_path(env, home)
+
+    def from_user_config() -> str:
+        config_file.prepare(env, home)  # the old file migrated, a loose mode fixed: each said once
+        return _toml_key(cfg, (provider, "api_key"))
+
+    yield f"{cfg} [{provider}] api_key", from_user_config
+    legacy = legacy_config_path(env, home)
+    if legacy.is_file():  # still there: it could not be migrated (a line said why)
+        yield f"{legacy} [{provider}] api_key", lambda: _toml_key(legacy, (provider, "api_key"))
     if provider == "vastai":
         xdg = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
         for path in (xdg / "vastai" / "vast_api_key", home / ".vast_api_key"):
-            sources.append((f"{path} (vastai CLI)", functools.partial(_plain_key, path)))
+            yield f"{path} (vastai CLI)", functools.partial(_plain_key, path)
     else:
         path = home / ".runpod" / "config.toml"
-        sources.append(
-            (
-                f"{path} (runpodctl `apikey`, runpod-python [default] api_key)",
-                lambda: _toml_key(path, ("apikey",), ("apiKey",), ("default", "api_key")),
-            )
+        yield (
+            f"{path} (runpodctl `apikey`, runpod-python [default] api_key)",
+            lambda: _toml_key(path, ("apikey",), ("apiKey",), ("default", "api_key")),
         )
-    return sources
 
 
 def _plain_key(path: Path) -> str:

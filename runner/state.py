@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lorarun.image.hold_points import hold
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.errors import JobBusy, JobNotFound
 
 PHASES = (
@@ -31,10 +32,14 @@ PHASES = (
     "finish",
     "teardown",
     "done",
+    "stopped",
     "failed",
     "kept",
 )
-FINAL_PHASES = ("done", "failed", "kept")
+# `stopped`: ended on purpose before its last step (Ctrl-C → stop, `lorarun down`, SIGTERM, max_cost, the UI's
+# Stop): its outputs came home verified and its instance was torn down as for `done`, but it did not train to the end.
+FINAL_PHASES = ("done", "stopped", "failed", "kept")
+ENDED_WELL = ("done", "stopped")  # outputs home and verified, instance torn down
 
 
 def controller_alive(state: JobState) -> bool:
@@ -82,14 +87,18 @@ class LockHolder:
         return True
 
 
-def lorarun_home() -> Path:
-    """`$LORARUN_HOME`, else `~/.lorarun`. Tests point it at a temporary folder."""
-    return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser()
-
-
 def new_job_id(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24] or "job"
     return f"{slug}-{os.urandom(3).hex()}"  # as secrets.token_hex(3), without importing hashlib at start-up
+
+
+def _report_outcome(output_dir: str | None, job_id: str) -> str | None:
+    """The outcome report.json records for this job (runner/run/report.py), or None."""
+    try:
+        data = json.loads((Path(output_dir or "") / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("outcome") if isinstance(data, dict) and data.get("job_id") in (None, job_id) else None
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class JobState:
     offer_id: str | None = None
     gpu: str | None = None
     price_per_hour: float | None = None
+    interruptible: bool = False  # the rental is interruptible: `attach` resumes it elsewhere if it was taken back
     ssh_host: str | None = None
     ssh_port: int | None = None
     ssh_user: str | None = None
@@ -266,6 +276,8 @@ class JobStore:
         data = json.loads(path.read_text(encoding="utf-8"))
         data["history"] = tuple(tuple(h) for h in data.get("history", ()))
         data["leaked_instance_ids"] = tuple(data.get("leaked_instance_ids", ()))
+        if data.get("phase") == "done" and _report_outcome(data.get("output_dir"), job_id) == "stopped":
+            data["phase"] = "stopped"  # written before the phase existed (its report said stopped): read it as now
         known = {f.name for f in dataclasses.fields(JobState)}
         return JobState(**{k: v for k, v in data.items() if k in known})
 

@@ -8,7 +8,6 @@ skips the VAE and text encoders entirely.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections import Counter
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lorarun.image.dataset_scan import FLATTEN_BACKGROUND, DatasetScan, has_transparency
+from lorarun.image.engine.embedding_cache import cache_key, cache_per_caption, save_atomic
 
 Reso = tuple[int, int]
 
@@ -181,10 +181,6 @@ def load_image(path: Path, bucket: Reso) -> tuple[torch.Tensor, tuple[int, int]]
     return data.permute(2, 0, 1).float().div(127.5).sub(1.0), (top, left)
 
 
-def _key(*parts) -> str:
-    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:24]
-
-
 @dataclass
 class LatentEntry:
     latents: torch.Tensor  # (4, h, w), already multiplied by the VAE scaling factor
@@ -215,7 +211,7 @@ def cache_latents(
         stat = item.path.stat()
         file = (
             cache_dir
-            / f"{_key(model_key, item.path.resolve(), stat.st_size, stat.st_mtime_ns, item.bucket, flip)}.safetensors"
+            / f"{cache_key(model_key, item.path.resolve(), stat.st_size, stat.st_mtime_ns, item.bucket, flip)}.safetensors"
         )
         if file.exists():
             data = load_file(str(file))
@@ -243,9 +239,7 @@ def cache_latents(
                 tensors = {"latents": latents.contiguous(), "crop": torch.tensor(crop)}
                 if flipped is not None:
                     tensors["latents_flipped"] = flipped.contiguous()
-                tmp = file.with_suffix(".tmp")
-                save_file(tensors, str(tmp))
-                tmp.replace(file)
+                save_atomic(tensors, file)
                 out[item.index] = LatentEntry(latents, flipped, crop)
             done += len(chunk)
             if progress:
@@ -316,35 +310,29 @@ def cache_text(
     batch_size: int = 16,
     progress=None,
 ) -> dict[str, TextEmbeds]:
-    """One embedding per distinct caption, on disk; returns caption → embeds (batch dim 1, on the CPU).
-    `progress(done, total)` after each batch encoded (the controller shows "caching captions N/M")."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, TextEmbeds] = {}
-    todo = []
-    for caption in sorted(set(captions)):
-        file = cache_dir / f"{_key(model_key, clip_skip, caption)}.safetensors"
-        if file.exists():
-            data = load_file(str(file))
-            out[caption] = TextEmbeds(data["hidden"], data.get("pooled"))
-        else:
-            todo.append((caption, file))
-    if todo and not write:
-        raise RuntimeError("text cache incomplete on a non-main rank")
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        with torch.no_grad():
-            emb = encode_text(family, text_encoders, tokenize(tokenizers, [c for c, _ in chunk]), clip_skip, device)
-        for i, (caption, file) in enumerate(chunk):
+    """One embedding per distinct caption, on disk (embedding_cache.py); returns caption → embeds (batch dim 1, on
+    the CPU). `progress(done, total)` after each batch encoded (the controller shows "caching captions N/M")."""
+
+    def encode(chunk: list[str]) -> list[dict[str, torch.Tensor]]:
+        emb = encode_text(family, text_encoders, tokenize(tokenizers, chunk), clip_skip, device)
+        out = []
+        for i in range(len(chunk)):
             tensors = {"hidden": emb.hidden[i : i + 1].float().cpu().contiguous()}
             if emb.pooled is not None:
                 tensors["pooled"] = emb.pooled[i : i + 1].float().cpu().contiguous()
-            tmp = file.with_suffix(".tmp")
-            save_file(tensors, str(tmp))
-            tmp.replace(file)
-            out[caption] = TextEmbeds(tensors["hidden"], tensors.get("pooled"))
-        if progress:
-            progress(min(start + batch_size, len(todo)), len(todo))
-    return out
+            out.append(tensors)
+        return out
+
+    cached = cache_per_caption(
+        captions,
+        cache_dir,
+        lambda caption: cache_key(model_key, clip_skip, caption),
+        encode,
+        write=write,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return {caption: TextEmbeds(t["hidden"], t.get("pooled")) for caption, t in cached.items()}
 
 
 # --- batches ------------------------------------------------------------------------------------------------------

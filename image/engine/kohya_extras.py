@@ -27,6 +27,14 @@ def checkpoint_to_remove(epoch: int, save_every: int | None, last_n: int | None)
     return remove if remove > 0 else None  # kohya returns 0 too, whose file never exists
 
 
+def step_save_due(t, global_step: int, *, done: bool, epoch_save_follows: bool) -> bool:
+    """kohya `save_every_n_steps`: a checkpoint (and with it the resume state) after every N optimizer steps, so
+    an interrupted rental loses at most N steps. Not at the last step (the final file is written then) nor where
+    the epoch's own checkpoint follows at this very step (the same weights twice)."""
+    every = t.save_every_n_steps
+    return bool(every) and global_step % every == 0 and not done and not epoch_save_follows
+
+
 def remove_old_checkpoint(events, path_for_epoch, epoch: int, t) -> None:
     remove = checkpoint_to_remove(epoch, t.save_every_n_epochs, t.save_last_n_epochs)
     if remove is None:

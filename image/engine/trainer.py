@@ -88,21 +88,14 @@ class Trainer(TrainerCaching, TrainerOutputs):
     # --- setup ----------------------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, t = self.cfg, self.cfg.training
+        """The run's skeleton, shared by every family (Flux overrides the steps marked as hooks, not this)."""
         self._memory_check()
         found = state.find_latest(self.work_dir / "state")
         self.resume_from_step = found[1].global_step if found else None
         self._emit_started()
-        from lorarun.image.engine.models import load_model
-
-        torch.manual_seed(t.seed)
-        if _is_hub_id(cfg.model.base):
-            from lorarun.image.engine.download_watch import DownloadWatch
-
-            with DownloadWatch(self.events, cfg.model.base):
-                self.model = load_model(cfg.model)
-        else:
-            self.model = load_model(cfg.model)
+        self._announce()
+        torch.manual_seed(self.cfg.training.seed)
+        self.model = self._load_model()
         self.family = self.model.family
         self._stop_if_requested()
         self._cache()
@@ -114,6 +107,20 @@ class Trainer(TrainerCaching, TrainerOutputs):
             return
         self._loop(resumed)
         self._finish()
+
+    def _announce(self) -> None:
+        """Hook: the family's own facts and warnings, right after `started` (SD has none beyond `started`)."""
+
+    def _load_model(self):
+        """Hook: the model parts; a hub id is downloaded with progress events."""
+        from lorarun.image.engine.models import load_model
+
+        if _is_hub_id(self.cfg.model.base):
+            from lorarun.image.engine.download_watch import DownloadWatch
+
+            with DownloadWatch(self.events, self.cfg.model.base):
+                return load_model(self.cfg.model)
+        return load_model(self.cfg.model)
 
     def _setup_training(self) -> None:
         cfg, t, model, accel = self.cfg, self.cfg.training, self.model, self.accel
@@ -159,16 +166,7 @@ class Trainer(TrainerCaching, TrainerOutputs):
         else:
             optimizer = build_optimizer(self.optimizer_name, groups, groups[0]["lr"], t.optimizer_args, cuda)
             self.params = [p for g in groups for p in g["params"]]
-        self.scheduler = build_scheduler(
-            optimizer,
-            t.lr_scheduler,
-            self.total_steps,
-            self.warmup,
-            t.lr_scheduler_num_cycles,
-            t.lr_scheduler_power,
-            args=t.lr_scheduler_args,
-            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
-        )
+        self.scheduler = self._scheduler(optimizer)
         if warning := kohya_extras.optimizer_warning(self.optimizer_name, groups):
             self.events.emit("warning", message=warning)
         if self.fast is None and self.trains_te:
@@ -179,14 +177,30 @@ class Trainer(TrainerCaching, TrainerOutputs):
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
         self.schedule = NoiseSchedule.kohya(self.device, t.zero_terminal_snr)
         self.loss_options = kohya_extras.loss_options(t)
-        self.facts = RunFacts(
+        self.facts = self._run_facts(
+            family=self.family, v2=cfg.model.v2, v_parameterization=self.model.v_prediction, base_model=cfg.model.base
+        )
+
+    def _scheduler(self, optimizer):
+        t = self.cfg.training
+        return build_scheduler(
+            optimizer,
+            t.lr_scheduler,
+            self.total_steps,
+            self.warmup,
+            t.lr_scheduler_num_cycles,
+            t.lr_scheduler_power,
+            args=t.lr_scheduler_args,
+            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
+        )
+
+    def _run_facts(self, **model_facts) -> RunFacts:
+        """What the saved file's metadata says about this run; `model_facts`: family, v2, v_parameterization and
+        base_model, which each family knows for itself."""
+        return RunFacts(
             session_id=self.session_id,
             started_at=self.started_at,
-            family=self.family,
-            v2=cfg.model.v2,
-            v_parameterization=self.model.v_prediction,
-            base_model=cfg.model.base,
-            resolution=tuple(cfg.dataset.resolution),
+            resolution=tuple(self.cfg.dataset.resolution),
             num_train_images=self.scan.num_train_images,
             num_reg_images=self.scan.num_reg_images,
             num_batches_per_epoch=self.batches_per_epoch,
@@ -196,6 +210,7 @@ class Trainer(TrainerCaching, TrainerOutputs):
             optimizer=self.optimizer_name,
             mixed_precision=self.mixed,
             num_processes=self.world,
+            **model_facts,
             **data.describe(self.scan),
         )
 
@@ -277,6 +292,11 @@ class Trainer(TrainerCaching, TrainerOutputs):
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
                     self._report_step(epoch)
                     first_report = False
+                epoch_save = (
+                    b == len(batches) - 1 and bool(t.save_every_n_epochs) and (epoch + 1) % t.save_every_n_epochs == 0
+                )
+                if kohya_extras.step_save_due(t, self.global_step, done=done, epoch_save_follows=epoch_save):
+                    self._save_checkpoint(self._step_path(self.global_step), epoch + 1, (epoch, b + 1))
                 # Data-parallel ranks must agree on the stop step, which costs an all-reduce and a host sync:
                 # done every STOP_CHECK_EVERY steps there (a few seconds), every step for a single process.
                 if (self.world == 1 or self.global_step % STOP_CHECK_EVERY == 0) and self._stop_requested():

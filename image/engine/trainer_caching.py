@@ -1,11 +1,12 @@
 """The trainer's preparation before the first step: the memory check, the `started` event, and the latent and
 text-embedding caches (the part of a step that never changes, computed once; engine.md §2). A mixin of `Trainer`
-(`trainer.py`): it reads the fields `Trainer.__init__` sets."""
+(`trainer.py`): it reads the fields `Trainer.__init__` sets; Flux's trainer overrides the cache hooks."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import torch
 
@@ -54,48 +55,21 @@ class TrainerCaching:
         )
 
     def _cache(self) -> None:
-        cfg, accel, model = self.cfg, self.accel, self.model
+        cfg, model = self.cfg, self.model
         cache_root = self.work_dir / "cache"
-        write = accel.is_main_process
-        vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype  # fp16 VAE → NaNs
         if not cfg.training.cache_latents:
             self.events.emit("warning", message="latents are always cached (no random crop / colour augmentation)")
-        # Main rank computes and writes; the others wait, then read the same files.
-        if write:
-            hold("engine:caching")  # tests only (image/hold_points.py)
-            model.vae.to(self.device, vae_dtype)
-            self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
-            self.latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device=self.device,
-                dtype=vae_dtype,
-                progress=PhaseProgress(self.events, "caching_latents", unit="images"),
-            )
-            model.vae.to("cpu")
-        accel.wait_for_everyone()
-        if not write:
-            self.latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device="cpu",
-                dtype=torch.float32,
-                write=False,
-            )
+        self.latents = self._cache_latents(cache_root)
         self.text_cache: dict[str, data.TextEmbeds] = {}
         if self.cache_text:
             captions = [item.caption for item in self.items]
-            if write:
-                for encoder in model.text_encoders:
-                    encoder.to(self.device, self.weight_dtype)
-                self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
-                self.text_cache = data.cache_text(
+
+            def cache_text(write: bool) -> dict[str, data.TextEmbeds]:
+                if write:
+                    for encoder in model.text_encoders:
+                        encoder.to(self.device, self.weight_dtype)
+                    self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
+                text = data.cache_text(
                     captions,
                     self.family,
                     model.tokenizers,
@@ -103,24 +77,16 @@ class TrainerCaching:
                     cfg.model.clip_skip,
                     model.key,
                     cache_root / "text",
-                    self.device,
-                    progress=PhaseProgress(self.events, "caching_text", unit="captions"),
+                    self.device if write else "cpu",
+                    write=write,
+                    progress=PhaseProgress(self.events, "caching_text", unit="captions") if write else None,
                 )
-                for encoder in model.text_encoders:
-                    encoder.to("cpu")  # not needed on the GPU until sampling
-            accel.wait_for_everyone()
-            if not write:
-                self.text_cache = data.cache_text(
-                    captions,
-                    self.family,
-                    model.tokenizers,
-                    model.text_encoders,
-                    cfg.model.clip_skip,
-                    model.key,
-                    cache_root / "text",
-                    "cpu",
-                    write=False,
-                )
+                if write:
+                    for encoder in model.text_encoders:
+                        encoder.to("cpu")  # not needed on the GPU until sampling
+                return text
+
+            self.text_cache = self._main_rank_first(cache_text)
         else:
             reason = (
                 "the text encoder trains"
@@ -132,6 +98,40 @@ class TrainerCaching:
             self.events.emit("caching", what="text_embeddings", count=0, skipped=f"encoded every step: {reason}")
         self._keep_caches_on_device()
 
+    def _main_rank_first(self, make):
+        """`make(write=True)` on the main rank, which computes and writes the cache files; the other ranks wait,
+        then `make(write=False)` reads the same files."""
+        made = make(True) if self.accel.is_main_process else None
+        self.accel.wait_for_everyone()
+        return made if self.accel.is_main_process else make(False)
+
+    def _cache_latents(self, cache_root: Path) -> dict[int, data.LatentEntry]:
+        """Every image through the VAE once (flip-aware), the VAE on the GPU only for that."""
+        model, flip = self.model, self.cfg.dataset.flip_aug
+        vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype  # fp16 VAE → NaNs
+
+        def cache(write: bool) -> dict[int, data.LatentEntry]:
+            if write:
+                hold("engine:caching")  # tests only (image/hold_points.py)
+                model.vae.to(self.device, vae_dtype)
+                self.events.emit("caching", what="latents", count=len(self.items), flip=flip)
+            latents = data.cache_latents(
+                self.items,
+                model.vae,
+                model.key,
+                cache_root / "latents",
+                flip=flip,
+                device=self.device if write else "cpu",
+                dtype=vae_dtype if write else torch.float32,
+                write=write,
+                progress=PhaseProgress(self.events, "caching_latents", unit="images") if write else None,
+            )
+            if write:
+                model.vae.to("cpu")
+            return latents
+
+        return self._main_rank_first(cache)
+
     def _keep_caches_on_device(self, limit_gib: float = 2.0) -> None:
         """On a GPU, hold the cached latents and embeddings there (a few hundred MB for 1000 SDXL images): a batch
         is then a stack on the device, not a host-to-device copy per step."""
@@ -141,9 +141,12 @@ class TrainerCaching:
         tensors += [t for e in self.text_cache.values() for t in (e.hidden, e.pooled) if t is not None]
         if sum(t.numel() * 2 for t in tensors) / 2**30 > limit_gib:
             return
-        for entry in self.latents.values():
-            entry.latents = entry.latents.to(self.device)
-            entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None
+        self._latents_to_device()
         for entry in self.text_cache.values():
             entry.hidden = entry.hidden.to(self.device, self.weight_dtype)
             entry.pooled = entry.pooled.to(self.device, self.weight_dtype) if entry.pooled is not None else None
+
+    def _latents_to_device(self) -> None:
+        for entry in self.latents.values():
+            entry.latents = entry.latents.to(self.device)
+            entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None

@@ -32,6 +32,9 @@ class TrainerOutputs:
     def _epoch_path(self, epoch: int) -> Path:
         return self.output_dir / f"{self.cfg.output_name}-{epoch:06d}.safetensors"
 
+    def _step_path(self, step: int) -> Path:
+        return self.output_dir / f"{self.cfg.output_name}-step{step:08d}.safetensors"  # kohya's step naming
+
     def _final_path(self) -> Path:
         return self.output_dir / f"{self.cfg.output_name}.safetensors"
 
@@ -39,31 +42,9 @@ class TrainerOutputs:
         return path.relative_to(self.output_dir).as_posix()
 
     def _save_checkpoint(self, path: Path, epoch: int, resume_at: tuple[int, int], kind: str = "checkpoint") -> None:
-        """The kohya file (main rank) and the resume state (all ranks: each its RNG)."""
-        t = self.cfg.training
-        save_started = time.monotonic()  # the report's "saving" time
+        """The LoRA file (main rank) and the resume state (all ranks: each its RNG)."""
         if self.accel.is_main_process:
-            components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
-            tensors = kohya_state_dict(
-                components,
-                self.family,
-                t.network_alpha,
-                SAVE_DTYPES[t.save_precision],
-                self.model.layers_per_block,
-                conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None,
-            )
-            metadata = build_metadata(
-                self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()
-            )
-            write_lora(path, tensors, metadata)
-            self.events.output(
-                "checkpoint",
-                path,
-                kind=kind,
-                step=self.global_step,
-                epoch=epoch,
-                save_seconds=round(time.monotonic() - save_started, 3),
-            )
+            self._write_lora(path, epoch, kind)
         state_root = self.work_dir / "state"
         state.stage_rank(state_root, self.global_step, self.rank, self.generator)
         self.accel.wait_for_everyone()
@@ -76,9 +57,33 @@ class TrainerOutputs:
         self.accel.wait_for_everyone()
         self.last_saved_step = self.global_step
 
+    def _write_lora(self, path: Path, epoch: int, kind: str) -> None:
+        """Hook: the kohya file users load (main rank only), and its `checkpoint` event."""
+        t = self.cfg.training
+        save_started = time.monotonic()  # the report's "saving" time
+        components = [(c, self._lora_state(m)) for c, m in self._lora_modules()]
+        tensors = kohya_state_dict(
+            components,
+            self.family,
+            t.network_alpha,
+            SAVE_DTYPES[t.save_precision],
+            self.model.layers_per_block,
+            conv_alpha=(t.conv_alpha or 1.0) if t.conv_dim else None,
+        )
+        metadata = build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time())
+        write_lora(path, tensors, metadata)
+        self.events.output(
+            "checkpoint",
+            path,
+            kind=kind,
+            step=self.global_step,
+            epoch=epoch,
+            save_seconds=round(time.monotonic() - save_started, 3),
+        )
+
     def _save_on_stop(self, epoch: int, next_batch: int) -> None:
         if self.global_step > self.last_saved_step:
-            path = self.output_dir / f"{self.cfg.output_name}-step{self.global_step:08d}.safetensors"
+            path = self._step_path(self.global_step)
             self._save_checkpoint(path, epoch + 1, (epoch, next_batch))  # epoch+1: the one in progress, kohya-style
         self.events.emit(
             "stopped", step=self.global_step, total_steps=self.total_steps, reason="stop signal received; state saved"

@@ -13,7 +13,8 @@ from typing import Any
 
 from lorarun.runner.batch.record import BatchRecord, BatchStore
 from lorarun.runner.batch.table import job_spent
-from lorarun.runner.run.report import REPORT_JSON, LossPoint, downsample, fmt_duration, fmt_money, loss_points
+from lorarun.runner.run.report import LossPoint, downsample, fmt_duration, fmt_money, loss_points
+from lorarun.runner.run.report_files import find_report
 
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f", "#854d0e")
 SETTING_SECTIONS = ("model", "dataset", "training", "sample", "flux")
@@ -26,11 +27,16 @@ text-align:left;vertical-align:top}th{font-weight:600}.differs{background:#fef3c
 
 def job_settings(job_file: str) -> dict[str, str]:
     """The job's settings as `section.field: value` (what the sweep may change), empty if the file is gone."""
+    from lorarun.runner.errors import InvalidJob
     from lorarun.runner.job.load import load_job
 
     try:
         spec = load_job(Path(job_file))
+    except InvalidJob as exc:  # a file that went bad since: what did parse still describes the job
+        spec = getattr(exc, "spec", None)
     except Exception:
+        return {}
+    if spec is None:
         return {}
     flat: dict[str, str] = {}
     for section in SETTING_SECTIONS:
@@ -68,8 +74,7 @@ def collect(record: BatchRecord, batches: BatchStore) -> list[dict[str, Any]]:
         events = _events(batches, job.job_id)
         grids = [str(e["path"]) for e in events if e.get("event") == "grid" and e.get("path")]
         grid = out / grids[-1] if grids and (out / grids[-1]).is_file() else None
-        report_json = out / REPORT_JSON
-        report = json.loads(report_json.read_text(encoding="utf-8")) if report_json.is_file() else {}
+        report = find_report(out, job.job_id)[1]  # report.json, or <name>.report.json in a shared folder
         history = dict(state.history)
         rows.append(
             {
@@ -156,7 +161,7 @@ def render(record: BatchRecord, rows: list[dict[str, Any]]) -> str:
             "<br>".join(f'<a href="{e((r["output_dir"] / f).as_uri())}">{e(f)}</a>' for f in r["files"])
             or '<span class="muted">none</span>'
         )
-        cls = "" if state.phase == "done" else ' class="bad"'
+        cls = "" if state.phase in ("done", "stopped") else ' class="bad"'
         moved = f" (moved, try {r['attempts']})" if r["attempts"] > 1 else ""
         out.append(
             f"<tr><td>{e(r['name'])}</td><td>{r['rental']}{e(moved)}</td><td{cls}>{e(state.phase)}: "

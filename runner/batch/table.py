@@ -64,7 +64,7 @@ def batch_table(record: BatchRecord, batches: BatchStore, spent: float | None = 
         step = last_step(batches.jobs.job_dir(state.job_id) / "events.jsonl")
         total = step.get("total_steps")
         loss = step.get("loss")
-        colour = {"done": "green", "failed": "red", "kept": "yellow"}.get(state.phase, "cyan")
+        colour = {"done": "green", "stopped": "yellow", "failed": "red", "kept": "yellow"}.get(state.phase, "cyan")
         moved = f" (try {len(job.attempts)})" if len(job.attempts) > 1 else ""
         table.add_row(
             job.name,

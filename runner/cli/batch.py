@@ -36,6 +36,9 @@ def sweep(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
     max_cost: float = typer.Option(None, "--max-cost", help="The whole sweep's budget in dollars."),
     grace_seconds: float = typer.Option(900.0, "--grace-seconds", hidden=True),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's files of the same output.name (else: refused)."
+    ),
 ) -> None:
     from lorarun.runner.batch.sweep import load_sweep
     from lorarun.runner.job.validate import validate_job
@@ -45,7 +48,17 @@ def sweep(
     count = rentals or loaded.rentals or min(len(loaded.variants), 3)
     err_console.print(f"sweep {sweep_file.name}: {len(loaded.variants)} variant(s)", highlight=False)
     jobs = [validate_job(p, provider=provider, max_cost=max_cost, check_credentials=True) for p in loaded.job_files]
-    run_batch(jobs, rentals=count, yes=yes, grace_seconds=grace_seconds, sweep=str(loaded.source))
+    from lorarun.runner.job.output_guard import claimed_outputs
+
+    with claimed_outputs(jobs, command="sweep", overwrite=overwrite) as claimed:  # each variant's outputs its own (#24)
+        run_batch(
+            list(claimed.jobs),
+            rentals=count,
+            yes=yes,
+            grace_seconds=grace_seconds,
+            sweep=str(loaded.source),
+            claimed=claimed,
+        )
 
 
 def run_batch(
@@ -58,7 +71,9 @@ def run_batch(
     hard_lease_minutes: float | None = None,
     grace_seconds: float = 900.0,
     sweep: str | None = None,
+    claimed=None,
 ) -> None:
+    """`claimed`: the jobs' output claims (runner/job/output_guard.py), told the job ids once their states exist."""
     from lorarun.runner.batch.fanout import BatchRun
     from lorarun.runner.batch.foreground import conclude, follow
     from lorarun.runner.batch.plan import plan_batch, show_and_confirm
@@ -109,7 +124,10 @@ def run_batch(
         options=options,
         max_cost=resources.max_cost,
         sweep=sweep,
+        on_moved=(lambda run: claimed.add_runs([run])) if claimed is not None else None,
     )
+    if claimed is not None:
+        claimed.add_runs(run for slot in batch.slots for run in slot.runs)
     with store.holding(batch.job_ids, "submit"):
         try:
             follow(batch, interactive=interactive)

@@ -30,7 +30,7 @@ def caption(
 ) -> None:
     from lorarun.image.caption_config import caption_problems
     from lorarun.runner.cli.submit import submit
-    from lorarun.runner.state import lorarun_home
+    from lorarun.runner.state import lorarun_home  # the controller's (provider_adapters/user_files.py)
 
     folder = dataset.expanduser().resolve()
     if not folder.is_dir():
@@ -68,6 +68,9 @@ def caption(
         provider=provider,
         yes=yes,
         out=None,
+        # The caption job's folder under the lorarun home is lorarun's own: each run replaces the last one's report
+        # (the claim still keeps two caption runs of one folder apart, #24).
+        overwrite=True,
         max_cost=max_cost,
         keep=False,
         lease_seconds=None,

@@ -1,5 +1,7 @@
-"""`lorarun config set/get/list/unset`: the user's defaults that every job inherits unless it says otherwise
-(provider, gpus, gpu_count, max_price_per_hour, max_cost, image). The rules are in `runner/job/user_config.py`."""
+"""`lorarun config set/get/list/unset/show/key`: the user's defaults that every job inherits unless it says otherwise
+(provider, gpus, gpu_count, max_price_per_hour, max_cost, image) and the providers' API keys, one file for both.
+The rules are in `runner/job/user_config.py` and `runner/job/config_show.py`; the file itself (path, mode 0600,
+migration from `~/.lorarun/config.toml`) in `provider_adapters/user_files.py` and `config_file.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from lorarun.runner.console import console
 from lorarun.runner.job import user_config
 
 config_app = typer.Typer(
-    help="Your defaults for every job: provider, GPUs, price and cost limits, image.", no_args_is_help=True
+    help="Your defaults for every job (provider, GPUs, price and cost limits, image) and your API keys.",
+    no_args_is_help=True,
 )
 
 
@@ -54,3 +57,24 @@ def unset(key: str = typer.Argument(...)) -> None:
     name = user_config.canonical(key)
     removed = user_config.unset_value(name)
     console.print(f"{name} {'unset' if removed else 'was not set'}", highlight=False)
+
+
+@config_app.command("show", help="Every default that is set and where each provider's API key comes from (masked).")
+def show() -> None:
+    from lorarun.runner.job.config_show import config_report
+
+    for line in config_report():
+        console.print(line, highlight=False)
+
+
+@config_app.command("key", help="Save a provider's API key in the config file (mode 0600); read hidden or from stdin.")
+def key(provider: str = typer.Argument(..., help="vastai or runpod.")) -> None:
+    import sys
+
+    from lorarun.runner.job.config_show import save_api_key
+
+    if sys.stdin.isatty():
+        secret = typer.prompt(f"{provider} API key", hide_input=True, default="", show_default=False)
+    else:
+        secret = sys.stdin.readline()
+    console.print(save_api_key(provider, secret), highlight=False)

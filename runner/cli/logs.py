@@ -7,6 +7,7 @@ import time
 
 import typer
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console
 from lorarun.runner.state import JobStore
 
@@ -20,6 +21,8 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
     interval: float = typer.Option(2.0, "--interval", hidden=True),
 ) -> None:
+    if is_batch_id(job_id):  # every job of a batch, each line with its job's name
+        return logs_batch(job_id)
     from lorarun.runner.run.monitor import read_jsonl
 
     store = JobStore()
@@ -33,6 +36,18 @@ def logs(
 
     if not follow_events(store, state, lambda event: console.print(format_event(event), highlight=False), interval):
         console.print("(the job has no running instance to follow)")
+
+
+def logs_batch(batch_id: str) -> None:
+    """Every job's events, each line prefixed with its job's name."""
+    from lorarun.runner.batch.record import BatchStore
+    from lorarun.runner.run.monitor import read_jsonl
+
+    batches = BatchStore()
+    record = batches.load(batch_id)
+    for job in record.jobs:
+        for event in read_jsonl(batches.jobs.job_dir(job.job_id) / "events.jsonl"):
+            console.print(f"{job.name:<20} {format_event(event)}", highlight=False)
 
 
 def format_event(event: dict) -> str:

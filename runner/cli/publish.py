@@ -8,7 +8,7 @@ import typer
 
 from lorarun.runner.console import console
 from lorarun.runner.errors import SpecError, UserInputError
-from lorarun.runner.state import JobStore
+from lorarun.runner.state import ENDED_WELL, JobStore
 
 
 def register(app: typer.Typer) -> None:
@@ -27,9 +27,10 @@ def publish(
 
     store = JobStore()
     state = store.load(job_id)
-    if state.phase != "done":
+    if state.phase not in ENDED_WELL:  # a stopped job's last save came home verified too: asked for, it goes
         raise UserInputError(
-            f"job {state.job_id} is {state.phase}: only a job whose LoRA came home verified (done) is published"
+            f"job {state.job_id} is {state.phase}: only a job whose LoRA came home verified (done or stopped) "
+            "is published"
         )
     if repo and (problem := hub_repo_problem(repo, "--repo")):
         raise UserInputError(problem)

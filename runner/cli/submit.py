@@ -25,7 +25,15 @@ def submit(
     jobs: list[Path] = typer.Argument(..., help="Job file(s): lorarun YAML or kohya TOML. Several share one rental."),
     provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod (overrides the job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output folder (overrides the job's output.dir)."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (overrides the job's output.dir); `auto`: a fresh sub-folder <output.dir>/<name>-N.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's files of the same output.name in the output folder."
+    ),
     max_cost: float = typer.Option(
         None,
         "--max-cost",
@@ -57,16 +65,16 @@ def submit(
         help="Run the jobs side by side on up to this many rentals (longest first onto the least-loaded one).",
     ),
 ) -> None:
+    from lorarun.runner.job.output_guard import AUTO, claimed_outputs
     from lorarun.runner.job.provider_choice import ask_provider
     from lorarun.runner.job.validate import validate_job
-    from lorarun.runner.price.choose import choose_offer
-    from lorarun.runner.run.connect import connect_transport, make_provider
-    from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 
     check_flags(lease_seconds=lease_seconds, grace_seconds=grace_seconds)
-    hard_lease = hard_lease_seconds(hard_lease_minutes)  # refused before anything is estimated or rented
+    hard_lease_seconds(hard_lease_minutes)  # refused before anything is estimated or rented
+    auto = out is not None and str(out) == AUTO  # `--out ./auto` is a folder named auto
+    out = None if auto else out
     if out is not None and len(jobs) > 1:
-        raise UserInputError("--out applies to one job; give each job its own output.dir for a batch")
+        raise UserInputError("--out applies to one job; give each job its own output.dir for a batch (or --out auto)")
     interactive = sys.stdin.isatty()
     validated = [validate_job(j, provider=provider, out=out, max_cost=max_cost, check_credentials=True) for j in jobs]
     unchosen = [v for v in validated if not v.spec.resources.provider]
@@ -82,6 +90,31 @@ def submit(
         raise UserInputError(
             f"a batch must use one provider, got {', '.join(sorted(providers))}; pass --provider to choose"
         )
+    # Each job's output files are claimed before anything is rented, until the end (runner/job/output_guard.py):
+    # another job writing there, or an earlier run's files without --overwrite, is refused here (exit 2).
+    with claimed_outputs(validated, auto=auto, overwrite=overwrite) as claimed:
+        _run(
+            list(claimed.jobs),
+            claimed,
+            yes=yes,
+            keep=keep,
+            interactive=interactive,
+            lease_seconds=lease_seconds,
+            hard_lease_minutes=hard_lease_minutes,
+            grace_seconds=grace_seconds,
+            rentals=rentals,
+        )
+
+
+def _run(
+    validated, claimed, *, yes, keep, interactive, lease_seconds, hard_lease_minutes, grace_seconds, rentals
+) -> None:
+    """Estimate, confirm, rent and run the validated jobs, their outputs claimed (`claimed`: output_guard.py)."""
+    from lorarun.runner.price.choose import choose_offer
+    from lorarun.runner.run.connect import connect_transport, make_provider
+    from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
+
+    hard_lease = hard_lease_seconds(hard_lease_minutes)
     if rentals is not None and rentals != 1:  # several rentals side by side: runner/batch/
         from lorarun.runner.cli.batch import run_batch
 
@@ -93,6 +126,7 @@ def submit(
             lease_seconds=lease_seconds,
             hard_lease_minutes=hard_lease_minutes,
             grace_seconds=grace_seconds,
+            claimed=claimed,
         )
         return
     for job in validated:
@@ -116,6 +150,7 @@ def submit(
         options=options,
         max_cost=validated[0].spec.resources.max_cost,
     )
+    claimed.add_runs(pipeline.runs)  # the claims now name the jobs: they outlive us while a job is unfinished
     with JobStore().holding([r.state.job_id for r in pipeline.runs], "submit"):
         runs = pipeline.run()
     for run in runs:

@@ -65,6 +65,7 @@ KOHYA_KEYS: dict[str, tuple[str, str]] = {
     "optimizer_args": ("training", "optimizer_args"),
     "mixed_precision": ("training", "mixed_precision"),
     "save_every_n_epochs": ("training", "save_every_n_epochs"),
+    "save_every_n_steps": ("training", "save_every_n_steps"),
     "save_precision": ("training", "save_precision"),
     "seed": ("training", "seed"),
     "gradient_checkpointing": ("training", "gradient_checkpointing"),

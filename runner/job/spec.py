@@ -121,6 +121,7 @@ class Resources:
 class OutputConfig:
     dir: str = "output"  # relative paths are relative to the job file
     name: str = "lora"  # file name of the LoRA, without .safetensors
+    unique: bool = False  # a fresh sub-folder <dir>/<name>-<n> per run (as `--out auto`; runner/job/output_claim.py)
     hub: str | None = None  # a Hugging Face repo id (user/repo): the verified LoRA is published there (publish.py)
     hub_private: bool = True  # a repo lorarun creates is private unless this is false
 

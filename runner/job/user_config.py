@@ -6,20 +6,22 @@ A job inherits each of these unless its own file sets it; a command-line flag be
 Where it lives: `$LORARUN_CONFIG` when set (tests, several setups); otherwise the platform's configuration folder:
 `$XDG_CONFIG_HOME/lorarun/config.toml` (default `~/.config/lorarun/config.toml`) on Linux and BSD,
 `~/Library/Application Support/lorarun/config.toml` on macOS, `%APPDATA%\\lorarun\\config.toml` on Windows.
-API keys do not go here: they stay in the environment or the providers' own files (see credentials.py).
+The same file holds the API keys (`[vastai]` / `[runpod]` `api_key`, read by provider_adapters/credentials.py): this
+module reads and writes only the top-level settings and writes every table back as it was. The path, the 0600 mode
+and the migration from the old `~/.lorarun/config.toml` are provider_adapters/user_files.py and config_file.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorarun.provider_adapters import config_file
+from lorarun.provider_adapters.user_files import user_config_path
 from lorarun.runner.errors import UserInputError
 
 
@@ -110,15 +112,12 @@ ALIASES = {"max_price": "max_price_per_hour", "gpu": "gpus"}
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("LORARUN_CONFIG"):
-        return Path(env["LORARUN_CONFIG"]).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "lorarun" / "config.toml"
-    if os.name == "nt" and env.get("APPDATA"):
-        return Path(env["APPDATA"]) / "lorarun" / "config.toml"
-    base = Path(env["XDG_CONFIG_HOME"]).expanduser() if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
-    return base / "lorarun" / "config.toml"
+    return user_config_path(env)
+
+
+def _prepared(path: Path | None) -> Path:
+    """`path`, or the user config once the old file is migrated into it and its mode checked (config_file.py)."""
+    return path or config_file.prepare()
 
 
 def canonical(key: str) -> str:
@@ -138,11 +137,9 @@ def load(path: Path | None = None) -> dict[str, Any]:
     """The settings in the file, each checked; a missing file is no settings. A bad file is one line to fix."""
     import tomllib  # where a file is read: `lorarun --help` imports this module (bench/cli_startup.py)
 
-    path = path or config_path()
+    path = _prepared(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
+        data = config_file.read_toml(path)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserInputError(f"{path}: cannot read the lorarun config ({exc}); fix or remove the file") from None
     settings: dict[str, Any] = {}
@@ -157,7 +154,7 @@ def load(path: Path | None = None) -> dict[str, Any]:
 
 
 def set_value(key: str, value: str, path: Path | None = None) -> Any:
-    path = path or config_path()
+    path = _prepared(path)
     name = canonical(key)
     try:
         parsed = KEYS[name].parse(value)
@@ -170,7 +167,7 @@ def set_value(key: str, value: str, path: Path | None = None) -> Any:
 
 
 def unset_value(key: str, path: Path | None = None) -> bool:
-    path = path or config_path()
+    path = _prepared(path)
     name = canonical(key)
     data = _read_raw(path)
     if name not in data:
@@ -184,36 +181,14 @@ def _read_raw(path: Path) -> dict[str, Any]:
     import tomllib
 
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
+        return config_file.read_toml(path)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UserInputError(f"{path}: cannot read the lorarun config ({exc}); fix or remove the file") from None
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    """Plain TOML: top-level keys first, then any tables the user keeps there (written back unchanged)."""
-    lines = ["# lorarun's user settings: `lorarun config list` shows them, `lorarun config set KEY VALUE` changes them"]
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in data.items() if k not in tables]
-    for name, table in tables.items():
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    import json
-
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    """The whole file, the API key tables and the user's own tables written back unchanged, mode 0600."""
+    config_file.write_toml(path, data)
 
 
 def job_resource_keys(source: str | Path) -> set[str]:

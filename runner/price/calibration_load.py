@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.price.calibration import (
     Calibration,
     Factors,
@@ -19,7 +20,6 @@ from lorarun.runner.price.calibration import (
     Transfer,
     reso,
 )
-from lorarun.runner.state import lorarun_home
 
 TABLE_PATH = Path(__file__).with_name("calibration_table.json")
 MEASURED_FILE = "calibration.jsonl"

@@ -192,6 +192,8 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     # One file per save epoch, plus the final one unless the last epoch was itself a save epoch.
     every = t.save_every_n_epochs
     saves = (epochs // every + (1 if epochs % every else 0)) if every else 1
+    if t.save_every_n_steps:  # step files too (some coincide with epoch files: the count errs high)
+        saves += (steps - 1) // t.save_every_n_steps
     output_bytes = saves * lora_file_bytes(family, t.network_dim, trains_te) + int(
         sample_images * w * h * SAMPLE_PNG_BYTES_PER_PIXEL
     )

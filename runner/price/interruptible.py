@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorarun.provider_adapters.base import Offer, Provider
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.price.estimate import Estimate, EstimateInputs
 from lorarun.runner.price.offer_table import offer_request
@@ -72,7 +73,7 @@ def fetch_offers(
 
 # -- the rate, learned --------------------------------------------------------------------------------------------
 def history_path() -> Path:
-    return Path(os.environ.get("LORARUN_HOME") or Path.home() / ".lorarun").expanduser() / HISTORY_FILE
+    return lorarun_home() / HISTORY_FILE
 
 
 def _read(path: Path) -> dict:
@@ -114,11 +115,15 @@ def rate_for(provider: str, path: Path | None = None) -> InterruptionRate:
 
 # -- the expected cost --------------------------------------------------------------------------------------------
 def save_interval_steps(job) -> int:
-    """Steps between two resume points of a validated job: a checkpoint every N epochs, else only the final one."""
-    every = job.spec.training.save_every_n_epochs
-    if every and job.steps_per_epoch:
-        return max(1, min(job.total_steps, job.steps_per_epoch * every))
-    return max(1, job.total_steps)
+    """Steps between two resume points of a validated job: the closer of a checkpoint every N epochs and
+    `training.save_every_n_steps`, else only the final one. At worst an interruption loses this many steps."""
+    t = job.spec.training
+    intervals = [job.total_steps]
+    if t.save_every_n_epochs and job.steps_per_epoch:
+        intervals.append(job.steps_per_epoch * t.save_every_n_epochs)
+    if t.save_every_n_steps:
+        intervals.append(t.save_every_n_steps)
+    return max(1, min(intervals))
 
 
 def with_risk(estimate: Estimate, rate: InterruptionRate, save_interval: int) -> Estimate:

@@ -78,17 +78,23 @@ def check_token(repo_id: str, token: str | None = None) -> str:
         raise PublishFailed("HF_HUB_OFFLINE is set, so the Hugging Face Hub cannot be reached; unset it to publish")
     try:
         who = _api(token).whoami(token=token)
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
+    except (HfHubHTTPError, OSError) as exc:  # connection errors are OSErrors (requests', httpx's)
+        status = _http_status(exc)
         if status in (401, 403):
             source = "HF_TOKEN" if os.environ.get("HF_TOKEN") else "the stored Hub login"
             raise HubTokenError(
                 f"the Hugging Face Hub refused the token from {source} (HTTP {status}) for {repo_id}; {TOKEN_HELP}"
             ) from None
+        if status is None:
+            raise PublishFailed(f"could not reach the Hugging Face Hub at {hub_endpoint()}: {_short(exc)}") from None
         raise PublishFailed(f"the Hugging Face Hub answered HTTP {status} to whoami: {_short(exc)}") from None
-    except OSError as exc:  # requests/httpx connection errors are OSErrors
-        raise PublishFailed(f"could not reach the Hugging Face Hub at {hub_endpoint()}: {_short(exc)}") from None
     return str(who.get("name") or "")
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an error of the client carries, or None (no answer at all). huggingface_hub 2.x raises
+    HfHubHTTPError; 0.3x's whoami re-raises a bad token as requests' HTTPError (an OSError), with the response."""
+    return getattr(getattr(exc, "response", None), "status_code", None)
 
 
 def publish(repo_id: str, files: list[PublishedFile], *, private: bool, message: str) -> PublishResult:
@@ -103,18 +109,21 @@ def publish(repo_id: str, files: list[PublishedFile], *, private: bool, message:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         operations = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in files]
         commit = api.create_commit(repo_id, operations=operations, commit_message=message, repo_type="model")
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
+    except (HfHubHTTPError, OSError) as exc:
+        status = _http_status(exc)
         if status in (401, 403):
             raise HubTokenError(
                 f"the Hugging Face Hub refused to write to {repo_id} (HTTP {status}): the token needs write access "
                 f"to that namespace; {TOKEN_HELP}"
             ) from None
+        if status is None:
+            raise PublishFailed(f"could not reach the Hugging Face Hub at {hub_endpoint()}: {_short(exc)}") from None
         raise PublishFailed(f"publishing to {repo_id} failed (HTTP {status}): {_short(exc)}") from None
-    except OSError as exc:
-        raise PublishFailed(f"could not reach the Hugging Face Hub at {hub_endpoint()}: {_short(exc)}") from None
-    except ValueError as exc:  # the Hub's /api/validate-yaml refused the model card's header
-        raise PublishFailed(f"the Hub refused the model card: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        said = " ".join(str(exc).split())
+        if isinstance(exc.__cause__, HfHubHTTPError):  # hf_api._validate_yaml: a 400 to the card's YAML header
+            raise PublishFailed(f"the Hub refused the model card: {said}") from None
+        raise PublishFailed(f"publishing to {repo_id} failed: {said}") from None  # the client's own checks
     return PublishResult(repo_id, str(repo_url), str(commit.commit_url), tuple(f.path_in_repo for f in files))
 
 

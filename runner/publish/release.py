@@ -1,6 +1,7 @@
 """Publishing a finished job: from `lorarun publish JOB`, or by itself after `submit` when the job names
-`output.hub`. Only a job whose outputs came home verified (phase `done`) is published; the record of what went
-where is the job's `hub.json` (repo, URL, commit, files; never the token)."""
+`output.hub`. Only a job whose outputs came home verified is published (after `submit`: a finished one; asked
+for, a stopped one too); the record of what went where is the job's `hub.json` (repo, URL, commit, files; never the
+token)."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def release_agents(ctx: RunContext) -> None:
 
 
 def finalize(ctx: RunContext, run: JobRun, *, destroyed: bool, teardown_message: str | None = None) -> None:
-    phase = "done" if run.outcome in ("finished", "stopped") else "failed"
+    phase = {"finished": "done", "stopped": "stopped"}.get(run.outcome or "", "failed")
     message = run.state.message if not teardown_message else f"{run.state.message} | {teardown_message}"
     ctx.record(run, instance_destroyed=destroyed, message=message)
     ctx.advance(run, phase, message)

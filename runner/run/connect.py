@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorarun.provider_adapters.base import Instance, Provider
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.job.spec import Resources
-from lorarun.runner.state import JobState, lorarun_home
+from lorarun.runner.state import JobState
 from lorarun.sshlink.transport import Transport
 
 # Injection points for tests (and nothing else): options for cloud adapters (e.g. a faster retry policy) and the

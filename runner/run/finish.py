@@ -91,6 +91,7 @@ def _write_report(ctx: RunContext, run: JobRun, monitor: JobMonitor, verificatio
     summary = {
         "job_id": run.state.job_id,
         "name": run.state.name,
+        "output_name": run.job.spec.output.name,  # whose report this is, in a folder two LoRAs share (#24)
         "provider": ctx.provider.name,
         "instance_id": ctx.rental.instance.id if ctx.rental.instance else None,
         "gpu": ctx.gpu_text(),

@@ -1,34 +1,19 @@
 """What a user reads about a job that has ended, from what it left on disk (the state file and the report the
-pipeline wrote into the output folder): the phase in words (`stopped`, not `done`, for a job stopped on purpose),
-the last checkpoint home when there is no final LoRA, how far it got, and whose time was spent (a CPU's or
-a GPU's, billed or not)."""
+pipeline wrote into the output folder): the last checkpoint home when there is no final LoRA, how far it got,
+and whose time was spent (a CPU's or a GPU's, billed or not)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-REPORT_JSON = "report.json"  # as runner/run/report.py writes it
-
 
 def read_report(output_dir: str | Path, job_id: str | None = None) -> dict[str, Any]:
-    """The job's report.json, or {} (none yet, unreadable, or another job's report in a shared folder)."""
-    try:
-        data = json.loads((Path(output_dir) / REPORT_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or (job_id and data.get("job_id") not in (None, job_id)):
-        return {}
-    return data
+    """The job's report.json, or {} (none yet, unreadable, or only another job's report in a shared folder):
+    `report.json`, or `<output name>.report.json` when another LoRA's report had that name (report_files.py)."""
+    from lorarun.runner.run.report_files import find_report
 
-
-def phase_shown(state) -> str:
-    """The state's phase as the user should read it: a job stopped on purpose (Ctrl-C → stop, `lorarun down`,
-    SIGTERM, max_cost) ended cleanly, so its state machine says `done`; its report says `stopped`."""
-    if state.phase == "done" and read_report(state.output_dir, state.job_id).get("outcome") == "stopped":
-        return "stopped"
-    return state.phase
+    return find_report(output_dir, job_id)[1]
 
 
 def machine_time_label(state) -> str:

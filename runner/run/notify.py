@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import queue
+import re
 import threading
 import time
 import urllib.parse
@@ -153,6 +154,7 @@ def discord_payload(event: dict, attachment: Attachment | None) -> dict:
         "phase": PHASE_WORDS.get(event.get("phase", ""), event.get("phase", "")),
         "checkpoint": f"checkpoint home: {event.get('file', '')}",
         "finished": "finished",
+        "stopped": "stopped",
         "failed": "failed",
     }.get(kind, kind)
     content = f"**{event['job']}** ({event['job_id']}): {title}"
@@ -172,6 +174,30 @@ def discord_payload(event: dict, attachment: Attachment | None) -> dict:
             embed["image"] = {"url": f"attachment://{attachment.name}"}
         payload["embeds"] = [embed]
     return payload
+
+
+def _epoch_of(rel: str, lora_name: str) -> str | None:
+    """`name-000002.safetensors` → "000002" (an epoch checkpoint, as the engine names them); else None."""
+    match = re.fullmatch(rf"{re.escape(lora_name)}-(\d{{6}})\.safetensors", Path(rel).name)
+    return match[1] if match else None
+
+
+def checkpoint_picture(out: Path, rel: str, lora_name: str) -> Path | None:
+    """The picture that shows a checkpoint: its grid (the final LoRA's), else the first sample rendered at its
+    epoch (`samples/<name>_e000002_00.png`, image/engine/sample.py), when home."""
+    grid = out / f"{Path(rel).stem}_grid.png"
+    if grid.is_file():
+        return grid
+    epoch = _epoch_of(rel, lora_name)
+    sample = out / "samples" / f"{lora_name}_e{epoch}_00.png" if epoch else None
+    return sample if sample is not None and sample.is_file() else None
+
+
+def samples_expected(rel: str, lora_name: str, sample) -> bool:
+    """Does the engine render samples after saving this epoch checkpoint (image/engine/train.py)?"""
+    epoch = _epoch_of(rel, lora_name)
+    every = getattr(sample, "every_n_epochs", None)
+    return bool(epoch and every and getattr(sample, "prompts", ()) and int(epoch) % every == 0)
 
 
 class JobNotifications:
@@ -215,30 +241,35 @@ class JobNotifications:
             self._send(job_id, "started", provider=provider, gpu=gpu or None, predicted_cost=run.predicted_cost)
         if phase == "done":
             self._send(job_id, "finished", message=message or None, cost=round(self.spent(), 4))
-        elif phase == "failed":
-            self._send(job_id, "failed", message=message or None, cost=round(self.spent(), 4))
+        elif phase in ("stopped", "failed"):  # the end of a job stopped on purpose, or of one that failed: why
+            self._send(job_id, phase, message=message or None, cost=round(self.spent(), 4))
         else:
             self._send(job_id, "phase", phase=phase, message=message or None)
 
     def outputs_home(self, run, pulled: dict[str, str], *, final: bool = False) -> None:
-        """Each `.safetensors` that came home since the last call, once, with the grid image beside it if any.
-        The final LoRA waits for `final` (after the last pull): its grid is drawn after it is saved."""
+        """Each `.safetensors` that came home since the last call, once, with its picture: the strength × seed grid
+        beside the final LoRA, an epoch checkpoint's first sample (`sample.every_n_epochs`). The final LoRA waits
+        for `final` (after the last pull): its grid is drawn after it is saved; a checkpoint whose samples are
+        still being rendered or pulled waits for them (or for `final`), and the ones after it wait too, in order."""
         job_id = run.state.job_id
         if job_id not in self.webhooks:
             return
-        out = Path(run.job.spec.output_dir)
-        last = f"{run.job.spec.output.name}.safetensors"
+        spec = run.job.spec
+        out = Path(spec.output_dir)
+        last = f"{spec.output.name}.safetensors"
         announced = self._announced[job_id]
         for rel, sha in sorted(pulled.items()):
             if not rel.endswith(".safetensors") or rel in announced or not (out / rel).is_file():
                 continue
             if rel == last and not final:
                 continue
+            picture = checkpoint_picture(out, rel, spec.output.name)
+            if picture is None and not final and samples_expected(rel, spec.output.name, spec.sample):
+                break  # the engine renders them right after the save: announce the checkpoint with them
             announced.add(rel)
-            grid = out / f"{Path(rel).stem}_grid.png"
             attachment = None
-            if grid.is_file() and grid.stat().st_size <= IMAGE_LIMIT:
-                attachment = Attachment(grid.name, grid.read_bytes())
+            if picture is not None and picture.stat().st_size <= IMAGE_LIMIT:
+                attachment = Attachment(picture.name, picture.read_bytes())
             self._send(
                 job_id,
                 "checkpoint",
@@ -246,7 +277,8 @@ class JobNotifications:
                 file=rel,
                 size_bytes=(out / rel).stat().st_size,
                 sha256=sha,
-                grid=grid.name if attachment else None,
+                image=attachment.name if attachment else None,  # the picture posted with it (plain JSON: base64)
+                grid=attachment.name if attachment and attachment.name.endswith("_grid.png") else None,
             )
 
     def hub_published(self, run, url: str) -> None:

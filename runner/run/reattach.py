@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from lorarun.runner.console import console, err_console
+from lorarun.runner.job.output_guard import claimed_for_attach
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.job.validate import ValidatedJob, output_dir_problem, validate_job
 from lorarun.runner.run.connect import connect_transport, make_provider
 from lorarun.runner.run.fault_messages import pulled_so_far
-from lorarun.runner.run.job_end import phase_shown
 from lorarun.runner.run.outputs_home import OutputsNotHome, duration_text, instance_grace_seconds
 from lorarun.runner.run.pipeline import Pipeline, PipelineOptions
 from lorarun.runner.run.report import summary_lines
@@ -65,13 +65,16 @@ def _drive(store: JobStore, state: JobState, *, stop: bool) -> None:
         options=PipelineOptions(interactive=sys.stdin.isatty()),
         max_cost=job.spec.resources.max_cost,
     )
-    if pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated":
+    gone = pipeline.rental.instance is not None and pipeline.rental.instance.status.value == "terminated"
+    if gone and (stop or not state.interruptible):  # an interruptible one resumes elsewhere (run/detached_resume.py)
         err_console.print(
             f"[yellow]instance {state.instance_id} is gone at {provider.name}; "
             f"{pulled_so_far(store.job_dir(state.job_id), Path(state.output_dir))}[/]",
             highlight=False,
         )
-    runs = pipeline.run(stop=stop)
+    # The job's own output claim, re-taken from its dead submit; refused while another job writes there (#24).
+    with claimed_for_attach(job, state.job_id, command="down" if stop else "attach"):
+        runs = pipeline.run(stop=stop)
     for run in runs:
         print_ended(run.state, run.job.spec.output.name)
 
@@ -81,7 +84,7 @@ def print_ended(state: JobState, lora_name: str | None = None) -> None:
     if lora_name is None:
         job = job_for(state)
         lora_name = job.spec.output.name if job else state.name
-    console.print(f"{state.job_id}: {phase_shown(state)} — {state.message}", highlight=False)
+    console.print(f"{state.job_id}: {state.phase} — {state.message}", highlight=False)
     for line in summary_lines(state, Path(state.output_dir), lora_name):
         console.print(f"  {line}", highlight=False)
 

@@ -18,6 +18,7 @@ from typing import Any
 from lorarun.runner.run.engine_phases import PHASES, engine_phases
 from lorarun.runner.run.job_end import last_checkpoint, machine_time_label, progress_line
 from lorarun.runner.run.loss_chart import MAX_CURVE_POINTS, LossPoint, downsample, loss_svg  # noqa: F401 (re-exported)
+from lorarun.runner.run.report_files import find_report, html_beside, report_paths
 from lorarun.runner.run.report_guide import guide_html, guide_markdown, training_guide
 
 REPORT_JSON, REPORT_MD, REPORT_HTML = "report.json", "report.md", "report.html"
@@ -128,6 +129,7 @@ def build_report(
         "guide": training_guide(output_dir, files, events) if output_dir is not None else None,
         "job_id": job_summary.get("job_id"),
         "name": job_summary.get("name"),
+        "output_name": job_summary.get("output_name"),  # the LoRA this report is about (report_files.py)
         "outcome": job_summary.get("outcome"),
         "stop_reason": job_summary.get("stop_reason") or None,
         "provider": job_summary.get("provider"),
@@ -328,7 +330,8 @@ def write_report(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(job_summary, events, output_dir)
-    paths = output_dir / REPORT_JSON, output_dir / REPORT_MD, output_dir / REPORT_HTML
+    # report.*, or <output_name>.report.* when report.* is another LoRA's (two runs in one folder, #24)
+    paths = report_paths(output_dir, job_summary.get("job_id"), job_summary.get("output_name"))
     paths[0].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     paths[1].write_text(render_markdown(report), encoding="utf-8")
     paths[2].write_text(render_html(report, loss_points(events)), encoding="utf-8")
@@ -345,7 +348,9 @@ def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = N
     started = history[0][1] if history else getattr(state, "created_at", now)
     ended = history[-1][1] if history and getattr(state, "is_final", False) else now
     rented = next((t for phase, t in history if phase == "provision"), None)
-    released = next((t for phase, t in reversed(history) if phase in ("teardown", "done", "failed", "kept")), None)
+    released = next(
+        (t for phase, t in reversed(history) if phase in ("teardown", "done", "stopped", "failed", "kept")), None
+    )
     lines = []
     final = output_dir / f"{lora_name}.safetensors"
     checkpoint = None if final.exists() else last_checkpoint(output_dir, lora_name)
@@ -358,17 +363,15 @@ def summary_lines(state, output_dir: Path, lora_name: str, now: float | None = N
     progress = progress_line(state) if hasattr(state, "job_id") else None
     if progress:
         lines.append(progress)
-    report_html = output_dir / REPORT_HTML
-    if report_html.exists():
+    report_json, report = find_report(output_dir, getattr(state, "job_id", None))
+    report_html = html_beside(report_json) if report_json is not None else output_dir / REPORT_HTML
+    if report_json is not None and report_html.exists():
         lines.append(f"report  {report_html}")
     times = f"time    {fmt_duration(max(0.0, ended - started))} wall"
     if rented is not None and released is not None and released >= rented:
         times += f", {fmt_duration(released - rented)} {machine_time_label(state)}"
     lines.append(times)
-    try:
-        cost = json.loads((output_dir / REPORT_JSON).read_text(encoding="utf-8")).get("cost") or {}
-    except (OSError, ValueError):
-        cost = {}
+    cost = report.get("cost") or {}
     actual, predicted = cost.get("actual"), cost.get("predicted", getattr(state, "predicted_cost", None))
     if isinstance(actual, (int, float)) or isinstance(predicted, (int, float)):
         diff = cost.get("difference_fraction")

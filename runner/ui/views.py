@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lorarun.runner.run.monitor import local_output_path, read_jsonl
-from lorarun.runner.run.report import REPORT_HTML, REPORT_JSON, downsample, loss_points
+from lorarun.runner.run.report import downsample, loss_points
+from lorarun.runner.run.report_files import find_report, html_beside
 from lorarun.runner.state import JobState, JobStore, controller_alive
 
 EVENTS_SHOWN = 200  # the events log on the job page: the latest ones (`lorarun logs` has them all)
@@ -117,12 +118,14 @@ class EventCache:
 
 
 def read_report(state: JobState) -> dict:
-    try:
-        data = json.loads((Path(state.output_dir) / REPORT_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    # A report of another job in a shared output folder is not this job's.
-    return data if isinstance(data, dict) and data.get("job_id") in (None, state.job_id) else {}
+    # A report of another job in a shared output folder is not this job's (runner/run/report_files.py).
+    return find_report(state.output_dir, state.job_id)[1]
+
+
+def report_html_name(state: JobState) -> str | None:
+    """The file name of this job's report.html in its output folder (`<name>.report.html` beside another's)."""
+    path, _ = find_report(state.output_dir, state.job_id)
+    return html_beside(path).name if path is not None and html_beside(path).is_file() else None
 
 
 def cost_view(state: JobState, train: Training, report: dict, now: float) -> dict:
@@ -132,7 +135,9 @@ def cost_view(state: JobState, train: Training, report: dict, now: float) -> dic
     rented = next((t for phase, t in state.history if phase == "provision"), None)
     ended = None
     if state.is_final or state.instance_destroyed:
-        ended = next((t for phase, t in reversed(state.history) if phase in ("done", "failed", "kept")), None)
+        ended = next(
+            (t for phase, t in reversed(state.history) if phase in ("done", "stopped", "failed", "kept")), None
+        )
     spent = None
     if price is not None and rented is not None and state.instance_id:
         spent = price * max(0.0, (ended or now) - rented) / 3600.0
@@ -213,7 +218,7 @@ def job_detail(store: JobStore, state: JobState, cache: EventCache, now: float |
             "events": events[-EVENTS_SHOWN:],
             "events_total": len(events),
             "files": files_home(out),
-            "report": REPORT_HTML if read_report(state) and (out / REPORT_HTML).is_file() else None,
+            "report": report_html_name(state),
             "chosen": chosen_checkpoint(store, state.job_id),
         }
     )

@@ -22,8 +22,11 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def ended_job(tmp_path: Path, *, provider: str, gpu: str, outcome: str, checkpoint: bool = True) -> JobState:
-    """A job as the pipeline leaves it: a state file through teardown, report.json and a checkpoint home."""
+def ended_job(
+    tmp_path: Path, *, provider: str, gpu: str, outcome: str, checkpoint: bool = True, legacy: bool = False
+) -> JobState:
+    """A job as the pipeline leaves it: a state file through teardown, report.json and a checkpoint home.
+    `legacy`: a stopped job's state as written before the `stopped` phase existed (`done`, the report says why)."""
     out = tmp_path / "out"
     out.mkdir()
     store = JobStore()
@@ -36,7 +39,8 @@ def ended_job(tmp_path: Path, *, provider: str, gpu: str, outcome: str, checkpoi
             output_dir=str(out),
         )
     )
-    for phase in ("provision", "wait", "upload", "run", "monitor", "finish", "teardown", "done"):
+    ended = "stopped" if outcome == "stopped" and not legacy else "done"
+    for phase in ("provision", "wait", "upload", "run", "monitor", "finish", "teardown", ended):
         state = store.advance(state, phase)
     state = store.update(
         state, gpu=gpu, instance_id="i-1", instance_destroyed=True, message="stopped by `lorarun down`"
@@ -78,6 +82,7 @@ def test_the_estimate_on_a_cpu_speaks_of_memory_not_vram(tmp_path, capsys):
 
 def test_a_stopped_job_is_shown_as_stopped_with_its_checkpoint_and_progress(tmp_path, capsys):
     state = ended_job(tmp_path, provider="vastai", gpu="RTX 4090", outcome="stopped")
+    assert JobStore().load(state.job_id).phase == "stopped"
     code, out, _ = run(capsys, "status")
     assert code == 0 and re.search(r"mychar-0000aa.*stopped", out) and " done " not in out
     code, out, _ = run(capsys, "status", state.job_id)
@@ -86,6 +91,15 @@ def test_a_stopped_job_is_shown_as_stopped_with_its_checkpoint_and_progress(tmp_
     assert any("last checkpoint home:" in line and "mychar-000001.safetensors" in line for line in lines)
     assert "steps   41 of 82 (stopped by `lorarun down`)" in lines
     assert any(line.startswith("cost") and "$0.12" in line for line in lines)
+
+
+def test_a_stopped_job_recorded_as_done_before_the_phase_existed_reads_as_stopped(tmp_path, capsys):
+    state = ended_job(tmp_path, provider="vastai", gpu="RTX 4090", outcome="stopped", legacy=True)
+    assert json.loads((JobStore().job_dir(state.job_id) / "state.json").read_text())["phase"] == "done"
+    loaded = JobStore().load(state.job_id)
+    assert loaded.phase == "stopped" and loaded.is_final
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and re.search(r"mychar-0000aa.*stopped", out)
 
 
 def test_down_on_a_job_that_already_ended_says_how_it_ended(tmp_path, capsys):

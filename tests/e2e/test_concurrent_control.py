@@ -62,7 +62,7 @@ def test_second_attach_names_the_holder_and_down_is_delivered_to_it(tmp_path, ca
         assert "asked it to stop" in captured.err
         assert proc.wait(120) == 0, proc.stderr.read().decode()[-2000:]
         final = JobStore().load(state.job_id)
-        assert final.phase == "done" and final.instance_destroyed
+        assert final.phase == "stopped" and final.instance_destroyed  # the state itself says stopped (#23.8)
         assert "stopped by `lorarun down`" in final.message and "Ctrl-C" not in final.message
         assert final.message in captured.out
         assert not JobStore().lock_path(state.job_id).exists()
@@ -82,7 +82,7 @@ def test_down_takes_over_when_the_holder_is_dead(tmp_path, capsys, holds):
     assert JobStore().lock_holder(state.job_id).pid == proc.pid  # the dead holder's lock is still there
     assert main(["down", state.job_id]) == 0, capsys.readouterr().err
     final = JobStore().load(state.job_id)
-    assert final.phase == "done" and final.instance_destroyed
+    assert final.phase == "stopped" and final.instance_destroyed
     assert "stopped by `lorarun down`" in final.message
     assert not JobStore().lock_path(state.job_id).exists()
 

@@ -10,6 +10,7 @@ from fakes.webhook_server import FakeWebhook
 from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
+from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
@@ -84,3 +85,51 @@ def test_failing_discord_webhook_never_fails_the_job(cloud, tmp_path, capsys):
     assert final.payload["embeds"][0]["image"]["url"] == "attachment://e2e_lora_grid.png"
     key = {"vastai": "VAST_API_KEY", "runpod": "RUNPOD_API_KEY"}[cloud.name]
     assert all(os.environ[key].encode() not in r.raw for r in hook.received)
+
+
+def test_a_failing_job_tells_the_webhook_why_in_order_and_without_a_secret(vast_cloud, tmp_path, monkeypatch, capsys):
+    """The engine dies after the first checkpoint came home: the webhook hears the checkpoint, then the pull and
+    teardown, then one `failed` event with the reason and the cost — never `finished`, never a key or token."""
+    monkeypatch.setenv("HF_TOKEN", "hf_laptopOnlyToken_0123456789")  # a secret of the laptop the job never needs
+    killed: list[int] = []
+    poll = JobMonitor.poll
+
+    def poll_then_kill_the_engine(self):
+        events = poll(self)
+        if not killed and "e2e_lora-000001.safetensors" in self.progress.pulled:
+            engine_pid = (self.agent_status() or {}).get("engine_pid")
+            assert engine_pid, "the agent did not report the engine's pid"
+            killed.append(engine_pid)
+            self.transport.run(f"kill -KILL {engine_pid}", check=False)  # a hard crash: no event, no save
+        return events
+
+    monkeypatch.setattr(JobMonitor, "poll", poll_then_kill_the_engine)
+    with FakeWebhook() as hook:
+        job = tiny_job(tmp_path, "vastai", epochs=30)
+        _with_notify(job, hook.url + "/hooks/s3cr3t-path-token")
+        code = main(["submit", str(job), "--yes"])
+        err = capsys.readouterr().err
+    assert code == 1 and killed, err
+
+    events = [r.payload for r in hook.received]
+    kinds = [(e["event"], e.get("phase") or e.get("file")) for e in events]
+    assert kinds[:6] == [
+        ("started", None),
+        ("phase", "provision"),
+        ("phase", "wait"),
+        ("phase", "upload"),
+        ("phase", "run"),
+        ("phase", "monitor"),
+    ], kinds
+    assert ("checkpoint", "e2e_lora-000001.safetensors") in kinds
+    assert kinds[-3:] == [("phase", "finish"), ("phase", "teardown"), ("failed", None)], kinds
+    assert not any(kind == "finished" for kind, _ in kinds) and [e["seq"] for e in events] == sorted(
+        e["seq"] for e in events
+    )
+    (state,) = JobStore().all()
+    failed = events[-1]
+    assert state.phase == "failed" and state.instance_destroyed
+    assert "training failed" in failed["message"] and failed["cost"] >= 0, failed
+    assert failed["job_id"] == state.job_id and failed["message"] in state.message
+    for secret in (os.environ["VAST_API_KEY"], os.environ["HF_TOKEN"], "s3cr3t-path-token"):
+        assert all(secret.encode() not in r.raw for r in hook.received), secret

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakes.hub_server import USER, VALID_TOKEN, FakeHub
+from fakes.hub_server import USER, VALID_TOKEN, FakeHub, point_the_client_at
 from support.cloud import tiny_job
 
+from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.cli.app import main
-from lorarun.runner.state import JobStore, lorarun_home
+from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -22,15 +23,9 @@ SAMPLE = "sample:\n  prompts: [mychar smiling]\n  steps: 2\n  grid_strengths: [0
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
     with FakeHub() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored `hf auth login` token
-        # The fake speaks the LFS protocol; with hf_xet installed the client would pick Xet (not modelled).
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
-        # The suite sets HF_HUB_OFFLINE (no test reaches the real Hub); this process may reach the loopback fake.
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        point_the_client_at(fake, monkeypatch)  # HF_ENDPOINT, offline lifted; LFS, not Xet (fakes/hub_server.py)
         yield fake
 
 
@@ -91,9 +86,12 @@ def test_publish_after_a_job_and_by_command(vast_cloud, hub, tmp_path, capsys, m
         "namespace; make a write token at https://huggingface.co/settings/tokens and set HF_TOKEN (or run `hf auth login`)"
     ]
 
-    # The token is nowhere but this process's environment.
+    # The token is nowhere but this process's environment (and the Authorization header of the Hub's requests): not
+    # in a provider request, on the instance, in the job store, the output folder or any file published.
     secret = VALID_TOKEN.encode()
     assert all(secret not in r.raw for r in vast_cloud.fake.requests)
+    assert all(secret not in data for r in hub.repos.values() for data in r.files.values())
+    assert all(b"hf_wrongToken" not in r.raw for r in vast_cloud.fake.requests)
     for root in (vast_cloud.host.root, lorarun_home(), out):
         for path in root.rglob("*"):
             if path.is_file() and path.stat().st_size < 5_000_000:

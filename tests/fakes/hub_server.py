@@ -8,7 +8,7 @@ Modelled:
   token");
 - `POST /api/validate-yaml` {"content", "repoType"} (create_commit sends README.md's header first) → 200
   {"errors": [], "warnings": []}, or 400 with the errors;
-- `POST /api/repos/create` {"name", "organization", "visibility"} → 200 {"url"}; 409 when it exists (create_repo's
+- `POST /api/repos/create` {"name", "organization", "visibility" (2.x) or "private" (0.3x)} → 200 {"url"}; 409 when it exists (create_repo's
   exist_ok swallows 409); another namespace → 403;
 - `POST /api/models/{repo}/preupload/{rev}` {"files": [{"path", "sample", "size"}]} → {"files": [{"path",
   "uploadMode": "lfs"|"regular", "shouldIgnore", "oid"}]}: binary files (.safetensors, .png) go as LFS;
@@ -18,7 +18,20 @@ Modelled:
 - `PUT <href>`: the bytes, checked against the oid (sha256); `POST <verify href>` {"oid", "size"};
 - `POST /api/models/{repo}/commit/{rev}` (application/x-ndjson: header, file (base64), lfsFile (oid)) →
   {"commitOid", "commitUrl"}; an lfsFile never uploaded → 422; 404 with X-Error-Code RepoNotFound for no repo.
-Xet storage is not modelled: tests set huggingface_hub's HF_HUB_DISABLE_XET so the client takes the LFS path.
+- `GET /api/models/{repo}[/revision/{rev}]?expand=xetEnabled` → {"id", "private", "sha", "xetEnabled": false}.
+
+Xet or LFS. The fake is a plain LFS repository, as the Hub serves one whose storage is not Xet, and says so at every
+point where a huggingface_hub version decides (read from each version's source):
+- 0.30-0.35 (0.35.3 read): after preupload, `HfApi.preupload_lfs_files` asks `repo_info(expand="xetEnabled")`
+  and takes Xet only when `xetEnabled` is true — here it is false;
+- 1.x (1.3.0 read): `_commit_api._upload_files` offers transfers ["basic", "multipart", "xet"] to the LFS batch
+  call when hf_xet is installed and goes to Xet only when the answer's `transfer` is "xet" — here the answer is
+  "basic" whatever is offered (`transfers_offered` records the offer);
+- 2.x (2.4.0, the version this suite installs) no longer asks the server: `_commit_api._upload_files` uploads
+  through Xet whenever `utils._runtime.is_xet_available()` (hf_xet importable, a hard dependency on x86_64/arm64,
+  and HF_HUB_DISABLE_XET unset), offering the batch only ["basic", "multipart"] on its fallback. No answer can
+  steer it, so for 2.x the tests set HF_HUB_DISABLE_XET, the client's own switch, to take this LFS path. Xet's own
+  protocol (xet-write-token, the CAS, xorbs and shards) is not modelled.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ class FakeHub(FakeAPI):
         self.repos: dict[str, FakeRepo] = {}
         self.lfs: dict[str, bytes] = {}  # oid → bytes
         self.validated: list[dict] = []  # model-card YAML headers that passed /api/validate-yaml
+        self.transfers_offered: list[list[str]] = []  # each LFS batch call's `transfers` (a 1.x client offers xet)
 
     def default_error(self, status: int) -> Reply:
         return Reply(status, {"error": f"injected {status}"})
@@ -69,6 +83,8 @@ class FakeHub(FakeAPI):
             return self._validate_yaml(req.json())
         if path == "/api/repos/create" and req.method == "POST":
             return self._create(req.json())
+        if req.method == "GET" and (m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)):
+            return self._repo_info(m[1])
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path):
             return self._preupload(m[1], req.json())
         if m := re.fullmatch(r"/([^/]+/[^/]+)\.git/info/lfs/objects/batch", path):
@@ -90,7 +106,9 @@ class FakeHub(FakeAPI):
         repo_id = f"{namespace}/{body['name']}"
         if repo_id in self.repos:
             return Reply(409, {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"})
-        self.repos[repo_id] = FakeRepo(repo_id, private=body.get("visibility", "public") == "private")
+        # 2.x sends "visibility"; 0.3x send "private": true|false (hf_api.create_repo); the Hub takes either.
+        private = body["private"] if "private" in body else body.get("visibility", "public") == "private"
+        self.repos[repo_id] = FakeRepo(repo_id, private=bool(private))
         return Reply(
             200, {"url": f"{self.url}/{repo_id}", "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()}
         )
@@ -134,10 +152,20 @@ class FakeHub(FakeAPI):
         ]
         return Reply(200, {"files": files, "commitOid": "0" * 40})
 
+    def _repo_info(self, repo_id: str) -> Reply:
+        """hf_api.model_info (repo_info): a plain LFS repository says `xetEnabled: false` (0.3x clients read it)."""
+        if (missing := self._missing(repo_id)) is not None:
+            return missing
+        repo = self.repos[repo_id]
+        sha = repo.commits[-1]["oid"] if repo.commits else "0" * 40
+        return Reply(200, {"id": repo_id, "private": repo.private, "sha": sha, "xetEnabled": False})
+
     def _batch(self, repo_id: str, body: dict) -> Reply:
         if (missing := self._missing(repo_id)) is not None:
             return missing
         assert body["operation"] == "upload" and body.get("hash_algo") == "sha256" and "basic" in body["transfers"]
+        self.transfers_offered.append(list(body["transfers"]))
+        # "basic" even when "xet" is offered: the answer for a repository whose storage is LFS (1.x reads it).
         objects = []
         for obj in body["objects"]:
             entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
@@ -177,3 +205,19 @@ class FakeHub(FakeAPI):
         oid = hashlib.sha1(req.raw).hexdigest()
         repo.commits.append({"summary": lines[0]["value"]["summary"], "oid": oid, "files": sorted(staged)})
         return Reply(200, {"success": True, "commitOid": oid, "commitUrl": f"{self.url}/{repo_id}/commit/{oid}"})
+
+
+def point_the_client_at(fake: FakeHub, monkeypatch) -> None:
+    """huggingface_hub in this process talks to `fake`: HF_ENDPOINT (read by lorarun at each call) and the client's
+    ENDPOINT constant (0.3x read it at import, and CommitInfo parses the commit URL against it); the suite's
+    HF_HUB_OFFLINE lifted for this loopback server. huggingface_hub 2.x takes Xet without asking the server (see
+    the module's docstring): its own HF_HUB_DISABLE_XET sends it down the LFS path this fake models. Older clients
+    ask, and the fake's answers send them to LFS by themselves, so they are left as they are."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    if int(huggingface_hub.__version__.split(".")[0]) >= 2:
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)

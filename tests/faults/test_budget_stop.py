@@ -45,7 +45,7 @@ def test_budget_reached_mid_training_stops_cleanly(cloud, tmp_path, monkeypatch,
     assert state.instance_destroyed, state.message
     assert cloud.instance_ids() == [], "the fake still has the instance"
     assert not cloud.host.alive(state.instance_id)
-    assert "budget reached" in state.message
+    assert "budget reached" in state.message and state.phase == "stopped", state.phase
     # The outputs saved so far came home: at least the first epoch's checkpoint, verified.
     saved = sorted(p.name for p in out.glob("*.safetensors"))
     assert "e2e_lora-000001.safetensors" in saved

@@ -87,7 +87,7 @@ def test_ctrl_c_at_phase_start_destroys_the_instance(vast_cloud, tmp_path, monke
     if phase != "finish":  # nothing could have been saved yet: never "outputs pulled so far are in …" (#27)
         assert "nothing was pulled" in err and "pulled so far" not in err, err
     state = only_state()
-    assert state.phase in ("done", "failed")
+    assert state.phase in ("done", "stopped", "failed")
     assert_torn_down(vast_cloud, state)
 
 
@@ -132,6 +132,7 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err
     state = only_state()
+    assert state.phase == "stopped", state.message  # the state itself, not only the report (#23.8)
     assert_torn_down(vast_cloud, state)
     saved = checkpoints(out)
     assert "e2e_lora-000001.safetensors" in saved
@@ -153,6 +154,7 @@ def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, mo
     _patch_monitor(monkeypatch, hook)
     code = submit(job)
     assert code == 130
+    assert only_state().phase == "stopped"
     assert_torn_down(vast_cloud, only_state())
 
 

@@ -106,7 +106,7 @@ def test_pull_then_stop_a_job_nobody_drives(tmp_path):
             time.sleep(0.5)
         ui.actions.wait_all(60)
         final = JobStore().load(state.job_id)
-        assert final.phase == "done" and final.instance_destroyed, final.message
+        assert final.phase == "stopped" and final.instance_destroyed, final.message
         assert "stopped by `lorarun down`" in final.message
         assert not JobStore().lock_path(state.job_id).exists()
         assert kept.read_bytes() == (out / checkpoint).read_bytes(), "the pick is untouched by the end of the job"

@@ -149,6 +149,17 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             assert src.startswith(f"http://127.0.0.1:{ui.port}/files/") and src.endswith(".png")
             assert (cell("#step") or "").split("/")[0].strip().isdigit(), "the job page shows the live step too"
             assert "ui_lora-0000" in cell("#checkpoints")
+
+            def loss_points() -> int:  # the live loss chart: one polyline point per logged step (downsampled)
+                return browser.execute_script(
+                    "const l = document.querySelector('#loss-chart polyline');"
+                    "return l ? l.getAttribute('points').trim().split(/\\s+/).length : 0;"
+                )
+
+            drawn = wait_for("a loss curve of two points or more", lambda: loss_points() >= 2 and loss_points(), 120)
+            wait_for("the loss curve to grow without a reload", lambda: loss_points() > drawn, 120, proc, log)
+            assert browser.execute_script("return window.__same_page") == "yes"
+            assert " step " in (cell("#events") or ""), "the events log shows the engine's step events"
             if shot := os.environ.get("LORARUN_UI_SCREENSHOT"):  # README's picture: docs/ui.png
                 wait_for("a longer loss curve", lambda: int((cell("#step") or "0").split("/")[0]) >= 120, 300)
                 browser.set_window_size(1280, 1500)
@@ -177,7 +188,7 @@ def test_watch_a_running_job_and_stop_it_from_the_browser(vast_cloud, tmp_path):
             assert "ui-e2e" in browser.page_source
         assert proc.wait(120) == 0, log.read_text()[-3000:]
         (state,) = JobStore().all()
-        assert state.phase == "done" and state.instance_destroyed, state.message
+        assert state.phase == "stopped" and state.instance_destroyed, state.message
         assert "stopped by `lorarun down`" in state.message
         assert vast_cloud.instance_ids() == [] and not vast_cloud.host.alive(state.instance_id)
         assert list((tmp_path / "out").glob("ui_lora*.safetensors")), "the checkpoint saved at the stop came home"

@@ -7,9 +7,10 @@ import logging
 import pytest
 
 from lorarun.provider_adapters import http
-from lorarun.provider_adapters.credentials import ApiKey, find_api_key, lorarun_home
+from lorarun.provider_adapters.credentials import ApiKey, find_api_key
 from lorarun.provider_adapters.errors import CredentialsMissing
 from lorarun.provider_adapters.registry import _FACTORIES, available, make_provider
+from lorarun.provider_adapters.user_files import lorarun_home
 
 KEY = "sk-test-4f1c9a0b8e7d6c5b"
 
@@ -21,20 +22,23 @@ def test_env_var_wins(tmp_path):
 
 
 def test_lorarun_config_beats_cli_files(tmp_path):
-    (tmp_path / ".lorarun").mkdir()
-    (tmp_path / ".lorarun" / "config.toml").write_text(f'[runpod]\napi_key = "{KEY}"\n')
+    cfg = tmp_path / ".config" / "lorarun" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(f'[runpod]\napi_key = "{KEY}"\n')
     (tmp_path / ".runpod").mkdir()
     (tmp_path / ".runpod" / "config.toml").write_text('apikey = "other"\n')
     got = find_api_key("runpod", env={}, home=tmp_path)
-    assert got.key == KEY and "config.toml" in got.source and ".lorarun" in got.source
+    assert got.key == KEY and got.source == f"{cfg} [runpod] api_key"
 
 
-def test_lorarun_home_env(tmp_path):
+def test_a_key_in_the_old_lorarun_home_config_is_migrated_and_found(tmp_path):
     home = tmp_path / "custom"
     home.mkdir()
     (home / "config.toml").write_text(f'[vastai]\napi_key = "{KEY}"\n')
     assert lorarun_home({"LORARUN_HOME": str(home)}, tmp_path) == home
-    assert find_api_key("vastai", env={"LORARUN_HOME": str(home)}, home=tmp_path).key == KEY
+    got = find_api_key("vastai", env={"LORARUN_HOME": str(home)}, home=tmp_path)
+    assert got.key == KEY and str(tmp_path / ".config" / "lorarun" / "config.toml") in got.source
+    assert (home / "config.toml.migrated").is_file() and not (home / "config.toml").exists()
 
 
 @pytest.mark.parametrize("rel", [".vast_api_key", ".config/vastai/vast_api_key"])
@@ -61,7 +65,7 @@ def test_missing_names_every_place_and_what_to_do(tmp_path):
     msg = str(e.value)
     for place in (
         "VAST_API_KEY",
-        str(tmp_path / ".lorarun" / "config.toml"),
+        str(tmp_path / ".config" / "lorarun" / "config.toml"),
         str(tmp_path / ".vast_api_key"),
         str(tmp_path / ".config" / "vastai" / "vast_api_key"),
     ):

@@ -26,6 +26,7 @@ def load(tmp_path, extra: str):
 
 # (TOML line, (section, field), expected value)
 CASES = [
+    ("save_every_n_steps = 250", ("training", "save_every_n_steps"), 250),
     ("network_dropout = 0.1", ("training", "network_dropout"), 0.1),
     ("scale_weight_norms = 1.0", ("training", "scale_weight_norms"), 1.0),
     ("noise_offset = 0.05\nnoise_offset_random_strength = true", ("training", "noise_offset_random_strength"), True),
@@ -100,7 +101,7 @@ def test_every_implemented_option_is_a_real_kohya_option():
     "line, key",
     [
         ("caption_dropout_every_n_epochs = 2", "caption_dropout_every_n_epochs"),
-        ("save_every_n_steps = 100", "save_every_n_steps"),
+        ("save_last_n_steps = 100", "save_last_n_steps"),
         ("masked_loss = true", "masked_loss"),
         ("token_warmup_step = 10", "token_warmup_step"),
         ('lr_scheduler_type = "CosineAnnealingLR"', "lr_scheduler_type"),

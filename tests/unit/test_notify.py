@@ -95,6 +95,21 @@ def test_job_events_failed_and_finished_carry_the_cost(tmp_path):
     assert events[-1]["message"] == "training failed: out of GPU memory" and events[-1]["cost"] == 0.1235
 
 
+def test_a_stopped_job_ends_with_a_stopped_event_not_finished():
+    from types import SimpleNamespace
+
+    from lorarun.runner.run.notify import JobNotifications
+
+    with FakeWebhook() as fake:
+        hook = Webhook(NotifyConfig(webhook=fake.url + "/api/webhooks/1/t", format="discord"))
+        run = SimpleNamespace(state=SimpleNamespace(job_id="j-1", name="j"), predicted_cost=0.5)
+        notes = JobNotifications({"j-1": hook}, {"j-1": "j"}, spent=lambda: 0.05)
+        notes.phase(run, "stopped", "stopped by `lorarun down`")
+        notes.close()
+    (got,) = fake.received
+    assert got.payload["content"] == "**j** (j-1): stopped — stopped by `lorarun down` (cost $0.050)"
+
+
 def test_discord_rate_limit_is_waited_out_once():
     with FakeWebhook() as fake:
         fake.fail_next("POST", "/api/webhooks", status=429, body={"message": "rate limited", "retry_after": 0.05})
@@ -105,3 +120,37 @@ def test_discord_rate_limit_is_waited_out_once():
     assert (
         fake.received[0].payload["content"] == "**j** (j-1): finished (cost $0.200)"
     )  # money() shows a tenth of a cent
+
+
+def test_a_sampled_checkpoint_is_announced_with_its_first_sample_once_it_is_home(tmp_path):
+    from types import SimpleNamespace
+
+    from lorarun.image.engine_config import SampleConfig
+    from lorarun.runner.run.notify import JobNotifications
+
+    out = tmp_path / "out"
+    (out / "samples").mkdir(parents=True)
+    spec = SimpleNamespace(
+        output_dir=out,
+        output=SimpleNamespace(name="mychar"),
+        sample=SampleConfig(prompts=("mychar, portrait",), every_n_epochs=1),
+    )
+    run = SimpleNamespace(state=SimpleNamespace(job_id="j-1", name="j"), job=SimpleNamespace(spec=spec))
+    for name in ("mychar-000001.safetensors", "mychar-000002.safetensors"):
+        (out / name).write_bytes(b"lora")
+    pulled = {"mychar-000001.safetensors": "a1", "mychar-000002.safetensors": "a2"}
+    with FakeWebhook() as fake:
+        hook = Webhook(NotifyConfig(webhook=fake.url + "/api/webhooks/1/t", format="discord"))
+        notes = JobNotifications({"j-1": hook}, {"j-1": "j"}, spent=lambda: 0.0)
+        notes.outputs_home(run, pulled)  # no sample home yet: both wait, in order
+        (out / "samples" / "mychar_e000001_00.png").write_bytes(b"\x89PNG one")
+        notes.outputs_home(run, pulled)  # epoch 1's sample is home: epoch 1 goes, epoch 2 still waits
+        notes.outputs_home(run, pulled, final=True)  # the end: whatever is home goes, picture or not
+        notes.close()
+    posted = [(r.payload["content"], r.files) for r in fake.received]
+    assert [content.split(": ", 1)[1] for content, _ in posted] == [
+        "checkpoint home: mychar-000001.safetensors",
+        "checkpoint home: mychar-000002.safetensors",
+    ]
+    assert posted[0][1] == {"files[0]": ("mychar_e000001_00.png", b"\x89PNG one")} and posted[1][1] == {}
+    assert fake.received[0].payload["embeds"][0]["image"] == {"url": "attachment://mychar_e000001_00.png"}

@@ -92,3 +92,13 @@ def test_flux_section_only_for_the_flux_family_and_its_numbers_ranged(tmp_path):
         load_job(job)
     text = "\n".join(getattr(err.value, "problems", [str(err.value)]))
     assert "dataset.shuffle_caption" in text and "training.noise_offset" in text
+
+
+def test_save_every_n_steps_in_the_job_yaml_and_its_bounds(tmp_path):
+    make_dataset(tmp_path / "data")
+    spec = load_job(write_job(tmp_path / "job.yaml", "data", extra="  save_every_n_steps: 50"))
+    assert spec.training.save_every_n_steps == 50
+    for bad in ("0", "-5"):
+        job = write_job(tmp_path / "bad.yaml", "data", extra=f"  save_every_n_steps: {bad}")
+        with pytest.raises(SpecError, match=r"training\.save_every_n_steps"):
+            load_job(job)

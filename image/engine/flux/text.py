@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from lorarun.image.engine.data import _key
+from lorarun.image.engine.embedding_cache import cache_key, cache_per_caption
 
 
 @dataclass
@@ -53,26 +52,23 @@ def cache_text(
     *,
     write: bool = True,
     batch_size: int = 8,
+    progress=None,
 ) -> dict[str, FluxText]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, FluxText] = {}
-    todo = []
-    for caption in sorted(set(captions)):
-        file = cache_dir / f"{_key('flux', model_key, t5_tokens, caption)}.safetensors"
-        if file.exists():
-            data = load_file(str(file))
-            out[caption] = FluxText(data["t5"], data["pooled"], data["mask"])
-        else:
-            todo.append((caption, file))
-    if todo and not write:
-        raise RuntimeError("text cache incomplete on a non-main rank")
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        for (caption, file), emb in zip(chunk, encode([c for c, _ in chunk], tokenizers, encoders, t5_tokens, device)):
-            tmp = file.with_suffix(".tmp")
-            save_file(
-                {"t5": emb.t5.contiguous(), "pooled": emb.pooled.contiguous(), "mask": emb.mask.contiguous()}, str(tmp)
-            )
-            tmp.replace(file)
-            out[caption] = emb
-    return out
+    """SD's caption cache (embedding_cache.py) with Flux's encoders and tensors; returns caption → FluxText."""
+
+    def encode_chunk(chunk: list[str]) -> list[dict[str, torch.Tensor]]:
+        return [
+            {"t5": e.t5.contiguous(), "pooled": e.pooled.contiguous(), "mask": e.mask.contiguous()}
+            for e in encode(chunk, tokenizers, encoders, t5_tokens, device)
+        ]
+
+    cached = cache_per_caption(
+        captions,
+        cache_dir,
+        lambda caption: cache_key("flux", model_key, t5_tokens, caption),
+        encode_chunk,
+        write=write,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return {caption: FluxText(t["t5"], t["pooled"], t["mask"]) for caption, t in cached.items()}

@@ -16,14 +16,14 @@ import time
 
 import torch
 
-from lorarun.image.engine import data, state
+from lorarun.image.engine import data
 from lorarun.image.engine.flux import text as flux_text
 from lorarun.image.engine.flux.lora import add_flux_lora, diffusers_flux_state_dict, kohya_flux_state_dict, out_features
 from lorarun.image.engine.flux.models import load_flux
 from lorarun.image.engine.flux.step import flow_loss
 from lorarun.image.engine.lora import unwrap
-from lorarun.image.engine.optim import build_optimizer, build_scheduler
-from lorarun.image.engine.save import SAVE_DTYPES, RunFacts, build_metadata, write_lora
+from lorarun.image.engine.optim import build_optimizer
+from lorarun.image.engine.save import SAVE_DTYPES, build_metadata, write_lora
 from lorarun.image.engine.trainer import Trainer
 
 MODELSPEC = {"dev": "flux-1-dev", "schnell": "flux-1-schnell", "krea": "flux-1-dev"}
@@ -39,12 +39,10 @@ class FluxTrainer(Trainer):
         self.trains_te = False  # Flux: LoRA on the transformer only (kohya's and ai-toolkit's default for Flux)
         self.cache_text = True
 
-    def run(self) -> None:
-        cfg, t, f = self.cfg, self.cfg.training, self.fcfg
-        self._memory_check()
-        found = state.find_latest(self.work_dir / "state")
-        self.resume_from_step = found[1].global_step if found else None
-        self._emit_started()
+    # --- the hooks of Trainer.run ---------------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        f = self.fcfg
         self.events.emit(
             "flux",
             flavour=f.flavour,
@@ -65,80 +63,40 @@ class FluxTrainer(Trainer):
             )
         if f.flavour == "schnell" and f.guidance_scale != 1.0:
             self.events.emit("warning", message="flux.guidance_scale is ignored: schnell has no guidance input")
-        torch.manual_seed(t.seed)
-        self.model = load_flux(cfg.model, f)
-        self.family = "flux"
-        self._stop_if_requested()
-        self._cache()
-        self._stop_if_requested()
-        self._setup_training()
-        resumed = self._resume()
-        if resumed is not None and resumed.global_step >= self.total_steps and self._final_path().exists():
-            self.events.emit("finished", path=self._rel(self._final_path()), step=self.global_step, resumed=True)
-            return
-        self._loop(resumed)
-        self._finish()
 
-    # --- caching --------------------------------------------------------------------------------------------------
+    def _load_model(self):
+        return load_flux(self.cfg.model, self.fcfg)
 
     def _cache(self) -> None:
-        cfg, accel, model = self.cfg, self.accel, self.model
+        """Text first (the encoders alone on the GPU), then the latents (the autoencoder alone): a quantised run
+        then fits a small card. The sampling prompts are cached too, so samples need no text encoder later."""
+        model = self.model
         cache_root = self.work_dir / "cache"
-        write = accel.is_main_process
         captions = [item.caption for item in self.items]
-        # the sampling prompts too: samples then need no text encoder after caching
-        prompts = list(cfg.sample.prompts) or [self.items[0].caption]
-        captions_and_prompts = captions + prompts
-        if write:
-            for encoder in model.text_encoders:
-                _to(encoder, self.device, self.weight_dtype)
-            self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
+        prompts = list(self.cfg.sample.prompts) or [self.items[0].caption]
+
+        def cache_text(write: bool) -> dict[str, flux_text.FluxText]:
+            if write:
+                for encoder in model.text_encoders:
+                    _to(encoder, self.device, self.weight_dtype)
+                self.events.emit("caching", what="text_embeddings", count=len(set(captions)))
             text = flux_text.cache_text(
-                captions_and_prompts,
+                captions + prompts,
                 model.tokenizers,
                 model.text_encoders,
                 self.fcfg.t5_tokens,
                 model.key,
                 cache_root / "text",
-                self.device,
+                self.device if write else "cpu",
+                write=write,
             )
-            for encoder in model.text_encoders:
-                _to(encoder, "cpu")  # T5-XXL is 9 GB: off the GPU before the transformer arrives
-            vae_dtype = torch.float32 if self.weight_dtype == torch.float16 else self.weight_dtype
-            model.vae.to(self.device, vae_dtype)
-            self.events.emit("caching", what="latents", count=len(self.items), flip=cfg.dataset.flip_aug)
-            latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device=self.device,
-                dtype=vae_dtype,
-            )
-            model.vae.to("cpu")
-        accel.wait_for_everyone()
-        if not write:
-            text = flux_text.cache_text(
-                captions_and_prompts,
-                model.tokenizers,
-                model.text_encoders,
-                self.fcfg.t5_tokens,
-                model.key,
-                cache_root / "text",
-                "cpu",
-                write=False,
-            )
-            latents = data.cache_latents(
-                self.items,
-                model.vae,
-                model.key,
-                cache_root / "latents",
-                flip=cfg.dataset.flip_aug,
-                device="cpu",
-                dtype=torch.float32,
-                write=False,
-            )
+            if write:
+                for encoder in model.text_encoders:
+                    _to(encoder, "cpu")  # T5-XXL is 9 GB: off the GPU before the transformer arrives
+            return text
+
+        text = self._main_rank_first(cache_text)
+        latents = self._cache_latents(cache_root)
         # data.cache_latents stores z·scale; Flux trains on (z - shift)·scale (FluxPipeline's decode inverts it)
         offset = float(getattr(model.vae.config, "shift_factor", 0.0) or 0.0) * float(model.vae.config.scaling_factor)
         for entry in latents.values():
@@ -151,10 +109,7 @@ class FluxTrainer(Trainer):
         model.text_encoders = []
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        if self.device.type == "cuda":
-            for entry in self.latents.values():
-                entry.latents = entry.latents.to(self.device)
-                entry.flipped = entry.flipped.to(self.device) if entry.flipped is not None else None
+            self._latents_to_device()  # Flux's text stays on the CPU: T5's states are large; a batch copies its own
 
     # --- training -------------------------------------------------------------------------------------------------
 
@@ -174,39 +129,14 @@ class FluxTrainer(Trainer):
         self.text_encoders = []
         self.channels_last = False
         optimizer = build_optimizer(self.optimizer_name, groups, lr, t.optimizer_args, self.device.type == "cuda")
-        self.scheduler = build_scheduler(
-            optimizer,
-            t.lr_scheduler,
-            self.total_steps,
-            self.warmup,
-            t.lr_scheduler_num_cycles,
-            t.lr_scheduler_power,
-            args=t.lr_scheduler_args,
-            min_lr_ratio=t.lr_scheduler_min_lr_ratio,
-        )
+        self.scheduler = self._scheduler(optimizer)
         self.params = params
         self.unet, self.optimizer = accel.prepare(transformer, optimizer)
         self.widths = out_features(unwrap(self.unet))
         self.generator = torch.Generator(self.device).manual_seed(t.seed * 1000 + self.rank)
         self.guidance = f.guidance_scale if self.model.guidance_embeds else None
-        self.facts = RunFacts(
-            session_id=self.session_id,
-            started_at=self.started_at,
-            family="flux",
-            v2=False,
-            v_parameterization=False,
-            base_model=f.transformer or cfg.model.base,
-            resolution=tuple(cfg.dataset.resolution),
-            num_train_images=self.scan.num_train_images,
-            num_reg_images=self.scan.num_reg_images,
-            num_batches_per_epoch=self.batches_per_epoch,
-            num_epochs=self.epochs,
-            max_train_steps=self.total_steps,
-            warmup_steps=self.warmup,
-            optimizer=self.optimizer_name,
-            mixed_precision=self.mixed,
-            num_processes=self.world,
-            **data.describe(self.scan),
+        self.facts = self._run_facts(
+            family="flux", v2=False, v_parameterization=False, base_model=f.transformer or cfg.model.base
         )
 
     def loss(self, batch: data.Batch) -> torch.Tensor:
@@ -236,53 +166,24 @@ class FluxTrainer(Trainer):
     def _lora_modules(self):
         return [("transformer", unwrap(self.unet))]
 
-    def _save_checkpoint(self, path, epoch: int, resume_at: tuple[int, int], kind: str = "checkpoint") -> None:
+    def _write_lora(self, path, epoch: int, kind: str) -> None:
+        """BFL/kohya names with kohya's Flux metadata; with `save_diffusers_format`, the diffusers layout beside it."""
         t = self.cfg.training
-        if self.accel.is_main_process:
-            peft_sd = self._peft_state()
-            dtype = SAVE_DTYPES[t.save_precision]
-            metadata = flux_metadata(
-                build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()),
-                self.cfg,
+        peft_sd = self._peft_state()
+        dtype = SAVE_DTYPES[t.save_precision]
+        metadata = flux_metadata(
+            build_metadata(self.cfg, self.facts, steps=self.global_step, epoch=epoch, finished_at=time.time()), self.cfg
+        )
+        write_lora(path, kohya_flux_state_dict(peft_sd, self.widths, t.network_alpha, dtype), metadata)
+        self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
+        if self.fcfg.save_diffusers_format:
+            extra = path.with_name(path.stem + ".diffusers.safetensors")
+            write_lora(
+                extra,
+                diffusers_flux_state_dict(peft_sd, t.network_dim, t.network_alpha, dtype),
+                {**metadata, "format": "pt", "lorarun.format": "diffusers"},
             )
-            write_lora(path, kohya_flux_state_dict(peft_sd, self.widths, t.network_alpha, dtype), metadata)
-            self.events.output("checkpoint", path, kind=kind, step=self.global_step, epoch=epoch)
-            if self.fcfg.save_diffusers_format:
-                extra = path.with_name(path.stem + ".diffusers.safetensors")
-                write_lora(
-                    extra,
-                    diffusers_flux_state_dict(peft_sd, t.network_dim, t.network_alpha, dtype),
-                    {**metadata, "format": "pt", "lorarun.format": "diffusers"},
-                )
-                self.events.output("checkpoint", extra, kind=f"{kind}-diffusers", step=self.global_step, epoch=epoch)
-        state_root = self.work_dir / "state"
-        state.stage_rank(state_root, self.global_step, self.rank, self.generator)
-        self.accel.wait_for_everyone()
-        if self.accel.is_main_process:
-            progress = state.Progress(
-                self.global_step, resume_at[0], resume_at[1], state.fingerprint(self.cfg, self.world)
-            )
-            lora = {f"transformer.{k}": v for k, v in self._peft_state().items()}
-            state.finalise(state_root, progress, lora, self.optimizer, self.scheduler)
-        self.accel.wait_for_everyone()
-        self.last_saved_step = self.global_step
-
-    def _sampling_mode(self):
-        """The autoencoder onto the GPU for sampling and back after (no text encoder: prompts are cached)."""
-        trainer = self
-
-        class _Mode:
-            def __enter__(self):
-                vae_dtype = torch.float32 if trainer.weight_dtype == torch.float16 else trainer.weight_dtype
-                trainer.model.vae.to(trainer.device, vae_dtype)
-                unwrap(trainer.unet).eval()
-
-            def __exit__(self, *exc):
-                unwrap(trainer.unet).train()
-                trainer.model.vae.to("cpu")
-                return False
-
-        return _Mode()
+            self.events.output("checkpoint", extra, kind=f"{kind}-diffusers", step=self.global_step, epoch=epoch)
 
     def _peft_state(self) -> dict[str, torch.Tensor]:
         from lorarun.image.engine.lora import lora_state_dict
