@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console, err_console
 from lorarun.runner.state import JobState, JobStore
 
@@ -31,7 +32,11 @@ def register(app: typer.Typer) -> None:
     app.command("down", help="Stop a job: pull what exists, then destroy its instance.")(down)
 
 
-def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough).")) -> None:
+def attach(job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough), or a batch id.")) -> None:
+    if is_batch_id(job_id):  # every job of a batch (runner/batch/)
+        from lorarun.runner.cli.batch_verbs import attach_batch
+
+        return attach_batch(job_id)
     _resume(job_id, stop=False)
 
 
@@ -41,6 +46,10 @@ def down(
         1800.0, "--wait-seconds", hidden=True, help="How long to wait for the controller holding the job."
     ),
 ) -> None:
+    if is_batch_id(job_id):  # every job of a batch (runner/batch/)
+        from lorarun.runner.cli.batch_verbs import down_batch
+
+        return down_batch(job_id, wait_seconds)
     store = JobStore()
     state = store.load(job_id)
     holder = store.lock_holder(state.job_id)

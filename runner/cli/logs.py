@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console
 from lorarun.runner.state import JobStore
 
@@ -21,6 +22,10 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
     interval: float = typer.Option(2.0, "--interval", hidden=True),
 ) -> None:
+    if is_batch_id(job_id):  # every job of a batch, each line with its job's name
+        from lorarun.runner.cli.batch_verbs import logs_batch
+
+        return logs_batch(job_id)
     from lorarun.runner.run.monitor import read_jsonl
 
     store = JobStore()
