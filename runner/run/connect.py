@@ -45,8 +45,9 @@ def provider_for_state(state: JobState) -> Provider:
     return make_provider(resources)
 
 
-def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
-    """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key."""
+def connect_transport(rental, state: JobState, job_dir: Path, *, once: bool = False) -> Transport:
+    """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key.
+    `once`: one connection attempt, no backoff (the caller polls and may switch endpoints between tries)."""
     instance = rental.instance
     if instance.provider == "local":
         from lorarun.runner.remote.local import LocalTransport
@@ -60,11 +61,19 @@ def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
         port=instance.ssh.port,
         username=instance.ssh.username,
         provider=rental.provider,
+        once=once,
     )
 
 
 def ssh_transport(
-    state: JobState, job_dir: Path, *, host: str, port: int, username: str, provider: Provider | None = None
+    state: JobState,
+    job_dir: Path,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    provider: Provider | None = None,
+    once: bool = False,
 ) -> Transport:
     from lorarun.runner.remote.keys import private_key_path
     from lorarun.sshlink.session import SSHParams, SSHTransport
@@ -77,5 +86,5 @@ def ssh_transport(
         host=host, port=port, username=username, key_path=key, known_hosts=job_dir / "ssh" / "known_hosts"
     )
     transport = SSHTransport(params, retry=SSH_RETRY) if SSH_RETRY is not None else SSHTransport(params)
-    transport.connect()
+    transport.connect(once=once)
     return transport
