@@ -28,7 +28,7 @@ demo: install
 	@echo "demo state: $${LORARUN_HOME:-$$HOME/.lorarun}/jobs — see it with: $(VENV)/bin/lorarun status"
 
 test: install
-	$(PY) -m pytest -q -n 2 --ignore=tests/faults  # two workers: CI has two cores; the engine runs one thread per tiny model
+	$(PY) -m pytest -q -n 2 --dist worksteal --ignore=tests/faults  # two workers: CI has two cores; the engine runs one thread per tiny model; worksteal + longest first (tests/conftest.py): no idle core at the end
 
 # The checks: ruff (lint, then the formatter's check), the layer contracts (import-linter, [tool.importlinter] in
 # pyproject.toml), no import cycle anywhere (tools/check_cycles.py: import-linter has no cycle contract), mypy over

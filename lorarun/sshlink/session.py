@@ -131,9 +131,11 @@ class SSHTransport:
         self.reconnects = 0  # how many times a dropped link was re-opened (reported, and asserted by tests)
 
     # --- connection ----------------------------------------------------------------------------------------------
-    def connect(self) -> None:
-        """Open the connection now (otherwise the first operation does). Retries per the policy."""
-        self._with_retry("connect", lambda: None)
+    def connect(self, *, once: bool = False) -> None:
+        """Open the connection now (otherwise the first operation does). Retries per the policy, unless `once`: a
+        caller that polls on its own (an instance still booting) wants each try to fail fast, not to sleep through
+        the policy's backoff (1+2+4+8+16 s) before it may try the instance's next endpoint."""
+        self._with_retry("connect", lambda: None, retry=not once)
 
     def _ensure(self) -> paramiko.Transport:
         with self._lock:

@@ -105,9 +105,16 @@ def attach_batch(batch_id: str) -> None:
         from lorarun.runner.errors import JobBusy
 
         raise JobBusy(f"batch {record.batch_id} is driven by a live lorarun; `lorarun down {record.batch_id}` stops it")
+    import contextlib
+
+    from lorarun.runner.job.output_guard import claimed_for_attach
+
     batch = _resumed(record.batch_id)
-    ids = [run.state.job_id for slot in batch.slots for run in slot.runs]
-    with batches.jobs.holding(ids, "attach"):
+    runs = [run for slot in batch.slots for run in slot.runs]
+    ids = [run.state.job_id for run in runs]
+    with batches.jobs.holding(ids, "attach"), contextlib.ExitStack() as claims:
+        for run in runs:  # each job's own output claim, re-taken from the dead submit (#24)
+            claims.enter_context(claimed_for_attach(run.job, run.state.job_id, command="attach"))
         for job_id in ids:
             batches.jobs.take_stop_request(job_id)  # meant for a controller that died: not for us
         follow(batch, interactive=sys.stdin.isatty())

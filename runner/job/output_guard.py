@@ -70,6 +70,25 @@ def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
+def outputs_notice(job, store: OutputClaims | None = None) -> str | None:
+    """What `lorarun validate` says ahead of `submit` (nothing claimed): the files are being written by another job,
+    or an earlier run's files are there. `--out auto` / `output.unique` jobs write into a fresh folder: none."""
+    if job.spec.output.unique:
+        return None
+    store = store or OutputClaims()
+    target = target_of(job)
+    claim = store.read(target)
+    why = store.busy_because(claim) if claim is not None else None
+    if why is not None:
+        return f"{target.describe()} is being written by {why}; submit refuses it (--out DIR, --out auto, output.name)"
+    old = earlier_outputs(target)
+    if old:
+        return (
+            f"{old[0]} is an earlier run's output; submit refuses to write over it unless --overwrite (or --out auto)"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class ClaimedJobs:
     jobs: tuple  # the ValidatedJobs, `--out auto` folders filled in
