@@ -49,7 +49,8 @@ def estimate(
 ) -> None:
     from lorarun.runner.price import interruptible
     from lorarun.runner.price.calibration_load import load_calibration
-    from lorarun.runner.price.estimate import inputs_from_job, rank
+    from lorarun.runner.price.estimate import rank
+    from lorarun.runner.price.job_inputs import inputs_from_job
     from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
     from lorarun.runner.price.offer_search import fetch_offers, gpu_name_matches, providers_unseen
 
