@@ -77,8 +77,10 @@ class BatchRun:
         max_cost: float | None,
         clock: Clock = REAL_CLOCK,
         sweep: str | None = None,
+        on_moved: Callable[[JobRun], None] | None = None,
     ):
         self.jobs = jobs
+        self.on_moved = on_moved  # told of each new attempt (its output claim names it: runner/job/output_guard.py)
         self.plan = plan
         self.provider_factory = provider_factory
         self.provider_name = provider_factory().name
@@ -230,7 +232,10 @@ class BatchRun:
         state = self.store.update(state, message=reason)
         self.batches.moved(self.record.batch_id, run.job.spec.name, state.job_id, slot.number)
         err_console.print(f"{run.job.spec.name}: {reason}; a replacement rental runs it", highlight=False)
-        return JobRun(job=run.job, state=state, predicted_cost=run.predicted_cost)
+        moved = JobRun(job=run.job, state=state, predicted_cost=run.predicted_cost)
+        if self.on_moved is not None:
+            self.on_moved(moved)
+        return moved
 
     # ---- one budget, one stop ---------------------------------------------------------------------------------
     def spent(self) -> float:

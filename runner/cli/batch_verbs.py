@@ -1,5 +1,5 @@
-"""`status`, `logs`, `attach` and `down` given a batch id (`batch-…`) instead of a job id: the same verbs for every
-job of the batch at once (runner/batch/)."""
+"""`status`, `attach` and `down` given a batch id (`batch-…`) instead of a job id: the same verbs for every
+job of the batch at once (runner/batch/). `logs` of a batch is in logs.py, beside the one-line format."""
 
 from __future__ import annotations
 
@@ -63,18 +63,6 @@ def _states(batches: BatchStore, record):
             continue
 
 
-def logs_batch(batch_id: str) -> None:
-    """Every job's events, each line prefixed with its job's name."""
-    from lorarun.runner.cli.logs import format_event
-    from lorarun.runner.run.monitor import read_jsonl
-
-    batches = BatchStore()
-    record = batches.load(batch_id)
-    for job in record.jobs:
-        for event in read_jsonl(batches.jobs.job_dir(job.job_id) / "events.jsonl"):
-            console.print(f"{job.name:<20} {format_event(event)}", highlight=False)
-
-
 def _driven_elsewhere(batches: BatchStore, record) -> bool:
     for _, state in unfinished(record, batches):
         holder = batches.jobs.lock_holder(state.job_id)
@@ -117,9 +105,16 @@ def attach_batch(batch_id: str) -> None:
         from lorarun.runner.errors import JobBusy
 
         raise JobBusy(f"batch {record.batch_id} is driven by a live lorarun; `lorarun down {record.batch_id}` stops it")
+    import contextlib
+
+    from lorarun.runner.job.output_guard import claimed_for_attach
+
     batch = _resumed(record.batch_id)
-    ids = [run.state.job_id for slot in batch.slots for run in slot.runs]
-    with batches.jobs.holding(ids, "attach"):
+    runs = [run for slot in batch.slots for run in slot.runs]
+    ids = [run.state.job_id for run in runs]
+    with batches.jobs.holding(ids, "attach"), contextlib.ExitStack() as claims:
+        for run in runs:  # each job's own output claim, re-taken from the dead submit (#24)
+            claims.enter_context(claimed_for_attach(run.job, run.state.job_id, command="attach"))
         for job_id in ids:
             batches.jobs.take_stop_request(job_id)  # meant for a controller that died: not for us
         follow(batch, interactive=sys.stdin.isatty())

@@ -18,11 +18,11 @@ from lorarun.runner.console import err_console
 from lorarun.runner.price.choose import rank_offers
 from lorarun.runner.run import interruption
 
-if TYPE_CHECKING:
-    from lorarun.runner.run.pipeline import Pipeline
+if TYPE_CHECKING:  # the run's context, not the pipeline that calls in here (no cycle)
+    from lorarun.runner.run.context import RunContext
 
 
-def resume_if_taken_back(pipeline: Pipeline, *, stop: bool) -> bool:
+def resume_if_taken_back(pipeline: RunContext, *, stop: bool) -> bool:
     """On a reattached interruptible rental whose instance the provider stopped or dropped: resume the job on a new
     rental (True), else leave the pipeline as it was (False)."""
     instance = pipeline.rental.instance

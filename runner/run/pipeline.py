@@ -135,7 +135,7 @@ class Pipeline(RunContext):
             if stop:
                 closing.graceful_stop(self, "stopped by `lorarun down`")
             else:
-                interruption.run_jobs(self)  # _run_jobs, resumed on a new rental after an interruption
+                interruption.run_jobs(self, self._run_jobs)  # _run_jobs, resumed on a new rental after an interruption
         except KeyboardInterrupt as interrupt:
             detached = closing.on_interrupt(
                 self, ask=not isinstance(interrupt, TerminateRequested), detach=isinstance(interrupt, DetachRequested)

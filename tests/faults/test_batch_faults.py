@@ -165,4 +165,5 @@ def test_controller_killed_mid_batch_then_attach_finishes_it(vast_cloud, tmp_pat
     record, states = the_batch()
     assert all(s.phase == "done" for s in states), [s.message for s in states]
     assert all((tmp_path / n / "out" / f"{n}.safetensors").is_file() for n in "abc")
+    assert not list((JobStore().home / "claims").glob("*.json"))  # attach re-took each job's claim, then let go
     assert_nothing_billing(vast_cloud, states)
