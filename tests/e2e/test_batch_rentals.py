@@ -77,20 +77,32 @@ def assert_rentals_ran_side_by_side(states):
 
 
 def wall_measurements(record, states) -> dict:
-    """The batch's wall (its first job created to its last job ended) and each rental's first job's own wall
-    (created to ended: rent, boot, upload, train, pull home, destroy): the longest of those is the longest job."""
+    """From the jobs' own phase times. The batch's wall: its first job created → its last job ended. A job alone:
+    its rental's start-up (the rental's first job created → its upload) plus its own turn on the rental (its
+    upload → the next job's upload there, or the rental's teardown): what it would take on a rental of its own."""
     batch_start = min(s.history[0][1] for s in states)
     batch_end = max(s.history[-1][1] for s in states)
-    first_on_rental = {}
-    for job in record.jobs:
-        first_on_rental.setdefault(job.rental, job.name)
     by_name = {s.name: s for s in states}
-    own = {name: by_name[name].history[-1][1] - by_name[name].history[0][1] for name in first_on_rental.values()}
-    longest = max(own, key=own.get)
+
+    def first(state, phase):
+        return next(at for p, at in state.history if p == phase)
+
+    alone = {}
+    for rental in sorted({j.rental for j in record.jobs}):
+        on_it = [by_name[j.name] for j in record.jobs if j.rental == rental]
+        on_it.sort(key=lambda s: first(s, "upload"))
+        startup = first(on_it[0], "upload") - on_it[0].history[0][1]
+        for k, state in enumerate(on_it):
+            end = first(on_it[k + 1], "upload") if k + 1 < len(on_it) else first(state, "teardown")
+            alone[state.name] = startup + end - first(state, "upload")
+    longest = max(alone, key=alone.get)
+    wall = batch_end - batch_start
     return {
-        "batch_wall_s": round(batch_end - batch_start, 2),
+        "batch_wall_s": round(wall, 2),
         "longest_job": longest,
-        "longest_job_s": round(own[longest], 2),
-        "ratio": round((batch_end - batch_start) / own[longest], 3),
-        "rentals": {str(r): [j.name for j in record.jobs if j.rental == r] for r in sorted(first_on_rental)},
+        "longest_job_s": round(alone[longest], 2),
+        "ratio": round(wall / alone[longest], 3),
+        "rentals": {
+            str(r): [j.name for j in record.jobs if j.rental == r] for r in sorted({j.rental for j in record.jobs})
+        },
     }
