@@ -84,7 +84,7 @@ def test_create_sends_v2_body_with_count_ports_and_per_job_key(runpod, sleeper):
     assert body == {
         "name": "lorarun-9c1d",
         "image": "lorarun/trainer:1",
-        "gpu": {"id": RTX4090, "count": 1},
+        "gpu": {"id": RTX4090, "count": 1, "minCudaVersion": "12.8"},  # the image's CUDA (image/base_cuda.py)
         "cloud": "SECURE",
         "disk": 40,
         "ports": ["22/tcp"],
@@ -115,6 +115,7 @@ def test_community_pods_ask_graphql_for_a_public_ip_and_get_direct_ssh(runpod, s
         "volumeInGb": 0,
         "ports": "22/tcp",
         "supportPublicIp": True,
+        "minCudaVersion": "12.8",
         "dockerArgs": "sleep infinity",
         "env": [{"key": "LORARUN_JOB", "value": "9c1d"}, {"key": "PUBLIC_KEY", "value": PUBKEY}],
     }
@@ -488,3 +489,17 @@ def test_a_403_pool_is_skipped_by_the_offer_fallback_not_the_whole_submit(runpod
         "NVIDIA GeForce RTX 3090",
         RTX4090,
     ]
+
+
+@pytest.mark.parametrize("cloud", ["SECURE", "COMMUNITY"])
+def test_hosts_on_older_cuda_than_the_image_are_not_rented(runpod, sleeper, cloud):
+    """The create asks for the image's CUDA at least (`minCudaVersion`); where RunPod has only hosts on older
+    drivers it answers as for no capacity, and lorarun moves on to the next offer rather than renting a pod that
+    could never start the image."""
+    runpod.host_cuda = 12.4
+    with pytest.raises(NoCapacityError):
+        make(runpod, sleeper).create(offer(cloud), spec())
+    assert runpod.live_ids() == []
+    runpod.host_cuda = 12.8
+    inst = make(runpod, sleeper).create(offer(cloud), spec())
+    assert inst.id in runpod.live_ids()

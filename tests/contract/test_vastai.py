@@ -67,7 +67,7 @@ def test_search_sends_documented_query_and_maps_units(vast, sleeper):
     assert o.ram_gb == pytest.approx(64.0)  # cpu_ram is MB (the Flux estimate checks host memory with it)
     # dph_total folds in 50 GB of storage at $0.20/GB/month.
     assert o.price_per_hour == pytest.approx(0.29 + 50 * 0.20 / 720, rel=1e-4)
-    assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.2
+    assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.8
 
 
 def test_search_regions_and_interruptible_prices_at_min_bid(vast, sleeper):
