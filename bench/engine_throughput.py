@@ -17,6 +17,8 @@ dtype), and (b)/(a). Also:
 - `--with-engine-plain`: also the engine's plain step (fast_step off): the engine's loss, LoRA, optimizer and clipping
   against the plain loop with no fast-step lever (what the former bench/engine_bench.py measured);
 - `--levers`: the fast step with each lever off in turn, and with channels_last / checkpointing on;
+- `--models flux`: the Flux.1 step for each base quantisation (bf16, int8, nf4), seconds per step and peak memory
+  against the estimate's (bench/flux_step.py);
 - the guides' reference job end to end through the engine (50 generated images x 10 repeats x 10 epochs, SD1.5 at
   512, batch as the engine chooses), wall time split into model load, caching and training.
 
@@ -660,7 +662,14 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-optimizer", default="auto", help="the engine's choice: AdamW8bit on CUDA")
     parser.add_argument("--max-auto-batch", type=int, default=16)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default=None, help="default bf16 on CUDA, fp32 --tiny")
+    parser.add_argument("--flux-quant", nargs="+", default=["bf16", "int8", "nf4"], help="with --models flux")
+    parser.add_argument("--flux-resolutions", nargs="+", type=int, default=[512, 1024], help="with --models flux")
+    parser.add_argument("--flux-rank", type=int, default=16, help="with --models flux")
+    parser.add_argument("--flux-steps", type=int, default=5, help="timed Flux steps per case (after 2 warm-up)")
     args = parser.parse_args(argv)
+    flux = bool(args.models) and "flux" in args.models
+    if args.models and set(args.models) == {"flux"}:
+        args.no_reference = args.no_same_math = True  # both are SD1.5 measures
 
     if args.tiny:
         device = torch.device("cpu")
@@ -704,6 +713,20 @@ def main(argv=None) -> int:
             model, batches, variants_for(model, args, device, dtype, args.levers), args, device, dtype, peak
         )
         save()
+    if flux:
+        from flux_step import run_flux  # bench/'s own module (run as `python bench/engine_throughput.py`)
+
+        flux_args = argparse.Namespace(
+            tiny=args.tiny,
+            flux_quant=args.flux_quant,
+            flux_resolutions=args.flux_resolutions,
+            batch=1,
+            rank=args.flux_rank,
+            steps=args.flux_steps,
+            warmup=2,
+        )
+        report["flux"] = run_flux(flux_args, device)
+        save()
     if not args.no_same_math:
         report["same_math"] = [same_math(m, min(b), args.same_math_steps, args, device, dtype) for m, b in plan.items()]
         save()
@@ -740,6 +763,8 @@ def print_table(report: dict) -> None:
         print("same math:", json.dumps(s))
     for j in report.get("reference_job", []):
         print("reference job:", json.dumps(j))
+    for f in report.get("flux", []):
+        print("flux:", json.dumps(f))
 
 
 if __name__ == "__main__":

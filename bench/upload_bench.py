@@ -30,10 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support (the loopback sshd)
+from loopback_sshd import LoopbackSshd, available  # bench/'s own (run as `python bench/upload_bench.py`)
 
 from lorarun.sshlink.session import UPLOAD_CHANNELS, SSHParams, SSHTransport
-from tests.support.sshd import SshdServer
 
 
 def make_dataset(root: Path, total_mb: int, seed: int = 0) -> tuple[int, int]:
@@ -56,7 +55,7 @@ def _ticks_to_s(ticks: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(server: SshdServer) -> float:
+def server_cpu(server: LoopbackSshd) -> float:
     """CPU seconds of the sshd listener's finished children (the per-connection sshd, sftp-server, commands)."""
     pid = server.pid
     deadline = time.monotonic() + 10
@@ -92,7 +91,7 @@ def run_put_tree(params: SSHParams, dataset: Path, dest: str, channels: int) -> 
     return elapsed
 
 
-def run_scp(server: SshdServer, known_hosts: Path, dataset: Path, dest: str) -> float:
+def run_scp(server: LoopbackSshd, known_hosts: Path, dataset: Path, dest: str) -> float:
     cmd = [
         "scp",
         "-q",
@@ -122,12 +121,12 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=UPLOAD_CHANNELS)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if not shutil.which("scp") or not os.path.exists(shutil.which("sshd") or "/usr/sbin/sshd"):
-        print("needs OpenSSH sshd and scp", file=sys.stderr)
+    if not shutil.which("scp") or not available():
+        print("needs OpenSSH sshd, ssh-keygen and scp", file=sys.stderr)
         return 2
 
     root = Path(tempfile.mkdtemp(prefix="lorarun-upload-bench-"))
-    server = SshdServer(root / "sshd", instance_id="upload-bench")
+    server = LoopbackSshd(root / "sshd")
     try:
         files, total = make_dataset(root / "dataset", args.mb)
         print(

@@ -64,14 +64,19 @@ def write_toml(path: Path, data: Mapping[str, Any]) -> None:
     lines += [f"{k} = {toml_value(v)}" for k, v in data.items() if k not in tables]
     for name, table in tables.items():
         lines += ["", f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a leftover from a crash may have another mode; O_EXCL below creates it afresh
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.chmod(tmp, PRIVATE_MODE)  # the umask may have narrowed it further; never wider
-    os.replace(tmp, path)
+    import tempfile  # here: `lorarun --help` imports this module through user_config
+
+    target = path.resolve()  # a config kept in a dotfiles repo and linked here stays a link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.chmod(tmp, PRIVATE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def toml_value(value: Any) -> str:
@@ -129,6 +134,8 @@ def merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_private(path: Path, notify: Notify = stderr_notice) -> bool:
     """A file holding a key that group or others can read becomes 0600, said once (after that it is 0600)."""
+    if os.name == "nt":  # no POSIX modes: the file lives in the user's own profile folder
+        return False
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
         if not mode & 0o077 or not holds_keys(read_toml(path)):

@@ -117,6 +117,7 @@ class JobState:
     offer_id: str | None = None
     gpu: str | None = None
     price_per_hour: float | None = None
+    interruptible: bool = False  # the rental is interruptible: `attach` resumes it elsewhere if it was taken back
     ssh_host: str | None = None
     ssh_port: int | None = None
     ssh_user: str | None = None
@@ -197,7 +198,7 @@ class JobStore:
         path = self.lock_path(job_id)
         for _ in range(3):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                self._create_lock(path, me)
             except FileExistsError:
                 holder = self.lock_holder(job_id)
                 if holder is None:
@@ -210,17 +211,36 @@ class JobStore:
                         f"from here with `lorarun down {job_id}`",
                         holder=holder,
                     ) from None  # the lock file existing is the expected case, not a cause worth chaining
-                # A dead holder: move its lock aside atomically, so two takers cannot both win.
-                try:
-                    os.replace(path, path.with_name(f"controller.lock.stale-{me.pid}"))
-                    path.with_name(f"controller.lock.stale-{me.pid}").unlink(missing_ok=True)
-                except FileNotFoundError:
-                    pass
+                self._remove_dead_lock(job_id, holder)
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(dataclasses.asdict(me), fh)
             return me
         raise JobBusy(f"job {job_id}: another controller keeps taking {path}; try again")
+
+    @staticmethod
+    def _create_lock(path: Path, me: LockHolder) -> None:
+        """Create the lock with its content in one step (FileExistsError when it exists): written to a private file
+        first, then hard-linked into place, so nobody ever reads a lock half written (an unreadable lock counts as
+        a dead holder's and would be taken over)."""
+        private = path.with_name(f"controller.lock.{me.pid}.new")
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(dataclasses.asdict(me), fh)
+        try:
+            os.link(private, path)
+        finally:
+            private.unlink(missing_ok=True)
+
+    def _remove_dead_lock(self, job_id: str, dead: LockHolder) -> None:
+        """Remove the lock of a dead holder, unless someone took it over meanwhile. Two takers that both judged the
+        same holder dead must not both win: without the guard, the second would move aside the lock the first has
+        just written. Looking again and removing happen under an flock (freed when the process dies)."""
+        import fcntl
+
+        path = self.lock_path(job_id)
+        with open(path.with_name("controller.lock.guard"), "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if self.lock_holder(job_id) == dead:
+                path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def holding(self, job_ids: list[str], command: str):

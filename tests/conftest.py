@@ -74,3 +74,18 @@ def _wide_console():
     console.width = err_console.width = 200
     yield
     console.width, err_console.width = widths
+
+
+def _expected_cost(item: pytest.Item) -> int:
+    """0 for whole pipelines (e2e: rentals, sshd, the engine), 1 for other tests that train or run a pipeline, 2 for
+    the rest: a rough order of how long a test takes, without keeping timings anywhere."""
+    if "e2e" in Path(item.nodeid.split("::")[0]).parts:
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Longest first: with two workers (`make test`, `--dist worksteal`) a minute-long pipeline test picked up last
+    # leaves the other core idle for that minute; started first, the short tests fill the gaps around it. A stable
+    # sort keeps each group in collection order, so a single-process run reads as before within a group.
+    items.sort(key=_expected_cost)

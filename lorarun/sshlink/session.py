@@ -17,18 +17,13 @@ and SFTP alike.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
-import os
-import posixpath
 import select
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -45,24 +40,8 @@ from lorarun.sshlink.errors import (
     command_summary,
 )
 from lorarun.sshlink.hostkeys import algorithms_for, check_or_pin, pinned_keys
-from lorarun.sshlink.sftp_io import (
-    CHUNK,
-    MANIFEST_COMMAND,
-    PART_SUFFIX,
-    Counters,
-    LocalFile,
-    RemoteState,
-    StreamVerifier,
-    check_upload_list,
-    download,
-    list_files,
-    manifest_request,
-    parse_manifest,
-    sha256_file,
-    sha256_prefix,
-    upload_file,
-)
-from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, CommandResult, ProgressFn, TransferReport
+from lorarun.sshlink.sftp_transfers import STDERR_TAIL_CHARS, LinkDropped, SFTPTransfers, shell_path
+from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR, CommandResult
 
 log = logging.getLogger(__name__)
 # paramiko logs a dropped link as ERROR ("Socket exception: Connection reset by peer (104)"); with no logging set
@@ -71,7 +50,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 T = TypeVar("T")
 
-STDERR_TAIL_CHARS = 2000
 # Our receive window and the largest packet we accept: big, so a download is never throttled by window updates.
 WINDOW_SIZE = 1 << 27
 MAX_PACKET = 1 << 15
@@ -105,11 +83,7 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * self.factor ** max(0, failures - 1))
 
 
-class _Dropped(Exception):
-    """Internal: the link is gone (raised where paramiko gives no typed error)."""
-
-
-class SSHTransport:
+class SSHTransport(SFTPTransfers):
     """`Transport` over one SSH connection (re-opened when it drops). Thread-safe for concurrent operations."""
 
     def __init__(
@@ -131,9 +105,11 @@ class SSHTransport:
         self.reconnects = 0  # how many times a dropped link was re-opened (reported, and asserted by tests)
 
     # --- connection ----------------------------------------------------------------------------------------------
-    def connect(self) -> None:
-        """Open the connection now (otherwise the first operation does). Retries per the policy."""
-        self._with_retry("connect", lambda: None)
+    def connect(self, *, once: bool = False) -> None:
+        """Open the connection now (otherwise the first operation does). Retries per the policy, unless `once`: a
+        caller that polls on its own (an instance still booting) wants each try to fail fast, not to sleep through
+        the policy's backoff (1+2+4+8+16 s) before it may try the instance's next endpoint."""
+        self._with_retry("connect", lambda: None, retry=not once)
 
     def _ensure(self) -> paramiko.Transport:
         with self._lock:
@@ -148,7 +124,7 @@ class SSHTransport:
         try:
             sock = socket.create_connection((p.host, p.port), timeout=p.connect_timeout)
         except OSError as e:
-            raise _Dropped(f"cannot reach {p.host}:{p.port}: {e}") from e
+            raise LinkDropped(f"cannot reach {p.host}:{p.port}: {e}") from e
         _tune_socket(sock, p)
         t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET)
         t.banner_timeout = p.connect_timeout
@@ -171,7 +147,7 @@ class SSHTransport:
             raise AuthenticationFailed(f"{p.username}@{p.host}:{p.port} refused key {p.key_path}: {e}") from e
         except (paramiko.SSHException, EOFError, OSError) as e:
             t.close()
-            raise _Dropped(f"SSH handshake with {p.host}:{p.port} failed: {e}") from e
+            raise LinkDropped(f"SSH handshake with {p.host}:{p.port} failed: {e}") from e
         t.set_keepalive(p.keepalive_s)
         return t
 
@@ -198,7 +174,7 @@ class SSHTransport:
     def _is_connection_error(self, e: BaseException) -> bool:
         if isinstance(e, RemoteError):
             return False  # already decided (timeouts, exit codes, host keys, auth)
-        if isinstance(e, (_Dropped, EOFError, socket.timeout, ConnectionError, paramiko.SSHException)):
+        if isinstance(e, (LinkDropped, EOFError, socket.timeout, ConnectionError, paramiko.SSHException)):
             return True
         # SFTP reports "no such file" and friends as OSError too; those are only link failures when the link died.
         t = self._transport
@@ -235,10 +211,10 @@ class SSHTransport:
     def _new_sftp(self, t: paramiko.Transport) -> paramiko.SFTPClient:
         sftp = paramiko.SFTPClient.from_transport(t, window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET)
         if sftp is None:
-            raise _Dropped("could not open an SFTP channel")
+            raise LinkDropped("could not open an SFTP channel")
         channel = sftp.get_channel()
         if channel is None:
-            raise _Dropped("SFTP client without a channel")
+            raise LinkDropped("SFTP client without a channel")
         channel.settimeout(self.params.io_timeout)
         return sftp
 
@@ -300,7 +276,7 @@ class SSHTransport:
                 ):
                     break
                 if not t.is_active():
-                    raise _Dropped("connection closed while the command ran")
+                    raise LinkDropped("connection closed while the command ran")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     # Closing the channel alone does not end a command that has no tty: end its process group.
@@ -313,7 +289,7 @@ class SSHTransport:
                 # The channel closed without an exit status because the connection went away (paramiko closes
                 # the channels a moment before it marks the transport inactive). A -1 on a live link means the
                 # command died of a signal (paramiko does not parse exit-signal) and is reported as such.
-                raise _Dropped("connection closed before the command's exit status arrived")
+                raise LinkDropped("connection closed before the command's exit status arrived")
             return CommandResult(code, _strip_pid(out).decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         finally:
             chan.close()
@@ -343,7 +319,7 @@ class SSHTransport:
 
         Not re-run after a drop once the command was sent: a second agent must never start.
         """
-        q_cwd, q_log = _shell_path(cwd), _shell_path(log_path)
+        q_cwd, q_log = shell_path(cwd), shell_path(log_path)
         script = (
             f'mkdir -p {q_cwd} && cd {q_cwd} && mkdir -p "$(dirname {q_log})" && '
             f"{{ setsid nohup sh -c {shlex.quote(command)} </dev/null >>{q_log} 2>&1 & }} && echo $!"
@@ -354,226 +330,8 @@ class SSHTransport:
         except (ValueError, IndexError) as e:
             raise RemoteError(f"start_detached: expected a pid, got {out!r}") from e
 
-    # --- uploads --------------------------------------------------------------------------------------------------
-    def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
-        """Upload every regular file under the folder `local` into `remote` (see `put_files`)."""
-        return self.put_files(list_files(Path(local)), remote, progress=progress, what=str(local))
-
-    def put_files(
-        self, files: Sequence[LocalFile], remote: str, *, progress: ProgressFn | None = None, what: str = "files"
-    ) -> TransferReport:
-        """Upload exactly `files` (each to `remote`/`rel`, folders created): one remote command lists what is
-        already there (sha256 of same-size files, size and hash of partial uploads); identical files are skipped,
-        partial ones resumed, the rest sent; every sent file is hashed remotely and compared. A dropped link
-        reconnects and starts the same procedure again, which then skips and resumes what the first try did."""
-        files = check_upload_list(files)
-        root = self._sftp_path(remote)
-        counters = Counters()
-        hashes: dict[str, str] = {}  # local sha256 by relative path, filled as files are hashed
-        sent, skipped = self._with_retry(
-            f"upload {what} -> {remote}", lambda: self._put_tree_once(files, root, counters, progress, hashes)
-        )
-        manifest = tuple((f.rel, hashes[f.rel], f.size) for f in files)
-        log.info("uploaded %d files (%d already there), %d bytes sent", sent, skipped, counters.bytes)
-        return TransferReport(sent, skipped, counters.bytes, manifest)
-
-    def _put_tree_once(
-        self,
-        files: Sequence[LocalFile],
-        root: str,
-        counters: Counters,
-        progress: ProgressFn | None,
-        hashes: dict[str, str],
-    ) -> tuple[int, int]:
-        res = self._exec(f"mkdir -p {_shell_path(root)} && {MANIFEST_COMMAND}", 600.0, manifest_request(root, files))
-        if res.exit_code != 0:
-            raise RemoteCommandError("sha256 manifest of " + root, res.exit_code, res.stderr[-STDERR_TAIL_CHARS:])
-        states = parse_manifest(res.stdout)
-        todo = []  # (file, offset to resume from, hasher holding the first `offset` bytes)
-        skipped = 0
-        for f in files:
-            st = states.get(f.rel, RemoteState())
-            if st.sha256 is not None:  # same size there: only then is hashing the local file worth it
-                if f.rel not in hashes:
-                    hashes[f.rel] = sha256_file(f.path)
-                if st.sha256 == hashes[f.rel]:
-                    skipped += 1
-                    continue
-            if st.part_size and st.part_size <= f.size:
-                prefix = sha256_prefix(f.path, st.part_size)
-                if prefix.hexdigest() == st.part_sha256:
-                    todo.append((f, st.part_size, prefix))
-                    continue
-            todo.append((f, 0, hashlib.sha256()))
-        counters.begin(sum(f.size - off for f, off, _ in todo), progress)
-        if not todo:
-            return 0, skipped
-        # Largest first, spread over a few SFTP channels: small files cost round trips that channels overlap.
-        todo.sort(key=lambda item: item[0].size - item[1], reverse=True)
-        t = self._ensure()
-        verifier = StreamVerifier(t, root, self.params.io_timeout)
-        queue, queue_lock = iter(todo), threading.Lock()
-        failed = threading.Event()  # one channel failing stops the others from taking more files
-
-        def worker() -> None:
-            sftp = self._new_sftp(t)
-            try:
-                while not failed.is_set():
-                    with queue_lock:
-                        item = next(queue, None)
-                    if item is None:
-                        return
-                    f, offset, hasher = item
-                    with _sftp_guard(sftp):
-                        hashes[f.rel] = upload_file(sftp, f.path, posixpath.join(root, f.rel), offset, hasher, counters)
-                    verifier.submit(f.rel)
-            except BaseException:
-                failed.set()
-                raise
-            finally:
-                sftp.close()
-
-        try:
-            channels = min(self._upload_channels, len(todo))
-            if channels == 1:
-                worker()
-            else:
-                with ThreadPoolExecutor(channels) as pool:
-                    for fut in [pool.submit(worker) for _ in range(channels)]:
-                        fut.result()
-            remote_hashes = verifier.results()
-        finally:
-            verifier.close()
-        bad = [f.rel for f, _, _ in todo if remote_hashes.get(f.rel) != hashes[f.rel]]
-        if bad:
-            raise RemoteError(f"upload verification failed: sha256 differs for {len(bad)} file(s): {bad[:5]}")
-        return len(todo), skipped
-
-    def put_file(self, local: Path, remote: str) -> None:
-        """Upload one file atomically (temporary name, then rename); creates the parent folder."""
-        local = Path(local)
-        rpath = self._sftp_path(remote)
-
-        def op() -> None:
-            parent = posixpath.dirname(rpath)
-            if parent:
-                self._exec(f"mkdir -p {shlex.quote(parent)}", 60.0, None)
-            with self._lock:
-                sftp = self._sftp_client()
-                with _sftp_guard(sftp):
-                    upload_file(sftp, local, rpath, 0, hashlib.sha256(), Counters())
-
-        self._with_retry(f"upload {local}", op)
-
-    # --- downloads ------------------------------------------------------------------------------------------------
-    def get_file(
-        self, remote: str, local: Path, *, progress: ProgressFn | None = None, sha256: str | None = None
-    ) -> None:
-        """Download to `local` through `local.lorarun-part`, resuming that partial file when its bytes are a
-        prefix of the remote file; renamed into place when complete. With `sha256`, verified before the rename."""
-        local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        part = local.with_name(local.name + PART_SUFFIX)
-        rpath = self._sftp_path(remote)
-        self._with_retry(f"download {remote}", lambda: self._get_once(rpath, part, progress))
-        if sha256 is not None:
-            got = sha256_file(part)
-            if got != sha256:
-                part.unlink()
-                raise RemoteError(f"download of {remote}: sha256 {got} does not match the expected {sha256}")
-        os.replace(part, local)
-
-    def _get_once(self, rpath: str, part: Path, progress: ProgressFn | None) -> None:
-        sftp = self._new_sftp(self._ensure())  # own channel: a long download must not hold up the shared client
-        try:
-            with _sftp_guard(sftp):
-                self._get_with(sftp, rpath, part, progress)
-        finally:
-            sftp.close()
-
-    def _get_with(self, sftp: paramiko.SFTPClient, rpath: str, part: Path, progress: ProgressFn | None) -> None:
-        size = sftp.stat(rpath).st_size
-        if size is None:  # SFTP attributes may omit the size; a download cannot be checked or resumed without it
-            raise RemoteError(f"download of {rpath}: the server sent no file size")
-        offset = part.stat().st_size if part.exists() else 0
-        if offset > size or (offset and not self._remote_prefix_matches(rpath, part, offset)):
-            offset = 0
-        done = [offset]
-
-        def on_bytes(n: int) -> None:
-            done[0] += n
-            if progress:
-                progress(done[0], size)
-
-        with open(part, "r+b" if offset else "wb") as lf:
-            lf.seek(offset)
-            lf.truncate()
-            if progress:
-                progress(offset, size)
-            download(sftp, rpath, lf, offset, size, on_bytes)
-            lf.flush()
-            os.fsync(lf.fileno())
-
-    def _remote_prefix_matches(self, rpath: str, part: Path, n: int) -> bool:
-        res = self._exec(f"head -c {n} {shlex.quote(rpath)} | sha256sum", 600.0, None)
-        return res.exit_code == 0 and res.stdout.split()[:1] == [sha256_prefix(part, n).hexdigest()]
-
-    def read_bytes(self, remote: str, offset: int = 0) -> bytes | None:
-        rpath = self._sftp_path(remote)
-
-        def op() -> bytes | None:
-            with self._lock:
-                sftp = self._sftp_client()
-                try:
-                    with _sftp_guard(sftp), sftp.open(rpath, "rb") as fh:
-                        fh.seek(offset)
-                        chunks = []
-                        while data := fh.read(CHUNK):
-                            chunks.append(data)
-                        return b"".join(chunks)
-                except FileNotFoundError:
-                    return None
-
-        return self._with_retry(f"read {remote}", op)
-
-    def exists(self, remote: str) -> bool:
-        rpath = self._sftp_path(remote)
-
-        def op() -> bool:
-            with self._lock:
-                sftp = self._sftp_client()
-                try:
-                    with _sftp_guard(sftp):
-                        sftp.stat(rpath)
-                    return True
-                except FileNotFoundError:
-                    return False
-
-        return self._with_retry(f"stat {remote}", op)
-
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _sftp_guard(sftp: paramiko.SFTPClient) -> Iterator[None]:
-    """An error on an SFTP channel that the server closed (its sftp-server died) is a dropped link, to be
-    re-opened, not an answer about the file: the link-level check alone misses it, the connection lives on."""
-    try:
-        yield
-    except OSError as e:
-        channel = sftp.get_channel()
-        if channel is None or channel.closed:
-            raise _Dropped(f"SFTP channel closed by the server: {e}") from e
-        raise
-
-
-def _shell_path(path: str) -> str:
-    """Quote a remote path for the shell, leaving a leading REMOTE_WORKDIR_EXPR to be expanded."""
-    if path.startswith(REMOTE_WORKDIR_EXPR):
-        rest = path[len(REMOTE_WORKDIR_EXPR) :]
-        return REMOTE_WORKDIR_EXPR + (shlex.quote(rest) if rest else "")
-    return shlex.quote(path)
-
-
 _PID_PREFIX = "printf '%s\\n' \"$$\"; "
 
 

@@ -44,6 +44,7 @@ class RentalSlot:
     error: BaseException | None = None
     unconfirmed: list[str] = field(default_factory=list)  # teardown messages that did not confirm a destroy
     thread: threading.Thread | None = None
+    reattached: Pipeline | None = None  # `attach BATCH`: the running rental rebuilt from its jobs' state files
 
     def spent(self) -> float:
         live = self.pipeline.spent() if self.pipeline is not None and self.pipeline.rental.teardown is None else 0.0
@@ -59,7 +60,7 @@ class BatchRun:
     def __init__(
         self,
         jobs: list[ValidatedJob],
-        plan: BatchPlan,
+        plan: BatchPlan | None,
         provider_factory: Callable[[], Provider],
         *,
         store: JobStore,
@@ -68,8 +69,10 @@ class BatchRun:
         max_cost: float | None,
         clock: Clock = REAL_CLOCK,
         sweep: str | None = None,
+        on_moved: Callable[[JobRun], None] | None = None,
     ):
         self.jobs = jobs
+        self.on_moved = on_moved  # told of each new attempt (its output claim names it: runner/job/output_guard.py)
         self.plan = plan
         self.provider_factory = provider_factory
         self.provider_name = provider_factory().name
@@ -83,9 +86,27 @@ class BatchRun:
         self.detached = False
         self._lock = threading.Lock()
         self.slots: list[RentalSlot] = []
-        self.record = self._create(sweep)
+        self.record = self._create(sweep) if plan is not None else None
 
     # ---- before anything is rented: every job's state and the batch file --------------------------------------
+    @classmethod
+    def resume(
+        cls,
+        record: BatchRecord,
+        slots: list[RentalSlot],
+        provider_factory: Callable[[], Provider],
+        *,
+        store: JobStore,
+        connect,
+        options: PipelineOptions,
+        max_cost: float | None,
+    ) -> BatchRun:
+        """`attach BATCH`: the batch's rentals rebuilt from disk (runner/batch/resume.py builds the slots)."""
+        batch = cls([], None, provider_factory, store=store, connect=connect, options=options, max_cost=max_cost)
+        batch.record = record
+        batch.slots = slots
+        return batch
+
     def _create(self, sweep: str | None) -> BatchRecord:
         batch_jobs = []
         for number, rental in enumerate(self.plan.rentals, 1):
@@ -127,7 +148,7 @@ class BatchRun:
         with hidden_views():
             while True:
                 pending = [r for r in slot.runs if r.outcome is None]
-                if not pending or not slot.ranked:
+                if not pending or not (slot.ranked or slot.reattached):
                     break
                 try:
                     failure = self._one_rental(slot, pending)
@@ -143,17 +164,20 @@ class BatchRun:
                 slot.runs = [self._moved(slot, r, failure) for r in moving]
 
     def _one_rental(self, slot: RentalSlot, runs: list[JobRun]) -> BaseException | None:
-        pipeline = Pipeline(
-            runs,
-            self.provider_factory(),
-            slot.ranked[0].offer,
-            store=self.store,
-            connect=self.connect,
-            options=self.options,
-            clock=self.clock,
-            max_cost=self.max_cost,
-        )
-        pipeline.ranked = list(slot.ranked)
+        if slot.reattached is not None:
+            pipeline, slot.reattached = slot.reattached, None
+        else:
+            pipeline = Pipeline(
+                runs,
+                self.provider_factory(),
+                slot.ranked[0].offer,
+                store=self.store,
+                connect=self.connect,
+                options=self.options,
+                clock=self.clock,
+                max_cost=self.max_cost,
+            )
+            pipeline.ranked = list(slot.ranked)
         pipeline.batch_stop = lambda: self.stop_reason
         slot.pipeline = pipeline
         failure: BaseException | None = None
@@ -170,6 +194,7 @@ class BatchRun:
             )
         finally:
             slot.spent_before += pipeline.spent()
+            self._never_started(runs)
             if pipeline.rental.teardown is not None and not pipeline.rental.teardown.confirmed:
                 slot.unconfirmed.append(pipeline.rental.teardown.message)
             # The failed machine is not rented again by this slot (boot.fall_back_after's rule, kept across rentals).
@@ -181,6 +206,16 @@ class BatchRun:
             ]
         return failure
 
+    def _never_started(self, runs: list[JobRun]) -> None:
+        """A stop (Ctrl-C, SIGTERM) reached the pipeline while these jobs still waited their turn: say so."""
+        if not self.stop_reason:
+            return
+        for run in runs:
+            started = any(phase in ("upload", "run", "monitor", "finish") for phase, _ in run.state.history)
+            if run.outcome in (None, "failed") and not started and not run.engine_failed:
+                run.outcome = "not run"
+                run.state = self.store.update(run.state, message=f"not run: {self.stop_reason}")
+
     def _moved(self, slot: RentalSlot, run: JobRun, failure: BaseException) -> JobRun:
         """A new attempt of `run` for the replacement rental: a new job folder (the old one keeps its instance)."""
         state = _new_state(self.store, run.job, self.provider_name, run.predicted_cost)
@@ -189,7 +224,10 @@ class BatchRun:
         state = self.store.update(state, message=reason)
         self.batches.moved(self.record.batch_id, run.job.spec.name, state.job_id, slot.number)
         err_console.print(f"{run.job.spec.name}: {reason}; a replacement rental runs it", highlight=False)
-        return JobRun(job=run.job, state=state, predicted_cost=run.predicted_cost)
+        moved = JobRun(job=run.job, state=state, predicted_cost=run.predicted_cost)
+        if self.on_moved is not None:
+            self.on_moved(moved)
+        return moved
 
     # ---- one budget, one stop ---------------------------------------------------------------------------------
     def spent(self) -> float:

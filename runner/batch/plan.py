@@ -17,7 +17,8 @@ from lorarun.runner.errors import BudgetError, UserInputError
 from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price.budget import lease_seconds, refuse_over_budget
 from lorarun.runner.price.calibration_load import load_calibration
-from lorarun.runner.price.estimate import Estimate, estimate_batch_offer, estimate_offer, inputs_from_job, rank_batch
+from lorarun.runner.price.estimate import Estimate, estimate_batch_offer, estimate_offer, rank_batch
+from lorarun.runner.price.job_inputs import inputs_from_job
 from lorarun.runner.price.offer_choice import no_fit_message
 from lorarun.runner.price.offer_table import offer_request, print_table
 

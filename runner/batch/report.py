@@ -27,11 +27,16 @@ text-align:left;vertical-align:top}th{font-weight:600}.differs{background:#fef3c
 
 def job_settings(job_file: str) -> dict[str, str]:
     """The job's settings as `section.field: value` (what the sweep may change), empty if the file is gone."""
+    from lorarun.runner.errors import InvalidJob
     from lorarun.runner.job.load import load_job
 
     try:
         spec = load_job(Path(job_file))
+    except InvalidJob as exc:  # a file that went bad since: what did parse still describes the job
+        spec = getattr(exc, "spec", None)
     except Exception:
+        return {}
+    if spec is None:
         return {}
     flat: dict[str, str] = {}
     for section in SETTING_SECTIONS:

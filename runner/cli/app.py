@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
-from lorarun.runner.cli.entry import version_text
+from lorarun.runner.cli.version import version_text
 from lorarun.runner.console import err_console
 from lorarun.runner.errors import error_lines
 

@@ -124,6 +124,7 @@ def run_batch(
         options=options,
         max_cost=resources.max_cost,
         sweep=sweep,
+        on_moved=(lambda run: claimed.add_runs([run])) if claimed is not None else None,
     )
     if claimed is not None:
         claimed.add_runs(run for slot in batch.slots for run in slot.runs)

@@ -31,8 +31,8 @@ def caption(
     max_cost: float = typer.Option(None, "--max-cost", help="Refuse offers predicted above this many dollars."),
 ) -> None:
     from lorarun.image.caption_config import caption_problems
-    from lorarun.provider_adapters.user_files import lorarun_home
     from lorarun.runner.cli.submit import submit
+    from lorarun.runner.state import lorarun_home  # the controller's (provider_adapters/user_files.py)
 
     folder = dataset.expanduser().resolve()
     if not folder.is_dir():

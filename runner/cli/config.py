@@ -1,5 +1,7 @@
-"""`lorarun config set/get/list/unset`: the user's defaults that every job inherits unless it says otherwise
-(provider, gpus, gpu_count, max_price_per_hour, max_cost, image). The rules are in `runner/job/user_config.py`."""
+"""`lorarun config set/get/list/unset/show/key`: the user's defaults that every job inherits unless it says otherwise
+(provider, gpus, gpu_count, max_price_per_hour, max_cost, image) and the providers' API keys, one file for both.
+The rules are in `runner/job/user_config.py` and `runner/job/config_show.py`; the file itself (path, mode 0600,
+migration from `~/.lorarun/config.toml`) in `provider_adapters/user_files.py` and `config_file.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from lorarun.runner.console import console
 from lorarun.runner.job import user_config
 
 config_app = typer.Typer(
-    help="Your defaults for every job: provider, GPUs, price and cost limits, image.", no_args_is_help=True
+    help="Your defaults for every job (provider, GPUs, price and cost limits, image) and your API keys.",
+    no_args_is_help=True,
 )
 
 

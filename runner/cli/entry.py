@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import sys
 
-
-def version_text() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"lorarun {version('lorarun')}"
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "lorarun (not installed: version unknown)"
+from lorarun.runner.cli.version import version_text
 
 
 def main(argv: list[str] | None = None) -> int:

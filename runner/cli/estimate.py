@@ -9,18 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from lorarun.runner.console import console
-from lorarun.runner.errors import InvalidJob, ProvidersUnseen, UserInputError, exit_code_and_message
+from lorarun.runner.errors import InvalidJob, UserInputError
 
 if TYPE_CHECKING:
-    from lorarun.provider_adapters.base import Offer
-    from lorarun.runner.job.spec import Resources
     from lorarun.runner.price.calibration import Calibration
     from lorarun.runner.price.estimate import Estimate, EstimateInputs
 
@@ -50,11 +47,12 @@ def estimate(
         False, "--offline", help="Price from lorarun's shipped table of last-known public prices (no account)."
     ),
 ) -> None:
-    from lorarun.provider_adapters import gpu_names
     from lorarun.runner.price import interruptible
     from lorarun.runner.price.calibration_load import load_calibration
-    from lorarun.runner.price.estimate import inputs_from_job, rank
+    from lorarun.runner.price.estimate import rank
+    from lorarun.runner.price.job_inputs import inputs_from_job
     from lorarun.runner.price.last_known_prices import CLOUD_PROVIDERS, last_known_offers, load_price_table
+    from lorarun.runner.price.offer_search import fetch_offers, gpu_name_matches, providers_unseen
 
     given = provider_names(provider, "", str(job)) if provider else []
     # the provider the command will use is the one validation judges against (`-p vastai` beats the config's)
@@ -87,11 +85,7 @@ def estimate(
             [f"{f.provider}: {f.why}" for f in failures],
             top,
         )
-        data["gpu_names"] = {
-            name: {g: list(gpu_names.match(g, name).names) for g in spec.resources.gpus}
-            for name in names
-            if name in (gpu_names.VAST, gpu_names.RUNPOD)
-        }
+        data["gpu_names"] = gpu_name_matches(names, spec.resources.gpus)
         data["prices"] = price_list.label() if price_list else "live offers"
         data["problems"] = problems.problems if problems else []
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -130,6 +124,7 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
     from rich.markup import escape
 
     from lorarun.runner.cli.validate import print_summary_notes
+    from lorarun.runner.price.offer_search import gpu_name_lines
     from lorarun.runner.price.offer_table import print_table
 
     spec = validated.spec
@@ -156,28 +151,6 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
     console.print(accuracy_line(calibration), highlight=False)
 
 
-def providers_unseen(failures: list[Unseen], searched: int) -> ProvidersUnseen | None:
-    """A provider that could not be searched is never an empty market: the command says which and why and exits
-    non-zero (2 when a key is missing or refused, something the user fixes)."""
-    if not failures:
-        return None
-    lines = [f"{f.provider}: not searched: {f.why[:1].lower()}{f.why[1:]}" for f in failures]
-    if len(failures) < searched:
-        lines.append("the table shows the other provider(s) only")
-    return ProvidersUnseen(lines, exit_code=max(f.exit_code for f in failures))
-
-
-def gpu_name_lines(providers: list[str], gpus: tuple[str, ...]) -> list[str]:
-    """Which of each provider's exact GPU names the job's `gpus` matched (providers name cards differently)."""
-    from lorarun.provider_adapters import gpu_names
-
-    return [
-        f"gpus on {name}: {gpu_names.describe(gpus, name)}"
-        for name in providers
-        if gpus and name in (gpu_names.VAST, gpu_names.RUNPOD)
-    ]
-
-
 def provider_names(given: list[str] | None, default: str, what: str = "the job") -> list[str]:
     from lorarun.runner.job.provider_choice import how_to_choose
     from lorarun.runner.job.spec import PROVIDERS
@@ -189,38 +162,6 @@ def provider_names(given: list[str] | None, default: str, what: str = "the job")
     if unknown:
         raise UserInputError(f"--provider: unknown provider {unknown[0]!r}; use one of {', '.join(PROVIDERS)}")
     return list(dict.fromkeys(names))  # keep order, drop repeats
-
-
-@dataclass(frozen=True)
-class Unseen:
-    """A provider the command could not search, why (one line) and the exit code that reason carries."""
-
-    provider: str
-    why: str
-    exit_code: int
-
-
-def fetch_offers(names: list[str], resources: Resources, inputs: EstimateInputs) -> tuple[list[Offer], list[Unseen]]:
-    """Offers from every named provider, and (provider, why) for each that could not be searched. With one
-    provider its error is the command's error; with several the others are still shown, and the command then
-    fails naming the provider it could not see (`providers_unseen`)."""
-    from lorarun.provider_adapters.errors import ProviderError
-    from lorarun.runner.price import interruptible
-    from lorarun.runner.run.connect import make_provider
-
-    offers: list[Offer] = []
-    failures: list[Unseen] = []
-    for name in names:
-        try:
-            adapter = make_provider(dataclasses.replace(resources, provider=name))
-            # Both markets side by side: interruptible rows are shown (excluded when the job says never).
-            offers += interruptible.fetch_offers(adapter, resources, inputs, always=True)
-        except (ProviderError, UserInputError) as err:
-            if len(names) == 1:
-                raise
-            code, message = exit_code_and_message(err)
-            failures.append(Unseen(name, message, code))
-    return offers, failures
 
 
 def accuracy_line(calibration: Calibration) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import typer
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console
 from lorarun.runner.state import JobStore
 
@@ -21,6 +21,8 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
     interval: float = typer.Option(2.0, "--interval", hidden=True),
 ) -> None:
+    if is_batch_id(job_id):  # every job of a batch, each line with its job's name
+        return logs_batch(job_id)
     from lorarun.runner.run.monitor import read_jsonl
 
     store = JobStore()
@@ -30,32 +32,22 @@ def logs(
         console.print(format_event(event), highlight=False)
     if not follow or state.is_final:
         return
-    from lorarun.runner.remote.layout import RemoteLayout
-    from lorarun.runner.run.connect import connect_transport, provider_for_state
-    from lorarun.runner.run.context import Rental
-    from lorarun.runner.run.monitor import JobMonitor
+    from lorarun.runner.run.follow import follow_events
 
-    provider = provider_for_state(state)
-    instance = provider.get(state.instance_id) if state.instance_id else None
-    if instance is None or state.remote_dir is None:
+    if not follow_events(store, state, lambda event: console.print(format_event(event), highlight=False), interval):
         console.print("(the job has no running instance to follow)")
-        return
-    from lorarun.provider_adapters.base import Offer
 
-    rental = Rental(provider=provider, offer=Offer(provider.name, "", state.gpu or "", 1, 0.0, 0.0), instance=instance)
-    transport = connect_transport(rental, state, store.job_dir(state.job_id))
-    monitor = JobMonitor(transport, RemoteLayout.resolve(transport, state.job_id), Path(state.output_dir), local_events)
-    try:
-        while True:
-            for event in monitor.read_new_events():
-                console.print(format_event(event), highlight=False)
-            if monitor.progress.outcome:
-                return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return
-    finally:
-        transport.close()
+
+def logs_batch(batch_id: str) -> None:
+    """Every job's events, each line prefixed with its job's name."""
+    from lorarun.runner.batch.record import BatchStore
+    from lorarun.runner.run.monitor import read_jsonl
+
+    batches = BatchStore()
+    record = batches.load(batch_id)
+    for job in record.jobs:
+        for event in read_jsonl(batches.jobs.job_dir(job.job_id) / "events.jsonl"):
+            console.print(f"{job.name:<20} {format_event(event)}", highlight=False)
 
 
 def format_event(event: dict) -> str:

@@ -8,6 +8,7 @@ import time
 import typer
 from rich.table import Table
 
+from lorarun.runner.batch.record import is_batch_id
 from lorarun.runner.console import console, money
 from lorarun.runner.state import JobState, JobStore
 
@@ -18,6 +19,10 @@ def register(app: typer.Typer) -> None:
 
 def status(job_id: str = typer.Argument(None, help="A job id (a unique prefix is enough).")) -> None:
     store = JobStore()
+    if is_batch_id(job_id):  # the batch's live table (runner/batch/)
+        from lorarun.runner.cli.batch_verbs import status_batch
+
+        return status_batch(job_id)
     if job_id:
         show_job(store, store.load(job_id))
         return
@@ -40,6 +45,9 @@ def status(job_id: str = typer.Argument(None, help="A job id (a unique prefix is
             state.message[:80],
         )
     console.print(table)
+    from lorarun.runner.cli.batch_verbs import list_batches
+
+    list_batches()  # and the batches those jobs belong to
 
 
 def show_job(store: JobStore, state: JobState) -> None:

@@ -33,6 +33,11 @@ def validate(job: Path = typer.Argument(..., help="Job file: lorarun YAML or a k
             print_summary(partial)
         raise
     print_summary(validated)
+    from lorarun.runner.job.output_guard import outputs_notice
+
+    notice = outputs_notice(validated)  # another job's files, or an earlier run's: submit refuses them (#24)
+    if notice:
+        err_console.print(f"[yellow]warning:[/] {escape(notice)}", highlight=False)
     console.print(f"[green]ok[/] {escape(str(job))} is valid: {validated.total_steps} steps")
 
 

@@ -70,6 +70,25 @@ def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
+def outputs_notice(job, store: OutputClaims | None = None) -> str | None:
+    """What `lorarun validate` says ahead of `submit` (nothing claimed): the files are being written by another job,
+    or an earlier run's files are there. `--out auto` / `output.unique` jobs write into a fresh folder: none."""
+    if job.spec.output.unique:
+        return None
+    store = store or OutputClaims()
+    target = target_of(job)
+    claim = store.read(target)
+    why = store.busy_because(claim) if claim is not None else None
+    if why is not None:
+        return f"{target.describe()} is being written by {why}; submit refuses it (--out DIR, --out auto, output.name)"
+    old = earlier_outputs(target)
+    if old:
+        return (
+            f"{old[0]} is an earlier run's output; submit refuses to write over it unless --overwrite (or --out auto)"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class ClaimedJobs:
     jobs: tuple  # the ValidatedJobs, `--out auto` folders filled in
@@ -92,19 +111,19 @@ def claimed_outputs(
 ):
     """Claim every job's outputs before anything is rented, for as long as the block runs (see the module doc)."""
     store = store or OutputClaims()
-    made: list[Path] = []
+    made: list[OutputTarget] = []
     resolved = []
     taken: list[Claim] = []
     try:
-        for job in jobs:
-            if auto or job.spec.output.unique:
-                sub = fresh_subfolder(job.spec.output_dir, job.spec.output.name)
-                made.append(sub)
-                job = dataclasses.replace(job, spec=job.spec.with_overrides(out=sub, validate=False))
+        fresh = [bool(auto or job.spec.output.unique) for job in jobs]
+        for job, is_fresh in zip(jobs, fresh):
+            if is_fresh:
+                job, claim = _claim_fresh(job, store, command, made)
+                taken.append(claim)
             resolved.append(job)
-        targets = [target_of(j) for j in resolved]
-        _refuse_duplicates(resolved, targets)
-        for job, target in zip(resolved, targets):
+        plain = [(j, target_of(j)) for j, is_fresh in zip(resolved, fresh) if not is_fresh]
+        _refuse_duplicates([j for j, _ in plain], [t for _, t in plain])
+        for job, target in plain:
             taken.append(store.take(target, command=command, job_file=str(job.spec.source)))
             old = [] if overwrite else earlier_outputs(target)
             if old:
@@ -117,9 +136,25 @@ def claimed_outputs(
     finally:
         for claim in taken:
             store.release(claim)
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty: a job refused (or declined) before it wrote anything leaves none
+        for target in made:
+            if store.read(target) is None:  # a job that left its claim (unfinished) keeps its folder for attach
+                with contextlib.suppress(OSError):
+                    target.output_dir.rmdir()  # only when empty: a job refused or declined before writing leaves none
+
+
+def _claim_fresh(job, store: OutputClaims, command: str, made: list[OutputTarget]):
+    """`--out auto`: the next free `<dir>/<name>-<n>` and its claim. A folder that exists is skipped; one whose
+    claim is still held (an unfinished job's, its folder removed while empty) is skipped too."""
+    for _ in range(MAX_AUTO):
+        sub = fresh_subfolder(job.spec.output_dir, job.spec.output.name)
+        target = OutputTarget(sub, job.spec.output.name)
+        made.append(target)
+        try:
+            claim = store.take(target, command=command, job_file=str(job.spec.source))
+        except OutputsTaken:
+            continue
+        return dataclasses.replace(job, spec=job.spec.with_overrides(out=sub, validate=False)), claim
+    raise OutputsTaken(f"{job.spec.output_dir}: no free sub-folder {job.spec.output.name}-N; clean some up")
 
 
 @contextlib.contextmanager

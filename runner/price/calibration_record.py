@@ -8,8 +8,9 @@ from typing import Any
 
 from lorarun.runner.price.calibration import Measured, Measurement
 from lorarun.runner.price.calibration_load import load_calibration, measurements_path
-from lorarun.runner.price.estimate import Estimate, EstimateInputs, estimate_offer, inputs_from_job
+from lorarun.runner.price.estimate import Estimate, EstimateInputs, estimate_offer
 from lorarun.runner.price.gpu_keys import gpu_key
+from lorarun.runner.price.job_inputs import inputs_from_job
 
 
 def record_measurement(

@@ -12,7 +12,8 @@ from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price import interruptible
 from lorarun.runner.price.budget import lease_seconds, refuse_over_budget
 from lorarun.runner.price.calibration_load import load_calibration
-from lorarun.runner.price.estimate import Estimate, inputs_from_job, rank_batch
+from lorarun.runner.price.estimate import Estimate, rank_batch
+from lorarun.runner.price.job_inputs import inputs_from_job
 from lorarun.runner.price.offer_choice import no_fit_message
 from lorarun.runner.price.offer_table import print_table
 
@@ -27,14 +28,25 @@ class OfferChoice:
         return self.ranked[0]
 
 
-def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bool, interactive: bool) -> OfferChoice:
+def _ranked(provider: Provider, jobs: list[ValidatedJob]):
     resources = jobs[0].spec.resources
     calibration = load_calibration()
     inputs = [inputs_from_job(j.spec, j.scan, calibration) for j in jobs]
     needs_most = max(inputs, key=lambda i: i.vram_needed_gb)
     offers = interruptible.fetch_offers(provider, resources, needs_most)
     ranked = rank_batch(inputs, offers, calibration, resources)
-    ranked = interruptible.apply(ranked, resources, min(interruptible.save_interval_steps(j) for j in jobs))
+    return interruptible.apply(ranked, resources, min(interruptible.save_interval_steps(j) for j in jobs)), needs_most
+
+
+def rank_offers(provider: Provider, jobs: list[ValidatedJob]) -> list[Estimate]:
+    """The fitting estimates, ranked as `choose_offer` ranks them, without a table or a question: a job resumed by
+    `attach` after an interruption rents by the ranking its submission agreed to (runner/run/detached_resume.py)."""
+    return [e for e in _ranked(provider, jobs)[0] if e.fits]
+
+
+def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bool, interactive: bool) -> OfferChoice:
+    resources = jobs[0].spec.resources
+    ranked, needs_most = _ranked(provider, jobs)
     fitting = [e for e in ranked if e.fits]
     if not fitting:
         print_table(jobs[0].spec.name, needs_most, ranked, top=10)

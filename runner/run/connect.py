@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorarun.provider_adapters.base import Provider
+from lorarun.provider_adapters.base import Instance, Provider
 from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.state import JobState
@@ -45,9 +45,16 @@ def provider_for_state(state: JobState) -> Provider:
     return make_provider(resources)
 
 
-def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
-    """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key."""
-    instance = rental.instance
+def connect_transport(rental, state: JobState, job_dir: Path, *, once: bool = False) -> Transport:
+    """The pipeline's `ConnectFn`: a link to the rental's instance (`transport_to`)."""
+    return transport_to(rental.instance, state, job_dir, rental.provider, once=once)
+
+
+def transport_to(
+    instance: Instance, state: JobState, job_dir: Path, provider: Provider | None = None, *, once: bool = False
+) -> Transport:
+    """Local instances get a LocalTransport on their staging folder; everything else SSH with the job's key.
+    `once`: one connection attempt, no backoff (the caller polls and may switch endpoints between tries)."""
     if instance.provider == "local":
         from lorarun.runner.remote.local import LocalTransport
 
@@ -59,12 +66,20 @@ def connect_transport(rental, state: JobState, job_dir: Path) -> Transport:
         host=instance.ssh.host,
         port=instance.ssh.port,
         username=instance.ssh.username,
-        provider=rental.provider,
+        provider=provider,
+        once=once,
     )
 
 
 def ssh_transport(
-    state: JobState, job_dir: Path, *, host: str, port: int, username: str, provider: Provider | None = None
+    state: JobState,
+    job_dir: Path,
+    *,
+    host: str,
+    port: int,
+    username: str,
+    provider: Provider | None = None,
+    once: bool = False,
 ) -> Transport:
     from lorarun.runner.remote.keys import private_key_path
     from lorarun.sshlink.session import SSHParams, SSHTransport
@@ -77,5 +92,5 @@ def ssh_transport(
         host=host, port=port, username=username, key_path=key, known_hosts=job_dir / "ssh" / "known_hosts"
     )
     transport = SSHTransport(params, retry=SSH_RETRY) if SSH_RETRY is not None else SSHTransport(params)
-    transport.connect()
+    transport.connect(once=once)
     return transport

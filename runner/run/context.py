@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from lorarun.provider_adapters.base import Instance, Offer, Provider
 from lorarun.runner.job.validate import ValidatedJob
@@ -60,7 +61,10 @@ class JobRun:
     engine_failed: bool = False  # its own training failed (a batch does not move it to another rental)
 
 
-ConnectFn = Callable[[Rental, JobState, Path], Transport]
+class ConnectFn(Protocol):
+    """Opens the link to a rented instance (`once`: one attempt, no reconnect backoff; the boot phase polls)."""
+
+    def __call__(self, rental: Rental, state: JobState, job_dir: Path, *, once: bool = False) -> Transport: ...
 
 
 class RunContext:

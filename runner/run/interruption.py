@@ -39,11 +39,12 @@ from lorarun.runner.price.budget import DEFAULT_STOP_RESERVE_S, SpendTracker
 from lorarun.runner.run import boot, resume_state
 from lorarun.runner.run.teardown import destroy_and_confirm, report
 
-if TYPE_CHECKING:  # the pipeline imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lorarun.runner.remote.layout import RemoteLayout
-    from lorarun.runner.run.context import JobRun
+    from lorarun.runner.run.context import JobRun, RunContext
     from lorarun.runner.run.monitor import JobMonitor
-    from lorarun.runner.run.pipeline import Pipeline
     from lorarun.sshlink.transport import Transport
 
 CHECK_INTERVAL_S = 15.0  # provider checks on an interruptible rental (on-demand: the monitor's own 30 s)
@@ -85,11 +86,11 @@ class CarriedSpend(SpendTracker):
         return self.carried + super().spent()
 
 
-def is_interruptible(pipeline: Pipeline) -> bool:
+def is_interruptible(pipeline: RunContext) -> bool:
     return bool(pipeline.rental.offer.interruptible)
 
 
-def check_interval(pipeline: Pipeline, default: float = 30.0) -> float:
+def check_interval(pipeline: RunContext, default: float = 30.0) -> float:
     return CHECK_INTERVAL_S if is_interruptible(pipeline) else default
 
 
@@ -102,7 +103,7 @@ def interruption_reason(instance: Instance | None) -> str | None:
     return None
 
 
-def check(pipeline: Pipeline, instance: Instance | None) -> None:
+def check(pipeline: RunContext, instance: Instance | None) -> None:
     """Hook in `_check_instance_alive`: on an interruptible rental a stopped or vanished instance is an
     interruption (resumed elsewhere), not a failure."""
     if not is_interruptible(pipeline) or pipeline.rental.instance is None:
@@ -112,7 +113,7 @@ def check(pipeline: Pipeline, instance: Instance | None) -> None:
         raise InstanceInterrupted(pipeline.rental.instance.id, reason)
 
 
-def after_round(pipeline: Pipeline, run: JobRun, monitor: JobMonitor) -> None:
+def after_round(pipeline: RunContext, run: JobRun, monitor: JobMonitor) -> None:
     """Hook after each monitor round: keep the newest resume state home (interruptible rentals only)."""
     if not is_interruptible(pipeline):
         return
@@ -126,20 +127,21 @@ def after_round(pipeline: Pipeline, run: JobRun, monitor: JobMonitor) -> None:
         err_console.print(f"resume state of step {step} is home", style="dim", highlight=False)
 
 
-def before_agent(pipeline: Pipeline, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
+def before_agent(pipeline: RunContext, run: JobRun, transport: Transport, layout: RemoteLayout) -> None:
     """Hook between upload and agent start: a job resumed on a new rental gets its state back."""
     step = resume_state.push(transport, layout, pipeline.store.job_dir(run.state.job_id), run.job.spec.output_dir)
     if step is not None:
         err_console.print(f"resuming from step {step} (its state and checkpoint were home)", highlight=False)
 
 
-def run_jobs(pipeline: Pipeline) -> None:
-    """`_run_jobs`, resumed on a new rental after each interruption (up to `max_interruptions`)."""
+def run_jobs(pipeline: RunContext, run_once: Callable[[], None]) -> None:
+    """`run_once` (the pipeline's `_run_jobs`), resumed on a new rental after each interruption (up to
+    `max_interruptions`). Passed in, so this module needs only the run's context and never imports the pipeline."""
     from lorarun.sshlink.errors import ConnectionLost
 
     while True:
         try:
-            pipeline._run_jobs()
+            run_once()
             _record_uninterrupted(pipeline)
             return
         except InstanceInterrupted as exc:
@@ -158,7 +160,7 @@ def run_jobs(pipeline: Pipeline) -> None:
         re_rent(pipeline, interrupted)
 
 
-def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
+def re_rent(pipeline: RunContext, exc: InstanceInterrupted) -> None:
     """Destroy and confirm the interrupted instance, then rent the next offer and wait for it."""
     instance = pipeline.rental.instance
     offer = pipeline.rental.offer
@@ -227,7 +229,7 @@ def re_rent(pipeline: Pipeline, exc: InstanceInterrupted) -> None:
         )
 
 
-def _record_uninterrupted(pipeline: Pipeline) -> None:
+def _record_uninterrupted(pipeline: RunContext) -> None:
     """The last interruptible rental ran to the end: its hours teach the rate too (runner/price/interruptible.py)."""
     if not is_interruptible(pipeline) or pipeline.rental.started_at is None:
         return
@@ -238,7 +240,7 @@ def _record_uninterrupted(pipeline: Pipeline) -> None:
         pass
 
 
-def _provision_again(pipeline: Pipeline) -> None:
+def _provision_again(pipeline: RunContext) -> None:
     from lorarun.runner.run import provision, wait  # they import the phase modules that import this one
 
     while True:  # as Pipeline.run: a failed start is destroyed and the next offer rented
@@ -253,7 +255,7 @@ def _provision_again(pipeline: Pipeline) -> None:
                 raise
 
 
-def _refuse_over_budget(pipeline: Pipeline, spent: float) -> None:
+def _refuse_over_budget(pipeline: RunContext, spent: float) -> None:
     """Before renting again: what was spent plus the cheapest remaining offer's cost must stay under max_cost."""
     if pipeline.max_cost is None or not pipeline.ranked:
         return

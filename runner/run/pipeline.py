@@ -26,7 +26,18 @@ from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.publish.release import publish_finished
 from lorarun.runner.remote.layout import RemoteLayout
-from lorarun.runner.run import boot, closing, finish, interruption, provision, stock, training, upload, wait
+from lorarun.runner.run import (
+    boot,
+    closing,
+    detached_resume,
+    finish,
+    interruption,
+    provision,
+    stock,
+    training,
+    upload,
+    wait,
+)
 from lorarun.runner.run.context import ConnectFn, JobRun, PipelineOptions, Rental, RunContext
 from lorarun.runner.state import JobState, JobStore, new_job_id
 
@@ -85,6 +96,7 @@ class Pipeline(RunContext):
             gpu_count=1,
             vram_gb=0.0,
             price_per_hour=state.price_per_hour or 0.0,
+            interruptible=state.interruptible,
         )
         pipeline = cls(
             [JobRun(job=job, state=state, predicted_cost=state.predicted_cost)], provider, offer, store=store, **kwargs
@@ -109,6 +121,7 @@ class Pipeline(RunContext):
         previous_sigterm = _catch_sigterm()  # None in a batch rental's thread
         self.record_all(controller_pid=os.getpid(), controller_host=socket.gethostname())
         try:
+            detached_resume.resume_if_taken_back(self, stop=stop)  # attach: taken back while detached
             while True:  # a failed start (runner/run/boot.py) is destroyed and the next offer rented
                 if self.rental.instance is None:
                     provision.provision(self)
@@ -122,7 +135,7 @@ class Pipeline(RunContext):
             if stop:
                 closing.graceful_stop(self, "stopped by `lorarun down`")
             else:
-                interruption.run_jobs(self)  # _run_jobs, resumed on a new rental after an interruption
+                interruption.run_jobs(self, self._run_jobs)  # _run_jobs, resumed on a new rental after an interruption
         except KeyboardInterrupt as interrupt:
             detached = closing.on_interrupt(
                 self, ask=not isinstance(interrupt, TerminateRequested), detach=isinstance(interrupt, DetachRequested)

@@ -79,6 +79,7 @@ def provision(ctx: RunContext) -> None:
         offer_id=estimate.offer.id,
         gpu=ctx.gpu_text(),
         price_per_hour=estimate.offer.price_per_hour,
+        interruptible=bool(estimate.offer.interruptible),
     )
     adopt(ctx, instance)
     err_console.print(

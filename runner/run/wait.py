@@ -70,7 +70,10 @@ def connect_with_patience(ctx: RunContext) -> Transport:
     def attempt() -> Transport | None:
         transport = None
         try:
-            transport = ctx.connect(ctx.rental, ctx.primary.state, ctx.store.job_dir(ctx.primary.state.job_id))
+            # One attempt per poll: the poll is the retry, and a silent endpoint must give way to the next one
+            # (SSHCandidates) after a few tries, not after the session's reconnect backoff each time.
+            job_dir = ctx.store.job_dir(ctx.primary.state.job_id)
+            transport = ctx.connect(ctx.rental, ctx.primary.state, job_dir, once=True)
             transport.run("true", timeout=30)
             return transport
         except (ConnectionLost, AuthenticationFailed, RemoteTimeout, OSError) as exc:

@@ -15,7 +15,8 @@ from lorarun.runner.job.validate import validate_job
 from lorarun.runner.price.calibration import Measured
 from lorarun.runner.price.calibration_load import load_calibration
 from lorarun.runner.price.calibration_record import record_measurement
-from lorarun.runner.price.estimate import estimate_offer, inputs_from_job
+from lorarun.runner.price.estimate import estimate_offer
+from lorarun.runner.price.job_inputs import inputs_from_job
 
 DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"
 

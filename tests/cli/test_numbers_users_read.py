@@ -104,7 +104,7 @@ def test_a_stopped_job_recorded_as_done_before_the_phase_existed_reads_as_stoppe
 
 def test_down_on_a_job_that_already_ended_says_how_it_ended(tmp_path, capsys):
     state = ended_job(tmp_path, provider="local", gpu="CPU (2 cores)", outcome="stopped")
-    from lorarun.runner.cli.attach import print_ended
+    from lorarun.runner.run.reattach import print_ended
 
     print_ended(JobStore().load(state.job_id), "mychar")
     out = capsys.readouterr().out

@@ -14,6 +14,7 @@ import random
 import pytest
 from support.cloud import tiny_job
 from support.interrupter import Interrupter, patch_monitor
+from support.shared_clock import share_clock
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.run.interruption import DETECT_WITHIN_S, read_log
@@ -33,11 +34,16 @@ def _run(cloud, tmp_path, monkeypatch, steps):
     job = tiny_job(tmp_path, cloud.name, epochs=EPOCHS, extra_resources="  interruptible: prefer")
     interrupter = Interrupter(cloud, tmp_path, steps)
     patch_monitor(monkeypatch, interrupter)
+    clock = share_clock(monkeypatch, cloud.fake)
     code = main(["submit", str(job), "--yes"])
-    return code, interrupter
+    return code, interrupter, clock
 
 
-def _assert_resumed(cloud, tmp_path, interrupter, count):
+def _names(path: str, instance_id: str) -> bool:
+    return instance_id in path.rstrip("/").split("/")
+
+
+def _assert_resumed(cloud, tmp_path, interrupter, count, clock):
     (state,) = JobStore().all()
     assert state.phase == "done" and state.instance_destroyed, state.message
     job_dir = JobStore().job_dir(state.job_id)
@@ -48,9 +54,17 @@ def _assert_resumed(cloud, tmp_path, interrupter, count):
     for iid in [*interrupter.done, state.instance_id]:
         assert not cloud.host.alive(iid)
     assert len(set(interrupter.done + [state.instance_id])) == count + 1
-    # Noticed within a minute of the fake marking it stopped, on the fake's clock.
+    # Noticed within a minute of the fake marking it stopped, on the clock the controller and the fake share
+    # (tests/support/shared_clock.py: the controller's waits count in full, a loaded test machine changes nothing).
+    # The look that noticed it is the first request about that instance after the mark (GET of the Vast instance,
+    # of the RunPod pod), and the controller's record of the interruption comes after that look.
     for entry in log:
-        assert 0 <= entry["seen_at"] - cloud.fake.interrupted[entry["instance_id"]] <= DETECT_WITHIN_S
+        iid = entry["instance_id"]
+        marked = cloud.fake.interrupted[iid]
+        looks = [r.at for r in cloud.fake.requests if r.method == "GET" and r.at >= marked and _names(r.path, iid)]
+        assert looks, f"nobody asked the provider about {iid} after it was taken back"
+        assert marked <= looks[0] <= entry["seen_at"]
+        assert entry["seen_at"] - marked <= DETECT_WITHIN_S, (entry["seen_at"] - marked, clock.skipped)
     # Each rental after an interruption resumed from the step whose state was home, and the run ended on the
     # uninterrupted run's step count.
     events = _events(job_dir)
@@ -80,15 +94,15 @@ def _assert_resumed(cloud, tmp_path, interrupter, count):
 @pytest.mark.parametrize("seed", [18])
 def test_interrupted_once_finishes_on_a_second_rental(cloud, tmp_path, monkeypatch, capsys, seed):
     at = 2 * random.Random(f"{cloud.name}-{seed}").randint(1, EPOCHS - 1)  # a checkpoint step (2 steps an epoch)
-    code, interrupter = _run(cloud, tmp_path, monkeypatch, [at])
+    code, interrupter, clock = _run(cloud, tmp_path, monkeypatch, [at])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "took instance" in err and "resuming from step" in err
-    _assert_resumed(cloud, tmp_path, interrupter, 1)
+    _assert_resumed(cloud, tmp_path, interrupter, 1, clock)
 
 
 def test_interrupted_twice_finishes_on_a_third_rental(vast_cloud, tmp_path, monkeypatch, capsys):
-    code, interrupter = _run(vast_cloud, tmp_path, monkeypatch, [4, 12])
+    code, interrupter, clock = _run(vast_cloud, tmp_path, monkeypatch, [4, 12])
     err = capsys.readouterr().err
     assert code == 0, err
-    _assert_resumed(vast_cloud, tmp_path, interrupter, 2)
+    _assert_resumed(vast_cloud, tmp_path, interrupter, 2, clock)

@@ -21,13 +21,11 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-def _submit_process(job: Path, holds, *args: str) -> subprocess.Popen:
-    """`lorarun submit` in its own process, held once its monitor has seen the first step."""
+def _submit_process(holds, *jobs: Path) -> subprocess.Popen:
+    """`lorarun submit JOB...` in its own process, held once its monitor has seen the first step."""
     code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "submit", *map(str, args), "--yes"]
-        if args
-        else [sys.executable, "-c", code, "submit", str(job), "--yes"],
+        [sys.executable, "-c", code, "submit", *map(str, jobs), "--yes"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -61,7 +59,7 @@ def _no_claims_left() -> bool:
 
 def test_the_same_job_twice_at_once_one_runs_the_other_is_refused_before_renting(vast_cloud, tmp_path, capsys, holds):
     job = tiny_job(tmp_path, vast_cloud.name)
-    first = _submit_process(job, holds)
+    first = _submit_process(holds, job)
     try:
         holds.wait_reached("training", first)
         (running,) = JobStore().all()
@@ -126,7 +124,7 @@ def test_a_dead_submits_claim_holds_for_its_unfinished_jobs_until_down_takes_it(
     for path, name in ((alpha, "alpha"), (beta, "beta")):
         path.write_text(path.read_text().replace("dir: out", f"dir: {shared}").replace("e2e_lora", name))
         path.write_text(path.read_text().replace("name: e2e\n", f"name: {name}\n"))
-    proc = _submit_process(alpha, holds, alpha, beta)
+    proc = _submit_process(holds, alpha, beta)
     try:
         holds.wait_reached("training", proc)
     finally:

@@ -107,6 +107,14 @@ def test_tiny_flux_trains_and_saves_comfyui_names(flux_run):
     assert md["ss_network_dim"] == "4" and md["ss_network_alpha"] == "2" and md["sshs_model_hash"]
 
 
+def test_tiny_flux_reports_caching_progress_like_sd(flux_run):
+    """Flux caches through the SD trainer's steps (issue 22): the same `progress` events for captions and latents."""
+    _, events = flux_run
+    for phase in ("caching_text", "caching_latents"):
+        seen = [e for e in events if e["event"] == "progress" and e["phase"] == phase]
+        assert seen and seen[-1]["done"] == seen[-1]["total"] > 0, phase
+
+
 def test_tiny_flux_files_load_into_diffusers_flux_pipeline(flux_run):
     out, _ = flux_run
     from lorarun.image.engine.flux.step import latent_image_ids

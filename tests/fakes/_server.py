@@ -24,6 +24,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased
     raw: bytes
     client_port: int = 0  # the caller's TCP port: the same one again means a reused (keep-alive) connection
+    at: float = 0.0  # when it arrived, on the fake's clock (`fake.clock`, which a test may share with lorarun's)
 
     def json(self) -> Any:
         try:
@@ -106,6 +107,7 @@ class FakeAPI:
                     {k.lower(): v for k, v in self.headers.items()},
                     raw,
                     self.client_address[1],
+                    getattr(fake, "clock", time.time)(),
                 )
                 reply = fake._dispatch(req)
                 data = reply.encode()

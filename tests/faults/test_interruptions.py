@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import pytest
 from support.cloud import tiny_job
-from support.engine_hold import CACHING, GRID, held_at, hold_call_at
+from support.engine_hold import CACHING, GRID, held_at, hold_at, hold_call_at, state_point
 from support.interrupter import Interrupter, patch_monitor
 
 from lorarun.provider_adapters import retry
@@ -238,3 +239,54 @@ def test_interrupted_during_the_final_pull_resumes_and_pulls_again(vast_cloud, t
     assert submit(job) == 0, capsys.readouterr().err
     assert_finished_after(vast_cloud, tmp_path, 1)
     assert log_of(only_state())[0]["instance_id"] == taken[0]
+
+
+# ---- while the laptop is detached -------------------------------------------------------------------------------
+def test_interrupted_while_detached_attach_resumes_on_another_rental(cloud, tmp_path, monkeypatch, capsys, fault):
+    fault.inject(
+        f"{cloud.name} takes the machine back while the laptop is detached",
+        "attach: destroyed and confirmed, resumed on another rental from the state home, finished",
+    )
+    job = tiny_job(tmp_path, cloud.name, epochs=3, extra_resources=SPOT)
+    hold_at(cloud, tmp_path, [2, None])  # the first rental's engine stops once step 2's state exists
+    detached: list[str] = []
+
+    def ctrl_c_once_step_2_is_home(monitor):
+        state = only_state()
+        if detached or not held_at(tmp_path, state.instance_id, state_point(2)):
+            return
+        home = resume_state.home_state(JobStore().job_dir(state.job_id))
+        if home is not None and home[1]["global_step"] == 2:
+            detached.append(state.instance_id)
+            raise KeyboardInterrupt
+
+    patch_monitor(monkeypatch, ctrl_c_once_step_2_is_home)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    from rich.prompt import Prompt
+
+    monkeypatch.setattr(Prompt, "ask", classmethod(lambda cls, *a, **k: "detach"))
+    assert submit(job) == 0, capsys.readouterr().err
+    assert "lorarun attach" in capsys.readouterr().err
+    state = only_state()
+    (taken,) = detached
+    assert state.interruptible and not state.instance_destroyed and cloud.instance_ids() == [taken]
+
+    # Nobody watches: the provider stops the machine, its container (agent, lease watchdog, engine) ends with it.
+    cloud.fake.interrupt(taken)
+    assert not cloud.host.alive(taken)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+    code = main(["attach", state.job_id])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "while lorarun was detached" in err and "resuming from step 2" in err
+    assert_finished_after(cloud, tmp_path, 1)
+    state = only_state()
+    (entry,) = log_of(state)
+    assert entry["instance_id"] == taken and entry["step"] == 2 and state.instance_id != taken
+    events = [json.loads(x) for x in (JobStore().job_dir(state.job_id) / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["event"] == "started"]
+    assert len(starts) == 2 and starts[1]["resume_from_step"] == 2
+    # Both rentals destroyed and confirmed at the provider: the interrupted one by attach, the new one at the end.
+    destroyed = {r.path.rstrip("/").rsplit("/", 1)[-1] for r in cloud.fake.requests if r.method == "DELETE"}
+    assert {taken, state.instance_id} <= destroyed
+    assert (tmp_path / "out" / "e2e_lora-000001.safetensors").is_file()  # the first rental's checkpoint, kept

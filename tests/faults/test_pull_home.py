@@ -12,7 +12,7 @@ import pytest
 from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
-from lorarun.sshlink import session
+from lorarun.sshlink import session, sftp_transfers
 
 from .test_faults import assert_torn_down, only_state, submit
 
@@ -24,7 +24,7 @@ FINAL = "e2e_lora.safetensors"
 
 def _disk_full_for(monkeypatch, name: str, times: int, fault) -> dict:
     """The laptop's disk is full while `name` is written: ENOSPC from the local write, `times` times."""
-    real = session.download
+    real = sftp_transfers.download
     left = {"n": times}
 
     def download(sftp, rpath, sink, offset, size, on_bytes):
@@ -35,7 +35,7 @@ def _disk_full_for(monkeypatch, name: str, times: int, fault) -> dict:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(sftp, rpath, sink, offset, size, on_bytes)
 
-    monkeypatch.setattr(session, "download", download)
+    monkeypatch.setattr(sftp_transfers, "download", download)
     return left
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lorarun.sshlink.errors import RemoteError
-from lorarun.sshlink.session import PART_SUFFIX
+from lorarun.sshlink.sftp_io import PART_SUFFIX
 from lorarun.sshlink.transport import REMOTE_WORKDIR_EXPR
 
 

@@ -8,7 +8,7 @@ from helpers_dataset import make_dataset, write_job
 from lorarun.image.caption_config import caption_model
 from lorarun.runner.job.validate import validate_job
 from lorarun.runner.price.caption_time import LOAD_SECONDS
-from lorarun.runner.price.estimate import inputs_from_job
+from lorarun.runner.price.job_inputs import inputs_from_job
 
 
 def _inputs(tmp_path, dataset_extra: str):

@@ -14,8 +14,9 @@ from lorarun.runner.job.spec import JobSpec, Resources
 from lorarun.runner.price.calibration import Measured, StepOptions
 from lorarun.runner.price.calibration_load import load_calibration, read_measurements
 from lorarun.runner.price.calibration_record import record_measurement
-from lorarun.runner.price.estimate import estimate_offer, inputs_from_job, rank
+from lorarun.runner.price.estimate import estimate_offer, rank
 from lorarun.runner.price.gpu_keys import gpu_key
+from lorarun.runner.price.job_inputs import inputs_from_job
 
 
 @pytest.fixture

@@ -280,3 +280,50 @@ def test_a_second_lora_in_the_folder_writes_its_report_beside_the_first(tmp_path
     assert f"report  {out / 'beta.report.html'}" in lines
     # the same LoRA again (asked for with --overwrite) and the same job (a resumed run) replace report.*
     assert write_report(out, {"job_id": "job-c", "output_name": "alpha"}, [])[0].name == "report.json"
+
+
+def test_out_auto_skips_a_folder_an_unfinished_job_still_claims_and_keeps_its_own(home, tmp_path):
+    store = JobStore()
+    a = job(tmp_path)
+    out = a.spec.output_dir
+    held = OutputTarget((out / "e2e_lora-1").resolve(), "e2e_lora")  # detached while empty: no folder, a claim
+    new_state(store, "e2e-lora-bbb222", "train", held.output_dir)
+    write_claim(OutputClaims(), held, dead_pid(), ["e2e-lora-bbb222"])
+    with claimed_outputs([a], auto=True) as claimed:
+        assert claimed.jobs[0].spec.output_dir.name == "e2e_lora-2"
+
+        @dataclass
+        class Run:
+            job: Job
+            state: JobState
+
+        mine = new_state(store, "e2e-lora-ccc333", "train", claimed.jobs[0].spec.output_dir)
+        claimed.add_runs([Run(claimed.jobs[0], mine)])
+    assert (out / "e2e_lora-2").is_dir()  # left unfinished (detached): its folder stays for `attach`
+    assert OutputClaims().read(held).job_ids == ("e2e-lora-bbb222",)  # the other job's claim, untouched
+
+
+def test_a_batch_jobs_replacement_attempt_joins_its_claim(home, tmp_path):
+    """A job moved to a replacement rental (runner/batch/fanout.py) gets a new job id: the claim names it, so the
+    claim still holds if the controller dies while that attempt is unfinished."""
+    from lorarun.runner.batch.fanout import BatchRun, RentalSlot
+    from lorarun.runner.batch.record import BatchJob, BatchRecord, BatchStore
+    from lorarun.runner.run.pipeline import JobRun
+
+    store = JobStore()
+    a = job(tmp_path)
+    with claimed_outputs([a]) as claimed:
+        first = new_state(store, "e2e-lora-ddd444", "failed", a.spec.output_dir)
+        run = JobRun(job=a, state=first, predicted_cost=None)
+        claimed.add_runs([run])
+        batch = BatchRun.__new__(BatchRun)  # the parts of a running batch that _moved uses
+        batch.store, batch.batches, batch.provider_name = store, BatchStore(store), "vastai"
+        batch.record = batch.batches.save(
+            BatchRecord("batch-x", "vastai", 1, (BatchJob(a.spec.name, str(a.spec.source), (first.job_id,), 1),))
+        )
+        batch.on_moved = lambda moved: claimed.add_runs([moved])
+        moved = batch._moved(RentalSlot(number=1, runs=[run], ranked=[]), run, RuntimeError("machine gone"))
+        store.release(moved.state.job_id)
+        target = OutputTarget(a.spec.output_dir.resolve(), "e2e_lora")
+        assert OutputClaims().read(target).job_ids == (first.job_id, moved.state.job_id)
+    assert OutputClaims().path(target).exists()  # the new attempt is unfinished: the claim outlives the block

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def notices() -> tuple[list[str], config_file.Notify]:
     return said, said.append
 
 
+@pytest.mark.skipif(sys.platform == "darwin" or os.name == "nt", reason="XDG places: Linux and BSD")
 def test_the_places(tmp_path):
     assert user_config_path({}, tmp_path) == tmp_path / ".config" / "lorarun" / "config.toml"
     assert user_config_path({"XDG_CONFIG_HOME": str(tmp_path / "x")}, tmp_path) == tmp_path / "x/lorarun/config.toml"
@@ -132,3 +134,16 @@ def test_the_environment_beats_the_file(places):
     got = find_api_key("vastai", env={"VAST_API_KEY": "from-env"}, home=home)
     assert got.key == "from-env" and "VAST_API_KEY" in got.source
     assert find_api_key("vastai", env=env, home=home).key == KEY
+
+
+def test_a_linked_config_stays_a_link_and_its_target_is_written_private(places):
+    env, home, new, _ = places
+    target = home / "dotfiles" / "lorarun.toml"
+    target.parent.mkdir()
+    target.write_text('provider = "local"\n')
+    new.parent.mkdir(parents=True)
+    new.symlink_to(target)
+    config_file.store_api_key("vastai", KEY, env, home, notices()[1])
+    assert new.is_symlink() and mode(target) == 0o600
+    assert tomllib.loads(target.read_text()) == {"provider": "local", "vastai": {"api_key": KEY}}
+    assert [p.name for p in target.parent.iterdir()] == ["lorarun.toml"]  # no temporary file left behind

@@ -1,4 +1,4 @@
-"""The fast step inside `train.Trainer`: everything the trainer needs, computed from its own fields, so that
+"""The fast step inside `trainer.Trainer`: everything the trainer needs, computed from its own fields, so that
 train.py only dispatches (several people edit train.py; the logic lives here)."""
 
 from __future__ import annotations

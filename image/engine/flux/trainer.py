@@ -17,6 +17,7 @@ import time
 import torch
 
 from lorarun.image.engine import data
+from lorarun.image.engine.events import PhaseProgress
 from lorarun.image.engine.flux import text as flux_text
 from lorarun.image.engine.flux.lora import add_flux_lora, diffusers_flux_state_dict, kohya_flux_state_dict, out_features
 from lorarun.image.engine.flux.models import load_flux
@@ -24,7 +25,7 @@ from lorarun.image.engine.flux.step import flow_loss
 from lorarun.image.engine.lora import unwrap
 from lorarun.image.engine.optim import build_optimizer
 from lorarun.image.engine.save import SAVE_DTYPES, build_metadata, write_lora
-from lorarun.image.engine.train import Trainer
+from lorarun.image.engine.trainer import Trainer
 
 MODELSPEC = {"dev": "flux-1-dev", "schnell": "flux-1-schnell", "krea": "flux-1-dev"}
 
@@ -89,6 +90,7 @@ class FluxTrainer(Trainer):
                 cache_root / "text",
                 self.device if write else "cpu",
                 write=write,
+                progress=PhaseProgress(self.events, "caching_text", unit="captions") if write else None,  # T5 is slow
             )
             if write:
                 for encoder in model.text_encoders:

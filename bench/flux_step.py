@@ -1,6 +1,7 @@
-"""Flux.1 LoRA training step on a GPU for each base quantisation: seconds per step, peak memory, and the peak the
-estimate predicts (`image/memory.py`), at 512² and 1024². This is also the GPU check of the int8/NF4 paths (CUDA only:
-the engine refuses them on a CPU with one line).
+"""The Flux part of the engine benchmark (`python bench/engine_throughput.py --models flux`): a Flux.1 LoRA training
+step on a GPU for each base quantisation — seconds per step, peak memory, and the peak the estimate predicts
+(`image/memory.py`), at 512² and 1024². This is also the GPU check of the int8/NF4 paths (CUDA only: the engine
+refuses them on a CPU with one line).
 
 The transformer is built from FLUX.1-dev's shipped config with random weights (same shapes and FLOPs; no download),
 in bf16, with every linear of the double/single blocks swapped for bitsandbytes' Linear8bitLt / Linear4bit (NF4)
@@ -8,17 +9,14 @@ for int8 / nf4 — what `from_pretrained(quantization_config=…)` produces. LoR
 weights, AdamW, gradient checkpointing, bf16 autocast, cached-style inputs (random latents, T5 512 tokens): exactly
 `lorarun.image.engine.flux.step.flow_loss`, the function the trainer runs.
 
-    python bench/flux_bench.py                         # CUDA: bf16, int8, nf4 at 512 and 1024
-    python bench/flux_bench.py --quant nf4 --resolutions 1024 --steps 10
-    python bench/flux_bench.py --tiny                  # CPU smoke check on the built-in tiny Flux
-Writes flux_bench.json into $OUT (or the current folder). Not a CI test.
+    python bench/engine_throughput.py --models flux --no-reference          # CUDA: bf16, int8, nf4 at 512 and 1024
+    python bench/engine_throughput.py --models flux --flux-quant nf4 --flux-resolutions 1024 --flux-steps 10
+    python bench/engine_throughput.py --tiny --models flux                   # CPU smoke check on the tiny Flux
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 
 import torch
@@ -144,21 +142,11 @@ def run_case(args, quant: str, side: int, device) -> dict:
     return row  # the model, optimizer and step closure go with this frame
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="CPU smoke check on builtin:tiny-flux")
-    ap.add_argument("--quant", nargs="+", default=["bf16", "int8", "nf4"])
-    ap.add_argument("--resolutions", nargs="+", type=int, default=[512, 1024])
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    args = ap.parse_args()
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
-    if device.type == "cpu" and not args.tiny:
-        raise SystemExit("flux_bench: no CUDA GPU; run with --tiny for the CPU smoke check")
-    quants = ["bf16"] if args.tiny else args.quant
-    sides = [64] if args.tiny else args.resolutions
+def run_flux(args, device) -> list[dict]:
+    """Every (quantisation, resolution) case; one that does not fit is a row saying so. `args`: tiny, flux_quant,
+    flux_resolutions, batch, rank, steps, warmup (engine_throughput.py maps its flags onto these)."""
+    quants = ["bf16"] if args.tiny else args.flux_quant
+    sides = [64] if args.tiny else args.flux_resolutions
     rows = []
     for quant in quants:
         for side in sides:
@@ -167,15 +155,4 @@ def main() -> None:
             except torch.cuda.OutOfMemoryError as exc:  # report and go on: the table says which did not fit
                 rows.append({"quantization": quant, "resolution": side, "error": f"out of memory: {exc}"[:300]})
                 print(json.dumps(rows[-1]), flush=True)
-    info = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "rows": rows,
-    }
-    out = os.environ.get("OUT") or "."
-    with open(os.path.join(out, "flux_bench.json"), "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=2)
-
-
-if __name__ == "__main__":
-    main()
+    return rows
