@@ -99,6 +99,9 @@ class InstanceSpec:
     onstart: str = ""
     bid_price_per_hour: float | None = None  # interruptible only
     registry_login: RegistryLogin | None = None  # a private image: the provider pulls with it (Vast image_login)
+    # The user's region filter (resources.regions): the create is pinned to the offer's country, not just any host
+    # of that GPU type (RunPod); a Vast offer is one machine already.
+    regions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,25 @@ def build_deploy_input(offer: Offer, spec: InstanceSpec, registry: str | None = 
         "minCudaVersion": cuda_text(),  # as dstack sends it (dstackai/dstack `runpod/api_client.py`; providers.md §2.3)
         "env": [{"key": k, "value": v} for k, v in env.items()],
     }
+    if spec.regions and offer.location:
+        # Pinned to the country the offer was found in when the user filtered by region: `countryCode` of
+        # PodFindAndDeployOnDemandInput (runpod/runpod-python `api/mutations/pods.py`; providers.md §2.3). Without
+        # it RunPod places the pod on any host of the type, anywhere.
+        pod_input["countryCode"] = offer.location
     if spec.onstart:
         pod_input["dockerArgs"] = spec.onstart  # replaces the image's CMD, as v2's `args` does
     if registry:
         pod_input["containerRegistryAuthId"] = registry  # PodFindAndDeployOnDemandInput (runpod-python, dstack)
     return pod_input
+
+
+def secure_input(pod_input: dict[str, Any]) -> dict[str, Any]:
+    """The deploy input for a SECURE on-demand pod pinned to a country: v2's create cannot pin one (its
+    CreatePodRequest has only `dataCenterIds`; `countryCodes` is v1's and a 422, runpod/docs
+    `api-reference-v2/openapi.json`), GraphQL can. A Secure pod always has a public IP."""
+    out = dict(pod_input, cloudType=SECURE)
+    out.pop("supportPublicIp", None)
+    return out
 
 
 def spot_input(pod_input: dict[str, Any], offer: Offer, spec: InstanceSpec) -> dict[str, Any]:

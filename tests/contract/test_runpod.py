@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -503,3 +504,29 @@ def test_hosts_on_older_cuda_than_the_image_are_not_rented(runpod, sleeper, clou
     runpod.host_cuda = 12.8
     inst = make(runpod, sleeper).create(offer(cloud), spec())
     assert inst.id in runpod.live_ids()
+
+
+@pytest.mark.parametrize("cloud", ["SECURE", "COMMUNITY"])
+def test_a_region_filter_pins_the_create_to_the_offers_country(runpod, sleeper, cloud):
+    """resources.regions: the pod goes where the offer was found (GraphQL `countryCode`; v2 cannot pin a country),
+    not on any host of the type anywhere; where that country has no host, RunPod answers as for no capacity."""
+    p = make(runpod, sleeper)
+    offers = p.offers(ResourceRequest(gpu_names=("RTX 4090",), regions=("US",)))
+    [found] = [o for o in offers if o.id.endswith(cloud)]
+    assert found.location == "US"
+    inst = p.create(found, spec(regions=("US",)))
+    assert inst.id in runpod.live_ids() and runpod.requests_to("POST", "/v2/pods") == []
+    [call] = [r.json() for r in runpod.requests_to("POST", "/graphql") if "Deploy" in r.json()["query"]]
+    pod_input = call["variables"]["input"]
+    assert pod_input["countryCode"] == "US" and pod_input["cloudType"] == cloud
+    assert ("supportPublicIp" in pod_input) == (cloud == "COMMUNITY")  # a Secure pod always has a public IP
+    with pytest.raises(NoCapacityError):
+        p.create(dataclasses.replace(found, location="DE"), spec(regions=("DE",)))
+    assert runpod.live_ids() == [inst.id]
+
+
+def test_without_a_region_filter_nothing_is_pinned(runpod, sleeper):
+    p = make(runpod, sleeper)
+    p.create(offer("COMMUNITY"), spec())
+    [call] = [r.json() for r in runpod.requests_to("POST", "/graphql")]
+    assert "countryCode" not in call["variables"]["input"]

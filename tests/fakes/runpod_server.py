@@ -727,7 +727,11 @@ class FakeRunPod(FakeAPI):
                 ),
                 None,
             )
-            if place is None or self._too_new(pod_input):
+            # A country asked for (`countryCode`) that has no host of the type: no capacity, as RunPod answers.
+            elsewhere = (
+                pod_input.get("countryCode") and gtype is not None and gtype["countryCode"] != pod_input["countryCode"]
+            )
+            if place is None or self._too_new(pod_input) or elsewhere:
                 return error(NO_CAPACITY)
             price = gtype["securePrice" if place == "SECURE" else "communityPrice"]
             if spot:
