@@ -138,7 +138,7 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
         console.print(f"[yellow]prices:[/] {why}{escape(price_list.label())}", highlight=False)
     if failures and not ranked:
         return  # nothing was searched: the error says why, no empty table
-    print_table(spec.name, inputs, ranked, top)
+    print_table(spec.name, inputs, ranked, top, resources=spec.resources)
     for line in gpu_name_lines(names, spec.resources.gpus):
         console.print(line, style="dim", highlight=False)
     if price_list is not None:
