@@ -50,5 +50,5 @@ RUN PY="$(command -v python3 || command -v python)" \
  && BIN="$(dirname "$PY")" \
  && for tool in lorarun-engine lorarun-agent; do ln -sf "$BIN/$tool" /usr/local/bin/$tool; done \
  && /usr/local/bin/lorarun-engine prepare-assets \
- && /usr/local/bin/lorarun-python -c "import torch, diffusers, peft, transformers, accelerate, lorarun.image.engine.train" \
+ && /usr/local/bin/lorarun-python -c "import torch, diffusers, peft, transformers, accelerate, onnxruntime, lorarun.image.engine.train" \
  && rm -rf /opt/lorarun/src/build /root/.cache

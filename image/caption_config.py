@@ -17,7 +17,7 @@ CAPTION_MODES = ("given", "auto", "only")
 class CaptionModel:
     name: str
     repo_id: str  # the Hub repository the instance downloads (built-in tiny models are built from configs)
-    kind: str  # blip | florence2: which transformers class loads it
+    kind: str  # blip | florence2: which transformers class loads it; wd14: a tagger through onnxruntime
     download_gb: float  # weights the instance downloads (assumed from the Hub's file list; 0 for built-in)
     seconds_per_image: float  # on a 24 GB consumer GPU in fp16 (assumed, not yet measured), model loaded
     task: str = ""  # Florence-2's task prompt
@@ -25,8 +25,10 @@ class CaptionModel:
 
 # Florence-2 through transformers' native Florence2ForConditionalGeneration (transformers ≥ 4.56 reads the
 # florence-community conversions; microsoft/Florence-2-* need trust_remote_code, which lorarun never sets).
-# BLIP large is what kohya's finetune/make_captions.py uses. WD14 taggers (SmilingWolf/wd-*-tagger) ship ONNX models
-# for onnxruntime, which the engine image does not carry yet: refused with that reason.
+# BLIP large is what kohya's finetune/make_captions.py uses. The WD14 tagger is SmilingWolf's wd-vit-tagger-v3 (the
+# v3 ViT: model.onnx of 379 MB + selected_tags.csv), run through onnxruntime as kohya's
+# finetune/tag_images_by_wd14_tagger.py --onnx does; it writes Danbooru tags ("1girl, solo, smile"), what anime
+# and character LoRA guides train on.
 CAPTION_MODELS: dict[str, CaptionModel] = {
     "florence2": CaptionModel(
         "florence2", "florence-community/Florence-2-large", "florence2", 1.6, 0.45, "<DETAILED_CAPTION>"
@@ -35,10 +37,12 @@ CAPTION_MODELS: dict[str, CaptionModel] = {
         "florence2-base", "florence-community/Florence-2-base", "florence2", 0.5, 0.25, "<DETAILED_CAPTION>"
     ),
     "blip": CaptionModel("blip", "Salesforce/blip-image-captioning-large", "blip", 1.9, 0.2),
+    "wd14": CaptionModel("wd14", "SmilingWolf/wd-vit-tagger-v3", "wd14", 0.38, 0.02),
     "builtin:tiny-blip": CaptionModel("builtin:tiny-blip", "", "blip", 0.0, 0.05),
+    "builtin:tiny-wd14": CaptionModel("builtin:tiny-wd14", "", "wd14", 0.0, 0.01),
     "builtin:tiny-florence2": CaptionModel("builtin:tiny-florence2", "", "florence2", 0.0, 0.1, "<CAPTION>"),
 }
-NOT_YET = {"wd14": "the WD14 tagger ships as an ONNX model for onnxruntime, which the engine image does not carry yet"}
+NOT_YET: dict[str, str] = {}  # a model named but not offered yet → why
 
 
 def caption_model(name: str) -> CaptionModel:
@@ -51,7 +55,7 @@ def caption_problems(captions: str, model: str, trigger: str | None, where: str 
         problems.append(f"{where}.captions: unknown mode {captions!r}; use given, auto or only")
     if model in NOT_YET:
         problems.append(
-            f"{where}.caption_model: {model} is not supported yet ({NOT_YET[model]}); use florence2 or blip"
+            f"{where}.caption_model: {model} is not supported yet ({NOT_YET[model]}); use florence2, blip or wd14"
         )
     elif model not in CAPTION_MODELS:
         known = ", ".join(n for n in CAPTION_MODELS if not n.startswith("builtin:"))

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from lorarun.image.base_cuda import BASE_CUDA
 from lorarun.image.destroy_plan import DestroyPlan
 
 LABEL_PREFIX = "lorarun-"
@@ -38,7 +39,7 @@ class ResourceRequest:
     max_price_per_hour: float | None = None
     min_reliability: float = 0.0
     min_inet_down_mbps: float = 0.0
-    min_cuda: float = 12.1
+    min_cuda: float = BASE_CUDA  # the image's CUDA runtime (image/base_cuda.py)
     disk_gb: float = 40.0
     interruptible: bool = False
     secure_cloud_only: bool = False
@@ -98,6 +99,9 @@ class InstanceSpec:
     onstart: str = ""
     bid_price_per_hour: float | None = None  # interruptible only
     registry_login: RegistryLogin | None = None  # a private image: the provider pulls with it (Vast image_login)
+    # The user's region filter (resources.regions): the create is pinned to the offer's country, not just any host
+    # of that GPU type (RunPod); a Vast offer is one machine already.
+    regions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ carries `.problems` (everything `validate` found) is shown one problem per line.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LorarunError(Exception):
     exit_code = 1
@@ -41,6 +43,12 @@ class InvalidJob(SpecError, DatasetError):
 
     def __init__(self, problems: list[str]):
         self.problems: list[str] = [p for p in problems if p] or ["the job is invalid"]
+        # What could still be judged, attached where it is known so validate and estimate go on with the rest: the
+        # spec built from the sections that parsed (job/spec.py), those that failed, the partly validated job
+        # (job/validate.py). `Any`: this module sits below the job modules and may not import them.
+        self.spec: Any = None
+        self.failed_sections: frozenset[str] = frozenset()
+        self.job: Any = None
         more = len(self.problems) - 1
         super().__init__(self.problems[0] + (f" (and {more} more problem(s))" if more else ""))
 

@@ -31,6 +31,7 @@ from lorarun.provider_adapters.runpod.pod_bodies import (  # noqa: F401 - offer 
     build_deploy_input,
     offer_id,
     parse_offer_id,
+    secure_input,
     spot_input,
 )
 
@@ -137,12 +138,15 @@ class RunPodProvider:
             pass  # a stored credential bills nothing; it is named after the job's label for the user to find
 
     def _create(self, offer: Offer, spec: InstanceSpec, cloud: str, registry: str | None) -> Instance:
-        if offer.interruptible or cloud == COMMUNITY:
+        pinned = bool(spec.regions and offer.location)  # the user filtered by region: GraphQL pins the country
+        if offer.interruptible or cloud == COMMUNITY or pinned:
             # Community hosts often have no public IP; only GraphQL can ask for one (`supportPublicIp`), and
             # without it SFTP has no way in (see build_deploy_input). The pod is then read through v2 as any other.
             pod_input = build_deploy_input(offer, spec, registry)
             if offer.interruptible:
                 pod_input = spot_input(pod_input, offer, spec)
+            elif cloud != COMMUNITY:
+                pod_input = secure_input(pod_input)
             pod = self.client.deploy_on_demand(pod_input, spot=offer.interruptible)
             return Instance(
                 provider=self.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorarun.image.base_cuda import cuda_text
 from lorarun.provider_adapters.base import InstanceSpec, Offer
 
 SEP = "::"
@@ -48,7 +49,9 @@ def build_create_body(offer: Offer, spec: InstanceSpec, registry: str | None = N
         "name": spec.label,
         "image": spec.image,
         # Always send the count: leaving it out fails every create with a misleading 400 (§2.3, RPMCP).
-        "gpu": {"id": gpu_type, "count": max(1, offer.gpu_count)},
+        # The image's CUDA runtime at least (CreateGpuConfig.minCudaVersion, runpod/docs `api-reference-v2/openapi.json`;
+        # providers.md §2.3): a host with an older driver is not picked, rather than a pod that never starts.
+        "gpu": {"id": gpu_type, "count": max(1, offer.gpu_count), "minCudaVersion": cuda_text()},
         "cloud": cloud,
         "disk": max(1, round(spec.disk_gb)),
         "ports": ["22/tcp"],  # SFTP needs direct SSH on a public TCP port (§2.4)
@@ -81,13 +84,28 @@ def build_deploy_input(offer: Offer, spec: InstanceSpec, registry: str | None = 
         "volumeInGb": 0,
         "ports": "22/tcp",
         "supportPublicIp": True,
+        "minCudaVersion": cuda_text(),  # as dstack sends it (dstackai/dstack `runpod/api_client.py`; providers.md §2.3)
         "env": [{"key": k, "value": v} for k, v in env.items()],
     }
+    if spec.regions and offer.location:
+        # Pinned to the country the offer was found in when the user filtered by region: `countryCode` of
+        # PodFindAndDeployOnDemandInput (runpod/runpod-python `api/mutations/pods.py`; providers.md §2.3). Without
+        # it RunPod places the pod on any host of the type, anywhere.
+        pod_input["countryCode"] = offer.location
     if spec.onstart:
         pod_input["dockerArgs"] = spec.onstart  # replaces the image's CMD, as v2's `args` does
     if registry:
         pod_input["containerRegistryAuthId"] = registry  # PodFindAndDeployOnDemandInput (runpod-python, dstack)
     return pod_input
+
+
+def secure_input(pod_input: dict[str, Any]) -> dict[str, Any]:
+    """The deploy input for a SECURE on-demand pod pinned to a country: v2's create cannot pin one (its
+    CreatePodRequest has only `dataCenterIds`; `countryCodes` is v1's and a 422, runpod/docs
+    `api-reference-v2/openapi.json`), GraphQL can. A Secure pod always has a public IP."""
+    out = dict(pod_input, cloudType=SECURE)
+    out.pop("supportPublicIp", None)
+    return out
 
 
 def spot_input(pod_input: dict[str, Any], offer: Offer, spec: InstanceSpec) -> dict[str, Any]:

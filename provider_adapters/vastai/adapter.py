@@ -198,10 +198,11 @@ def build_query(req: ResourceRequest) -> dict[str, Any]:
         q["gpu_ram"] = {"gte": round(req.min_vram_gb * 1000)}  # MB (§1.2 units)
     if req.max_price_per_hour is not None:
         q["min_bid" if req.interruptible else "dph_total"] = {"lte": req.max_price_per_hour}
-    if req.min_reliability:
-        q["reliability"] = {"gte": req.min_reliability}
-    if req.min_inet_down_mbps:
-        q["inet_down"] = {"gte": req.min_inet_down_mbps}
+    # Floors on the host's record and network, dstack's defaults where the user sets none (reliability2 ≥ 0.9,
+    # inet_down > 128: dstackai/dstack `backends/vastai/compute.py` VastAIProvider extra_filters; providers.md §1.2).
+    rel, down = floors(req)
+    q["reliability2"] = {"gte": rel}
+    q["inet_down"] = {"gte": down}
     if req.regions:
         q["geolocation"] = {"in": list(req.regions)}
     if req.secure_cloud_only:
@@ -209,6 +210,27 @@ def build_query(req: ResourceRequest) -> dict[str, Any]:
         # `offers_fields`; the CLI's `datacenter=true`), while offers report it as `hosting_type` (see secure_cloud).
         q["datacenter"] = {"eq": True}
     return q
+
+
+DEFAULT_MIN_RELIABILITY = 0.9  # reliability2, dstack's floor
+DEFAULT_MIN_INET_DOWN_MBPS = 129.0  # dstack asks inet_down > 128; the search's `gte` spelling of it
+
+
+def floors(req: ResourceRequest) -> tuple[float, float]:
+    """(reliability2, inet_down Mb/s) the search asks for at least: the user's own, else dstack's defaults."""
+    return (req.min_reliability or DEFAULT_MIN_RELIABILITY, req.min_inet_down_mbps or DEFAULT_MIN_INET_DOWN_MBPS)
+
+
+def floors_note(min_reliability: float, min_inet_down_mbps: float) -> str | None:
+    """The estimate's footnote when a default floor narrowed the Vast search (None when the user set both)."""
+    if min_reliability and min_inet_down_mbps:
+        return None
+    rel = min_reliability or DEFAULT_MIN_RELIABILITY
+    down = min_inet_down_mbps or DEFAULT_MIN_INET_DOWN_MBPS
+    return (
+        f"vastai: only hosts with reliability ≥ {rel:g} and ≥ {down:g} Mb/s down are searched (dstack's floors "
+        f"where unset); resources.min_reliability / min_inet_down_mbps set your own"
+    )
 
 
 def _matches(o: Offer, req: ResourceRequest) -> bool:

@@ -78,6 +78,7 @@ class BatchRun:
         clock: Clock = REAL_CLOCK,
         sweep: str | None = None,
         on_moved: Callable[[JobRun], None] | None = None,
+        record: BatchRecord | None = None,
     ):
         self.jobs = jobs
         self.on_moved = on_moved  # told of each new attempt (its output claim names it: runner/job/output_guard.py)
@@ -94,7 +95,13 @@ class BatchRun:
         self.detached = False
         self._lock = threading.Lock()
         self.slots: list[RentalSlot] = []
-        self.record = self._create(sweep) if plan is not None else None
+        # A new batch from its plan, or one rebuilt from its record on disk (`resume`): one of the two, always.
+        if plan is not None:
+            self.record = self._create(plan, sweep)
+        elif record is not None:
+            self.record = record
+        else:
+            raise ValueError("a batch needs its plan (a new batch) or its record (a resumed one)")
 
     # ---- before anything is rented: every job's state and the batch file --------------------------------------
     @classmethod
@@ -110,18 +117,19 @@ class BatchRun:
         max_cost: float | None,
     ) -> BatchRun:
         """`attach BATCH`: the batch's rentals rebuilt from disk (runner/batch/resume.py builds the slots)."""
-        batch = cls([], None, provider_factory, store=store, connect=connect, options=options, max_cost=max_cost)
-        batch.record = record
+        batch = cls(
+            [], None, provider_factory, store=store, connect=connect, options=options, max_cost=max_cost, record=record
+        )
         batch.slots = slots
         return batch
 
-    def _create(self, sweep: str | None) -> BatchRecord:
+    def _create(self, plan: BatchPlan, sweep: str | None) -> BatchRecord:
         batch_jobs = []
-        for number, rental in enumerate(self.plan.rentals, 1):
+        for number, rental in enumerate(plan.rentals, 1):
             runs = []
             for index in rental.share.jobs:
                 job = self.jobs[index]
-                cost = self.plan.job_cost(index)
+                cost = plan.job_cost(index)
                 run = JobRun(job=job, state=_new_state(self.store, job, self.provider_name, cost), predicted_cost=cost)
                 runs.append(run)
                 batch_jobs.append((index, BatchJob(job.spec.name, str(job.spec.source), (run.state.job_id,), number)))

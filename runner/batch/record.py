@@ -52,7 +52,7 @@ def new_batch_id() -> str:
 
 
 def is_batch_id(text: str | None) -> bool:
-    return bool(text) and text.startswith(BATCH_PREFIX)
+    return text is not None and text.startswith(BATCH_PREFIX)
 
 
 class BatchStore:

@@ -33,7 +33,7 @@ def job_settings(job_file: str) -> dict[str, str]:
     try:
         spec = load_job(Path(job_file))
     except InvalidJob as exc:  # a file that went bad since: what did parse still describes the job
-        spec = getattr(exc, "spec", None)
+        spec = exc.spec
     except Exception:
         return {}
     if spec is None:
@@ -41,7 +41,7 @@ def job_settings(job_file: str) -> dict[str, str]:
     flat: dict[str, str] = {}
     for section in SETTING_SECTIONS:
         value = getattr(spec, section, None)
-        if value is None or not dataclasses.is_dataclass(value):
+        if value is None or not dataclasses.is_dataclass(value) or isinstance(value, type):
             continue
         for key, item in dataclasses.asdict(value).items():
             flat[f"{section}.{key}"] = json.dumps(item, default=str) if isinstance(item, (list, dict)) else str(item)

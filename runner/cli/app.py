@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Protocol, cast
 
 import typer
 from rich.text import Text
@@ -103,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":
             # `lorarun` alone (or a group alone: `lorarun config`): the help, on stdout, nothing went wrong. The
             # plain layout carries it in the exception; the rich one has printed it already (the message is "").
-            if text := exc.format_message():
-                typer.echo(text)
+            if help_text := cast(_ClickError, exc).format_message():
+                typer.echo(help_text)
             return 0
         if isinstance(exc, aborts):
             exc = KeyboardInterrupt()
         if isinstance(exc, usage_errors):
-            exc.show()  # click's own "Usage: … Error: …" lines
-            return exc.exit_code
+            usage = cast(_ClickError, exc)  # one of click's (or typer's vendored click's) classes, found at run time
+            usage.show()  # click's own "Usage: … Error: …" lines
+            return usage.exit_code
         code, lines = error_lines(exc)
         for line in lines:
             # Text, not markup: messages carry brackets of their own ("[vastai] api_key").
@@ -126,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(exc)
         return code
     return 0
+
+
+class _ClickError(Protocol):
+    """What lorarun uses of click's exceptions (imported by name at run time: `_click_exception_types`)."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
+    def format_message(self) -> str: ...
 
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -87,7 +87,7 @@ def run_batch(
     providers = {j.spec.resources.provider for j in jobs}
     if len(providers) != 1 or not next(iter(providers)):
         raise UserInputError("a batch must use one provider: set resources.provider in the jobs or pass --provider")
-    outputs = {}
+    outputs: dict[tuple[Path, str], str] = {}
     for job in jobs:  # two jobs writing one file would lose one LoRA (and fight over the output claim)
         key = (job.spec.output_dir, job.spec.output.name)
         if key in outputs:

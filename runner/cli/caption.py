@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 
 def caption(
     dataset: Path = typer.Argument(..., help="The kohya dataset folder (<repeats>_<tokens>/ sub-folders of images)."),
-    model: str = typer.Option("florence2", "--model", "-m", help="florence2, florence2-base or blip."),
+    model: str = typer.Option(
+        "florence2", "--model", "-m", help="florence2, florence2-base, blip (sentences) or wd14 (Danbooru tags)."
+    ),
     provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod."),
     trigger: str = typer.Option(
         None, "--trigger", help="Word put first in every caption (default: the folder's class tokens; '' for none)."

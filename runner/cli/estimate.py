@@ -20,6 +20,7 @@ from lorarun.runner.errors import InvalidJob, UserInputError
 if TYPE_CHECKING:
     from lorarun.runner.price.calibration import Calibration
     from lorarun.runner.price.estimate import Estimate, EstimateInputs
+    from lorarun.runner.price.offer_search import Unseen
 
 # The job, price and provider modules are imported inside the functions that use them: `lorarun --help` imports
 # this module to list the command and must stay fast (bench/cli_startup.py).
@@ -67,6 +68,7 @@ def estimate(
         price_list = load_price_table()
     calibration = load_calibration()
     inputs = inputs_from_job(spec, scan, calibration)
+    failures: list[Unseen]
     if price_list is not None:
         offers, failures = last_known_offers(names, price_list), []
     else:
@@ -104,15 +106,13 @@ def validate_for_estimate(job: Path, given: list[str], max_cost: float | None):
     from lorarun.runner.job.prerent import machine_for, machine_problems
     from lorarun.runner.job.validate import validate_job
 
+    problems: InvalidJob | None = None
     try:
         validated = validate_job(job, provider=given[0] if given else None, max_cost=max_cost)
     except InvalidJob as exc:
-        partial = getattr(exc, "job", None)
-        if partial is None:
+        if exc.job is None:
             raise
-        validated, problems = partial, exc
-    else:
-        problems = None
+        validated, problems = exc.job, exc
     extra = [p for name in given[1:] for p in machine_problems(validated.spec, machine_for(name))]
     if extra:  # every provider the command asks is judged
         known = problems.problems if problems else []
@@ -138,7 +138,7 @@ def print_estimate(validated, inputs, ranked, top, names, calibration, failures,
         console.print(f"[yellow]prices:[/] {why}{escape(price_list.label())}", highlight=False)
     if failures and not ranked:
         return  # nothing was searched: the error says why, no empty table
-    print_table(spec.name, inputs, ranked, top)
+    print_table(spec.name, inputs, ranked, top, resources=spec.resources)
     for line in gpu_name_lines(names, spec.resources.gpus):
         console.print(line, style="dim", highlight=False)
     if price_list is not None:

@@ -36,8 +36,9 @@ def use_plain_type_labels() -> None:
     def display_type(self, ctx) -> str | None:
         descriptor = getattr(self, "type_descriptor", None)
         annotation = getattr(descriptor, "annotation", None)
-        if getattr(descriptor, "is_choice", False) and getattr(descriptor, "choices", None):
-            return "|".join(str(c) for c in descriptor.choices)
+        choices = getattr(descriptor, "choices", None)
+        if getattr(descriptor, "is_choice", False) and choices:
+            return "|".join(str(c) for c in choices)
         is_option = getattr(self, "param_type_name", "") == "option"
         return plain_label(annotation, bool(getattr(self, "is_flag", False)), several=not is_option)
 

@@ -25,7 +25,7 @@ def submit(
     jobs: list[Path] = typer.Argument(..., help="Job file(s): lorarun YAML or kohya TOML. Several share one rental."),
     provider: str = typer.Option(None, "--provider", "-p", help="local, ssh, vastai or runpod (overrides the job)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before renting."),
-    out: Path = typer.Option(
+    out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
@@ -40,13 +40,13 @@ def submit(
         help="Refuse offers predicted above this many dollars; stop the job cleanly when spend reaches it.",
     ),
     keep: bool = typer.Option(False, "--keep", help="Leave the instance up afterwards (you destroy it)."),
-    lease_seconds: float = typer.Option(
+    lease_seconds: float | None = typer.Option(
         None,
         "--lease-seconds",
         help="The working lease: how long the job runs with no controller attached "
         "(default: estimate × 1.5; renewed while attached and progressing).",
     ),
-    hard_lease_minutes: float = typer.Option(
+    hard_lease_minutes: float | None = typer.Option(
         None,
         "--hard-lease-minutes",
         help="The instance's hard deadline after create, in minutes (default: "
@@ -58,7 +58,7 @@ def submit(
         hidden=True,
         help="How long the agent waits for a controller before destroying itself.",
     ),
-    rentals: int = typer.Option(
+    rentals: int | None = typer.Option(
         None,
         "--rentals",
         "-n",

@@ -19,7 +19,7 @@ SUFFIXES = (".safetensors", ".sft", ".ckpt")
 
 
 def _is_local(ref: str | None) -> bool:
-    return bool(ref) and (ref.startswith((".", "/", "~")) or ref.lower().endswith(SUFFIXES))
+    return ref is not None and (ref.startswith((".", "/", "~")) or ref.lower().endswith(SUFFIXES))
 
 
 def local_files(spec: JobSpec) -> dict[str, Path]:

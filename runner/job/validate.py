@@ -83,9 +83,9 @@ def validate_job(
         spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
         spec_problems = spec.problems()
     except InvalidJob as exc:
-        spec = getattr(exc, "spec", None)  # some sections did not parse: judge the rest, then report all
-        if spec is None:
+        if exc.spec is None:  # some sections did not parse: judge the rest, then report all
             raise InvalidJob(problems + exc.problems) from None
+        spec = exc.spec
         failed_sections = exc.failed_sections
         spec = spec.with_overrides(provider=provider, out=out, max_cost=max_cost, validate=False)
         spec_problems = exc.problems

@@ -99,14 +99,14 @@ def cost_ceiling(max_cost: float | None) -> tuple[float, str]:
     """The most a job may be predicted to cost, and where that limit comes from (for the message)."""
     if max_cost is not None:
         return max_cost, "max_cost"
-    raw = os.environ.get(COST_CEILING_ENV)
+    raw: object = os.environ.get(COST_CEILING_ENV)  # text from the environment, anything from the config file
     where = COST_CEILING_ENV
     if raw is None:
         raw, where = _user_config_ceiling(), "cost_ceiling in the user config"
     if raw is None:
         return DEFAULT_COST_CEILING, "the default ceiling for jobs without max_cost"
     try:
-        value = float(raw)
+        value = float(str(raw))  # `true` in the config is not 1 dollar: refused below like any non-number
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value > 0):

@@ -328,7 +328,7 @@ class Calibration:
         for pool, what in (([m for m in mine if m.gpu == gpu], f"{provider} {gpu}"), (mine, provider)):
             pool = pool[:RECENT]
             if pool:
-                learned = [max(m.measured.boot_s - _pull_part(m), 0.1 * m.measured.boot_s) for m in pool]
+                learned = [max(b - _pull_part(m), 0.1 * b) for m in pool if (b := m.measured.boot_s) is not None]
                 return statistics.median(learned), f"measured ({what}, {len(pool)} job(s))"
         p = self.provider(provider)
         return p.boot_s, p.source
@@ -391,14 +391,11 @@ class Accuracy:
     rows: tuple[Measurement, ...]
 
     def time_ratios(self) -> list[float]:
-        return [m.measured.total_s / m.predicted_total_s for m in self.rows]
+        # `accuracy()` keeps only rows with both times; the walrus says so to the type checker
+        return [t / p for m in self.rows if (t := m.measured.total_s) and (p := m.predicted_total_s)]
 
     def step_ratios(self) -> list[float]:
-        return [
-            m.measured.seconds_per_step / m.predicted_seconds_per_step
-            for m in self.rows
-            if m.measured.seconds_per_step and m.predicted_seconds_per_step
-        ]
+        return [t / p for m in self.rows if (t := m.measured.seconds_per_step) and (p := m.predicted_seconds_per_step)]
 
     def text(self) -> str:
         def span(values: list[float]) -> str:

@@ -49,10 +49,16 @@ def choose_offer(provider: Provider, jobs: list[ValidatedJob], *, assume_yes: bo
     ranked, needs_most = _ranked(provider, jobs)
     fitting = [e for e in ranked if e.fits]
     if not fitting:
-        print_table(jobs[0].spec.name, needs_most, ranked, top=10)
+        print_table(jobs[0].spec.name, needs_most, ranked, top=10, resources=resources)
         raise BudgetError(f"{provider.name}: {no_fit_message(ranked)}")
     best = fitting[0]
-    print_table(jobs[0].spec.name if len(jobs) == 1 else f"{len(jobs)} jobs on one rental", needs_most, fitting, top=3)
+    print_table(
+        jobs[0].spec.name if len(jobs) == 1 else f"{len(jobs)} jobs on one rental",
+        needs_most,
+        fitting,
+        top=3,
+        resources=resources,
+    )
     err_console.print(
         f"plan: [bold]{best.offer.gpu_name}[/] on {provider.name} at {money(best.offer.price_per_hour)}/h,"
         f" ≈ {minutes(best.total_seconds)}, ≈ [bold]{money(best.total_cost)}[/] in total"

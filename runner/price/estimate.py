@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lorarun.image.base_cuda import BASE_CUDA
 from lorarun.image.memory import suggest_fit
 from lorarun.provider_adapters.base import Offer
 from lorarun.runner.job.spec import Resources
@@ -22,7 +23,7 @@ from lorarun.runner.price.caption_time import caption_seconds
 from lorarun.runner.price.gpu_keys import gpu_key
 from lorarun.runner.run import stock
 
-MIN_CUDA = 12.1  # the engine image is built on a CUDA 12.1+ runtime; older drivers cannot start it
+MIN_CUDA = BASE_CUDA  # the image's CUDA runtime (image/base_cuda.py): older drivers cannot start it
 UNKNOWN_LINK_MBPS = 200.0  # an offer that does not state its bandwidth: a middling datacenter link
 LOCAL_COPY_BYTES_PER_S = 200e6  # the `local` provider copies files on this machine's disk
 HOURS_PER_MONTH = 730.0  # storage is priced per GB-month

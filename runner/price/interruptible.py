@@ -88,7 +88,8 @@ def record_rental(provider: str, hours: float, interrupted: bool, path: Path | N
     """One interruptible rental ended: its hours and whether the provider took it back."""
     path = path or history_path()
     data = _read(path)
-    row = data.get(provider) if isinstance(data.get(provider), dict) else {}
+    known = data.get(provider)
+    row = known if isinstance(known, dict) else {}
     row = {
         "hours": float(row.get("hours") or 0.0) + max(0.0, hours),
         "interruptions": int(row.get("interruptions") or 0) + (1 if interrupted else 0),

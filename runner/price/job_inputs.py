@@ -46,7 +46,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
     inputs = EstimateInputs(
         steps=steps,
         family=family,
-        resolution=tuple(spec.dataset.resolution),
+        resolution=(spec.dataset.resolution[0], spec.dataset.resolution[1]),
         batch_size=t.batch_size,
         options=options,
         network_dim=t.network_dim,
@@ -60,7 +60,7 @@ def inputs_from_job(spec: JobSpec, scan: DatasetScan, calibration: Calibration |
         output_bytes=output_bytes,
         vram_needed_gb=estimate_vram_gb(
             family,
-            tuple(spec.dataset.resolution),
+            (spec.dataset.resolution[0], spec.dataset.resolution[1]),
             t.batch_size,
             t.network_dim,
             t.gradient_checkpointing,

@@ -32,7 +32,7 @@ def offer_request(resources: Resources, inputs: EstimateInputs, *, interruptible
         min_vram_gb=max(resources.min_vram_gb, inputs.vram_needed_gb * VRAM_FETCH_SHARE),
         max_price_per_hour=None,
         min_reliability=resources.min_reliability,
-        min_inet_down_mbps=0.0,
+        min_inet_down_mbps=resources.min_inet_down_mbps,
         min_cuda=0.0,
         disk_gb=resources.disk_gb,
         interruptible=interruptible,
@@ -48,7 +48,9 @@ def shown(ranked: list[Estimate], top: int) -> tuple[list[Estimate], list[Estima
     return fitting[:top], excluded[:top]
 
 
-def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: int) -> None:
+def print_table(
+    name: str, inputs: EstimateInputs, ranked: list[Estimate], top: int, resources: Resources | None = None
+) -> None:
     fitting, excluded = shown(ranked, top)
     several = len({e.offer.provider for e in ranked}) > 1
     w, h = inputs.resolution
@@ -123,6 +125,12 @@ def print_table(name: str, inputs: EstimateInputs, ranked: list[Estimate], top: 
                 e.excluded,
             )
         console.print(why)
+    if resources is not None and any(e.offer.provider == "vastai" for e in ranked):
+        from lorarun.provider_adapters.vastai.adapter import floors_note
+
+        note = floors_note(resources.min_reliability, resources.min_inet_down_mbps)
+        if note:
+            console.print(note, style="dim", highlight=False)
     if not ranked:
         console.print("[yellow]no offers returned[/]; widen resources (gpus, regions, max_price_per_hour)")
     elif fitting:

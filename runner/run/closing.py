@@ -141,7 +141,7 @@ def teardown(ctx: RunContext) -> None:
 def hold_for_pull(ctx: RunContext, held: JobRun) -> None:
     """Outputs are still on the instance and could not come home: keep it (said loudly, never silently); its
     agent destroys it after the grace window unless `lorarun attach` finishes the pull first."""
-    instance = ctx.rental.instance
+    instance = ctx.rental.live
     if ctx.rental.transport is not None:
         try:
             ctx.rental.transport.close()

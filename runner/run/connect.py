@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lorarun.provider_adapters.base import Instance, Provider
 from lorarun.provider_adapters.user_files import lorarun_home
+from lorarun.runner.errors import PipelineError
 from lorarun.runner.job.spec import Resources
 from lorarun.runner.state import JobState
 from lorarun.sshlink.transport import Transport
@@ -59,7 +60,11 @@ def transport_to(
         from lorarun.runner.remote.local import LocalTransport
 
         workdir = dict(instance.extra).get("workdir")
+        if workdir is None:
+            raise PipelineError(f"local instance {instance.id} names no staging folder")
         return LocalTransport(Path(workdir))
+    if instance.ssh is None:
+        raise PipelineError(f"instance {instance.id} reports no SSH endpoint yet")
     return ssh_transport(
         state,
         job_dir,

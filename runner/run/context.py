@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lorarun.provider_adapters.base import Instance, Offer, Provider
+from lorarun.runner.errors import PipelineError
 from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price.budget import SpendTracker
 from lorarun.runner.price.estimate import Estimate
@@ -49,6 +50,13 @@ class Rental:
     transport: Transport | None = None
     started_at: float | None = None
     teardown: TeardownResult | None = None
+
+    @property
+    def live(self) -> Instance:
+        """The rented instance, for the phases that run only once there is one (after provision)."""
+        if self.instance is None:
+            raise PipelineError(f"no {self.provider.name} instance is rented yet")
+        return self.instance
 
 
 @dataclass

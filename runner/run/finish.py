@@ -77,7 +77,7 @@ def hold_outputs(ctx: RunContext, run: JobRun, problems) -> OutputsNotHome:
     really has, from agent.json) and the error says what to fix and that `attach` finishes the pull."""
     ctx.held_for_pull = run
     grace = instance_grace_seconds(ctx.store.job_dir(run.state.job_id), ctx.options.grace_seconds)
-    return not_home_error(problems, instance_id=ctx.rental.instance.id, grace_seconds=grace, job_id=run.state.job_id)
+    return not_home_error(problems, instance_id=ctx.rental.live.id, grace_seconds=grace, job_id=run.state.job_id)
 
 
 def held_on_local_write_error(ctx: RunContext, run: JobRun, exc: OSError) -> BaseException:
@@ -103,6 +103,8 @@ def _write_report(ctx: RunContext, run: JobRun, monitor: JobMonitor, verificatio
         "stop_reason": ctx.stop_requested,
         # interruptible rentals the provider took back, each resumed on the next one (interruption.py)
         "interruptions": interruption.read_log(ctx.store.job_dir(run.state.job_id)),
-        "verification": dataclasses.asdict(verification) if dataclasses.is_dataclass(verification) else {},
+        "verification": dataclasses.asdict(verification)
+        if dataclasses.is_dataclass(verification) and not isinstance(verification, type)
+        else {},
     }
     write_report(run.job.spec.output_dir, summary, monitor.events)

@@ -211,7 +211,8 @@ def build(
 
 def _follow_build(stream: Iterable[dict], progress: ProgressFn) -> str:
     """Relay the build's output; on an error, raise with the step that failed (`Step 3/12 : RUN apt-get ...`)."""
-    step, image_id, tail = "", "", []
+    step, image_id = "", ""
+    tail: list[str] = []
     for chunk in stream:
         if "stream" in chunk:
             text = str(chunk["stream"])

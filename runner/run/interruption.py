@@ -151,18 +151,18 @@ def run_jobs(pipeline: RunContext, run_once: Callable[[], None]) -> None:
             if not is_interruptible(pipeline) or isinstance(exc, ResumeOverBudget):
                 raise
             try:
-                reason = interruption_reason(pipeline.provider.get(pipeline.rental.instance.id))
+                reason = interruption_reason(pipeline.provider.get(pipeline.rental.live.id))
             except ProviderError:
                 reason = None
             if reason is None:
                 raise
-            interrupted = InstanceInterrupted(pipeline.rental.instance.id, reason)
+            interrupted = InstanceInterrupted(pipeline.rental.live.id, reason)
         re_rent(pipeline, interrupted)
 
 
 def re_rent(pipeline: RunContext, exc: InstanceInterrupted) -> None:
     """Destroy and confirm the interrupted instance, then rent the next offer and wait for it."""
-    instance = pipeline.rental.instance
+    instance = pipeline.rental.live
     offer = pipeline.rental.offer
     run = next((r for r in pipeline.runs if r.outcome is None), pipeline.primary)
     job_dir = pipeline.store.job_dir(run.state.job_id)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lorarun.provider_adapters.base import Instance, InstanceStatus, Offer, Provider
 from lorarun.runner.console import err_console
-from lorarun.runner.errors import EngineFailed, Interrupted, TeardownUnconfirmed
+from lorarun.runner.errors import EngineFailed, Interrupted, PipelineError, TeardownUnconfirmed
 from lorarun.runner.job.validate import ValidatedJob
 from lorarun.runner.price import startup_timing
 from lorarun.runner.price.budget import SpendTracker
@@ -184,6 +184,8 @@ class Pipeline(RunContext):
     def _run_job(self, run: JobRun) -> None:
         """Upload and start, or — for a reattached job whose agent already runs — carry on from there."""
         transport = self.rental.transport
+        if transport is None:  # `_run_jobs` connects before any job runs
+            raise PipelineError(f"no link to instance {self.rental.live.id}")
         layout = RemoteLayout.resolve(transport, run.state.job_id)
         self.record(run, remote_dir=layout.root)
         run.timings.update(startup_timing.read(transport))

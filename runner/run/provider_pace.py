@@ -15,14 +15,20 @@ from lorarun.provider_adapters.errors import RateLimitError, TransientError
 # Seconds between two looks at one instance, at least. RunPod states a per-minute quota (60/min, providers.md
 # §2.9), which one poll per second stays under.
 MIN_POLL_S = {"vastai": 2.0}
-NOT_YET = object()  # the provider did not answer this time: ask again on the next round
+
+
+class NotYet:
+    """The provider did not answer this time: ask again on the next round (a type, so callers narrow on it)."""
+
+
+NOT_YET = NotYet()
 
 
 def boot_poll_interval(provider_name: str, wanted: float = 1.0) -> float:
     return max(wanted, MIN_POLL_S.get(provider_name, 0.0))
 
 
-def look(provider: Provider, instance_id: str) -> Instance | None | object:
+def look(provider: Provider, instance_id: str) -> Instance | None | NotYet:
     """`provider.get()`, or NOT_YET when it was rate-limited or answered a transient error."""
     try:
         return provider.get(instance_id)

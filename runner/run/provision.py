@@ -58,6 +58,7 @@ def provision(ctx: RunContext) -> None:
             env=tuple(env),
             bid_price_per_hour=None,
             registry_login=login,
+            regions=tuple(ctx.primary.job.spec.resources.regions or ()),
         )
 
     try:

@@ -18,8 +18,8 @@ def _lora_file(output_dir: Path, files: Sequence[Mapping[str, Any]]) -> Path | N
     """The final LoRA when it came home, else the newest checkpoint."""
     loras = [f for f in files if str(f.get("path", "")).endswith(".safetensors") and f.get("kind") != "sample"]
     final = [f for f in loras if f.get("kind") == "final"]
-    chosen = (final or loras[-1:] or [None])[0]
-    path = output_dir / str(chosen["path"]) if chosen else None
+    chosen = (final or loras[-1:])[:1]
+    path = output_dir / str(chosen[0]["path"]) if chosen else None
     return path if path is not None and path.is_file() else None
 
 

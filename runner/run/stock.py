@@ -65,8 +65,8 @@ def build_wheel(dest_dir: Path) -> Path:
         "Metadata-Version: 2.1",
         "Name: lorarun",
         f"Version: {version}",
-        f"Summary: {meta.get('Summary', '')}",
-        f"Requires-Python: {meta.get('Requires-Python', '>=3.11')}",
+        f"Summary: {_field(meta, 'Summary', '')}",
+        f"Requires-Python: {_field(meta, 'Requires-Python', '>=3.11')}",
     ]
     lines += [f"Provides-Extra: {e}" for e in meta.get_all("Provides-Extra") or []]
     lines += [f"Requires-Dist: {r}" for r in dist.requires or []]
@@ -116,3 +116,8 @@ printf '#!/bin/sh\\nexec %s "$@"\\n' "$PY" > /usr/local/bin/lorarun-python && ch
 for tool in lorarun-engine lorarun-agent; do [ -x "$BIN/$tool" ] && ln -sf "$BIN/$tool" /usr/local/bin/$tool; done
 /usr/local/bin/lorarun-python -c "import lorarun.image.engine.train" >&2
 echo /usr/local/bin/lorarun-python"""
+
+
+def _field(meta, key: str, default: str) -> str:
+    """A metadata field or `default` (PackageMetadata declares no `get` before Python 3.12)."""
+    return (meta[key] if key in meta else None) or default

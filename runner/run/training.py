@@ -158,7 +158,7 @@ def agent_died(ctx: RunContext, run: JobRun, transport: Transport, monitor: JobM
     check_instance_alive(ctx)  # a vanished instance explains it better
     engine_pid = (monitor.agent_status() or {}).get("engine_pid")
     err_console.print(
-        f"[red]the agent on instance {ctx.rental.instance.id} died ({why}); pulling what exists and tearing down[/]",
+        f"[red]the agent on instance {ctx.rental.live.id} died ({why}); pulling what exists and tearing down[/]",
         highlight=False,
     )
     if isinstance(engine_pid, int):
@@ -169,13 +169,13 @@ def agent_died(ctx: RunContext, run: JobRun, transport: Transport, monitor: JobM
 
 def check_instance_alive(ctx: RunContext) -> None:
     try:
-        instance = ctx.provider.get(ctx.rental.instance.id)
+        instance = ctx.provider.get(ctx.rental.live.id)
     except ProviderError:
         return  # the API is flaky; the SSH link is the real test
     interruption.check(ctx, instance)  # an interruptible machine taken back is resumed elsewhere
     if instance is None or instance.status == InstanceStatus.TERMINATED:
         raise PipelineError(
-            f"instance {ctx.rental.instance.id} vanished at {ctx.provider.name}; {fault_messages.pulled_so_far_for(ctx)}"
+            f"instance {ctx.rental.live.id} vanished at {ctx.provider.name}; {fault_messages.pulled_so_far_for(ctx)}"
         )
 
 

@@ -19,12 +19,12 @@ def wait_ready(ctx: RunContext) -> None:
     for run in ctx.runs:
         if not run.state.is_final:
             ctx.advance(run, "wait")
-    instance_id = ctx.rental.instance.id
+    instance_id = ctx.rental.live.id
     last = {"status": ""}
 
     def ready() -> Instance | None:
         instance = provider_pace.look(ctx.provider, instance_id)
-        if instance is provider_pace.NOT_YET:  # rate-limited or a 5xx: not yet, never a failed job
+        if isinstance(instance, provider_pace.NotYet):  # rate-limited or a 5xx: not yet, never a failed job
             last["status"] = "the provider asked us to slow down"
             return None
         if instance is None or instance.status == InstanceStatus.TERMINATED:
@@ -65,7 +65,7 @@ def connect_with_patience(ctx: RunContext) -> Transport:
     from lorarun.sshlink.errors import AuthenticationFailed, ConnectionLost, RemoteTimeout
 
     errors: list[str] = []
-    candidates = boot.SSHCandidates(ctx.rental.instance)  # direct first, then e.g. Vast's proxy
+    candidates = boot.SSHCandidates(ctx.rental.live)  # direct first, then e.g. Vast's proxy
 
     def attempt() -> Transport | None:
         transport = None
@@ -81,7 +81,7 @@ def connect_with_patience(ctx: RunContext) -> Transport:
             if transport is not None:
                 transport.close()  # never leave a half-open session behind on the instance
             if (switch := candidates.failed()) is not None:
-                ctx.rental.instance = boot.with_endpoint(ctx.rental.instance, switch)
+                ctx.rental.instance = boot.with_endpoint(ctx.rental.live, switch)
                 ctx.record_all(ssh_host=switch.host, ssh_port=switch.port, ssh_user=switch.username)
             return None
 

@@ -52,8 +52,8 @@ def test_caption_locally_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["--model", "wd14"], "error: --model: wd14 is not supported yet (the WD14 tagger ships as an ONNX model"),
-        (["--model", "clip"], "error: --model: unknown model 'clip'; use one of florence2, florence2-base, blip"),
+        (["--model", "clip"], "error: --model: unknown model 'clip'; use one of florence2, florence2-base, blip, wd14"),
+        (["--trigger", "two\nlines"], "error: --trigger: one short line of words"),
     ],
 )
 def test_bad_model_is_one_line(tmp_path, capsys, args, line):

@@ -71,6 +71,8 @@ def test_table_ranks_offers_by_total_cost(tmp_path, vast, capsys):
     assert "excluded" in out and "over max $/h" in out  # the A100 at $1.10/h
     assert "cheapest that fits: vastai" in out
     assert "calibration: no finished job measured yet" in out
+    # dstack's Vast floors narrowed the search (no min_reliability / min_inet_down_mbps in the job): said below
+    assert "only hosts with reliability ≥ 0.9 and ≥ 129 Mb/s down" in " ".join(out.split())
 
 
 def test_json_is_valid_and_ranked(tmp_path, vast, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -84,7 +85,7 @@ def test_create_sends_v2_body_with_count_ports_and_per_job_key(runpod, sleeper):
     assert body == {
         "name": "lorarun-9c1d",
         "image": "lorarun/trainer:1",
-        "gpu": {"id": RTX4090, "count": 1},
+        "gpu": {"id": RTX4090, "count": 1, "minCudaVersion": "12.8"},  # the image's CUDA (image/base_cuda.py)
         "cloud": "SECURE",
         "disk": 40,
         "ports": ["22/tcp"],
@@ -115,6 +116,7 @@ def test_community_pods_ask_graphql_for_a_public_ip_and_get_direct_ssh(runpod, s
         "volumeInGb": 0,
         "ports": "22/tcp",
         "supportPublicIp": True,
+        "minCudaVersion": "12.8",
         "dockerArgs": "sleep infinity",
         "env": [{"key": "LORARUN_JOB", "value": "9c1d"}, {"key": "PUBLIC_KEY", "value": PUBKEY}],
     }
@@ -488,3 +490,43 @@ def test_a_403_pool_is_skipped_by_the_offer_fallback_not_the_whole_submit(runpod
         "NVIDIA GeForce RTX 3090",
         RTX4090,
     ]
+
+
+@pytest.mark.parametrize("cloud", ["SECURE", "COMMUNITY"])
+def test_hosts_on_older_cuda_than_the_image_are_not_rented(runpod, sleeper, cloud):
+    """The create asks for the image's CUDA at least (`minCudaVersion`); where RunPod has only hosts on older
+    drivers it answers as for no capacity, and lorarun moves on to the next offer rather than renting a pod that
+    could never start the image."""
+    runpod.host_cuda = 12.4
+    with pytest.raises(NoCapacityError):
+        make(runpod, sleeper).create(offer(cloud), spec())
+    assert runpod.live_ids() == []
+    runpod.host_cuda = 12.8
+    inst = make(runpod, sleeper).create(offer(cloud), spec())
+    assert inst.id in runpod.live_ids()
+
+
+@pytest.mark.parametrize("cloud", ["SECURE", "COMMUNITY"])
+def test_a_region_filter_pins_the_create_to_the_offers_country(runpod, sleeper, cloud):
+    """resources.regions: the pod goes where the offer was found (GraphQL `countryCode`; v2 cannot pin a country),
+    not on any host of the type anywhere; where that country has no host, RunPod answers as for no capacity."""
+    p = make(runpod, sleeper)
+    offers = p.offers(ResourceRequest(gpu_names=("RTX 4090",), regions=("US",)))
+    [found] = [o for o in offers if o.id.endswith(cloud)]
+    assert found.location == "US"
+    inst = p.create(found, spec(regions=("US",)))
+    assert inst.id in runpod.live_ids() and runpod.requests_to("POST", "/v2/pods") == []
+    [call] = [r.json() for r in runpod.requests_to("POST", "/graphql") if "Deploy" in r.json()["query"]]
+    pod_input = call["variables"]["input"]
+    assert pod_input["countryCode"] == "US" and pod_input["cloudType"] == cloud
+    assert ("supportPublicIp" in pod_input) == (cloud == "COMMUNITY")  # a Secure pod always has a public IP
+    with pytest.raises(NoCapacityError):
+        p.create(dataclasses.replace(found, location="DE"), spec(regions=("DE",)))
+    assert runpod.live_ids() == [inst.id]
+
+
+def test_without_a_region_filter_nothing_is_pinned(runpod, sleeper):
+    p = make(runpod, sleeper)
+    p.create(offer("COMMUNITY"), spec())
+    [call] = [r.json() for r in runpod.requests_to("POST", "/graphql")]
+    assert "countryCode" not in call["variables"]["input"]

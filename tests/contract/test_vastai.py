@@ -67,7 +67,7 @@ def test_search_sends_documented_query_and_maps_units(vast, sleeper):
     assert o.ram_gb == pytest.approx(64.0)  # cpu_ram is MB (the Flux estimate checks host memory with it)
     # dph_total folds in 50 GB of storage at $0.20/GB/month.
     assert o.price_per_hour == pytest.approx(0.29 + 50 * 0.20 / 720, rel=1e-4)
-    assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.2
+    assert o.storage_price_gb_month == 0.0 and o.location == "Quebec, CA" and o.cuda_version == 12.8
 
 
 def test_search_regions_and_interruptible_prices_at_min_bid(vast, sleeper):
@@ -469,3 +469,28 @@ def test_base_url_from_vast_url_env(vast, sleeper, monkeypatch):
     monkeypatch.setenv("VAST_URL", vast.url)
     p = VastProvider(API_KEY, sleep=sleeper, clock=sleeper.clock)
     assert p.client.base_url == vast.url and p.offers(rtx4090())
+
+
+def test_dstacks_reliability_and_network_floors_apply_where_the_user_sets_none(vast, sleeper):
+    # A cheap host with a poor record and a slow line: dstack's floors (reliability2 >= 0.9, inet_down > 128,
+    # dstackai/dstack `backends/vastai/compute.py`) keep it out unless the user asks for less.
+    shaky = dict(vast.offers[1001], id=1099, ask_contract_id=1099, machine_id=39099, dph_base=0.05, min_bid=0.02)
+    shaky.update(reliability=0.85, reliability2=0.85, inet_down=100.0)
+    vast.offers[1099] = shaky
+    offers = make(vast, sleeper).offers(rtx4090())
+    body = vast.requests_to("POST", "/api/v0/bundles/")[-1].json()
+    assert body["reliability2"] == {"gte": 0.9} and body["inet_down"] == {"gte": 129.0}
+    assert "1099" not in [o.id for o in offers] and offers
+    mine = make(vast, sleeper).offers(rtx4090(min_reliability=0.8, min_inet_down_mbps=50))
+    body = vast.requests_to("POST", "/api/v0/bundles/")[-1].json()
+    assert body["reliability2"] == {"gte": 0.8} and body["inet_down"] == {"gte": 50}
+    assert mine[0].id == "1099"  # the cheapest, now that the user's own floors let it in
+
+
+def test_the_estimate_footnote_names_the_default_floors():
+    from lorarun.provider_adapters.vastai.adapter import floors_note
+
+    note = floors_note(0.0, 0.0)
+    assert "reliability ≥ 0.9" in note and "≥ 129 Mb/s" in note and "min_reliability" in note
+    assert "≥ 200 Mb/s" in floors_note(0.0, 200.0)
+    assert floors_note(0.95, 200.0) is None  # both set by the user: nothing of ours narrowed the search

@@ -26,7 +26,7 @@ def twenty_images(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("model", ["builtin:tiny-blip", "builtin:tiny-florence2"])
+@pytest.mark.parametrize("model", ["builtin:tiny-blip", "builtin:tiny-florence2", "builtin:tiny-wd14"])
 def test_captions_only_writes_the_missing_ones_and_records_the_model(tmp_path, model):
     data = twenty_images(tmp_path / "data")
     cfg = engine_config(tmp_path, data, dataset={"captions": "only", "caption_model": model}, device="cpu")

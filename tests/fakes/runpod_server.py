@@ -224,6 +224,10 @@ class FakeRunPod(FakeAPI):
         self._terminating: dict[str, str] = {}  # pods deleted, not yet seen gone → their registry credential
         self.interrupted: dict[str, float] = {}  # spot pods taken back → the fake's clock then (`interrupt`)
         self.clock = time.time  # the fake's clock: tests may inject one
+        # The newest CUDA its hosts' drivers run (pods report it as `cudaVersion`). A create asking more
+        # (`minCudaVersion`) finds no host: RunPod answers as for no capacity (the filter only narrows the hosts
+        # it picks from, runpod/docs `api-reference-v2/openapi.json` CreateGpuConfig.minCudaVersion).
+        self.host_cuda = 12.8
         self.spent_pod_keys: list[str] = []  # keys of terminated pods (a key outlives its pod only as a token)
         self._ports = itertools.count(40000)
 
@@ -247,6 +251,12 @@ class FakeRunPod(FakeAPI):
         with self.lock:
             pod = self.pods[pod_id]
             pod.status, pod.polls = status, 10**6
+
+    def _too_new(self, asked: dict) -> bool:
+        try:
+            return float(asked.get("minCudaVersion") or 0) > self.host_cuda
+        except (TypeError, ValueError):
+            return False
 
     def interrupt(self, pod_id: str, *, gone: bool = False) -> None:
         """RunPod takes a spot pod back: "stopped with only a 5-second warning (SIGTERM, then SIGKILL)" (RunPod's
@@ -411,7 +421,7 @@ class FakeRunPod(FakeAPI):
                 return problem(403, "access denied")
             count = int(gpu["count"])
             price = gtype["securePrice" if cloud == "SECURE" else "communityPrice"]
-            if price is None or self.capacity.get((gtype["id"], cloud), 0) < count:
+            if price is None or self.capacity.get((gtype["id"], cloud), 0) < count or self._too_new(gpu):
                 return problem(400, NO_CAPACITY)
             cost = round(price * count, 4)
             if self.balance < cost:  # on-demand needs an hour of credit (§2.8); 402 described in §2.3
@@ -509,7 +519,7 @@ class FakeRunPod(FakeAPI):
             "gpu": {"id": pod.gpu_id, "count": pod.gpu_count},
             "cloud": pod.cloud,
             "dataCenterId": "US-KS-2",
-            "cudaVersion": "12.8",
+            "cudaVersion": f"{self.host_cuda:.1f}",
             "ports": pod.ports,
             "ssh": {
                 "proxy": {
@@ -717,7 +727,11 @@ class FakeRunPod(FakeAPI):
                 ),
                 None,
             )
-            if place is None:
+            # A country asked for (`countryCode`) that has no host of the type: no capacity, as RunPod answers.
+            elsewhere = (
+                pod_input.get("countryCode") and gtype is not None and gtype["countryCode"] != pod_input["countryCode"]
+            )
+            if place is None or self._too_new(pod_input) or elsewhere:
                 return error(NO_CAPACITY)
             price = gtype["securePrice" if place == "SECURE" else "communityPrice"]
             if spot:

@@ -37,3 +37,11 @@ def test_caption_only_trains_nothing(tmp_path):
     only = _inputs(tmp_path, "  captions: only\n  caption_model: florence2\n")
     assert only.steps == 0 and only.sample_images == 0 and only.num_images == 0
     assert only.model_download_gb == caption_model("florence2").download_gb
+
+
+def test_the_wd14_tagger_is_priced_like_the_other_captioners(tmp_path):
+    base = _inputs(tmp_path / "a", "")
+    tags = _inputs(tmp_path / "b", "  captions: auto\n  caption_model: wd14\n")
+    wd14 = caption_model("wd14")
+    assert tags.caption_s == LOAD_SECONDS + 4 * wd14.seconds_per_image
+    assert tags.model_download_gb == base.model_download_gb + wd14.download_gb

@@ -61,7 +61,7 @@ def offer(**kw) -> Offer:
         reliability=0.99,
         inet_down_mbps=800.0,
         inet_up_mbps=400.0,
-        cuda_version=12.4,
+        cuda_version=12.8,
     )
     return Offer(**{**base, **kw})
 

@@ -4,6 +4,7 @@
   kohya's finetune/make_captions.py lengths (min 5, max 75 tokens), deterministic so a rerun gives the same text;
 - Florence-2 (`Florence2ForConditionalGeneration` + `Florence2Processor`, native since transformers 4.56): the
   task prompt (`<DETAILED_CAPTION>`) in, the decoded text out.
+- the WD14 tagger (`kind` wd14): Danbooru tags through onnxruntime (wd14.py).
 The weights download on the instance (the Hub's cache); the built-in tiny ones are built from configs (tiny.py).
 """
 
@@ -63,6 +64,10 @@ def load_captioner(spec: CaptionModel, device: str = "auto") -> Captioner:
     fp32."""
     import torch
 
+    if spec.kind == "wd14":  # a tagger, through onnxruntime (wd14.py)
+        from lorarun.image.engine.caption.wd14 import load_tagger
+
+        return load_tagger(spec, device)  # type: ignore[return-value]  # the same face: caption, device, model
     use_cuda = torch.cuda.is_available() and device != "cpu"
     dev = torch.device("cuda" if use_cuda else "cpu")
     dtype = torch.float16 if use_cuda else torch.float32

@@ -120,3 +120,60 @@ def _florence2(folder: Path):
     image_processor.image_seq_length = 17
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
     return Florence2ForConditionalGeneration(config), processor
+
+
+# builtin:tiny-wd14: a WD14-shaped tagger (NHWC BGR 0-255 in, one sigmoid per selected_tags.csv row out) whose tags
+# follow the image's colours, so a test can say which tags an image must get. Built with the `onnx` package (the
+# dev extra; the image does not need it) and run by onnxruntime exactly as the real model file is.
+TINY_WD14_TAGS = (  # (name, category, bias, weight on B, G, R of the mean colour in 0..1)
+    ("general", "9", 2.0, (0, 0, 0)),
+    ("sensitive", "9", -2.0, (0, 0, 0)),
+    ("questionable", "9", -3.0, (0, 0, 0)),
+    ("explicit", "9", -4.0, (0, 0, 0)),
+    ("1girl", "0", 4.0, (0, 0, 0)),  # always, p 0.98
+    ("solo", "0", 2.0, (0, 0, 0)),  # always, p 0.88
+    ("^_^", "0", 0.5, (0, 0, 0)),  # always, p 0.62: a short tag keeps its underscore
+    ("simple_background", "0", -1.0, (0, 0, 0)),  # p 0.27: under the general threshold
+    ("red_theme", "0", -6.0, (0, 0, 12)),
+    ("green_theme", "0", -6.0, (0, 12, 0)),
+    ("blue_theme", "0", -6.0, (12, 0, 0)),
+    ("hatsune_miku", "4", -6.0, (14, 0, 0)),  # a character, for blue images
+    ("tiny_(lorarun)", "4", 1.0, (0, 0, 0)),  # p 0.73: a general tag would pass, a character must not
+)
+TINY_WD14_SIZE = 32
+_tiny_wd14_folder: Path | None = None
+
+
+def build_tiny_wd14() -> Path:
+    """A folder with `model.onnx` and `selected_tags.csv`, made once per process."""
+    global _tiny_wd14_folder
+    if _tiny_wd14_folder is not None and (_tiny_wd14_folder / "model.onnx").is_file():
+        return _tiny_wd14_folder
+    try:
+        import numpy as np
+        from onnx import TensorProto, helper, numpy_helper, save
+    except ImportError:
+        raise OSError("builtin:tiny-wd14 is built with the `onnx` package (pip install onnx)") from None
+    folder = Path(tempfile.mkdtemp(prefix="lorarun-tiny-wd14-"))
+    weights = np.array([w for *_, w in TINY_WD14_TAGS], dtype=np.float32).T / 255.0  # (3, tags), input 0..255
+    bias = np.array([b for _, _, b, _ in TINY_WD14_TAGS], dtype=np.float32)
+    s = TINY_WD14_SIZE
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["mean", "weights"], ["logits_nobias"]),
+            helper.make_node("Add", ["logits_nobias", "bias"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["output"]),
+        ],
+        "tiny_wd14",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", s, s, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(TINY_WD14_TAGS)])],
+        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what every onnxruntime since 1.14 reads
+    save(model, str(folder / "model.onnx"))
+    rows = ["tag_id,name,category,count"] + [f"{i},{n},{c},1" for i, (n, c, _, _) in enumerate(TINY_WD14_TAGS)]
+    (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    _tiny_wd14_folder = folder
+    return folder
