@@ -97,7 +97,8 @@ def test_an_interrupted_rental_moves_its_unfinished_jobs(vast_cloud, tmp_path, m
 
 def test_one_engine_crash_fails_that_job_only(vast_cloud, tmp_path, monkeypatch, capsys, fault):
     fault.inject("SIGKILL to one job's engine", "that job failed with its reason, the others finish, exit 1")
-    paths = jobs(tmp_path, vast_cloud.name, ["crash", "b", "c", "d"], epochs={"crash": 3})
+    # Long enough that it is still training when the first monitor round that saw a step kills it.
+    paths = jobs(tmp_path, vast_cloud.name, ["crash", "b", "c", "d"], epochs={"crash": 60})
     killed = {}
 
     def hook(monitor):
