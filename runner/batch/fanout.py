@@ -23,6 +23,7 @@ from lorarun.runner.batch.record import BatchJob, BatchRecord, BatchStore, new_b
 from lorarun.runner.console import err_console, hidden_views, money
 from lorarun.runner.errors import EngineFailed, TeardownUnconfirmed
 from lorarun.runner.job.validate import ValidatedJob
+from lorarun.runner.price.budget import DEFAULT_STOP_RESERVE_S
 from lorarun.runner.price.estimate import Estimate
 from lorarun.runner.run.pipeline import JobRun, Pipeline, PipelineOptions, _new_state
 from lorarun.runner.run.poller import REAL_CLOCK, Clock
@@ -49,6 +50,13 @@ class RentalSlot:
     def spent(self) -> float:
         live = self.pipeline.spent() if self.pipeline is not None and self.pipeline.rental.teardown is None else 0.0
         return self.spent_before + live
+
+    def billing_per_hour(self) -> float:
+        """What this slot's live rental bills per hour now (0 before it is rented and once it is destroyed)."""
+        pipeline = self.pipeline
+        if pipeline is None or pipeline.rental.teardown is not None or pipeline.spend is None:
+            return 0.0
+        return pipeline.spend.price_per_hour + pipeline.spend.storage_per_hour
 
     @property
     def instance_id(self) -> str | None:
@@ -202,7 +210,7 @@ class BatchRun:
             )
         finally:
             slot.spent_before += pipeline.spent()
-            self._never_started(runs)
+            self.mark_not_run(runs)
             if pipeline.rental.teardown is not None and not pipeline.rental.teardown.confirmed:
                 slot.unconfirmed.append(pipeline.rental.teardown.message)
             # The failed machine is not rented again by this slot (boot.fall_back_after's rule, kept across rentals).
@@ -214,8 +222,8 @@ class BatchRun:
             ]
         return failure
 
-    def _never_started(self, runs: list[JobRun]) -> None:
-        """A stop (Ctrl-C, SIGTERM) reached the pipeline while these jobs still waited their turn: say so."""
+    def mark_not_run(self, runs: list[JobRun]) -> None:
+        """A stop (Ctrl-C, SIGTERM, `down BATCH`) reached the rental while these jobs still waited their turn: say so."""
         if not self.stop_reason:
             return
         for run in runs:
@@ -245,10 +253,14 @@ class BatchRun:
         if self.max_cost is None or self.stop_reason:
             return
         spent = self.spent()
-        if spent >= self.max_cost:
+        # As one job does (SpendTracker.over): stop while every live rental can still pull and be destroyed
+        # within the budget.
+        reserve = sum(s.billing_per_hour() for s in self.slots) * DEFAULT_STOP_RESERVE_S / 3600
+        if spent + reserve >= self.max_cost:
             self.stop(
-                f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)} for the whole batch; "
-                f"stopped cleanly with the last checkpoints"
+                f"budget reached: {money(spent)} spent of max_cost {money(self.max_cost)} for the whole batch "
+                f"(keeping enough for every rental's final pull and teardown); stopped cleanly with the last "
+                f"checkpoints"
             )
 
     def stop(self, reason: str) -> None:

@@ -156,4 +156,6 @@ def down_batch(batch_id: str, wait_seconds: float) -> None:
                 slot.reattached.run(stop=True)
             except Exception as exc:  # one rental's trouble must not keep the others billing
                 err_console.print(f"[red]rental {slot.number}: {exc}[/]", highlight=False)
+            finally:
+                batch.mark_not_run(slot.runs)  # queued behind the one training: reported as not run
     status_batch(record.batch_id)

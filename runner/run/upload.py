@@ -16,6 +16,7 @@ from lorarun.runner.remote.layout import RemoteLayout
 from lorarun.runner.run import fault_messages, stock, stock_watchdog
 from lorarun.runner.run.context import JobRun, RunContext, shell_quote
 from lorarun.runner.run.progress import transfer_bar
+from lorarun.runner.run.shared_dataset import remote_dataset_dir
 from lorarun.sshlink.sftp_io import local_files
 from lorarun.sshlink.transport import Transport
 
@@ -24,6 +25,7 @@ def upload(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     ctx.advance(run, "upload")
     spec = run.job.spec
     started = ctx.clock.now()
+    dataset = remote_dataset_dir(run.job, layout, ctx.provider.name)  # one copy per rental for the jobs that share it
     transport.run(f"mkdir -p {shell_quote(layout.output)} {shell_quote(layout.work)}", timeout=60)
     # Exactly what the scan accepted (images and the captions read for them), nothing else in the folder.
     with (
@@ -32,7 +34,7 @@ def upload(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
     ):
         report_ = transport.put_files(
             local_files((f.rel, f.path) for f in run.job.scan.files()),
-            layout.dataset,
+            dataset,
             progress=progress,
             what=str(spec.dataset_dir),
         )
@@ -49,11 +51,7 @@ def upload(ctx: RunContext, run: JobRun, transport: Transport, layout: RemoteLay
         reg_dir = layout.reg
     write_upload_manifest(ctx.store.job_dir(run.state.job_id), uploaded)
     engine_cfg = spec.engine_config(
-        job_id=run.state.job_id,
-        dataset_dir=layout.dataset,
-        reg_dir=reg_dir,
-        output_dir=layout.output,
-        work_dir=layout.work,
+        job_id=run.state.job_id, dataset_dir=dataset, reg_dir=reg_dir, output_dir=layout.output, work_dir=layout.work
     )
     base = spec.model.base
     local_model = (

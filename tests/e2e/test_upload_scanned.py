@@ -11,6 +11,7 @@ from helpers_dataset import make_dataset
 from support.cloud import tiny_job
 
 from lorarun.runner.cli.app import main
+from lorarun.runner.run.shared_dataset import SHARED_DIR
 from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
@@ -42,7 +43,8 @@ def test_only_scanned_files_reach_the_instance(vast_cloud, tmp_path, capsys):
     assert "1_linked" in err and "symbolic link" in err  # the link was reported
 
     (state,) = JobStore().all()
-    remote_dataset = vast_cloud.host.workdir(state.instance_id) / state.job_id / "dataset"
+    # A rented machine keeps one copy of a dataset for the jobs of the rental that share it (shared_dataset.py).
+    (remote_dataset,) = (vast_cloud.host.workdir(state.instance_id) / SHARED_DIR).iterdir()
     uploaded = sorted(p.relative_to(remote_dataset).as_posix() for p in remote_dataset.rglob("*") if p.is_file())
     assert uploaded == [
         "1_linked/img_000.png",
