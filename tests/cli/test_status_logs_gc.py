@@ -88,3 +88,35 @@ def test_gc_without_yes_and_without_a_terminal_refuses(lorarun_home, capsys):
     assert main(["gc", "--provider", "local"]) == 2
     assert "pass --yes" in capsys.readouterr().err
     assert (lorarun_home / "local" / "lorarun-ghost-dddddd").exists()
+
+
+def test_logs_follow_reads_the_running_instance_until_the_job_ends(lorarun_home, capsys):
+    """`logs -f` goes through the controller (runner/run/follow.py): a link to the job's instance, its new events
+    shown as they come, back when the engine says it finished."""
+    store = JobStore()
+    workdir = lorarun_home / "local" / "lorarun-delta-eeeeee"
+    state = _job(store, "delta-eeeeee", instance_id="lorarun-delta-eeeeee", remote_dir=str(workdir / "delta-eeeeee"))
+    remote_events = workdir / state.job_id / "output" / "events.jsonl"
+    remote_events.parent.mkdir(parents=True)
+    now = time.time()
+    remote_events.write_text(
+        "".join(
+            json.dumps(e) + "\n"
+            for e in (
+                {"t": now, "event": "started", "total_steps": 4},
+                {"t": now, "event": "step", "step": 3, "total_steps": 4, "loss": 0.25},
+                {"t": now, "event": "finished", "step": 4, "path": "delta.safetensors"},
+            )
+        )
+    )
+    assert main(["logs", "-f", state.job_id, "--interval", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "step" in out and "loss=0.25" in out and "finished" in out
+    assert "no running instance" not in out
+
+
+def test_logs_follow_says_when_the_instance_is_gone(lorarun_home, capsys):
+    store = JobStore()
+    state = _job(store, "eps-ffffff", instance_id="lorarun-eps-ffffff", remote_dir="/gone/eps-ffffff")
+    assert main(["logs", "-f", state.job_id]) == 0
+    assert "(the job has no running instance to follow)" in capsys.readouterr().out
