@@ -31,6 +31,7 @@ class FaultLog:
         self.expected = ""
         self.observed: list[str] = []
         self.bad_on_instance: set[str] = set()  # outputs the test spoilt on the instance itself
+        self.gone_with_instance: set[str] = set()  # job attempts whose instance the test made vanish, disk and all
 
     def inject(self, what: str, expected: str | None = None) -> None:
         """One injected fault (call once per fault: a storm of six 5xx is six)."""
@@ -50,6 +51,12 @@ class FaultLog:
 
     left_behind_by_design = False
 
+    def vanished_with(self, job_id: str) -> None:
+        """The test made this job attempt's instance vanish with its disk (a provider taking the machine back): what
+        it made and had not yet sent home went with it. The scenario must then show the job re-made on another
+        rental (its own assertions); the row says how many went with the instance instead of counting them lost."""
+        self.gone_with_instance.add(job_id)
+
     def bad_at_the_source(self, rel: str) -> None:
         """The test corrupts this output on the instance's own disk: no controller can bring home bytes that no
         longer exist anywhere, so it is reported in the row (and must be said to the user), not counted as lost."""
@@ -64,7 +71,9 @@ def _instances_alive(clouds) -> int:
     return len(alive)
 
 
-def _outputs_lost(home: Path, spoilt_on_instance: frozenset[str] = frozenset()) -> int:
+def _outputs_lost(
+    home: Path, spoilt_on_instance: frozenset[str] = frozenset(), skip_jobs: frozenset[str] = frozenset()
+) -> int:
     """Outputs the engine announced (events the controller pulled) that are not in the output folder intact, less
     those the test itself spoilt on the instance's disk."""
     from lorarun.sshlink.sftp_io import sha256_file
@@ -74,6 +83,8 @@ def _outputs_lost(home: Path, spoilt_on_instance: frozenset[str] = frozenset()) 
     if not jobs.is_dir():
         return 0
     for job_dir in jobs.iterdir():
+        if job_dir.name in skip_jobs:
+            continue
         events = job_dir / "events.jsonl"
         state = job_dir / "state.json"
         if not events.is_file() or not state.is_file():
@@ -110,7 +121,12 @@ def fault(request):
     if folder is None:
         return
     observed = "; ".join(log.observed) or ("as expected" if report is not None and report.passed else "-")
-    lost = _outputs_lost(Path(home), frozenset(log.bad_on_instance))
+    lost = _outputs_lost(Path(home), frozenset(log.bad_on_instance), frozenset(log.gone_with_instance))
+    if log.gone_with_instance:
+        gone = _outputs_lost(Path(home), frozenset(log.bad_on_instance)) - lost
+        observed += (
+            f"; {gone} output(s) went with the vanished instance before they could be pulled (re-made elsewhere)"
+        )
     if log.bad_on_instance:
         observed += f"; {len(log.bad_on_instance)} output(s) corrupted on the instance by the test (said, not lost)"
     if lost and log.left_behind_by_design:

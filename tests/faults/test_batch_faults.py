@@ -87,6 +87,7 @@ def test_an_interrupted_rental_moves_its_unfinished_jobs(vast_cloud, tmp_path, m
     moved = record.job(hit["job"])
     assert len(moved.attempts) == 2  # a new attempt on a replacement rental
     first = JobStore().load(moved.attempts[0])
+    fault.vanished_with(first.job_id)  # its unpulled checkpoints went with the instance; the job was re-made (done)
     # The loss is seen by whichever comes first: the provider's answer (vanished) or the SSH link (lost).
     assert first.phase == "failed" and ("vanished" in first.message or "lost" in first.message), first.message
     assert first.instance_id == hit["instance"]
