@@ -13,7 +13,7 @@ destroyed, the rentals up side by side, the dataset uploaded once per rental); t
 On a laptop-sized CPU the three "instances" share the same cores, so each trains slower than it would alone and
 the ratio says more about the CPU than about the packing: read it with the CPU count printed beside it. The
 packing's own guarantee (longest first onto the least-loaded rental: within 4/3 of the best possible, and the
-long job alone when it dominates) is checked in tests/unit/test_batch_packing.py.
+long job alone when it dominates) is checked in tests/runner/batch/test_batch_packing.py.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)  # so `fakes`, `support` import the same way from every test folder
 
+# The SSH fixtures (a real sshd on a loopback port, a fake instance host, transports to them) for every folder that
+# needs one: tests/sshlink, tests/runner/remote, tests/provider_adapters (the ssh provider) and the suites.
+from support.fixtures import *  # noqa: E402, F403
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
