@@ -54,7 +54,14 @@ def _loopback_only(monkeypatch):
 def lorarun_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("lorarun-home")
     monkeypatch.setenv("LORARUN_HOME", str(home))
-    for var in ("VAST_API_KEY", "RUNPOD_API_KEY", "VAST_URL", "LORARUN_TEST_HOLD", "LORARUN_TEST_HOLD_DIR"):
+    for var in (
+        "VAST_API_KEY",
+        "RUNPOD_API_KEY",
+        "VAST_URL",
+        "LORARUN_TEST_HOLD",
+        "LORARUN_TEST_HOLD_DIR",
+        "LORARUN_TEST_STEP_SECONDS",  # image/step_pacing.py: only a test that means it paces an engine
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub ids are checked against the cache only; tests use a fake hub
     monkeypatch.setenv("LORARUN_CONFIG", str(home / "user-config.toml"))  # never the developer's own defaults
