@@ -13,6 +13,10 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)  # so `fakes`, `support` import the same way from every test folder
 
+# The SSH fixtures (a real sshd on a loopback port, a fake instance host, transports to them) for every folder that
+# needs one: tests/sshlink, tests/runner/remote, tests/provider_adapters (the ssh provider) and the suites.
+from support.fixtures import *  # noqa: E402, F403
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
@@ -50,7 +54,14 @@ def _loopback_only(monkeypatch):
 def lorarun_home(tmp_path_factory, monkeypatch) -> Path:
     home = tmp_path_factory.mktemp("lorarun-home")
     monkeypatch.setenv("LORARUN_HOME", str(home))
-    for var in ("VAST_API_KEY", "RUNPOD_API_KEY", "VAST_URL", "LORARUN_TEST_HOLD", "LORARUN_TEST_HOLD_DIR"):
+    for var in (
+        "VAST_API_KEY",
+        "RUNPOD_API_KEY",
+        "VAST_URL",
+        "LORARUN_TEST_HOLD",
+        "LORARUN_TEST_HOLD_DIR",
+        "LORARUN_TEST_STEP_SECONDS",  # image/step_pacing.py: only a test that means it paces an engine
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub ids are checked against the cache only; tests use a fake hub
     monkeypatch.setenv("LORARUN_CONFIG", str(home / "user-config.toml"))  # never the developer's own defaults

@@ -36,6 +36,7 @@ from lorarun.image.engine.stop import STOP_CHECK_EVERY, LossNotFinite, StopFlag,
 from lorarun.image.engine.trainer_caching import TrainerCaching
 from lorarun.image.engine.trainer_outputs import TrainerOutputs
 from lorarun.image.engine_config import EngineConfig
+from lorarun.image.step_pacing import StepPacer
 
 
 class Trainer(TrainerCaching, TrainerOutputs):
@@ -243,6 +244,9 @@ class Trainer(TrainerCaching, TrainerOutputs):
         self.last_report_step = self.global_step
         self.position = (start_epoch, start_batch)
         first_report = True
+        pacer = StepPacer.from_env()  # tests only (image/step_pacing.py): a simulated GPU's step time
+        if pacer:
+            pacer.begin()
         for epoch in range(start_epoch, self.epochs):
             if self.global_step >= self.total_steps:
                 break
@@ -287,6 +291,8 @@ class Trainer(TrainerCaching, TrainerOutputs):
                 if t.scale_weight_norms:  # kohya: after the optimizer step, on the LoRA weights
                     apply_max_norm_regularization([m for _, m in self._lora_modules()], t.scale_weight_norms)
                 self.global_step += 1
+                if pacer:
+                    pacer.step_done()
                 self.step_losses.end_step()
                 done = self.global_step >= self.total_steps
                 if first_report or done or time.monotonic() - self.last_report >= self.interval:
@@ -320,6 +326,8 @@ class Trainer(TrainerCaching, TrainerOutputs):
             if every and finished_epoch % every == 0 and self.cfg.sample.prompts:
                 self._samples(f"e{finished_epoch:06d}")
         self.final_epoch = min(self.epochs, max(self.position[0] + 1, 1))
+        if pacer:
+            self.events.emit("step_pacing", **pacer.summary())
 
     def loss(self, batch: data.Batch) -> torch.Tensor:
         """One micro-batch: conditioning (cached, or encoded now), then the shared step math."""

@@ -1,6 +1,8 @@
 """`lorarun submit JOB... --rentals N`: eight jobs over three rentals side by side on the fake Vast.ai API (real
 sshd instances, the real engine on CPU): every LoRA home and verified, every instance destroyed and confirmed gone.
-The wall-time ratio (batch ÷ longest job) is measured by bench/batch_wall.py, never asserted here."""
+The wall-time ratio (batch ÷ the longest job alone) is measured by bench/batch_wall.py, never asserted here: the
+bench runs both tests of this file in one process, with the fake instances' steps paced to a simulated GPU's step
+time (image/step_pacing.py), and reads the walls each run writes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import pytest
 from support.batch_jobs import assert_dataset_uploaded_once_per_rental, assert_home_and_verified, batch_job
 
+from lorarun.image.step_pacing import PACE_ENV
 from lorarun.runner.batch.record import BatchStore
 from lorarun.runner.cli.app import main
 from lorarun.runner.state import JobStore
@@ -17,17 +20,34 @@ from lorarun.runner.state import JobStore
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
+WALL_ENV = "LORARUN_BENCH_BATCH_WALL"  # bench/batch_wall.py: the folder each test writes its measurements to
+STEP_ENV = "LORARUN_BENCH_STEP_SECONDS"  # bench/batch_wall.py: the simulated GPU step time for the fake instances
+
+
+def paced(cloud) -> float:
+    """The bench's step time goes into every fake instance's environment (never the job file); 0: unpaced."""
+    seconds = float(os.environ.get(STEP_ENV) or 0)
+    if seconds > 0:
+        cloud.host.extra_env[PACE_ENV] = str(seconds)
+    return seconds
+
+
+def long_job(tmp_path, provider):
+    """The batch's longest job: four epochs where the others train one."""
+    return batch_job(tmp_path / "long", "long", provider, epochs=4, data=tmp_path / "data")
+
 
 def eight_jobs(tmp_path, provider):
     """One long job and seven short ones, all on one dataset folder: packed longest first, the long one has a
     rental to itself, and each rental uploads the shared dataset once."""
     data = tmp_path / "data"
-    jobs = [batch_job(tmp_path / "long", "long", provider, epochs=4, data=data)]
+    jobs = [long_job(tmp_path, provider)]
     jobs += [batch_job(tmp_path / f"s{n}", f"short{n}", provider, data=data) for n in range(7)]
     return jobs
 
 
 def test_eight_jobs_over_three_rentals(vast_cloud, tmp_path, capsys):
+    step_s = paced(vast_cloud)
     jobs = eight_jobs(tmp_path, vast_cloud.name)
     code = main(["submit", *map(str, jobs), "--rentals", "3", "--yes"])
     captured = capsys.readouterr()
@@ -56,12 +76,30 @@ def test_eight_jobs_over_three_rentals(vast_cloud, tmp_path, capsys):
     assert all(f">{s.name}<" in html for s in states)
     assert_dataset_uploaded_once_per_rental(vast_cloud, tmp_path / "data", states)
     assert_rentals_ran_side_by_side(states)
-    if out := os.environ.get(WALL_ENV):  # bench/batch_wall.py: the ratio it reports, measured on this very run
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump(wall_measurements(record, states), f, indent=1)
+    write_measurements("batch", record, states, step_s)
 
 
-WALL_ENV = "LORARUN_BENCH_BATCH_WALL"
+@pytest.mark.skipif(not os.environ.get(WALL_ENV), reason="bench/batch_wall.py's baseline only (one job, one rental)")
+def test_longest_job_alone(vast_cloud, tmp_path, capsys):
+    """The bench's baseline: the batch's longest job as a batch of its own, on one rental, paced the same way."""
+    step_s = paced(vast_cloud)
+    code = main(["submit", str(long_job(tmp_path, vast_cloud.name)), "--rentals", "3", "--yes"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    (record,) = BatchStore().all()
+    assert record.rentals == 1 and [j.name for j in record.jobs] == ["long"]
+    (state,) = BatchStore().states(record)
+    assert state.phase == "done" and state.instance_destroyed, state.message
+    assert_home_and_verified(tmp_path, state)
+    assert vast_cloud.instance_ids() == [] and not vast_cloud.host.alive(state.instance_id)
+    write_measurements("alone", record, [state], step_s)
+
+
+def write_measurements(name: str, record, states, step_s: float) -> None:
+    """For bench/batch_wall.py (only when it runs this file): what this very run measured, from the jobs' records."""
+    if folder := os.environ.get(WALL_ENV):
+        with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
+            json.dump({**wall_measurements(record, states), "step_seconds": step_s}, f, indent=1)
 
 
 def assert_rentals_ran_side_by_side(states):
@@ -77,32 +115,49 @@ def assert_rentals_ran_side_by_side(states):
 
 
 def wall_measurements(record, states) -> dict:
-    """From the jobs' own phase times. The batch's wall: its first job created → its last job ended. A job alone:
-    its rental's start-up (the rental's first job created → its upload) plus its own turn on the rental (its
-    upload → the next job's upload there, or the rental's teardown): what it would take on a rental of its own."""
-    batch_start = min(s.history[0][1] for s in states)
-    batch_end = max(s.history[-1][1] for s in states)
+    """From the jobs' own phase times (seconds since the run's first job was created). The run's wall: its first job
+    created → its last job ended (its instance destroyed). Per job: its phases and, as the older estimate of a job
+    on a rental of its own, its `turn_s`: its rental's start-up (first job created → its upload) plus its own turn
+    there (its upload → the next job's upload, or the teardown). Per rental: when it was up and when it ended."""
+    start = min(s.history[0][1] for s in states)
     by_name = {s.name: s for s in states}
 
     def first(state, phase):
         return next(at for p, at in state.history if p == phase)
 
-    alone = {}
+    jobs, rentals = {}, {}
     for rental in sorted({j.rental for j in record.jobs}):
-        on_it = [by_name[j.name] for j in record.jobs if j.rental == rental]
-        on_it.sort(key=lambda s: first(s, "upload"))
+        on_it = sorted((by_name[j.name] for j in record.jobs if j.rental == rental), key=lambda s: first(s, "upload"))
         startup = first(on_it[0], "upload") - on_it[0].history[0][1]
         for k, state in enumerate(on_it):
             end = first(on_it[k + 1], "upload") if k + 1 < len(on_it) else first(state, "teardown")
-            alone[state.name] = startup + end - first(state, "upload")
-    longest = max(alone, key=alone.get)
-    wall = batch_end - batch_start
-    return {
-        "batch_wall_s": round(wall, 2),
-        "longest_job": longest,
-        "longest_job_s": round(alone[longest], 2),
-        "ratio": round(wall / alone[longest], 3),
-        "rentals": {
-            str(r): [j.name for j in record.jobs if j.rental == r] for r in sorted({j.rental for j in record.jobs})
-        },
-    }
+            jobs[state.name] = {
+                "rental": rental,
+                "phases": phase_seconds(state),
+                "training": [round(first(state, "monitor") - start, 2), round(first(state, "finish") - start, 2)],
+                "turn_s": round(startup + end - first(state, "upload"), 2),
+                "pacing": pacing_summary(state),
+            }
+        rentals[str(rental)] = {
+            "jobs": [s.name for s in on_it],
+            "up_s": round(first(on_it[0], "upload") - start, 2),
+            "end_s": round(max(s.history[-1][1] for s in on_it) - start, 2),
+        }
+    return {"wall_s": round(max(s.history[-1][1] for s in states) - start, 2), "rentals": rentals, "jobs": jobs}
+
+
+def phase_seconds(state) -> dict[str, float]:
+    """How long each of the job's phases took (a phase repeated, e.g. after a fallback, adds up)."""
+    spans: dict[str, float] = {}
+    for (phase, at), (_, then) in zip(state.history, state.history[1:]):
+        spans[phase] = round(spans.get(phase, 0.0) + then - at, 2)
+    return spans
+
+
+def pacing_summary(state) -> dict | None:
+    """The engine's `step_pacing` event (image/step_pacing.py): how much of each paced step was real CPU work."""
+    events = JobStore().job_dir(state.job_id) / "events.jsonl"
+    for line in events.read_text(encoding="utf-8").splitlines() if events.exists() else ():
+        if '"step_pacing"' in line:
+            return json.loads(line)
+    return None
