@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .engine_helpers import NO_GRID, RESUME_TRAINING, engine_config, run_engine, write_config
 from .make_dataset import make_dataset
 
 
@@ -27,3 +28,15 @@ def asset_cache(tmp_path_factory) -> Path:
     path = Path(os.environ.get("LORARUN_ASSET_CACHE") or tmp_path_factory.mktemp("assets"))
     os.environ["LORARUN_ASSET_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tmp_path_factory, dataset, asset_cache) -> Path:
+    """The output folder of one uninterrupted engine run of the resume tests' job (RESUME_TRAINING), the run every
+    killed-and-resumed run must match bit for bit. One run per test process serves test_resume.py,
+    test_resume_anywhere.py and test_resume_every_n_steps.py: each used to make its own run of this same config
+    (same seed, same data), and the tests only read its files."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    result = run_engine(write_config(tmp, engine_config(tmp, dataset, training=RESUME_TRAINING, sample=NO_GRID)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return tmp / "out"

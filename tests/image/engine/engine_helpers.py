@@ -52,6 +52,12 @@ def engine_config(
     return cfg
 
 
+# The resume tests' job: 4 epochs of 3 steps on the session dataset, a checkpoint each epoch, the text encoder frozen,
+# no grid. Every resumed run of it must end bit-identical to one uninterrupted run (conftest.py `uninterrupted_run`).
+RESUME_TRAINING = {"max_train_epochs": 4, "save_every_n_epochs": 1, "text_encoder_lr": 0}
+NO_GRID = {"grid_strengths": []}
+
+
 def write_config(tmp_path: Path, cfg: dict) -> Path:
     path = tmp_path / "engine_config.json"
     path.write_text(json.dumps(cfg))

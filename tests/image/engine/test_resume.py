@@ -11,10 +11,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, run_engine, write_config  # noqa: E402
+from .engine_helpers import (  # noqa: E402
+    NO_GRID,
+    RESUME_TRAINING,
+    engine_cmd,
+    engine_config,
+    engine_env,
+    read_events,
+    run_engine,
+    write_config,
+)
 
-TRAINING = {"max_train_epochs": 4, "save_every_n_epochs": 1, "text_encoder_lr": 0}
-NO_GRID = {"grid_strengths": []}
+TRAINING = RESUME_TRAINING
 
 
 def _wait_for(proc, out, predicate, timeout=90):
@@ -36,16 +44,7 @@ def _tensors(path):
     return load_file(str(path))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, dataset, asset_cache):
-    """An uninterrupted run of the same job."""
-    tmp = tmp_path_factory.mktemp("ref")
-    result = run_engine(write_config(tmp, engine_config(tmp, dataset, training=TRAINING, sample=NO_GRID)))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return tmp / "out"
-
-
-def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, reference):
+def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, uninterrupted_run):
     config = write_config(tmp_path, engine_config(tmp_path, dataset, training=TRAINING, sample=NO_GRID))
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -75,13 +74,13 @@ def test_sigkill_then_restart_continues_from_last_checkpoint(tmp_path, dataset, 
         "tiny.safetensors",
     ]
     # Reproducible: the resumed run ends with the uninterrupted run's weights.
-    ours, ref = _tensors(out / "tiny.safetensors"), _tensors(reference / "tiny.safetensors")
+    ours, ref = _tensors(out / "tiny.safetensors"), _tensors(uninterrupted_run / "tiny.safetensors")
     assert ours.keys() == ref.keys()
     for key in ref:
         assert torch.equal(ours[key], ref[key]), key
 
 
-def test_sigterm_saves_state_and_stops_cleanly_then_resumes_mid_epoch(tmp_path, dataset, reference):
+def test_sigterm_saves_state_and_stops_cleanly_then_resumes_mid_epoch(tmp_path, dataset, uninterrupted_run):
     config = write_config(tmp_path, engine_config(tmp_path, dataset, training=TRAINING, sample=NO_GRID))
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -105,7 +104,7 @@ def test_sigterm_saves_state_and_stops_cleanly_then_resumes_mid_epoch(tmp_path, 
     restart = max(i for i, e in enumerate(events) if e["event"] == "started")
     steps = [e["step"] for e in events[restart:] if e["event"] == "step"]
     assert steps[0] == stopped_at + 1 and steps[-1] == 12
-    ours, ref = _tensors(out / "tiny.safetensors"), _tensors(reference / "tiny.safetensors")
+    ours, ref = _tensors(out / "tiny.safetensors"), _tensors(uninterrupted_run / "tiny.safetensors")
     for key in ref:
         assert torch.equal(ours[key], ref[key]), key
 

@@ -34,15 +34,7 @@ def _machine(root, dataset):
     return layout, write_config(root / "job", cfg)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, dataset, asset_cache):
-    tmp = tmp_path_factory.mktemp("ref-anywhere")
-    result = run_engine(write_config(tmp, engine_config(tmp, dataset, training=TRAINING, sample=NO_GRID)))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return tmp / "out"
-
-
-def test_a_run_killed_on_one_machine_ends_bit_identical_on_another(tmp_path, dataset, reference):
+def test_a_run_killed_on_one_machine_ends_bit_identical_on_another(tmp_path, dataset, uninterrupted_run):
     home = tmp_path / "laptop"
     home.mkdir()
     first, first_config = _machine(tmp_path / "machine-a", dataset)
@@ -83,7 +75,7 @@ def test_a_run_killed_on_one_machine_ends_bit_identical_on_another(tmp_path, dat
     assert events[restart]["resume_from_step"] == saved  # the state was accepted: same run, other paths
     steps = [e["step"] for e in events[restart:] if e["event"] == "step"]
     assert steps[0] == saved + 1 and steps[-1] == events[restart]["total_steps"]
-    ours, ref = _tensors(second.output + "/tiny.safetensors"), _tensors(reference / "tiny.safetensors")
+    ours, ref = _tensors(second.output + "/tiny.safetensors"), _tensors(uninterrupted_run / "tiny.safetensors")
     assert ours.keys() == ref.keys()
     for key in ref:
         assert torch.equal(ours[key], ref[key]), key

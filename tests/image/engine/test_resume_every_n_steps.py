@@ -14,12 +14,19 @@ from support.holds import HoldPoints
 
 torch = pytest.importorskip("torch")
 
-from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, run_engine, write_config  # noqa: E402
+from .engine_helpers import (  # noqa: E402
+    NO_GRID,
+    RESUME_TRAINING,
+    engine_cmd,
+    engine_config,
+    engine_env,
+    read_events,
+    run_engine,
+    write_config,
+)
 
 # 4 epochs of 3 steps: step 4 is mid-epoch 2 (epoch 1 ends at step 3).
-PLAIN = {"max_train_epochs": 4, "save_every_n_epochs": 1, "text_encoder_lr": 0}
-BY_STEPS = {**PLAIN, "save_every_n_steps": 2}
-NO_GRID = {"grid_strengths": []}
+BY_STEPS = {**RESUME_TRAINING, "save_every_n_steps": 2}  # the uninterrupted run (conftest.py) never saves by steps
 
 
 def _tensors(path):
@@ -28,12 +35,7 @@ def _tensors(path):
     return load_file(str(path))
 
 
-def test_killed_after_a_step_save_resumes_there_bit_identically(tmp_path, dataset, asset_cache):
-    reference = tmp_path / "ref"
-    reference.mkdir()
-    ref = run_engine(write_config(reference, engine_config(reference, dataset, training=PLAIN, sample=NO_GRID)))
-    assert ref.returncode == 0, ref.stderr[-2000:]
-
+def test_killed_after_a_step_save_resumes_there_bit_identically(tmp_path, dataset, uninterrupted_run):
     run = tmp_path / "run"
     run.mkdir()
     config = write_config(run, engine_config(run, dataset, training=BY_STEPS, sample=NO_GRID))
@@ -78,7 +80,7 @@ def test_killed_after_a_step_save_resumes_there_bit_identically(tmp_path, datase
         "tiny.safetensors",
     ]
     # Bit-identical to the run that never stopped (and never saved by steps): saving perturbs nothing.
-    ours, theirs = _tensors(out / "tiny.safetensors"), _tensors(reference / "out" / "tiny.safetensors")
+    ours, theirs = _tensors(out / "tiny.safetensors"), _tensors(uninterrupted_run / "tiny.safetensors")
     assert ours.keys() == theirs.keys()
     for key in theirs:
         assert torch.equal(ours[key], theirs[key]), key
