@@ -178,7 +178,7 @@ class TrainingConfig:
     max_data_loader_n_workers: int = 2
     channels_last: bool = False  # NHWC UNet on CUDA; measure before turning on (engine.md §2.1: no clear win)
     # The fast step (image/engine/fast/): "auto" = on for one CUDA process with bf16, "on" = also on the CPU,
-    # "off" = the plain diffusers+peft step. Same math either way (tests/engine/test_fast_step.py).
+    # "off" = the plain diffusers+peft step. Same math either way (tests/image/engine/test_fast_step.py).
     fast_step: str = "auto"
     fast_step_off: tuple[str, ...] = ()  # levers of FAST_STEP_LEVERS to leave out
     # --- kohya options that change training (names, defaults and meaning as sd-scripts; see image/engine/step.py,

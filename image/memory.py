@@ -33,7 +33,7 @@ class FamilyMemory:
     source: str
 
 
-# Fitted so that the formula reproduces baselines.md within a few percent (see tests/unit/test_memory.py).
+# Fitted so that the formula reproduces baselines.md within a few percent (see tests/image/test_memory.py).
 FAMILIES: dict[str, FamilyMemory] = {
     "sd15": FamilyMemory(
         # (12.1 - 3.1) / 7 samples = 1.286 GiB per 512² sample (0.262 MP) → 4.905 GiB/MP;

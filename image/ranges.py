@@ -6,7 +6,7 @@ in a misleading "no offers matched". Checks are written so that NaN and infinity
 False for NaN; every value is also tested with `math.isfinite`).
 
 Keys are `<section>.<field>` of the job spec (the kohya TOML maps onto the same fields). A new numeric field gets a
-row here; `tests/unit/test_ranges.py` fails for a numeric spec field without one. Tuples (resolution, grid seeds)
+row here; `tests/image/test_ranges.py` fails for a numeric spec field without one. Tuples (resolution, grid seeds)
 are checked element by element. Torch-free: the laptop and the engine import it.
 """
 

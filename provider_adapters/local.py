@@ -121,8 +121,20 @@ def _kill_group(pid_file: Path) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            _reap(pid)
             try:
                 os.killpg(pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.1)
+
+
+def _reap(pid: int) -> None:
+    """The agent started by this very process (the local transport's detached start) is our child: once it exits it
+    stays a zombie until waited for, and a zombie still answers `killpg(pid, 0)`, so the loop above would wait out
+    its full 10 s + 2 s on an agent that ended at once. An agent of an earlier controller is not our child: nothing
+    to reap."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

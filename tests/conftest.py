@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +13,16 @@ import pytest
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)  # so `fakes`, `support` import the same way from every test folder
+
+# The SSH fixtures (a real sshd on a loopback port, a fake instance host, transports to them) for every folder that
+# needs one: tests/sshlink, tests/runner/remote, tests/provider_adapters (the ssh provider) and the suites.
+from support.fixtures import *  # noqa: E402, F403
+
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup, some CI runners) inherits SIGINT
+# ignored, and Python then never raises KeyboardInterrupt. The Ctrl-C scenarios send SIGINT to the test's own
+# process and expect the controller's handling of it; give them Python's default, whoever started the suite.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -80,5 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     return train(cfg, step_event_interval_s=args.step_event_interval)
 
 
+def exit_now(code: int) -> None:
+    """End the process once `main` has returned: everything the engine writes (events, LoRA files, resume state) is
+    closed by then. The interpreter's own teardown of torch, diffusers, transformers and peft module state takes
+    1.5-2.5 s on a CPU (measured: an engine that only imports them exits in 0.02 s this way), time a rental is
+    billed for and every engine test waits through. The exit handlers still run (logging flushes, torch's library
+    cleanup); with a thread of ours still working, the normal exit joins it instead."""
+    import atexit
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -1,6 +1,6 @@
 """ModelSpec keys sd-scripts writes that lorarun's base metadata (save.py) did not, checked against sd-scripts'
 own writer (library/sai_model_spec.py `build_metadata_dataclass`, train_util `get_sai_model_spec_dataclass`,
-commit 10bfcb9a; tests/engine/sai_model_spec_reference.py transcribes it):
+commit 10bfcb9a; tests/image/engine/sai_model_spec_reference.py transcribes it):
 
 - `modelspec.trigger_phrase` (kohya's `--metadata_trigger_phrase`): the words that call the LoRA up. lorarun knows
   them: the caption trigger when captions were made with one, else each kohya folder's class tokens

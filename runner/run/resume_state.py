@@ -2,7 +2,7 @@
 
 The engine saves, with every checkpoint, a complete resume state under `<work>/state/step-N/` (LoRA weights,
 optimizer, scheduler, each rank's RNG, the step/epoch/batch position) and names the newest in `state/latest.json`
-(image/engine/state.py). A run restarted on that state continues bit-identically (tests/engine/test_resume.py).
+(image/engine/state.py). A run restarted on that state continues bit-identically (tests/image/engine/test_resume.py).
 When the provider takes an interruptible machine back, its disk goes with it; so the laptop keeps the newest state
 (`<job dir>/resume/`), and the next rental gets it back together with the events so far and the last checkpoint.
 At most one save interval of training is lost.

@@ -2,7 +2,7 @@
 
 Every test here is marked `container`: left out of `make test` (pyproject addopts), run by `make test-container`
 from .ci/run after the fast suite. Without a Docker engine they skip with the reason; the static Dockerfile checks
-(tests/unit/test_dockerfile_static.py) still run in the fast suite."""
+(tests/runner/run/test_dockerfile_static.py) still run in the fast suite."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ name: {name}
 model: {{base: "builtin:tiny-sd15"}}
 dataset: {{path: data, resolution: 64, min_bucket_reso: 32, max_bucket_reso: 128, bucket_reso_steps: 16}}
 training: {{epochs: 1, batch_size: 2, network_dim: 4, network_alpha: 2, optimizer: AdamW, mixed_precision: "no"}}
-sample: {{prompts: []}}
+sample: {{prompts: [], steps: 2}}
 resources: {{provider: {provider}, disk_gb: 20}}
 output: {{dir: out, name: {name}}}
 """)

@@ -17,13 +17,23 @@ from support.interrupter import Interrupter, patch_monitor
 from support.shared_clock import share_clock
 
 from lorarun.runner.cli.app import main
+from lorarun.runner.run import connect
 from lorarun.runner.run.interruption import DETECT_WITHIN_S, read_log
 from lorarun.runner.state import JobStore
+from lorarun.sshlink.session import RetryPolicy
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 EPOCHS = 10  # 2 steps an epoch, a checkpoint (and resume state) each epoch
+
+
+@pytest.fixture(autouse=True)
+def _quick_reconnects(monkeypatch):
+    """The link to a taken-back instance drops for good; the session's reconnect attempts (as many as in production)
+    wait 0.2-1 s apart instead of 1+2+4+8+16 s, which was 31 s of each interruption's wall time. The reconnect is
+    not what is under test here (tests/faults/test_interruptions.py shortens it the same way)."""
+    monkeypatch.setattr(connect, "SSH_RETRY", RetryPolicy(attempts=6, base_delay=0.2, factor=2.0, max_delay=1.0))
 
 
 def _events(job_dir):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from fakes.webhook_server import FakeWebhook
-from support.cloud import tiny_job
+from support.cloud import tiny_job, with_sample
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.run.monitor import JobMonitor
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def _with_notify(job, url: str, fmt: str = "json", sample: str = "") -> None:
-    text = job.read_text(encoding="utf-8")
     if sample:
-        text = text.replace("sample:\n  prompts: []\n", sample)
+        with_sample(job, sample)
+    text = job.read_text(encoding="utf-8")
     job.write_text(text + f"notify:\n  webhook: {url}\n  format: {fmt}\n", encoding="utf-8")
 
 

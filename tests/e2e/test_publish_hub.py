@@ -9,7 +9,7 @@ import os
 
 import pytest
 from fakes.hub_server import USER, VALID_TOKEN, FakeHub, point_the_client_at
-from support.cloud import tiny_job
+from support.cloud import tiny_job, with_sample
 
 from lorarun.provider_adapters.user_files import lorarun_home
 from lorarun.runner.cli.app import main
@@ -35,7 +35,8 @@ def _error_lines(err: str) -> list[str]:
 
 def test_publish_after_a_job_and_by_command(vast_cloud, hub, tmp_path, capsys, monkeypatch):
     job = tiny_job(tmp_path, "vastai", epochs=1)
-    text = job.read_text(encoding="utf-8").replace("sample:\n  prompts: []\n", SAMPLE)
+    with_sample(job, SAMPLE)
+    text = job.read_text(encoding="utf-8")
     job.write_text(text.replace("  name: e2e_lora\n", f"  name: e2e_lora\n  hub: {USER}/e2e-lora\n"), encoding="utf-8")
 
     # A wrong token: one line, exit 2, nothing rented.

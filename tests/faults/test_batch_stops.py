@@ -6,6 +6,7 @@ controller's `training` hold point)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,35 @@ def assert_nothing_billing(cloud):
 
 def saved(tmp_path, name) -> list[str]:
     return sorted(p.name for p in (tmp_path / name / "out").glob(f"{name}*.safetensors"))
+
+
+def wait_until_training(names: tuple[str, ...], proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Until each named job has a step event at home: its engine has trained, so a stop has something to save.
+    "phase monitor" is not enough: a job can be in it while its engine still loads the model, and a stop then has
+    nothing to save (on a loaded machine that is where the second rental often is when the first one holds). The
+    condition only ever turns true, so there is no window to miss."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = {s.name: s for s in JobStore().all()}
+        waiting = [n for n in names if not (n in jobs and _has_a_step(JobStore().job_dir(jobs[n].job_id)))]
+        if not waiting:
+            return
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"{waiting} never trained"
+        time.sleep(0.2)
+
+
+def _has_a_step(job_dir) -> bool:
+    events = job_dir / "events.jsonl"
+    lines = events.read_text(errors="replace").splitlines() if events.is_file() else []
+    return any(_event(line) == "step" for line in lines)
+
+
+def _event(line: str) -> str | None:
+    try:
+        return json.loads(line).get("event")
+    except ValueError:  # the last line may be half written
+        return None
 
 
 def queued_job(record, running: set[str]) -> str:
@@ -104,9 +134,7 @@ def test_down_batch_after_its_controller_died_stops_all_of_it(vast_cloud, tmp_pa
     )
     try:
         holds.wait_reached("training", proc)  # one rental has a step home; wait for the other to train too
-        deadline = time.monotonic() + 240
-        while sum(s.phase == "monitor" for s in JobStore().all()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until_training(("a", "b"), proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -146,10 +174,7 @@ def test_down_batch_while_its_controller_runs_stops_all_of_it(vast_cloud, tmp_pa
     down = None
     try:
         holds.wait_reached("training", submit)
-        deadline = time.monotonic() + 240  # the other rental trains too (its own monitor is not held)
-        while sum(s.phase == "monitor" for s in JobStore().all()) < 2 and time.monotonic() < deadline:
-            assert submit.poll() is None, submit.stderr.read().decode(errors="replace")[-3000:]
-            time.sleep(0.2)
+        wait_until_training(("a", "b"), submit)  # the other rental trains too (its own monitor is not held)
         record, states = the_batch()
         assert sorted(s.phase for s in states.values()).count("monitor") == 2, {n: s.phase for n, s in states.items()}
         down = subprocess.Popen(

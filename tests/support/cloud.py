@@ -70,6 +70,11 @@ def runpod_cloud(tmp_path, monkeypatch):
         yield c
 
 
+# Sampling steps of the grid in a tiny job, when set (tests/e2e/conftest.py sets 2: the same grid, made in a tenth of
+# the time); None leaves the section as the engine's default (20 steps) and the job file as the fault tests know it.
+TINY_SAMPLE_STEPS: int | None = None
+
+
 def tiny_job(
     tmp_path: Path,
     provider: str,
@@ -81,6 +86,7 @@ def tiny_job(
 ) -> Path:
     """The smallest real job: a few images, a tiny SD1.5-shaped model, a checkpoint every epoch."""
     make_dataset(tmp_path / "data", {"2_mychar": images})
+    sample_steps = f"  steps: {TINY_SAMPLE_STEPS}\n" if TINY_SAMPLE_STEPS else ""
     job = tmp_path / "job.yaml"
     job.write_text(
         f"""
@@ -104,7 +110,7 @@ training:
 {extra_training}
 sample:
   prompts: []
-resources:
+{sample_steps}resources:
   provider: {provider}
   disk_gb: 20
 {extra_resources}
@@ -115,3 +121,11 @@ output:
         encoding="utf-8",
     )
     return job
+
+
+def with_sample(job: Path, block: str) -> None:
+    """Replace the sample section tiny_job wrote (whatever its lines) with `block`, which starts with "sample:"."""
+    text = job.read_text(encoding="utf-8")
+    start = text.index("\nsample:\n") + 1
+    end = text.index("\nresources:\n", start) + 1
+    job.write_text(text[:start] + block + text[end:], encoding="utf-8")

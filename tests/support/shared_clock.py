@@ -54,3 +54,23 @@ def share_clock(monkeypatch, fake, clock: SharedClock | None = None) -> SharedCl
     monkeypatch.setattr(RunContext, "__init__", init)
     monkeypatch.setattr(fake, "clock", clock.wall)
     return clock
+
+
+QUICK_SLEEP_S = 0.25
+
+
+def quick_waits(monkeypatch, cap: float = QUICK_SLEEP_S) -> Clock:
+    """Every pipeline built from now on waits at most `cap` real seconds per sleep, on the real clock: its polls
+    (boot, SSH, monitor rounds, teardown confirmation) ask again sooner, and nothing else changes. Unlike
+    `SharedClock`, no time is skipped: timeouts, leases and spend run on real time, so a wait can only end sooner
+    because its answer came sooner (a boot poll counts the fake's provisioning answers, not seconds).
+    A test that brings its own clock (`share_clock`) keeps it."""
+    clock = Clock(now=time.monotonic, sleep=lambda seconds: time.sleep(max(0.0, min(seconds, cap))), wall=time.time)
+    original = RunContext.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs.setdefault("clock", clock)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunContext, "__init__", init)
+    return clock
