@@ -22,6 +22,12 @@ S defaults to 60 s: the tiny jobs train 2 and 8 steps, so a job's training then 
 a real job's minutes of training outweigh its start-up. With a small S the per-job start-up, slowed by the three
 instances sharing the CPU, is most of every job and the ratio measures that. The run takes about 20 minutes.
 
+The batch plans with what lorarun measured on the baseline run (its calibration.jsonl, handed from the first test's
+lorarun home to the second's), as a user's second batch on these machines would: the simulated GPU's step time then
+sizes the jobs, so the packing gives the long job a rental of its own. (Before issue 19's calibration fix the plan
+ignored it: the baseline ran on the cheapest GPU, whose measured pace made it look slower than the unmeasured ones,
+and the batch was planned on those with the shipped table's guess.)
+
 The tests assert what does not depend on the machine's speed; the ratio is only reported here.
 """
 
