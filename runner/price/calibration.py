@@ -7,6 +7,7 @@ Where the numbers come from, in the order a lookup prefers them:
    or a public report from reference/engine.md §1).
 3. scaled: from the closest measured or shipped row by a two-part rule — a fixed per-step overhead (kernel
    launches, Python; the same on an H100 and an L40S per engine.md §0) plus FLOPs / (GPU bf16 peak × efficiency).
+   The closest row is this very setting measured on another GPU where there is one (issue 19), else the same GPU's.
    The result says "scaled from <row>" so nobody mistakes it for a measurement.
 
 `Calibration` is immutable data with pure lookups. Loading (the shipped table, the measurements) is in
