@@ -270,11 +270,14 @@ class Calibration:
             raise ValueError(f"no calibration row for model family {family!r}")
 
         def distance(r: StepRow) -> tuple:
-            # The same resolution first (a step's overhead depends on it through the kernels' shapes), then the
-            # same GPU (its own overhead), measured over shipped, this engine's own baseline over other
-            # trainers, then the closest options and batch.
+            # The same resolution first (a step's overhead depends on it through the kernels' shapes), then this
+            # very setting measured on another GPU (what the user's jobs really cost beyond the arithmetic; without
+            # it a measured GPU looks slower than the unmeasured ones and the next plan moves to them, sized by
+            # the old guess), then the same GPU (its own overhead), measured over shipped, this engine's own
+            # baseline over other trainers, then the closest options and batch.
             return (
                 round(abs(math.log(r.resolution[0] * r.resolution[1] / (resolution[0] * resolution[1]))), 3),
+                not (r.measured and r.batch == batch and r.options.key == options.key),
                 r.gpu != gpu,
                 not r.measured,
                 "baselines.md" not in r.source,

@@ -15,6 +15,7 @@ from support.batch_jobs import assert_dataset_uploaded_once_per_rental, assert_h
 from lorarun.image.step_pacing import PACE_ENV
 from lorarun.runner.batch.record import BatchStore
 from lorarun.runner.cli.app import main
+from lorarun.runner.price.calibration_load import measurements_path
 from lorarun.runner.state import JobStore
 
 pytest.importorskip("torch")
@@ -30,6 +31,21 @@ def paced(cloud) -> float:
     if seconds > 0:
         cloud.host.extra_env[PACE_ENV] = str(seconds)
     return seconds
+
+
+def learned_from_the_baseline() -> None:
+    """Under the bench only: the batch plans with what lorarun measured on the baseline run just before (its
+    calibration.jsonl: the simulated GPU's step time, the engine's start-up), as it would for a user who trained
+    on these machines before; each test has its own lorarun home, so the baseline leaves its measurements in the
+    bench's folder. Without them the plan sizes the paced jobs by the shipped table's guess for a real GPU (20 s
+    for a job that trains 8 minutes) and packs a short job behind the long one. Runs without the bench (and
+    without a baseline) plan from the shipped table, as a first batch does."""
+    folder = os.environ.get(WALL_ENV)
+    learned = os.path.join(folder, "calibration.jsonl") if folder else None
+    if learned and os.path.exists(learned):
+        measurements_path().parent.mkdir(parents=True, exist_ok=True)
+        with open(learned, "rb") as src, open(measurements_path(), "ab") as dst:
+            dst.write(src.read())
 
 
 def long_job(tmp_path, provider):
@@ -48,6 +64,7 @@ def eight_jobs(tmp_path, provider):
 
 def test_eight_jobs_over_three_rentals(vast_cloud, tmp_path, capsys):
     step_s = paced(vast_cloud)
+    learned_from_the_baseline()
     jobs = eight_jobs(tmp_path, vast_cloud.name)
     code = main(["submit", *map(str, jobs), "--rentals", "3", "--yes"])
     captured = capsys.readouterr()
@@ -76,7 +93,7 @@ def test_eight_jobs_over_three_rentals(vast_cloud, tmp_path, capsys):
     assert all(f">{s.name}<" in html for s in states)
     assert_dataset_uploaded_once_per_rental(vast_cloud, tmp_path / "data", states)
     assert_rentals_ran_side_by_side(states)
-    write_measurements("batch", record, states, step_s)
+    write_measurements("batch", record, states, step_s, captured.err)
 
 
 @pytest.mark.skipif(not os.environ.get(WALL_ENV), reason="bench/batch_wall.py's baseline only (one job, one rental)")
@@ -92,14 +109,19 @@ def test_longest_job_alone(vast_cloud, tmp_path, capsys):
     assert state.phase == "done" and state.instance_destroyed, state.message
     assert_home_and_verified(tmp_path, state)
     assert vast_cloud.instance_ids() == [] and not vast_cloud.host.alive(state.instance_id)
-    write_measurements("alone", record, [state], step_s)
+    write_measurements("alone", record, [state], step_s, captured.err)
+    if folder := os.environ.get(WALL_ENV):  # what lorarun learned here, for the batch's plan (above)
+        with open(os.path.join(folder, "calibration.jsonl"), "wb") as f:
+            f.write(measurements_path().read_bytes())
 
 
-def write_measurements(name: str, record, states, step_s: float) -> None:
-    """For bench/batch_wall.py (only when it runs this file): what this very run measured, from the jobs' records."""
+def write_measurements(name: str, record, states, step_s: float, err: str) -> None:
+    """For bench/batch_wall.py (only when it runs this file): what this very run measured, from the jobs' records,
+    and the plan lorarun printed before renting (its predicted wall time)."""
     if folder := os.environ.get(WALL_ENV):
+        plan = next((" ".join(line.split()) for line in err.splitlines() if line.startswith("plan: ")), None)
         with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
-            json.dump({**wall_measurements(record, states), "step_seconds": step_s}, f, indent=1)
+            json.dump({**wall_measurements(record, states), "step_seconds": step_s, "plan": plan}, f, indent=1)
 
 
 def assert_rentals_ran_side_by_side(states):
