@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.cloud import tiny_job
+from support.shared_clock import QUICK_CLI
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.errors import JobBusy, JobNotFound
@@ -23,7 +24,7 @@ pytest.importorskip("torch")
 
 def _submit_process(job: Path, holds) -> subprocess.Popen:
     """`lorarun submit` in its own process, held once its monitor has seen the first step (image/hold_points.py)."""
-    code = "import sys; from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
+    code = QUICK_CLI  # the CLI with quick_waits (tests/support/shared_clock.py), as in-process e2e tests run it
     return subprocess.Popen(
         [sys.executable, "-c", code, "submit", str(job), "--yes"],
         stdin=subprocess.DEVNULL,

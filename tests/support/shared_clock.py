@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from lorarun.runner.run.context import RunContext
 from lorarun.runner.run.poller import Clock
@@ -59,18 +60,40 @@ def share_clock(monkeypatch, fake, clock: SharedClock | None = None) -> SharedCl
 QUICK_SLEEP_S = 0.25
 
 
-def quick_waits(monkeypatch, cap: float = QUICK_SLEEP_S) -> Clock:
-    """Every pipeline built from now on waits at most `cap` real seconds per sleep, on the real clock: its polls
-    (boot, SSH, monitor rounds, teardown confirmation) ask again sooner, and nothing else changes. Unlike
-    `SharedClock`, no time is skipped: timeouts, leases and spend run on real time, so a wait can only end sooner
-    because its answer came sooner (a boot poll counts the fake's provisioning answers, not seconds).
-    A test that brings its own clock (`share_clock`) keeps it."""
-    clock = Clock(now=time.monotonic, sleep=lambda seconds: time.sleep(max(0.0, min(seconds, cap))), wall=time.time)
+def _quick_clock(cap: float) -> Clock:
+    return Clock(now=time.monotonic, sleep=lambda seconds: time.sleep(max(0.0, min(seconds, cap))), wall=time.time)
+
+
+def _with_clock(clock: Clock):
     original = RunContext.__init__
 
     def init(self, *args, **kwargs):
         kwargs.setdefault("clock", clock)
         original(self, *args, **kwargs)
 
-    monkeypatch.setattr(RunContext, "__init__", init)
+    return init
+
+
+def quick_waits(monkeypatch, cap: float = QUICK_SLEEP_S) -> Clock:
+    """Every pipeline built from now on waits at most `cap` real seconds per sleep, on the real clock: its polls
+    (boot, SSH, monitor rounds, teardown confirmation) ask again sooner, and nothing else changes. Unlike
+    `SharedClock`, no time is skipped: timeouts, leases and spend run on real time, so a wait can only end sooner
+    because its answer came sooner (a boot poll counts the fake's provisioning answers, not seconds).
+    A test that brings its own clock (`share_clock`) keeps it."""
+    clock = _quick_clock(cap)
+    monkeypatch.setattr(RunContext, "__init__", _with_clock(clock))
     return clock
+
+
+def quick_waits_in_this_process(cap: float = QUICK_SLEEP_S) -> None:
+    """quick_waits for a controller process a test starts (QUICK_CLI), for the rest of its life."""
+    RunContext.__init__ = _with_clock(_quick_clock(cap))  # type: ignore[method-assign]
+
+
+# `python -c QUICK_CLI ARGS...`: the lorarun CLI as a process of its own, with quick_waits in force, for the e2e tests
+# whose controller must be a separate process (Ctrl-C, a second terminal, a killed controller).
+QUICK_CLI = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+    "from support.shared_clock import quick_waits_in_this_process; quick_waits_in_this_process(); "
+    "from lorarun.runner.cli.app import main; sys.exit(main(sys.argv[1:]))"
+)

@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 
 from .engine_helpers import engine_config, read_events  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 
 def _cfg(tmp_path, dataset, **training):
     from lorarun.image.engine_config import EngineConfig

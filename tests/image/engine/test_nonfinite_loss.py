@@ -9,6 +9,8 @@ torch = pytest.importorskip("torch")
 
 from .engine_helpers import engine_config, read_events  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 
 def test_a_non_finite_loss_stops_the_run_with_a_failed_event(tmp_path, dataset, monkeypatch, capsys):
     from lorarun.image.engine import train as train_module

@@ -22,6 +22,8 @@ from .engine_helpers import (  # noqa: E402
     write_config,
 )
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 TRAINING = RESUME_TRAINING
 
 

@@ -23,6 +23,8 @@ from lorarun.runner.run import resume_state  # noqa: E402
 from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, run_engine, write_config  # noqa: E402
 from .test_resume import NO_GRID, TRAINING, _tensors, _wait_for  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 
 def _machine(root, dataset):
     """A job laid out as the controller lays it out on any machine: <root>/<job>/{dataset,output,work}."""

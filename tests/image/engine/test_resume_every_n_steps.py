@@ -25,6 +25,8 @@ from .engine_helpers import (  # noqa: E402
     write_config,
 )
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 # 4 epochs of 3 steps: step 4 is mid-epoch 2 (epoch 1 ends at step 3).
 BY_STEPS = {**RESUME_TRAINING, "save_every_n_steps": 2}  # the uninterrupted run (conftest.py) never saves by steps
 

@@ -12,6 +12,8 @@ torch = pytest.importorskip("torch")
 from .engine_helpers import engine_config, read_events  # noqa: E402
 from .ldm_checkpoint import pipeline_to_ldm  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     "variant, unet, vae, encoders",

@@ -14,6 +14,8 @@ from lorarun.runner.run.report import loss_points  # noqa: E402
 
 from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, write_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 
 def test_step_events_carry_every_step_loss_and_the_phases_add_up(tmp_path, dataset, asset_cache):
     cfg = engine_config(

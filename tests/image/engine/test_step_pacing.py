@@ -14,6 +14,8 @@ from lorarun.image.step_pacing import PACE_ENV  # noqa: E402
 
 from .engine_helpers import engine_cmd, engine_config, engine_env, read_events, write_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 STEP_S = 0.6
 
 

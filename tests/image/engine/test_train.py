@@ -13,6 +13,8 @@ from lorarun.image.engine.events import sha256_file  # noqa: E402
 
 from .engine_helpers import engine_config, read_events, run_engine, write_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # runs the engine: scheduled with the long tests (tests/conftest.py)
+
 PROMPT = "lrn style, a red circle"
 
 
