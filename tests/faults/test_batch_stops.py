@@ -2,7 +2,7 @@
 died. Either way the jobs that were training save and come home, the queued ones are reported as not run, every
 instance is destroyed and confirmed gone, and the exit code says not every job finished. Fake Vast.ai API, real
 sshd instances, the real engine on CPU; faults injected at named points (a monitor round that saw a step, the
-controller's `training` hold point)."""
+controller's `training` hold point, the engines' `engine:step` hold point)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from support.batch_jobs import batch_jobs
 from lorarun.runner.batch.record import BatchStore
 from lorarun.runner.cli.app import main
 from lorarun.runner.price.budget import SpendTracker
+from lorarun.runner.run import training as training_phase
 from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 
@@ -79,7 +80,7 @@ def queued_job(record, running: set[str]) -> str:
     return name
 
 
-def test_budget_reached_mid_batch_stops_every_rental_cleanly(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_budget_reached_mid_batch_stops_every_rental_cleanly(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject(
         "the batch's spend reaches max_cost while two rentals train",
         "both save and come home, the queued job is not run, all destroyed, exit 1",
@@ -104,6 +105,22 @@ def test_budget_reached_mid_batch_stops_every_rental_cleanly(vast_cloud, tmp_pat
         return events
 
     monkeypatch.setattr(JobMonitor, "poll", poll)
+    # Each engine holds after its first step (busy: its lease is still renewed) until BOTH stops have been sent, so
+    # neither can finish its 60 epochs before the budget's stop reaches it, however fast the machine (on an idle one
+    # a tiny job's epochs take seconds). The pipeline sends SIGTERM, then polls for the engine to stop: the hold is
+    # let go from that poll, once the second job is in it; the engines then see their stop flags and save.
+    vast_cloud.host.extra_env.update(holds.env("engine:step"))
+    stopping: list[str] = []
+    real_training_poll = training_phase.poll
+
+    def training_poll(done, *, what, **kwargs):
+        if what.startswith("the engine to save"):
+            stopping.append(what)
+            if len(stopping) == 2:
+                holds.release("engine:step")
+        return real_training_poll(done, what=what, **kwargs)
+
+    monkeypatch.setattr(training_phase, "poll", training_poll)
     code = main(["submit", *paths, "--rentals", "2", "--yes", "--max-cost", "100"])
     err = capsys.readouterr().err
     assert code == 1, err[-3000:]  # not every job finished
