@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from support.batch_jobs import batch_jobs
+from support.engine_hold import hold_engines_until_stopping
 
 from lorarun.runner.batch.record import BatchStore
 from lorarun.runner.cli.app import main
@@ -96,10 +97,12 @@ def test_an_interrupted_rental_moves_its_unfinished_jobs(vast_cloud, tmp_path, m
     assert_nothing_billing(vast_cloud, states)
 
 
-def test_one_engine_crash_fails_that_job_only(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_one_engine_crash_fails_that_job_only(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject("SIGKILL to one job's engine", "that job failed with its reason, the others finish, exit 1")
-    # Long enough that it is still training when the first monitor round that saw a step kills it.
     paths = jobs(tmp_path, vast_cloud.name, ["crash", "b", "c", "d"], epochs={"crash": 60})
+    # Every engine holds after its first step until the kill: 'crash' is still training when it is killed, however
+    # fast the machine; the others then go on (engines started after the release do not hold).
+    vast_cloud.host.extra_env.update(holds.env("engine:step"))
     killed = {}
 
     def hook(monitor):
@@ -108,6 +111,7 @@ def test_one_engine_crash_fails_that_job_only(vast_cloud, tmp_path, monkeypatch,
             if pid:
                 killed["pid"] = pid
                 monitor.transport.run(f"kill -KILL {pid}", check=False)
+                holds.release("engine:step")
 
     on_monitor_round(monkeypatch, hook)
     code = main(["submit", *paths, "--rentals", "2", "--yes"])
@@ -123,9 +127,10 @@ def test_one_engine_crash_fails_that_job_only(vast_cloud, tmp_path, monkeypatch,
     assert_nothing_billing(vast_cloud, states)
 
 
-def test_ctrl_c_stops_every_rental(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_ctrl_c_stops_every_rental(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject("Ctrl-C mid-batch", "every rental stops, pulls what exists, is destroyed; exit 130")
     paths = jobs(tmp_path, vast_cloud.name, ["a", "b", "c", "d"], epochs=dict.fromkeys("abcd", 30))
+    hold_engines_until_stopping(vast_cloud, monkeypatch, holds, "engine:step")  # still training when Ctrl-C lands
     pressed = {}
 
     def hook(monitor):

@@ -15,11 +15,11 @@ import time
 
 import pytest
 from support.batch_jobs import batch_jobs
+from support.engine_hold import hold_engines_until_stopping
 
 from lorarun.runner.batch.record import BatchStore
 from lorarun.runner.cli.app import main
 from lorarun.runner.price.budget import SpendTracker
-from lorarun.runner.run import training as training_phase
 from lorarun.runner.run.monitor import JobMonitor
 from lorarun.runner.state import JobStore
 
@@ -109,18 +109,7 @@ def test_budget_reached_mid_batch_stops_every_rental_cleanly(vast_cloud, tmp_pat
     # neither can finish its 60 epochs before the budget's stop reaches it, however fast the machine (on an idle one
     # a tiny job's epochs take seconds). The pipeline sends SIGTERM, then polls for the engine to stop: the hold is
     # let go from that poll, once the second job is in it; the engines then see their stop flags and save.
-    vast_cloud.host.extra_env.update(holds.env("engine:step"))
-    stopping: list[str] = []
-    real_training_poll = training_phase.poll
-
-    def training_poll(done, *, what, **kwargs):
-        if what.startswith("the engine to save"):
-            stopping.append(what)
-            if len(stopping) == 2:
-                holds.release("engine:step")
-        return real_training_poll(done, what=what, **kwargs)
-
-    monkeypatch.setattr(training_phase, "poll", training_poll)
+    hold_engines_until_stopping(vast_cloud, monkeypatch, holds, "engine:step", stops=2)
     code = main(["submit", *paths, "--rentals", "2", "--yes", "--max-cost", "100"])
     err = capsys.readouterr().err
     assert code == 1, err[-3000:]  # not every job finished

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from support.cloud import tiny_job
+from support.engine_hold import FIRST_EPOCH, hold_engines_until_stopping
 
 from lorarun.runner.cli.app import main
 from lorarun.runner.price.budget import SpendTracker
@@ -18,11 +19,12 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
 
-def test_budget_reached_mid_training_stops_cleanly(cloud, tmp_path, monkeypatch, capsys, fault):
+def test_budget_reached_mid_training_stops_cleanly(cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject("spend reaches max_cost mid-training", "clean stop, last checkpoint home, destroyed")
     # Predicted well under max_cost (a tiny job on a cheap offer), so the estimate lets it rent.
     job = tiny_job(tmp_path, cloud.name, epochs=30, extra_resources="  max_cost: 2.0")
     out = tmp_path / "out"
+    hold_engines_until_stopping(cloud, monkeypatch, holds, FIRST_EPOCH)  # the budget's stop lands before epoch 2
     # Once the first checkpoint is home the machine turns out dearer than predicted: the spend the tracker
     # computes from price × running time is scaled up, as if the instance billed 10^6 times the offer's price.
     scale = {"x": 1.0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from support.cloud import tiny_job
+from support.engine_hold import FIRST_EPOCH
 
 from lorarun.runner.run import monitor as monitor_mod
 
@@ -23,9 +24,10 @@ def _kill_agent_and_engine(cloud, fault) -> None:
         fault.inject(f"SIGKILL {what.rsplit('.', 1)[1]} on the instance")
 
 
-def test_agent_and_engine_killed_mid_training(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_agent_and_engine_killed_mid_training(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     monkeypatch.setattr(monitor_mod, "AGENT_DEAD_AFTER", 4.0, raising=False)
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    vast_cloud.host.extra_env.update(holds.env(FIRST_EPOCH))  # still training when it is killed
     done = {"killed": False}
 
     def hook(monitor, n):
@@ -47,11 +49,12 @@ def test_agent_and_engine_killed_mid_training(vast_cloud, tmp_path, monkeypatch,
     fault.observe("exit 1, 'agent died' said, checkpoint home, destroyed (confirmed)")
 
 
-def test_ctrl_c_while_the_agent_is_dead_still_ends_promptly(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_ctrl_c_while_the_agent_is_dead_still_ends_promptly(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     # The user presses Ctrl-C before the monitor noticed: the stop that follows must not wait for an agent that
     # is not there (it waited out the 300 s stop timeout before).
     monkeypatch.setattr(monitor_mod, "AGENT_DEAD_AFTER", 4.0, raising=False)
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    vast_cloud.host.extra_env.update(holds.env(FIRST_EPOCH))  # still training when it is killed
     done = {"killed_at": None}
 
     def hook(monitor, n):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.cloud import tiny_job
+from support.engine_hold import FIRST_EPOCH, hold_engines_until_stopping
 
 from lorarun.provider_adapters import retry
 from lorarun.runner.cli.app import main
@@ -116,9 +117,12 @@ def test_ctrl_c_right_after_create_returned(vast_cloud, tmp_path, monkeypatch, c
     assert_torn_down(vast_cloud, state)
 
 
-def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(
+    vast_cloud, tmp_path, monkeypatch, capsys, fault, holds
+):
     fault.inject("Ctrl-C mid-training", "engine saves, checkpoints home, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    hold_engines_until_stopping(vast_cloud, monkeypatch, holds, FIRST_EPOCH)  # the Ctrl-C lands before epoch 2
     out = tmp_path / "out"
     pressed = {"done": False}
 
@@ -141,9 +145,10 @@ def test_ctrl_c_mid_training_stops_cleanly_and_keeps_checkpoints(vast_cloud, tmp
     assert any(e.get("event") == "stopped" for e in events)
 
 
-def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_sigterm_to_the_controller_stops_without_asking(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject("SIGTERM to the controller mid-training", "stops without asking, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    hold_engines_until_stopping(vast_cloud, monkeypatch, holds, "engine:step")
     sent = {"done": False}
 
     def hook(monitor, n):
@@ -209,9 +214,10 @@ def test_ssh_dropped_mid_training_reconnects_and_finishes(vast_cloud, tmp_path, 
     ]
 
 
-def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, capsys, fault, holds):
     fault.inject("instance vanishes at the provider", "'vanished' said, checkpoints home, exit 1")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    vast_cloud.host.extra_env.update(holds.env(FIRST_EPOCH))  # still training when it vanishes (which kills it)
 
     def hook(monitor, n):
         if vast_cloud.instance_ids() and any(p.startswith("e2e_lora-") for p in monitor.progress.pulled):
@@ -228,9 +234,12 @@ def test_instance_vanishing_at_the_provider(vast_cloud, tmp_path, monkeypatch, c
     assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")
 
 
-def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_engine_crash_ends_with_outputs_home_and_instance_destroyed(
+    vast_cloud, tmp_path, monkeypatch, capsys, fault, holds
+):
     fault.inject("SIGKILL to the engine", "'training failed', outputs home, destroyed")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    vast_cloud.host.extra_env.update(holds.env(FIRST_EPOCH))  # still training when it is killed
     killed = {"done": False}
 
     def hook(monitor, n):
@@ -330,9 +339,12 @@ def test_lease_runs_out_with_no_controller_and_the_agent_destroys_its_instance(c
     assert not cloud.host.alive(state.instance_id)
 
 
-def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(vast_cloud, tmp_path, monkeypatch, capsys, fault):
+def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(
+    vast_cloud, tmp_path, monkeypatch, capsys, fault, holds
+):
     fault.inject("Ctrl-C → detach, then down from another shell", "keeps training, down stops and destroys")
     job = tiny_job(tmp_path, vast_cloud.name, epochs=30)
+    hold_engines_until_stopping(vast_cloud, monkeypatch, holds, FIRST_EPOCH)  # still training when `down` comes
     pressed = {"done": False}
 
     def hook(monitor, n):
@@ -355,4 +367,4 @@ def test_ctrl_c_then_detach_leaves_it_training_and_down_stops_it(vast_cloud, tmp
     assert code == 0, capsys.readouterr().err
     state = only_state()
     assert_torn_down(vast_cloud, state)
-    assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out") or checkpoints(tmp_path / "out")
+    assert "e2e_lora-000001.safetensors" in checkpoints(tmp_path / "out")

@@ -7,7 +7,8 @@ tiny model trains a step in a fraction of a second):
     engine:caching    the engine is about to cache latents (nothing trained yet)
     engine:grid       the final LoRA and its state are saved, the grid is not rendered
 
-A held process is never released here: the interruption that follows kills the instance's processes.
+A process held by `hold_next_rentals` is never released: the interruption that follows kills the instance's
+processes. `hold_engines_until_stopping` holds every engine and lets go once the controller waits for them to stop.
 """
 
 from __future__ import annotations
@@ -52,3 +53,29 @@ def hold_at(cloud, tmp: Path, steps: list[int | None]) -> None:
 
 def hold_call_at(cloud, tmp: Path, point: str) -> None:
     hold_next_rentals(cloud, tmp, [point])
+
+
+# The first epoch of support.cloud.tiny_job (2 images x 2 repeats, batch 2) ends at step 2: its checkpoint
+# (<name>-000001.safetensors) and resume state exist when the engine holds here.
+FIRST_EPOCH = state_point(2)
+
+
+def hold_engines_until_stopping(cloud, monkeypatch, holds, point: str, *, stops: int = 1) -> None:
+    """Every engine `cloud` starts holds at `point` until the controller has sent `stops` stops and waits for the
+    engines to save, so a fast machine cannot finish a tiny job before the stop lands (on an idle one thirty epochs
+    take seconds). The hold is let go from the pipeline's poll for the engine to stop (runner/run/training.py); the
+    engines then see their stop flags and save. A test that kills the engine instead needs no release."""
+    from lorarun.runner.run import training
+
+    cloud.host.extra_env.update(holds.env(point))
+    real_poll = training.poll
+    waiting: list[str] = []
+
+    def poll(done, *, what, **kwargs):
+        if what.startswith("the engine to save"):
+            waiting.append(what)
+            if len(waiting) == stops:
+                holds.release(point)
+        return real_poll(done, what=what, **kwargs)
+
+    monkeypatch.setattr(training, "poll", poll)
