@@ -15,6 +15,20 @@ from lorarun.sshlink.errors import RemoteCommandError, RemoteTimeout
 from lorarun.sshlink.sftp_io import check_upload_list, local_files, sha256_file
 from lorarun.sshlink.transport import CommandResult, LocalFile, ProgressFn, TransferReport
 
+# Every detached start's Popen, until its child has ended and been reaped. Dropping a Popen while its child runs would
+# hand the child to `subprocess`'s own background reaping (`Popen.__del__` queues it; the next Popen anywhere in this
+# process, in any thread, reaps it): then whether an ended agent is still a zombie (which `kill -0` reports as alive)
+# would depend on what else this process happened to start. Held here, it is reaped at two known moments: before each
+# command this transport runs (so the monitor's `kill -0` sees an ended agent as gone, as on a rented machine where
+# the agent is not our child) and by the local provider's destroy.
+_DETACHED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap_ended_detached() -> None:
+    for pid, proc in list(_DETACHED.items()):
+        if proc.poll() is not None:  # ended: reaped now (or already, by destroy: then poll() sees ECHILD, not None)
+            _DETACHED.pop(pid, None)  # another thread may have dropped it first
+
 
 class LocalTransport:
     def __init__(self, workdir: Path, python: str = sys.executable):
@@ -23,6 +37,7 @@ class LocalTransport:
         self.env = {**os.environ, "LORARUN_WORKDIR": str(workdir), "LORARUN_PYTHON": python}
 
     def run(self, command: str, *, timeout: float = 120.0, check: bool = True) -> CommandResult:
+        _reap_ended_detached()
         try:
             proc = subprocess.run(
                 ["bash", "-c", command], capture_output=True, text=True, timeout=timeout, env=self.env
@@ -46,6 +61,7 @@ class LocalTransport:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        _DETACHED[proc.pid] = proc
         return proc.pid
 
     def put_tree(self, local: Path, remote: str, *, progress: ProgressFn | None = None) -> TransferReport:
